@@ -1,0 +1,2 @@
+//! meshwire transport: identity, QUIC with libp2p TLS, multistream-select, in-memory transport.
+pub mod identity;

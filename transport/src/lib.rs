@@ -1,2 +1,3 @@
-//! meshwire transport: identity, QUIC with libp2p TLS, multistream-select, in-memory transport.
-pub mod identity;
+//! meshwire transport: QUIC with libp2p TLS, multistream-select, in-memory transport.
+pub use meshwire_core::identity;
+pub use meshwire_core::{ConnectionId, Direction};

@@ -6,7 +6,7 @@
 //! of that encoding and its base58btc text starts with `12D3KooW`.
 //!
 //! ```
-//! use meshwire_transport::identity::{Keypair, PeerId};
+//! use meshwire_core::identity::{Keypair, PeerId};
 //!
 //! let key = Keypair::generate();
 //! let peer = key.public().to_peer_id();

@@ -1,1 +1,237 @@
-//! Connection manager (being written).
+//! A tag-based connection manager with the capabilities of go-libp2p's `ConnManager`.
+//!
+//! The manager is *sans-IO*: it never closes anything itself and never reads a clock. The
+//! swarm that owns it reports connections through the notifee methods
+//! ([`ConnManager::notify_connected`], [`ConnManager::notify_disconnected`]), passes the
+//! current [`Instant`] in, and closes the connections that trims hand back. Parts of the
+//! application influence which peers are kept by tagging them with values
+//! ([`ConnManager::tag_peer`], [`ConnManager::upsert_tag`], decaying tags through
+//! [`Decayer`]) or by protecting them ([`ConnManager::protect`]).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use meshwire_connmgr::{BasicConnMgr, Config, ConnManager};
+//! use meshwire_core::{ConnectionId, Direction, Keypair};
+//!
+//! let start = Instant::now();
+//! let config = Config { low_water: 2, high_water: 3, ..Config::default() };
+//! let mut cm = BasicConnMgr::new(config, start)?;
+//!
+//! // Four peers connect; the one tagged "bootstrap" is worth keeping.
+//! let peers: Vec<_> = (0..4u64).map(|i| Keypair::from_seed_for_tests(i).peer_id()).collect();
+//! for (i, peer) in peers.iter().enumerate() {
+//!     cm.notify_connected(*peer, ConnectionId::from_raw(i as u64), Direction::Outbound, start);
+//! }
+//! cm.tag_peer(peers[0], "bootstrap", 50);
+//! cm.tag_peer(peers[1], "useful", 10);
+//! cm.protect(peers[2], "relay");
+//!
+//! // Within the grace period (one minute by default) nothing is trimmed.
+//! assert!(cm.poll_trim(start + Duration::from_secs(1)).is_empty());
+//!
+//! // Later the background check, driven by the swarm's timer, trims the unprotected
+//! // connections down to the low watermark: the least valuable peer goes.
+//! let later = start + Duration::from_secs(120);
+//! assert!(cm.next_wakeup().is_some_and(|w| w <= later));
+//! let to_close = cm.poll_trim(later);
+//! assert_eq!(to_close, vec![(peers[3], vec![ConnectionId::from_raw(3)])]);
+//!
+//! // The swarm closes them; the later disconnect notifications are harmless.
+//! for (peer, conns) in to_close {
+//!     for conn in conns {
+//!         cm.notify_disconnected(peer, conn, later);
+//!     }
+//! }
+//! assert_eq!(cm.conn_count(), 3);
+//! # Ok::<(), meshwire_connmgr::ConnMgrError>(())
+//! ```
+//!
+//! # Trimming
+//!
+//! [`BasicConnMgr`] follows go-libp2p's `BasicConnMgr` (the `p2p/net/connmgr` package):
+//!
+//! * A trim considers as *candidates* only unprotected peers whose first connection is at
+//!   least [`Config::grace_period`] old. It does nothing if the connection count is at or
+//!   below [`Config::low_water`], or if the candidates hold fewer than `low_water`
+//!   connections; otherwise it closes candidate connections until the candidates hold
+//!   `low_water` connections. Protected peers and peers in their grace period are kept on
+//!   top of that, exactly as in go-libp2p.
+//! * Candidates are ordered: temporary entries (peers tagged but never connected) first,
+//!   then lowest total tag value, then peers without any open stream before peers with
+//!   streams, then peers with an inbound connection before outbound-only peers, then fewer
+//!   streams first, and finally by [`PeerId`] so that the order is deterministic. Stream
+//!   counts come from [`ConnManager::notify_streams`] and are 0 until reported.
+//! * All connections of a trimmed peer are returned together, and the peer's entry (tags,
+//!   decaying values) is forgotten at once, as go-libp2p does on the last disconnect.
+//!   Temporary entries past the grace period are dropped by trims that have anything to do.
+//! * Automatic trims ([`ConnManager::poll_trim`]) run when the connection count is at or
+//!   above [`Config::high_water`] (go's background loop skips only when *below* it) and at
+//!   least [`Config::check_interval`] (the silence period) after the previous automatic
+//!   trim. Explicit trims ([`ConnManager::trim_open_conns`]) ignore both the high watermark
+//!   and the silence period, like go's `TrimOpenConns`.
+//!
+//! Two deliberate deviations from go-libp2p, both making trims more conservative:
+//!
+//! * The grace period applies to every connection, not only to the peer's first one: a
+//!   peer that opened a new connection within the grace period is not a candidate.
+//! * A peer whose connections would take the candidates below the low watermark is skipped
+//!   (later, smaller peers may still be trimmed), where go closes it and overshoots.
+//!   A trim therefore never takes the connection count below the low watermark.
+//!
+//! # Time
+//!
+//! Every method that can depend on time takes `now`. The manager keeps the latest `now` it
+//! was given as its clock and uses it where go-libp2p reads the clock in methods without a
+//! time argument (the first-seen time of peers tagged before they connect, the time of
+//! decaying-tag bumps and registrations). Instants going backwards are ignored.
+//!
+//! # Use from an async swarm
+//!
+//! The swarm owns the manager (or a [`ConnManagerHandle`] to it), calls
+//! [`ConnManager::poll_trim`] whenever its timer reaches [`ConnManager::next_wakeup`] (and,
+//! if it likes, right after reporting new connections), and closes what is returned.
+//! [`BasicConnMgr::next_wakeup`] is never more than one check interval after the latest
+//! `now`, so changes made through a handle (a new decaying tag, say) are picked up within
+//! that time even if the swarm slept on an older wakeup.
+
+#![warn(missing_docs)]
+
+pub mod basic;
+pub mod config;
+pub mod decay;
+pub mod handle;
+pub mod metrics;
+pub mod null;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use basic::{BasicConnMgr, CmInfo};
+pub use config::{Config, ConnMgrError};
+pub use decay::{
+    bump_overwrite, bump_sum_bounded, bump_sum_unbounded, decay_expire_when_inactive, decay_fixed,
+    decay_linear, decay_none, BumpFn, DecayFn, DecayingTagId, DecayingValue,
+};
+pub use handle::ConnManagerHandle;
+pub use meshwire_core::{ConnectionId, Direction, PeerId};
+pub use metrics::ConnMgrMetrics;
+pub use null::NullConnMgr;
+
+/// Connections to close, grouped by peer: what trims return. The caller closes them.
+pub type Trimmed = Vec<(PeerId, Vec<ConnectionId>)>;
+
+/// Metadata recorded for a peer, returned by [`ConnManager::get_tag_info`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagInfo {
+    /// When the manager started tracking the peer: its first connection, or its first tag if
+    /// it was tagged before connecting (reset when it then connects).
+    pub first_seen: Instant,
+    /// Sum of all tag values, ordinary and decaying (saturated to the `i32` range).
+    pub value: i32,
+    /// Value of each tag; decaying tags appear under their names.
+    pub tags: HashMap<String, i32>,
+    /// Each tracked connection and the time it was opened.
+    pub conns: HashMap<ConnectionId, Instant>,
+}
+
+/// A connection manager: tracks connections, tags and protections, and decides which
+/// connections to close. See the [crate docs](crate) for the trimming rules of
+/// [`BasicConnMgr`].
+pub trait ConnManager: Send {
+    /// Sets `tag` of `peer` to `value`. Tagging a peer that has no connection creates a
+    /// temporary entry that becomes the peer's entry when it connects.
+    fn tag_peer(&mut self, peer: PeerId, tag: &str, value: i32);
+
+    /// Removes `tag` from `peer`. Harmless if the peer or the tag is unknown.
+    fn untag_peer(&mut self, peer: PeerId, tag: &str);
+
+    /// Sets `tag` of `peer` to `f(current)`, where `current` is the tag's value or 0.
+    fn upsert_tag(&mut self, peer: PeerId, tag: &str, f: &mut dyn FnMut(i32) -> i32);
+
+    /// The metadata of `peer`, or `None` if the manager does not track it.
+    fn get_tag_info(&self, peer: PeerId) -> Option<TagInfo>;
+
+    /// Runs a trim now, regardless of the high watermark and the silence period, and returns
+    /// the connections to close.
+    fn trim_open_conns(&mut self, now: Instant) -> Trimmed;
+
+    /// Reports that connection `conn` to `peer` opened at `now`.
+    fn notify_connected(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        direction: Direction,
+        now: Instant,
+    );
+
+    /// Reports that connection `conn` to `peer` closed. Unknown connections are ignored.
+    fn notify_disconnected(&mut self, peer: PeerId, conn: ConnectionId, now: Instant);
+
+    /// Reports that connection `conn` to `peer` now has `streams` open streams (a hint for
+    /// the trim order).
+    fn notify_streams(&mut self, peer: PeerId, conn: ConnectionId, streams: usize);
+
+    /// Protects `peer` from trimming under `tag`. Idempotent per tag, not reference-counted.
+    fn protect(&mut self, peer: PeerId, tag: &str);
+
+    /// Removes the protection of `peer` under `tag`; returns whether the peer is still
+    /// protected under another tag.
+    fn unprotect(&mut self, peer: PeerId, tag: &str) -> bool;
+
+    /// Whether `peer` is protected under `tag`, or under any tag when `tag` is `None`.
+    fn is_protected(&self, peer: PeerId, tag: Option<&str>) -> bool;
+
+    /// Stops background work: [`poll_trim`](Self::poll_trim) does nothing afterwards and
+    /// [`next_wakeup`](Self::next_wakeup) returns `None`.
+    fn close(&mut self);
+
+    /// Runs the background work due at `now` (decay ticks, an automatic trim) and returns
+    /// the connections to close.
+    fn poll_trim(&mut self, now: Instant) -> Trimmed;
+
+    /// When [`poll_trim`](Self::poll_trim) should be called next, or `None` if never.
+    fn next_wakeup(&self) -> Option<Instant>;
+}
+
+/// Decaying tags (go-libp2p's `connmgr.Decayer`). See [`decay`].
+pub trait Decayer: ConnManager {
+    /// Registers a decaying tag called `name`, decayed by `decay` every `interval` (raised
+    /// to the decay resolution if shorter) and bumped with `bump`. Its first decay is one
+    /// interval after the latest resolution tick.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnMgrError::DuplicateDecayingTag`] if a registered tag has this name,
+    /// [`ConnMgrError::Closed`] after [`ConnManager::close`].
+    fn register_decaying_tag(
+        &mut self,
+        name: &str,
+        interval: Duration,
+        decay: DecayFn,
+        bump: BumpFn,
+    ) -> Result<DecayingTagId, ConnMgrError>;
+
+    /// Bumps `peer`'s value of `tag` by `delta` (through the tag's [`BumpFn`]). Creates a
+    /// temporary entry for a peer without connections.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnMgrError::DecayingTagClosed`], [`ConnMgrError::UnknownDecayingTag`] or
+    /// [`ConnMgrError::Closed`].
+    fn bump(&mut self, peer: PeerId, tag: DecayingTagId, delta: i32) -> Result<(), ConnMgrError>;
+
+    /// Removes `peer`'s value of `tag`. Harmless if the peer has none.
+    ///
+    /// # Errors
+    ///
+    /// As for [`bump`](Self::bump).
+    fn remove_decaying(&mut self, peer: PeerId, tag: DecayingTagId) -> Result<(), ConnMgrError>;
+
+    /// Closes `tag`: removes its values from all peers and refuses further bumps. Closing a
+    /// closed tag again is harmless.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnMgrError::UnknownDecayingTag`] for an id this manager never handed out.
+    fn close_decaying_tag(&mut self, tag: DecayingTagId) -> Result<(), ConnMgrError>;
+}

@@ -1,0 +1,229 @@
+//! [`ConnManagerHandle`], a cloneable thread-safe handle to a connection manager.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::{
+    BumpFn, ConnManager, ConnMgrError, ConnectionId, DecayFn, Decayer, DecayingTagId, Direction,
+    PeerId, TagInfo, Trimmed,
+};
+
+/// A cheap, cloneable, thread-safe handle to a connection manager: an `Arc<Mutex<M>>`.
+///
+/// The swarm keeps one clone (the handle itself implements [`ConnManager`] and, for
+/// managers that support it, [`Decayer`], so a swarm generic over `ConnManager` can own a
+/// handle) and applications keep others to tag and protect peers. Every operation locks a
+/// `std::sync::Mutex` for a short, non-blocking critical section and never across an
+/// `.await`, which is the recommended pattern in async code; no async runtime is needed.
+/// Applications' changes are seen by the swarm at its next
+/// [`poll_trim`](ConnManager::poll_trim) (see the crate docs on wakeups).
+///
+/// The convenience methods take `&self`. A panic inside a critical section (only possible
+/// from a user-supplied tag function) does not poison the handle: the lock is recovered.
+///
+/// ```
+/// use std::time::Instant;
+/// use meshwire_connmgr::{BasicConnMgr, Config, ConnManagerHandle};
+/// use meshwire_core::Keypair;
+///
+/// let handle = ConnManagerHandle::new(BasicConnMgr::new(Config::default(), Instant::now())?);
+/// let app = handle.clone();
+/// let peer = Keypair::from_seed_for_tests(7).peer_id();
+/// std::thread::spawn(move || app.tag_peer(peer, "kad", 5)).join().expect("thread");
+/// assert_eq!(handle.get_tag_info(peer).map(|t| t.value), Some(5));
+/// # Ok::<(), meshwire_connmgr::ConnMgrError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ConnManagerHandle<M> {
+    inner: Arc<Mutex<M>>,
+}
+
+impl<M> Clone for ConnManagerHandle<M> {
+    fn clone(&self) -> Self {
+        ConnManagerHandle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M: ConnManager> ConnManagerHandle<M> {
+    /// Wraps `manager` in a handle.
+    pub fn new(manager: M) -> Self {
+        ConnManagerHandle {
+            inner: Arc::new(Mutex::new(manager)),
+        }
+    }
+
+    /// Locks the manager for direct access (inherent methods, several calls at once).
+    pub fn lock(&self) -> MutexGuard<'_, M> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the manager locked.
+    pub fn with<R>(&self, f: impl FnOnce(&mut M) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// See [`ConnManager::tag_peer`].
+    pub fn tag_peer(&self, peer: PeerId, tag: &str, value: i32) {
+        self.lock().tag_peer(peer, tag, value)
+    }
+
+    /// See [`ConnManager::untag_peer`].
+    pub fn untag_peer(&self, peer: PeerId, tag: &str) {
+        self.lock().untag_peer(peer, tag)
+    }
+
+    /// See [`ConnManager::upsert_tag`].
+    pub fn upsert_tag(&self, peer: PeerId, tag: &str, f: &mut dyn FnMut(i32) -> i32) {
+        self.lock().upsert_tag(peer, tag, f)
+    }
+
+    /// See [`ConnManager::get_tag_info`].
+    pub fn get_tag_info(&self, peer: PeerId) -> Option<TagInfo> {
+        self.lock().get_tag_info(peer)
+    }
+
+    /// See [`ConnManager::trim_open_conns`].
+    pub fn trim_open_conns(&self, now: Instant) -> Trimmed {
+        self.lock().trim_open_conns(now)
+    }
+
+    /// See [`ConnManager::protect`].
+    pub fn protect(&self, peer: PeerId, tag: &str) {
+        self.lock().protect(peer, tag)
+    }
+
+    /// See [`ConnManager::unprotect`].
+    pub fn unprotect(&self, peer: PeerId, tag: &str) -> bool {
+        self.lock().unprotect(peer, tag)
+    }
+
+    /// See [`ConnManager::is_protected`].
+    pub fn is_protected(&self, peer: PeerId, tag: Option<&str>) -> bool {
+        self.lock().is_protected(peer, tag)
+    }
+
+    /// See [`ConnManager::next_wakeup`].
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.lock().next_wakeup()
+    }
+}
+
+impl<M: Decayer> ConnManagerHandle<M> {
+    /// See [`Decayer::register_decaying_tag`].
+    pub fn register_decaying_tag(
+        &self,
+        name: &str,
+        interval: Duration,
+        decay: DecayFn,
+        bump: BumpFn,
+    ) -> Result<DecayingTagId, ConnMgrError> {
+        self.lock()
+            .register_decaying_tag(name, interval, decay, bump)
+    }
+
+    /// See [`Decayer::bump`].
+    pub fn bump(&self, peer: PeerId, tag: DecayingTagId, delta: i32) -> Result<(), ConnMgrError> {
+        self.lock().bump(peer, tag, delta)
+    }
+
+    /// See [`Decayer::remove_decaying`].
+    pub fn remove_decaying(&self, peer: PeerId, tag: DecayingTagId) -> Result<(), ConnMgrError> {
+        self.lock().remove_decaying(peer, tag)
+    }
+
+    /// See [`Decayer::close_decaying_tag`].
+    pub fn close_decaying_tag(&self, tag: DecayingTagId) -> Result<(), ConnMgrError> {
+        self.lock().close_decaying_tag(tag)
+    }
+}
+
+impl<M: ConnManager> ConnManager for ConnManagerHandle<M> {
+    fn tag_peer(&mut self, peer: PeerId, tag: &str, value: i32) {
+        self.lock().tag_peer(peer, tag, value)
+    }
+
+    fn untag_peer(&mut self, peer: PeerId, tag: &str) {
+        self.lock().untag_peer(peer, tag)
+    }
+
+    fn upsert_tag(&mut self, peer: PeerId, tag: &str, f: &mut dyn FnMut(i32) -> i32) {
+        self.lock().upsert_tag(peer, tag, f)
+    }
+
+    fn get_tag_info(&self, peer: PeerId) -> Option<TagInfo> {
+        self.lock().get_tag_info(peer)
+    }
+
+    fn trim_open_conns(&mut self, now: Instant) -> Trimmed {
+        self.lock().trim_open_conns(now)
+    }
+
+    fn notify_connected(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        direction: Direction,
+        now: Instant,
+    ) {
+        self.lock().notify_connected(peer, conn, direction, now)
+    }
+
+    fn notify_disconnected(&mut self, peer: PeerId, conn: ConnectionId, now: Instant) {
+        self.lock().notify_disconnected(peer, conn, now)
+    }
+
+    fn notify_streams(&mut self, peer: PeerId, conn: ConnectionId, streams: usize) {
+        self.lock().notify_streams(peer, conn, streams)
+    }
+
+    fn protect(&mut self, peer: PeerId, tag: &str) {
+        self.lock().protect(peer, tag)
+    }
+
+    fn unprotect(&mut self, peer: PeerId, tag: &str) -> bool {
+        self.lock().unprotect(peer, tag)
+    }
+
+    fn is_protected(&self, peer: PeerId, tag: Option<&str>) -> bool {
+        self.lock().is_protected(peer, tag)
+    }
+
+    fn close(&mut self) {
+        self.lock().close()
+    }
+
+    fn poll_trim(&mut self, now: Instant) -> Trimmed {
+        self.lock().poll_trim(now)
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.lock().next_wakeup()
+    }
+}
+
+impl<M: Decayer> Decayer for ConnManagerHandle<M> {
+    fn register_decaying_tag(
+        &mut self,
+        name: &str,
+        interval: Duration,
+        decay: DecayFn,
+        bump: BumpFn,
+    ) -> Result<DecayingTagId, ConnMgrError> {
+        self.lock()
+            .register_decaying_tag(name, interval, decay, bump)
+    }
+
+    fn bump(&mut self, peer: PeerId, tag: DecayingTagId, delta: i32) -> Result<(), ConnMgrError> {
+        self.lock().bump(peer, tag, delta)
+    }
+
+    fn remove_decaying(&mut self, peer: PeerId, tag: DecayingTagId) -> Result<(), ConnMgrError> {
+        self.lock().remove_decaying(peer, tag)
+    }
+
+    fn close_decaying_tag(&mut self, tag: DecayingTagId) -> Result<(), ConnMgrError> {
+        self.lock().close_decaying_tag(tag)
+    }
+}

@@ -1,0 +1,343 @@
+//! Established, authenticated connections and their streams.
+//!
+//! A [`Connection`] is a cheap, cloneable handle. Over QUIC it wraps the `quinn::Connection`
+//! itself and a [`Stream`] wraps the quinn send/receive halves directly, so reads and writes go
+//! straight to quinn with one `match` of overhead and no extra task or channel.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::io::{AsyncRead, AsyncWrite};
+use meshwire_core::{Direction, PeerId};
+use multiaddr::Multiaddr;
+use thiserror::Error;
+
+use crate::memory::{MemConnection, MemStream};
+use crate::multistream::{self, Negotiated, NegotiationError, Version};
+
+/// Application close code meshwire sends when a connection is closed on purpose.
+pub const CLOSE_CODE_NORMAL: u32 = 0;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CloseReason {
+    /// This side closed it, with an application code and reason.
+    #[error("closed locally (code {code}): {reason}")]
+    Local {
+        /// Application error code.
+        code: u32,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The remote closed it, with an application code and reason.
+    #[error("closed by peer (code {code}): {reason}")]
+    Remote {
+        /// Application error code.
+        code: u32,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// Nothing was heard from the peer within the idle timeout.
+    #[error("idle timeout")]
+    TimedOut,
+    /// The peer reset the connection (stateless reset).
+    #[error("reset by peer")]
+    Reset,
+    /// The transport failed (protocol violation, version mismatch, endpoint shut down, ...).
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+impl From<quinn::ConnectionError> for CloseReason {
+    fn from(e: quinn::ConnectionError) -> Self {
+        use quinn::ConnectionError as E;
+        match e {
+            E::ApplicationClosed(c) => CloseReason::Remote {
+                code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            E::LocallyClosed => CloseReason::Local { code: CLOSE_CODE_NORMAL, reason: String::new() },
+            E::TimedOut => CloseReason::TimedOut,
+            E::Reset => CloseReason::Reset,
+            other => CloseReason::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Errors of stream and datagram operations on a connection.
+#[derive(Debug, Error)]
+pub enum ConnectionError {
+    /// The connection is closed.
+    #[error("connection closed: {0}")]
+    Closed(CloseReason),
+    /// The peer refuses more streams right now (its stream limit is reached).
+    #[error("stream limit reached")]
+    StreamLimit,
+    /// Datagrams are not supported by this connection or the peer.
+    #[error("datagrams are not supported on this connection")]
+    DatagramsUnsupported,
+    /// The datagram is larger than the path allows.
+    #[error("datagram too large (max {max} bytes)")]
+    DatagramTooLarge {
+        /// Largest datagram the connection can carry now.
+        max: usize,
+    },
+    /// Protocol negotiation on a new stream failed.
+    #[error("negotiation failed: {0}")]
+    Negotiation(#[from] NegotiationError),
+    /// Negotiation did not finish in time.
+    #[error("negotiation timed out")]
+    NegotiationTimeout,
+}
+
+impl From<quinn::ConnectionError> for ConnectionError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        ConnectionError::Closed(e.into())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum ConnInner {
+    Quic(quinn::Connection),
+    Memory(MemConnection),
+}
+
+/// An established connection to an authenticated peer.
+///
+/// Clone it freely: all clones refer to the same connection. The connection stays open until
+/// [`Connection::close`] is called, the peer closes it, it idles out, or the last handle to it
+/// is dropped.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub(crate) inner: ConnInner,
+    pub(crate) peer: PeerId,
+    pub(crate) remote_addr: Multiaddr,
+    pub(crate) local_addr: Multiaddr,
+    pub(crate) direction: Direction,
+}
+
+impl Connection {
+    /// The authenticated identity of the remote peer.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The remote's address as seen from here (its observed address), e.g.
+    /// `/ip4/203.0.113.5/udp/4001/quic-v1`.
+    pub fn remote_addr(&self) -> &Multiaddr {
+        &self.remote_addr
+    }
+
+    /// The local address this connection uses.
+    pub fn local_addr(&self) -> &Multiaddr {
+        &self.local_addr
+    }
+
+    /// Whether we dialed ([`Direction::Outbound`]) or accepted it.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Opens a new bidirectional stream. Waits while the peer's stream limit is reached.
+    pub async fn open_stream(&self) -> Result<Stream, ConnectionError> {
+        match &self.inner {
+            ConnInner::Quic(c) => {
+                let (send, recv) = c.open_bi().await?;
+                Ok(Stream { inner: StreamInner::Quic { send, recv } })
+            }
+            ConnInner::Memory(m) => m.open_stream().await.map(|s| Stream { inner: StreamInner::Memory(s) }),
+        }
+    }
+
+    /// Waits for the peer to open a bidirectional stream.
+    pub async fn accept_stream(&self) -> Result<Stream, ConnectionError> {
+        match &self.inner {
+            ConnInner::Quic(c) => {
+                let (send, recv) = c.accept_bi().await?;
+                Ok(Stream { inner: StreamInner::Quic { send, recv } })
+            }
+            ConnInner::Memory(m) => m.accept_stream().await.map(|s| Stream { inner: StreamInner::Memory(s) }),
+        }
+    }
+
+    /// Opens a stream and negotiates one of `protocols` with multistream-select as the dialer.
+    /// With a single protocol the negotiation is lazy: no round trip before the first write.
+    pub async fn open_negotiated<I, P>(
+        &self,
+        protocols: I,
+        timeout: Duration,
+    ) -> Result<(String, Negotiated<Stream>), ConnectionError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        let stream = self.open_stream().await?;
+        let protocols: Vec<String> = protocols.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        let fut = multistream::dialer_select(stream, protocols, Version::V1Lazy);
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnectionError::NegotiationTimeout),
+        }
+    }
+
+    /// Accepts the peer's next stream and negotiates it as the listener, accepting any of
+    /// `supported`.
+    pub async fn accept_negotiated<P: AsRef<str>>(
+        &self,
+        supported: &[P],
+        timeout: Duration,
+    ) -> Result<(String, Negotiated<Stream>), ConnectionError> {
+        let stream = self.accept_stream().await?;
+        match tokio::time::timeout(timeout, multistream::listener_select(stream, supported)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnectionError::NegotiationTimeout),
+        }
+    }
+
+    /// Closes the connection with an application code and reason. Open streams are reset.
+    pub fn close(&self, code: u32, reason: &str) {
+        match &self.inner {
+            ConnInner::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
+            ConnInner::Memory(m) => m.close(code, reason),
+        }
+    }
+
+    /// Waits until the connection is closed and tells why.
+    pub async fn closed(&self) -> CloseReason {
+        match &self.inner {
+            ConnInner::Quic(c) => c.closed().await.into(),
+            ConnInner::Memory(m) => m.closed().await,
+        }
+    }
+
+    /// Why the connection closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match &self.inner {
+            ConnInner::Quic(c) => c.close_reason().map(Into::into),
+            ConnInner::Memory(m) => m.close_reason(),
+        }
+    }
+
+    /// Sends an unreliable datagram (QUIC DATAGRAM frame). Datagrams can be lost, duplicated
+    /// never, reordered yes; see [`Connection::max_datagram_size`].
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), ConnectionError> {
+        match &self.inner {
+            ConnInner::Quic(c) => c.send_datagram(data).map_err(|e| match e {
+                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled => {
+                    ConnectionError::DatagramsUnsupported
+                }
+                quinn::SendDatagramError::TooLarge => ConnectionError::DatagramTooLarge {
+                    max: c.max_datagram_size().unwrap_or(0),
+                },
+                quinn::SendDatagramError::ConnectionLost(e) => e.into(),
+            }),
+            ConnInner::Memory(m) => m.send_datagram(data),
+        }
+    }
+
+    /// Waits for the next datagram from the peer.
+    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        match &self.inner {
+            ConnInner::Quic(c) => Ok(c.read_datagram().await?),
+            ConnInner::Memory(m) => m.read_datagram().await,
+        }
+    }
+
+    /// The largest datagram that can be sent now, or `None` if datagrams are unsupported.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        match &self.inner {
+            ConnInner::Quic(c) => c.max_datagram_size(),
+            ConnInner::Memory(_) => Some(crate::memory::MAX_MEMORY_DATAGRAM),
+        }
+    }
+
+    /// The transport's current round-trip estimate (zero for in-memory connections).
+    pub fn rtt(&self) -> Duration {
+        match &self.inner {
+            ConnInner::Quic(c) => c.rtt(),
+            ConnInner::Memory(_) => Duration::ZERO,
+        }
+    }
+
+    /// The underlying quinn connection, for QUIC connections.
+    pub fn as_quic(&self) -> Option<&quinn::Connection> {
+        match &self.inner {
+            ConnInner::Quic(c) => Some(c),
+            ConnInner::Memory(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum StreamInner {
+    Quic { send: quinn::SendStream, recv: quinn::RecvStream },
+    Memory(MemStream),
+}
+
+/// A bidirectional byte stream on a [`Connection`]: `futures::io::{AsyncRead, AsyncWrite}`.
+///
+/// `poll_close` finishes the write side (the peer reads end-of-stream); reading goes on until
+/// the peer finishes its side. Dropping the stream without closing resets it.
+#[derive(Debug)]
+pub struct Stream {
+    inner: StreamInner,
+}
+
+impl Stream {
+    /// Resets both directions: the peer's reads and writes fail.
+    pub fn reset(&mut self) {
+        match &mut self.inner {
+            StreamInner::Quic { send, recv } => {
+                let _ = send.reset(quinn::VarInt::from_u32(0));
+                let _ = recv.stop(quinn::VarInt::from_u32(0));
+            }
+            StreamInner::Memory(m) => m.reset(),
+        }
+    }
+
+    /// The quinn halves of a QUIC stream, for callers that want quinn's own API.
+    pub fn into_quic(self) -> Result<(quinn::SendStream, quinn::RecvStream), Stream> {
+        match self.inner {
+            StreamInner::Quic { send, recv } => Ok((send, recv)),
+            other => Err(Stream { inner: other }),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
+            StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
+            StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            StreamInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
+            StreamInner::Memory(m) => Pin::new(m).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            StreamInner::Quic { send, .. } => AsyncWrite::poll_close(Pin::new(send), cx),
+            StreamInner::Memory(m) => Pin::new(m).poll_close(cx),
+        }
+    }
+}

@@ -215,7 +215,8 @@ impl Drop for QuicTransport {
     }
 }
 
-/// Reads the authenticated peer id of an established quinn connection.
+/// Reads the authenticated peer id of an established quinn connection (its certificate was
+/// fully verified by the TLS verifiers during the handshake).
 fn remote_peer_id(conn: &quinn::Connection) -> Result<PeerId, TransportError> {
     let identity = conn
         .peer_identity()
@@ -223,7 +224,7 @@ fn remote_peer_id(conn: &quinn::Connection) -> Result<PeerId, TransportError> {
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .map_err(|_| TransportError::Tls(TlsError::BadCertificate("unexpected peer identity type".into())))?;
-    Ok(tls::peer_id_from_certificates(&certs)?)
+    Ok(tls::peer_id_of_authenticated_peer(&certs)?)
 }
 
 fn connection_from(conn: quinn::Connection, peer: PeerId, local: SocketAddr, direction: Direction) -> Connection {

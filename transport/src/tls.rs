@@ -324,6 +324,26 @@ pub fn peer_id_from_certificates(certs: &[CertificateDer<'_>]) -> Result<PeerId,
     }
 }
 
+/// The peer id in the certificate of a peer whose handshake has completed: the verifiers
+/// already checked the certificate fully during the handshake, so this only reads the libp2p
+/// extension again (no signature checks), keeping the second look off the dial's latency.
+pub(crate) fn peer_id_of_authenticated_peer(certs: &[CertificateDer<'_>]) -> Result<PeerId, TlsError> {
+    let [cert] = certs else { return Err(wrong_chain_length(certs.len())) };
+    let (_, x509) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| TlsError::BadCertificate(format!("malformed certificate: {e}")))?;
+    let ext = x509
+        .extensions()
+        .iter()
+        .find(|ext| oid_is(&ext.oid, &P2P_EXT_OID))
+        .ok_or(TlsError::MissingExtension)?;
+    let (host_key_bytes, _signature) = decode_signed_key(ext.value)?;
+    let key = PublicKey::decode_protobuf(host_key_bytes).map_err(|e| match e {
+        crate::identity::IdentityError::UnsupportedKeyType(t) => TlsError::UnsupportedKeyType(t),
+        other => TlsError::InvalidExtension(other.to_string()),
+    })?;
+    Ok(key.to_peer_id())
+}
+
 fn wrong_chain_length(n: usize) -> TlsError {
     TlsError::BadCertificate(format!("expected exactly one certificate, got {n}"))
 }
@@ -994,6 +1014,16 @@ mod tests {
     }
 
     // --- Our own certificates.
+
+    #[test]
+    fn authenticated_peer_id_reads_the_same_id_as_full_verification() {
+        let key = Keypair::generate();
+        let (cert, _) = generate_certificate(&key).unwrap();
+        let fast = peer_id_of_authenticated_peer(std::slice::from_ref(&cert)).unwrap();
+        assert_eq!(fast, parse_certificate(&cert).unwrap().peer_id());
+        assert_eq!(fast, key.peer_id());
+        assert!(peer_id_of_authenticated_peer(&[cert.clone(), cert]).is_err());
+    }
 
     #[test]
     fn generated_certificate_round_trips() {

@@ -1,0 +1,115 @@
+//! meshwire-kad: a sans-IO Kademlia DHT core speaking libp2p's `/ipfs/kad/1.0.0`.
+//!
+//! [`KadCore`] is a pure state machine in the style of `quinn-proto`: requests, responses and
+//! the current time go in; requests to send and events come out. It owns no socket, reads no
+//! clock and spawns nothing, so the same core runs under the meshwire swarm, in unit tests,
+//! and in a 1,000-node simulation on a virtual clock.
+//!
+//! Three cores wired together by hand, delivering every message instantly:
+//!
+//! ```
+//! use meshwire_core::{Keypair, PeerId};
+//! use meshwire_kad::protocol::Record;
+//! use meshwire_kad::{KadConfig, KadCore, KadEvent, KadOutput, QueryResult};
+//! use std::time::Instant;
+//!
+//! /// Runs the toy network until every core is idle; returns the finished queries.
+//! fn run(cores: &mut [KadCore], ids: &[PeerId], now: Instant) -> Vec<(usize, QueryResult)> {
+//!     let mut finished = Vec::new();
+//!     loop {
+//!         let mut busy = false;
+//!         for i in 0..cores.len() {
+//!             while let Some(output) = cores[i].poll(now) {
+//!                 busy = true;
+//!                 match output {
+//!                     KadOutput::SendRequest { request_id, peer, request, .. } => {
+//!                         let j = ids.iter().position(|p| *p == peer).unwrap();
+//!                         // Identify tells the swarm that the requester serves the DHT too.
+//!                         let addr = format!("/memory/{i}").parse().unwrap();
+//!                         cores[j].add_address(ids[i], addr, now);
+//!                         let expects_response = request.expects_response();
+//!                         match cores[j].handle_request(ids[i], request, now) {
+//!                             Some(response) => cores[i].on_response(request_id, peer, response, now),
+//!                             None if expects_response => cores[i].on_request_failed(request_id, now),
+//!                             None => {}
+//!                         }
+//!                     }
+//!                     KadOutput::Event(KadEvent::QueryFinished { result, .. }) => finished.push((i, result)),
+//!                     KadOutput::Event(_) => {}
+//!                 }
+//!             }
+//!         }
+//!         if !busy {
+//!             return finished;
+//!         }
+//!     }
+//! }
+//!
+//! let ids: Vec<PeerId> = (0..3).map(|n| Keypair::from_seed_for_tests(n).peer_id()).collect();
+//! let mut cores: Vec<KadCore> =
+//!     ids.iter().zip(0..).map(|(id, seed)| KadCore::with_seed(*id, KadConfig::default(), seed)).collect();
+//! let now = Instant::now();
+//!
+//! // Nodes 1 and 2 know node 0 (say, from identify), and bootstrap through it.
+//! for i in 1..3 {
+//!     cores[i].add_address(ids[0], "/memory/0".parse().unwrap(), now);
+//!     cores[i].bootstrap(now).unwrap();
+//! }
+//! run(&mut cores, &ids, now);
+//! assert_eq!(cores[1].routing_table().len(), 2, "node 1 learned node 2 through node 0");
+//!
+//! // Node 1 stores a record at the closest peers; node 2 finds it.
+//! cores[1].put_value(Record::new("greeting", b"hello".to_vec()), 1, now).unwrap();
+//! run(&mut cores, &ids, now);
+//! cores[2].get_value("greeting".into(), 1, now);
+//! let done = run(&mut cores, &ids, now);
+//! let QueryResult::GetValue(Ok(found)) = &done[0].1 else { panic!("{done:?}") };
+//! assert_eq!(found.records[0].record.value, b"hello");
+//! ```
+//!
+//! # Modules
+//!
+//! * [`protocol`]: the protobuf wire format, length-prefixed framing with a size bound, and
+//!   the typed [`KadRequest`] / [`KadResponse`].
+//! * [`kbucket`]: 256-bit keys, XOR distance, the routing table with LRU buckets and
+//!   ping-before-evict.
+//! * [`query`]: the iterative closest-peers lookup (α parallel requests, `k` results), query
+//!   results and statistics (requests, hops, duration).
+//! * [`store`]: bounded, expiring record and provider stores with republish/replication
+//!   schedules.
+//! * [`core`]: [`KadCore`], the state machine tying them together.
+//! * [`discovery`]: service announcement and lookup over provider records, with a TTL cache.
+//! * `sim` (feature `sim`): a deterministic discrete-event simulator of many cores.
+//!
+//! # Driving the core (for the swarm)
+//!
+//! Inputs: [`KadCore::handle_request`] (inbound request → optional response),
+//! [`KadCore::on_response`] / [`KadCore::on_request_failed`] (outcome of a
+//! [`KadOutput::SendRequest`]), [`KadCore::add_address`] (a peer serving the DHT, e.g. from
+//! identify), [`KadCore::on_peer_connected`] / [`KadCore::on_peer_disconnected`],
+//! [`KadCore::set_mode`], and the commands ([`KadCore::find_node`], [`KadCore::get_value`],
+//! [`KadCore::put_value`], [`KadCore::start_providing`], [`KadCore::get_providers`],
+//! [`KadCore::bootstrap`]). Outputs: [`KadCore::poll`] until `None` after every input, and
+//! again at [`KadCore::next_timeout`].
+
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod discovery;
+pub mod kbucket;
+pub mod protocol;
+pub mod query;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod store;
+
+pub use crate::core::{
+    InboundRequest, KadConfig, KadCore, KadEvent, KadOutput, Mode, RemovalReason, RequestId,
+    MAX_PROVIDER_KEY_LEN,
+};
+pub use crate::kbucket::{Distance, Key, RoutingTable};
+pub use crate::protocol::{
+    KadCodec, KadPeer, KadRequest, KadResponse, ProtocolError, Record, RecordKey, PROTOCOL_NAME,
+};
+pub use crate::query::{QueryError, QueryId, QueryOrigin, QueryProgress, QueryResult, QueryStats};
+pub use crate::store::{StoreConfig, StoreError};

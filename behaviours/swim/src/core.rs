@@ -1,0 +1,373 @@
+//! [`Swim`]: the sans-IO core that a driver (the swarm, a test, the simulator) runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshwire_core::PeerId;
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::event::{CoreStats, Event, Stats};
+use crate::member::{Member, MetaError, NodeMeta};
+use crate::membership::Membership;
+use crate::realm::Realm;
+use crate::rng::splitmix64;
+use crate::wire::{Body, DecodeError, Limits, Message};
+
+/// How a [`Transmit`] must be sent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TransmitKind {
+    /// As one unreliable datagram (a QUIC datagram): encode with [`Message::encode`]; the
+    /// result is never larger than [`Config::mtu`]. Losing it is fine.
+    Datagram,
+    /// As a push-pull request on a new stream negotiated as
+    /// [`PROTOCOL_NAME`](crate::PROTOCOL_NAME): write it framed
+    /// ([`encode_frame`](crate::wire::encode_frame)), read one framed answer, and give that
+    /// to [`Swim::handle_push_pull`] (or [`Swim::handle_push_pull_bytes`]). If the stream
+    /// cannot be opened or the answer does not come, call [`Swim::push_pull_failed`].
+    PushPull,
+}
+
+/// A message the core wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination. Its addresses, when the driver needs to dial, are in
+    /// [`Swim::member`]`(..).meta.addresses()`.
+    pub to: PeerId,
+    /// Datagram or push-pull stream.
+    pub kind: TransmitKind,
+    /// The message.
+    pub message: Message,
+}
+
+/// Output queues shared by the realms of a core.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    cap: usize,
+    dropped_events: u64,
+    dropped_transmits: u64,
+}
+
+impl Outbox {
+    pub(crate) fn transmit(&mut self, t: Transmit) {
+        if self.transmits.len() >= self.cap {
+            self.dropped_transmits += 1;
+        } else {
+            self.transmits.push_back(t);
+        }
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        if self.events.len() >= self.cap {
+            self.dropped_events += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+}
+
+/// The realm named in a call is not one of this core's.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("this core is not in realm {0}")]
+pub struct UnknownRealm(pub Realm);
+
+/// Why metadata could not be set.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SetMetaError {
+    /// The metadata is refused.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The core has left.
+    #[error("the node has left")]
+    Left,
+}
+
+/// The SWIM + Lifeguard membership core of one node, for one or more realms.
+///
+/// A pure state machine: it never reads a clock, sleeps or does IO. The driver feeds it
+/// time and inbound messages and carries out what it asks; see the crate docs for the
+/// contract and an example.
+pub struct Swim {
+    local: PeerId,
+    config: Config,
+    limits: Limits,
+    realms: Vec<Membership>,
+    out: Outbox,
+    stats: CoreStats,
+}
+
+impl std::fmt::Debug for Swim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swim")
+            .field("local", &self.local)
+            .field("realms", &self.realms.iter().map(|m| m.realm().clone()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Swim {
+    /// A core for `local` in `realms`, announcing `meta`, with a seeded RNG (use a random
+    /// seed in production; a fixed one makes runs reproducible). `now` is the driver's
+    /// current time; every later call passes a time not before it.
+    pub fn new(
+        local: PeerId,
+        realms: impl IntoIterator<Item = Realm>,
+        meta: NodeMeta,
+        config: Config,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let realms: Vec<Realm> = realms.into_iter().collect();
+        config.validate(&realms)?;
+        let len = meta.encoded_len();
+        if len > config.max_metadata_bytes {
+            return Err(ConfigError::Meta(MetaError::TooLarge { len, limit: config.max_metadata_bytes }));
+        }
+        let meta = Arc::new(meta);
+        let memberships = realms
+            .into_iter()
+            .map(|realm| {
+                // Each realm gets its own RNG stream derived from the seed and its name.
+                let mut s = seed;
+                for b in realm.as_str().bytes() {
+                    s = splitmix64(&mut s) ^ u64::from(b);
+                }
+                Membership::new(realm, local, meta.clone(), &config, splitmix64(&mut s), now)
+            })
+            .collect();
+        Ok(Swim {
+            local,
+            limits: config.limits(),
+            out: Outbox {
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                cap: config.max_queued_outputs,
+                dropped_events: 0,
+                dropped_transmits: 0,
+            },
+            config,
+            realms: memberships,
+            stats: CoreStats::default(),
+        })
+    }
+
+    /// This node's identity.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The decoding limits in force (derived from the configuration).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The realms this core serves.
+    pub fn realms(&self) -> impl Iterator<Item = &Realm> {
+        self.realms.iter().map(|m| m.realm())
+    }
+
+    fn index(&self, realm: &Realm) -> Option<usize> {
+        self.realms.iter().position(|m| m.realm().same(realm))
+    }
+
+    fn realm_mut(&mut self, realm: &Realm) -> Result<usize, UnknownRealm> {
+        self.index(realm).ok_or_else(|| UnknownRealm(realm.clone()))
+    }
+
+    /// Joins `realm` through `seeds`: a push-pull (full state exchange) with each. Seeds that
+    /// fail are reported as [`Event::JoinFailed`]; calling again retries.
+    pub fn join(&mut self, now: Instant, realm: &Realm, seeds: &[PeerId]) -> Result<(), UnknownRealm> {
+        let i = self.realm_mut(realm)?;
+        self.realms[i].join(now, seeds, &self.config, &mut self.out);
+        Ok(())
+    }
+
+    /// Leaves every realm gracefully: bumps the incarnation, tells
+    /// [`Config::leave_fanout`] members per realm (they spread it), and stops: afterwards
+    /// the core ignores input and has no timer. Drain [`Swim::poll_transmit`] once more.
+    pub fn leave(&mut self, _now: Instant) {
+        for m in &mut self.realms {
+            m.leave(&self.config, &mut self.out);
+        }
+    }
+
+    /// Whether [`Swim::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.realms.iter().all(Membership::has_left)
+    }
+
+    /// Changes this node's metadata in every realm (bumps the incarnation and disseminates).
+    pub fn set_metadata(&mut self, _now: Instant, meta: NodeMeta) -> Result<(), SetMetaError> {
+        if self.has_left() {
+            return Err(SetMetaError::Left);
+        }
+        let len = meta.encoded_len();
+        if len > self.config.max_metadata_bytes {
+            return Err(MetaError::TooLarge { len, limit: self.config.max_metadata_bytes }.into());
+        }
+        let meta = Arc::new(meta);
+        for m in &mut self.realms {
+            m.set_meta(meta.clone());
+        }
+        Ok(())
+    }
+
+    /// When [`Swim::handle_timeout`] should be called next (`None`: never, after leaving).
+    /// Changes after every call into the core.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.realms.iter().filter_map(Membership::poll_timeout).min()
+    }
+
+    /// Runs every timer due at `now`: protocol periods, indirect probes, suspicion timeouts,
+    /// dissemination rounds, push-pulls, nacks, reaping.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for m in &mut self.realms {
+            m.handle_timeout(now, &self.config, &mut self.out);
+        }
+    }
+
+    /// Handles one inbound datagram from `from` (the authenticated sender of the QUIC
+    /// connection it came on). Bad bytes are counted and returned as an error; they change
+    /// nothing.
+    pub fn handle_datagram(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> Result<(), DecodeError> {
+        match Message::decode(bytes, &self.limits) {
+            Ok(msg) => {
+                self.handle_message(now, from, msg);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles one already-decoded datagram message (what [`Swim::handle_datagram`] does
+    /// after decoding; simulations use it to skip the codec).
+    pub fn handle_message(&mut self, now: Instant, from: PeerId, msg: Message) {
+        if from == self.local {
+            self.stats.self_messages += 1;
+            return;
+        }
+        let Some(i) = self.index(&msg.realm) else {
+            self.stats.foreign_realm_messages += 1;
+            return;
+        };
+        self.realms[i].handle_datagram(now, from, msg.body, &self.config, &mut self.out);
+    }
+
+    /// Handles a push-pull message read from a stream with `from`: a request (on a stream
+    /// `from` opened) returns the answer to write back on it; an answer (to a request this
+    /// core asked for) returns `None`.
+    pub fn handle_push_pull(&mut self, now: Instant, from: PeerId, msg: Message) -> Option<Message> {
+        if from == self.local {
+            self.stats.self_messages += 1;
+            return None;
+        }
+        let Some(i) = self.index(&msg.realm) else {
+            self.stats.foreign_realm_messages += 1;
+            return None;
+        };
+        let Body::PushPull(pp) = msg.body else {
+            self.realms[i].count_unexpected();
+            return None;
+        };
+        let reply = self.realms[i].handle_push_pull(now, from, pp, &self.config, &mut self.out)?;
+        Some(Message { realm: msg.realm, body: Body::PushPull(reply) })
+    }
+
+    /// [`Swim::handle_push_pull`] on bytes (one message, without its frame prefix); returns
+    /// the encoded answer (without frame prefix) for requests.
+    pub fn handle_push_pull_bytes(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+        match Message::decode(bytes, &self.limits) {
+            Ok(msg) => Ok(self.handle_push_pull(now, from, msg).map(|m| m.encode())),
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports that a push-pull asked for by a [`TransmitKind::PushPull`] transmit to `peer`
+    /// in `realm` failed (could not dial, stream reset, bad answer, timeout).
+    pub fn push_pull_failed(&mut self, _now: Instant, peer: PeerId, realm: &Realm) {
+        if let Some(i) = self.index(realm) {
+            self.realms[i].push_pull_failed(peer, &mut self.out);
+        }
+    }
+
+    /// The next message to send, if any. Drain after every call into the core.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next membership event, if any. Drain after every call into the core.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// Every member of `realm` known now (alive, suspect, and dead or left ones not yet
+    /// forgotten), sorted by peer ID; this node is not included (see
+    /// [`Swim::local_member`]). Empty for an unknown realm.
+    pub fn members(&self, realm: &Realm) -> Vec<Member> {
+        self.index(realm).map(|i| self.realms[i].members()).unwrap_or_default()
+    }
+
+    /// One member of `realm`, if known.
+    pub fn member(&self, realm: &Realm, peer: &PeerId) -> Option<Member> {
+        self.realms[self.index(realm)?].member(peer)
+    }
+
+    /// This node as a member of `realm`.
+    pub fn local_member(&self, realm: &Realm) -> Option<Member> {
+        Some(self.realms[self.index(realm)?].local_member())
+    }
+
+    /// The number of alive and suspect members of `realm`, not counting this node.
+    pub fn live_member_count(&self, realm: &Realm) -> usize {
+        self.index(realm).map_or(0, |i| self.realms[i].live_count())
+    }
+
+    /// This node's incarnation number in `realm`.
+    pub fn incarnation(&self, realm: &Realm) -> Option<u64> {
+        Some(self.realms[self.index(realm)?].incarnation())
+    }
+
+    /// The Lifeguard local health multiplier in `realm` (0 = healthy).
+    pub fn local_health(&self, realm: &Realm) -> Option<u32> {
+        Some(self.realms[self.index(realm)?].local_health())
+    }
+
+    /// The counters of `realm`.
+    pub fn stats(&self, realm: &Realm) -> Option<Stats> {
+        Some(self.realms[self.index(realm)?].stats())
+    }
+
+    /// The core-wide counters.
+    pub fn core_stats(&self) -> CoreStats {
+        CoreStats {
+            dropped_events: self.out.dropped_events,
+            dropped_transmits: self.out.dropped_transmits,
+            ..self.stats.clone()
+        }
+    }
+
+    /// The suspicion of `peer` in `realm`, if it is suspect: independent confirmations so
+    /// far and the time it will be declared failed if nothing changes.
+    pub fn suspicion(&self, realm: &Realm, peer: &PeerId) -> Option<(u32, Instant)> {
+        self.realms[self.index(realm)?].suspicion_of(peer)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn membership(&self, realm: &Realm) -> &Membership {
+        &self.realms[self.index(realm).unwrap_or(0)]
+    }
+}

@@ -1,0 +1,168 @@
+//! SWIM membership and failure detection with the Lifeguard extensions, as a sans-IO core.
+//!
+//! [`Swim`] is a pure state machine in the style of `quinn-proto`: the driver (meshwire's
+//! swarm, a test, or the [`sim`] simulator) passes in time and inbound messages, and takes
+//! out messages to send and membership events. It never reads a clock, sleeps or does IO,
+//! and all its randomness comes from a seed, so runs are reproducible.
+//!
+//! # Example: three cores wired by hand
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use meshwire_core::Keypair;
+//! use meshwire_swim::{Config, Event, NodeMeta, Realm, Swim, TransmitKind};
+//!
+//! let realm: Realm = "org.example.mesh".parse()?;
+//! let start = Instant::now();
+//! let mut nodes = (0..3u64)
+//!     .map(|i| {
+//!         let id = Keypair::from_seed_for_tests(i).peer_id();
+//!         Swim::new(id, [realm.clone()], NodeMeta::empty(), Config::default(), i, start)
+//!     })
+//!     .collect::<Result<Vec<Swim>, _>>()?;
+//!
+//! // Nodes 1 and 2 join through node 0 (a push-pull with it each).
+//! let seed = nodes[0].local_peer_id();
+//! nodes[1].join(start, &realm, &[seed])?;
+//! nodes[2].join(start, &realm, &[seed])?;
+//!
+//! // The driver loop: carry out every transmit (here instantly and losslessly; the swarm
+//! // sends QUIC datagrams and opens streams), collect events, run timers when due.
+//! let mut now = start;
+//! let mut joined = 0;
+//! while now < start + Duration::from_secs(10) {
+//!     let mut busy = true;
+//!     while busy {
+//!         busy = false;
+//!         for i in 0..nodes.len() {
+//!             while let Some(t) = nodes[i].poll_transmit() {
+//!                 busy = true;
+//!                 let from = nodes[i].local_peer_id();
+//!                 let j = nodes.iter().position(|n| n.local_peer_id() == t.to).unwrap();
+//!                 match t.kind {
+//!                     TransmitKind::Datagram => {
+//!                         let bytes = t.message.encode(); // never more than Config::mtu
+//!                         nodes[j].handle_datagram(now, from, &bytes)?;
+//!                     }
+//!                     TransmitKind::PushPull => {
+//!                         if let Some(answer) = nodes[j].handle_push_pull(now, from, t.message) {
+//!                             nodes[i].handle_push_pull(now, t.to, answer);
+//!                         }
+//!                     }
+//!                 }
+//!             }
+//!             while let Some(event) = nodes[i].poll_event() {
+//!                 if let Event::MemberJoined { .. } = event {
+//!                     joined += 1;
+//!                 }
+//!             }
+//!         }
+//!     }
+//!     now = nodes.iter().filter_map(Swim::poll_timeout).min().unwrap();
+//!     for n in &mut nodes {
+//!         if n.poll_timeout().is_some_and(|t| t <= now) {
+//!             n.handle_timeout(now);
+//!         }
+//!     }
+//! }
+//! assert_eq!(joined, 6); // each node learned the two others
+//! assert!(nodes.iter().all(|n| n.live_member_count(&realm) == 2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The driver contract
+//!
+//! Inputs (each takes the current time, never earlier than a previous call's):
+//! - [`Swim::handle_timeout`] when [`Swim::poll_timeout`] is due (re-read it after every call).
+//! - [`Swim::handle_datagram`] for each datagram from a peer (the authenticated peer of the
+//!   QUIC connection), or [`Swim::handle_message`] with an already decoded [`Message`].
+//! - [`Swim::handle_push_pull`] / [`Swim::handle_push_pull_bytes`] for a push-pull message
+//!   read from a stream: for an inbound request it returns the answer to write back.
+//! - [`Swim::push_pull_failed`] when a push-pull this core asked for could not complete.
+//! - Commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_metadata`].
+//!
+//! Outputs (drain both after every input):
+//! - [`Swim::poll_transmit`]: a [`Transmit`] to a [`PeerId`](meshwire_core::PeerId), either
+//!   [`TransmitKind::Datagram`] (one unreliable datagram, at most [`Config::mtu`] bytes; loss
+//!   is expected) or [`TransmitKind::PushPull`] (open a stream negotiated as
+//!   [`PROTOCOL_NAME`], write the framed request, read one framed answer, feed it back). The
+//!   addresses of a member are in [`Swim::member`]`(..).meta`.
+//! - [`Swim::poll_event`]: [`Event`]s (joined, updated, suspected, refuted, failed, left,
+//!   join failed), each with its realm.
+//! - Queries: [`Swim::members`], [`Swim::member`], [`Swim::live_member_count`],
+//!   [`Swim::stats`] (per-realm [`Stats`]), [`Swim::core_stats`], [`Swim::local_health`].
+//!
+//! # Protocol
+//!
+//! **Failure detection (SWIM).** Each protocol period ([`Config::probe_interval`]) a node
+//! probes the next member of a shuffled round-robin order (reshuffled every round; new members
+//! go to random positions among those not yet probed). A ping unanswered after
+//! [`Config::probe_timeout`] triggers ping-reqs through [`Config::indirect_checks`] random
+//! members, which ping the target and relay its ack; the prober also repeats its ping once
+//! ([`Config::ping_retry`]). No ack by the end of the period: the target becomes *suspect*,
+//! and is declared *dead* if it does not refute before its suspicion timeout.
+//!
+//! **Lifeguard** (Dadgar et al., 2017; as in HashiCorp memberlist), each part switchable:
+//! - *Local health multiplier* (LHM, `0..=`[`Config::awareness_max`]): scales the probe
+//!   interval and timeout by `LHM + 1`; +1 per missed nack of a failed probe (or +1 for a
+//!   failed probe without helpers), +1 for refuting a suspicion of oneself, −1 per successful
+//!   probe. A node that is itself slow thus probes less eagerly instead of accusing others.
+//! - *Nacks*: indirect probers that could not reach the target in time say so.
+//! - *Dynamic suspicion*: the timeout starts at `max = suspicion_max_timeout_mult × min`,
+//!   with `min = suspicion_mult × max(1, log10 N) × probe_interval`, and shrinks towards `min`
+//!   as `ln(n + 1) / ln(k + 1)` with `n` of the `k = suspicion_mult − 2` expected independent
+//!   confirmations.
+//! - *Buddy system*: a ping to a member held as suspect carries that suspicion first, so
+//!   the member refutes at once (its ack carries the refutation).
+//!
+//! **Rules** (per member; `i` = incarnation). `alive(i)` overrides `alive(j)` and
+//! `suspect(j)` for `i > j`; `suspect(i)` overrides `alive(j)` for `i ≥ j` and `suspect(j)`
+//! for `i > j` (same `i`: an independent confirmation); `dead(i)` and `left(i)` override alive
+//! and suspect for `i ≥ j`, and only `alive(i > j)` brings a dead or left member back.
+//! A node accused at or above its incarnation refutes by jumping above it and spreading
+//! `alive`; accused below it (someone missed the refutation) it spreads its current `alive`
+//! again. Dead and left members are forgotten after [`Config::dead_retention`].
+//!
+//! **Dissemination.** Updates ride on every ping, ack, ping-req and nack, as many as fit in
+//! the MTU, least-transmitted first, each at most `retransmit_mult × ⌈log10(N + 1)⌉` times; a
+//! newer update about a member replaces the queued older one. Dissemination rounds
+//! ([`Config::gossip_interval`]) send *fresh* updates (transmitted fewer than
+//! [`Config::gossip_fresh_transmits`] times) to a few random members, for a fast start.
+//!
+//! **Join, leave, anti-entropy.** Joining is a push-pull (full state exchange over a stream)
+//! with each seed; every [`Config::push_pull_interval`] a node push-pulls with a random
+//! member. A graceful leave bumps the incarnation, tells [`Config::leave_fanout`] members,
+//! and stops the core.
+//!
+//! **Realms.** A core is created for a set of [`Realm`]s (reverse-DNS names) and keeps one
+//! independent membership per realm; every message names its realm; messages for other realms
+//! are ignored and counted ([`CoreStats::foreign_realm_messages`]).
+//!
+//! **Wire.** See [`wire`] and `docs/swim.md` for the byte-level specification; decoding never
+//! panics and every bad input is a typed [`DecodeError`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod core;
+mod event;
+mod hash;
+mod member;
+mod membership;
+mod queue;
+mod realm;
+pub mod rng;
+pub mod sim;
+mod suspicion;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::config::{Config, ConfigError};
+pub use crate::core::{SetMetaError, Swim, Transmit, TransmitKind, UnknownRealm};
+pub use crate::event::{CoreStats, Event, Stats};
+pub use crate::member::{Member, MemberState, MetaError, NodeMeta};
+pub use crate::realm::{Realm, RealmError, MAX_LABEL_LEN, MAX_REALM_LEN};
+pub use crate::wire::{DecodeError, Limits, Message, PROTOCOL_NAME, WIRE_VERSION};

@@ -36,7 +36,9 @@ fn serve_pings(conn: Connection) {
 }
 
 /// Pings the peer of `conn` a few times on one stream; returns the round-trip times.
-async fn ping(conn: &Connection) -> Result<Vec<Duration>, Box<dyn std::error::Error + Send + Sync>> {
+async fn ping(
+    conn: &Connection,
+) -> Result<Vec<Duration>, Box<dyn std::error::Error + Send + Sync>> {
     let (_, mut s) = conn.open_negotiated([PING], T).await?;
     let mut rtts = Vec::new();
     for _ in 0..PINGS_PER_PEER {
@@ -65,7 +67,9 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let n: usize = match std::env::args().nth(1) {
-        Some(a) => a.parse().map_err(|_| format!("usage: mesh [N], got {a:?}"))?,
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("usage: mesh [N], got {a:?}"))?,
         None => 8,
     };
     if n < 2 {
@@ -99,11 +103,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let result = async {
                     let conn = dial.await.map_err(|e| e.to_string())?;
                     if conn.peer_id() != expected {
-                        return Err(format!("node {i}: dialed {expected}, reached {}", conn.peer_id()));
+                        return Err(format!(
+                            "node {i}: dialed {expected}, reached {}",
+                            conn.peer_id()
+                        ));
                     }
                     serve_pings(conn.clone());
                     let rtts = ping(&conn).await.map_err(|e| e.to_string())?;
-                    Ok(Report { node: i, peer: expected, rtts, _conn: conn })
+                    Ok(Report {
+                        node: i,
+                        peer: expected,
+                        rtts,
+                        _conn: conn,
+                    })
                 }
                 .await;
                 let _ = tx.send(result);
@@ -120,7 +132,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                                 let conn = upgrade.await.map_err(|e| e.to_string())?;
                                 serve_pings(conn.clone());
                                 let rtts = ping(&conn).await.map_err(|e| e.to_string())?;
-                                Ok(Report { node: i, peer: conn.peer_id(), rtts, _conn: conn })
+                                Ok(Report {
+                                    node: i,
+                                    peer: conn.peer_id(),
+                                    rtts,
+                                    _conn: conn,
+                                })
                             }
                             .await;
                             let _ = tx.send(result);
@@ -159,7 +176,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     println!("meshwire mesh: {n} nodes on loopback, full mesh over QUIC + libp2p TLS, {PING}");
     println!();
-    println!("{:<5} {:<54} {:<36} {:>5} {:>10} {:>10}", "node", "peer id", "listen address", "peers", "rtt med", "rtt max");
+    println!(
+        "{:<5} {:<54} {:<36} {:>5} {:>10} {:>10}",
+        "node", "peer id", "listen address", "peers", "rtt med", "rtt max"
+    );
     for (i, peers) in &per_node {
         let mut all: Vec<Duration> = peers.iter().flat_map(|(_, r)| r.iter().copied()).collect();
         all.sort();
@@ -180,7 +200,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
         }
         if peers.len() != n - 1 {
-            return Err(format!("node {i} reached {} peers, expected {}", peers.len(), n - 1).into());
+            return Err(
+                format!("node {i} reached {} peers, expected {}", peers.len(), n - 1).into(),
+            );
         }
     }
     println!();

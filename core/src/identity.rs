@@ -195,7 +195,9 @@ impl Keypair {
 
 impl fmt::Debug for Keypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keypair").field("public", &self.public()).finish_non_exhaustive()
+        f.debug_struct("Keypair")
+            .field("public", &self.public())
+            .finish_non_exhaustive()
     }
 }
 
@@ -209,15 +211,18 @@ fn decode_key_message(mut bytes: &[u8]) -> Result<(u64, &[u8]), IdentityError> {
         bytes = rest;
         match tag {
             0x08 => {
-                let (v, rest) = read_varint(bytes).ok_or(IdentityError::MalformedKey("bad type"))?;
+                let (v, rest) =
+                    read_varint(bytes).ok_or(IdentityError::MalformedKey("bad type"))?;
                 if key_type.replace(v).is_some() {
                     return Err(IdentityError::MalformedKey("duplicate type"));
                 }
                 bytes = rest;
             }
             0x12 => {
-                let (len, rest) = read_varint(bytes).ok_or(IdentityError::MalformedKey("bad length"))?;
-                let len = usize::try_from(len).map_err(|_| IdentityError::MalformedKey("bad length"))?;
+                let (len, rest) =
+                    read_varint(bytes).ok_or(IdentityError::MalformedKey("bad length"))?;
+                let len =
+                    usize::try_from(len).map_err(|_| IdentityError::MalformedKey("bad length"))?;
                 if len > rest.len() {
                     return Err(IdentityError::MalformedKey("truncated data"));
                 }
@@ -270,7 +275,10 @@ impl PeerId {
         bytes[0] = MH_IDENTITY;
         bytes[1] = enc.len() as u8;
         bytes[2..2 + enc.len()].copy_from_slice(&enc);
-        PeerId { len: (2 + enc.len()) as u8, bytes }
+        PeerId {
+            len: (2 + enc.len()) as u8,
+            bytes,
+        }
     }
 
     /// Parses the binary multihash form of a peer ID. Accepts identity multihashes of at most
@@ -286,7 +294,9 @@ impl PeerId {
         match code {
             MH_IDENTITY if digest_len <= MAX_INLINE_KEY_LEN => {}
             MH_SHA2_256 if digest_len == 32 => {}
-            MH_IDENTITY | MH_SHA2_256 => return Err(IdentityError::InvalidPeerId("bad digest length")),
+            MH_IDENTITY | MH_SHA2_256 => {
+                return Err(IdentityError::InvalidPeerId("bad digest length"))
+            }
             _ => return Err(IdentityError::InvalidPeerId("unsupported multihash")),
         }
         if b.len() != 2 + digest_len {
@@ -294,7 +304,10 @@ impl PeerId {
         }
         let mut bytes = [0u8; MAX_PEER_ID_LEN];
         bytes[..b.len()].copy_from_slice(b);
-        Ok(PeerId { len: b.len() as u8, bytes })
+        Ok(PeerId {
+            len: b.len() as u8,
+            bytes,
+        })
     }
 
     /// The binary multihash form.
@@ -332,7 +345,11 @@ impl PeerId {
         cid.extend_from_slice(&[0x01, CID_LIBP2P_KEY]);
         cid.extend_from_slice(self.as_bytes());
         let mut s = String::from("b");
-        s.push_str(&data_encoding::BASE32_NOPAD.encode(&cid).to_ascii_lowercase());
+        s.push_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&cid)
+                .to_ascii_lowercase(),
+        );
         s
     }
 
@@ -389,7 +406,8 @@ mod tests {
 
     // Test vectors of the libp2p peer-id spec (peer-ids/peer-ids.md, "Test vectors").
     const SPEC_PRIVATE: &str = "080112407e0830617c4a7de83925dfb2694556b12936c477a0e1feb2e148ec9da60fee7d1ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e";
-    const SPEC_PUBLIC: &str = "080112201ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e";
+    const SPEC_PUBLIC: &str =
+        "080112201ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e";
     const SPEC_PEER_ID: &str = "12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq";
 
     #[test]
@@ -408,10 +426,17 @@ mod tests {
     #[test]
     fn spec_vector_cid_and_legacy_forms_parse_to_the_same_peer() {
         // The spec's example: the CIDv1 form of QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N.
-        let legacy: PeerId = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N".parse().unwrap();
-        let cid: PeerId = "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe".parse().unwrap();
+        let legacy: PeerId = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+            .parse()
+            .unwrap();
+        let cid: PeerId = "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe"
+            .parse()
+            .unwrap();
         assert_eq!(legacy, cid);
-        assert_eq!(legacy.to_cid_string(), "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe");
+        assert_eq!(
+            legacy.to_cid_string(),
+            "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe"
+        );
         assert_eq!(legacy.public_key(), None);
     }
 
@@ -430,17 +455,29 @@ mod tests {
         enc.extend_from_slice(&kp.secret_bytes());
         enc.extend_from_slice(&kp.public().to_bytes());
         enc.extend_from_slice(&kp.public().to_bytes());
-        assert_eq!(Keypair::from_protobuf_encoding(&enc).unwrap().peer_id(), kp.peer_id());
+        assert_eq!(
+            Keypair::from_protobuf_encoding(&enc).unwrap().peer_id(),
+            kp.peer_id()
+        );
         let last = enc.len() - 1;
         enc[last] ^= 1;
-        assert_eq!(Keypair::from_protobuf_encoding(&enc).unwrap_err(), IdentityError::InvalidKey);
+        assert_eq!(
+            Keypair::from_protobuf_encoding(&enc).unwrap_err(),
+            IdentityError::InvalidKey
+        );
     }
 
     #[test]
     fn wrong_key_types_and_malformed_keys_are_rejected() {
         // secp256k1 public key from the spec vectors.
-        let secp = hex::decode("08021221037777e994e452c21604f91de093ce415f5432f701dd8cd1a7a6fea0e630bfca99").unwrap();
-        assert_eq!(PublicKey::decode_protobuf(&secp).unwrap_err(), IdentityError::UnsupportedKeyType(2));
+        let secp = hex::decode(
+            "08021221037777e994e452c21604f91de093ce415f5432f701dd8cd1a7a6fea0e630bfca99",
+        )
+        .unwrap();
+        assert_eq!(
+            PublicKey::decode_protobuf(&secp).unwrap_err(),
+            IdentityError::UnsupportedKeyType(2)
+        );
         assert!(PublicKey::decode_protobuf(&[0x08, 0x01]).is_err());
         assert!(PublicKey::decode_protobuf(&[0x08, 0x01, 0x12, 0x20, 1, 2]).is_err());
         assert!(PublicKey::decode_protobuf(&[0x08, 0x01, 0x08, 0x01, 0x12, 0x00]).is_err());
@@ -454,7 +491,9 @@ mod tests {
         assert!(kp.public().verify(b"msg", &sig));
         assert!(!kp.public().verify(b"msh", &sig));
         assert!(!kp.public().verify(b"msg", &sig[..10]));
-        assert!(!Keypair::from_seed_for_tests(8).public().verify(b"msg", &sig));
+        assert!(!Keypair::from_seed_for_tests(8)
+            .public()
+            .verify(b"msg", &sig));
     }
 
     #[test]

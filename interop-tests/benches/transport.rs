@@ -30,7 +30,9 @@ use futures::future::poll_fn;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use libp2p::core::muxing::StreamMuxerExt;
-use libp2p::core::transport::{DialOpts, ListenerId as P2pListenerId, PortUse, Transport as _, TransportEvent as P2pEvent};
+use libp2p::core::transport::{
+    DialOpts, ListenerId as P2pListenerId, PortUse, Transport as _, TransportEvent as P2pEvent,
+};
 use libp2p::core::Endpoint;
 
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
@@ -83,13 +85,21 @@ struct Joined {
 }
 
 impl AsyncRead for Joined {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         futures::io::AsyncRead::poll_read(Pin::new(&mut self.get_mut().recv), cx, buf)
     }
 }
 
 impl AsyncWrite for Joined {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         futures::io::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().send), cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -118,19 +128,24 @@ impl RawQuinn {
         let client_kp = meshwire_core::Keypair::generate();
         let server_tls = meshwire_transport::tls::server_config(&server_kp).expect("server tls");
         let (client_tls, _outcome) =
-            meshwire_transport::tls::client_config(&client_kp, Some(server_kp.peer_id())).expect("client tls");
+            meshwire_transport::tls::client_config(&client_kp, Some(server_kp.peer_id()))
+                .expect("client tls");
 
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(server_tls)).expect("quic server tls");
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(server_tls))
+            .expect("quic server tls");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(QuicConfig::default().transport_config()));
         server_config.migration(false);
-        let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).expect("server endpoint");
+        let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap())
+            .expect("server endpoint");
         let server_addr = server.local_addr().unwrap();
 
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client_tls)).expect("quic client tls");
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client_tls))
+            .expect("quic client tls");
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
         client_config.transport_config(Arc::new(QuicConfig::default().transport_config()));
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client endpoint");
+        let mut client =
+            quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client endpoint");
         client.set_default_client_config(client_config);
 
         let ep = server.clone();
@@ -146,12 +161,21 @@ impl RawQuinn {
                 });
             }
         });
-        RawQuinn { client, server_addr, _server: server }
+        RawQuinn {
+            client,
+            server_addr,
+            _server: server,
+        }
     }
 
     async fn run(&self, total: u64) -> Run {
         let t0 = Instant::now();
-        let conn = self.client.connect(self.server_addr, "l").expect("connect").await.expect("handshake");
+        let conn = self
+            .client
+            .connect(self.server_addr, "l")
+            .expect("connect")
+            .await
+            .expect("handshake");
         let (send, recv) = conn.open_bi().await.expect("open_bi");
         let mut s = Joined { send, recv };
         let bulk = client_bulk(&mut s, total).await;
@@ -174,8 +198,11 @@ impl Meshwire {
     async fn start() -> Self {
         let server_kp = meshwire_core::Keypair::generate();
         let server_peer = server_kp.peer_id();
-        let mut server = QuicTransport::new(server_kp, QuicConfig::default()).expect("meshwire server");
-        server.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).expect("listen");
+        let mut server =
+            QuicTransport::new(server_kp, QuicConfig::default()).expect("meshwire server");
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .expect("listen");
         let server_addr = loop {
             if let TransportEvent::NewListenAddr { addr, .. } = server.next_event().await {
                 break addr;
@@ -186,7 +213,8 @@ impl Meshwire {
                 if let TransportEvent::Incoming { upgrade, .. } = server.next_event().await {
                     tokio::spawn(async move {
                         let Ok(conn) = upgrade.await else { return };
-                        if let Ok((_, mut s)) = conn.accept_negotiated(&[PROTO], NEG_TIMEOUT).await {
+                        if let Ok((_, mut s)) = conn.accept_negotiated(&[PROTO], NEG_TIMEOUT).await
+                        {
                             let _ = server_bulk(&mut s).await;
                             conn.closed().await;
                         }
@@ -194,14 +222,27 @@ impl Meshwire {
                 }
             }
         });
-        let client = QuicTransport::new(meshwire_core::Keypair::generate(), QuicConfig::default()).expect("meshwire client");
-        Meshwire { client, server_addr, server_peer }
+        let client = QuicTransport::new(meshwire_core::Keypair::generate(), QuicConfig::default())
+            .expect("meshwire client");
+        Meshwire {
+            client,
+            server_addr,
+            server_peer,
+        }
     }
 
     async fn run(&mut self, total: u64) -> Run {
         let t0 = Instant::now();
-        let conn = self.client.dial(&self.server_addr, Some(self.server_peer)).expect("dial").await.expect("handshake");
-        let (_, mut s) = conn.open_negotiated([PROTO], NEG_TIMEOUT).await.expect("open_negotiated");
+        let conn = self
+            .client
+            .dial(&self.server_addr, Some(self.server_peer))
+            .expect("dial")
+            .await
+            .expect("handshake");
+        let (_, mut s) = conn
+            .open_negotiated([PROTO], NEG_TIMEOUT)
+            .await
+            .expect("open_negotiated");
         let bulk = client_bulk(&mut s, total).await;
         let all = t0.elapsed();
         conn.close(0, "");
@@ -222,21 +263,34 @@ impl RustLibp2p {
         let server_kp = libp2p::identity::Keypair::generate_ed25519();
         let mut server = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(&server_kp));
         server
-            .listen_on(P2pListenerId::next(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .listen_on(
+                P2pListenerId::next(),
+                "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+            )
             .expect("listen");
         let mut server = Box::pin(server);
         let server_addr = loop {
-            if let P2pEvent::NewAddress { listen_addr, .. } = poll_fn(|cx| server.as_mut().poll(cx)).await {
+            if let P2pEvent::NewAddress { listen_addr, .. } =
+                poll_fn(|cx| server.as_mut().poll(cx)).await
+            {
                 break listen_addr;
             }
         };
         tokio::spawn(async move {
             loop {
-                if let P2pEvent::Incoming { upgrade, .. } = poll_fn(|cx| server.as_mut().poll(cx)).await {
+                if let P2pEvent::Incoming { upgrade, .. } =
+                    poll_fn(|cx| server.as_mut().poll(cx)).await
+                {
                     tokio::spawn(async move {
-                        let Ok((_peer, mut conn)) = upgrade.await else { return };
-                        let Ok(sub) = poll_fn(|cx| conn.poll_inbound_unpin(cx)).await else { return };
-                        let Ok((_, mut s)) = multistream_select::listener_select_proto(sub, [PROTO]).await else {
+                        let Ok((_peer, mut conn)) = upgrade.await else {
+                            return;
+                        };
+                        let Ok(sub) = poll_fn(|cx| conn.poll_inbound_unpin(cx)).await else {
+                            return;
+                        };
+                        let Ok((_, mut s)) =
+                            multistream_select::listener_select_proto(sub, [PROTO]).await
+                        else {
                             return;
                         };
                         let _ = server_bulk(&mut s).await;
@@ -248,20 +302,35 @@ impl RustLibp2p {
         });
         let client_kp = libp2p::identity::Keypair::generate_ed25519();
         let client = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(&client_kp));
-        RustLibp2p { client, server_addr }
+        RustLibp2p {
+            client,
+            server_addr,
+        }
     }
 
     async fn run(&mut self, total: u64) -> Run {
         let t0 = Instant::now();
         let dial = self
             .client
-            .dial(self.server_addr.clone(), DialOpts { role: Endpoint::Dialer, port_use: PortUse::Reuse })
+            .dial(
+                self.server_addr.clone(),
+                DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::Reuse,
+                },
+            )
             .expect("dial");
         let (_peer, mut conn) = dial.await.expect("handshake");
-        let sub = poll_fn(|cx| conn.poll_outbound_unpin(cx)).await.expect("open substream");
-        let (_, mut s) = multistream_select::dialer_select_proto(sub, [PROTO], multistream_select::Version::V1Lazy)
+        let sub = poll_fn(|cx| conn.poll_outbound_unpin(cx))
             .await
-            .expect("negotiate");
+            .expect("open substream");
+        let (_, mut s) = multistream_select::dialer_select_proto(
+            sub,
+            [PROTO],
+            multistream_select::Version::V1Lazy,
+        )
+        .await
+        .expect("negotiate");
         let bulk = client_bulk(&mut s, total).await;
         let all = t0.elapsed();
         drop(s);
@@ -314,7 +383,11 @@ async fn bench() {
     // Throughput, stacks alternating.
     let (mut t_raw, mut t_mesh, mut t_p2p) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (r, m, p) = (raw.run(total).await.1, mesh.run(total).await.1, p2p.run(total).await.1);
+        let (r, m, p) = (
+            raw.run(total).await.1,
+            mesh.run(total).await.1,
+            p2p.run(total).await.1,
+        );
         eprintln!(
             "  round {}: raw-quinn {:.1} MB/s, meshwire {:.1} MB/s, rust-libp2p {:.1} MB/s",
             round + 1,
@@ -327,7 +400,11 @@ async fn bench() {
         t_p2p.push(p);
     }
     let best = |v: &Vec<Duration>| *v.iter().min().unwrap();
-    let (b_raw, b_mesh, b_p2p) = (mbps(total, best(&t_raw)), mbps(total, best(&t_mesh)), mbps(total, best(&t_p2p)));
+    let (b_raw, b_mesh, b_p2p) = (
+        mbps(total, best(&t_raw)),
+        mbps(total, best(&t_mesh)),
+        mbps(total, best(&t_p2p)),
+    );
     let (m_raw, m_mesh, m_p2p) = (
         mbps(total, median(&mut t_raw.clone())),
         mbps(total, median(&mut t_mesh.clone())),
@@ -354,11 +431,27 @@ async fn bench() {
     }
     let (l_raw, l_mesh, l_p2p) = (median(&mut l_raw), median(&mut l_mesh), median(&mut l_p2p));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("latency dial -> first byte on a negotiated {PROTO} stream (median of {dials}, loopback)");
-    println!("latency raw-quinn   {:8.0} us  (connect + bi stream, no negotiation)", us(l_raw));
-    println!("latency meshwire    {:8.0} us  ratio vs raw quinn {:.2}", us(l_mesh), us(l_mesh) / us(l_raw));
-    println!("latency rust-libp2p {:8.0} us  ratio vs raw quinn {:.2}", us(l_p2p), us(l_p2p) / us(l_raw));
-    println!("meshwire latency / rust-libp2p latency: {:.2}x", us(l_mesh) / us(l_p2p));
+    println!(
+        "latency dial -> first byte on a negotiated {PROTO} stream (median of {dials}, loopback)"
+    );
+    println!(
+        "latency raw-quinn   {:8.0} us  (connect + bi stream, no negotiation)",
+        us(l_raw)
+    );
+    println!(
+        "latency meshwire    {:8.0} us  ratio vs raw quinn {:.2}",
+        us(l_mesh),
+        us(l_mesh) / us(l_raw)
+    );
+    println!(
+        "latency rust-libp2p {:8.0} us  ratio vs raw quinn {:.2}",
+        us(l_p2p),
+        us(l_p2p) / us(l_raw)
+    );
+    println!(
+        "meshwire latency / rust-libp2p latency: {:.2}x",
+        us(l_mesh) / us(l_p2p)
+    );
 
     println!(
         "summary: {mib:.0} MiB one-stream throughput meshwire {b_mesh:.1} MB/s = {:.2}x raw quinn, {:.2}x rust-libp2p; \

@@ -59,7 +59,10 @@ impl From<quinn::ConnectionError> for CloseReason {
                 code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
                 reason: String::from_utf8_lossy(&c.reason).into_owned(),
             },
-            E::LocallyClosed => CloseReason::Local { code: CLOSE_CODE_NORMAL, reason: String::new() },
+            E::LocallyClosed => CloseReason::Local {
+                code: CLOSE_CODE_NORMAL,
+                reason: String::new(),
+            },
             E::TimedOut => CloseReason::TimedOut,
             E::Reset => CloseReason::Reset,
             other => CloseReason::Transport(other.to_string()),
@@ -146,9 +149,13 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => {
                 let (send, recv) = c.open_bi().await?;
-                Ok(Stream { inner: StreamInner::Quic { send, recv } })
+                Ok(Stream {
+                    inner: StreamInner::Quic { send, recv },
+                })
             }
-            ConnInner::Memory(m) => m.open_stream().await.map(|s| Stream { inner: StreamInner::Memory(s) }),
+            ConnInner::Memory(m) => m.open_stream().await.map(|s| Stream {
+                inner: StreamInner::Memory(s),
+            }),
         }
     }
 
@@ -157,9 +164,13 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => {
                 let (send, recv) = c.accept_bi().await?;
-                Ok(Stream { inner: StreamInner::Quic { send, recv } })
+                Ok(Stream {
+                    inner: StreamInner::Quic { send, recv },
+                })
             }
-            ConnInner::Memory(m) => m.accept_stream().await.map(|s| Stream { inner: StreamInner::Memory(s) }),
+            ConnInner::Memory(m) => m.accept_stream().await.map(|s| Stream {
+                inner: StreamInner::Memory(s),
+            }),
         }
     }
 
@@ -175,7 +186,10 @@ impl Connection {
         P: AsRef<str>,
     {
         let stream = self.open_stream().await?;
-        let protocols: Vec<String> = protocols.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        let protocols: Vec<String> = protocols
+            .into_iter()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
         let fut = multistream::dialer_select(stream, protocols, Version::V1Lazy);
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => Ok(r?),
@@ -226,9 +240,8 @@ impl Connection {
     pub fn send_datagram(&self, data: Bytes) -> Result<(), ConnectionError> {
         match &self.inner {
             ConnInner::Quic(c) => c.send_datagram(data).map_err(|e| match e {
-                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled => {
-                    ConnectionError::DatagramsUnsupported
-                }
+                quinn::SendDatagramError::UnsupportedByPeer
+                | quinn::SendDatagramError::Disabled => ConnectionError::DatagramsUnsupported,
                 quinn::SendDatagramError::TooLarge => ConnectionError::DatagramTooLarge {
                     max: c.max_datagram_size().unwrap_or(0),
                 },
@@ -273,7 +286,10 @@ impl Connection {
 
 #[derive(Debug)]
 enum StreamInner {
-    Quic { send: quinn::SendStream, recv: quinn::RecvStream },
+    Quic {
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
     Memory(MemStream),
 }
 
@@ -309,7 +325,11 @@ impl Stream {
 
 impl AsyncRead for Stream {
     #[inline]
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
             StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
@@ -319,7 +339,11 @@ impl AsyncRead for Stream {
 
 impl AsyncWrite for Stream {
     #[inline]
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),

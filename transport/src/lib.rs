@@ -72,7 +72,8 @@ use meshwire_core::PeerId;
 use thiserror::Error;
 
 /// A future that resolves to an authenticated connection (a dial or an inbound handshake).
-pub type PendingConnection = Pin<Box<dyn Future<Output = Result<Connection, TransportError>> + Send>>;
+pub type PendingConnection =
+    Pin<Box<dyn Future<Output = Result<Connection, TransportError>> + Send>>;
 
 /// Identifies one listener of a transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,18 +168,27 @@ pub enum TransportEvent {
 impl std::fmt::Debug for TransportEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportEvent::NewListenAddr { listener, addr } => {
-                f.debug_struct("NewListenAddr").field("listener", listener).field("addr", addr).finish()
-            }
-            TransportEvent::Incoming { listener, local_addr, remote_addr, .. } => f
+            TransportEvent::NewListenAddr { listener, addr } => f
+                .debug_struct("NewListenAddr")
+                .field("listener", listener)
+                .field("addr", addr)
+                .finish(),
+            TransportEvent::Incoming {
+                listener,
+                local_addr,
+                remote_addr,
+                ..
+            } => f
                 .debug_struct("Incoming")
                 .field("listener", listener)
                 .field("local_addr", local_addr)
                 .field("remote_addr", remote_addr)
                 .finish_non_exhaustive(),
-            TransportEvent::ListenerClosed { listener, reason } => {
-                f.debug_struct("ListenerClosed").field("listener", listener).field("reason", reason).finish()
-            }
+            TransportEvent::ListenerClosed { listener, reason } => f
+                .debug_struct("ListenerClosed")
+                .field("listener", listener)
+                .field("reason", reason)
+                .finish(),
         }
     }
 }
@@ -200,7 +210,11 @@ pub trait Transport: Send + 'static {
 
     /// Starts dialing `addr`. If `expected` is given, or `addr` ends in `/p2p/<peer>`, a peer
     /// authenticating as anyone else fails the dial with [`TransportError::PeerIdMismatch`].
-    fn dial(&mut self, addr: &Multiaddr, expected: Option<PeerId>) -> Result<PendingConnection, TransportError>;
+    fn dial(
+        &mut self,
+        addr: &Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<PendingConnection, TransportError>;
 
     /// Whether this transport can dial the address at all.
     fn can_dial(&self, addr: &Multiaddr) -> bool;
@@ -247,7 +261,11 @@ impl Transport for Box<dyn Transport> {
     fn remove_listener(&mut self, id: ListenerId) -> bool {
         (**self).remove_listener(id)
     }
-    fn dial(&mut self, addr: &Multiaddr, expected: Option<PeerId>) -> Result<PendingConnection, TransportError> {
+    fn dial(
+        &mut self,
+        addr: &Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<PendingConnection, TransportError> {
         (**self).dial(addr, expected)
     }
     fn can_dial(&self, addr: &Multiaddr) -> bool {
@@ -270,9 +288,11 @@ pub fn split_peer_id(
     let mut addr = addr.clone();
     let in_addr = match addr.iter().last() {
         Some(Protocol::P2p(mh)) => {
-            let peer = PeerId::from_bytes(&mh.to_bytes()).map_err(|_| TransportError::UnsupportedAddress {
-                addr: addr.clone(),
-                reason: "invalid /p2p peer id",
+            let peer = PeerId::from_bytes(&mh.to_bytes()).map_err(|_| {
+                TransportError::UnsupportedAddress {
+                    addr: addr.clone(),
+                    reason: "invalid /p2p peer id",
+                }
             })?;
             addr.pop();
             Some(peer)
@@ -280,7 +300,10 @@ pub fn split_peer_id(
         _ => None,
     };
     match (expected, in_addr) {
-        (Some(e), Some(a)) if e != a => Err(TransportError::AddressPeerMismatch { expected: e, in_addr: a }),
+        (Some(e), Some(a)) if e != a => Err(TransportError::AddressPeerMismatch {
+            expected: e,
+            in_addr: a,
+        }),
         (e, a) => Ok((addr, e.or(a))),
     }
 }

@@ -78,7 +78,11 @@ pub struct MemoryTransport {
 impl MemoryTransport {
     /// A transport that authenticates as `local_peer`.
     pub fn new(local_peer: PeerId) -> Self {
-        MemoryTransport { local_peer, listeners: HashMap::new(), events: VecDeque::new() }
+        MemoryTransport {
+            local_peer,
+            listeners: HashMap::new(),
+            events: VecDeque::new(),
+        }
     }
 
     fn port_of(addr: &Multiaddr) -> Option<u64> {
@@ -122,12 +126,21 @@ impl Transport for MemoryTransport {
             }
             p
         } else if hub.contains_key(&port) {
-            return Err(TransportError::Io(io::Error::new(io::ErrorKind::AddrInUse, "memory port in use")));
+            return Err(TransportError::Io(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "memory port in use",
+            )));
         } else {
             port
         };
         let (tx, rx) = mpsc::channel(LISTEN_BACKLOG);
-        hub.insert(port, HubEntry { peer: self.local_peer, tx });
+        hub.insert(
+            port,
+            HubEntry {
+                peer: self.local_peer,
+                tx,
+            },
+        );
         let id = ListenerId::next();
         self.listeners.insert(id, (port, rx));
         self.events.push_back(TransportEvent::NewListenAddr {
@@ -141,14 +154,21 @@ impl Transport for MemoryTransport {
         match self.listeners.remove(&id) {
             Some((port, _)) => {
                 lock(hub()).remove(&port);
-                self.events.push_back(TransportEvent::ListenerClosed { listener: id, reason: Ok(()) });
+                self.events.push_back(TransportEvent::ListenerClosed {
+                    listener: id,
+                    reason: Ok(()),
+                });
                 true
             }
             None => false,
         }
     }
 
-    fn dial(&mut self, addr: &Multiaddr, expected: Option<PeerId>) -> Result<PendingConnection, TransportError> {
+    fn dial(
+        &mut self,
+        addr: &Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<PendingConnection, TransportError> {
         let (bare, expected) = crate::split_peer_id(addr, expected)?;
         let port = Self::port_of(&bare).ok_or(TransportError::UnsupportedAddress {
             addr: addr.clone(),
@@ -163,7 +183,10 @@ impl Transport for MemoryTransport {
                 None => Err(TransportError::Refused),
                 Some(entry) => match expected {
                     Some(expected) if expected != entry.peer => {
-                        Err(TransportError::PeerIdMismatch { expected, actual: entry.peer })
+                        Err(TransportError::PeerIdMismatch {
+                            expected,
+                            actual: entry.peer,
+                        })
                     }
                     _ => {
                         let (ours, theirs) = MemConnection::pair();
@@ -196,11 +219,17 @@ impl Transport for MemoryTransport {
     }
 
     fn can_dial(&self, addr: &Multiaddr) -> bool {
-        crate::split_peer_id(addr, None).ok().and_then(|(a, _)| Self::port_of(&a)).is_some()
+        crate::split_peer_id(addr, None)
+            .ok()
+            .and_then(|(a, _)| Self::port_of(&a))
+            .is_some()
     }
 
     fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listeners.values().map(|(p, _)| Multiaddr::empty().with(Protocol::Memory(*p))).collect()
+        self.listeners
+            .values()
+            .map(|(p, _)| Multiaddr::empty().with(Protocol::Memory(*p)))
+            .collect()
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<TransportEvent> {
@@ -246,9 +275,15 @@ impl ConnShared {
     fn reason_for(&self, side: usize) -> Option<CloseReason> {
         lock(&self.closed).as_ref().map(|(closer, code, reason)| {
             if *closer == side {
-                CloseReason::Local { code: *code, reason: reason.clone() }
+                CloseReason::Local {
+                    code: *code,
+                    reason: reason.clone(),
+                }
             } else {
-                CloseReason::Remote { code: *code, reason: reason.clone() }
+                CloseReason::Remote {
+                    code: *code,
+                    reason: reason.clone(),
+                }
             }
         })
     }
@@ -267,13 +302,19 @@ pub(crate) struct MemConnection {
 
 impl std::fmt::Debug for MemConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemConnection").field("side", &self.side).finish_non_exhaustive()
+        f.debug_struct("MemConnection")
+            .field("side", &self.side)
+            .finish_non_exhaustive()
     }
 }
 
 impl MemConnection {
     fn pair() -> (MemConnection, MemConnection) {
-        let shared = Arc::new(ConnShared { closed: Mutex::new(None), notify: Notify::new(), pipes: Mutex::new(Vec::new()) });
+        let shared = Arc::new(ConnShared {
+            closed: Mutex::new(None),
+            notify: Notify::new(),
+            pipes: Mutex::new(Vec::new()),
+        });
         let (s0_tx, s0_rx) = mpsc::channel(MAX_PENDING_STREAMS);
         let (s1_tx, s1_rx) = mpsc::channel(MAX_PENDING_STREAMS);
         let (d0_tx, d0_rx) = mpsc::channel(DATAGRAM_QUEUE);
@@ -314,8 +355,14 @@ impl MemConnection {
             pipes.push(Arc::downgrade(&a_to_b));
             pipes.push(Arc::downgrade(&b_to_a));
         }
-        let ours = MemStream { read: b_to_a.clone(), write: a_to_b.clone() };
-        let theirs = MemStream { read: a_to_b, write: b_to_a };
+        let ours = MemStream {
+            read: b_to_a.clone(),
+            write: a_to_b.clone(),
+        };
+        let theirs = MemStream {
+            read: a_to_b,
+            write: b_to_a,
+        };
         tokio::select! {
             r = self.open_tx.send(theirs) => r.map_err(|_| ConnectionError::Closed(self.closed_reason_or_transport()))?,
             _ = self.wait_closed() => return Err(ConnectionError::Closed(self.closed_reason_or_transport())),
@@ -324,7 +371,9 @@ impl MemConnection {
     }
 
     fn closed_reason_or_transport(&self) -> CloseReason {
-        self.shared.reason_for(self.side).unwrap_or(CloseReason::Transport("peer gone".into()))
+        self.shared
+            .reason_for(self.side)
+            .unwrap_or(CloseReason::Transport("peer gone".into()))
     }
 
     async fn wait_closed(&self) {
@@ -374,7 +423,9 @@ impl MemConnection {
     pub(crate) fn send_datagram(&self, data: Bytes) -> Result<(), ConnectionError> {
         self.check_open()?;
         if data.len() > MAX_MEMORY_DATAGRAM {
-            return Err(ConnectionError::DatagramTooLarge { max: MAX_MEMORY_DATAGRAM });
+            return Err(ConnectionError::DatagramTooLarge {
+                max: MAX_MEMORY_DATAGRAM,
+            });
         }
         // Unreliable: a full queue drops the datagram, as a congested path would.
         let _ = self.dgram_tx.try_send(data);
@@ -445,7 +496,11 @@ fn reset_error() -> io::Error {
 }
 
 impl AsyncRead for MemStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let mut p = lock(&self.read);
         if p.reset {
             return Poll::Ready(Err(reset_error()));
@@ -469,16 +524,26 @@ impl AsyncRead for MemStream {
 }
 
 impl AsyncWrite for MemStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut p = lock(&self.write);
         if p.reset {
             return Poll::Ready(Err(reset_error()));
         }
         if p.reader_gone {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "peer stopped reading")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "peer stopped reading",
+            )));
         }
         if p.finished {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already closed")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already closed",
+            )));
         }
         let space = PIPE_CAPACITY - p.buf.len();
         if space == 0 {
@@ -542,9 +607,13 @@ mod tests {
         let mut a = MemoryTransport::new(Keypair::generate().peer_id());
         let mut b = MemoryTransport::new(Keypair::generate().peer_id());
         a.listen_on("/memory/0".parse().unwrap()).unwrap();
-        let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else { panic!() };
+        let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else {
+            panic!()
+        };
         let dial = b.dial(&addr, None).unwrap();
-        let TransportEvent::Incoming { upgrade, .. } = a.next_event().await else { panic!() };
+        let TransportEvent::Incoming { upgrade, .. } = a.next_event().await else {
+            panic!()
+        };
         let (o, i) = tokio::join!(dial, upgrade);
         (a, b, o.unwrap(), i.unwrap())
     }
@@ -580,16 +649,33 @@ mod tests {
         out.close(7, "bye");
         let mut buf = [0u8; 8];
         assert!(r.read(&mut buf).await.is_err());
-        assert_eq!(inc.closed().await, CloseReason::Remote { code: 7, reason: "bye".into() });
-        assert_eq!(out.close_reason(), Some(CloseReason::Local { code: 7, reason: "bye".into() }));
-        assert!(matches!(inc.open_stream().await, Err(ConnectionError::Closed(_))));
+        assert_eq!(
+            inc.closed().await,
+            CloseReason::Remote {
+                code: 7,
+                reason: "bye".into()
+            }
+        );
+        assert_eq!(
+            out.close_reason(),
+            Some(CloseReason::Local {
+                code: 7,
+                reason: "bye".into()
+            })
+        );
+        assert!(matches!(
+            inc.open_stream().await,
+            Err(ConnectionError::Closed(_))
+        ));
     }
 
     #[tokio::test]
     async fn dial_checks_peer_id_and_refuses_unknown_ports() {
         let mut a = MemoryTransport::new(Keypair::generate().peer_id());
         a.listen_on("/memory/0".parse().unwrap()).unwrap();
-        let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else { panic!() };
+        let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else {
+            panic!()
+        };
         let mut b = MemoryTransport::new(Keypair::generate().peer_id());
         let wrong = Keypair::generate().peer_id();
         match b.dial(&addr, Some(wrong)).unwrap().await {
@@ -599,15 +685,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(b.dial(&"/memory/1".parse().unwrap(), None).unwrap().await, Err(TransportError::Refused)));
-        assert!(b.dial(&"/ip4/1.2.3.4/tcp/1".parse().unwrap(), None).is_err());
+        assert!(matches!(
+            b.dial(&"/memory/1".parse().unwrap(), None).unwrap().await,
+            Err(TransportError::Refused)
+        ));
+        assert!(b
+            .dial(&"/ip4/1.2.3.4/tcp/1".parse().unwrap(), None)
+            .is_err());
     }
 
     #[tokio::test]
     async fn datagrams_are_delivered_and_bounded() {
         let (_a, _b, out, inc) = connected().await;
         out.send_datagram(Bytes::from_static(b"ping")).unwrap();
-        assert_eq!(inc.read_datagram().await.unwrap(), Bytes::from_static(b"ping"));
+        assert_eq!(
+            inc.read_datagram().await.unwrap(),
+            Bytes::from_static(b"ping")
+        );
         assert!(matches!(
             out.send_datagram(Bytes::from(vec![0u8; MAX_MEMORY_DATAGRAM + 1])),
             Err(ConnectionError::DatagramTooLarge { .. })

@@ -109,7 +109,10 @@ pub fn socketaddr_to_multiaddr(addr: SocketAddr) -> Multiaddr {
             None => Protocol::Ip6(ip),
         },
     };
-    Multiaddr::empty().with(ip).with(Protocol::Udp(addr.port())).with(Protocol::QuicV1)
+    Multiaddr::empty()
+        .with(ip)
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
 }
 
 struct Listener {
@@ -158,12 +161,22 @@ impl QuicTransport {
         &self.config
     }
 
-    fn new_endpoint(&self, bind: SocketAddr, server: bool) -> Result<quinn::Endpoint, TransportError> {
+    fn new_endpoint(
+        &self,
+        bind: SocketAddr,
+        server: bool,
+    ) -> Result<quinn::Endpoint, TransportError> {
         let socket = UdpSocket::bind(bind)?;
         let server_config = server.then(|| self.server_config.clone());
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| TransportError::Io(std::io::Error::other("no async runtime (tokio) found")))?;
-        Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), server_config, socket, runtime)?)
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            TransportError::Io(std::io::Error::other("no async runtime (tokio) found"))
+        })?;
+        Ok(quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            server_config,
+            socket,
+            runtime,
+        )?)
     }
 
     /// Picks the endpoint to dial `target` from: a listener of the same address family that can
@@ -188,7 +201,11 @@ impl QuicTransport {
             return Ok(l.endpoint.clone());
         }
         let slot_is_v4 = target.is_ipv4();
-        let existing = if slot_is_v4 { &self.client_v4 } else { &self.client_v6 };
+        let existing = if slot_is_v4 {
+            &self.client_v4
+        } else {
+            &self.client_v6
+        };
         if let Some(e) = existing {
             return Ok(e.clone());
         }
@@ -220,16 +237,33 @@ impl Drop for QuicTransport {
 fn remote_peer_id(conn: &quinn::Connection) -> Result<PeerId, TransportError> {
     let identity = conn
         .peer_identity()
-        .ok_or(TransportError::Tls(TlsError::BadCertificate("no peer certificate".into())))?;
+        .ok_or(TransportError::Tls(TlsError::BadCertificate(
+            "no peer certificate".into(),
+        )))?;
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .map_err(|_| TransportError::Tls(TlsError::BadCertificate("unexpected peer identity type".into())))?;
+        .map_err(|_| {
+            TransportError::Tls(TlsError::BadCertificate(
+                "unexpected peer identity type".into(),
+            ))
+        })?;
     Ok(tls::peer_id_of_authenticated_peer(&certs)?)
 }
 
-fn connection_from(conn: quinn::Connection, peer: PeerId, local: SocketAddr, direction: Direction) -> Connection {
+fn connection_from(
+    conn: quinn::Connection,
+    peer: PeerId,
+    local: SocketAddr,
+    direction: Direction,
+) -> Connection {
     let remote_addr = socketaddr_to_multiaddr(conn.remote_address());
-    Connection { inner: ConnInner::Quic(conn), peer, remote_addr, local_addr: socketaddr_to_multiaddr(local), direction }
+    Connection {
+        inner: ConnInner::Quic(conn),
+        peer,
+        remote_addr,
+        local_addr: socketaddr_to_multiaddr(local),
+        direction,
+    }
 }
 
 impl Transport for QuicTransport {
@@ -255,28 +289,51 @@ impl Transport for QuicTransport {
             }
         });
         let id = ListenerId::next();
-        self.listeners.insert(id, Listener { endpoint, local, incoming: rx, task });
-        self.events.push_back(TransportEvent::NewListenAddr { listener: id, addr: socketaddr_to_multiaddr(local) });
+        self.listeners.insert(
+            id,
+            Listener {
+                endpoint,
+                local,
+                incoming: rx,
+                task,
+            },
+        );
+        self.events.push_back(TransportEvent::NewListenAddr {
+            listener: id,
+            addr: socketaddr_to_multiaddr(local),
+        });
         Ok(id)
     }
 
     fn remove_listener(&mut self, id: ListenerId) -> bool {
-        let Some(l) = self.listeners.remove(&id) else { return false };
+        let Some(l) = self.listeners.remove(&id) else {
+            return false;
+        };
         l.task.abort();
         // Stop accepting; connections already on this socket live on until they close.
         l.endpoint.set_server_config(None);
-        self.events.push_back(TransportEvent::ListenerClosed { listener: id, reason: Ok(()) });
+        self.events.push_back(TransportEvent::ListenerClosed {
+            listener: id,
+            reason: Ok(()),
+        });
         true
     }
 
-    fn dial(&mut self, addr: &Multiaddr, expected: Option<PeerId>) -> Result<PendingConnection, TransportError> {
+    fn dial(
+        &mut self,
+        addr: &Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<PendingConnection, TransportError> {
         let (bare, expected) = crate::split_peer_id(addr, expected)?;
         let target = multiaddr_to_socketaddr(&bare).ok_or(TransportError::UnsupportedAddress {
             addr: addr.clone(),
             reason: "QUIC dials /ip4|ip6/<ip>/udp/<port>/quic-v1[/p2p/<peer>]",
         })?;
         if target.port() == 0 || target.ip().is_unspecified() {
-            return Err(TransportError::UnsupportedAddress { addr: addr.clone(), reason: "cannot dial port 0 or an unspecified ip" });
+            return Err(TransportError::UnsupportedAddress {
+                addr: addr.clone(),
+                reason: "cannot dial port 0 or an unspecified ip",
+            });
         }
         let endpoint = self.endpoint_for(target)?;
         let local = endpoint.local_addr()?;
@@ -294,7 +351,9 @@ impl Transport for QuicTransport {
                 Err(_) => return Err(TransportError::HandshakeTimeout),
                 Ok(Err(e)) => {
                     return Err(match outcome.take_error() {
-                        Some(TlsError::PeerIdMismatch { expected, actual }) => TransportError::PeerIdMismatch { expected, actual },
+                        Some(TlsError::PeerIdMismatch { expected, actual }) => {
+                            TransportError::PeerIdMismatch { expected, actual }
+                        }
                         Some(tls) => TransportError::Tls(tls),
                         None => TransportError::Connection(e.into()),
                     })
@@ -305,7 +364,10 @@ impl Transport for QuicTransport {
             if let Some(expected) = expected {
                 if peer != expected {
                     conn.close(1u32.into(), b"peer id mismatch");
-                    return Err(TransportError::PeerIdMismatch { expected, actual: peer });
+                    return Err(TransportError::PeerIdMismatch {
+                        expected,
+                        actual: peer,
+                    });
                 }
             }
             Ok(connection_from(conn, peer, local, Direction::Outbound))
@@ -313,11 +375,17 @@ impl Transport for QuicTransport {
     }
 
     fn can_dial(&self, addr: &Multiaddr) -> bool {
-        crate::split_peer_id(addr, None).ok().and_then(|(a, _)| multiaddr_to_socketaddr(&a)).is_some()
+        crate::split_peer_id(addr, None)
+            .ok()
+            .and_then(|(a, _)| multiaddr_to_socketaddr(&a))
+            .is_some()
     }
 
     fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.listeners.values().map(|l| socketaddr_to_multiaddr(l.local)).collect()
+        self.listeners
+            .values()
+            .map(|l| socketaddr_to_multiaddr(l.local))
+            .collect()
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<TransportEvent> {
@@ -332,7 +400,9 @@ impl Transport for QuicTransport {
                     let remote = incoming.remote_address();
                     let local = l.local;
                     let upgrade: PendingConnection = Box::pin(async move {
-                        let connecting = incoming.accept().map_err(|e| TransportError::Connection(e.into()))?;
+                        let connecting = incoming
+                            .accept()
+                            .map_err(|e| TransportError::Connection(e.into()))?;
                         let conn = match tokio::time::timeout(timeout, connecting).await {
                             Err(_) => return Err(TransportError::HandshakeTimeout),
                             Ok(r) => r.map_err(|e| TransportError::Connection(e.into()))?,
@@ -358,7 +428,9 @@ impl Transport for QuicTransport {
             self.listeners.remove(&id);
             return Poll::Ready(TransportEvent::ListenerClosed {
                 listener: id,
-                reason: Err(TransportError::Io(std::io::Error::other("listener endpoint closed"))),
+                reason: Err(TransportError::Io(std::io::Error::other(
+                    "listener endpoint closed",
+                ))),
             });
         }
         Poll::Pending

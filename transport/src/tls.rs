@@ -51,7 +51,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme, SupportedCipherSuite,
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+    SupportedCipherSuite,
 };
 use x509_parser::asn1_rs::Oid;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -191,7 +192,10 @@ enum CertKeyKind {
 
 impl CertKey {
     /// The ring algorithm verifying `scheme` signatures with this key, if the key can make them.
-    fn algorithm(&self, scheme: SignatureScheme) -> Option<&'static dyn ring::signature::VerificationAlgorithm> {
+    fn algorithm(
+        &self,
+        scheme: SignatureScheme,
+    ) -> Option<&'static dyn ring::signature::VerificationAlgorithm> {
         use ring::signature as sig;
         use CertKeyKind::*;
         use SignatureScheme as S;
@@ -209,8 +213,15 @@ impl CertKey {
         })
     }
 
-    fn verify(&self, scheme: SignatureScheme, message: &[u8], signature: &[u8]) -> Result<(), TlsError> {
-        let alg = self.algorithm(scheme).ok_or(TlsError::UnsupportedSignatureScheme(scheme))?;
+    fn verify(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TlsError> {
+        let alg = self
+            .algorithm(scheme)
+            .ok_or(TlsError::UnsupportedSignatureScheme(scheme))?;
         ring::signature::UnparsedPublicKey::new(alg, &self.bytes)
             .verify(message, signature)
             .map_err(|_| TlsError::InvalidHandshakeSignature)
@@ -239,7 +250,12 @@ impl P2pCertificate {
     /// Fails with [`TlsError::UnsupportedSignatureScheme`] when the certificate key cannot make
     /// `scheme` signatures (e.g. an ECDSA P-256 key and an Ed25519 scheme), and with
     /// [`TlsError::InvalidHandshakeSignature`] when the signature does not verify.
-    pub fn verify_signature(&self, scheme: SignatureScheme, message: &[u8], signature: &[u8]) -> Result<(), TlsError> {
+    pub fn verify_signature(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TlsError> {
         self.cert_key.verify(scheme, message, signature)
     }
 }
@@ -247,7 +263,9 @@ impl P2pCertificate {
 /// Generates a self-signed certificate for a fresh ECDSA P-256 key, carrying the libp2p
 /// extension (critical) that binds it to `keypair`. Returns the certificate and the PKCS#8
 /// certificate private key.
-pub fn generate_certificate(keypair: &Keypair) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+pub fn generate_certificate(
+    keypair: &Keypair,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
     let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| TlsError::Generation(e.to_string()))?;
     let mut message = SIGNING_PREFIX.to_vec();
@@ -260,7 +278,9 @@ pub fn generate_certificate(keypair: &Keypair) -> Result<(CertificateDer<'static
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.custom_extensions.push(extension);
-    let cert = params.self_signed(&cert_key).map_err(|e| TlsError::Generation(e.to_string()))?;
+    let cert = params
+        .self_signed(&cert_key)
+        .map_err(|e| TlsError::Generation(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert_key.serialize_der()));
     Ok((cert.der().clone(), key))
 }
@@ -273,25 +293,38 @@ pub fn parse_certificate(der: &[u8]) -> Result<P2pCertificate, TlsError> {
 
 /// [`parse_certificate`], checking the validity period against `now` instead of the clock.
 pub fn parse_certificate_at(der: &[u8], now: SystemTime) -> Result<P2pCertificate, TlsError> {
-    let (rest, x509) =
-        X509Certificate::from_der(der).map_err(|e| TlsError::BadCertificate(format!("malformed certificate: {e}")))?;
+    let (rest, x509) = X509Certificate::from_der(der)
+        .map_err(|e| TlsError::BadCertificate(format!("malformed certificate: {e}")))?;
     if !rest.is_empty() {
-        return Err(TlsError::BadCertificate("trailing bytes after the certificate".into()));
+        return Err(TlsError::BadCertificate(
+            "trailing bytes after the certificate".into(),
+        ));
     }
     let tbs = &x509.tbs_certificate;
     if tbs.issuer_uid.is_some() || tbs.subject_uid.is_some() {
-        return Err(TlsError::BadCertificate("deprecated issuer/subject unique id present".into()));
+        return Err(TlsError::BadCertificate(
+            "deprecated issuer/subject unique id present".into(),
+        ));
     }
 
     let mut signed_key = None;
     for ext in x509.extensions() {
         if oid_is(&ext.oid, &P2P_EXT_OID) {
             if signed_key.is_some() {
-                return Err(TlsError::InvalidExtension("extension present more than once".into()));
+                return Err(TlsError::InvalidExtension(
+                    "extension present more than once".into(),
+                ));
             }
             signed_key = Some(decode_signed_key(ext.value)?);
-        } else if ext.critical && !UNDERSTOOD_CRITICAL_EXTENSIONS.iter().any(|o| oid_is(&ext.oid, o)) {
-            return Err(TlsError::BadCertificate(format!("unsupported critical extension {}", ext.oid.to_id_string())));
+        } else if ext.critical
+            && !UNDERSTOOD_CRITICAL_EXTENSIONS
+                .iter()
+                .any(|o| oid_is(&ext.oid, o))
+        {
+            return Err(TlsError::BadCertificate(format!(
+                "unsupported critical extension {}",
+                ext.oid.to_id_string()
+            )));
         }
         // Non-critical extensions with unknown OIDs are ignored.
     }
@@ -300,7 +333,9 @@ pub fn parse_certificate_at(der: &[u8], now: SystemTime) -> Result<P2pCertificat
     check_validity(&x509, now)?;
 
     if x509.signature_algorithm != tbs.signature {
-        return Err(TlsError::BadCertificate("inner and outer signature algorithms differ".into()));
+        return Err(TlsError::BadCertificate(
+            "inner and outer signature algorithms differ".into(),
+        ));
     }
     let cert_key = cert_key_from_spki(&tbs.subject_pki)?;
     let cert_scheme = self_signature_scheme(&x509.signature_algorithm, cert_key.kind)?;
@@ -312,7 +347,11 @@ pub fn parse_certificate_at(der: &[u8], now: SystemTime) -> Result<P2pCertificat
     message.extend_from_slice(tbs.subject_pki.raw);
     let host_key = verify_host_key(host_key_bytes, host_signature, &message)?;
 
-    Ok(P2pCertificate { host_key, cert_key, cert_scheme })
+    Ok(P2pCertificate {
+        host_key,
+        cert_key,
+        cert_scheme,
+    })
 }
 
 /// The peer id authenticated by a presented certificate chain, which must hold exactly one
@@ -327,8 +366,12 @@ pub fn peer_id_from_certificates(certs: &[CertificateDer<'_>]) -> Result<PeerId,
 /// The peer id in the certificate of a peer whose handshake has completed: the verifiers
 /// already checked the certificate fully during the handshake, so this only reads the libp2p
 /// extension again (no signature checks), keeping the second look off the dial's latency.
-pub(crate) fn peer_id_of_authenticated_peer(certs: &[CertificateDer<'_>]) -> Result<PeerId, TlsError> {
-    let [cert] = certs else { return Err(wrong_chain_length(certs.len())) };
+pub(crate) fn peer_id_of_authenticated_peer(
+    certs: &[CertificateDer<'_>],
+) -> Result<PeerId, TlsError> {
+    let [cert] = certs else {
+        return Err(wrong_chain_length(certs.len()));
+    };
     let (_, x509) = X509Certificate::from_der(cert.as_ref())
         .map_err(|e| TlsError::BadCertificate(format!("malformed certificate: {e}")))?;
     let ext = x509
@@ -358,14 +401,20 @@ fn check_validity(x509: &X509Certificate<'_>, now: SystemTime) -> Result<(), Tls
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
     };
-    let now =
-        ASN1Time::from_timestamp(secs).map_err(|_| TlsError::BadCertificate("current time out of range".into()))?;
+    let now = ASN1Time::from_timestamp(secs)
+        .map_err(|_| TlsError::BadCertificate("current time out of range".into()))?;
     let validity = x509.validity();
     if now < validity.not_before {
-        return Err(TlsError::BadCertificate(format!("certificate not yet valid (notBefore {})", validity.not_before)));
+        return Err(TlsError::BadCertificate(format!(
+            "certificate not yet valid (notBefore {})",
+            validity.not_before
+        )));
     }
     if now > validity.not_after {
-        return Err(TlsError::BadCertificate(format!("certificate expired (notAfter {})", validity.not_after)));
+        return Err(TlsError::BadCertificate(format!(
+            "certificate expired (notAfter {})",
+            validity.not_after
+        )));
     }
     Ok(())
 }
@@ -384,11 +433,16 @@ fn cert_key_from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<CertKey, TlsErr
         } else if oid_is(&curve, oid::CURVE_P384) {
             CertKeyKind::EcdsaP384
         } else {
-            return Err(TlsError::BadCertificate(format!("unsupported EC curve {}", curve.to_id_string())));
+            return Err(TlsError::BadCertificate(format!(
+                "unsupported EC curve {}",
+                curve.to_id_string()
+            )));
         }
     } else if oid_is(&alg.algorithm, oid::ED25519) {
         if alg.parameters.is_some() {
-            return Err(TlsError::BadCertificate("Ed25519 key with parameters".into()));
+            return Err(TlsError::BadCertificate(
+                "Ed25519 key with parameters".into(),
+            ));
         }
         CertKeyKind::Ed25519
     } else if oid_is(&alg.algorithm, oid::RSA_ENCRYPTION) {
@@ -399,19 +453,35 @@ fn cert_key_from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<CertKey, TlsErr
             alg.algorithm.to_id_string()
         )));
     };
-    Ok(CertKey { kind, bytes: spki.subject_public_key.data.to_vec() })
+    Ok(CertKey {
+        kind,
+        bytes: spki.subject_public_key.data.to_vec(),
+    })
 }
 
 /// The scheme of the self-signature; only SHA-256 or stronger hashes, matching the key.
-fn self_signature_scheme(alg: &AlgorithmIdentifier<'_>, kind: CertKeyKind) -> Result<SignatureScheme, TlsError> {
+fn self_signature_scheme(
+    alg: &AlgorithmIdentifier<'_>,
+    kind: CertKeyKind,
+) -> Result<SignatureScheme, TlsError> {
     let o = &alg.algorithm;
     let scheme = match kind {
-        CertKeyKind::EcdsaP256 if oid_is(o, oid::ECDSA_SHA256) => Some(SignatureScheme::ECDSA_NISTP256_SHA256),
-        CertKeyKind::EcdsaP384 if oid_is(o, oid::ECDSA_SHA384) => Some(SignatureScheme::ECDSA_NISTP384_SHA384),
+        CertKeyKind::EcdsaP256 if oid_is(o, oid::ECDSA_SHA256) => {
+            Some(SignatureScheme::ECDSA_NISTP256_SHA256)
+        }
+        CertKeyKind::EcdsaP384 if oid_is(o, oid::ECDSA_SHA384) => {
+            Some(SignatureScheme::ECDSA_NISTP384_SHA384)
+        }
         CertKeyKind::Ed25519 if oid_is(o, oid::ED25519) => Some(SignatureScheme::ED25519),
-        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA256) => Some(SignatureScheme::RSA_PKCS1_SHA256),
-        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA384) => Some(SignatureScheme::RSA_PKCS1_SHA384),
-        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA512) => Some(SignatureScheme::RSA_PKCS1_SHA512),
+        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA256) => {
+            Some(SignatureScheme::RSA_PKCS1_SHA256)
+        }
+        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA384) => {
+            Some(SignatureScheme::RSA_PKCS1_SHA384)
+        }
+        CertKeyKind::Rsa if oid_is(o, oid::RSA_PKCS1_SHA512) => {
+            Some(SignatureScheme::RSA_PKCS1_SHA512)
+        }
         CertKeyKind::Rsa if oid_is(o, oid::RSA_PSS) => rsa_pss_scheme(alg),
         _ => None,
     };
@@ -447,7 +517,11 @@ fn rsa_pss_scheme(alg: &AlgorithmIdentifier<'_>) -> Option<SignatureScheme> {
 }
 
 /// Checks the extension's host-key signature over `message` and returns the host key.
-fn verify_host_key(protobuf: &[u8], signature: &[u8], message: &[u8]) -> Result<PublicKey, TlsError> {
+fn verify_host_key(
+    protobuf: &[u8],
+    signature: &[u8],
+    message: &[u8],
+) -> Result<PublicKey, TlsError> {
     let (key_type, data) = decode_key_protobuf(protobuf)?;
     match key_type {
         KEY_TYPE_ED25519 => {
@@ -474,20 +548,30 @@ fn verify_host_key(protobuf: &[u8], signature: &[u8], message: &[u8]) -> Result<
 /// Verifies a libp2p ECDSA host-key signature (DER signature over SHA-256, as go-libp2p
 /// makes them). `data` is the key's SubjectPublicKeyInfo. Keys on curves ring cannot verify
 /// yield `UnsupportedKeyType(3)`.
-fn verify_ecdsa_host_signature(data: &[u8], signature: &[u8], message: &[u8]) -> Result<(), TlsError> {
+fn verify_ecdsa_host_signature(
+    data: &[u8],
+    signature: &[u8],
+    message: &[u8],
+) -> Result<(), TlsError> {
     let bad_key = || TlsError::InvalidExtension("bad ECDSA host key".into());
     let (rest, spki) = SubjectPublicKeyInfo::from_der(data).map_err(|_| bad_key())?;
     if !rest.is_empty() || !oid_is(&spki.algorithm.algorithm, oid::EC_PUBLIC_KEY) {
         return Err(bad_key());
     }
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).ok_or_else(bad_key)?;
-    let alg: &'static dyn ring::signature::VerificationAlgorithm = if oid_is(&curve, oid::CURVE_P256) {
-        &ring::signature::ECDSA_P256_SHA256_ASN1
-    } else if oid_is(&curve, oid::CURVE_P384) {
-        &ring::signature::ECDSA_P384_SHA256_ASN1
-    } else {
-        return Err(TlsError::UnsupportedKeyType(KEY_TYPE_ECDSA));
-    };
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .ok_or_else(bad_key)?;
+    let alg: &'static dyn ring::signature::VerificationAlgorithm =
+        if oid_is(&curve, oid::CURVE_P256) {
+            &ring::signature::ECDSA_P256_SHA256_ASN1
+        } else if oid_is(&curve, oid::CURVE_P384) {
+            &ring::signature::ECDSA_P384_SHA256_ASN1
+        } else {
+            return Err(TlsError::UnsupportedKeyType(KEY_TYPE_ECDSA));
+        };
     ring::signature::UnparsedPublicKey::new(alg, spki.subject_public_key.data.as_ref())
         .verify(message, signature)
         .map_err(|_| TlsError::BadSignature)
@@ -610,7 +694,9 @@ fn der_read(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), &'static str> {
         if len_bytes.first() == Some(&0) {
             return Err("non-minimal length");
         }
-        let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         if len < 0x80 {
             return Err("non-minimal length");
         }
@@ -645,7 +731,9 @@ impl VerifyOutcome {
 
     fn slot(&self) -> MutexGuard<'_, Option<TlsError>> {
         // The slot holds plain data, so a poisoned lock is still usable.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -659,7 +747,9 @@ impl fmt::Debug for VerifyOutcome {
 /// which QUIC needs for its initial packets).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.retain(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+    provider
+        .cipher_suites
+        .retain(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
     Arc::new(provider)
 }
 
@@ -673,9 +763,14 @@ struct AlwaysResolvesCert(Arc<rustls::sign::CertifiedKey>);
 impl AlwaysResolvesCert {
     fn new(keypair: &Keypair, provider: &rustls::crypto::CryptoProvider) -> Result<Self, TlsError> {
         let (cert, key) = generate_certificate(keypair)?;
-        let signing_key =
-            provider.key_provider.load_private_key(key).map_err(|e| TlsError::Generation(e.to_string()))?;
-        Ok(Self(Arc::new(rustls::sign::CertifiedKey::new(vec![cert], signing_key))))
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::Generation(e.to_string()))?;
+        Ok(Self(Arc::new(rustls::sign::CertifiedKey::new(
+            vec![cert],
+            signing_key,
+        ))))
     }
 }
 
@@ -694,7 +789,10 @@ impl rustls::client::ResolvesClientCert for AlwaysResolvesCert {
 }
 
 impl rustls::server::ResolvesServerCert for AlwaysResolvesCert {
-    fn resolve(&self, _client_hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(Arc::clone(&self.0))
     }
 }
@@ -734,9 +832,15 @@ impl LocalIdentity {
     /// and the libp2p verifier for the server. With `expected`, a server authenticating as
     /// another peer fails the handshake with [`TlsError::PeerIdMismatch`]; the returned
     /// [`VerifyOutcome`] then holds the typed reason of any rejection.
-    pub fn client_config(&self, expected: Option<PeerId>) -> Result<(rustls::ClientConfig, VerifyOutcome), TlsError> {
+    pub fn client_config(
+        &self,
+        expected: Option<PeerId>,
+    ) -> Result<(rustls::ClientConfig, VerifyOutcome), TlsError> {
         let outcome = VerifyOutcome::default();
-        let verifier = ServerVerifier { expected, outcome: outcome.clone() };
+        let verifier = ServerVerifier {
+            expected,
+            outcome: outcome.clone(),
+        };
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -778,11 +882,17 @@ fn verify_chain(
 }
 
 /// Verifies a TLS 1.3 CertificateVerify signature with the certificate's key.
-fn verify_tls13(message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<(), TlsError> {
+fn verify_tls13(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<(), TlsError> {
     // RFC 8446 §4.4.3: RSA CertificateVerify signatures must be RSASSA-PSS.
     if matches!(
         dss.scheme,
-        SignatureScheme::RSA_PKCS1_SHA256 | SignatureScheme::RSA_PKCS1_SHA384 | SignatureScheme::RSA_PKCS1_SHA512
+        SignatureScheme::RSA_PKCS1_SHA256
+            | SignatureScheme::RSA_PKCS1_SHA384
+            | SignatureScheme::RSA_PKCS1_SHA512
     ) {
         return Err(TlsError::UnsupportedSignatureScheme(dss.scheme));
     }
@@ -791,8 +901,12 @@ fn verify_tls13(message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySigned
 
 fn to_rustls(err: TlsError) -> rustls::Error {
     match err {
-        TlsError::InvalidHandshakeSignature => rustls::Error::InvalidCertificate(CertificateError::BadSignature),
-        other => rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(other)))),
+        TlsError::InvalidHandshakeSignature => {
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+        }
+        other => {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(other))))
+        }
     }
 }
 
@@ -829,7 +943,9 @@ impl ServerCertVerifier for ServerVerifier {
         let result = verify_chain(end_entity, intermediates, now).and_then(|cert| {
             let actual = cert.peer_id();
             match self.expected {
-                Some(expected) if expected != actual => Err(TlsError::PeerIdMismatch { expected, actual }),
+                Some(expected) if expected != actual => {
+                    Err(TlsError::PeerIdMismatch { expected, actual })
+                }
                 _ => Ok(()),
             }
         });
@@ -851,7 +967,8 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.check(verify_tls13(message, cert, dss)).map(|()| HandshakeSignatureValid::assertion())
+        self.check(verify_tls13(message, cert, dss))
+            .map(|()| HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -909,7 +1026,8 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        log_client_rejection(verify_tls13(message, cert, dss)).map(|()| HandshakeSignatureValid::assertion())
+        log_client_rejection(verify_tls13(message, cert, dss))
+            .map(|()| HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -962,9 +1080,15 @@ mod tests {
         let cert = parse_certificate_at(&vector(SPEC_ED25519), vector_time()).unwrap();
         assert_eq!(cert.peer_id(), peer(SPEC_ED25519_PEER));
         assert_eq!(cert.public_key().to_peer_id(), peer(SPEC_ED25519_PEER));
-        assert_eq!(cert.certificate_signature_scheme(), SignatureScheme::ECDSA_NISTP256_SHA256);
+        assert_eq!(
+            cert.certificate_signature_scheme(),
+            SignatureScheme::ECDSA_NISTP256_SHA256
+        );
         // Also valid now: the vectors run until 4096.
-        assert_eq!(parse_certificate(&vector(SPEC_ED25519)).unwrap().peer_id(), peer(SPEC_ED25519_PEER));
+        assert_eq!(
+            parse_certificate(&vector(SPEC_ED25519)).unwrap().peer_id(),
+            peer(SPEC_ED25519_PEER)
+        );
     }
 
     #[test]
@@ -986,7 +1110,10 @@ mod tests {
 
     #[test]
     fn spec_vector_invalid_has_bad_extension_signature() {
-        assert_eq!(parse_certificate_at(&vector(SPEC_INVALID), vector_time()).unwrap_err(), TlsError::BadSignature);
+        assert_eq!(
+            parse_certificate_at(&vector(SPEC_INVALID), vector_time()).unwrap_err(),
+            TlsError::BadSignature
+        );
     }
 
     #[test]
@@ -1033,12 +1160,22 @@ mod tests {
         let parsed = parse_certificate(&cert).unwrap();
         assert_eq!(parsed.peer_id(), key.peer_id());
         assert_eq!(parsed.public_key(), key.public());
-        assert_eq!(parsed.certificate_signature_scheme(), SignatureScheme::ECDSA_NISTP256_SHA256);
-        assert_eq!(peer_id_from_certificates(std::slice::from_ref(&cert)).unwrap(), key.peer_id());
+        assert_eq!(
+            parsed.certificate_signature_scheme(),
+            SignatureScheme::ECDSA_NISTP256_SHA256
+        );
+        assert_eq!(
+            peer_id_from_certificates(std::slice::from_ref(&cert)).unwrap(),
+            key.peer_id()
+        );
 
         // The extension is present once, marked critical, as rust-libp2p marks it.
         let (_, x509) = X509Certificate::from_der(&cert).unwrap();
-        let exts: Vec<_> = x509.extensions().iter().filter(|e| oid_is(&e.oid, &P2P_EXT_OID)).collect();
+        let exts: Vec<_> = x509
+            .extensions()
+            .iter()
+            .filter(|e| oid_is(&e.oid, &P2P_EXT_OID))
+            .collect();
         assert_eq!(exts.len(), 1);
         assert!(exts[0].critical);
         // Each call uses a fresh certificate key.
@@ -1047,7 +1184,9 @@ mod tests {
     }
 
     /// A self-signed P-256 certificate with the given extensions; returns its DER and key.
-    fn custom_cert(extensions: Vec<rcgen::CustomExtension>) -> (CertificateDer<'static>, rcgen::KeyPair) {
+    fn custom_cert(
+        extensions: Vec<rcgen::CustomExtension>,
+    ) -> (CertificateDer<'static>, rcgen::KeyPair) {
         let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::default();
         params.custom_extensions = extensions;
@@ -1063,7 +1202,10 @@ mod tests {
         msg.extend_from_slice(&cert_key.public_key_der());
         let content = encode_signed_key(host_pub, &signer.sign(&msg));
         let mut params = rcgen::CertificateParams::default();
-        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, content)];
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &P2P_EXT_OID,
+            content,
+        )];
         params.self_signed(&cert_key).unwrap().der().clone()
     }
 
@@ -1077,22 +1219,41 @@ mod tests {
     #[test]
     fn missing_extension_is_rejected() {
         let (cert, _) = custom_cert(vec![]);
-        assert_eq!(parse_certificate(&cert).unwrap_err(), TlsError::MissingExtension);
+        assert_eq!(
+            parse_certificate(&cert).unwrap_err(),
+            TlsError::MissingExtension
+        );
     }
 
     #[test]
     fn garbage_extension_is_rejected() {
-        for garbage in [vec![0xde, 0xad, 0xbe, 0xef], vec![], vec![0x30, 0x03, 0x04, 0x01, 0x00]] {
-            let (cert, _) = custom_cert(vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, garbage)]);
-            assert!(matches!(parse_certificate(&cert), Err(TlsError::InvalidExtension(_))));
+        for garbage in [
+            vec![0xde, 0xad, 0xbe, 0xef],
+            vec![],
+            vec![0x30, 0x03, 0x04, 0x01, 0x00],
+        ] {
+            let (cert, _) = custom_cert(vec![rcgen::CustomExtension::from_oid_content(
+                &P2P_EXT_OID,
+                garbage,
+            )]);
+            assert!(matches!(
+                parse_certificate(&cert),
+                Err(TlsError::InvalidExtension(_))
+            ));
         }
         // Well-formed ASN.1, malformed protobuf key.
         let key = Keypair::generate();
         let cert = cert_with_extension(&[0x08, 0x01, 0x12, 0x05, 1, 2], &key);
-        assert!(matches!(parse_certificate(&cert), Err(TlsError::InvalidExtension(_))));
+        assert!(matches!(
+            parse_certificate(&cert),
+            Err(TlsError::InvalidExtension(_))
+        ));
         // Well-formed protobuf, wrong ed25519 key length.
         let cert = cert_with_extension(&[0x08, 0x01, 0x12, 0x02, 1, 2], &key);
-        assert!(matches!(parse_certificate(&cert), Err(TlsError::InvalidExtension(_))));
+        assert!(matches!(
+            parse_certificate(&cert),
+            Err(TlsError::InvalidExtension(_))
+        ));
     }
 
     #[test]
@@ -1100,7 +1261,10 @@ mod tests {
         let claimed = Keypair::generate();
         let signer = Keypair::generate();
         let cert = cert_with_extension(&claimed.public().encode_protobuf(), &signer);
-        assert_eq!(parse_certificate(&cert).unwrap_err(), TlsError::BadSignature);
+        assert_eq!(
+            parse_certificate(&cert).unwrap_err(),
+            TlsError::BadSignature
+        );
     }
 
     #[test]
@@ -1109,9 +1273,21 @@ mod tests {
         let key = Keypair::generate();
         let (donor, _) = generate_certificate(&key).unwrap();
         let (_, x509) = X509Certificate::from_der(&donor).unwrap();
-        let value = x509.extensions().iter().find(|e| oid_is(&e.oid, &P2P_EXT_OID)).unwrap().value.to_vec();
-        let (cert, _) = custom_cert(vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, value)]);
-        assert_eq!(parse_certificate(&cert).unwrap_err(), TlsError::BadSignature);
+        let value = x509
+            .extensions()
+            .iter()
+            .find(|e| oid_is(&e.oid, &P2P_EXT_OID))
+            .unwrap()
+            .value
+            .to_vec();
+        let (cert, _) = custom_cert(vec![rcgen::CustomExtension::from_oid_content(
+            &P2P_EXT_OID,
+            value,
+        )]);
+        assert_eq!(
+            parse_certificate(&cert).unwrap_err(),
+            TlsError::BadSignature
+        );
     }
 
     #[test]
@@ -1150,7 +1326,10 @@ mod tests {
         // 30 82 LL LL | 30 82 LL LL | a0 03 02 01 02 | 02 len serial...
         assert_eq!(&bytes[8..13], &[0xa0, 0x03, 0x02, 0x01, 0x02]);
         bytes[15] ^= 0x01;
-        assert!(matches!(parse_certificate(&bytes), Err(TlsError::BadCertificate(_))));
+        assert!(matches!(
+            parse_certificate(&bytes),
+            Err(TlsError::BadCertificate(_))
+        ));
     }
 
     #[test]
@@ -1158,10 +1337,19 @@ mod tests {
         let key = Keypair::generate();
         let (a, _) = generate_certificate(&key).unwrap();
         let (b, _) = generate_certificate(&key).unwrap();
-        assert!(matches!(peer_id_from_certificates(&[a.clone(), b.clone()]), Err(TlsError::BadCertificate(_))));
-        assert!(matches!(peer_id_from_certificates(&[]), Err(TlsError::BadCertificate(_))));
+        assert!(matches!(
+            peer_id_from_certificates(&[a.clone(), b.clone()]),
+            Err(TlsError::BadCertificate(_))
+        ));
+        assert!(matches!(
+            peer_id_from_certificates(&[]),
+            Err(TlsError::BadCertificate(_))
+        ));
         let now = UnixTime::now();
-        assert!(matches!(verify_chain(&a, &[b], now), Err(TlsError::BadCertificate(_))));
+        assert!(matches!(
+            verify_chain(&a, &[b], now),
+            Err(TlsError::BadCertificate(_))
+        ));
     }
 
     #[test]
@@ -1175,7 +1363,10 @@ mod tests {
             let mut params = rcgen::CertificateParams::default();
             params.not_before = rcgen::date_time_ymd(from, 1, 1);
             params.not_after = rcgen::date_time_ymd(to, 1, 1);
-            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, content)];
+            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &P2P_EXT_OID,
+                content,
+            )];
             params.self_signed(&cert_key).unwrap().der().clone()
         };
         match parse_certificate(&make(2000, 2001)) {
@@ -1199,14 +1390,22 @@ mod tests {
         msg.extend_from_slice(&cert_key.public_key_der());
         let content = encode_signed_key(&key.public().encode_protobuf(), &key.sign(&msg));
         let build = |critical: bool| {
-            let mut other = rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+            let mut other = rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 99999, 1],
+                vec![0x05, 0x00],
+            );
             other.set_criticality(critical);
             let mut params = rcgen::CertificateParams::default();
-            params.custom_extensions =
-                vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, content.clone()), other];
+            params.custom_extensions = vec![
+                rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, content.clone()),
+                other,
+            ];
             params.self_signed(&cert_key).unwrap().der().clone()
         };
-        assert_eq!(parse_certificate(&build(false)).unwrap().peer_id(), key.peer_id());
+        assert_eq!(
+            parse_certificate(&build(false)).unwrap().peer_id(),
+            key.peer_id()
+        );
         match parse_certificate(&build(true)) {
             Err(TlsError::BadCertificate(msg)) => assert!(msg.contains("critical"), "{msg}"),
             other => panic!("unexpected {other:?}"),
@@ -1238,11 +1437,17 @@ mod tests {
         msg.extend_from_slice(&cert_key.public_key_der());
         let content = encode_signed_key(&key.public().encode_protobuf(), &key.sign(&msg));
         let mut params = rcgen::CertificateParams::default();
-        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&P2P_EXT_OID, content)];
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &P2P_EXT_OID,
+            content,
+        )];
         let cert = params.self_signed(&cert_key).unwrap();
         let parsed = parse_certificate(cert.der()).unwrap();
         assert_eq!(parsed.peer_id(), key.peer_id());
-        assert_eq!(parsed.certificate_signature_scheme(), SignatureScheme::ED25519);
+        assert_eq!(
+            parsed.certificate_signature_scheme(),
+            SignatureScheme::ED25519
+        );
     }
 
     #[test]
@@ -1250,7 +1455,9 @@ mod tests {
         let key = Keypair::generate();
         let (cert, private_key) = generate_certificate(&key).unwrap();
         let parsed = parse_certificate(&cert).unwrap();
-        let PrivateKeyDer::Pkcs8(pkcs8) = private_key else { panic!("pkcs8 expected") };
+        let PrivateKeyDer::Pkcs8(pkcs8) = private_key else {
+            panic!("pkcs8 expected")
+        };
         let rng = ring::rand::SystemRandom::new();
         let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
             &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -1259,20 +1466,36 @@ mod tests {
         )
         .unwrap();
         let sig = signer.sign(&rng, b"transcript").unwrap();
-        parsed.verify_signature(SignatureScheme::ECDSA_NISTP256_SHA256, b"transcript", sig.as_ref()).unwrap();
+        parsed
+            .verify_signature(
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                b"transcript",
+                sig.as_ref(),
+            )
+            .unwrap();
         assert_eq!(
-            parsed.verify_signature(SignatureScheme::ECDSA_NISTP256_SHA256, b"other", sig.as_ref()),
+            parsed.verify_signature(
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                b"other",
+                sig.as_ref()
+            ),
             Err(TlsError::InvalidHandshakeSignature)
         );
         assert_eq!(
             parsed.verify_signature(SignatureScheme::ED25519, b"transcript", sig.as_ref()),
-            Err(TlsError::UnsupportedSignatureScheme(SignatureScheme::ED25519))
+            Err(TlsError::UnsupportedSignatureScheme(
+                SignatureScheme::ED25519
+            ))
         );
     }
 
     #[test]
     fn signed_key_der_round_trips_and_is_strict() {
-        for (pk, sig) in [(vec![1u8; 36], vec![2u8; 64]), (vec![3u8; 200], vec![4u8; 300]), (vec![], vec![])] {
+        for (pk, sig) in [
+            (vec![1u8; 36], vec![2u8; 64]),
+            (vec![3u8; 200], vec![4u8; 300]),
+            (vec![], vec![]),
+        ] {
             let enc = encode_signed_key(&pk, &sig);
             assert_eq!(decode_signed_key(&enc).unwrap(), (&pk[..], &sig[..]));
             let mut trailing = enc.clone();
@@ -1300,7 +1523,10 @@ mod tests {
         Server,
     }
 
-    fn transfer(from: &mut rustls::Connection, to: &mut rustls::Connection) -> Result<(), rustls::Error> {
+    fn transfer(
+        from: &mut rustls::Connection,
+        to: &mut rustls::Connection,
+    ) -> Result<(), rustls::Error> {
         let mut buf = Vec::new();
         while from.wants_write() {
             from.write_tls(&mut buf).unwrap();
@@ -1345,11 +1571,20 @@ mod tests {
         let (mut client, mut server) = connections(client_cfg, server_config(&server_key).unwrap());
         handshake(&mut client, &mut server).unwrap();
 
-        assert_eq!(client.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+        assert_eq!(
+            client.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
         assert_eq!(client.alpn_protocol(), Some(ALPN));
         assert_eq!(server.alpn_protocol(), Some(ALPN));
-        assert_eq!(peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(), server_key.peer_id());
-        assert_eq!(peer_id_from_certificates(server.peer_certificates().unwrap()).unwrap(), client_key.peer_id());
+        assert_eq!(
+            peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(),
+            server_key.peer_id()
+        );
+        assert_eq!(
+            peer_id_from_certificates(server.peer_certificates().unwrap()).unwrap(),
+            client_key.peer_id()
+        );
         assert_eq!(outcome.take_error(), None);
         // No SNI was sent.
         if let rustls::Connection::Server(s) = &server {
@@ -1363,7 +1598,10 @@ mod tests {
         let (client_cfg, outcome) = client_config(&Keypair::generate(), None).unwrap();
         let (mut client, mut server) = connections(client_cfg, server_config(&server_key).unwrap());
         handshake(&mut client, &mut server).unwrap();
-        assert_eq!(peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(), server_key.peer_id());
+        assert_eq!(
+            peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(),
+            server_key.peer_id()
+        );
         assert!(outcome.take_error().is_none());
     }
 
@@ -1375,10 +1613,19 @@ mod tests {
         let (mut client, mut server) = connections(client_cfg, server_config(&server_key).unwrap());
         let (side, err) = handshake(&mut client, &mut server).unwrap_err();
         assert_eq!(side, Side::Client);
-        assert_eq!(typed(&err), Some(TlsError::PeerIdMismatch { expected: wanted, actual: server_key.peer_id() }));
+        assert_eq!(
+            typed(&err),
+            Some(TlsError::PeerIdMismatch {
+                expected: wanted,
+                actual: server_key.peer_id()
+            })
+        );
         assert_eq!(
             outcome.take_error(),
-            Some(TlsError::PeerIdMismatch { expected: wanted, actual: server_key.peer_id() })
+            Some(TlsError::PeerIdMismatch {
+                expected: wanted,
+                actual: server_key.peer_id()
+            })
         );
         assert_eq!(outcome.take_error(), None, "taken once");
     }
@@ -1405,10 +1652,14 @@ mod tests {
 
     #[test]
     fn server_requires_a_client_certificate() {
-        let verifier = ServerVerifier { expected: None, outcome: VerifyOutcome::default() };
+        let verifier = ServerVerifier {
+            expected: None,
+            outcome: VerifyOutcome::default(),
+        };
         let mut cfg = raw_client_config(verifier).with_no_client_auth();
         cfg.alpn_protocols = vec![ALPN.to_vec()];
-        let (mut client, mut server) = connections(cfg, server_config(&Keypair::generate()).unwrap());
+        let (mut client, mut server) =
+            connections(cfg, server_config(&Keypair::generate()).unwrap());
         let (side, _) = handshake(&mut client, &mut server).unwrap_err();
         assert_eq!(side, Side::Server);
     }
@@ -1416,11 +1667,17 @@ mod tests {
     #[test]
     fn server_rejects_client_certificate_without_extension() {
         let (cert, key) = custom_cert(vec![]);
-        let verifier = ServerVerifier { expected: None, outcome: VerifyOutcome::default() };
+        let verifier = ServerVerifier {
+            expected: None,
+            outcome: VerifyOutcome::default(),
+        };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut cfg = raw_client_config(verifier).with_client_auth_cert(vec![cert], key).unwrap();
+        let mut cfg = raw_client_config(verifier)
+            .with_client_auth_cert(vec![cert], key)
+            .unwrap();
         cfg.alpn_protocols = vec![ALPN.to_vec()];
-        let (mut client, mut server) = connections(cfg, server_config(&Keypair::generate()).unwrap());
+        let (mut client, mut server) =
+            connections(cfg, server_config(&Keypair::generate()).unwrap());
         let (side, err) = handshake(&mut client, &mut server).unwrap_err();
         assert_eq!(side, Side::Server);
         assert_eq!(typed(&err), Some(TlsError::MissingExtension));
@@ -1469,10 +1726,21 @@ mod tests {
         let client_key = Keypair::generate();
         let (client_cfg, _) = client_config(&client_key, Some(server_key.peer_id())).unwrap();
         let mut client = Connection::Client(
-            ClientConnection::new(Arc::new(client_cfg), Version::V1, server_name(), vec![1, 2, 3]).unwrap(),
+            ClientConnection::new(
+                Arc::new(client_cfg),
+                Version::V1,
+                server_name(),
+                vec![1, 2, 3],
+            )
+            .unwrap(),
         );
         let mut server = Connection::Server(
-            ServerConnection::new(Arc::new(server_config(&server_key).unwrap()), Version::V1, vec![4, 5, 6]).unwrap(),
+            ServerConnection::new(
+                Arc::new(server_config(&server_key).unwrap()),
+                Version::V1,
+                vec![4, 5, 6],
+            )
+            .unwrap(),
         );
         let pump = |from: &mut Connection, to: &mut Connection| {
             let mut buf = Vec::new();
@@ -1486,8 +1754,14 @@ mod tests {
             pump(&mut server, &mut client);
         }
         assert!(!client.is_handshaking() && !server.is_handshaking());
-        assert_eq!(peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(), server_key.peer_id());
-        assert_eq!(peer_id_from_certificates(server.peer_certificates().unwrap()).unwrap(), client_key.peer_id());
+        assert_eq!(
+            peer_id_from_certificates(client.peer_certificates().unwrap()).unwrap(),
+            server_key.peer_id()
+        );
+        assert_eq!(
+            peer_id_from_certificates(server.peer_certificates().unwrap()).unwrap(),
+            client_key.peer_id()
+        );
     }
 
     // --- Robustness.

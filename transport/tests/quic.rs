@@ -6,22 +6,31 @@ use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::{
-    identity::Keypair, with_peer_id, Connection, ConnectionError, Multiaddr, Transport, TransportError,
-    TransportEvent, TransportExt,
+    identity::Keypair, with_peer_id, Connection, ConnectionError, Multiaddr, Transport,
+    TransportError, TransportEvent, TransportExt,
 };
 
 const T: Duration = Duration::from_secs(5);
 
 async fn listener() -> (QuicTransport, Multiaddr) {
     let mut t = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
-    t.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).unwrap();
-    let TransportEvent::NewListenAddr { addr, .. } = t.next_event().await else { panic!("no listen addr") };
+    t.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let TransportEvent::NewListenAddr { addr, .. } = t.next_event().await else {
+        panic!("no listen addr")
+    };
     (t, addr)
 }
 
-async fn connect(dialer: &mut QuicTransport, server: &mut QuicTransport, addr: &Multiaddr) -> (Connection, Connection) {
+async fn connect(
+    dialer: &mut QuicTransport,
+    server: &mut QuicTransport,
+    addr: &Multiaddr,
+) -> (Connection, Connection) {
     let dial = dialer.dial(addr, Some(server.local_peer_id())).unwrap();
-    let TransportEvent::Incoming { upgrade, .. } = server.next_event().await else { panic!("no incoming") };
+    let TransportEvent::Incoming { upgrade, .. } = server.next_event().await else {
+        panic!("no incoming")
+    };
     let (o, i) = tokio::join!(dial, upgrade);
     (o.unwrap(), i.unwrap())
 }
@@ -30,7 +39,10 @@ async fn connect(dialer: &mut QuicTransport, server: &mut QuicTransport, addr: &
 async fn listen_on_port_zero_reports_the_actual_port() {
     let (_t, addr) = listener().await;
     let s = addr.to_string();
-    assert!(s.starts_with("/ip4/127.0.0.1/udp/") && s.ends_with("/quic-v1"), "{s}");
+    assert!(
+        s.starts_with("/ip4/127.0.0.1/udp/") && s.ends_with("/quic-v1"),
+        "{s}"
+    );
     assert!(!s.contains("/udp/0/"), "{s}");
 }
 
@@ -77,13 +89,32 @@ async fn dialing_the_wrong_peer_id_fails_with_the_mismatch() {
 #[tokio::test]
 async fn unusable_addresses_get_a_clear_error() {
     let mut t = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
-    for a in ["/ip4/127.0.0.1/tcp/1", "/memory/3", "/ip4/127.0.0.1/udp/1", "/dns4/example.com/udp/1/quic-v1"] {
+    for a in [
+        "/ip4/127.0.0.1/tcp/1",
+        "/memory/3",
+        "/ip4/127.0.0.1/udp/1",
+        "/dns4/example.com/udp/1/quic-v1",
+    ] {
         let addr: Multiaddr = a.parse().unwrap();
-        assert!(matches!(t.listen_on(addr.clone()), Err(TransportError::UnsupportedAddress { .. })), "{a}");
-        assert!(matches!(t.dial(&addr, None), Err(TransportError::UnsupportedAddress { .. })), "{a}");
+        assert!(
+            matches!(
+                t.listen_on(addr.clone()),
+                Err(TransportError::UnsupportedAddress { .. })
+            ),
+            "{a}"
+        );
+        assert!(
+            matches!(
+                t.dial(&addr, None),
+                Err(TransportError::UnsupportedAddress { .. })
+            ),
+            "{a}"
+        );
         assert!(!t.can_dial(&addr));
     }
-    assert!(t.dial(&"/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(), None).is_err());
+    assert!(t
+        .dial(&"/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(), None)
+        .is_err());
 }
 
 #[tokio::test]
@@ -138,9 +169,18 @@ async fn a_peer_closing_mid_stream_gives_errors_not_panics() {
     r.read_exact(&mut buf).await.unwrap();
     inc.close(42, "going away");
     let reason = tokio::time::timeout(T, out.closed()).await.unwrap();
-    assert_eq!(reason, meshwire_transport::CloseReason::Remote { code: 42, reason: "going away".into() });
+    assert_eq!(
+        reason,
+        meshwire_transport::CloseReason::Remote {
+            code: 42,
+            reason: "going away".into()
+        }
+    );
     assert!(s.read(&mut buf).await.is_err());
-    assert!(matches!(out.open_stream().await, Err(ConnectionError::Closed(_))));
+    assert!(matches!(
+        out.open_stream().await,
+        Err(ConnectionError::Closed(_))
+    ));
 }
 
 #[tokio::test]
@@ -150,7 +190,10 @@ async fn datagrams_travel_between_peers() {
     let (out, inc) = connect(&mut b, &mut a, &a_addr).await;
     assert!(out.max_datagram_size().unwrap() >= 1000);
     out.send_datagram(Bytes::from_static(b"probe")).unwrap();
-    let got = tokio::time::timeout(T, inc.read_datagram()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(T, inc.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got[..], b"probe");
 }
 

@@ -180,7 +180,13 @@ impl Config {
     /// memberlist's timing): no local health multiplier, no nacks, no buddy system, a fixed
     /// suspicion timeout. For comparisons.
     pub fn without_lifeguard() -> Self {
-        Config { awareness_max: 0, nacks: false, buddy: false, dynamic_suspicion: false, ..Config::default() }
+        Config {
+            awareness_max: 0,
+            nacks: false,
+            buddy: false,
+            dynamic_suspicion: false,
+            ..Config::default()
+        }
     }
 
     /// The largest encoded alive update this configuration lets through.
@@ -219,15 +225,57 @@ impl Config {
             return Err(ConfigError::ZeroDuration("push_pull_interval"));
         }
         let ranges: [(&'static str, u64, u64, u64, &'static str); 9] = [
-            ("indirect_checks", self.indirect_checks as u64, 0, 16, "0..=16"),
-            ("suspicion_mult", u64::from(self.suspicion_mult), 1, 100, "1..=100"),
-            ("suspicion_max_timeout_mult", u64::from(self.suspicion_max_timeout_mult), 1, 100, "1..=100"),
-            ("retransmit_mult", u64::from(self.retransmit_mult), 1, 100, "1..=100"),
+            (
+                "indirect_checks",
+                self.indirect_checks as u64,
+                0,
+                16,
+                "0..=16",
+            ),
+            (
+                "suspicion_mult",
+                u64::from(self.suspicion_mult),
+                1,
+                100,
+                "1..=100",
+            ),
+            (
+                "suspicion_max_timeout_mult",
+                u64::from(self.suspicion_max_timeout_mult),
+                1,
+                100,
+                "1..=100",
+            ),
+            (
+                "retransmit_mult",
+                u64::from(self.retransmit_mult),
+                1,
+                100,
+                "1..=100",
+            ),
             ("gossip_nodes", self.gossip_nodes as u64, 0, 64, "0..=64"),
-            ("awareness_max", u64::from(self.awareness_max), 0, 64, "0..=64"),
+            (
+                "awareness_max",
+                u64::from(self.awareness_max),
+                0,
+                64,
+                "0..=64",
+            ),
             ("max_members", self.max_members as u64, 1, u64::MAX, "1.."),
-            ("max_push_pull_members", self.max_push_pull_members as u64, 1, u64::MAX, "1.."),
-            ("max_queued_outputs", self.max_queued_outputs as u64, 16, u64::MAX, "16.."),
+            (
+                "max_push_pull_members",
+                self.max_push_pull_members as u64,
+                1,
+                u64::MAX,
+                "1..",
+            ),
+            (
+                "max_queued_outputs",
+                self.max_queued_outputs as u64,
+                16,
+                u64::MAX,
+                "16..",
+            ),
         ];
         for (what, value, lo, hi, range) in ranges {
             if value < lo || value > hi {
@@ -248,9 +296,14 @@ impl Config {
         // The largest datagram header is a ping-req's: header, seq, target, nack timeout,
         // update count.
         if let Some(longest) = realms.iter().max_by_key(|r| r.len()) {
-            let needed = header_len(longest) + 5 + 1 + MAX_PEER_ID_LEN + 5 + 2 + self.max_alive_update_len();
+            let needed =
+                header_len(longest) + 5 + 1 + MAX_PEER_ID_LEN + 5 + 2 + self.max_alive_update_len();
             if self.mtu < needed {
-                return Err(ConfigError::MtuTooSmall { mtu: self.mtu, needed, realm: longest.to_string() });
+                return Err(ConfigError::MtuTooSmall {
+                    mtu: self.mtu,
+                    needed,
+                    realm: longest.to_string(),
+                });
             }
         }
         if self.max_push_pull_bytes < 1024 {
@@ -267,7 +320,8 @@ impl Config {
     /// `suspicion_mult × max(1, log10(max(1, n))) × probe_interval`.
     pub fn suspicion_min_timeout(&self, n: usize) -> Duration {
         let scale = (n.max(1) as f64).log10().max(1.0);
-        let ms = f64::from(self.suspicion_mult) * scale * self.probe_interval.as_secs_f64() * 1000.0;
+        let ms =
+            f64::from(self.suspicion_mult) * scale * self.probe_interval.as_secs_f64() * 1000.0;
         Duration::from_millis(ms.floor() as u64)
     }
 
@@ -299,7 +353,10 @@ mod tests {
         let realm = Realm::new("org.example.mesh").unwrap();
         assert_eq!(c.validate(std::slice::from_ref(&realm)), Ok(()));
         assert_eq!(c.validate(&[]), Err(ConfigError::NoRealm));
-        assert!(matches!(c.validate(&[realm.clone(), realm.clone()]), Err(ConfigError::DuplicateRealm(_))));
+        assert!(matches!(
+            c.validate(&[realm.clone(), realm.clone()]),
+            Err(ConfigError::DuplicateRealm(_))
+        ));
         assert_eq!(c.suspicion_min_timeout(1000), Duration::from_secs(12));
         assert_eq!(c.suspicion_min_timeout(3), Duration::from_secs(4));
         assert_eq!(c.retransmit_limit(1000), 16);
@@ -307,11 +364,29 @@ mod tests {
         assert_eq!(c.retransmit_limit(10), 8);
         assert_eq!(c.push_pull_period(10), Some(Duration::from_secs(30)));
         assert_eq!(c.push_pull_period(1000), Some(Duration::from_secs(30)));
-        let scaled = Config { push_pull_scale: true, ..Config::default() };
-        assert_eq!(scaled.push_pull_period(1000), Some(Duration::from_secs(180)));
-        let small = Config { mtu: 300, ..Config::default() };
-        assert!(matches!(small.validate(std::slice::from_ref(&realm)), Err(ConfigError::MtuTooSmall { .. })));
-        let bad = Config { probe_timeout: Duration::from_secs(2), ..Config::default() };
-        assert_eq!(bad.validate(&[realm]), Err(ConfigError::TimeoutNotBelowInterval));
+        let scaled = Config {
+            push_pull_scale: true,
+            ..Config::default()
+        };
+        assert_eq!(
+            scaled.push_pull_period(1000),
+            Some(Duration::from_secs(180))
+        );
+        let small = Config {
+            mtu: 300,
+            ..Config::default()
+        };
+        assert!(matches!(
+            small.validate(std::slice::from_ref(&realm)),
+            Err(ConfigError::MtuTooSmall { .. })
+        ));
+        let bad = Config {
+            probe_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        assert_eq!(
+            bad.validate(&[realm]),
+            Err(ConfigError::TimeoutNotBelowInterval)
+        );
     }
 }

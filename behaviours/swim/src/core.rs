@@ -103,7 +103,14 @@ impl std::fmt::Debug for Swim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Swim")
             .field("local", &self.local)
-            .field("realms", &self.realms.iter().map(|m| m.realm().clone()).collect::<Vec<_>>())
+            .field(
+                "realms",
+                &self
+                    .realms
+                    .iter()
+                    .map(|m| m.realm().clone())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -124,7 +131,10 @@ impl Swim {
         config.validate(&realms)?;
         let len = meta.encoded_len();
         if len > config.max_metadata_bytes {
-            return Err(ConfigError::Meta(MetaError::TooLarge { len, limit: config.max_metadata_bytes }));
+            return Err(ConfigError::Meta(MetaError::TooLarge {
+                len,
+                limit: config.max_metadata_bytes,
+            }));
         }
         let meta = Arc::new(meta);
         let memberships = realms
@@ -184,7 +194,12 @@ impl Swim {
 
     /// Joins `realm` through `seeds`: a push-pull (full state exchange) with each. Seeds that
     /// fail are reported as [`Event::JoinFailed`]; calling again retries.
-    pub fn join(&mut self, now: Instant, realm: &Realm, seeds: &[PeerId]) -> Result<(), UnknownRealm> {
+    pub fn join(
+        &mut self,
+        now: Instant,
+        realm: &Realm,
+        seeds: &[PeerId],
+    ) -> Result<(), UnknownRealm> {
         let i = self.realm_mut(realm)?;
         self.realms[i].join(now, seeds, &self.config, &mut self.out);
         Ok(())
@@ -211,7 +226,11 @@ impl Swim {
         }
         let len = meta.encoded_len();
         if len > self.config.max_metadata_bytes {
-            return Err(MetaError::TooLarge { len, limit: self.config.max_metadata_bytes }.into());
+            return Err(MetaError::TooLarge {
+                len,
+                limit: self.config.max_metadata_bytes,
+            }
+            .into());
         }
         let meta = Arc::new(meta);
         for m in &mut self.realms {
@@ -223,7 +242,10 @@ impl Swim {
     /// When [`Swim::handle_timeout`] should be called next (`None`: never, after leaving).
     /// Changes after every call into the core.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.realms.iter().filter_map(Membership::poll_timeout).min()
+        self.realms
+            .iter()
+            .filter_map(Membership::poll_timeout)
+            .min()
     }
 
     /// Runs every timer due at `now`: protocol periods, indirect probes, suspicion timeouts,
@@ -237,7 +259,12 @@ impl Swim {
     /// Handles one inbound datagram from `from` (the authenticated sender of the QUIC
     /// connection it came on). Bad bytes are counted and returned as an error; they change
     /// nothing.
-    pub fn handle_datagram(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> Result<(), DecodeError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        bytes: &[u8],
+    ) -> Result<(), DecodeError> {
         match Message::decode(bytes, &self.limits) {
             Ok(msg) => {
                 self.handle_message(now, from, msg);
@@ -267,7 +294,12 @@ impl Swim {
     /// Handles a push-pull message read from a stream with `from`: a request (on a stream
     /// `from` opened) returns the answer to write back on it; an answer (to a request this
     /// core asked for) returns `None`.
-    pub fn handle_push_pull(&mut self, now: Instant, from: PeerId, msg: Message) -> Option<Message> {
+    pub fn handle_push_pull(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        msg: Message,
+    ) -> Option<Message> {
         if from == self.local {
             self.stats.self_messages += 1;
             return None;
@@ -281,12 +313,20 @@ impl Swim {
             return None;
         };
         let reply = self.realms[i].handle_push_pull(now, from, pp, &self.config, &mut self.out)?;
-        Some(Message { realm: msg.realm, body: Body::PushPull(reply) })
+        Some(Message {
+            realm: msg.realm,
+            body: Body::PushPull(reply),
+        })
     }
 
     /// [`Swim::handle_push_pull`] on bytes (one message, without its frame prefix); returns
     /// the encoded answer (without frame prefix) for requests.
-    pub fn handle_push_pull_bytes(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+    pub fn handle_push_pull_bytes(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, DecodeError> {
         match Message::decode(bytes, &self.limits) {
             Ok(msg) => Ok(self.handle_push_pull(now, from, msg).map(|m| m.encode())),
             Err(e) => {
@@ -318,7 +358,9 @@ impl Swim {
     /// forgotten), sorted by peer ID; this node is not included (see
     /// [`Swim::local_member`]). Empty for an unknown realm.
     pub fn members(&self, realm: &Realm) -> Vec<Member> {
-        self.index(realm).map(|i| self.realms[i].members()).unwrap_or_default()
+        self.index(realm)
+            .map(|i| self.realms[i].members())
+            .unwrap_or_default()
     }
 
     /// One member of `realm`, if known.

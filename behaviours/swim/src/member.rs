@@ -112,7 +112,9 @@ impl NodeMeta {
     pub fn new(addresses: Vec<Multiaddr>, data: impl Into<Bytes>) -> Result<Self, MetaError> {
         let data = data.into();
         if addresses.len() > MAX_ADDRESSES {
-            return Err(MetaError::TooManyAddresses { count: addresses.len() });
+            return Err(MetaError::TooManyAddresses {
+                count: addresses.len(),
+            });
         }
         if let Some(a) = addresses.iter().find(|a| a.len() > MAX_ADDRESS_LEN) {
             return Err(MetaError::AddressTooLong { len: a.len() });

@@ -16,7 +16,10 @@ use crate::queue::BroadcastQueue;
 use crate::realm::Realm;
 use crate::rng::SwimRng;
 use crate::suspicion::Suspicion;
-use crate::wire::{header_len, Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update, UpdateKind};
+use crate::wire::{
+    header_len, Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update,
+    UpdateKind,
+};
 
 /// Push-pulls in flight at most (joins and anti-entropy together).
 const MAX_PENDING_PUSH_PULLS: usize = 64;
@@ -133,7 +136,14 @@ fn random_members(
 }
 
 impl Membership {
-    pub(crate) fn new(realm: Realm, local: PeerId, meta: Arc<NodeMeta>, cfg: &Config, seed: u64, now: Instant) -> Self {
+    pub(crate) fn new(
+        realm: Realm,
+        local: PeerId,
+        meta: Arc<NodeMeta>,
+        cfg: &Config,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let mut rng = SwimRng::seed_from_u64(seed);
         let hash_key = rng.next_u64();
         // Random phases, as memberlist staggers its tickers, so that nodes started together
@@ -143,7 +153,9 @@ impl Membership {
             Some(d) if cfg.gossip_nodes > 0 => Some(now + d.mul_f64(rng.unit_f64())),
             _ => None,
         };
-        let next_push_pull = cfg.push_pull_interval.map(|d| now + d.mul_f64(rng.unit_f64()));
+        let next_push_pull = cfg
+            .push_pull_interval
+            .map(|d| now + d.mul_f64(rng.unit_f64()));
         let mut m = Membership {
             realm,
             local,
@@ -206,27 +218,45 @@ impl Membership {
     }
 
     fn self_alive(&self) -> Update {
-        Update { peer: self.local, incarnation: self.incarnation, kind: UpdateKind::Alive(self.meta.clone()) }
+        Update {
+            peer: self.local,
+            incarnation: self.incarnation,
+            kind: UpdateKind::Alive(self.meta.clone()),
+        }
     }
 
     pub(crate) fn local_member(&self) -> Member {
         Member {
             peer: self.local,
-            state: if self.left { MemberState::Left } else { MemberState::Alive },
+            state: if self.left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
             incarnation: self.incarnation,
             meta: self.meta.clone(),
         }
     }
 
     pub(crate) fn member(&self, peer: &PeerId) -> Option<Member> {
-        self.members.get(peer).map(|e| Member { peer: *peer, state: e.state, incarnation: e.incarnation, meta: e.meta.clone() })
+        self.members.get(peer).map(|e| Member {
+            peer: *peer,
+            state: e.state,
+            incarnation: e.incarnation,
+            meta: e.meta.clone(),
+        })
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {
         let mut v: Vec<Member> = self
             .members
             .iter()
-            .map(|(p, e)| Member { peer: *p, state: e.state, incarnation: e.incarnation, meta: e.meta.clone() })
+            .map(|(p, e)| Member {
+                peer: *p,
+                state: e.state,
+                incarnation: e.incarnation,
+                meta: e.meta.clone(),
+            })
             .collect();
         v.sort_unstable_by_key(|m| m.peer);
         v
@@ -234,7 +264,11 @@ impl Membership {
 
     /// Current suspicion of `peer`: (confirmations, deadline).
     pub(crate) fn suspicion_of(&self, peer: &PeerId) -> Option<(u32, Instant)> {
-        self.members.get(peer)?.suspicion.as_ref().map(|s| (s.confirmations(), s.deadline))
+        self.members
+            .get(peer)?
+            .suspicion
+            .as_ref()
+            .map(|s| (s.confirmations(), s.deadline))
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -330,7 +364,8 @@ impl Membership {
             }
             Timer::Reap(peer) => {
                 let expired = self.members.get(&peer).is_some_and(|e| {
-                    matches!(e.state, MemberState::Dead | MemberState::Left) && e.state_change + cfg.dead_retention <= now
+                    matches!(e.state, MemberState::Dead | MemberState::Left)
+                        && e.state_change + cfg.dead_retention <= now
                 });
                 if expired {
                     self.members.remove(&peer);
@@ -340,14 +375,32 @@ impl Membership {
                 if let Some(r) = self.relays.remove(&seq) {
                     if r.nack {
                         self.stats.nacks_sent += 1;
-                        self.send(out, cfg, r.origin, Body::Nack(Nack { seq: r.origin_seq, updates: Vec::new() }), None);
+                        self.send(
+                            out,
+                            cfg,
+                            r.origin,
+                            Body::Nack(Nack {
+                                seq: r.origin_seq,
+                                updates: Vec::new(),
+                            }),
+                            None,
+                        );
                     }
                 }
             }
             Timer::RelayRetry(seq) => {
                 if let Some(target) = self.relays.get(&seq).map(|r| r.target) {
                     let buddy = self.buddy_update(cfg, &target);
-                    self.send(out, cfg, target, Body::Ping(Ping { seq, updates: Vec::new() }), buddy);
+                    self.send(
+                        out,
+                        cfg,
+                        target,
+                        Body::Ping(Ping {
+                            seq,
+                            updates: Vec::new(),
+                        }),
+                        buddy,
+                    );
                 }
             }
             Timer::PushPull(peer) => {
@@ -377,7 +430,8 @@ impl Membership {
             }
         }
         let limit = cfg.retransmit_limit(self.live + 1);
-        self.queue.take(budget, limit, fresh, exclude.as_ref(), &mut updates);
+        self.queue
+            .take(budget, limit, fresh, exclude.as_ref(), &mut updates);
         self.stats.updates_sent += updates.len() as u64;
         body.set_updates(updates);
         body
@@ -388,11 +442,21 @@ impl Membership {
         out.transmit(Transmit {
             to,
             kind: TransmitKind::Datagram,
-            message: Message { realm: self.realm.clone(), body },
+            message: Message {
+                realm: self.realm.clone(),
+                body,
+            },
         });
     }
 
-    fn send(&mut self, out: &mut Outbox, cfg: &Config, to: PeerId, body: Body, first: Option<Update>) {
+    fn send(
+        &mut self,
+        out: &mut Outbox,
+        cfg: &Config,
+        to: PeerId,
+        body: Body,
+        first: Option<Update>,
+    ) {
         let body = self.fill(cfg, body, first, u32::MAX);
         self.emit(out, to, body);
     }
@@ -407,7 +471,11 @@ impl Membership {
             return None;
         }
         let from = e.suspicion.as_ref().map_or(self.local, |s| s.from);
-        Some(Update { peer: *target, incarnation: e.incarnation, kind: UpdateKind::Suspect { from } })
+        Some(Update {
+            peer: *target,
+            incarnation: e.incarnation,
+            kind: UpdateKind::Suspect { from },
+        })
     }
 
     // ----- probing -----
@@ -421,8 +489,12 @@ impl Membership {
                 }
                 rebuilt = true;
                 self.probe_order.clear();
-                self.probe_order
-                    .extend(self.members.iter().filter(|(_, e)| e.state.is_live()).map(|(p, _)| *p));
+                self.probe_order.extend(
+                    self.members
+                        .iter()
+                        .filter(|(_, e)| e.state.is_live())
+                        .map(|(p, _)| *p),
+                );
                 self.probe_order.sort_unstable();
                 self.rng.shuffle(&mut self.probe_order);
                 self.probe_index = 0;
@@ -468,7 +540,16 @@ impl Membership {
         let seq = self.next_seq();
         let buddy = self.buddy_update(cfg, &target);
         self.stats.probes_sent += 1;
-        self.send(out, cfg, target, Body::Ping(Ping { seq, updates: Vec::new() }), buddy);
+        self.send(
+            out,
+            cfg,
+            target,
+            Body::Ping(Ping {
+                seq,
+                updates: Vec::new(),
+            }),
+            buddy,
+        );
         self.probe = Some(Probe {
             target,
             seq,
@@ -486,22 +567,48 @@ impl Membership {
             return;
         };
         let (target, seq, deadline) = (p.target, p.seq, p.deadline);
-        let relays = random_members(&self.probe_order, &self.members, &mut self.rng, cfg.indirect_checks, |peer, e| {
-            *peer != target && e.state == MemberState::Alive
-        });
+        let relays = random_members(
+            &self.probe_order,
+            &self.members,
+            &mut self.rng,
+            cfg.indirect_checks,
+            |peer, e| *peer != target && e.state == MemberState::Alive,
+        );
         let nack_timeout_ms = if cfg.nacks {
-            let left = deadline.saturating_duration_since(now).mul_f64(cfg.nack_timeout_fraction);
+            let left = deadline
+                .saturating_duration_since(now)
+                .mul_f64(cfg.nack_timeout_fraction);
             (left.as_millis().min(u128::from(u32::MAX)) as u32).max(1)
         } else {
             0
         };
         if cfg.ping_retry {
             let buddy = self.buddy_update(cfg, &target);
-            self.send(out, cfg, target, Body::Ping(Ping { seq, updates: Vec::new() }), buddy);
+            self.send(
+                out,
+                cfg,
+                target,
+                Body::Ping(Ping {
+                    seq,
+                    updates: Vec::new(),
+                }),
+                buddy,
+            );
         }
         for r in &relays {
             self.stats.ping_reqs_sent += 1;
-            self.send(out, cfg, *r, Body::PingReq(PingReq { seq, target, nack_timeout_ms, updates: Vec::new() }), None);
+            self.send(
+                out,
+                cfg,
+                *r,
+                Body::PingReq(PingReq {
+                    seq,
+                    target,
+                    nack_timeout_ms,
+                    updates: Vec::new(),
+                }),
+                None,
+            );
         }
         if let Some(p) = self.probe.as_mut() {
             p.indirect_sent = true;
@@ -534,7 +641,14 @@ impl Membership {
 
     // ----- inbound datagrams -----
 
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: PeerId, body: Body, cfg: &Config, out: &mut Outbox) {
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        body: Body,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
         if self.left {
             return;
         }
@@ -542,7 +656,16 @@ impl Membership {
         match body {
             Body::Ping(p) => {
                 self.apply_updates(p.updates, now, cfg, out);
-                self.send(out, cfg, from, Body::Ack(Ack { seq: p.seq, updates: Vec::new() }), None);
+                self.send(
+                    out,
+                    cfg,
+                    from,
+                    Body::Ack(Ack {
+                        seq: p.seq,
+                        updates: Vec::new(),
+                    }),
+                    None,
+                );
             }
             Body::Ack(a) => {
                 self.apply_updates(a.updates, now, cfg, out);
@@ -580,7 +703,16 @@ impl Membership {
         if self.relays.get(&seq).is_some_and(|r| r.target == from) {
             if let Some(r) = self.relays.remove(&seq) {
                 self.stats.acks_relayed += 1;
-                self.send(out, cfg, r.origin, Body::Ack(Ack { seq: r.origin_seq, updates: Vec::new() }), None);
+                self.send(
+                    out,
+                    cfg,
+                    r.origin,
+                    Body::Ack(Ack {
+                        seq: r.origin_seq,
+                        updates: Vec::new(),
+                    }),
+                    None,
+                );
             }
             return;
         }
@@ -599,7 +731,16 @@ impl Membership {
         out: &mut Outbox,
     ) {
         if target == self.local {
-            self.send(out, cfg, from, Body::Ack(Ack { seq, updates: Vec::new() }), None);
+            self.send(
+                out,
+                cfg,
+                from,
+                Body::Ack(Ack {
+                    seq,
+                    updates: Vec::new(),
+                }),
+                None,
+            );
             return;
         }
         if self.relays.len() >= cfg.max_pending_relays {
@@ -609,17 +750,36 @@ impl Membership {
         self.stats.ping_reqs_served += 1;
         let relay_seq = self.next_seq();
         let buddy = self.buddy_update(cfg, &target);
-        self.send(out, cfg, target, Body::Ping(Ping { seq: relay_seq, updates: Vec::new() }), buddy);
+        self.send(
+            out,
+            cfg,
+            target,
+            Body::Ping(Ping {
+                seq: relay_seq,
+                updates: Vec::new(),
+            }),
+            buddy,
+        );
         let cap = cfg.probe_interval * (cfg.awareness_max + 1);
         let wait = if nack_timeout_ms > 0 {
             Duration::from_millis(u64::from(nack_timeout_ms)).min(cap)
         } else {
             cfg.probe_timeout
         };
-        self.relays.insert(relay_seq, Relay { origin: from, origin_seq: seq, target, nack: nack_timeout_ms > 0 });
-        self.timers.push(Reverse((now + wait, Timer::Relay(relay_seq))));
+        self.relays.insert(
+            relay_seq,
+            Relay {
+                origin: from,
+                origin_seq: seq,
+                target,
+                nack: nack_timeout_ms > 0,
+            },
+        );
+        self.timers
+            .push(Reverse((now + wait, Timer::Relay(relay_seq))));
         if cfg.ping_retry {
-            self.timers.push(Reverse((now + wait / 2, Timer::RelayRetry(relay_seq))));
+            self.timers
+                .push(Reverse((now + wait / 2, Timer::RelayRetry(relay_seq))));
         }
     }
 
@@ -639,15 +799,26 @@ impl Membership {
     // ----- dissemination -----
 
     fn gossip_round(&mut self, cfg: &Config, out: &mut Outbox) {
-        let targets = random_members(&self.probe_order, &self.members, &mut self.rng, cfg.gossip_nodes, |_, e| {
-            e.state != MemberState::Left
-        });
+        let targets = random_members(
+            &self.probe_order,
+            &self.members,
+            &mut self.rng,
+            cfg.gossip_nodes,
+            |_, e| e.state != MemberState::Left,
+        );
         let mut sent = false;
         for t in targets {
             if !self.queue.has_fresh(cfg.gossip_fresh_transmits) {
                 break;
             }
-            let body = self.fill(cfg, Body::Gossip(Gossip { updates: Vec::new() }), None, cfg.gossip_fresh_transmits);
+            let body = self.fill(
+                cfg,
+                Body::Gossip(Gossip {
+                    updates: Vec::new(),
+                }),
+                None,
+                cfg.gossip_fresh_transmits,
+            );
             if body.updates().is_empty() {
                 break;
             }
@@ -659,14 +830,28 @@ impl Membership {
         }
     }
 
-    fn apply_updates(&mut self, updates: Vec<Update>, now: Instant, cfg: &Config, out: &mut Outbox) {
+    fn apply_updates(
+        &mut self,
+        updates: Vec<Update>,
+        now: Instant,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
         for u in updates {
             self.stats.updates_received += 1;
             match u.kind {
-                UpdateKind::Alive(meta) => self.apply_alive(u.peer, u.incarnation, meta, None, now, cfg, out),
-                UpdateKind::Suspect { from } => self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out),
-                UpdateKind::Dead { from } => self.apply_dead(u.peer, u.incarnation, from, false, now, cfg, out),
-                UpdateKind::Left => self.apply_dead(u.peer, u.incarnation, u.peer, true, now, cfg, out),
+                UpdateKind::Alive(meta) => {
+                    self.apply_alive(u.peer, u.incarnation, meta, None, now, cfg, out)
+                }
+                UpdateKind::Suspect { from } => {
+                    self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out)
+                }
+                UpdateKind::Dead { from } => {
+                    self.apply_dead(u.peer, u.incarnation, from, false, now, cfg, out)
+                }
+                UpdateKind::Left => {
+                    self.apply_dead(u.peer, u.incarnation, u.peer, true, now, cfg, out)
+                }
             }
         }
     }
@@ -695,7 +880,10 @@ impl Membership {
         }
         if inc >= self.incarnation {
             self.refute(inc, cfg);
-        } else if !self.queue.is_fresh(&self.local, cfg.gossip_fresh_transmits.max(1)) {
+        } else if !self
+            .queue
+            .is_fresh(&self.local, cfg.gossip_fresh_transmits.max(1))
+        {
             self.stats.reannouncements += 1;
             self.queue.push(self.self_alive());
         }
@@ -717,7 +905,11 @@ impl Membership {
     ) {
         // Fast path first: most alive updates received repeat what we know (we are never in
         // our own table, so this needs no comparison with our id).
-        if self.members.get(&peer).is_some_and(|e| inc <= e.incarnation) {
+        if self
+            .members
+            .get(&peer)
+            .is_some_and(|e| inc <= e.incarnation)
+        {
             return;
         }
         if meta.encoded_len() > cfg.max_metadata_bytes {
@@ -742,12 +934,23 @@ impl Membership {
                 }
                 self.members.insert(
                     peer,
-                    Entry { state: MemberState::Alive, incarnation: inc, meta: meta.clone(), suspicion: None, state_change: now },
+                    Entry {
+                        state: MemberState::Alive,
+                        incarnation: inc,
+                        meta: meta.clone(),
+                        suspicion: None,
+                        state_change: now,
+                    },
                 );
                 self.live += 1;
                 out.event(Event::MemberJoined {
                     realm: realm.clone(),
-                    member: Member { peer, state: MemberState::Alive, incarnation: inc, meta: meta.clone() },
+                    member: Member {
+                        peer,
+                        state: MemberState::Alive,
+                        incarnation: inc,
+                        meta: meta.clone(),
+                    },
                 });
                 self.add_to_probe_order(peer);
                 if partner.is_some_and(|p| *p != peer) {
@@ -765,29 +968,50 @@ impl Membership {
                 e.state = MemberState::Alive;
                 e.suspicion = None;
                 e.state_change = now;
-                let member = Member { peer, state: MemberState::Alive, incarnation: inc, meta: meta.clone() };
+                let member = Member {
+                    peer,
+                    state: MemberState::Alive,
+                    incarnation: inc,
+                    meta: meta.clone(),
+                };
                 match old {
                     MemberState::Suspect => {
                         self.stats.false_suspicions += 1;
-                        out.event(Event::MemberRefuted { realm: realm.clone(), member: member.clone() });
+                        out.event(Event::MemberRefuted {
+                            realm: realm.clone(),
+                            member: member.clone(),
+                        });
                         if meta_changed {
-                            out.event(Event::MemberUpdated { realm: realm.clone(), member });
+                            out.event(Event::MemberUpdated {
+                                realm: realm.clone(),
+                                member,
+                            });
                         }
                     }
                     MemberState::Dead | MemberState::Left => {
                         self.live += 1;
-                        out.event(Event::MemberJoined { realm: realm.clone(), member });
+                        out.event(Event::MemberJoined {
+                            realm: realm.clone(),
+                            member,
+                        });
                         self.add_to_probe_order(peer);
                     }
                     MemberState::Alive => {
                         if meta_changed {
-                            out.event(Event::MemberUpdated { realm: realm.clone(), member });
+                            out.event(Event::MemberUpdated {
+                                realm: realm.clone(),
+                                member,
+                            });
                         }
                     }
                 }
             }
         }
-        self.queue.push(Update { peer, incarnation: inc, kind: UpdateKind::Alive(meta) });
+        self.queue.push(Update {
+            peer,
+            incarnation: inc,
+            kind: UpdateKind::Alive(meta),
+        });
     }
 
     /// `from` counts as the (confirming) accuser and is what we gossip on; `accuser` is who
@@ -820,9 +1044,14 @@ impl Membership {
                 if confirmed {
                     let deadline = e.suspicion.as_ref().map_or(now, |s| s.deadline);
                     self.stats.suspicion_confirmations += 1;
-                    self.timers.push(Reverse((deadline, Timer::Suspicion(peer))));
+                    self.timers
+                        .push(Reverse((deadline, Timer::Suspicion(peer))));
                     // Re-gossip, so that confirmations reach others too.
-                    self.queue.push(Update { peer, incarnation: inc, kind: UpdateKind::Suspect { from } });
+                    self.queue.push(Update {
+                        peer,
+                        incarnation: inc,
+                        kind: UpdateKind::Suspect { from },
+                    });
                 }
                 return;
             }
@@ -832,14 +1061,23 @@ impl Membership {
         }
         // Lifeguard: expect k = suspicion_mult − 2 independent confirmations, if the group
         // is large enough to provide them (minus us and the suspect).
-        let mut k = if cfg.dynamic_suspicion { cfg.suspicion_mult.saturating_sub(2) } else { 0 };
+        let mut k = if cfg.dynamic_suspicion {
+            cfg.suspicion_mult.saturating_sub(2)
+        } else {
+            0
+        };
         if n.saturating_sub(2) < k as usize {
             k = 0;
         }
         let min = cfg.suspicion_min_timeout(n);
-        let max = if cfg.dynamic_suspicion { min * cfg.suspicion_max_timeout_mult } else { min };
+        let max = if cfg.dynamic_suspicion {
+            min * cfg.suspicion_max_timeout_mult
+        } else {
+            min
+        };
         let s = Suspicion::new(from, k, min, max, now);
-        self.timers.push(Reverse((s.deadline, Timer::Suspicion(peer))));
+        self.timers
+            .push(Reverse((s.deadline, Timer::Suspicion(peer))));
         e.state = MemberState::Suspect;
         e.incarnation = inc;
         e.state_change = now;
@@ -847,12 +1085,30 @@ impl Membership {
         if accuser == self.local {
             self.stats.suspicions_raised += 1;
         }
-        out.event(Event::MemberSuspected { realm: self.realm.clone(), peer, incarnation: inc, accuser });
-        self.queue.push(Update { peer, incarnation: inc, kind: UpdateKind::Suspect { from } });
+        out.event(Event::MemberSuspected {
+            realm: self.realm.clone(),
+            peer,
+            incarnation: inc,
+            accuser,
+        });
+        self.queue.push(Update {
+            peer,
+            incarnation: inc,
+            kind: UpdateKind::Suspect { from },
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply_dead(&mut self, peer: PeerId, inc: u64, from: PeerId, left: bool, now: Instant, cfg: &Config, out: &mut Outbox) {
+    fn apply_dead(
+        &mut self,
+        peer: PeerId,
+        inc: u64,
+        from: PeerId,
+        left: bool,
+        now: Instant,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
         if peer == self.local {
             self.accused(inc, cfg);
             return;
@@ -863,31 +1119,58 @@ impl Membership {
         if inc < e.incarnation || matches!(e.state, MemberState::Dead | MemberState::Left) {
             return;
         }
-        e.state = if left { MemberState::Left } else { MemberState::Dead };
+        e.state = if left {
+            MemberState::Left
+        } else {
+            MemberState::Dead
+        };
         e.incarnation = inc;
         e.suspicion = None;
         e.state_change = now;
         self.live = self.live.saturating_sub(1);
-        self.timers.push(Reverse((now + cfg.dead_retention, Timer::Reap(peer))));
+        self.timers
+            .push(Reverse((now + cfg.dead_retention, Timer::Reap(peer))));
         if left {
-            out.event(Event::MemberLeft { realm: self.realm.clone(), peer, incarnation: inc });
-            self.queue.push(Update { peer, incarnation: inc, kind: UpdateKind::Left });
+            out.event(Event::MemberLeft {
+                realm: self.realm.clone(),
+                peer,
+                incarnation: inc,
+            });
+            self.queue.push(Update {
+                peer,
+                incarnation: inc,
+                kind: UpdateKind::Left,
+            });
         } else {
             if from == self.local {
                 self.stats.failures_declared += 1;
             }
-            out.event(Event::MemberFailed { realm: self.realm.clone(), peer, incarnation: inc });
-            self.queue.push(Update { peer, incarnation: inc, kind: UpdateKind::Dead { from } });
+            out.event(Event::MemberFailed {
+                realm: self.realm.clone(),
+                peer,
+                incarnation: inc,
+            });
+            self.queue.push(Update {
+                peer,
+                incarnation: inc,
+                kind: UpdateKind::Dead { from },
+            });
         }
     }
 
     // ----- push-pull, join, leave -----
 
     fn local_state(&mut self, cfg: &Config) -> Vec<MemberRecord> {
-        let me = MemberRecord { peer: self.local, incarnation: self.incarnation, state: MemberState::Alive, meta: self.meta.clone() };
+        let me = MemberRecord {
+            peer: self.local,
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+            meta: self.meta.clone(),
+        };
         // Header, flags, a generous count varint.
         let mut bytes = header_len(&self.realm) + 1 + 10 + me.encoded_len();
-        let mut records = Vec::with_capacity((self.members.len() + 1).min(cfg.max_push_pull_members));
+        let mut records =
+            Vec::with_capacity((self.members.len() + 1).min(cfg.max_push_pull_members));
         records.push(me);
         let record_max = cfg.max_alive_update_len();
         let all_fit = self.members.len() < cfg.max_push_pull_members
@@ -920,13 +1203,23 @@ impl Membership {
         records
     }
 
-    fn start_push_pull(&mut self, peer: PeerId, join: bool, now: Instant, cfg: &Config, out: &mut Outbox) {
+    fn start_push_pull(
+        &mut self,
+        peer: PeerId,
+        join: bool,
+        now: Instant,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
         if peer == self.local {
             return;
         }
         if self.pending.len() >= MAX_PENDING_PUSH_PULLS && !self.pending.contains_key(&peer) {
             if join {
-                out.event(Event::JoinFailed { realm: self.realm.clone(), seed: peer });
+                out.event(Event::JoinFailed {
+                    realm: self.realm.clone(),
+                    seed: peer,
+                });
             }
             return;
         }
@@ -938,15 +1231,26 @@ impl Membership {
         out.transmit(Transmit {
             to: peer,
             kind: TransmitKind::PushPull,
-            message: Message { realm: self.realm.clone(), body: Body::PushPull(PushPull { join, response: false, members }) },
+            message: Message {
+                realm: self.realm.clone(),
+                body: Body::PushPull(PushPull {
+                    join,
+                    response: false,
+                    members,
+                }),
+            },
         });
     }
 
     fn periodic_push_pull(&mut self, now: Instant, cfg: &Config, out: &mut Outbox) {
         let pending = &self.pending;
-        let target = random_members(&self.probe_order, &self.members, &mut self.rng, 1, |p, e| {
-            e.state == MemberState::Alive && !pending.contains_key(p)
-        });
+        let target = random_members(
+            &self.probe_order,
+            &self.members,
+            &mut self.rng,
+            1,
+            |p, e| e.state == MemberState::Alive && !pending.contains_key(p),
+        );
         for t in target {
             self.start_push_pull(t, false, now, cfg, out);
         }
@@ -986,7 +1290,11 @@ impl Membership {
             None
         } else {
             self.stats.push_pulls_served += 1;
-            let reply = PushPull { join: pp.join, response: true, members: self.local_state(cfg) };
+            let reply = PushPull {
+                join: pp.join,
+                response: true,
+                members: self.local_state(cfg),
+            };
             self.merge(from, pp.members, now, cfg, out);
             Some(reply)
         }
@@ -1002,11 +1310,22 @@ impl Membership {
     /// dissemination queue with old news (measured in the 1,000-member join simulation: a
     /// third more datagrams, and full convergence 48 instead of 31 periods after the last
     /// join).
-    fn merge(&mut self, from: PeerId, records: Vec<MemberRecord>, now: Instant, cfg: &Config, out: &mut Outbox) {
+    fn merge(
+        &mut self,
+        from: PeerId,
+        records: Vec<MemberRecord>,
+        now: Instant,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
         for r in records.into_iter().take(cfg.max_push_pull_members) {
             match r.state {
-                MemberState::Alive => self.apply_alive(r.peer, r.incarnation, r.meta, Some(&from), now, cfg, out),
-                MemberState::Left => self.apply_dead(r.peer, r.incarnation, r.peer, true, now, cfg, out),
+                MemberState::Alive => {
+                    self.apply_alive(r.peer, r.incarnation, r.meta, Some(&from), now, cfg, out)
+                }
+                MemberState::Left => {
+                    self.apply_dead(r.peer, r.incarnation, r.peer, true, now, cfg, out)
+                }
                 // As memberlist: we become the accuser (so hearsay counts at most once
                 // towards a suspicion's confirmations, as our own).
                 MemberState::Suspect | MemberState::Dead => {
@@ -1021,7 +1340,10 @@ impl Membership {
         if let Some(p) = self.pending.remove(&peer) {
             self.stats.push_pulls_failed += 1;
             if p.join {
-                out.event(Event::JoinFailed { realm: self.realm.clone(), seed: peer });
+                out.event(Event::JoinFailed {
+                    realm: self.realm.clone(),
+                    seed: peer,
+                });
             }
         }
     }
@@ -1031,12 +1353,26 @@ impl Membership {
             return;
         }
         self.incarnation = self.incarnation.saturating_add(1);
-        let update = Update { peer: self.local, incarnation: self.incarnation, kind: UpdateKind::Left };
-        let targets = random_members(&self.probe_order, &self.members, &mut self.rng, cfg.leave_fanout, |_, e| {
-            e.state.is_live()
-        });
+        let update = Update {
+            peer: self.local,
+            incarnation: self.incarnation,
+            kind: UpdateKind::Left,
+        };
+        let targets = random_members(
+            &self.probe_order,
+            &self.members,
+            &mut self.rng,
+            cfg.leave_fanout,
+            |_, e| e.state.is_live(),
+        );
         for t in targets {
-            self.emit(out, t, Body::Gossip(Gossip { updates: vec![update.clone()] }));
+            self.emit(
+                out,
+                t,
+                Body::Gossip(Gossip {
+                    updates: vec![update.clone()],
+                }),
+            );
         }
         self.left = true;
         self.probe = None;

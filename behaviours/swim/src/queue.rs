@@ -65,7 +65,12 @@ impl BroadcastQueue {
                 let s = match self.free.pop() {
                     Some(s) => s,
                     None => {
-                        self.slots.push(Slot { update: None, len: 0, transmits: 0, generation: 0 });
+                        self.slots.push(Slot {
+                            update: None,
+                            len: 0,
+                            transmits: 0,
+                            generation: 0,
+                        });
                         self.slots.len() - 1
                     }
                 };
@@ -73,7 +78,12 @@ impl BroadcastQueue {
                 s
             }
         };
-        self.slots[slot] = Slot { update: Some(update), len, transmits: 0, generation };
+        self.slots[slot] = Slot {
+            update: Some(update),
+            len,
+            transmits: 0,
+            generation,
+        };
         self.tiers[0].push((slot, generation));
         if self.stale > 64 + self.by_peer.len() {
             self.compact();
@@ -104,13 +114,18 @@ impl BroadcastQueue {
 
     /// Whether an update about `peer` is pending and was transmitted fewer than `fresh` times.
     pub(crate) fn is_fresh(&self, peer: &PeerId, fresh: u32) -> bool {
-        self.by_peer.get(peer).is_some_and(|&s| self.slots[s].transmits < fresh)
+        self.by_peer
+            .get(peer)
+            .is_some_and(|&s| self.slots[s].transmits < fresh)
     }
 
     /// Whether some update may have been transmitted fewer than `fresh` times (a cheap,
     /// conservative check: stale markers count until a take meets them).
     pub(crate) fn has_fresh(&self, fresh: u32) -> bool {
-        self.tiers.iter().take(fresh as usize).any(|t| !t.is_empty())
+        self.tiers
+            .iter()
+            .take(fresh as usize)
+            .any(|t| !t.is_empty())
     }
 
     fn valid(&self, t: usize, (slot, generation): (usize, u64)) -> bool {
@@ -170,7 +185,9 @@ impl BroadcastQueue {
                     continue;
                 }
                 let s = &mut self.slots[slot];
-                let Some(update) = s.update.as_ref() else { continue };
+                let Some(update) = s.update.as_ref() else {
+                    continue;
+                };
                 if exclude == Some(&update.peer) {
                     continue;
                 }
@@ -203,7 +220,13 @@ impl BroadcastQueue {
 
 #[cfg(test)]
 impl BroadcastQueue {
-    fn take_all(&mut self, budget: usize, limit: u32, exclude: Option<&PeerId>, out: &mut Vec<Update>) -> usize {
+    fn take_all(
+        &mut self,
+        budget: usize,
+        limit: u32,
+        exclude: Option<&PeerId>,
+        out: &mut Vec<Update>,
+    ) -> usize {
         self.take(budget, limit, u32::MAX, exclude, out)
     }
 }
@@ -219,7 +242,11 @@ mod tests {
     }
 
     fn left(i: u64, inc: u64) -> Update {
-        Update { peer: p(i), incarnation: inc, kind: UpdateKind::Left }
+        Update {
+            peer: p(i),
+            incarnation: inc,
+            kind: UpdateKind::Left,
+        }
     }
 
     #[test]
@@ -235,7 +262,10 @@ mod tests {
         out.clear();
         // Now 1 has 0 transmits, 2 has 1: 1 first, then 2.
         q.take_all(2 * one, 10, None, &mut out);
-        assert_eq!(out.iter().map(|u| u.peer).collect::<Vec<_>>(), vec![p(1), p(2)]);
+        assert_eq!(
+            out.iter().map(|u| u.peer).collect::<Vec<_>>(),
+            vec![p(1), p(2)]
+        );
     }
 
     #[test]

@@ -154,7 +154,13 @@ mod tests {
 
     #[test]
     fn accepts_reverse_dns_names() {
-        for ok in ["org.example.mesh", "io.meshwire", "com.acme-corp.eu-1.mesh", "a.b", "x1.y2"] {
+        for ok in [
+            "org.example.mesh",
+            "io.meshwire",
+            "com.acme-corp.eu-1.mesh",
+            "a.b",
+            "x1.y2",
+        ] {
             assert_eq!(Realm::new(ok).map(|r| r.to_string()), Ok(ok.to_string()));
         }
     }
@@ -171,7 +177,10 @@ mod tests {
         assert_eq!(Realm::new("org.-mesh"), Err(RealmError::HyphenAtEdge));
         assert_eq!(Realm::new("org.mesh-"), Err(RealmError::HyphenAtEdge));
         let long_label = format!("org.{}", "a".repeat(64));
-        assert_eq!(Realm::new(&long_label), Err(RealmError::LabelTooLong { len: 64 }));
+        assert_eq!(
+            Realm::new(&long_label),
+            Err(RealmError::LabelTooLong { len: 64 })
+        );
         let long = ["abcdefghij"; 12].join(".");
         assert!(matches!(Realm::new(&long), Err(RealmError::TooLong { .. })));
     }

@@ -32,10 +32,10 @@ use multiaddr::Multiaddr;
 use crate::config::Config;
 use crate::core::{Swim, TransmitKind};
 use crate::event::Event;
+use crate::member::MemberState;
 use crate::member::NodeMeta;
 use crate::realm::Realm;
 use crate::rng::SwimRng;
-use crate::member::MemberState;
 use crate::wire::{Body, MemberRecord, Message, PushPull};
 
 /// Parameters of a simulation.
@@ -67,7 +67,8 @@ impl SimConfig {
             nodes,
             seed,
             swim: Config::default(),
-            realm: Realm::new("org.meshwire.sim").unwrap_or_else(|_| unreachable!("valid realm literal")),
+            realm: Realm::new("org.meshwire.sim")
+                .unwrap_or_else(|_| unreachable!("valid realm literal")),
             latency: (Duration::from_millis(5), Duration::from_millis(25)),
             loss: 0.0,
             stream_failure_delay: Duration::from_secs(2),
@@ -104,10 +105,24 @@ enum Payload {
 
 enum Ev {
     Wake(usize),
-    Datagram { to: usize, from: PeerId, payload: Payload },
-    PushPull { to: usize, from: usize, msg: Message },
-    PushPullFailed { to: usize, peer: PeerId },
-    Join { node: usize, seeds: Vec<PeerId> },
+    Datagram {
+        to: usize,
+        from: PeerId,
+        payload: Payload,
+    },
+    PushPull {
+        to: usize,
+        from: usize,
+        msg: Message,
+    },
+    PushPullFailed {
+        to: usize,
+        peer: PeerId,
+    },
+    Join {
+        node: usize,
+        seeds: Vec<PeerId>,
+    },
 }
 
 struct Node {
@@ -157,16 +172,47 @@ impl Sim {
         let mut index = HashMap::with_capacity(cfg.nodes);
         for i in 0..cfg.nodes {
             let peer = synthetic_peer_id(&mut rng);
-            let addr: Multiaddr = format!("/ip4/10.{}.{}.{}/udp/4001/quic-v1", (i >> 16) & 255, (i >> 8) & 255, i & 255)
-                .parse()
-                .unwrap_or_else(|_| unreachable!("valid multiaddr"));
-            let meta = NodeMeta::new(vec![addr], Vec::new()).unwrap_or_else(|_| unreachable!("one short address"));
-            let core = Swim::new(peer, [cfg.realm.clone()], meta, cfg.swim.clone(), rng.next_u64(), base)
-                .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
+            let addr: Multiaddr = format!(
+                "/ip4/10.{}.{}.{}/udp/4001/quic-v1",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
+            .parse()
+            .unwrap_or_else(|_| unreachable!("valid multiaddr"));
+            let meta = NodeMeta::new(vec![addr], Vec::new())
+                .unwrap_or_else(|_| unreachable!("one short address"));
+            let core = Swim::new(
+                peer,
+                [cfg.realm.clone()],
+                meta,
+                cfg.swim.clone(),
+                rng.next_u64(),
+                base,
+            )
+            .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
             index.insert(peer, i);
-            nodes.push(Node { core, peer, crashed: false, scheduled: None, slow: None });
+            nodes.push(Node {
+                core,
+                peer,
+                crashed: false,
+                scheduled: None,
+                slow: None,
+            });
         }
-        let mut sim = Sim { cfg, base, now: base, nodes, index, heap: BinaryHeap::new(), events: Vec::new(), free: Vec::new(), seq: 0, rng, counters: SimCounters::default() };
+        let mut sim = Sim {
+            cfg,
+            base,
+            now: base,
+            nodes,
+            index,
+            heap: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            rng,
+            counters: SimCounters::default(),
+        };
         for i in 0..sim.nodes.len() {
             sim.reschedule(i);
         }
@@ -296,12 +342,20 @@ impl Sim {
                 peer: n.peer,
                 incarnation: n.core.incarnation(&realm).unwrap_or(0),
                 state: MemberState::Alive,
-                meta: n.core.local_member(&realm).map(|m| m.meta).unwrap_or_default(),
+                meta: n
+                    .core
+                    .local_member(&realm)
+                    .map(|m| m.meta)
+                    .unwrap_or_default(),
             })
             .collect();
         let request = Message {
             realm,
-            body: Body::PushPull(PushPull { join: true, response: false, members }),
+            body: Body::PushPull(PushPull {
+                join: true,
+                response: false,
+                members,
+            }),
         };
         for i in 0..self.nodes.len() {
             // Node 0 hears it from node 1; everyone else from node 0.
@@ -311,7 +365,9 @@ impl Sim {
             }
             let now = self.now;
             let from_peer = self.nodes[from].peer;
-            let _reply = self.nodes[i].core.handle_push_pull(now, from_peer, request.clone());
+            let _reply = self.nodes[i]
+                .core
+                .handle_push_pull(now, from_peer, request.clone());
             self.flush(i, on_event);
         }
     }
@@ -330,11 +386,19 @@ impl Sim {
 
     /// Runs the simulation until virtual time `until`, calling `on_event(time, node, event)`
     /// for every event of every node.
-    pub fn run_until(&mut self, until: Duration, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    pub fn run_until(
+        &mut self,
+        until: Duration,
+        on_event: &mut dyn FnMut(Duration, usize, &Event),
+    ) {
         let end = self.base + until;
         while self.heap.peek().is_some_and(|s| s.0 .0 <= end) {
-            let Some(Reverse((at, _, slot))) = self.heap.pop() else { break };
-            let Some(ev) = self.events[slot].take() else { continue };
+            let Some(Reverse((at, _, slot))) = self.heap.pop() else {
+                break;
+            };
+            let Some(ev) = self.events[slot].take() else {
+                continue;
+            };
             self.free.push(slot);
             self.now = self.now.max(at);
             match ev {
@@ -378,7 +442,14 @@ impl Sim {
                     let reply = self.nodes[to].core.handle_push_pull(now, from_peer, msg);
                     if let Some(reply) = reply {
                         let at = self.now + self.latency() + self.processing_delay(from);
-                        self.push(at, Ev::PushPull { to: from, from: to, msg: reply });
+                        self.push(
+                            at,
+                            Ev::PushPull {
+                                to: from,
+                                from: to,
+                                msg: reply,
+                            },
+                        );
                     }
                     self.flush(to, on_event);
                 }
@@ -417,7 +488,8 @@ impl Sim {
                     self.counters.datagrams_sent += 1;
                     let payload = if self.cfg.encode {
                         let bytes = t.message.encode();
-                        self.counters.largest_datagram = self.counters.largest_datagram.max(bytes.len());
+                        self.counters.largest_datagram =
+                            self.counters.largest_datagram.max(bytes.len());
                         if bytes.len() > self.cfg.swim.mtu {
                             self.counters.oversized_datagrams += 1;
                         }
@@ -430,12 +502,26 @@ impl Sim {
                         continue;
                     }
                     let at = self.now + self.latency() + self.processing_delay(j);
-                    self.push(at, Ev::Datagram { to: j, from, payload });
+                    self.push(
+                        at,
+                        Ev::Datagram {
+                            to: j,
+                            from,
+                            payload,
+                        },
+                    );
                 }
                 TransmitKind::PushPull => {
                     self.counters.push_pulls += 1;
                     let at = self.now + self.latency() + self.processing_delay(j);
-                    self.push(at, Ev::PushPull { to: j, from: i, msg: t.message });
+                    self.push(
+                        at,
+                        Ev::PushPull {
+                            to: j,
+                            from: i,
+                            msg: t.message,
+                        },
+                    );
                 }
             }
         }

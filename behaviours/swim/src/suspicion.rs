@@ -38,13 +38,24 @@ pub(crate) fn timeout_after(n: u32, k: u32, min: Duration, max: Duration) -> Dur
 impl Suspicion {
     pub(crate) fn new(from: PeerId, k: u32, min: Duration, max: Duration, now: Instant) -> Self {
         let timeout = timeout_after(0, k, min, max);
-        Suspicion { from, confirmations: Vec::new(), k, min, max, start: now, deadline: now + timeout }
+        Suspicion {
+            from,
+            confirmations: Vec::new(),
+            k,
+            min,
+            max,
+            start: now,
+            deadline: now + timeout,
+        }
     }
 
     /// Records an independent confirmation from `from`. Returns `true` if it was new (and so
     /// worth re-gossiping), `false` for the accuser, a repeat, or once `k` have been seen.
     pub(crate) fn confirm(&mut self, from: PeerId) -> bool {
-        if self.confirmations.len() as u32 >= self.k || from == self.from || self.confirmations.contains(&from) {
+        if self.confirmations.len() as u32 >= self.k
+            || from == self.from
+            || self.confirmations.contains(&from)
+        {
             return false;
         }
         self.confirmations.push(from);

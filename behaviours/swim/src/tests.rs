@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use meshwire_core::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 
-use crate::wire::{Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update, UpdateKind};
+use crate::wire::{
+    Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update, UpdateKind,
+};
 use crate::{Config, Event, MemberState, NodeMeta, Realm, Swim, TransmitKind};
 
 fn peer(i: u64) -> PeerId {
@@ -27,23 +29,42 @@ fn core(i: u64, cfg: Config, now: Instant) -> Swim {
 }
 
 fn msg(body: Body) -> Message {
-    Message { realm: realm(), body }
+    Message {
+        realm: realm(),
+        body,
+    }
 }
 
 fn alive(i: u64, inc: u64) -> Update {
-    Update { peer: peer(i), incarnation: inc, kind: UpdateKind::Alive(meta("m")) }
+    Update {
+        peer: peer(i),
+        incarnation: inc,
+        kind: UpdateKind::Alive(meta("m")),
+    }
 }
 
 fn suspect(i: u64, inc: u64, from: u64) -> Update {
-    Update { peer: peer(i), incarnation: inc, kind: UpdateKind::Suspect { from: peer(from) } }
+    Update {
+        peer: peer(i),
+        incarnation: inc,
+        kind: UpdateKind::Suspect { from: peer(from) },
+    }
 }
 
 fn dead(i: u64, inc: u64, from: u64) -> Update {
-    Update { peer: peer(i), incarnation: inc, kind: UpdateKind::Dead { from: peer(from) } }
+    Update {
+        peer: peer(i),
+        incarnation: inc,
+        kind: UpdateKind::Dead { from: peer(from) },
+    }
 }
 
 fn left(i: u64, inc: u64) -> Update {
-    Update { peer: peer(i), incarnation: inc, kind: UpdateKind::Left }
+    Update {
+        peer: peer(i),
+        incarnation: inc,
+        kind: UpdateKind::Left,
+    }
 }
 
 /// Delivers updates to `c` as a gossip datagram from `from`.
@@ -61,7 +82,8 @@ fn transmits(c: &mut Swim) -> Vec<crate::Transmit> {
 }
 
 fn state(c: &Swim, i: u64) -> Option<(MemberState, u64)> {
-    c.member(&realm(), &peer(i)).map(|m| (m.state, m.incarnation))
+    c.member(&realm(), &peer(i))
+        .map(|m| (m.state, m.incarnation))
 }
 
 // ----- a tiny instant-delivery network -----
@@ -79,7 +101,13 @@ impl Net {
     fn new(n: usize, cfg: Config) -> Self {
         let now = Instant::now();
         let nodes = (0..n).map(|i| core(i as u64, cfg.clone(), now)).collect();
-        Net { nodes, now, cut: Vec::new(), down: vec![false; n], events: Vec::new() }
+        Net {
+            nodes,
+            now,
+            cut: Vec::new(),
+            down: vec![false; n],
+            events: Vec::new(),
+        }
     }
 
     fn index(&self, p: &PeerId) -> Option<usize> {
@@ -113,11 +141,18 @@ impl Net {
                         }
                         TransmitKind::PushPull => {
                             let req = crate::wire::encode_frame(&t.message);
-                            let (len, pre) = crate::wire::decode_frame_len(&req, 1 << 22).unwrap().unwrap();
-                            let reply = self.nodes[j].handle_push_pull_bytes(now, from, &req[pre..pre + len]).unwrap();
+                            let (len, pre) = crate::wire::decode_frame_len(&req, 1 << 22)
+                                .unwrap()
+                                .unwrap();
+                            let reply = self.nodes[j]
+                                .handle_push_pull_bytes(now, from, &req[pre..pre + len])
+                                .unwrap();
                             if let Some(reply) = reply {
                                 let to = self.nodes[j].local_peer_id();
-                                assert!(self.nodes[i].handle_push_pull_bytes(now, to, &reply).unwrap().is_none());
+                                assert!(self.nodes[i]
+                                    .handle_push_pull_bytes(now, to, &reply)
+                                    .unwrap()
+                                    .is_none());
                             }
                         }
                     }
@@ -182,10 +217,20 @@ fn alive_precedence() {
     gossip(&mut c, now, 9, vec![alive(1, 4)]);
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 4)));
     let ev = events(&mut c);
-    assert!(matches!(ev[..], [Event::MemberSuspected { .. }, Event::MemberRefuted { .. }]), "{ev:?}");
+    assert!(
+        matches!(
+            ev[..],
+            [Event::MemberSuspected { .. }, Event::MemberRefuted { .. }]
+        ),
+        "{ev:?}"
+    );
     assert_eq!(c.stats(&realm()).unwrap().false_suspicions, 1);
     // New metadata at a higher incarnation: updated.
-    let u = Update { peer: peer(1), incarnation: 5, kind: UpdateKind::Alive(meta("other")) };
+    let u = Update {
+        peer: peer(1),
+        incarnation: 5,
+        kind: UpdateKind::Alive(meta("other")),
+    };
     gossip(&mut c, now, 9, vec![u]);
     assert!(matches!(events(&mut c)[..], [Event::MemberUpdated { .. }]));
 }
@@ -197,9 +242,17 @@ fn suspect_precedence() {
     gossip(&mut c, now, 9, vec![alive(1, 3)]);
     events(&mut c);
     gossip(&mut c, now, 9, vec![suspect(1, 2, 9)]);
-    assert_eq!(state(&c, 1), Some((MemberState::Alive, 3)), "older suspicion ignored");
+    assert_eq!(
+        state(&c, 1),
+        Some((MemberState::Alive, 3)),
+        "older suspicion ignored"
+    );
     gossip(&mut c, now, 9, vec![suspect(1, 5, 9)]);
-    assert_eq!(state(&c, 1), Some((MemberState::Suspect, 5)), "suspect(i) overrides alive(i') for i >= i'");
+    assert_eq!(
+        state(&c, 1),
+        Some((MemberState::Suspect, 5)),
+        "suspect(i) overrides alive(i') for i >= i'"
+    );
     // A newer suspicion of a suspect starts a new one.
     gossip(&mut c, now, 9, vec![suspect(1, 6, 8)]);
     assert_eq!(state(&c, 1), Some((MemberState::Suspect, 6)));
@@ -207,7 +260,12 @@ fn suspect_precedence() {
     gossip(&mut c, now, 9, vec![suspect(2, 0, 9)]);
     assert_eq!(state(&c, 2), None);
     let ev = events(&mut c);
-    assert_eq!(ev.iter().filter(|e| matches!(e, Event::MemberSuspected { .. })).count(), 2);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::MemberSuspected { .. }))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -217,15 +275,28 @@ fn dead_and_left_override_at_equal_or_higher_incarnation() {
     gossip(&mut c, now, 9, vec![alive(1, 3), alive(2, 3), alive(3, 3)]);
     events(&mut c);
     gossip(&mut c, now, 9, vec![dead(1, 2, 9)]);
-    assert_eq!(state(&c, 1), Some((MemberState::Alive, 3)), "older death ignored");
+    assert_eq!(
+        state(&c, 1),
+        Some((MemberState::Alive, 3)),
+        "older death ignored"
+    );
     gossip(&mut c, now, 9, vec![dead(1, 3, 9), suspect(2, 3, 9)]);
     assert_eq!(state(&c, 1), Some((MemberState::Dead, 3)));
     gossip(&mut c, now, 9, vec![dead(2, 3, 9)]);
-    assert_eq!(state(&c, 2), Some((MemberState::Dead, 3)), "dead overrides suspect");
+    assert_eq!(
+        state(&c, 2),
+        Some((MemberState::Dead, 3)),
+        "dead overrides suspect"
+    );
     gossip(&mut c, now, 9, vec![left(3, 4)]);
     assert_eq!(state(&c, 3), Some((MemberState::Left, 4)));
     // Nothing overrides dead/left but an alive with a higher incarnation.
-    gossip(&mut c, now, 9, vec![suspect(1, 9, 9), alive(1, 3), left(1, 9)]);
+    gossip(
+        &mut c,
+        now,
+        9,
+        vec![suspect(1, 9, 9), alive(1, 3), left(1, 9)],
+    );
     assert_eq!(state(&c, 1), Some((MemberState::Dead, 3)));
     gossip(&mut c, now, 9, vec![alive(1, 4)]);
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 4)), "rejoined");
@@ -264,12 +335,17 @@ fn refutes_suspicion_of_itself() {
     let mut c = core(0, Config::default(), now);
     assert_eq!(c.incarnation(&realm()), Some(0));
     // A ping carrying the suspicion (buddy system): the ack carries the refutation first.
-    let ping = msg(Body::Ping(Ping { seq: 7, updates: vec![suspect(0, 0, 9)] }));
+    let ping = msg(Body::Ping(Ping {
+        seq: 7,
+        updates: vec![suspect(0, 0, 9)],
+    }));
     c.handle_datagram(now, peer(9), &ping.encode()).unwrap();
     assert_eq!(c.incarnation(&realm()), Some(1));
     assert_eq!(c.local_health(&realm()), Some(1), "refuting raises LHM");
     let t = transmits(&mut c);
-    let Body::Ack(ack) = &t[0].message.body else { panic!("{t:?}") };
+    let Body::Ack(ack) = &t[0].message.body else {
+        panic!("{t:?}")
+    };
     assert_eq!(ack.seq, 7);
     assert_eq!(ack.updates[0].peer, peer(0));
     assert_eq!(ack.updates[0].incarnation, 1);
@@ -291,17 +367,32 @@ fn refutes_suspicion_of_itself() {
     assert_eq!(c2.incarnation(&realm()), Some(1));
     // Exhaust the fresh announcement, then accuse the old incarnation again.
     for s in 0..3 {
-        let p = msg(Body::Ping(Ping { seq: s, updates: vec![] }));
+        let p = msg(Body::Ping(Ping {
+            seq: s,
+            updates: vec![],
+        }));
         c2.handle_datagram(now, peer(9), &p.encode()).unwrap();
     }
     transmits(&mut c2);
-    let p = msg(Body::Ping(Ping { seq: 50, updates: vec![suspect(0, 0, 8)] }));
+    let p = msg(Body::Ping(Ping {
+        seq: 50,
+        updates: vec![suspect(0, 0, 8)],
+    }));
     c2.handle_datagram(now, peer(8), &p.encode()).unwrap();
-    assert_eq!(c2.incarnation(&realm()), Some(1), "no bump for a stale accusation");
+    assert_eq!(
+        c2.incarnation(&realm()),
+        Some(1),
+        "no bump for a stale accusation"
+    );
     assert_eq!(c2.stats(&realm()).unwrap().reannouncements, 1);
     let t = transmits(&mut c2);
-    let Body::Ack(ack) = &t[0].message.body else { panic!() };
-    assert_eq!((ack.updates[0].peer, ack.updates[0].incarnation), (peer(0), 1));
+    let Body::Ack(ack) = &t[0].message.body else {
+        panic!()
+    };
+    assert_eq!(
+        (ack.updates[0].peer, ack.updates[0].incarnation),
+        (peer(0), 1)
+    );
 }
 
 #[test]
@@ -318,7 +409,10 @@ fn local_metadata_change_bumps_incarnation_and_spreads() {
         let m = net.nodes[i].member(&realm(), &peer(2)).unwrap();
         assert_eq!(&m.data()[..], b"v2");
     }
-    assert!(net.events.iter().any(|(_, e)| matches!(e, Event::MemberUpdated { .. })));
+    assert!(net
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberUpdated { .. })));
     let too_big = NodeMeta::new(vec![], vec![0u8; 600]).unwrap();
     assert!(net.nodes[2].set_metadata(now, too_big).is_err());
 }
@@ -328,7 +422,10 @@ fn local_metadata_change_bumps_incarnation_and_spreads() {
 #[test]
 fn piggyback_respects_retransmit_limit() {
     let now = Instant::now();
-    let cfg = Config { gossip_interval: None, ..Config::default() };
+    let cfg = Config {
+        gossip_interval: None,
+        ..Config::default()
+    };
     let mut c = core(0, cfg.clone(), now);
     // 20 members: limit = 4 × ⌈log10(21 + 1)⌉ = 8 (21 members counting us).
     let updates: Vec<Update> = (1..=20).map(|i| alive(i, 0)).collect();
@@ -337,36 +434,65 @@ fn piggyback_respects_retransmit_limit() {
     assert_eq!(limit, 8);
     let mut seen = 0;
     for s in 0..50 {
-        let p = msg(Body::Ping(Ping { seq: s, updates: vec![] }));
+        let p = msg(Body::Ping(Ping {
+            seq: s,
+            updates: vec![],
+        }));
         c.handle_datagram(now, peer(1), &p.encode()).unwrap();
         for t in transmits(&mut c) {
-            seen += t.message.body.updates().iter().filter(|u| u.peer == peer(5)).count();
+            seen += t
+                .message
+                .body
+                .updates()
+                .iter()
+                .filter(|u| u.peer == peer(5))
+                .count();
         }
     }
-    assert_eq!(seen, limit, "each update piggybacked exactly λ·⌈log10(N+1)⌉ times");
-    assert_eq!(c.membership(&realm()).queue_transmits(&peer(5)), None, "then dropped");
+    assert_eq!(
+        seen, limit,
+        "each update piggybacked exactly λ·⌈log10(N+1)⌉ times"
+    );
+    assert_eq!(
+        c.membership(&realm()).queue_transmits(&peer(5)),
+        None,
+        "then dropped"
+    );
 }
 
 #[test]
 fn datagrams_never_exceed_the_mtu() {
     let now = Instant::now();
     for mtu in [800usize, 1200, 1400] {
-        let cfg = Config { mtu, ..Config::default() };
+        let cfg = Config {
+            mtu,
+            ..Config::default()
+        };
         let mut c = core(0, cfg.clone(), now);
         // 60 members with maximal metadata (512 bytes encoded).
         let addr: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
         let data_len = 512 - (1 + 1 + addr.len() + 2);
         let big = Arc::new(NodeMeta::new(vec![addr], vec![7u8; data_len]).unwrap());
         assert_eq!(big.encoded_len(), 512);
-        let updates: Vec<Update> =
-            (1..=60).map(|i| Update { peer: peer(i), incarnation: 0, kind: UpdateKind::Alive(big.clone()) }).collect();
+        let updates: Vec<Update> = (1..=60)
+            .map(|i| Update {
+                peer: peer(i),
+                incarnation: 0,
+                kind: UpdateKind::Alive(big.clone()),
+            })
+            .collect();
         for chunk in updates.chunks(2) {
             gossip(&mut c, now, 1, chunk.to_vec());
         }
         let mut max = 0;
         let mut t_now = now;
         for s in 0..200u32 {
-            let p = msg(Body::PingReq(PingReq { seq: s, target: peer(3), nack_timeout_ms: 100, updates: vec![] }));
+            let p = msg(Body::PingReq(PingReq {
+                seq: s,
+                target: peer(3),
+                nack_timeout_ms: 100,
+                updates: vec![],
+            }));
             c.handle_datagram(t_now, peer(1), &p.encode()).unwrap();
             t_now += Duration::from_millis(50);
             c.handle_timeout(t_now);
@@ -390,18 +516,58 @@ fn realms_are_isolated() {
     let now = Instant::now();
     let other = Realm::new("org.example.other").unwrap();
     let mut c = core(0, Config::default(), now);
-    let m = Message { realm: other.clone(), body: Body::Gossip(Gossip { updates: vec![alive(1, 0)] }) };
+    let m = Message {
+        realm: other.clone(),
+        body: Body::Gossip(Gossip {
+            updates: vec![alive(1, 0)],
+        }),
+    };
     c.handle_datagram(now, peer(9), &m.encode()).unwrap();
     assert_eq!(c.core_stats().foreign_realm_messages, 1);
     assert!(c.members(&realm()).is_empty());
     assert!(c.join(now, &other, &[peer(1)]).is_err());
 
     // A core in two realms keeps two memberships.
-    let mut two = Swim::new(peer(0), [realm(), other.clone()], NodeMeta::empty(), Config::default(), 1, now).unwrap();
-    two.handle_message(now, peer(9), Message { realm: other.clone(), body: Body::Gossip(Gossip { updates: vec![alive(1, 0)] }) });
-    two.handle_message(now, peer(9), msg(Body::Gossip(Gossip { updates: vec![alive(2, 0)] })));
-    assert_eq!(two.members(&other).iter().map(|m| m.peer).collect::<Vec<_>>(), vec![peer(1)]);
-    assert_eq!(two.members(&realm()).iter().map(|m| m.peer).collect::<Vec<_>>(), vec![peer(2)]);
+    let mut two = Swim::new(
+        peer(0),
+        [realm(), other.clone()],
+        NodeMeta::empty(),
+        Config::default(),
+        1,
+        now,
+    )
+    .unwrap();
+    two.handle_message(
+        now,
+        peer(9),
+        Message {
+            realm: other.clone(),
+            body: Body::Gossip(Gossip {
+                updates: vec![alive(1, 0)],
+            }),
+        },
+    );
+    two.handle_message(
+        now,
+        peer(9),
+        msg(Body::Gossip(Gossip {
+            updates: vec![alive(2, 0)],
+        })),
+    );
+    assert_eq!(
+        two.members(&other)
+            .iter()
+            .map(|m| m.peer)
+            .collect::<Vec<_>>(),
+        vec![peer(1)]
+    );
+    assert_eq!(
+        two.members(&realm())
+            .iter()
+            .map(|m| m.peer)
+            .collect::<Vec<_>>(),
+        vec![peer(2)]
+    );
     let ev: Vec<Realm> = events(&mut two).iter().map(|e| e.realm().clone()).collect();
     assert_eq!(ev, vec![other, realm()]);
 }
@@ -411,7 +577,11 @@ fn realms_are_isolated() {
 #[test]
 fn round_robin_probes_every_member_once_per_round() {
     let now = Instant::now();
-    let cfg = Config { gossip_interval: None, push_pull_interval: None, ..Config::default() };
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
     let mut c = core(0, cfg, now);
     gossip(&mut c, now, 1, (1..=10).map(|i| alive(i, 0)).collect());
     let mut t = now;
@@ -422,7 +592,10 @@ fn round_robin_probes_every_member_once_per_round() {
         for tr in transmits(&mut c) {
             if let Body::Ping(p) = &tr.message.body {
                 // Answer at once so no probe fails.
-                let ack = msg(Body::Ack(Ack { seq: p.seq, updates: vec![] }));
+                let ack = msg(Body::Ack(Ack {
+                    seq: p.seq,
+                    updates: vec![],
+                }));
                 targets.push(tr.to);
                 c.handle_datagram(t, tr.to, &ack.encode()).unwrap();
             }
@@ -450,10 +623,18 @@ fn ping_req_path_relays_the_ack() {
     let s0 = net.nodes[0].stats(&realm()).unwrap();
     assert!(s0.probes_acked_indirect > 0, "{s0:?}");
     assert!(s0.ping_reqs_sent >= 3);
-    let served: u64 = (1..4).map(|i| net.nodes[i].stats(&realm()).unwrap().acks_relayed).sum();
+    let served: u64 = (1..4)
+        .map(|i| net.nodes[i].stats(&realm()).unwrap().acks_relayed)
+        .sum();
     assert!(served > 0);
-    assert_eq!(state(&net.nodes[0], 4).map(|s| s.0), Some(MemberState::Alive));
-    assert!(!net.events.iter().any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
+    assert_eq!(
+        state(&net.nodes[0], 4).map(|s| s.0),
+        Some(MemberState::Alive)
+    );
+    assert!(!net
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
 }
 
 #[test]
@@ -464,21 +645,35 @@ fn crashed_member_is_detected_and_declared_failed() {
     net.down[5] = true;
     net.run(Duration::from_secs(25));
     for i in 0..5 {
-        assert_eq!(state(&net.nodes[i], 5).map(|s| s.0), Some(MemberState::Dead), "node {i}");
-        assert!(net.events.iter().any(|(n, e)| *n == i && matches!(e, Event::MemberFailed { peer: p, .. } if *p == peer(5))));
+        assert_eq!(
+            state(&net.nodes[i], 5).map(|s| s.0),
+            Some(MemberState::Dead),
+            "node {i}"
+        );
+        assert!(net
+            .events
+            .iter()
+            .any(|(n, e)| *n == i
+                && matches!(e, Event::MemberFailed { peer: p, .. } if *p == peer(5))));
     }
     // Forgotten after the retention time.
     net.run(Duration::from_secs(35));
     assert_eq!(state(&net.nodes[0], 5), None);
     // Helpers answered the failed ping-reqs with nacks.
-    let nacks: u64 = (0..5).map(|i| net.nodes[i].stats(&realm()).unwrap().nacks_received).sum();
+    let nacks: u64 = (0..5)
+        .map(|i| net.nodes[i].stats(&realm()).unwrap().nacks_received)
+        .sum();
     assert!(nacks > 0);
 }
 
 #[test]
 fn local_health_multiplier_moves() {
     let now = Instant::now();
-    let cfg = Config { gossip_interval: None, push_pull_interval: None, ..Config::default() };
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
     // Two members only: no helper, so a failed probe counts +1.
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0)]);
@@ -506,7 +701,10 @@ fn local_health_multiplier_moves() {
     c.handle_timeout(t);
     for tr in transmits(&mut c) {
         if let Body::Ping(p) = &tr.message.body {
-            let ack = msg(Body::Ack(Ack { seq: p.seq, updates: vec![] }));
+            let ack = msg(Body::Ack(Ack {
+                seq: p.seq,
+                updates: vec![],
+            }));
             c.handle_datagram(t, tr.to, &ack.encode()).unwrap();
         }
     }
@@ -523,13 +721,21 @@ fn local_health_multiplier_moves() {
         // No ack; at the probe timeout, ping-reqs go to 3 helpers (and the ping is retried).
         let t2 = c.poll_timeout().unwrap();
         c.handle_timeout(t2);
-        let reqs: Vec<_> = transmits(&mut c).into_iter().filter(|t| matches!(t.message.body, Body::PingReq(_))).collect();
+        let reqs: Vec<_> = transmits(&mut c)
+            .into_iter()
+            .filter(|t| matches!(t.message.body, Body::PingReq(_)))
+            .collect();
         assert_eq!(reqs.len(), 3);
         for r in reqs.iter().take(nacking) {
-            let Body::PingReq(pr) = &r.message.body else { unreachable!() };
+            let Body::PingReq(pr) = &r.message.body else {
+                unreachable!()
+            };
             assert_eq!(pr.target, target);
             assert!(pr.nack_timeout_ms > 0);
-            let nack = msg(Body::Nack(Nack { seq: pr.seq, updates: vec![] }));
+            let nack = msg(Body::Nack(Nack {
+                seq: pr.seq,
+                updates: vec![],
+            }));
             c.handle_datagram(t2, r.to, &nack.encode()).unwrap();
         }
         // End of the period: the probe failed.
@@ -538,16 +744,33 @@ fn local_health_multiplier_moves() {
         let s = c.stats(&realm()).unwrap();
         assert_eq!(s.probes_failed, 1);
         assert_eq!(c.local_health(&realm()), Some(3 - nacking as u32));
-        assert_eq!(c.member(&realm(), &target).unwrap().state, MemberState::Suspect);
+        assert_eq!(
+            c.member(&realm(), &target).unwrap().state,
+            MemberState::Suspect
+        );
     }
 }
 
 #[test]
 fn lhm_scales_probe_interval_and_timeout() {
     let now = Instant::now();
-    let cfg = Config { gossip_interval: None, push_pull_interval: None, ..Config::default() };
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
     let mut c = core(0, cfg.clone(), now);
-    gossip(&mut c, now, 1, vec![alive(1, 0), suspect(0, 0, 1), suspect(0, 1, 1), suspect(0, 2, 1)]);
+    gossip(
+        &mut c,
+        now,
+        1,
+        vec![
+            alive(1, 0),
+            suspect(0, 0, 1),
+            suspect(0, 1, 1),
+            suspect(0, 2, 1),
+        ],
+    );
     assert_eq!(c.local_health(&realm()), Some(3));
     let t0 = c.poll_timeout().unwrap();
     c.handle_timeout(t0);
@@ -573,7 +796,11 @@ fn suspicion_timeout_shrinks_with_confirmations() {
     let (n, d0) = c.suspicion(&realm(), &peer(5)).unwrap();
     assert_eq!((n, d0 - now), (0, min * 6));
     gossip(&mut c, now, 2, vec![suspect(5, 0, 1)]);
-    assert_eq!(c.suspicion(&realm(), &peer(5)).unwrap().0, 0, "the accuser again: no confirmation");
+    assert_eq!(
+        c.suspicion(&realm(), &peer(5)).unwrap().0,
+        0,
+        "the accuser again: no confirmation"
+    );
     gossip(&mut c, now, 2, vec![suspect(5, 0, 2)]);
     let (n, d1) = c.suspicion(&realm(), &peer(5)).unwrap();
     assert_eq!(n, 1);
@@ -595,35 +822,58 @@ fn suspicion_timeout_shrinks_with_confirmations() {
 #[test]
 fn buddy_system_tells_the_suspect() {
     let now = Instant::now();
-    let cfg = Config { gossip_interval: None, push_pull_interval: None, ..Config::default() };
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0)]);
     gossip(&mut c, now, 2, vec![suspect(1, 0, 2)]);
     // Drain the queue so only the buddy mechanism could put the suspicion in the ping.
     for s in 0..20 {
-        let p = msg(Body::Ping(Ping { seq: s, updates: vec![] }));
+        let p = msg(Body::Ping(Ping {
+            seq: s,
+            updates: vec![],
+        }));
         c.handle_datagram(now, peer(2), &p.encode()).unwrap();
     }
     transmits(&mut c);
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
-    let ping = transmits(&mut c).into_iter().find(|t| matches!(t.message.body, Body::Ping(_))).unwrap();
+    let ping = transmits(&mut c)
+        .into_iter()
+        .find(|t| matches!(t.message.body, Body::Ping(_)))
+        .unwrap();
     assert_eq!(ping.to, peer(1));
     let first = &ping.message.body.updates()[0];
     assert_eq!((first.peer, first.incarnation), (peer(1), 0));
     assert!(matches!(first.kind, UpdateKind::Suspect { .. }));
     // Without the buddy system the ping is bare.
-    let mut plain = core(0, Config { buddy: false, ..cfg }, now);
+    let mut plain = core(
+        0,
+        Config {
+            buddy: false,
+            ..cfg
+        },
+        now,
+    );
     gossip(&mut plain, now, 1, vec![alive(1, 0)]);
     gossip(&mut plain, now, 2, vec![suspect(1, 0, 2)]);
     for s in 0..20 {
-        let p = msg(Body::Ping(Ping { seq: s, updates: vec![] }));
+        let p = msg(Body::Ping(Ping {
+            seq: s,
+            updates: vec![],
+        }));
         plain.handle_datagram(now, peer(2), &p.encode()).unwrap();
     }
     transmits(&mut plain);
     let t = plain.poll_timeout().unwrap();
     plain.handle_timeout(t);
-    let ping = transmits(&mut plain).into_iter().find(|t| matches!(t.message.body, Body::Ping(_))).unwrap();
+    let ping = transmits(&mut plain)
+        .into_iter()
+        .find(|t| matches!(t.message.body, Body::Ping(_)))
+        .unwrap();
     assert!(ping.message.body.updates().is_empty());
 }
 
@@ -656,7 +906,12 @@ fn join_push_pull_and_failure() {
     let answer = msg(Body::PushPull(PushPull {
         join: false,
         response: true,
-        members: vec![MemberRecord { peer: peer(3), incarnation: 0, state: MemberState::Alive, meta: meta("x") }],
+        members: vec![MemberRecord {
+            peer: peer(3),
+            incarnation: 0,
+            state: MemberState::Alive,
+            meta: meta("x"),
+        }],
     }));
     assert!(lone.handle_push_pull(now, peer(8), answer).is_none());
     assert!(lone.members(&realm()).is_empty());
@@ -665,13 +920,18 @@ fn join_push_pull_and_failure() {
 #[test]
 fn push_pull_state_is_bounded() {
     let now = Instant::now();
-    let cfg = Config { max_push_pull_members: 10, ..Config::default() };
+    let cfg = Config {
+        max_push_pull_members: 10,
+        ..Config::default()
+    };
     let mut c = core(0, cfg, now);
     gossip(&mut c, now, 1, (1..=50).map(|i| alive(i, 0)).collect());
     transmits(&mut c);
     c.join(now, &realm(), &[peer(1)]).unwrap();
     let t = transmits(&mut c);
-    let Body::PushPull(pp) = &t[0].message.body else { panic!() };
+    let Body::PushPull(pp) = &t[0].message.body else {
+        panic!()
+    };
     assert!(pp.join && !pp.response);
     assert_eq!(pp.members.len(), 10);
     assert_eq!(pp.members[0].peer, peer(0), "the sender first");
@@ -683,10 +943,17 @@ fn push_pull_state_is_bounded() {
     let req = msg(Body::PushPull(PushPull {
         join: true,
         response: false,
-        members: vec![MemberRecord { peer: peer(77), incarnation: 2, state: MemberState::Alive, meta: meta("j") }],
+        members: vec![MemberRecord {
+            peer: peer(77),
+            incarnation: 2,
+            state: MemberState::Alive,
+            meta: meta("j"),
+        }],
     }));
     let answer = c.handle_push_pull(now, peer(77), req).unwrap();
-    let Body::PushPull(pp) = &answer.body else { panic!() };
+    let Body::PushPull(pp) = &answer.body else {
+        panic!()
+    };
     assert!(pp.response && pp.members.len() == 10);
     assert_eq!(state(&c, 77), Some((MemberState::Alive, 2)));
 }
@@ -704,10 +971,20 @@ fn graceful_leave() {
     net.deliver();
     net.run(Duration::from_secs(5));
     for i in 0..5 {
-        assert_eq!(state(&net.nodes[i], 5), Some((MemberState::Left, 1)), "node {i}");
+        assert_eq!(
+            state(&net.nodes[i], 5),
+            Some((MemberState::Left, 1)),
+            "node {i}"
+        );
     }
-    assert!(net.events.iter().any(|(_, e)| matches!(e, Event::MemberLeft { .. })));
-    assert!(!net.events.iter().any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
+    assert!(net
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberLeft { .. })));
+    assert!(!net
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
 }
 
 #[test]
@@ -715,13 +992,27 @@ fn core_rejects_bad_setup() {
     let now = Instant::now();
     let big = NodeMeta::new(vec![], vec![0u8; 600]).unwrap();
     assert!(Swim::new(peer(0), [realm()], big, Config::default(), 0, now).is_err());
-    assert!(Swim::new(peer(0), Vec::<Realm>::new(), NodeMeta::empty(), Config::default(), 0, now).is_err());
+    assert!(Swim::new(
+        peer(0),
+        Vec::<Realm>::new(),
+        NodeMeta::empty(),
+        Config::default(),
+        0,
+        now
+    )
+    .is_err());
     let mut c = core(0, Config::default(), now);
     assert!(c.handle_datagram(now, peer(1), &[1, 99]).is_err());
     assert!(c.handle_datagram(now, peer(1), &[]).is_err());
     assert_eq!(c.core_stats().decode_errors, 2);
     // Messages claiming to come from ourselves are ignored.
-    c.handle_message(now, peer(0), msg(Body::Gossip(Gossip { updates: vec![alive(3, 0)] })));
+    c.handle_message(
+        now,
+        peer(0),
+        msg(Body::Gossip(Gossip {
+            updates: vec![alive(3, 0)],
+        })),
+    );
     assert_eq!(c.core_stats().self_messages, 1);
     assert!(c.members(&realm()).is_empty());
 }

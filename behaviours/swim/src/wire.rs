@@ -368,7 +368,10 @@ impl Body {
             Body::Gossip(_) => 0,
             Body::PushPull(pp) => {
                 1 + varint_len(pp.members.len() as u64)
-                    + pp.members.iter().map(MemberRecord::encoded_len).sum::<usize>()
+                    + pp.members
+                        .iter()
+                        .map(MemberRecord::encoded_len)
+                        .sum::<usize>()
             }
         }
     }
@@ -466,7 +469,11 @@ impl Message {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let ty = r.u8("message type")?;
-        let max = if ty == T_PUSH_PULL { limits.max_push_pull_bytes } else { limits.max_datagram_bytes };
+        let max = if ty == T_PUSH_PULL {
+            limits.max_push_pull_bytes
+        } else {
+            limits.max_datagram_bytes
+        };
         if bytes.len() > max {
             return Err(DecodeError::LimitExceeded {
                 what: "message size",
@@ -478,38 +485,60 @@ impl Message {
         let body = match ty {
             T_PING => {
                 let seq = r.varint_u32("seq")?;
-                Body::Ping(Ping { seq, updates: r.updates(limits)? })
+                Body::Ping(Ping {
+                    seq,
+                    updates: r.updates(limits)?,
+                })
             }
             T_ACK => {
                 let seq = r.varint_u32("seq")?;
-                Body::Ack(Ack { seq, updates: r.updates(limits)? })
+                Body::Ack(Ack {
+                    seq,
+                    updates: r.updates(limits)?,
+                })
             }
             T_PING_REQ => {
                 let seq = r.varint_u32("seq")?;
                 let target = r.peer("target")?;
                 let nack_timeout_ms = r.varint_u32("nack timeout")?;
-                Body::PingReq(PingReq { seq, target, nack_timeout_ms, updates: r.updates(limits)? })
+                Body::PingReq(PingReq {
+                    seq,
+                    target,
+                    nack_timeout_ms,
+                    updates: r.updates(limits)?,
+                })
             }
             T_NACK => {
                 let seq = r.varint_u32("seq")?;
-                Body::Nack(Nack { seq, updates: r.updates(limits)? })
+                Body::Nack(Nack {
+                    seq,
+                    updates: r.updates(limits)?,
+                })
             }
-            T_GOSSIP => Body::Gossip(Gossip { updates: r.updates(limits)? }),
+            T_GOSSIP => Body::Gossip(Gossip {
+                updates: r.updates(limits)?,
+            }),
             T_PUSH_PULL => {
                 let flags = r.u8("flags")?;
                 if flags & !(F_JOIN | F_RESPONSE) != 0 {
                     return Err(DecodeError::InvalidFlags(flags));
                 }
-                let count = r.count("member count", limits.max_push_pull_members, MIN_RECORD_LEN)?;
+                let count =
+                    r.count("member count", limits.max_push_pull_members, MIN_RECORD_LEN)?;
                 let mut members = Vec::with_capacity(count);
                 for _ in 0..count {
                     let code = r.u8("member state")?;
-                    let state =
-                        MemberState::from_code(code).ok_or(DecodeError::UnknownMemberState(code))?;
+                    let state = MemberState::from_code(code)
+                        .ok_or(DecodeError::UnknownMemberState(code))?;
                     let peer = r.peer("member")?;
                     let incarnation = r.varint("incarnation")?;
                     let meta = r.meta()?;
-                    members.push(MemberRecord { peer, incarnation, state, meta: Arc::new(meta) });
+                    members.push(MemberRecord {
+                        peer,
+                        incarnation,
+                        state,
+                        meta: Arc::new(meta),
+                    });
                 }
                 Body::PushPull(PushPull {
                     join: flags & F_JOIN != 0,
@@ -567,10 +596,19 @@ impl<'a> Reader<'a> {
     }
 
     /// A list length, checked against `limit` and against what the remaining input can hold.
-    fn count(&mut self, what: &'static str, limit: usize, min_item: usize) -> Result<usize, DecodeError> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+        min_item: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.varint(what)?;
         if n > limit as u64 {
-            return Err(DecodeError::LimitExceeded { what, value: n, limit: limit as u64 });
+            return Err(DecodeError::LimitExceeded {
+                what,
+                value: n,
+                limit: limit as u64,
+            });
         }
         if n.saturating_mul(min_item as u64) > self.buf.len() as u64 {
             return Err(DecodeError::Truncated(what));
@@ -618,7 +656,8 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let len = self.u8("address length")? as usize;
             let raw = self.take(len, "address")?;
-            let addr = Multiaddr::try_from(raw.to_vec()).map_err(|_| DecodeError::InvalidMultiaddr)?;
+            let addr =
+                Multiaddr::try_from(raw.to_vec()).map_err(|_| DecodeError::InvalidMultiaddr)?;
             addresses.push(addr);
         }
         let len = self.varint("metadata length")?;
@@ -647,12 +686,20 @@ impl<'a> Reader<'a> {
             let incarnation = self.varint("incarnation")?;
             let kind = match kind {
                 U_ALIVE => UpdateKind::Alive(Arc::new(self.meta()?)),
-                U_SUSPECT => UpdateKind::Suspect { from: self.peer("accuser")? },
-                U_DEAD => UpdateKind::Dead { from: self.peer("declarer")? },
+                U_SUSPECT => UpdateKind::Suspect {
+                    from: self.peer("accuser")?,
+                },
+                U_DEAD => UpdateKind::Dead {
+                    from: self.peer("declarer")?,
+                },
                 U_LEFT => UpdateKind::Left,
                 other => return Err(DecodeError::UnknownUpdateKind(other)),
             };
-            updates.push(Update { peer, incarnation, kind });
+            updates.push(Update {
+                peer,
+                incarnation,
+                kind,
+            });
         }
         Ok(updates)
     }
@@ -679,7 +726,11 @@ pub fn decode_frame_len(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>
         value |= part << (7 * i);
         if b & 0x80 == 0 {
             if value > max as u64 {
-                return Err(DecodeError::LimitExceeded { what: "frame length", value, limit: max as u64 });
+                return Err(DecodeError::LimitExceeded {
+                    what: "frame length",
+                    value,
+                    limit: max as u64,
+                });
             }
             return Ok(Some((value as usize, i + 1)));
         }
@@ -710,30 +761,78 @@ mod tests {
 
     fn all_updates() -> Vec<Update> {
         vec![
-            Update { peer: peer(1), incarnation: 0, kind: UpdateKind::Alive(meta()) },
-            Update { peer: peer(2), incarnation: 300, kind: UpdateKind::Suspect { from: peer(3) } },
-            Update { peer: peer(4), incarnation: u64::MAX, kind: UpdateKind::Dead { from: peer(5) } },
-            Update { peer: peer(6), incarnation: 7, kind: UpdateKind::Left },
+            Update {
+                peer: peer(1),
+                incarnation: 0,
+                kind: UpdateKind::Alive(meta()),
+            },
+            Update {
+                peer: peer(2),
+                incarnation: 300,
+                kind: UpdateKind::Suspect { from: peer(3) },
+            },
+            Update {
+                peer: peer(4),
+                incarnation: u64::MAX,
+                kind: UpdateKind::Dead { from: peer(5) },
+            },
+            Update {
+                peer: peer(6),
+                incarnation: 7,
+                kind: UpdateKind::Left,
+            },
         ]
     }
 
     fn samples() -> Vec<Message> {
         let bodies = vec![
-            Body::Ping(Ping { seq: 1, updates: all_updates() }),
-            Body::Ack(Ack { seq: u32::MAX, updates: vec![] }),
-            Body::PingReq(PingReq { seq: 9, target: peer(8), nack_timeout_ms: 400, updates: all_updates() }),
-            Body::Nack(Nack { seq: 77, updates: all_updates() }),
-            Body::Gossip(Gossip { updates: all_updates() }),
+            Body::Ping(Ping {
+                seq: 1,
+                updates: all_updates(),
+            }),
+            Body::Ack(Ack {
+                seq: u32::MAX,
+                updates: vec![],
+            }),
+            Body::PingReq(PingReq {
+                seq: 9,
+                target: peer(8),
+                nack_timeout_ms: 400,
+                updates: all_updates(),
+            }),
+            Body::Nack(Nack {
+                seq: 77,
+                updates: all_updates(),
+            }),
+            Body::Gossip(Gossip {
+                updates: all_updates(),
+            }),
             Body::PushPull(PushPull {
                 join: true,
                 response: false,
                 members: vec![
-                    MemberRecord { peer: peer(1), incarnation: 3, state: MemberState::Alive, meta: meta() },
-                    MemberRecord { peer: peer(2), incarnation: 0, state: MemberState::Left, meta: Arc::new(NodeMeta::empty()) },
+                    MemberRecord {
+                        peer: peer(1),
+                        incarnation: 3,
+                        state: MemberState::Alive,
+                        meta: meta(),
+                    },
+                    MemberRecord {
+                        peer: peer(2),
+                        incarnation: 0,
+                        state: MemberState::Left,
+                        meta: Arc::new(NodeMeta::empty()),
+                    },
                 ],
             }),
         ];
-        bodies.into_iter().map(|body| Message { realm: realm(), body }).collect()
+        bodies
+            .into_iter()
+            .map(|body| Message {
+                realm: realm(),
+                body,
+            })
+            .collect()
     }
 
     #[test]
@@ -768,32 +867,81 @@ mod tests {
     fn typed_errors() {
         let l = Limits::default();
         assert_eq!(Message::decode(&[], &l), Err(DecodeError::Empty));
-        assert_eq!(Message::decode(&[2, 1], &l), Err(DecodeError::UnsupportedVersion(2)));
-        let mut ping = Message { realm: realm(), body: Body::Ping(Ping { seq: 1, updates: vec![] }) }.encode();
+        assert_eq!(
+            Message::decode(&[2, 1], &l),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        let mut ping = Message {
+            realm: realm(),
+            body: Body::Ping(Ping {
+                seq: 1,
+                updates: vec![],
+            }),
+        }
+        .encode();
         ping.push(0);
-        assert_eq!(Message::decode(&ping, &l), Err(DecodeError::TrailingBytes(1)));
-        let mut bad_type = Message { realm: realm(), body: Body::Gossip(Gossip { updates: vec![] }) }.encode();
+        assert_eq!(
+            Message::decode(&ping, &l),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        let mut bad_type = Message {
+            realm: realm(),
+            body: Body::Gossip(Gossip { updates: vec![] }),
+        }
+        .encode();
         bad_type[1] = 99;
-        assert_eq!(Message::decode(&bad_type, &l), Err(DecodeError::UnknownMessageType(99)));
-        let mut bad_realm = Message { realm: realm(), body: Body::Gossip(Gossip { updates: vec![] }) }.encode();
+        assert_eq!(
+            Message::decode(&bad_type, &l),
+            Err(DecodeError::UnknownMessageType(99))
+        );
+        let mut bad_realm = Message {
+            realm: realm(),
+            body: Body::Gossip(Gossip { updates: vec![] }),
+        }
+        .encode();
         bad_realm[3] = b'O';
-        assert!(matches!(Message::decode(&bad_realm, &l), Err(DecodeError::InvalidRealm(Some(_)))));
+        assert!(matches!(
+            Message::decode(&bad_realm, &l),
+            Err(DecodeError::InvalidRealm(Some(_)))
+        ));
         // A count far larger than the input is refused before allocating.
-        let mut huge = Message { realm: realm(), body: Body::Gossip(Gossip { updates: vec![] }) }.encode();
+        let mut huge = Message {
+            realm: realm(),
+            body: Body::Gossip(Gossip { updates: vec![] }),
+        }
+        .encode();
         huge.pop();
         huge.extend_from_slice(&[0xff, 0xff, 0x03]);
-        assert!(matches!(Message::decode(&huge, &l), Err(DecodeError::LimitExceeded { .. })));
-        let big = Limits { max_updates: usize::MAX, ..Limits::default() };
-        assert_eq!(Message::decode(&huge, &big), Err(DecodeError::Truncated("update count")));
+        assert!(matches!(
+            Message::decode(&huge, &l),
+            Err(DecodeError::LimitExceeded { .. })
+        ));
+        let big = Limits {
+            max_updates: usize::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Message::decode(&huge, &big),
+            Err(DecodeError::Truncated("update count"))
+        );
         // Push-pull member counts are bounded too.
         let pp = samples().pop().unwrap();
-        let mut small = Limits { max_push_pull_members: 1, ..Limits::default() };
-        assert!(matches!(Message::decode(&pp.encode(), &small), Err(DecodeError::LimitExceeded { .. })));
+        let mut small = Limits {
+            max_push_pull_members: 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Message::decode(&pp.encode(), &small),
+            Err(DecodeError::LimitExceeded { .. })
+        ));
         small.max_push_pull_bytes = 10;
         small.max_push_pull_members = 10;
         assert!(matches!(
             Message::decode(&pp.encode(), &small),
-            Err(DecodeError::LimitExceeded { what: "message size", .. })
+            Err(DecodeError::LimitExceeded {
+                what: "message size",
+                ..
+            })
         ));
     }
 

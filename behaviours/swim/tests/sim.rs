@@ -25,7 +25,11 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 /// A settled group of `N` members with `loss` datagram loss from now on.
 fn settled(swim: Config, seed: u64, loss: f64) -> Sim {
-    let mut sim = Sim::new(SimConfig { swim, loss, ..SimConfig::new(N, seed) });
+    let mut sim = Sim::new(SimConfig {
+        swim,
+        loss,
+        ..SimConfig::new(N, seed)
+    });
     sim.bootstrap_converged(&mut |_, _, _| {});
     sim.run_until(Duration::from_secs(5), &mut |_, _, _| {});
     sim
@@ -34,7 +38,10 @@ fn settled(swim: Config, seed: u64, loss: f64) -> Sim {
 #[test]
 fn join_converges_1000() {
     let wall = Instant::now();
-    let mut sim = Sim::new(SimConfig { loss: 0.1, ..SimConfig::new(N, 1) });
+    let mut sim = Sim::new(SimConfig {
+        loss: 0.1,
+        ..SimConfig::new(N, 1)
+    });
     let mut rng = SwimRng::seed_from_u64(99);
     // Node 0 starts alone; node i joins at i × 20 ms through three random earlier nodes.
     let stagger = Duration::from_millis(20);
@@ -60,7 +67,10 @@ fn join_converges_1000() {
         if known == total {
             break t;
         }
-        assert!(t < last_join + 150 * PERIOD, "not converged 150 periods after the last join: {known}/{total}");
+        assert!(
+            t < last_join + 150 * PERIOD,
+            "not converged 150 periods after the last join: {known}/{total}"
+        );
     };
     let after = |d: Option<Duration>| periods(d.unwrap_or(all).saturating_sub(last_join));
     println!(
@@ -121,7 +131,11 @@ fn crash_detection_1000() {
         }
     }
     let mut tr = Tracker {
-        victim_of: victims.iter().enumerate().map(|(k, &v)| (peers[v], k)).collect(),
+        victim_of: victims
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| (peers[v], k))
+            .collect(),
         crashed_at: Vec::new(),
         first_suspect: vec![None; victims.len()],
         first_failed: vec![None; victims.len()],
@@ -147,12 +161,25 @@ fn crash_detection_1000() {
                 *at = Some(t - tr.crashed_at[k]);
             }
         }
-        assert!(t < start + 200 * PERIOD, "crashes not detected by everyone within 200 periods");
+        assert!(
+            t < start + 200 * PERIOD,
+            "crashes not detected by everyone within 200 periods"
+        );
     }
-    let (first_suspect, first_failed, false_failures) = (tr.first_suspect, tr.first_failed, tr.false_failures);
-    let mut s: Vec<f64> = first_suspect.iter().map(|d| periods(d.unwrap_or(Duration::MAX))).collect();
-    let mut f: Vec<f64> = first_failed.iter().map(|d| periods(d.unwrap_or(Duration::MAX))).collect();
-    let mut a: Vec<f64> = everyone_at.iter().map(|d| periods(d.unwrap_or(Duration::MAX))).collect();
+    let (first_suspect, first_failed, false_failures) =
+        (tr.first_suspect, tr.first_failed, tr.false_failures);
+    let mut s: Vec<f64> = first_suspect
+        .iter()
+        .map(|d| periods(d.unwrap_or(Duration::MAX)))
+        .collect();
+    let mut f: Vec<f64> = first_failed
+        .iter()
+        .map(|d| periods(d.unwrap_or(Duration::MAX)))
+        .collect();
+    let mut a: Vec<f64> = everyone_at
+        .iter()
+        .map(|d| periods(d.unwrap_or(Duration::MAX)))
+        .collect();
     let med_s = quantile(&mut s, 0.5);
     println!(
         "crash: {N} members, 10% loss, 20 crashes; in protocol periods after the crash (median / p90 / max): \
@@ -189,8 +216,13 @@ fn no_false_failures_under_loss_1000() {
         _ => {}
     });
     let realm = sim.realm().clone();
-    let refutations: u64 = (0..N).map(|i| sim.core(i).stats(&realm).map_or(0, |s| s.refutations)).sum();
-    let max_lhm = (0..N).filter_map(|i| sim.core(i).local_health(&realm)).max().unwrap_or(0);
+    let refutations: u64 = (0..N)
+        .map(|i| sim.core(i).stats(&realm).map_or(0, |s| s.refutations))
+        .sum();
+    let max_lhm = (0..N)
+        .filter_map(|i| sim.core(i).local_health(&realm))
+        .max()
+        .unwrap_or(0);
     println!(
         "loss: {N} members, 1000 periods, 10% datagram loss: {failed} live members declared failed; \
          {raised} false suspicions raised ({:.2} per period), {refutations} refutations; max LHM at the end {max_lhm}; \
@@ -218,7 +250,10 @@ fn slow_members_run(swim: Config) -> Outcome {
     let mut sim = settled(swim, 4, 0.1);
     let slow: Vec<usize> = (0..10).map(|k| 50 + 97 * k).collect();
     for &s in &slow {
-        sim.set_slow(s, Some((Duration::from_millis(1000), Duration::from_millis(2000))));
+        sim.set_slow(
+            s,
+            Some((Duration::from_millis(1000), Duration::from_millis(2000))),
+        );
     }
     let peers: Vec<PeerId> = (0..N).map(|i| sim.peer(i)).collect();
     let slow_peers: HashSet<PeerId> = slow.iter().map(|&i| peers[i]).collect();
@@ -282,7 +317,11 @@ fn lifeguard_vs_plain_swim_1000() {
 #[test]
 fn wire_path_and_mtu_100() {
     // Every datagram encoded and decoded: nothing exceeds the MTU, nothing fails to decode.
-    let mut sim = Sim::new(SimConfig { loss: 0.1, encode: true, ..SimConfig::new(100, 6) });
+    let mut sim = Sim::new(SimConfig {
+        loss: 0.1,
+        encode: true,
+        ..SimConfig::new(100, 6)
+    });
     for i in 1..100 {
         sim.join(i, Duration::from_millis(10 * i as u64), vec![0]);
     }
@@ -291,9 +330,14 @@ fn wire_path_and_mtu_100() {
     sim.run_until(Duration::from_secs(90), &mut |_, _, _| {});
     let realm = sim.realm().clone();
     let c = sim.counters().clone();
-    println!("wire: 100 members, every datagram through the codec: largest {} bytes, {c:?}", c.largest_datagram);
+    println!(
+        "wire: 100 members, every datagram through the codec: largest {} bytes, {c:?}",
+        c.largest_datagram
+    );
     assert_eq!(c.oversized_datagrams, 0);
     assert_eq!(c.decode_errors, 0);
     assert!(c.largest_datagram <= 1200);
-    assert!((0..100).filter(|&i| i != 7).all(|i| sim.core(i).live_member_count(&realm) == 98));
+    assert!((0..100)
+        .filter(|&i| i != 7)
+        .all(|i| sim.core(i).live_member_count(&realm) == 98));
 }

@@ -1,67 +1,49 @@
-//! The README's demo: a small full mesh of meshwire nodes on loopback.
+//! The README's demo: a small full mesh of meshwire swarms on loopback.
 //!
-//! `cargo run --example mesh [-- N]` starts N nodes (default 8) in one process, each with its
-//! own identity and QUIC listener. Every node dials every other node (authenticated with the
-//! libp2p TLS handshake), pings each peer over `/ipfs/ping/1.0.0` streams (32 random bytes,
-//! echoed back, as libp2p ping does), and the demo prints a table of peers and round-trip
-//! times, then exits 0. Any failure exits non-zero.
+//! `cargo run --example mesh [-- N]` starts N nodes (default 8) in one process, each a `Swarm`
+//! over QUIC whose behaviour composes ping and identify with `#[derive(NetworkBehaviour)]`.
+//! Every node dials every other node, pings it over `/ipfs/ping/1.0.0` and identifies it over
+//! `/ipfs/id/1.0.0`; the demo prints a table of peers, round-trip times and protocols, then
+//! exits 0. Any failure, or no full mesh within 30 s, exits non-zero.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire::core::{Keypair, PeerId};
+use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
 use meshwire::transport::quic::{QuicConfig, QuicTransport};
-use meshwire::transport::{Connection, Multiaddr, Transport, TransportEvent, TransportExt};
+use meshwire::transport::{with_peer_id, Multiaddr};
+use meshwire::{identify, ping};
 use tokio::sync::mpsc;
 
-const PING: &str = "/ipfs/ping/1.0.0";
-const PINGS_PER_PEER: usize = 5;
-const T: Duration = Duration::from_secs(5);
+/// Pings per peer before a node counts as done.
+const PINGS_PER_PEER: usize = 3;
 
-/// Answers pings on every stream the peer opens on `conn`.
-fn serve_pings(conn: Connection) {
-    tokio::spawn(async move {
-        while let Ok((_, mut s)) = conn.accept_negotiated(&[PING], T).await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 32];
-                while s.read_exact(&mut buf).await.is_ok() {
-                    if s.write_all(&buf).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+/// Every node's behaviour: ping and identify, composed.
+#[derive(NetworkBehaviour)]
+struct Node {
+    ping: ping::Behaviour,
+    identify: identify::Behaviour,
 }
 
-/// Pings the peer of `conn` a few times on one stream; returns the round-trip times.
-async fn ping(
-    conn: &Connection,
-) -> Result<Vec<Duration>, Box<dyn std::error::Error + Send + Sync>> {
-    let (_, mut s) = conn.open_negotiated([PING], T).await?;
-    let mut rtts = Vec::new();
-    for _ in 0..PINGS_PER_PEER {
-        let payload: [u8; 32] = rand::random();
-        let start = Instant::now();
-        s.write_all(&payload).await?;
-        let mut back = [0u8; 32];
-        s.read_exact(&mut back).await?;
-        if back != payload {
-            return Err("ping echo differs".into());
-        }
-        rtts.push(start.elapsed());
-    }
-    s.close().await?;
-    Ok(rtts)
+fn new_swarm(key: Keypair) -> Result<Swarm<Node>, Box<dyn std::error::Error + Send + Sync>> {
+    let behaviour = Node {
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100))),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/meshwire-demo/1.0.0",
+            key.public(),
+        )),
+    };
+    let transport = QuicTransport::new(key, QuicConfig::default())?;
+    Ok(Swarm::new(transport, behaviour, SwarmConfig::default()))
 }
 
-struct Report {
-    node: usize,
-    peer: PeerId,
+/// What the demo learns about one (node, peer) pair.
+#[derive(Default)]
+struct PeerReport {
     rtts: Vec<Duration>,
-    /// Held until the whole mesh is done, so no connection closes early.
-    _conn: Connection,
+    agent: Option<String>,
+    protocols: Vec<String>,
 }
 
 #[tokio::main]
@@ -76,117 +58,123 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err("a mesh needs at least 2 nodes".into());
     }
 
-    let mut transports = Vec::new();
+    // Start every node and learn its listen address.
+    let mut swarms = Vec::new();
     let mut addrs: Vec<Multiaddr> = Vec::new();
     let mut ids: Vec<PeerId> = Vec::new();
     for _ in 0..n {
         let key = Keypair::generate();
         ids.push(key.peer_id());
-        let mut t = QuicTransport::new(key, QuicConfig::default())?;
-        t.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
-        match t.next_event().await {
-            TransportEvent::NewListenAddr { addr, .. } => addrs.push(addr),
-            other => return Err(format!("unexpected event {other:?}").into()),
-        }
-        transports.push(t);
+        let mut swarm = new_swarm(key)?;
+        swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
+                break address;
+            }
+        };
+        addrs.push(addr);
+        swarms.push(swarm);
     }
 
+    // Node i dials every node before it; each swarm runs in its own task and forwards its
+    // behaviour's events.
     let started = Instant::now();
-    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Result<Report, String>>();
-    for (i, mut t) in transports.into_iter().enumerate() {
-        // Node i dials every node before it; it accepts the dials of the nodes after it.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<NodeEvent, String>)>();
+    let mut tasks = Vec::new();
+    for (i, mut swarm) in swarms.into_iter().enumerate() {
         for j in 0..i {
-            let dial = t.dial(&addrs[j], Some(ids[j]))?;
-            let tx = report_tx.clone();
-            let expected = ids[j];
-            tokio::spawn(async move {
-                let result = async {
-                    let conn = dial.await.map_err(|e| e.to_string())?;
-                    if conn.peer_id() != expected {
-                        return Err(format!(
-                            "node {i}: dialed {expected}, reached {}",
-                            conn.peer_id()
-                        ));
-                    }
-                    serve_pings(conn.clone());
-                    let rtts = ping(&conn).await.map_err(|e| e.to_string())?;
-                    Ok(Report {
-                        node: i,
-                        peer: expected,
-                        rtts,
-                        _conn: conn,
-                    })
-                }
-                .await;
-                let _ = tx.send(result);
-            });
+            swarm.dial(with_peer_id(&addrs[j], ids[j]))?;
         }
-        let tx = report_tx.clone();
-        tokio::spawn(async move {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
             loop {
-                match t.next_event().await {
-                    TransportEvent::Incoming { upgrade, .. } => {
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            let result = async {
-                                let conn = upgrade.await.map_err(|e| e.to_string())?;
-                                serve_pings(conn.clone());
-                                let rtts = ping(&conn).await.map_err(|e| e.to_string())?;
-                                Ok(Report {
-                                    node: i,
-                                    peer: conn.peer_id(),
-                                    rtts,
-                                    _conn: conn,
-                                })
-                            }
-                            .await;
-                            let _ = tx.send(result);
-                        });
+                let sent = match swarm.next_event().await {
+                    SwarmEvent::Behaviour(ev) => tx.send((i, Ok(ev))),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        tx.send((i, Err(format!("dial failed: {error}"))))
                     }
-                    TransportEvent::ListenerClosed { .. } => break,
-                    TransportEvent::NewListenAddr { .. } => {}
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    return;
                 }
             }
-        });
+        }));
     }
-    drop(report_tx);
+    drop(tx);
 
-    // Every connection is pinged from both ends: n·(n−1) reports.
-    let expected_reports = n * (n - 1);
-    let mut per_node: BTreeMap<usize, Vec<(PeerId, Vec<Duration>)>> = BTreeMap::new();
+    let mut reports: BTreeMap<usize, HashMap<PeerId, PeerReport>> = BTreeMap::new();
+    let done = |reports: &BTreeMap<usize, HashMap<PeerId, PeerReport>>| {
+        reports.len() == n
+            && reports.values().all(|peers| {
+                peers.len() == n - 1
+                    && peers
+                        .values()
+                        .all(|r| r.rtts.len() >= PINGS_PER_PEER && r.agent.is_some())
+            })
+    };
     let deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(deadline);
-    let mut got = 0;
-    let mut conns = Vec::new();
-    while got < expected_reports {
+    while !done(&reports) {
         tokio::select! {
-            r = report_rx.recv() => match r {
-                Some(Ok(rep)) => {
-                    per_node.entry(rep.node).or_default().push((rep.peer, rep.rtts));
-                    conns.push(rep._conn);
-                    got += 1;
+            ev = rx.recv() => match ev {
+                Some((i, Ok(NodeEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })))) => {
+                    reports.entry(i).or_default().entry(peer).or_default().rtts.push(rtt);
                 }
-                Some(Err(e)) => return Err(format!("mesh failed: {e}").into()),
-                None => break,
+                Some((i, Ok(NodeEvent::Ping(ping::Event { peer, result: Err(e), .. })))) => {
+                    return Err(format!("node {i}: ping of {peer} failed: {e}").into());
+                }
+                Some((i, Ok(NodeEvent::Identify(identify::Event::Received { peer, info, .. })))) => {
+                    if info.public_key.to_peer_id() != peer {
+                        return Err(format!("node {i}: {peer} identified with another key").into());
+                    }
+                    let r = reports.entry(i).or_default().entry(peer).or_default();
+                    r.agent = Some(info.agent_version.clone());
+                    r.protocols = info.protocols.iter().map(|p| p.to_string()).collect();
+                }
+                Some((i, Ok(NodeEvent::Identify(identify::Event::Error { peer, error, .. })))) => {
+                    return Err(format!("node {i}: identify of {peer} failed: {error}").into());
+                }
+                Some((_, Ok(_))) => {}
+                Some((i, Err(e))) => return Err(format!("node {i}: {e}").into()),
+                None => return Err("every node stopped".into()),
             },
-            _ = &mut deadline => return Err(format!("timed out with {got}/{expected_reports} pings done").into()),
+            _ = &mut deadline => {
+                let got: usize = reports.values().map(|p| p.len()).sum();
+                return Err(format!("no full mesh within 30 s ({got}/{} pairs heard from)", n * (n - 1)).into());
+            }
         }
     }
     let elapsed = started.elapsed();
+    for t in &tasks {
+        t.abort();
+    }
 
-    println!("meshwire mesh: {n} nodes on loopback, full mesh over QUIC + libp2p TLS, {PING}");
+    println!("meshwire mesh: {n} swarms on loopback, QUIC + libp2p TLS, ping + identify composed with #[derive(NetworkBehaviour)]");
     println!();
     println!(
-        "{:<5} {:<54} {:<36} {:>5} {:>10} {:>10}",
+        "{:<5} {:<54} {:<32} {:>5} {:>10} {:>10}",
         "node", "peer id", "listen address", "peers", "rtt med", "rtt max"
     );
-    for (i, peers) in &per_node {
-        let mut all: Vec<Duration> = peers.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+    let mut protocols = BTreeSet::new();
+    let mut agents = BTreeSet::new();
+    for (i, peers) in &reports {
+        let mut all: Vec<Duration> = peers
+            .values()
+            .flat_map(|r| r.rtts.iter().copied())
+            .collect();
         all.sort();
         let med = all[all.len() / 2];
         let max = all[all.len() - 1];
+        for (p, r) in peers {
+            if !ids.contains(p) {
+                return Err(format!("node {i} reports an unknown peer {p}").into());
+            }
+            protocols.extend(r.protocols.iter().cloned());
+            agents.extend(r.agent.iter().cloned());
+        }
         println!(
-            "{:<5} {:<54} {:<36} {:>5} {:>8.3}ms {:>8.3}ms",
+            "{:<5} {:<54} {:<32} {:>5} {:>8.3}ms {:>8.3}ms",
             i,
             ids[*i].to_string(),
             addrs[*i].to_string(),
@@ -194,22 +182,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             med.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3
         );
-        for (p, _) in peers {
-            if !ids.contains(p) {
-                return Err(format!("node {i} reports an unknown peer {p}").into());
-            }
-        }
-        if peers.len() != n - 1 {
-            return Err(
-                format!("node {i} reached {} peers, expected {}", peers.len(), n - 1).into(),
-            );
-        }
     }
     println!();
     println!(
-        "{} connections, {} pings, all echoed, in {:.0} ms",
+        "protocols identified: {}",
+        protocols.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "agents identified:    {}",
+        agents.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "{} connections, {} peer pairs pinged ({PINGS_PER_PEER}+ pings each) and identified, in {:.0} ms",
         n * (n - 1) / 2,
-        expected_reports * PINGS_PER_PEER,
+        n * (n - 1),
         elapsed.as_secs_f64() * 1e3
     );
     Ok(())

@@ -1,9 +1,12 @@
 //! meshwire: a modular peer-to-peer networking stack over QUIC, wire-compatible with libp2p.
 //!
-//! This facade re-exports the workspace crates:
+//! This facade re-exports the workspace crates, one feature per behaviour:
 //! - [`core`]: identities ([`core::Keypair`], [`core::PeerId`]), connection ids.
 //! - [`transport`]: QUIC with libp2p TLS, multistream-select, the in-memory transport.
+//! - [`swarm`]: the [`swarm::Swarm`], the [`swarm::NetworkBehaviour`] trait and (feature
+//!   `macros`) `#[derive(NetworkBehaviour)]`.
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
+//! - [`ping`] (feature `ping`), [`identify`] (feature `identify`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -14,4 +17,9 @@
 
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
+#[cfg(feature = "identify")]
+pub use meshwire_identify as identify;
+#[cfg(feature = "ping")]
+pub use meshwire_ping as ping;
+pub use meshwire_swarm as swarm;
 pub use meshwire_transport as transport;

@@ -34,11 +34,11 @@ use crate::{
 /// # Ok::<(), meshwire_connmgr::ConnMgrError>(())
 /// ```
 #[derive(Debug, Default)]
-pub struct ConnManagerHandle<M> {
+pub struct ConnManagerHandle<M: ?Sized> {
     inner: Arc<Mutex<M>>,
 }
 
-impl<M> Clone for ConnManagerHandle<M> {
+impl<M: ?Sized> Clone for ConnManagerHandle<M> {
     fn clone(&self) -> Self {
         ConnManagerHandle {
             inner: Arc::clone(&self.inner),
@@ -53,7 +53,21 @@ impl<M: ConnManager> ConnManagerHandle<M> {
             inner: Arc::new(Mutex::new(manager)),
         }
     }
+}
 
+impl<M: ConnManager + 'static> ConnManagerHandle<M> {
+    /// A handle to the same manager with its type erased, as the swarm keeps it. The typed
+    /// handle stays usable (for [`Decayer`] methods and inherent ones such as metrics).
+    pub fn to_dyn(&self) -> DynConnManager {
+        let inner: Arc<Mutex<dyn ConnManager>> = self.inner.clone();
+        ConnManagerHandle { inner }
+    }
+}
+
+/// A type-erased handle to any connection manager: what the swarm holds.
+pub type DynConnManager = ConnManagerHandle<dyn ConnManager>;
+
+impl<M: ConnManager + ?Sized> ConnManagerHandle<M> {
     /// Locks the manager for direct access (inherent methods, several calls at once).
     pub fn lock(&self) -> MutexGuard<'_, M> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -110,7 +124,7 @@ impl<M: ConnManager> ConnManagerHandle<M> {
     }
 }
 
-impl<M: Decayer> ConnManagerHandle<M> {
+impl<M: Decayer + ?Sized> ConnManagerHandle<M> {
     /// See [`Decayer::register_decaying_tag`].
     pub fn register_decaying_tag(
         &self,
@@ -139,7 +153,7 @@ impl<M: Decayer> ConnManagerHandle<M> {
     }
 }
 
-impl<M: ConnManager> ConnManager for ConnManagerHandle<M> {
+impl<M: ConnManager + ?Sized> ConnManager for ConnManagerHandle<M> {
     fn tag_peer(&mut self, peer: PeerId, tag: &str, value: i32) {
         self.lock().tag_peer(peer, tag, value)
     }
@@ -203,7 +217,7 @@ impl<M: ConnManager> ConnManager for ConnManagerHandle<M> {
     }
 }
 
-impl<M: Decayer> Decayer for ConnManagerHandle<M> {
+impl<M: Decayer + ?Sized> Decayer for ConnManagerHandle<M> {
     fn register_decaying_tag(
         &mut self,
         name: &str,

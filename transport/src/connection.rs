@@ -296,7 +296,8 @@ enum StreamInner {
 /// A bidirectional byte stream on a [`Connection`]: `futures::io::{AsyncRead, AsyncWrite}`.
 ///
 /// `poll_close` finishes the write side (the peer reads end-of-stream); reading goes on until
-/// the peer finishes its side. Dropping the stream without closing resets it.
+/// the peer finishes its side. Dropping the stream without closing it finishes the write side gracefully
+/// over QUIC (quinn's behaviour, as in rust-libp2p); call [`Stream::reset`] to abort.
 #[derive(Debug)]
 pub struct Stream {
     inner: StreamInner,

@@ -753,6 +753,12 @@ impl<S> Negotiated<S> {
         &self.io
     }
 
+    /// The underlying stream, mutably (for operations such as a reset; reading or writing
+    /// through it bypasses an outstanding lazy confirmation).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
     /// Returns the underlying stream if negotiation is complete, or `self`
     /// unchanged otherwise (so no negotiation state is lost).
     pub fn into_inner(self) -> Result<S, Self> {

@@ -1,0 +1,106 @@
+//! The downstream echo behaviour composed with ping by the derive macro, over real QUIC:
+//! inbound streams reach the field that claims their protocol, stream results reach the field
+//! that asked, limits hold.
+
+use std::time::Duration;
+
+use meshwire::core::{Keypair, PeerId};
+use meshwire::ping;
+use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
+use meshwire::transport::quic::{QuicConfig, QuicTransport};
+use meshwire::transport::with_peer_id;
+use meshwire_echo::{Echo, EchoError, EchoEvent, MAX_MESSAGE, PROTOCOL};
+
+#[derive(NetworkBehaviour)]
+struct App {
+    ping: ping::Behaviour,
+    echo: Echo,
+}
+
+async fn node() -> (Swarm<App>, meshwire::transport::Multiaddr) {
+    let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    let app = App {
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(50))),
+        echo: Echo::default(),
+    };
+    let mut s = Swarm::new(transport, app, SwarmConfig::default());
+    s.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = s.next_event().await {
+            break address;
+        }
+    };
+    (s, addr)
+}
+
+/// Feeds `a`'s behaviour events to `f` until it says stop.
+async fn run_until(a: &mut Swarm<App>, mut f: impl FnMut(AppEvent) -> bool) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let SwarmEvent::Behaviour(ev) = a.next_event().await {
+                if f(ev) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn derived_app_routes_echo_and_ping_to_their_fields() {
+    let (mut a, _) = node().await;
+    let (mut b, b_addr) = node().await;
+    let b_peer: PeerId = b.local_peer_id();
+    assert!(a.protocols().contains(&PROTOCOL));
+    assert!(a.protocols().contains(&ping::PROTOCOL));
+    let b_task = tokio::spawn(async move {
+        loop {
+            b.next_event().await;
+        }
+    });
+    a.dial(with_peer_id(&b_addr, b_peer)).unwrap();
+    let first = a.behaviour_mut().echo.send(b_peer, b"one".to_vec());
+    let second = a.behaviour_mut().echo.send(b_peer, b"two!!".to_vec());
+    let (mut replies, mut pings) = (Vec::new(), 0);
+    run_until(&mut a, |ev| {
+        match ev {
+            AppEvent::Echo(EchoEvent::Reply { id, data, peer, .. }) => {
+                assert_eq!(peer, b_peer);
+                replies.push((id, data));
+            }
+            AppEvent::Echo(other) => panic!("unexpected echo event {other:?}"),
+            AppEvent::Ping(ping::Event { result, peer, .. }) => {
+                assert_eq!(peer, b_peer);
+                result.expect("ping over the derived behaviour");
+                pings += 1;
+            }
+        }
+        replies.len() == 2 && pings >= 3
+    })
+    .await;
+    replies.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        replies,
+        vec![(first, b"one".to_vec()), (second, b"two!!".to_vec())]
+    );
+    assert!(a.behaviour().ping.rtt(&b_peer).is_some());
+
+    // An oversized message is refused before anything is sent.
+    let big = a
+        .behaviour_mut()
+        .echo
+        .send(b_peer, vec![0; MAX_MESSAGE + 1]);
+    run_until(&mut a, |ev| match ev {
+        AppEvent::Echo(EchoEvent::Failed { id, error, .. }) => {
+            assert_eq!(id, big);
+            assert!(matches!(error, EchoError::TooLarge));
+            true
+        }
+        _ => false,
+    })
+    .await;
+    b_task.abort();
+}

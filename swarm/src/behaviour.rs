@@ -1,0 +1,551 @@
+//! The [`NetworkBehaviour`] trait and the messages between a behaviour and the swarm.
+//!
+//! A behaviour is one protocol's logic for all peers at once. It names the stream protocols it
+//! accepts ([`NetworkBehaviour::protocols`]); the swarm negotiates every inbound stream with
+//! multistream-select and hands the negotiated stream to the behaviour that claimed the
+//! protocol ([`NetworkBehaviour::on_inbound_stream`]). It asks for outbound streams with
+//! [`ToSwarm::OpenStream`] and gets them back, or a typed error, in
+//! [`NetworkBehaviour::on_outbound_stream`]. Stream IO runs in futures the behaviour owns and
+//! polls from [`NetworkBehaviour::poll`]; there is no per-connection handler.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use meshwire_core::{ConnectionId, PeerId};
+use meshwire_transport::{ListenerId, Multiaddr, TransportError};
+
+use crate::dial::{DialError, DialOpts};
+use crate::protocol::StreamProtocol;
+use crate::stream::Stream;
+use crate::{ConnectedPoint, ConnectionCloseCause, ListenError, StreamError};
+
+/// A protocol's logic, driven by a [`Swarm`](crate::Swarm).
+///
+/// Every method but [`poll`](Self::poll) and [`protocols`](Self::protocols) has a default, so
+/// a behaviour implements only what it needs. `#[derive(NetworkBehaviour)]` composes several
+/// behaviours into one.
+///
+/// # Order of calls
+///
+/// All calls come from the task polling the swarm. After calling any `on_*` method the swarm
+/// polls the behaviour again before it waits, so a behaviour may queue work in those methods
+/// without storing a waker for them (a waker is still needed for work queued from outside,
+/// e.g. through `Swarm::behaviour_mut`, if the swarm is polled from elsewhere). A connection's
+/// [`FromSwarm::ConnectionEstablished`] always comes before any stream on it, and its
+/// [`FromSwarm::ConnectionClosed`] comes after every stream of it that was handed over (a stream
+/// request still in flight then fails).
+///
+/// # Connection hooks
+///
+/// The four `handle_*_connection` hooks run before a connection is accepted or dialed and
+/// after its handshake; returning [`ConnectionDenied`] refuses it (the swarm reports the
+/// denial as a dial or listen error, and no behaviour sees the connection established).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a NetworkBehaviour",
+    note = "every field of a #[derive(NetworkBehaviour)] struct must implement NetworkBehaviour"
+)]
+pub trait NetworkBehaviour: Send + 'static {
+    /// What the behaviour reports to the application.
+    type Event: Send + 'static;
+
+    /// The stream protocols this behaviour accepts from remotes. Called when the swarm starts
+    /// and again after the behaviour returns [`ToSwarm::ProtocolsChanged`].
+    fn protocols(&self) -> Vec<StreamProtocol>;
+
+    /// A remote is connecting to one of our listeners; `Err` refuses it before the handshake.
+    fn handle_pending_inbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        Ok(())
+    }
+
+    /// An inbound connection finished its handshake; `Err` closes it.
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        _peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        Ok(())
+    }
+
+    /// A dial is about to start. Returns addresses to try in addition to `addresses` (the
+    /// ones given in [`DialOpts`]); `Err` aborts the dial.
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        _peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        Ok(Vec::new())
+    }
+
+    /// An outbound connection finished its handshake; `Err` closes it.
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        _peer: PeerId,
+        _addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        Ok(())
+    }
+
+    /// Whether this behaviour wants `connection` kept open although no stream is open on it.
+    /// See the swarm's idle rule in [`SwarmConfig::idle_connection_timeout`](crate::SwarmConfig::idle_connection_timeout).
+    fn connection_keep_alive(&self, _peer: PeerId, _connection: ConnectionId) -> bool {
+        false
+    }
+
+    /// Something happened in the swarm (connections, listeners, addresses, dial failures).
+    fn on_swarm_event(&mut self, _event: FromSwarm<'_>) {}
+
+    /// A remote opened a stream with a protocol of [`protocols`](Self::protocols).
+    fn on_inbound_stream(&mut self, _stream: InboundStream) {}
+
+    /// The result of a [`ToSwarm::OpenStream`] request of this behaviour.
+    fn on_outbound_stream(&mut self, _result: OutboundStreamResult) {}
+
+    /// Drives the behaviour: its timers and stream futures. Returns the next command for the
+    /// swarm, or `Pending` after arranging to be woken through `cx`.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::Event>>;
+}
+
+/// A behaviour refused a connection, with the reason.
+#[derive(Debug)]
+pub struct ConnectionDenied {
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ConnectionDenied {
+    /// A denial with `cause`.
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        ConnectionDenied {
+            inner: cause.into(),
+        }
+    }
+
+    /// The cause, if it is of type `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.inner.downcast_ref::<E>()
+    }
+}
+
+impl fmt::Display for ConnectionDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection denied: {}", self.inner)
+    }
+}
+
+impl std::error::Error for ConnectionDenied {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.inner)
+    }
+}
+
+/// A notification from the swarm to every behaviour.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum FromSwarm<'a> {
+    /// A connection is established and accepted by every behaviour.
+    ConnectionEstablished {
+        /// The remote peer.
+        peer: PeerId,
+        /// The new connection.
+        connection: ConnectionId,
+        /// How it was reached.
+        endpoint: &'a ConnectedPoint,
+        /// Connections to this peer that were open before this one.
+        other_established: usize,
+        /// The transport connection itself, for behaviours that use more than streams
+        /// (QUIC datagrams, RTT estimates). Streams opened on it directly bypass the
+        /// swarm's negotiation and accounting; use [`ToSwarm::OpenStream`] for those.
+        handle: &'a meshwire_transport::Connection,
+    },
+    /// A connection closed.
+    ConnectionClosed {
+        /// The remote peer.
+        peer: PeerId,
+        /// The connection that closed.
+        connection: ConnectionId,
+        /// How it was reached.
+        endpoint: &'a ConnectedPoint,
+        /// Connections to this peer still open.
+        remaining_established: usize,
+        /// Why it closed.
+        cause: &'a ConnectionCloseCause,
+    },
+    /// A dial failed.
+    DialFailure {
+        /// The peer dialed, if known.
+        peer: Option<PeerId>,
+        /// The connection id the dial had.
+        connection: ConnectionId,
+        /// Why it failed.
+        error: &'a DialError,
+    },
+    /// An inbound connection failed before it was established.
+    ListenFailure {
+        /// The connection id it had.
+        connection: ConnectionId,
+        /// Our address it came in on.
+        local_addr: &'a Multiaddr,
+        /// The remote's address.
+        send_back_addr: &'a Multiaddr,
+        /// Why it failed.
+        error: &'a ListenError,
+    },
+    /// A listener listens on a new address.
+    NewListenAddr {
+        /// The listener.
+        listener: ListenerId,
+        /// The address.
+        addr: &'a Multiaddr,
+    },
+    /// A listener closed.
+    ListenerClosed {
+        /// The listener.
+        listener: ListenerId,
+        /// `Ok` when closed on purpose.
+        reason: Result<(), &'a TransportError>,
+    },
+    /// A candidate for our external address (e.g. observed by a peer through identify).
+    NewExternalAddrCandidate {
+        /// The address.
+        addr: &'a Multiaddr,
+    },
+    /// An external address was confirmed.
+    ExternalAddrConfirmed {
+        /// The address.
+        addr: &'a Multiaddr,
+    },
+    /// An external address is no longer valid.
+    ExternalAddrExpired {
+        /// The address.
+        addr: &'a Multiaddr,
+    },
+    /// An address of a peer became known (from identify, the application, ...).
+    NewExternalAddrOfPeer {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: &'a Multiaddr,
+    },
+    /// The protocols the whole local node accepts (every behaviour's together): sent once
+    /// before the first poll and again whenever they change. Identify advertises them.
+    LocalProtocolsChanged {
+        /// The protocols.
+        protocols: &'a [StreamProtocol],
+    },
+}
+
+/// A negotiated stream a remote opened, handed to the behaviour that claimed its protocol.
+#[derive(Debug)]
+pub struct InboundStream {
+    /// The remote peer.
+    pub peer: PeerId,
+    /// The connection the stream belongs to.
+    pub connection: ConnectionId,
+    /// The protocol agreed on.
+    pub protocol: StreamProtocol,
+    /// The stream.
+    pub stream: Stream,
+}
+
+/// Identifies one [`ToSwarm::OpenStream`] request; unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamRequestId(u64);
+
+impl StreamRequestId {
+    /// A fresh id.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        StreamRequestId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for StreamRequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream-request#{}", self.0)
+    }
+}
+
+/// The path from the swarm down to the behaviour that asked for a stream, through composed
+/// behaviours. Maintained by `#[derive(NetworkBehaviour)]`; behaviours never touch it.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route(Vec<u16>);
+
+impl Route {
+    #[doc(hidden)]
+    pub fn push(&mut self, index: u16) {
+        self.0.push(index)
+    }
+    #[doc(hidden)]
+    pub fn pop(&mut self) -> Option<u16> {
+        self.0.pop()
+    }
+}
+
+/// A request for an outbound stream, returned from [`NetworkBehaviour::poll`] as
+/// [`ToSwarm::OpenStream`].
+///
+/// With one protocol, negotiation is lazy: the stream is handed over at once and the
+/// protocol's acceptance is checked on its first read (a refusal then reads as an
+/// [`std::io::Error`] that [`StreamError::from_io`] turns back into
+/// [`StreamError::UnsupportedProtocols`]). [`OpenStream::confirmed`] waits for the remote's
+/// answer first. With several protocols the remote's answer is always awaited.
+#[derive(Debug)]
+pub struct OpenStream {
+    /// The peer to open the stream to.
+    pub peer: PeerId,
+    /// Protocols to propose, in order of preference.
+    pub protocols: Vec<StreamProtocol>,
+    /// Use this connection; `None` picks an established connection to the peer.
+    pub connection: Option<ConnectionId>,
+    /// Dial the peer if it is not connected (default `true`).
+    pub dial: bool,
+    /// Wait for the remote to confirm the protocol before handing the stream over.
+    pub confirm: bool,
+    /// The request's id, echoed in the result.
+    pub id: StreamRequestId,
+    #[doc(hidden)]
+    pub route: Route,
+}
+
+impl OpenStream {
+    /// A request for a stream to `peer` speaking `protocol`, dialing the peer if needed.
+    pub fn new(peer: PeerId, protocol: StreamProtocol) -> Self {
+        OpenStream {
+            peer,
+            protocols: vec![protocol],
+            connection: None,
+            dial: true,
+            confirm: false,
+            id: StreamRequestId::next(),
+            route: Route::default(),
+        }
+    }
+
+    /// Proposes these protocols instead, in order of preference.
+    pub fn with_protocols(mut self, protocols: Vec<StreamProtocol>) -> Self {
+        self.protocols = protocols;
+        self
+    }
+
+    /// Uses this connection.
+    pub fn on_connection(mut self, connection: ConnectionId) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// Fails with [`StreamError::NotConnected`] instead of dialing.
+    pub fn no_dial(mut self) -> Self {
+        self.dial = false;
+        self
+    }
+
+    /// Waits for the remote's confirmation of the protocol.
+    pub fn confirmed(mut self) -> Self {
+        self.confirm = true;
+        self
+    }
+}
+
+/// A negotiated outbound stream.
+#[derive(Debug)]
+pub struct OutboundStream {
+    /// The connection it belongs to.
+    pub connection: ConnectionId,
+    /// The protocol (the proposed one for a lazy single-protocol request).
+    pub protocol: StreamProtocol,
+    /// The stream.
+    pub stream: Stream,
+}
+
+/// The answer to an [`OpenStream`] request.
+#[derive(Debug)]
+pub struct OutboundStreamResult {
+    /// The request's id.
+    pub id: StreamRequestId,
+    /// The peer the stream was asked for.
+    pub peer: PeerId,
+    /// The stream, or why there is none.
+    pub result: Result<OutboundStream, StreamError>,
+    #[doc(hidden)]
+    pub route: Route,
+}
+
+/// Which connections of a peer [`ToSwarm::CloseConnection`] closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseConnection {
+    /// This one.
+    One(ConnectionId),
+    /// All of them.
+    All,
+}
+
+/// A command for the connection manager, from a behaviour.
+pub enum ConnManagerCommand {
+    /// [`ConnManager::tag_peer`](meshwire_connmgr::ConnManager::tag_peer).
+    TagPeer {
+        /// The peer.
+        peer: PeerId,
+        /// The tag.
+        tag: String,
+        /// Its value.
+        value: i32,
+    },
+    /// [`ConnManager::untag_peer`](meshwire_connmgr::ConnManager::untag_peer).
+    UntagPeer {
+        /// The peer.
+        peer: PeerId,
+        /// The tag.
+        tag: String,
+    },
+    /// [`ConnManager::upsert_tag`](meshwire_connmgr::ConnManager::upsert_tag).
+    UpsertTag {
+        /// The peer.
+        peer: PeerId,
+        /// The tag.
+        tag: String,
+        /// New value from the current one (0 if none).
+        f: Box<dyn FnMut(i32) -> i32 + Send>,
+    },
+    /// [`ConnManager::protect`](meshwire_connmgr::ConnManager::protect).
+    Protect {
+        /// The peer.
+        peer: PeerId,
+        /// The protection tag.
+        tag: String,
+    },
+    /// [`ConnManager::unprotect`](meshwire_connmgr::ConnManager::unprotect).
+    Unprotect {
+        /// The peer.
+        peer: PeerId,
+        /// The protection tag.
+        tag: String,
+    },
+}
+
+impl fmt::Debug for ConnManagerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnManagerCommand::TagPeer { peer, tag, value } => f
+                .debug_struct("TagPeer")
+                .field("peer", peer)
+                .field("tag", tag)
+                .field("value", value)
+                .finish(),
+            ConnManagerCommand::UntagPeer { peer, tag } => f
+                .debug_struct("UntagPeer")
+                .field("peer", peer)
+                .field("tag", tag)
+                .finish(),
+            ConnManagerCommand::UpsertTag { peer, tag, .. } => f
+                .debug_struct("UpsertTag")
+                .field("peer", peer)
+                .field("tag", tag)
+                .finish_non_exhaustive(),
+            ConnManagerCommand::Protect { peer, tag } => f
+                .debug_struct("Protect")
+                .field("peer", peer)
+                .field("tag", tag)
+                .finish(),
+            ConnManagerCommand::Unprotect { peer, tag } => f
+                .debug_struct("Unprotect")
+                .field("peer", peer)
+                .field("tag", tag)
+                .finish(),
+        }
+    }
+}
+
+/// A command from a behaviour to the swarm.
+#[derive(Debug)]
+pub enum ToSwarm<E> {
+    /// Report `E` to the application (as [`SwarmEvent::Behaviour`](crate::SwarmEvent::Behaviour)).
+    GenerateEvent(E),
+    /// Dial a peer or address. Failures come back as [`FromSwarm::DialFailure`].
+    Dial(DialOpts),
+    /// Open a stream; the result comes back through
+    /// [`NetworkBehaviour::on_outbound_stream`].
+    OpenStream(OpenStream),
+    /// Close connections of a peer.
+    CloseConnection {
+        /// The peer.
+        peer: PeerId,
+        /// Which of its connections.
+        connection: CloseConnection,
+    },
+    /// An address that may be our external address (e.g. observed by a peer).
+    NewExternalAddrCandidate(Multiaddr),
+    /// Our external address is confirmed.
+    ExternalAddrConfirmed(Multiaddr),
+    /// An external address is no longer valid.
+    ExternalAddrExpired(Multiaddr),
+    /// An address of a peer, to share with every behaviour.
+    NewExternalAddrOfPeer {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: Multiaddr,
+    },
+    /// A command for the connection manager.
+    ConnManager(ConnManagerCommand),
+    /// [`NetworkBehaviour::protocols`] changed; the swarm reads it again.
+    ProtocolsChanged,
+}
+
+impl<E> ToSwarm<E> {
+    /// Maps the event of [`ToSwarm::GenerateEvent`], keeping every other command.
+    pub fn map_event<F>(self, f: impl FnOnce(E) -> F) -> ToSwarm<F> {
+        match self {
+            ToSwarm::GenerateEvent(e) => ToSwarm::GenerateEvent(f(e)),
+            ToSwarm::Dial(d) => ToSwarm::Dial(d),
+            ToSwarm::OpenStream(o) => ToSwarm::OpenStream(o),
+            ToSwarm::CloseConnection { peer, connection } => {
+                ToSwarm::CloseConnection { peer, connection }
+            }
+            ToSwarm::NewExternalAddrCandidate(a) => ToSwarm::NewExternalAddrCandidate(a),
+            ToSwarm::ExternalAddrConfirmed(a) => ToSwarm::ExternalAddrConfirmed(a),
+            ToSwarm::ExternalAddrExpired(a) => ToSwarm::ExternalAddrExpired(a),
+            ToSwarm::NewExternalAddrOfPeer { peer, addr } => {
+                ToSwarm::NewExternalAddrOfPeer { peer, addr }
+            }
+            ToSwarm::ConnManager(c) => ToSwarm::ConnManager(c),
+            ToSwarm::ProtocolsChanged => ToSwarm::ProtocolsChanged,
+        }
+    }
+
+    /// Records that this command comes from the composed behaviour at `index` (used by
+    /// `#[derive(NetworkBehaviour)]` so stream results find their way back).
+    #[doc(hidden)]
+    pub fn push_route(mut self, index: u16) -> Self {
+        if let ToSwarm::OpenStream(o) = &mut self {
+            o.route.push(index);
+        }
+        self
+    }
+}
+
+/// A behaviour that does nothing: no protocols, no events. Useful as a placeholder field
+/// when composing, and in tests of the swarm itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DummyBehaviour;
+
+impl NetworkBehaviour for DummyBehaviour {
+    type Event = std::convert::Infallible;
+
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        Vec::new()
+    }
+
+    fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<ToSwarm<Self::Event>> {
+        Poll::Pending
+    }
+}

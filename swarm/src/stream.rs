@@ -1,0 +1,188 @@
+//! [`Stream`], the negotiated stream the swarm hands to behaviours.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::io::{AsyncRead, AsyncWrite, IoSliceMut};
+use meshwire_transport::multistream::{Negotiated, NegotiationError};
+
+/// Per-connection stream counters shared between the swarm and the streams it handed out.
+#[derive(Debug)]
+pub(crate) struct StreamCounters {
+    epoch: Instant,
+    /// Streams open (handed to behaviours and not dropped yet).
+    open: AtomicUsize,
+    /// Of those, the ones the remote opened.
+    inbound: AtomicUsize,
+    /// Of those, the ones that keep the connection alive.
+    keep_alive: AtomicUsize,
+    /// Milliseconds since `epoch` at which the last keep-alive stream ended.
+    last_end_ms: AtomicU64,
+}
+
+impl StreamCounters {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(StreamCounters {
+            epoch: Instant::now(),
+            open: AtomicUsize::new(0),
+            inbound: AtomicUsize::new(0),
+            keep_alive: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn inbound(&self) -> usize {
+        self.inbound.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn keep_alive(&self) -> usize {
+        self.keep_alive.load(Ordering::Acquire)
+    }
+
+    /// When the last keep-alive stream ended (the connection's epoch if none ever did).
+    pub(crate) fn last_end(&self) -> Instant {
+        self.epoch + std::time::Duration::from_millis(self.last_end_ms.load(Ordering::Acquire))
+    }
+
+    fn mark_end(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+}
+
+/// Counts one stream for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct StreamGuard {
+    counters: Arc<StreamCounters>,
+    keep_alive: bool,
+    inbound: bool,
+}
+
+impl StreamGuard {
+    pub(crate) fn new(counters: Arc<StreamCounters>, inbound: bool) -> Self {
+        counters.open.fetch_add(1, Ordering::AcqRel);
+        counters.keep_alive.fetch_add(1, Ordering::AcqRel);
+        if inbound {
+            counters.inbound.fetch_add(1, Ordering::AcqRel);
+        }
+        StreamGuard {
+            counters,
+            keep_alive: true,
+            inbound,
+        }
+    }
+
+    fn set_keep_alive(&mut self, keep: bool) {
+        if keep == self.keep_alive {
+            return;
+        }
+        self.keep_alive = keep;
+        if keep {
+            self.counters.keep_alive.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.counters.mark_end();
+            self.counters.keep_alive.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.keep_alive {
+            self.counters.mark_end();
+            self.counters.keep_alive.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.inbound {
+            self.counters.inbound.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.counters.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A negotiated stream: `futures::io::{AsyncRead, AsyncWrite}` straight over the transport's
+/// stream (over QUIC, the quinn stream halves), with no task or channel in between.
+///
+/// `close` finishes our side. Dropping the stream without closing it ends it too: over QUIC
+/// quinn finishes the write side gracefully (the remote reads end-of-stream), as in
+/// rust-libp2p; call [`Stream::reset`] to abort instead. While it is open, a stream keeps its
+/// connection alive unless [`Stream::set_keep_alive`] says otherwise.
+#[derive(Debug)]
+pub struct Stream {
+    io: Negotiated<meshwire_transport::Stream>,
+    guard: StreamGuard,
+}
+
+impl Stream {
+    pub(crate) fn new(io: Negotiated<meshwire_transport::Stream>, guard: StreamGuard) -> Self {
+        Stream { io, guard }
+    }
+
+    /// Whether this stream keeps its connection from closing when idle (default `true`).
+    /// Long-lived background streams, such as ping's, turn it off.
+    pub fn set_keep_alive(&mut self, keep_alive: bool) {
+        self.guard.set_keep_alive(keep_alive)
+    }
+
+    /// Resets the stream in both directions: the remote's reads and writes fail.
+    pub fn reset(&mut self) {
+        self.io.get_mut().reset()
+    }
+
+    /// Waits for the remote to confirm a lazily negotiated protocol (at once otherwise).
+    ///
+    /// # Errors
+    ///
+    /// [`NegotiationError::Failed`] if the remote refused the protocol.
+    pub async fn confirm_protocol(&mut self) -> Result<(), NegotiationError> {
+        self.io.complete().await
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+
+    #[inline]
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_read_vectored(cx, bufs)
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}

@@ -1,0 +1,124 @@
+//! The connection manager drives a real swarm: trims, protection, tags from behaviours.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::Node;
+use meshwire_connmgr::{BasicConnMgr, Config, ConnManagerHandle, ConnMgrMetrics};
+use meshwire_swarm::{ConnManagerCommand, ConnectionCloseCause, SwarmConfig, SwarmEvent, ToSwarm};
+use prometheus_client::registry::Registry;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_peers_are_trimmed_to_the_low_watermark_keeping_protected_ones() {
+    let mut registry = Registry::default();
+    let metrics = ConnMgrMetrics::register(&mut registry);
+    let cm = ConnManagerHandle::new(
+        BasicConnMgr::new(
+            Config {
+                low_water: 10,
+                high_water: 20,
+                grace_period: Duration::from_secs(4),
+                silence_period: Duration::from_millis(200),
+                ..Config::default()
+            },
+            Instant::now(),
+        )
+        .expect("config")
+        .with_metrics(metrics.clone()),
+    );
+    let mut hub = Node::start_with(&[], SwarmConfig::default(), Some(cm.to_dyn())).await;
+    let mut peers = Vec::new();
+    for _ in 0..30 {
+        peers.push(Node::start(&[], SwarmConfig::default()).await);
+    }
+    // All 30 connect within the grace period (so the trim sees all of them past it at once).
+    let started = Instant::now();
+    for p in peers.iter() {
+        p.dial(hub.full_addr()).await.expect("dial");
+    }
+    let mut connected = HashSet::new();
+    while connected.len() < 30 {
+        connected.insert(
+            hub.wait_for(|e| match e {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "connecting took too long for the test"
+    );
+    // Value peer i at i: the ten most valuable unprotected peers are 20..29.
+    for (i, p) in peers.iter().enumerate() {
+        hub.cm.tag_peer(p.peer, "value", i as i32);
+    }
+    // Peers 0 and 1 are relays, the least valuable of all but protected: one by the
+    // application, one by a behaviour through the swarm.
+    hub.cm.protect(peers[0].peer, "relay");
+    hub.behaviour_command(ToSwarm::ConnManager(ConnManagerCommand::Protect {
+        peer: peers[1].peer,
+        tag: "relay".into(),
+    }));
+    assert_eq!(
+        hub.connections().await.len(),
+        30,
+        "nothing is trimmed in the grace period"
+    );
+
+    // After the grace period the background check trims: 18 connections close.
+    let mut trimmed = HashSet::new();
+    while trimmed.len() < 18 {
+        let peer = hub
+            .wait_for(|e| match e {
+                SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                    assert_eq!(*cause, ConnectionCloseCause::Trimmed);
+                    Some(*peer_id)
+                }
+                _ => None,
+            })
+            .await;
+        trimmed.insert(peer);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let remaining: HashSet<_> = hub
+        .connections()
+        .await
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    // go-libp2p's rule: low_water trimmable connections stay, protected peers on top.
+    assert_eq!(remaining.len(), 12, "10 at the low watermark + 2 protected");
+    assert!(remaining.contains(&peers[0].peer) && remaining.contains(&peers[1].peer));
+    for p in &peers[20..] {
+        assert!(remaining.contains(&p.peer), "a valuable peer was trimmed");
+    }
+    for p in &peers[2..20] {
+        assert!(trimmed.contains(&p.peer), "a low-value peer survived");
+    }
+    // The trimmed side learns why.
+    let reason = peers[5]
+        .wait_for(|e| match e {
+            SwarmEvent::ConnectionClosed { cause, .. } => Some(cause.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.to_string().contains("trimmed"), "{reason}");
+    // The metrics saw it all.
+    assert_eq!(hub.metrics.connections_trimmed.get(), 18);
+    assert_eq!(hub.metrics.connections.get(), 12);
+    assert_eq!(metrics.connections(), 12);
+    assert_eq!(metrics.protected_peers(), 2);
+    assert_eq!(metrics.connections_trimmed(), 18);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("connmgr_connections_trimmed_total 18"),
+        "{text}"
+    );
+    // Unprotecting one tag of a peer protected once leaves it unprotected.
+    assert!(!cm.unprotect(peers[0].peer, "relay"));
+}

@@ -1,0 +1,6 @@
+use meshwire_swarm::NetworkBehaviour;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour;
+
+fn main() {}

@@ -235,6 +235,16 @@ pub enum FromSwarm<'a> {
         /// Its address.
         addr: &'a Multiaddr,
     },
+    /// The protocols a remote peer says it accepts, as learnt on `connection` (identify reports
+    /// them; kademlia uses them to decide whether a peer serves the DHT).
+    RemoteProtocolsChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The connection it told us on.
+        connection: ConnectionId,
+        /// Its protocols.
+        protocols: &'a [StreamProtocol],
+    },
     /// The protocols the whole local node accepts (every behaviour's together): sent once
     /// before the first poll and again whenever they change. Identify advertises them.
     LocalProtocolsChanged {
@@ -495,6 +505,16 @@ pub enum ToSwarm<E> {
         /// Its address.
         addr: Multiaddr,
     },
+    /// The protocols a remote peer accepts, learnt by this behaviour (identify), to share with
+    /// every behaviour as [`FromSwarm::RemoteProtocolsChanged`].
+    RemoteProtocolsChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// Its protocols.
+        protocols: Vec<StreamProtocol>,
+    },
     /// A command for the connection manager.
     ConnManager(ConnManagerCommand),
     /// [`NetworkBehaviour::protocols`] changed; the swarm reads it again.
@@ -517,6 +537,15 @@ impl<E> ToSwarm<E> {
             ToSwarm::NewExternalAddrOfPeer { peer, addr } => {
                 ToSwarm::NewExternalAddrOfPeer { peer, addr }
             }
+            ToSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            } => ToSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            },
             ToSwarm::ConnManager(c) => ToSwarm::ConnManager(c),
             ToSwarm::ProtocolsChanged => ToSwarm::ProtocolsChanged,
         }

@@ -1330,6 +1330,20 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 self.expire_external(&addr);
             }
             ToSwarm::NewExternalAddrOfPeer { peer, addr } => self.new_addr_of_peer(peer, addr),
+            ToSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            } => {
+                if self.connections.contains_key(&connection) {
+                    self.behaviour
+                        .on_swarm_event(FromSwarm::RemoteProtocolsChanged {
+                            peer,
+                            connection,
+                            protocols: &protocols,
+                        });
+                }
+            }
             ToSwarm::ConnManager(c) => {
                 match c {
                     ConnManagerCommand::TagPeer { peer, tag, value } => {

@@ -567,6 +567,7 @@ impl Behaviour {
                     Ok(info) => {
                         tracing::debug!(%peer, %connection, "identify: received a push");
                         self.announce_peer_addrs(peer, &info);
+                        self.announce_peer_protocols(peer, connection, &info);
                         self.cache.insert(peer, info.clone());
                         self.queue.push_back(ToSwarm::GenerateEvent(Event::Pushed {
                             peer,
@@ -590,6 +591,7 @@ impl Behaviour {
         );
         let observed = info.observed_addr.clone();
         self.announce_peer_addrs(peer, &info);
+        self.announce_peer_protocols(peer, connection, &info);
         self.cache.insert(peer, info.clone());
         self.queue
             .push_back(ToSwarm::GenerateEvent(Event::Received {
@@ -601,6 +603,16 @@ impl Behaviour {
             self.queue
                 .push_back(ToSwarm::NewExternalAddrCandidate(observed));
         }
+    }
+
+    /// Shares the peer's protocols with every behaviour (kademlia adds DHT servers to its
+    /// routing table from them).
+    fn announce_peer_protocols(&mut self, peer: PeerId, connection: ConnectionId, info: &Info) {
+        self.queue.push_back(ToSwarm::RemoteProtocolsChanged {
+            peer,
+            connection,
+            protocols: info.protocols.clone(),
+        });
     }
 
     /// Reports the listen addresses of `info` not in the peer's cached info.

@@ -286,9 +286,6 @@ pub struct SwarmConfig {
     pub max_addresses_per_peer: usize,
     /// Peers remembered in the address book; the oldest is forgotten first (default 4,096).
     pub max_address_book_peers: usize,
-    /// Bound of the queue of events waiting for the application; while it is full the swarm
-    /// stops polling behaviours and connections (default 1,024).
-    pub event_queue_limit: usize,
 }
 
 impl Default for SwarmConfig {
@@ -308,7 +305,6 @@ impl Default for SwarmConfig {
             idle_connection_timeout: Some(Duration::from_secs(30)),
             max_addresses_per_peer: 8,
             max_address_book_peers: 4096,
-            event_queue_limit: 1024,
         }
     }
 }

@@ -31,7 +31,10 @@ pub enum PeerCondition {
 /// let opts = DialOpts::peer(peer).address(addr).condition(PeerCondition::Always);
 /// assert_eq!(opts.peer_id(), Some(peer));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// The connection id is fixed when the options are built ([`DialOpts::connection_id`]), so
+/// the options are not `Clone`: build new ones for another dial.
+#[derive(Debug)]
 pub struct DialOpts {
     pub(crate) peer: Option<PeerId>,
     pub(crate) addresses: Vec<Multiaddr>,
@@ -157,9 +160,13 @@ pub enum DialError {
     /// Every address failed; the error of each.
     #[error("all {} addresses failed: {}", .0.len(), fmt_errors(.0))]
     Transport(Vec<(Multiaddr, TransportError)>),
-    /// The dial did not finish within [`SwarmConfig::dial_timeout`](crate::SwarmConfig::dial_timeout).
-    #[error("dial timed out")]
-    Timeout,
+    /// The dial did not finish within [`SwarmConfig::dial_timeout`](crate::SwarmConfig::dial_timeout);
+    /// the errors of the addresses that failed before.
+    #[error("dial timed out ({} addresses failed before: {})", .0.len(), fmt_errors(.0))]
+    Timeout(Vec<(Multiaddr, TransportError)>),
+    /// The options' connection id is already in use (options are single-use).
+    #[error("connection id {0} is already in use")]
+    DuplicateConnectionId(ConnectionId),
     /// The swarm closed or the dial was dropped.
     #[error("dial aborted")]
     Aborted,
@@ -180,14 +187,18 @@ impl DialError {
             DialError::WrongPeerId {
                 expected, obtained, ..
             } => Some((*expected, *obtained)),
-            DialError::Transport(errs) => errs.iter().find_map(|(_, e)| match e {
-                TransportError::PeerIdMismatch { expected, actual } => Some((*expected, *actual)),
-                TransportError::Tls(meshwire_transport::tls::TlsError::PeerIdMismatch {
-                    expected,
-                    actual,
-                }) => Some((*expected, *actual)),
-                _ => None,
-            }),
+            DialError::Transport(errs) | DialError::Timeout(errs) => {
+                errs.iter().find_map(|(_, e)| match e {
+                    TransportError::PeerIdMismatch { expected, actual } => {
+                        Some((*expected, *actual))
+                    }
+                    TransportError::Tls(meshwire_transport::tls::TlsError::PeerIdMismatch {
+                        expected,
+                        actual,
+                    }) => Some((*expected, *actual)),
+                    _ => None,
+                })
+            }
             _ => None,
         }
     }

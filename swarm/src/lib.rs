@@ -41,10 +41,11 @@
 //!
 //! # Keep-alive: the idle rule
 //!
-//! A connection stays open while any of these holds: a stream handed out on it is open and
-//! keeps it alive ([`Stream::set_keep_alive`], on by default); a behaviour's
-//! [`NetworkBehaviour::connection_keep_alive`] returns `true` for it; or the last such stream
-//! ended less than [`SwarmConfig::idle_connection_timeout`] ago. Otherwise the swarm closes it
+//! A connection stays open while any of these holds: a stream handed out on it (or requested
+//! and still being opened) is open and keeps it alive ([`Stream::set_keep_alive`], on by
+//! default); a behaviour's [`NetworkBehaviour::connection_keep_alive`] returns `true` for it;
+//! the connection manager protects its peer ([`connmgr::ConnManager::protect`], e.g. a relay);
+//! or the last of these ended less than [`SwarmConfig::idle_connection_timeout`] ago. Otherwise the swarm closes it
 //! (cause [`ConnectionCloseCause::Idle`]). Independently, the connection manager may trim it
 //! ([`ConnectionCloseCause::Trimmed`]).
 
@@ -134,9 +135,6 @@ pub enum ConnectionCloseCause {
     /// It was idle (see the crate docs' idle rule).
     #[error("idle")]
     Idle,
-    /// A behaviour's established-connection hook refused it.
-    #[error("denied by a behaviour")]
-    Denied,
     /// The remote closed it, or the transport ended it (timeout, reset, error).
     #[error(transparent)]
     Transport(CloseReason),
@@ -271,8 +269,11 @@ pub struct SwarmConfig {
     pub max_pending_outgoing: usize,
     /// Inbound streams open or negotiating on one connection; more are reset (default 256).
     pub max_inbound_streams_per_connection: usize,
-    /// Stream requests waiting for a dial to finish (default 1,024).
+    /// Stream requests waiting for a dial to finish, in all (default 1,024).
     pub max_pending_stream_requests: usize,
+    /// Stream requests waiting for a dial of one peer (default 64), so one unreachable
+    /// peer cannot take every slot.
+    pub max_pending_stream_requests_per_peer: usize,
     /// Time for one dial, all addresses together (default 10 s).
     pub dial_timeout: Duration,
     /// Addresses of one dial tried at once (default 8).
@@ -299,6 +300,7 @@ impl Default for SwarmConfig {
             max_pending_outgoing: 256,
             max_inbound_streams_per_connection: 256,
             max_pending_stream_requests: 1024,
+            max_pending_stream_requests_per_peer: 64,
             dial_timeout: Duration::from_secs(10),
             dial_concurrency: 8,
             negotiation_timeout: Duration::from_secs(10),

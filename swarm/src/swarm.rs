@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use futures::future::{abortable, AbortHandle, BoxFuture};
 use futures::stream::{FusedStream, FuturesUnordered};
 use futures::{FutureExt, Stream as FuturesStream, StreamExt};
 use meshwire_connmgr::{BasicConnMgr, ConnManager, ConnManagerHandle, DynConnManager};
@@ -67,10 +67,14 @@ struct Established {
 enum PendingKind {
     Outbound {
         peer: Option<PeerId>,
-        /// Addresses not tried yet (dialed in waves of `dial_concurrency`).
-        remaining: Vec<Multiaddr>,
+        /// Addresses not tried yet; at most `dial_concurrency` attempts run at once and the
+        /// next address starts as soon as one attempt fails.
+        remaining: VecDeque<Multiaddr>,
         errors: Vec<(Multiaddr, TransportError)>,
         deadline: tokio::time::Instant,
+        in_flight: usize,
+        timed_out: bool,
+        aborts: Vec<AbortHandle>,
     },
     Inbound {
         local_addr: Multiaddr,
@@ -85,13 +89,19 @@ struct Pending {
 
 /// Output of a pending connection's future.
 enum PendingOutput {
-    Outbound(Result<(Connection, Multiaddr), WaveError>),
+    /// One address of a dial.
+    Attempt {
+        addr: Multiaddr,
+        result: Result<Connection, AttemptError>,
+    },
     Inbound(Result<Connection, TransportError>),
 }
 
-enum WaveError {
-    Failed(Vec<(Multiaddr, TransportError)>),
-    Timeout(Vec<(Multiaddr, TransportError)>),
+enum AttemptError {
+    Transport(TransportError),
+    Timeout,
+    /// Another address won.
+    Aborted,
 }
 
 type NegotiatedStream = Negotiated<meshwire_transport::Stream>;
@@ -115,6 +125,9 @@ enum Task {
         conn: ConnectionId,
         request: OpenStream,
         result: Result<(String, NegotiatedStream), StreamError>,
+        /// Counts the stream from the request on, so an in-flight request keeps the
+        /// connection alive.
+        guard: StreamGuard,
     },
 }
 
@@ -131,7 +144,13 @@ impl AddressBook {
             return;
         }
         let addr = strip_p2p(&addr);
-        if !self.peers.contains_key(&peer) {
+        if self.peers.contains_key(&peer) {
+            // Most recently added last: eviction takes the least recently refreshed peer.
+            if let Some(pos) = self.order.iter().position(|p| *p == peer) {
+                self.order.remove(pos);
+                self.order.push_back(peer);
+            }
+        } else {
             while self.peers.len() >= max_peers {
                 match self.order.pop_front() {
                     Some(old) => {
@@ -206,7 +225,8 @@ fn far_future() -> tokio::time::Instant {
 
 impl<B: NetworkBehaviour> Swarm<B> {
     /// A swarm over `transport` driving `behaviour`, with a [`BasicConnMgr`] with default
-    /// settings as its connection manager.
+    /// settings as its connection manager. Create it within a Tokio runtime: the swarm uses
+    /// Tokio's timers.
     pub fn new(transport: impl Transport, behaviour: B, config: SwarmConfig) -> Self {
         // The default configuration is valid, so this cannot fail; fall back to a manager
         // that never trims rather than panic.
@@ -418,8 +438,22 @@ impl<B: NetworkBehaviour> Swarm<B> {
             .any(|p| matches!(&p.kind, PendingKind::Outbound { peer: Some(q), .. } if q == peer))
     }
 
+    /// Whether `peer` has a connection that is not closing.
+    fn has_live_connection(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.connections
+                    .get(id)
+                    .is_some_and(|c| c.closing.is_none())
+            })
+        })
+    }
+
     fn start_dial(&mut self, opts: DialOpts) -> Result<ConnectionId, DialError> {
         let connection = opts.connection;
+        if self.pending.contains_key(&connection) || self.connections.contains_key(&connection) {
+            return Err(DialError::DuplicateConnectionId(connection));
+        }
         // A trailing /p2p/ in an address pins the peer when none was given.
         let mut peer = opts.peer;
         let mut addresses = Vec::with_capacity(opts.addresses.len());
@@ -443,7 +477,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             return Err(DialError::LocalPeerId);
         }
         if let Some(p) = peer {
-            let connected = self.is_connected(&p);
+            let connected = self.has_live_connection(&p);
             let dialing = self.is_dialing(&p);
             let ok = match opts.condition {
                 PeerCondition::Always => true,
@@ -455,11 +489,13 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 return Err(DialError::ConditionFalse(opts.condition));
             }
         }
+        // The hook runs for every dial (it may deny any); its addresses are used only when
+        // the options allow extending them.
+        let extra = self
+            .behaviour
+            .handle_pending_outbound_connection(connection, peer, &addresses)
+            .map_err(DialError::Denied)?;
         if opts.extend_addresses_through_behaviour {
-            let extra = self
-                .behaviour
-                .handle_pending_outbound_connection(connection, peer, &addresses)
-                .map_err(DialError::Denied)?;
             addresses.extend(extra.iter().map(strip_p2p));
             if let Some(p) = peer {
                 addresses.extend(self.address_book.get(&p).cloned());
@@ -486,14 +522,27 @@ impl<B: NetworkBehaviour> Swarm<B> {
             Pending {
                 kind: PendingKind::Outbound {
                     peer,
-                    remaining: addresses,
+                    remaining: addresses.into(),
                     errors: Vec::new(),
                     deadline,
+                    in_flight: 0,
+                    timed_out: false,
+                    aborts: Vec::new(),
                 },
                 started: Instant::now(),
             },
         );
-        self.next_wave(connection);
+        if !self.fill_attempts(connection) {
+            // The transport refused every address at once.
+            let errors = match self.pending.remove(&connection) {
+                Some(Pending {
+                    kind: PendingKind::Outbound { errors, .. },
+                    ..
+                }) => errors,
+                _ => Vec::new(),
+            };
+            return Err(DialError::Transport(errors));
+        }
         self.events.push_back(SwarmEvent::Dialing {
             peer_id: peer,
             connection_id: connection,
@@ -502,8 +551,9 @@ impl<B: NetworkBehaviour> Swarm<B> {
         Ok(connection)
     }
 
-    /// Starts the next wave of addresses of a pending dial. Returns `false` if none is left.
-    fn next_wave(&mut self, connection: ConnectionId) -> bool {
+    /// Starts attempts of a pending dial until `dial_concurrency` run or no address is left.
+    /// Returns whether any attempt is running.
+    fn fill_attempts(&mut self, connection: ConnectionId) -> bool {
         let Some(Pending {
             kind:
                 PendingKind::Outbound {
@@ -511,51 +561,48 @@ impl<B: NetworkBehaviour> Swarm<B> {
                     remaining,
                     errors,
                     deadline,
+                    in_flight,
+                    timed_out,
+                    aborts,
                 },
             ..
         }) = self.pending.get_mut(&connection)
         else {
             return false;
         };
-        let n = self.config.dial_concurrency.max(1).min(remaining.len());
-        if n == 0 {
-            return false;
-        }
-        let wave: Vec<Multiaddr> = remaining.drain(..n).collect();
-        let mut attempts: FuturesUnordered<BoxFuture<'static, _>> = FuturesUnordered::new();
-        for addr in wave {
+        let concurrency = self.config.dial_concurrency.max(1);
+        while *in_flight < concurrency && !*timed_out {
+            if tokio::time::Instant::now() >= *deadline {
+                *timed_out = true;
+                break;
+            }
+            let Some(addr) = remaining.pop_front() else {
+                break;
+            };
             match self.transport.dial(&addr, *peer) {
-                Ok(fut) => attempts.push(
-                    async move {
-                        let r: Result<Connection, TransportError> = fut.await;
-                        (addr, r)
-                    }
-                    .boxed(),
-                ),
+                Ok(fut) => {
+                    let deadline = *deadline;
+                    let (fut, handle) = abortable(async move {
+                        match tokio::time::timeout_at(deadline, fut).await {
+                            Ok(Ok(conn)) => Ok(conn),
+                            Ok(Err(e)) => Err(AttemptError::Transport(e)),
+                            Err(_) => Err(AttemptError::Timeout),
+                        }
+                    });
+                    aborts.push(handle);
+                    *in_flight += 1;
+                    self.pending_futs.push(
+                        async move {
+                            let result = fut.await.unwrap_or(Err(AttemptError::Aborted));
+                            (connection, PendingOutput::Attempt { addr, result })
+                        }
+                        .boxed(),
+                    );
+                }
                 Err(e) => errors.push((addr, e)),
             }
         }
-        let deadline = *deadline;
-        let fut = async move {
-            let mut errs = Vec::new();
-            let race = async {
-                while let Some((addr, r)) = attempts.next().await {
-                    match r {
-                        Ok(conn) => return Some((conn, addr)),
-                        Err(e) => errs.push((addr, e)),
-                    }
-                }
-                None
-            };
-            let out = match tokio::time::timeout_at(deadline, race).await {
-                Ok(Some(won)) => Ok(won),
-                Ok(None) => Err(WaveError::Failed(errs)),
-                Err(_) => Err(WaveError::Timeout(errs)),
-            };
-            (connection, PendingOutput::Outbound(out))
-        };
-        self.pending_futs.push(fut.boxed());
-        true
+        *in_flight > 0
     }
 
     fn check_limits(&self, peer: PeerId, direction: Direction) -> Result<(), LimitExceeded> {
@@ -590,14 +637,69 @@ impl<B: NetworkBehaviour> Swarm<B> {
 
     fn on_pending_output(&mut self, connection: ConnectionId, out: PendingOutput) {
         match out {
-            PendingOutput::Outbound(Ok((conn, addr))) => {
-                let Some(pending) = self.pending.remove(&connection) else {
-                    conn.close(0, "dial abandoned");
+            PendingOutput::Attempt { addr, result } => {
+                let Some(pending) = self.pending.get_mut(&connection) else {
+                    if let Ok(conn) = result {
+                        conn.close(0, "dial abandoned");
+                    }
                     return;
                 };
-                let expected = match &pending.kind {
-                    PendingKind::Outbound { peer, .. } => *peer,
-                    PendingKind::Inbound { .. } => None,
+                let PendingKind::Outbound {
+                    peer,
+                    errors,
+                    in_flight,
+                    timed_out,
+                    aborts,
+                    ..
+                } = &mut pending.kind
+                else {
+                    return;
+                };
+                *in_flight = in_flight.saturating_sub(1);
+                let expected = *peer;
+                let conn = match result {
+                    Ok(conn) => {
+                        for a in aborts.drain(..) {
+                            a.abort();
+                        }
+                        conn
+                    }
+                    Err(AttemptError::Aborted) => return,
+                    Err(e) => {
+                        match e {
+                            AttemptError::Transport(e) => errors.push((addr, e)),
+                            _ => *timed_out = true,
+                        }
+                        if self.fill_attempts(connection) {
+                            return;
+                        }
+                        let still_running = matches!(
+                            self.pending.get(&connection),
+                            Some(Pending { kind: PendingKind::Outbound { in_flight, .. }, .. }) if *in_flight > 0
+                        );
+                        if still_running {
+                            return;
+                        }
+                        let (errors, timed_out) = match self.pending.remove(&connection) {
+                            Some(Pending {
+                                kind:
+                                    PendingKind::Outbound {
+                                        errors, timed_out, ..
+                                    },
+                                ..
+                            }) => (errors, timed_out),
+                            _ => (Vec::new(), false),
+                        };
+                        let error = if timed_out {
+                            DialError::Timeout(errors)
+                        } else {
+                            DialError::Transport(errors)
+                        };
+                        return self.dial_failed(connection, expected, error);
+                    }
+                };
+                let Some(pending) = self.pending.remove(&connection) else {
+                    return;
                 };
                 let peer = conn.peer_id();
                 let result = if expected.is_some_and(|e| e != peer) {
@@ -635,37 +737,6 @@ impl<B: NetworkBehaviour> Swarm<B> {
                         self.dial_failed(connection, expected.or(Some(peer)), e);
                     }
                 }
-            }
-            PendingOutput::Outbound(Err(wave)) => {
-                let (new_errs, timed_out) = match wave {
-                    WaveError::Failed(e) => (e, false),
-                    WaveError::Timeout(e) => (e, true),
-                };
-                let Some(Pending {
-                    kind: PendingKind::Outbound { peer, errors, .. },
-                    ..
-                }) = self.pending.get_mut(&connection)
-                else {
-                    return;
-                };
-                errors.extend(new_errs);
-                let peer = *peer;
-                if !timed_out && self.next_wave(connection) {
-                    return;
-                }
-                let errors = match self.pending.remove(&connection) {
-                    Some(Pending {
-                        kind: PendingKind::Outbound { errors, .. },
-                        ..
-                    }) => errors,
-                    _ => Vec::new(),
-                };
-                let error = if timed_out {
-                    DialError::Timeout
-                } else {
-                    DialError::Transport(errors)
-                };
-                self.dial_failed(connection, peer, error);
             }
             PendingOutput::Inbound(result) => {
                 let Some(pending) = self.pending.remove(&connection) else {
@@ -728,7 +799,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             error: &error,
         });
         if let Some(p) = peer {
-            if !self.is_connected(&p) && !self.is_dialing(&p) {
+            if !self.has_live_connection(&p) && !self.is_dialing(&p) {
                 self.fail_waiting_streams(p, StreamError::DialFailed(error.clone()));
             }
         }
@@ -851,11 +922,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
         let Some(c) = self.connections.get_mut(&id) else {
             return false;
         };
-        if c.closing.is_none() {
+        // Already closed by the remote or the transport: its reason stands.
+        if c.closing.is_none() && c.conn.close_reason().is_none() {
             let reason = match &cause {
                 ConnectionCloseCause::Trimmed => "trimmed",
                 ConnectionCloseCause::Idle => "idle",
-                ConnectionCloseCause::Denied => "denied",
                 _ => "closed",
             };
             tracing::debug!(connection = %id, peer = %c.peer, %cause, "closing connection");
@@ -911,6 +982,29 @@ impl<B: NetworkBehaviour> Swarm<B> {
             num_established: u32::try_from(remaining).unwrap_or(u32::MAX),
             cause,
         });
+        self.redial_for_waiting(peer);
+    }
+
+    /// Stream requests wait for a dial of their peer; if none is under way and no live
+    /// connection is left (the last one closed, or is closing), start one.
+    fn redial_for_waiting(&mut self, peer: PeerId) {
+        if !self.waiting_streams.contains_key(&peer)
+            || self.has_live_connection(&peer)
+            || self.is_dialing(&peer)
+        {
+            return;
+        }
+        let opts = DialOpts::peer(peer).condition(PeerCondition::DisconnectedAndNotDialing);
+        let connection = opts.connection;
+        if let Err(e) = self.start_dial(opts) {
+            let e = Arc::new(e);
+            self.behaviour.on_swarm_event(FromSwarm::DialFailure {
+                peer: Some(peer),
+                connection,
+                error: &e,
+            });
+            self.fail_waiting_streams(peer, StreamError::DialFailed(e));
+        }
     }
 
     fn run_trim(&mut self, explicit: bool) {
@@ -957,19 +1051,20 @@ impl<B: NetworkBehaviour> Swarm<B> {
         }
     }
 
-    fn idle_tick(&self) -> Option<Duration> {
+    /// Period of the housekeeping check (idle rule, stream counts for the connection
+    /// manager): a quarter of the idle timeout, clamped to 10 ms–1 s; 1 s without one.
+    fn idle_tick(&self) -> Duration {
         self.config
             .idle_connection_timeout
-            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            .map_or(Duration::from_secs(1), |t| {
+                (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+            })
     }
 
     fn arm_idle_timer(&mut self) {
-        if let Some(tick) = self.idle_tick() {
-            if self.idle_timer.deadline() > tokio::time::Instant::now() + tick {
-                self.idle_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + tick);
-            }
+        let at = tokio::time::Instant::now() + self.idle_tick();
+        if self.idle_timer.deadline() > at {
+            self.idle_timer.as_mut().reset(at);
         }
     }
 
@@ -986,8 +1081,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
             if c.closing.is_some() {
                 continue;
             }
-            let busy =
-                c.counters.keep_alive() > 0 || self.behaviour.connection_keep_alive(c.peer, *id);
+            // Open keep-alive streams (and stream requests in flight), a behaviour, or the
+            // connection manager's protection keep a connection.
+            let busy = c.counters.keep_alive() > 0
+                || self.behaviour.connection_keep_alive(c.peer, *id)
+                || self.conn_manager.is_protected(c.peer, None);
             if busy {
                 c.last_busy = now;
                 continue;
@@ -1002,14 +1100,12 @@ impl<B: NetworkBehaviour> Swarm<B> {
         for id in to_close {
             self.close(id, ConnectionCloseCause::Idle);
         }
-        if let Some(tick) = self.idle_tick() {
-            let at = if self.connections.is_empty() {
-                far_future()
-            } else {
-                tokio::time::Instant::now() + tick
-            };
-            self.idle_timer.as_mut().reset(at);
-        }
+        let at = if self.connections.is_empty() {
+            far_future()
+        } else {
+            tokio::time::Instant::now() + self.idle_tick()
+        };
+        self.idle_timer.as_mut().reset(at);
     }
 
     // ---- streams -------------------------------------------------------------------------
@@ -1070,6 +1166,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 let limit = self.config.max_pending_stream_requests;
                 return self.deliver_stream_result(req, Err(StreamError::PendingLimit { limit }));
             }
+            let per_peer = self.waiting_streams.get(&req.peer).map_or(0, Vec::len);
+            if per_peer >= self.config.max_pending_stream_requests_per_peer {
+                let limit = self.config.max_pending_stream_requests_per_peer;
+                return self.deliver_stream_result(req, Err(StreamError::PendingLimit { limit }));
+            }
             let peer = req.peer;
             self.waiting_streams.entry(peer).or_default().push(req);
             self.waiting_count += 1;
@@ -1092,6 +1193,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             return self.deliver_stream_result(req, Err(StreamError::NotConnected));
         };
         let conn = c.conn.clone();
+        let guard = StreamGuard::new(c.counters.clone(), false);
         let timeout = self.config.negotiation_timeout;
         let names: Vec<String> = req
             .protocols
@@ -1117,10 +1219,17 @@ impl<B: NetworkBehaviour> Swarm<B> {
                     Ok(r) => r,
                     Err(_) => Err(StreamError::Timeout),
                 };
+                // A failure on a connection that closed meanwhile is the close, whatever
+                // the stream saw (a reset, an end of stream).
+                let result = result.map_err(|e| match conn.close_reason() {
+                    Some(reason) => StreamError::ConnectionClosed(reason),
+                    None => e,
+                });
                 Task::Outbound {
                     conn: conn_id,
                     request: req,
                     result,
+                    guard,
                 }
             }
             .boxed(),
@@ -1194,7 +1303,16 @@ impl<B: NetworkBehaviour> Swarm<B> {
                         let Some(protocol) =
                             self.protocols.iter().find(|p| p.as_str() == name).cloned()
                         else {
-                            // Negotiated against a protocol list that changed since.
+                            // Negotiated against a protocol list that changed since: no
+                            // behaviour claims it any more.
+                            let mut io = io;
+                            io.get_mut().reset();
+                            self.metrics.inbound_stream_errors.inc();
+                            self.events.push_back(SwarmEvent::InboundStreamError {
+                                peer_id: peer,
+                                connection_id: conn,
+                                error: StreamError::UnsupportedProtocols,
+                            });
                             return;
                         };
                         self.metrics.inbound_streams.inc();
@@ -1220,9 +1338,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 conn,
                 request,
                 result,
+                guard,
             } => {
                 let result = match (result, self.connections.get(&conn)) {
-                    (Ok((name, io)), Some(c)) => {
+                    (Ok((name, io)), Some(_)) => {
                         let protocol = request
                             .protocols
                             .iter()
@@ -1232,10 +1351,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
                             Some(protocol) => Ok(OutboundStream {
                                 connection: conn,
                                 protocol,
-                                stream: Stream::new(
-                                    io,
-                                    StreamGuard::new(c.counters.clone(), false),
-                                ),
+                                stream: Stream::new(io, guard),
                             }),
                             None => Err(StreamError::UnsupportedProtocols),
                         }
@@ -1536,11 +1652,22 @@ impl<B: NetworkBehaviour> FusedStream for Swarm<B> {
 
 impl<B: NetworkBehaviour> Drop for Swarm<B> {
     fn drop(&mut self) {
-        for c in self.connections.values() {
+        // The connection manager may outlive the swarm (applications keep handles to it):
+        // tell it the connections are gone.
+        let now = Instant::now();
+        for (id, c) in &self.connections {
             c.conn.close(
                 meshwire_transport::connection::CLOSE_CODE_NORMAL,
                 "swarm closed",
             );
+            self.conn_manager.notify_disconnected(c.peer, *id, now);
+        }
+        for p in self.pending.values_mut() {
+            if let PendingKind::Outbound { aborts, .. } = &mut p.kind {
+                for a in aborts.drain(..) {
+                    a.abort();
+                }
+            }
         }
     }
 }

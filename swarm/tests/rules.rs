@@ -362,12 +362,13 @@ async fn a_dial_falls_back_to_the_next_address() {
     let b_peer = b.local_peer_id();
     a.dial(DialOpts::peer(b_peer).addresses([bad.clone(), good]))
         .unwrap();
-    drive(&mut a, &mut b, |e| match e {
-        SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(assert_eq!(peer_id, b_peer)),
+    let reached = drive(&mut a, &mut b, |e| match e {
+        SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(peer_id),
         SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{error}"),
         _ => None,
     })
     .await;
+    assert_eq!(reached, b_peer);
 
     // Every address failing: one error per address.
     let bad2: Multiaddr = "/memory/987654322".parse().unwrap();

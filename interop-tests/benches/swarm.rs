@@ -1,0 +1,493 @@
+//! Swarm benchmark: streams through a whole swarm, three stacks side by side in one process
+//! on loopback.
+//!
+//! * `raw-quinn`   — one quinn connection, `open_bi` per exchange: the ceiling.
+//! * `meshwire`    — two `Swarm`s; a behaviour asks for `OpenStream` and hands the negotiated
+//!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
+//! * `rust-libp2p` — two libp2p `Swarm`s with `libp2p-stream` (`Control::open_stream`,
+//!   `accept`), rust-libp2p's own way to get raw streams out of a swarm.
+//!
+//! Figures:
+//! 1. request/response: on an established connection, open a stream, write 32 bytes, finish,
+//!    read the 32-byte echo; median and p99 of `MESHWIRE_BENCH_EXCHANGES` (default 2,000) per
+//!    stack, stacks alternating in rounds of 100. This is the per-stream cost of each swarm.
+//! 2. throughput: `MESHWIRE_BENCH_BYTES` (default 512 MiB) over one such stream in 64 KiB
+//!    writes, best of 3 rounds.
+//!
+//! Run with `cargo bench -p interop-tests --bench swarm`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::StreamExt;
+use meshwire_core::{Keypair, PeerId};
+use meshwire_swarm::{
+    InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, StreamProtocol, Swarm,
+    SwarmConfig, SwarmEvent, ToSwarm,
+};
+use meshwire_transport::quic::{QuicConfig, QuicTransport};
+use meshwire_transport::with_peer_id;
+use tokio::sync::{mpsc, oneshot};
+
+const PROTO: StreamProtocol = StreamProtocol::new("/bench/1");
+const CHUNK: usize = 64 * 1024;
+const MSG: usize = 32;
+
+// ---------------------------------------------------------------------------------------------
+// The stream work, the same for every stack.
+
+/// Server side of one stream: a 32-byte request is echoed; anything longer is a bulk upload
+/// answered with one byte after EOF.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0usize;
+    let mut first = Vec::new();
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if total < MSG {
+                    first.extend_from_slice(&buf[..n.min(MSG - total)]);
+                }
+                total += n;
+            }
+            Err(_) => return,
+        }
+    }
+    let reply: &[u8] = if total == MSG { &first } else { &[1] };
+    let _ = s.write_all(reply).await;
+    let _ = s.close().await;
+}
+
+/// One request/response on a fresh stream.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let req = [7u8; MSG];
+    s.write_all(&req).await.expect("write");
+    s.close().await.expect("finish");
+    let mut back = [0u8; MSG];
+    s.read_exact(&mut back).await.expect("read echo");
+    assert_eq!(back, req);
+}
+
+/// A bulk upload on one stream; returns the time from the first write to the reply.
+async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, total: u64) -> Duration {
+    let buf = vec![0xa5u8; CHUNK];
+    let start = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..n]).await.expect("write");
+        left -= n as u64;
+    }
+    s.close().await.expect("finish");
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.expect("reply");
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw quinn
+
+struct RawQuinn {
+    conn: quinn::Connection,
+    _server: quinn::Endpoint,
+    _client: quinn::Endpoint,
+}
+
+struct Joined {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl AsyncRead for Joined {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        AsyncRead::poll_read(std::pin::Pin::new(&mut self.get_mut().recv), cx, buf)
+    }
+}
+
+impl AsyncWrite for Joined {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        AsyncWrite::poll_write(std::pin::Pin::new(&mut self.get_mut().send), cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        AsyncWrite::poll_flush(std::pin::Pin::new(&mut self.get_mut().send), cx)
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        AsyncWrite::poll_close(std::pin::Pin::new(&mut self.get_mut().send), cx)
+    }
+}
+
+impl RawQuinn {
+    async fn start() -> Self {
+        let server_kp = Keypair::generate();
+        let client_kp = Keypair::generate();
+        let server_tls = meshwire_transport::tls::server_config(&server_kp).expect("tls");
+        let (client_tls, _) =
+            meshwire_transport::tls::client_config(&client_kp, Some(server_kp.peer_id()))
+                .expect("tls");
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(server_tls))
+            .expect("server tls");
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        sc.transport_config(Arc::new(QuicConfig::default().transport_config()));
+        let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).expect("server");
+        let addr = server.local_addr().unwrap();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client_tls))
+            .expect("client tls");
+        let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+        cc.transport_config(Arc::new(QuicConfig::default().transport_config()));
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client");
+        client.set_default_client_config(cc);
+        let ep = server.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok((send, recv)) = conn.accept_bi().await {
+                        tokio::spawn(serve(Joined { send, recv }));
+                    }
+                });
+            }
+        });
+        let conn = client
+            .connect(addr, "l")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        RawQuinn {
+            conn,
+            _server: server,
+            _client: client,
+        }
+    }
+
+    async fn stream(&self) -> Joined {
+        let (send, recv) = self.conn.open_bi().await.expect("open_bi");
+        Joined { send, recv }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// meshwire
+
+/// Hands inbound streams to a server task and outbound streams to whoever asked.
+struct Bench {
+    requests: mpsc::UnboundedReceiver<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    waiting: VecDeque<(meshwire_swarm::StreamRequestId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    inbound: mpsc::UnboundedSender<meshwire_swarm::Stream>,
+}
+
+impl NetworkBehaviour for Bench {
+    type Event = ();
+
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        vec![PROTO]
+    }
+
+    fn on_inbound_stream(&mut self, stream: InboundStream) {
+        let _ = self.inbound.send(stream.stream);
+    }
+
+    fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
+        if let Some(pos) = self.waiting.iter().position(|(id, _)| *id == result.id) {
+            let (_, reply) = self.waiting.remove(pos).expect("position");
+            let _ = reply.send(result.result.expect("outbound stream").stream);
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<()>> {
+        match self.requests.poll_recv(cx) {
+            Poll::Ready(Some((peer, reply))) => {
+                let req = OpenStream::new(peer, PROTO).no_dial();
+                self.waiting.push_back((req.id, reply));
+                Poll::Ready(ToSwarm::OpenStream(req))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+struct Meshwire {
+    peer: PeerId,
+    requests: mpsc::UnboundedSender<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
+}
+
+fn meshwire_swarm() -> (
+    Swarm<Bench>,
+    mpsc::UnboundedSender<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    mpsc::UnboundedReceiver<meshwire_swarm::Stream>,
+) {
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
+    let config = SwarmConfig {
+        idle_connection_timeout: None,
+        ..SwarmConfig::default()
+    };
+    let swarm = Swarm::new(
+        transport,
+        Bench {
+            requests: req_rx,
+            waiting: VecDeque::new(),
+            inbound: in_tx,
+        },
+        config,
+    );
+    (swarm, req_tx, in_rx)
+}
+
+impl Meshwire {
+    async fn start() -> Self {
+        let (mut server, _, mut inbound) = meshwire_swarm();
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .expect("listen");
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.next_event().await {
+                break address;
+            }
+        };
+        let peer = server.local_peer_id();
+        tokio::spawn(async move {
+            loop {
+                server.next_event().await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(s) = inbound.recv().await {
+                tokio::spawn(serve(s));
+            }
+        });
+        let (mut client, requests, _in) = meshwire_swarm();
+        client.dial(with_peer_id(&addr, peer)).expect("dial");
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = client.next_event().await {
+                break;
+            }
+        }
+        tokio::spawn(async move {
+            let _keep = _in;
+            loop {
+                client.next_event().await;
+            }
+        });
+        Meshwire { peer, requests }
+    }
+
+    async fn stream(&self) -> meshwire_swarm::Stream {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send((self.peer, tx)).expect("swarm alive");
+        rx.await.expect("stream")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rust-libp2p with libp2p-stream
+
+struct RustLibp2p {
+    control: libp2p_stream::Control,
+    peer: libp2p::PeerId,
+}
+
+fn libp2p_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
+}
+
+impl RustLibp2p {
+    async fn start() -> Self {
+        let proto = libp2p::StreamProtocol::new("/bench/1");
+        let mut server = libp2p_swarm();
+        let mut incoming = server
+            .behaviour()
+            .new_control()
+            .accept(proto)
+            .expect("accept");
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                server.select_next_some().await
+            {
+                break address;
+            }
+        };
+        let peer = *server.local_peer_id();
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((_, s)) = incoming.next().await {
+                tokio::spawn(serve(s));
+            }
+        });
+        let mut client = libp2p_swarm();
+        let control = client.behaviour().new_control();
+        client
+            .dial(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
+            .unwrap();
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
+                client.select_next_some().await
+            {
+                break;
+            }
+        }
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+        RustLibp2p { control, peer }
+    }
+
+    async fn stream(&mut self) -> libp2p::Stream {
+        self.control
+            .open_stream(self.peer, libp2p::StreamProtocol::new("/bench/1"))
+            .await
+            .expect("open stream")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn bench() {
+    let exchanges = env_u64("MESHWIRE_BENCH_EXCHANGES").unwrap_or(2000).max(100) as usize;
+    let total = env_u64("MESHWIRE_BENCH_BYTES").unwrap_or(512 << 20);
+
+    let raw = RawQuinn::start().await;
+    let mesh = Meshwire::start().await;
+    let mut p2p = RustLibp2p::start().await;
+
+    // Warm-up.
+    for _ in 0..50 {
+        exchange(raw.stream().await).await;
+        exchange(mesh.stream().await).await;
+        exchange(p2p.stream().await).await;
+    }
+
+    let (mut r, mut m, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..exchanges / 100 {
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(raw.stream().await).await;
+            r.push(t.elapsed());
+        }
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(mesh.stream().await).await;
+            m.push(t.elapsed());
+        }
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(p2p.stream().await).await;
+            p.push(t.elapsed());
+        }
+    }
+    let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
+    let (r99, m99, p99) = (pct(&mut r, 0.99), pct(&mut m, 0.99), pct(&mut p, 0.99));
+    println!(
+        "request/response on a new stream per exchange, established connection ({} each, loopback)",
+        r.len()
+    );
+    println!(
+        "exchange raw-quinn   median {:7.1} us  p99 {:7.1} us",
+        us(r50),
+        us(r99)
+    );
+    println!(
+        "exchange meshwire    median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2}",
+        us(m50),
+        us(m99),
+        us(m50) / us(r50)
+    );
+    println!(
+        "exchange rust-libp2p median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2}",
+        us(p50),
+        us(p99),
+        us(p50) / us(r50)
+    );
+    println!(
+        "meshwire / rust-libp2p exchange latency: {:.2}x",
+        us(m50) / us(p50)
+    );
+
+    let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();
+    let (mut br, mut bm, mut bp) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        br.push(bulk(raw.stream().await, total).await);
+        bm.push(bulk(mesh.stream().await, total).await);
+        bp.push(bulk(p2p.stream().await, total).await);
+    }
+    let best = |v: &Vec<Duration>| *v.iter().min().expect("rounds");
+    let (tr, tm, tp) = (mbps(best(&br)), mbps(best(&bm)), mbps(best(&bp)));
+    let mib = total >> 20;
+    println!("throughput, one stream through each swarm ({mib} MiB, 64 KiB writes, best of 3)");
+    println!("throughput raw-quinn   {tr:7.1} MB/s");
+    println!(
+        "throughput meshwire    {tm:7.1} MB/s  ratio vs raw quinn {:.2}",
+        tm / tr
+    );
+    println!(
+        "throughput rust-libp2p {tp:7.1} MB/s  ratio vs raw quinn {:.2}",
+        tp / tr
+    );
+    println!(
+        "summary: per-stream exchange meshwire {:.0} us vs rust-libp2p {:.0} us ({:.2}x), raw quinn {:.0} us; \
+         throughput meshwire {tm:.0} MB/s = {:.2}x raw quinn, {:.2}x rust-libp2p",
+        us(m50),
+        us(p50),
+        us(m50) / us(p50),
+        us(r50),
+        tm / tr,
+        tm / tp
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async { tokio::spawn(bench()).await.expect("bench task") });
+    rt.shutdown_timeout(Duration::from_millis(100));
+}

@@ -982,12 +982,12 @@ impl<B: NetworkBehaviour> Swarm<B> {
             num_established: u32::try_from(remaining).unwrap_or(u32::MAX),
             cause,
         });
-        self.redial_for_waiting(peer);
+        self.dial_for_waiting(peer);
     }
 
     /// Stream requests wait for a dial of their peer; if none is under way and no live
     /// connection is left (the last one closed, or is closing), start one.
-    fn redial_for_waiting(&mut self, peer: PeerId) {
+    fn dial_for_waiting(&mut self, peer: PeerId) {
         if !self.waiting_streams.contains_key(&peer)
             || self.has_live_connection(&peer)
             || self.is_dialing(&peer)
@@ -1174,19 +1174,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             let peer = req.peer;
             self.waiting_streams.entry(peer).or_default().push(req);
             self.waiting_count += 1;
-            if !self.is_dialing(&peer) {
-                let opts = DialOpts::peer(peer).condition(PeerCondition::DisconnectedAndNotDialing);
-                let connection = opts.connection;
-                if let Err(e) = self.start_dial(opts) {
-                    let e = Arc::new(e);
-                    self.behaviour.on_swarm_event(FromSwarm::DialFailure {
-                        peer: Some(peer),
-                        connection,
-                        error: &e,
-                    });
-                    self.fail_waiting_streams(peer, StreamError::DialFailed(e));
-                }
-            }
+            self.dial_for_waiting(peer);
             return;
         };
         let Some(c) = self.connections.get(&conn_id) else {

@@ -6,7 +6,8 @@
 //! - [`swarm`]: the [`swarm::Swarm`], the [`swarm::NetworkBehaviour`] trait and (feature
 //!   `macros`) `#[derive(NetworkBehaviour)]`.
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
-//! - [`ping`] (feature `ping`), [`identify`] (feature `identify`).
+//! - [`ping`] (feature `ping`), [`identify`] (feature `identify`), [`kad`] (feature `kad`:
+//!   the Kademlia DHT behaviour, its sans-IO core and service discovery).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -19,6 +20,8 @@ pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
 #[cfg(feature = "identify")]
 pub use meshwire_identify as identify;
+#[cfg(feature = "kad")]
+pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
 pub use meshwire_swarm as swarm;

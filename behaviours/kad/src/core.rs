@@ -65,6 +65,11 @@ impl RequestId {
     pub fn raw(self) -> u64 {
         self.0
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u64) -> Self {
+        RequestId(n)
+    }
 }
 
 impl fmt::Display for RequestId {

@@ -1,9 +1,110 @@
-//! meshwire-kad: a sans-IO Kademlia DHT core speaking libp2p's `/ipfs/kad/1.0.0`.
+//! meshwire-kad: the Kademlia DHT, speaking libp2p's `/ipfs/kad/1.0.0`, as a sans-IO core
+//! and a swarm behaviour.
 //!
 //! [`KadCore`] is a pure state machine in the style of `quinn-proto`: requests, responses and
 //! the current time go in; requests to send and events come out. It owns no socket, reads no
 //! clock and spawns nothing, so the same core runs under the meshwire swarm, in unit tests,
-//! and in a 1,000-node simulation on a virtual clock.
+//! and in a 1,000-node simulation on a virtual clock. [`Behaviour`] drives it over a
+//! [`Swarm`](meshwire_swarm::Swarm): streams, timers, routing-table feeding from identify and
+//! connection-manager tags (see [`behaviour`]).
+//!
+//! # Over the network
+//!
+//! Three nodes with identify and kademlia on loopback QUIC: `b` and `c` bootstrap through `a`,
+//! then `c` finds `b` and stores a record that `a` reads.
+//!
+//! ```
+//! use meshwire_core::Keypair;
+//! use meshwire_kad::{self as kad, protocol::Record, QueryResult};
+//! use meshwire_swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
+//! use meshwire_transport::quic::{QuicConfig, QuicTransport};
+//! use meshwire_transport::Multiaddr;
+//!
+//! #[derive(NetworkBehaviour)]
+//! struct Node {
+//!     identify: meshwire_identify::Behaviour,
+//!     kad: kad::Behaviour,
+//! }
+//!
+//! type Error = Box<dyn std::error::Error>;
+//!
+//! async fn start() -> Result<(Swarm<Node>, Multiaddr), Error> {
+//!     let key = Keypair::generate();
+//!     let behaviour = Node {
+//!         identify: meshwire_identify::Behaviour::new(
+//!             meshwire_identify::Config::from_public_key(key.public()),
+//!         ),
+//!         kad: kad::Behaviour::new(key.peer_id(), kad::Config::default()),
+//!     };
+//!     let transport = QuicTransport::new(key, QuicConfig::default())?;
+//!     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+//!     swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+//!     loop {
+//!         if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
+//!             return Ok((swarm, address));
+//!         }
+//!     }
+//! }
+//!
+//! /// Drives `swarm` until a query of its kademlia behaviour finishes.
+//! async fn finished(swarm: &mut Swarm<Node>) -> QueryResult {
+//!     loop {
+//!         if let SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::QueryFinished { result, .. })) =
+//!             swarm.next_event().await
+//!         {
+//!             return result;
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! let (mut a, a_addr) = start().await?;
+//! let (mut b, _) = start().await?;
+//! let (mut c, _) = start().await?;
+//! let (a_id, b_id) = (a.local_peer_id(), b.local_peer_id());
+//!
+//! // b knows a and bootstraps through it; a adds b to its routing table once identify tells
+//! // it that b serves the DHT.
+//! b.behaviour_mut().kad.add_address(a_id, a_addr.clone());
+//! b.behaviour_mut().kad.bootstrap()?;
+//! let (mut bootstrapped, mut a_knows_b) = (false, false);
+//! while !(bootstrapped && a_knows_b) {
+//!     tokio::select! {
+//!         ev = b.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
+//!             kad::Event::QueryFinished { result: QueryResult::Bootstrap(r), .. })) = ev {
+//!             r?;
+//!             bootstrapped = true;
+//!         },
+//!         ev = a.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
+//!             kad::Event::RoutingUpdated { peer, .. })) = ev {
+//!             a_knows_b |= peer == b_id;
+//!         },
+//!     }
+//! }
+//! // From now on a and b run in the background.
+//! let a = tokio::spawn(async move { loop { a.next_event().await; } });
+//! let b = tokio::spawn(async move { loop { b.next_event().await; } });
+//!
+//! // c bootstraps through a too, and learns b from it.
+//! c.behaviour_mut().kad.add_address(a_id, a_addr);
+//! c.behaviour_mut().kad.bootstrap()?;
+//! assert!(matches!(finished(&mut c).await, QueryResult::Bootstrap(Ok(_))));
+//! c.behaviour_mut().kad.find_peer(b_id);
+//! let QueryResult::FindNode(Ok(found)) = finished(&mut c).await else { panic!() };
+//! assert_eq!(found.peers[0].id, b_id, "the closest peer to b's id is b");
+//!
+//! // A record stored by c is held by a and b (the k = 20 closest peers).
+//! c.behaviour_mut().kad.put_value(Record::new("greeting", b"hello".to_vec()), 2)?;
+//! let QueryResult::PutValue(Ok(put)) = finished(&mut c).await else { panic!() };
+//! assert_eq!(put.successes, 2);
+//! # a.abort();
+//! # b.abort();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Sans-IO
 //!
 //! Three cores wired together by hand, delivering every message instantly:
 //!
@@ -78,7 +179,9 @@
 //! * [`store`]: bounded, expiring record and provider stores with republish/replication
 //!   schedules.
 //! * [`core`]: [`KadCore`], the state machine tying them together.
-//! * [`discovery`]: service announcement and lookup over provider records, with a TTL cache.
+//! * [`discovery`]: service announcement and lookup over provider records, with a TTL cache
+//!   ([`Behaviour::announce`], [`Behaviour::discover`]).
+//! * [`behaviour`]: [`Behaviour`], the core driven over the swarm.
 //! * `sim` (feature `sim`): a deterministic discrete-event simulator of many cores.
 //!
 //! # Driving the core (for the swarm)
@@ -90,10 +193,11 @@
 //! [`KadCore::set_mode`], and the commands ([`KadCore::find_node`], [`KadCore::get_value`],
 //! [`KadCore::put_value`], [`KadCore::start_providing`], [`KadCore::get_providers`],
 //! [`KadCore::bootstrap`]). Outputs: [`KadCore::poll`] until `None` after every input, and
-//! again at [`KadCore::next_timeout`].
+//! again at [`KadCore::next_timeout`]. [`Behaviour`] is that driver over the swarm.
 
 #![warn(missing_docs)]
 
+pub mod behaviour;
 pub mod core;
 pub mod discovery;
 pub mod kbucket;
@@ -103,6 +207,7 @@ pub mod query;
 pub mod sim;
 pub mod store;
 
+pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL};
 pub use crate::core::{
     InboundRequest, KadConfig, KadCore, KadEvent, KadOutput, Mode, RemovalReason, RequestId,
     MAX_PROVIDER_KEY_LEN,

@@ -1,0 +1,1507 @@
+//! [`Behaviour`]: the [`KadCore`] driven over a meshwire [`Swarm`](meshwire_swarm::Swarm).
+//!
+//! The behaviour is the core's driver (see the [crate docs](crate#driving-the-core-for-the-swarm)):
+//!
+//! * **Outbound.** Every [`KadOutput::SendRequest`] becomes a
+//!   [`ToSwarm::OpenStream`] for `/ipfs/kad/1.0.0` (dialing the peer if needed, with the
+//!   addresses of the request, the routing table and identify given to the swarm through
+//!   [`NetworkBehaviour::handle_pending_outbound_connection`]). On the stream it writes the
+//!   length-prefixed request, reads one response (bounded by
+//!   [`KadConfig::max_message_size`], within [`KadConfig::request_timeout`]) and reports it to
+//!   [`KadCore::on_response`], or the failure to [`KadCore::on_request_failed`]. ADD_PROVIDER
+//!   has no response: the request is written and the stream finished. One request per stream,
+//!   as rust-libp2p does.
+//! * **Inbound.** In server mode the behaviour claims `/ipfs/kad/1.0.0`. It reads requests
+//!   (bounded), answers each through [`KadCore::handle_request`], and keeps reading on the same
+//!   stream until the remote finishes it, as rust-libp2p allows. A peer has at most
+//!   [`Config::max_inbound_streams_per_peer`] inbound streams at once: past that, a stream
+//!   waiting idle for its next request is closed to make room (rust-libp2p's rule), else the
+//!   new stream is reset. Malformed or oversized requests reset the stream and are reported as
+//!   [`Event::InboundFailure`]; nothing read from the network can panic or grow memory beyond
+//!   the bounds.
+//! * **Time.** One tokio `Sleep` armed at [`KadCore::next_timeout`].
+//! * **Routing table.** When identify reports a peer's protocols
+//!   ([`FromSwarm::RemoteProtocolsChanged`]) and they include `/ipfs/kad/1.0.0`, the peer is
+//!   added with its known addresses: those reported by [`FromSwarm::NewExternalAddrOfPeer`]
+//!   (its identify listen addresses; at most [`KadConfig::max_addrs_per_peer`] per peer, for
+//!   at most [`Config::max_address_cache_peers`] peers) and, if we dialed it, the dialed
+//!   address. A peer whose protocols no longer include it is removed. Bootstrap peers are added
+//!   with [`Behaviour::add_address`].
+//! * **Connection manager.** A peer entering the routing table is tagged
+//!   ([`Config::conn_manager_tag`], `"kad"` = 5 by default, as go-libp2p's kad-dht tags its
+//!   routing-table peers) and untagged when it leaves. The connection manager forgets a
+//!   peer's tags when its last connection closes, so the tag is set again whenever a
+//!   routing-table peer connects.
+//! * **Mode.** Server mode claims the protocol, client mode claims nothing;
+//!   [`Behaviour::set_mode`] switches and returns [`ToSwarm::ProtocolsChanged`] so that the
+//!   swarm (and identify) advertise the change.
+//! * **Provider addresses.** The local listen addresses and confirmed external addresses are
+//!   given to [`KadCore::set_external_addresses`], so ADD_PROVIDER announces them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use meshwire_core::{ConnectionId, PeerId};
+use meshwire_swarm::{
+    ConnManagerCommand, ConnectedPoint, ConnectionDenied, FromSwarm, InboundStream, ListenerId,
+    NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamError, StreamProtocol,
+    StreamRequestId, ToSwarm,
+};
+use multiaddr::Multiaddr;
+use tokio::time::Sleep;
+
+use crate::core::{
+    InboundRequest, KadConfig, KadCore, KadEvent, KadOutput, Mode, RemovalReason, RequestId,
+};
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, Lookup};
+use crate::kbucket::{InsertOutcome, RoutingTable};
+use crate::protocol::{
+    KadCodec, KadPeer, KadRequest, KadResponse, ProtocolError, Record, RecordKey, PROTOCOL_NAME,
+};
+use crate::query::{QueryError, QueryId, QueryOrigin, QueryProgress, QueryResult, QueryStats};
+use crate::store::StoreError;
+
+/// The Kademlia stream protocol, `/ipfs/kad/1.0.0`.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+
+/// Longest length prefix read (an unsigned varint of at most 9 bytes, as multiformats
+/// allows).
+const MAX_PREFIX_LEN: usize = 9;
+
+/// Extra dial addresses handed to the swarm for one peer, at most.
+const MAX_DIAL_ADDRESSES: usize = 24;
+
+/// Local addresses announced in provider records, at most.
+const MAX_LOCAL_ADDRESSES: usize = 32;
+
+/// Settings of a [`Behaviour`].
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwire_kad::{Config, KadConfig, Mode};
+///
+/// let config = Config::new()
+///     .with_kad(KadConfig { alpha: 3, ..KadConfig::default() })
+///     .with_mode(Mode::Client)
+///     .with_max_inbound_streams_per_peer(8)
+///     .with_inbound_timeout(Duration::from_secs(5));
+/// assert_eq!(config.kad.mode, Mode::Client);
+/// assert_eq!(config.conn_manager_tag, Some(("kad".to_owned(), 5)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The core's settings: `k`, `α`, timeouts, mode, store limits, the message-size bound.
+    pub kad: KadConfig,
+    /// Inbound streams one peer may have open at once (32, rust-libp2p's per-connection bound).
+    pub max_inbound_streams_per_peer: usize,
+    /// Time an inbound stream may take to deliver its next request, and to take our response
+    /// (10 s). A stream idle for longer after a served request is closed quietly.
+    pub inbound_timeout: Duration,
+    /// Peers whose addresses (from [`FromSwarm::NewExternalAddrOfPeer`]) are remembered for
+    /// adding them to the routing table and dialing them; the least recently updated is
+    /// forgotten first (1,024).
+    pub max_address_cache_peers: usize,
+    /// The connection-manager tag and value given to routing-table peers
+    /// (`Some(("kad", 5))`); `None` tags nothing.
+    pub conn_manager_tag: Option<(String, i32)>,
+    /// Settings of the service-discovery helper ([`Behaviour::announce`],
+    /// [`Behaviour::discover`]).
+    pub discovery: DiscoveryConfig,
+}
+
+impl Config {
+    /// The defaults.
+    pub fn new() -> Self {
+        Config {
+            kad: KadConfig::default(),
+            max_inbound_streams_per_peer: 32,
+            inbound_timeout: Duration::from_secs(10),
+            max_address_cache_peers: 1024,
+            conn_manager_tag: Some(("kad".to_owned(), 5)),
+            discovery: DiscoveryConfig::default(),
+        }
+    }
+
+    /// Sets [`Config::kad`].
+    pub fn with_kad(mut self, kad: KadConfig) -> Self {
+        self.kad = kad;
+        self
+    }
+
+    /// Sets the initial mode ([`KadConfig::mode`]).
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.kad.mode = mode;
+        self
+    }
+
+    /// Sets [`Config::max_inbound_streams_per_peer`].
+    pub fn with_max_inbound_streams_per_peer(mut self, max: usize) -> Self {
+        self.max_inbound_streams_per_peer = max;
+        self
+    }
+
+    /// Sets [`Config::inbound_timeout`].
+    pub fn with_inbound_timeout(mut self, timeout: Duration) -> Self {
+        self.inbound_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_address_cache_peers`].
+    pub fn with_max_address_cache_peers(mut self, max: usize) -> Self {
+        self.max_address_cache_peers = max;
+        self
+    }
+
+    /// Sets [`Config::conn_manager_tag`].
+    pub fn with_conn_manager_tag(mut self, tag: Option<(String, i32)>) -> Self {
+        self.conn_manager_tag = tag;
+        self
+    }
+
+    /// Sets [`Config::discovery`].
+    pub fn with_discovery(mut self, discovery: DiscoveryConfig) -> Self {
+        self.discovery = discovery;
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+/// Why a stream exchange failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The swarm could not open the stream (dial failure, unsupported protocol, ...).
+    #[error("stream: {0}")]
+    Stream(#[from] StreamError),
+    /// Reading or writing the stream failed.
+    #[error("stream I/O: {0}")]
+    Io(Arc<io::Error>),
+    /// The bytes received are not a valid message (too large, malformed, unexpected type).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The stream ended in the middle of a message.
+    #[error("stream ended in the middle of a message")]
+    UnexpectedEof,
+    /// The stream ended without the response to our request.
+    #[error("stream ended without a response")]
+    NoResponse,
+    /// The exchange took longer than its timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The peer already has [`Config::max_inbound_streams_per_peer`] inbound streams open.
+    #[error("too many inbound streams from the peer (limit {limit})")]
+    TooManyStreams {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// The error an I/O error on a stream stands for; a lazily negotiated protocol the remote
+    /// refused is [`StreamError::UnsupportedProtocols`].
+    pub fn from_io(e: io::Error) -> Self {
+        match StreamError::from_io(e) {
+            StreamError::Io(e) => Error::Io(e),
+            other => Error::Stream(other),
+        }
+    }
+
+    /// Whether the remote does not speak `/ipfs/kad/1.0.0`.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Stream(StreamError::UnsupportedProtocols))
+    }
+}
+
+/// What [`Behaviour`] reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A query finished (every origin: the application's, periodic bootstraps, republishing).
+    QueryFinished {
+        /// The query.
+        id: QueryId,
+        /// Who started it.
+        origin: QueryOrigin,
+        /// Its outcome.
+        result: QueryResult,
+        /// Requests, hops and duration.
+        stats: QueryStats,
+    },
+    /// A running query found a record or providers.
+    QueryProgress {
+        /// The query.
+        id: QueryId,
+        /// What it found.
+        progress: QueryProgress,
+    },
+    /// A peer entered the routing table or got a new address there.
+    RoutingUpdated {
+        /// The peer.
+        peer: PeerId,
+        /// Its addresses now.
+        addresses: Vec<Multiaddr>,
+        /// Its bucket.
+        bucket: usize,
+        /// Whether it just entered the table.
+        is_new_peer: bool,
+        /// A peer evicted to make room for it.
+        evicted: Option<PeerId>,
+    },
+    /// A peer left the routing table.
+    PeerRemoved {
+        /// The peer.
+        peer: PeerId,
+        /// Its bucket.
+        bucket: usize,
+        /// Why.
+        reason: RemovalReason,
+    },
+    /// A remote's request was served (records and providers stored are reported here).
+    InboundRequest {
+        /// The sender.
+        from: PeerId,
+        /// What it asked and what the core did.
+        request: InboundRequest,
+    },
+    /// An inbound stream was refused or failed: oversized or malformed request, timeout,
+    /// too many streams. The stream was reset.
+    InboundFailure {
+        /// The remote.
+        peer: PeerId,
+        /// The connection the stream was on.
+        connection: ConnectionId,
+        /// What went wrong.
+        error: Error,
+    },
+    /// The mode changed ([`Behaviour::set_mode`]); the protocol is now advertised (server) or
+    /// not (client).
+    ModeChanged {
+        /// The new mode.
+        mode: Mode,
+    },
+    /// A service lookup started with [`Behaviour::discover`] finished (its
+    /// [`Event::QueryFinished`] is reported too). `providers` may be empty.
+    ServiceFound {
+        /// The query.
+        id: QueryId,
+        /// The service name.
+        service: String,
+        /// Its providers.
+        providers: Vec<KadPeer>,
+    },
+}
+
+/// What a finished stream task reports.
+enum Done {
+    /// Our request's exchange ended.
+    Outbound {
+        request_id: RequestId,
+        peer: PeerId,
+        expects_response: bool,
+        result: Result<Option<KadResponse>, Error>,
+    },
+    /// An inbound stream delivered a request, ended, or failed.
+    Read {
+        id: u64,
+        stream: Stream,
+        result: Result<Option<KadRequest>, Error>,
+    },
+    /// Our response on an inbound stream was written (or not).
+    Responded {
+        id: u64,
+        stream: Stream,
+        result: Result<(), Error>,
+    },
+    /// An inbound task was aborted to make room for a newer stream.
+    Aborted,
+}
+
+/// A stream request of ours waiting for the swarm.
+struct PendingRequest {
+    request_id: RequestId,
+    frame: Vec<u8>,
+    expects_response: bool,
+}
+
+/// An inbound stream being served.
+struct InboundEntry {
+    peer: PeerId,
+    connection: ConnectionId,
+    /// It served a request and waits idle for the next one: it may be closed to make room.
+    reusable: bool,
+    /// Whether it served a request yet (an idle timeout afterwards is a normal end).
+    served: bool,
+    abort: AbortHandle,
+}
+
+/// Addresses of a peer we are about to dial for a request, with the requests needing them.
+struct DialAddrs {
+    addrs: Vec<Multiaddr>,
+    pending: usize,
+}
+
+/// The Kademlia [`NetworkBehaviour`]: a [`KadCore`] driven over the swarm. See the
+/// [module docs](self) for what it does, and the [crate docs](crate) for an example.
+pub struct Behaviour {
+    config: Config,
+    core: KadCore,
+    codec: KadCodec,
+    discovery: Discovery,
+    /// Open connections: peer and, if we dialed, the address dialed.
+    connections: HashMap<ConnectionId, (PeerId, Option<Multiaddr>)>,
+    /// Addresses of peers learned from the swarm, each with an update stamp.
+    peer_addrs: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
+    addr_clock: u64,
+    /// Addresses of peers with stream requests in flight, for the dial hook.
+    dial_addrs: HashMap<PeerId, DialAddrs>,
+    pending: HashMap<StreamRequestId, (PeerId, PendingRequest)>,
+    inbound: HashMap<u64, InboundEntry>,
+    inbound_per_peer: HashMap<PeerId, usize>,
+    next_inbound_id: u64,
+    listen_addrs: HashMap<ListenerId, Vec<Multiaddr>>,
+    external_addrs: Vec<Multiaddr>,
+    tasks: FuturesUnordered<BoxFuture<'static, Done>>,
+    queue: VecDeque<ToSwarm<Event>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline of the sleep that fired, until the core has seen that time.
+    fired: Option<Instant>,
+    waker: Option<Waker>,
+}
+
+impl fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("core", &self.core)
+            .field("connections", &self.connections.len())
+            .field("pending_streams", &self.pending.len())
+            .field("inbound_streams", &self.inbound.len())
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current time on the clock tokio's timers use (so paused-time tests work too).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Behaviour {
+    /// A behaviour for the local peer `local` (the swarm's identity) with `config`.
+    pub fn new(local: PeerId, config: Config) -> Self {
+        let core = KadCore::new(local, config.kad.clone());
+        Self::with_core(core, config)
+    }
+
+    /// A behaviour driving `core` (e.g. one made with [`KadCore::with_seed`]); `config.kad` is
+    /// replaced by the core's configuration.
+    pub fn with_core(core: KadCore, mut config: Config) -> Self {
+        config.kad = core.config().clone();
+        Behaviour {
+            codec: config.kad.codec(),
+            discovery: Discovery::new(config.discovery.clone()),
+            config,
+            core,
+            connections: HashMap::new(),
+            peer_addrs: HashMap::new(),
+            addr_clock: 0,
+            dial_addrs: HashMap::new(),
+            pending: HashMap::new(),
+            inbound: HashMap::new(),
+            inbound_per_peer: HashMap::new(),
+            next_inbound_id: 0,
+            listen_addrs: HashMap::new(),
+            external_addrs: Vec::new(),
+            tasks: FuturesUnordered::new(),
+            queue: VecDeque::new(),
+            sleep: None,
+            fired: None,
+            waker: None,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The core, for everything the behaviour does not wrap (stores, statistics).
+    pub fn core(&self) -> &KadCore {
+        &self.core
+    }
+
+    /// The local peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        *self.core.local_peer_id()
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable {
+        self.core.routing_table()
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.core.mode()
+    }
+
+    /// The service-discovery helper (its cache).
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    // ----- commands ----------------------------------------------------------------------
+
+    /// Switches between server mode (claims `/ipfs/kad/1.0.0`, answers requests) and client
+    /// mode (claims nothing); on a change the swarm is told with
+    /// [`ToSwarm::ProtocolsChanged`] and [`Event::ModeChanged`] is reported.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.core.set_mode(mode);
+        self.wake();
+    }
+
+    /// Adds a peer serving the DHT at `addr` (a bootstrap peer) to the routing table, or
+    /// adds the address to it.
+    pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) -> InsertOutcome {
+        let outcome = self.core.add_address(peer, addr, now());
+        self.wake();
+        outcome
+    }
+
+    /// Removes `peer` from the routing table. Returns whether it was there.
+    pub fn remove_peer(&mut self, peer: &PeerId) -> bool {
+        let removed = self.core.remove_peer(peer);
+        self.wake();
+        removed
+    }
+
+    /// Refreshes the routing table (self lookup, then one lookup per bucket further out) and
+    /// starts the periodic bootstrap ([`KadConfig::bootstrap_interval`]).
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::NoKnownPeers`] if the routing table is empty.
+    pub fn bootstrap(&mut self) -> Result<QueryId, QueryError> {
+        let id = self.core.bootstrap(now());
+        self.wake();
+        id
+    }
+
+    /// Looks up the `k` peers closest to `key` (any bytes; for a peer, its
+    /// [`PeerId::to_bytes`]).
+    pub fn find_node(&mut self, key: Vec<u8>) -> QueryId {
+        let id = self.core.find_node(key, now());
+        self.wake();
+        id
+    }
+
+    /// Looks up the `k` peers closest to `peer`: [`Behaviour::find_node`] of its id.
+    pub fn find_peer(&mut self, peer: PeerId) -> QueryId {
+        self.find_node(peer.to_bytes())
+    }
+
+    /// Looks up the record under `key`, until `quorum` (at least 1) copies are found.
+    pub fn get_value(&mut self, key: RecordKey, quorum: usize) -> QueryId {
+        let id = self.core.get_value(key, quorum, now());
+        self.wake();
+        id
+    }
+
+    /// Stores `record` locally and at the `k` peers closest to its key; succeeds when
+    /// `quorum` of them confirm.
+    ///
+    /// # Errors
+    ///
+    /// The local store refused it (full, value too large).
+    pub fn put_value(&mut self, record: Record, quorum: usize) -> Result<QueryId, StoreError> {
+        let id = self.core.put_value(record, quorum, now());
+        self.wake();
+        id
+    }
+
+    /// Announces the local node as a provider of `key` to the `k` peers closest to it (and
+    /// again periodically).
+    ///
+    /// # Errors
+    ///
+    /// The local provider store is full.
+    pub fn start_providing(&mut self, key: RecordKey) -> Result<QueryId, StoreError> {
+        let id = self.core.start_providing(key, now());
+        self.wake();
+        id
+    }
+
+    /// Stops announcing `key` (remote announcements expire by themselves).
+    pub fn stop_providing(&mut self, key: &RecordKey) {
+        self.core.stop_providing(key);
+    }
+
+    /// Looks up the providers of `key`.
+    pub fn get_providers(&mut self, key: RecordKey) -> QueryId {
+        self.get_providers_up_to(key, None)
+    }
+
+    /// Looks up the providers of `key`, stopping once `limit` are known.
+    pub fn get_providers_up_to(&mut self, key: RecordKey, limit: Option<usize>) -> QueryId {
+        let id = self.core.get_providers(key, limit, now());
+        self.wake();
+        id
+    }
+
+    /// Stops query `id` now; it finishes with what it has. Returns `false` for an unknown id.
+    pub fn finish_query(&mut self, id: QueryId) -> bool {
+        let known = self.core.finish(id, now());
+        self.wake();
+        known
+    }
+
+    /// Announces the local node as a provider of `service` (see
+    /// [`discovery`](crate::discovery): the key is the SHA2-256 multihash of
+    /// `"meshwire/service/" + service`).
+    ///
+    /// # Errors
+    ///
+    /// The local provider store is full.
+    pub fn announce(&mut self, service: &str) -> Result<QueryId, StoreError> {
+        let id = self.discovery.announce(&mut self.core, service, now());
+        self.wake();
+        id
+    }
+
+    /// Stops announcing `service`.
+    pub fn withdraw(&mut self, service: &str) {
+        self.discovery.withdraw(&mut self.core, service);
+    }
+
+    /// The providers of `service`: [`Lookup::Cached`] from the local cache while fresh
+    /// ([`DiscoveryConfig::cache_ttl`]), else [`Lookup::Started`] with the id of a
+    /// GET_PROVIDERS lookup whose outcome comes as [`Event::ServiceFound`].
+    pub fn discover(&mut self, service: &str) -> Lookup {
+        let lookup = self.discovery.lookup(&mut self.core, service, now());
+        self.wake();
+        lookup
+    }
+
+    // ----- core outputs ------------------------------------------------------------------
+
+    fn on_output(&mut self, output: KadOutput, now: Instant) {
+        match output {
+            KadOutput::SendRequest {
+                request_id,
+                peer,
+                addrs,
+                request,
+            } => self.send_request(request_id, peer, addrs, request, now),
+            KadOutput::Event(event) => self.on_core_event(event, now),
+        }
+    }
+
+    fn send_request(
+        &mut self,
+        request_id: RequestId,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: KadRequest,
+        now: Instant,
+    ) {
+        let expects_response = request.expects_response();
+        let frame = match self.codec.encode_request(&request) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(%peer, %error, kind = ?request.message_type(), "kad: cannot encode request");
+                if expects_response {
+                    self.core.on_request_failed(request_id, now);
+                }
+                return;
+            }
+        };
+        let entry = self.dial_addrs.entry(peer).or_insert_with(|| DialAddrs {
+            addrs: Vec::new(),
+            pending: 0,
+        });
+        entry.pending += 1;
+        for a in addrs {
+            if entry.addrs.len() >= self.config.kad.max_addrs_per_peer {
+                break;
+            }
+            if !entry.addrs.contains(&a) {
+                entry.addrs.push(a);
+            }
+        }
+        let open = OpenStream::new(peer, PROTOCOL);
+        tracing::trace!(%peer, %request_id, kind = ?request.message_type(), "kad: opening stream");
+        self.pending.insert(
+            open.id,
+            (
+                peer,
+                PendingRequest {
+                    request_id,
+                    frame,
+                    expects_response,
+                },
+            ),
+        );
+        self.queue.push_back(ToSwarm::OpenStream(open));
+    }
+
+    fn release_dial_addrs(&mut self, peer: &PeerId) {
+        if let Some(entry) = self.dial_addrs.get_mut(peer) {
+            entry.pending = entry.pending.saturating_sub(1);
+            if entry.pending == 0 {
+                self.dial_addrs.remove(peer);
+            }
+        }
+    }
+
+    fn tag(&mut self, peer: PeerId) {
+        if let Some((tag, value)) = &self.config.conn_manager_tag {
+            self.queue
+                .push_back(ToSwarm::ConnManager(ConnManagerCommand::TagPeer {
+                    peer,
+                    tag: tag.clone(),
+                    value: *value,
+                }));
+        }
+    }
+
+    fn untag(&mut self, peer: PeerId) {
+        if let Some((tag, _)) = &self.config.conn_manager_tag {
+            self.queue
+                .push_back(ToSwarm::ConnManager(ConnManagerCommand::UntagPeer {
+                    peer,
+                    tag: tag.clone(),
+                }));
+        }
+    }
+
+    fn on_core_event(&mut self, event: KadEvent, now: Instant) {
+        let found = self.discovery.on_event(&event, now);
+        let event = match event {
+            KadEvent::QueryFinished {
+                id,
+                origin,
+                result,
+                stats,
+            } => Event::QueryFinished {
+                id,
+                origin,
+                result,
+                stats,
+            },
+            KadEvent::QueryProgress { id, progress } => Event::QueryProgress { id, progress },
+            KadEvent::RoutingUpdated {
+                peer,
+                addresses,
+                bucket,
+                is_new_peer,
+                evicted,
+            } => {
+                if is_new_peer {
+                    self.tag(peer);
+                }
+                Event::RoutingUpdated {
+                    peer,
+                    addresses,
+                    bucket,
+                    is_new_peer,
+                    evicted,
+                }
+            }
+            KadEvent::PeerRemoved {
+                peer,
+                bucket,
+                reason,
+            } => {
+                self.untag(peer);
+                Event::PeerRemoved {
+                    peer,
+                    bucket,
+                    reason,
+                }
+            }
+            KadEvent::InboundRequest { from, request } => Event::InboundRequest { from, request },
+            KadEvent::ModeChanged { mode } => {
+                self.queue.push_back(ToSwarm::ProtocolsChanged);
+                Event::ModeChanged { mode }
+            }
+        };
+        let finished_id = match &event {
+            Event::QueryFinished { id, .. } => Some(*id),
+            _ => None,
+        };
+        self.queue.push_back(ToSwarm::GenerateEvent(event));
+        if let (Some(DiscoveryEvent::Found { service, providers }), Some(id)) = (found, finished_id)
+        {
+            self.queue
+                .push_back(ToSwarm::GenerateEvent(Event::ServiceFound {
+                    id,
+                    service,
+                    providers,
+                }));
+        }
+    }
+
+    // ----- stream tasks ------------------------------------------------------------------
+
+    fn spawn(&mut self, fut: impl Future<Output = Done> + Send + 'static) {
+        self.tasks.push(fut.boxed());
+    }
+
+    /// Runs an inbound stream task, abortable through the stream's entry.
+    fn spawn_inbound(
+        &mut self,
+        id: u64,
+        reusable: bool,
+        fut: impl Future<Output = Done> + Send + 'static,
+    ) {
+        let (abort, registration) = AbortHandle::new_pair();
+        if let Some(entry) = self.inbound.get_mut(&id) {
+            entry.abort = abort;
+            entry.reusable = reusable;
+        }
+        self.tasks.push(
+            Abortable::new(fut, registration)
+                .map(|r| r.unwrap_or(Done::Aborted))
+                .boxed(),
+        );
+    }
+
+    fn read_next(&mut self, id: u64, stream: Stream) {
+        let codec = self.codec;
+        let timeout = self.config.inbound_timeout;
+        let reusable = self.inbound.get(&id).is_some_and(|e| e.served);
+        self.spawn_inbound(id, reusable, async move {
+            let mut stream = stream;
+            let result = with_timeout(timeout, read_request(&mut stream, codec)).await;
+            Done::Read { id, stream, result }
+        });
+    }
+
+    /// Forgets inbound stream `id`.
+    fn end_inbound(&mut self, id: u64) -> Option<InboundEntry> {
+        let entry = self.inbound.remove(&id)?;
+        if let Some(n) = self.inbound_per_peer.get_mut(&entry.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound_per_peer.remove(&entry.peer);
+            }
+        }
+        Some(entry)
+    }
+
+    fn inbound_failed(&mut self, id: u64, mut stream: Stream, error: Error) {
+        stream.reset();
+        let Some(entry) = self.end_inbound(id) else {
+            return;
+        };
+        if entry.served && matches!(error, Error::Timeout) {
+            tracing::trace!(peer = %entry.peer, "kad: idle inbound stream closed");
+            return;
+        }
+        tracing::debug!(peer = %entry.peer, connection = %entry.connection, %error, "kad: inbound stream failed");
+        self.queue
+            .push_back(ToSwarm::GenerateEvent(Event::InboundFailure {
+                peer: entry.peer,
+                connection: entry.connection,
+                error,
+            }));
+    }
+
+    fn on_done(&mut self, done: Done, now: Instant) {
+        match done {
+            Done::Aborted => {}
+            Done::Outbound {
+                request_id,
+                peer,
+                expects_response,
+                result,
+            } => match result {
+                Ok(Some(response)) => {
+                    tracing::trace!(%peer, %request_id, "kad: response");
+                    self.core.on_response(request_id, peer, response, now);
+                }
+                Ok(None) => tracing::trace!(%peer, %request_id, "kad: one-way request sent"),
+                Err(error) => self.outbound_failed(request_id, peer, expects_response, error, now),
+            },
+            Done::Read { id, stream, result } => match result {
+                Ok(Some(request)) => self.serve(id, stream, request, now),
+                Ok(None) => {
+                    tracing::trace!(id, "kad: inbound stream finished by the remote");
+                    self.end_inbound(id);
+                }
+                Err(error) => self.inbound_failed(id, stream, error),
+            },
+            Done::Responded { id, stream, result } => match result {
+                Ok(()) => {
+                    if self.inbound.contains_key(&id) {
+                        self.read_next(id, stream);
+                    }
+                }
+                Err(error) => self.inbound_failed(id, stream, error),
+            },
+        }
+    }
+
+    fn outbound_failed(
+        &mut self,
+        request_id: RequestId,
+        peer: PeerId,
+        expects_response: bool,
+        error: Error,
+        now: Instant,
+    ) {
+        tracing::debug!(%peer, %request_id, %error, "kad: request failed");
+        if error.is_unsupported() && self.core.routing_table().contains(&peer) {
+            tracing::debug!(%peer, "kad: peer does not speak the protocol; removing it");
+            self.core.remove_peer(&peer);
+        }
+        if expects_response {
+            self.core.on_request_failed(request_id, now);
+        }
+    }
+
+    /// Answers `request` read from inbound stream `id`.
+    fn serve(&mut self, id: u64, mut stream: Stream, request: KadRequest, now: Instant) {
+        let Some(entry) = self.inbound.get_mut(&id) else {
+            stream.reset();
+            return;
+        };
+        entry.served = true;
+        entry.reusable = false;
+        let peer = entry.peer;
+        let one_way = !request.expects_response();
+        match self.core.handle_request(peer, request, now) {
+            Some(response) => match self.codec.encode_response(&response) {
+                Ok(frame) => {
+                    let timeout = self.config.inbound_timeout;
+                    self.spawn_inbound(id, false, async move {
+                        let result = with_timeout(timeout, async {
+                            stream.write_all(&frame).await.map_err(Error::from_io)?;
+                            stream.flush().await.map_err(Error::from_io)
+                        })
+                        .await;
+                        Done::Responded { id, stream, result }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "kad: cannot encode our response");
+                    stream.reset();
+                    self.end_inbound(id);
+                }
+            },
+            // ADD_PROVIDER has no response: wait for the next request.
+            None if one_way => self.read_next(id, stream),
+            // Refused (client mode, bad key): end the stream without an answer.
+            None => {
+                tracing::debug!(%peer, "kad: request refused; closing the stream");
+                drop(stream);
+                self.end_inbound(id);
+            }
+        }
+    }
+
+    // ----- local addresses ---------------------------------------------------------------
+
+    fn update_local_addresses(&mut self) {
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let mut listeners: Vec<_> = self.listen_addrs.iter().collect();
+        listeners.sort_by_key(|(id, _)| **id);
+        for a in self
+            .external_addrs
+            .iter()
+            .chain(listeners.into_iter().flat_map(|(_, v)| v))
+        {
+            if addrs.len() >= MAX_LOCAL_ADDRESSES {
+                break;
+            }
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        }
+        self.core.set_external_addresses(addrs);
+    }
+
+    /// Remembers an address of `peer` reported by the swarm (bounded per peer and in peers).
+    fn remember_peer_addr(&mut self, peer: PeerId, addr: &Multiaddr) {
+        let max_addrs = self.config.kad.max_addrs_per_peer;
+        let max_peers = self.config.max_address_cache_peers;
+        if max_addrs == 0 || max_peers == 0 {
+            return;
+        }
+        self.addr_clock += 1;
+        let clock = self.addr_clock;
+        if !self.peer_addrs.contains_key(&peer) && self.peer_addrs.len() >= max_peers {
+            let oldest = self
+                .peer_addrs
+                .iter()
+                .min_by_key(|(_, (_, stamp))| *stamp)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.peer_addrs.remove(&oldest);
+            }
+        }
+        let (addrs, stamp) = self
+            .peer_addrs
+            .entry(peer)
+            .or_insert_with(|| (Vec::new(), clock));
+        *stamp = clock;
+        if let Some(i) = addrs.iter().position(|a| a == addr) {
+            let a = addrs.remove(i);
+            addrs.push(a);
+        } else {
+            if addrs.len() >= max_addrs {
+                addrs.remove(0);
+            }
+            addrs.push(addr.clone());
+        }
+    }
+
+    /// Identify told us `peer`'s protocols on `connection`.
+    fn on_remote_protocols(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        protocols: &[StreamProtocol],
+        now: Instant,
+    ) {
+        if !protocols.contains(&PROTOCOL) {
+            if self.core.routing_table().contains(&peer) {
+                tracing::debug!(%peer, "kad: peer no longer serves the DHT; removing it");
+                self.core.remove_peer(&peer);
+            }
+            return;
+        }
+        let mut addrs: Vec<Multiaddr> = self
+            .peer_addrs
+            .get(&peer)
+            .map(|(a, _)| a.clone())
+            .unwrap_or_default();
+        if let Some((_, Some(dialed))) = self.connections.get(&connection) {
+            if !addrs.contains(dialed) {
+                addrs.push(dialed.clone());
+            }
+        }
+        if addrs.is_empty() {
+            tracing::debug!(%peer, "kad: peer serves the DHT but has no known address; not added");
+            return;
+        }
+        for addr in addrs {
+            self.core.add_address(peer, addr, now);
+        }
+    }
+
+    /// Fires the timer if due; `true` if it did (the core must be polled at that time).
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.core.next_timeout() else {
+            self.sleep = None;
+            return false;
+        };
+        let at = tokio::time::Instant::from_std(deadline);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.fired = Some(deadline);
+            return true;
+        }
+        false
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type Event = Event;
+
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        match self.core.mode() {
+            Mode::Server => vec![PROTOCOL],
+            Mode::Client => Vec::new(),
+        }
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let Some(peer) = peer else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Multiaddr> = Vec::new();
+        let table = self.core.routing_table().get(&peer).map(|n| &n.addrs);
+        let pending = self.dial_addrs.get(&peer).map(|d| &d.addrs);
+        let cached = self.peer_addrs.get(&peer).map(|(a, _)| a);
+        for a in [table, pending, cached].into_iter().flatten().flatten() {
+            if out.len() >= MAX_DIAL_ADDRESSES {
+                break;
+            }
+            if !addresses.contains(a) && !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let now = now();
+        match event {
+            FromSwarm::ConnectionEstablished {
+                peer,
+                connection,
+                endpoint,
+                other_established,
+                ..
+            } => {
+                let dialed = match endpoint {
+                    ConnectedPoint::Dialer { address } => Some(address.clone()),
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                self.connections.insert(connection, (peer, dialed));
+                if other_established == 0 {
+                    self.core.on_peer_connected(peer, now);
+                    // The connection manager forgot the peer's tags when its last connection
+                    // closed: tag it again.
+                    if self.core.routing_table().contains(&peer) {
+                        self.tag(peer);
+                    }
+                }
+            }
+            FromSwarm::ConnectionClosed {
+                peer,
+                connection,
+                remaining_established,
+                ..
+            } => {
+                self.connections.remove(&connection);
+                if remaining_established == 0 {
+                    self.core.on_peer_disconnected(&peer);
+                }
+            }
+            FromSwarm::NewExternalAddrOfPeer { peer, addr } => {
+                if peer == *self.core.local_peer_id() {
+                    return;
+                }
+                self.remember_peer_addr(peer, addr);
+                if self.core.routing_table().contains(&peer) {
+                    self.core.add_address(peer, addr.clone(), now);
+                }
+            }
+            FromSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            } => self.on_remote_protocols(peer, connection, protocols, now),
+            FromSwarm::NewListenAddr { listener, addr } => {
+                let addrs = self.listen_addrs.entry(listener).or_default();
+                if !addrs.contains(addr) {
+                    addrs.push(addr.clone());
+                    self.update_local_addresses();
+                }
+            }
+            FromSwarm::ListenerClosed { listener, .. }
+                if self.listen_addrs.remove(&listener).is_some() =>
+            {
+                self.update_local_addresses();
+            }
+            FromSwarm::ExternalAddrConfirmed { addr }
+                if !self.external_addrs.contains(addr)
+                    && self.external_addrs.len() < MAX_LOCAL_ADDRESSES =>
+            {
+                self.external_addrs.push(addr.clone());
+                self.update_local_addresses();
+            }
+            FromSwarm::ExternalAddrExpired { addr } => {
+                let before = self.external_addrs.len();
+                self.external_addrs.retain(|a| a != addr);
+                if self.external_addrs.len() != before {
+                    self.update_local_addresses();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_inbound_stream(&mut self, inbound: InboundStream) {
+        let InboundStream {
+            peer,
+            connection,
+            mut stream,
+            ..
+        } = inbound;
+        if self.core.mode() == Mode::Client {
+            tracing::debug!(%peer, "kad: inbound stream in client mode; resetting");
+            stream.reset();
+            return;
+        }
+        let limit = self.config.max_inbound_streams_per_peer;
+        let open = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
+        if open >= limit {
+            // Make room by closing this peer's oldest stream that waits idle to be reused.
+            let idle = self
+                .inbound
+                .iter()
+                .filter(|(_, e)| e.peer == peer && e.reusable)
+                .map(|(id, _)| *id)
+                .min();
+            match idle {
+                Some(old) => {
+                    tracing::debug!(%peer, "kad: inbound stream limit reached; closing an idle stream");
+                    if let Some(entry) = self.end_inbound(old) {
+                        entry.abort.abort();
+                    }
+                }
+                None => {
+                    tracing::debug!(%peer, limit, "kad: too many inbound streams; resetting the new one");
+                    stream.reset();
+                    self.queue
+                        .push_back(ToSwarm::GenerateEvent(Event::InboundFailure {
+                            peer,
+                            connection,
+                            error: Error::TooManyStreams { limit },
+                        }));
+                    return;
+                }
+            }
+        }
+        let id = self.next_inbound_id;
+        self.next_inbound_id = self.next_inbound_id.wrapping_add(1);
+        // The handle is replaced as soon as the first task is spawned.
+        let (abort, _) = AbortHandle::new_pair();
+        self.inbound.insert(
+            id,
+            InboundEntry {
+                peer,
+                connection,
+                reusable: false,
+                served: false,
+                abort,
+            },
+        );
+        *self.inbound_per_peer.entry(peer).or_default() += 1;
+        self.read_next(id, stream);
+    }
+
+    fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
+        let Some((peer, request)) = self.pending.remove(&result.id) else {
+            if let Ok(mut out) = result.result {
+                out.stream.reset();
+            }
+            return;
+        };
+        self.release_dial_addrs(&peer);
+        let PendingRequest {
+            request_id,
+            frame,
+            expects_response,
+        } = request;
+        match result.result {
+            Ok(out) => {
+                let codec = self.codec;
+                let timeout = self.config.kad.request_timeout;
+                self.spawn(async move {
+                    let mut stream = out.stream;
+                    let result = with_timeout(
+                        timeout,
+                        exchange(&mut stream, &frame, expects_response, codec),
+                    )
+                    .await;
+                    if result.is_err() {
+                        stream.reset();
+                    }
+                    Done::Outbound {
+                        request_id,
+                        peer,
+                        expects_response,
+                        result,
+                    }
+                });
+            }
+            Err(e) => self.outbound_failed(request_id, peer, expects_response, e.into(), now()),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        loop {
+            if let Some(cmd) = self.queue.pop_front() {
+                return Poll::Ready(cmd);
+            }
+            let mut now = now();
+            if let Some(fired) = self.fired.take() {
+                now = now.max(fired);
+            }
+            if let Some(output) = self.core.poll(now) {
+                self.on_output(output, now);
+                continue;
+            }
+            if let Poll::Ready(Some(done)) = self.tasks.poll_next_unpin(cx) {
+                self.on_done(done, now);
+                continue;
+            }
+            if self.poll_timer(cx) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Runs `fut` with `timeout`.
+async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(Error::Timeout))
+}
+
+/// Our side of one request: write it, then read the response (none for one-way requests,
+/// whose stream is finished instead).
+async fn exchange(
+    stream: &mut Stream,
+    frame: &[u8],
+    expects_response: bool,
+    codec: KadCodec,
+) -> Result<Option<KadResponse>, Error> {
+    stream.write_all(frame).await.map_err(Error::from_io)?;
+    if !expects_response {
+        // Finishing also waits for the remote's (lazy) protocol confirmation.
+        stream.close().await.map_err(Error::from_io)?;
+        return Ok(None);
+    }
+    stream.flush().await.map_err(Error::from_io)?;
+    let Some(buf) = read_frame(stream, codec.max_message_size()).await? else {
+        return Err(Error::NoResponse);
+    };
+    let response = match codec.decode_response(&buf)? {
+        Some((response, _)) => response,
+        // `read_frame` returns whole frames only.
+        None => return Err(Error::UnexpectedEof),
+    };
+    // Best effort: the exchange is complete whatever the finish does.
+    let _ = stream.close().await;
+    Ok(Some(response))
+}
+
+/// Reads the next request of an inbound stream; `None` when the remote finished the stream.
+async fn read_request(stream: &mut Stream, codec: KadCodec) -> Result<Option<KadRequest>, Error> {
+    let Some(buf) = read_frame(stream, codec.max_message_size()).await? else {
+        return Ok(None);
+    };
+    match codec.decode_request(&buf)? {
+        Some((request, _)) => Ok(Some(request)),
+        None => Err(Error::UnexpectedEof),
+    }
+}
+
+/// Reads one length-prefixed frame, prefix included, without reading past it. The length is
+/// checked against `max` before anything is allocated. `None` on a clean end of stream before
+/// the frame's first byte.
+async fn read_frame(stream: &mut Stream, max: usize) -> Result<Option<Vec<u8>>, Error> {
+    let mut prefix = [0u8; MAX_PREFIX_LEN];
+    let mut n = 0;
+    loop {
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte).await.map_err(Error::from_io)?;
+        if read == 0 {
+            return if n == 0 {
+                Ok(None)
+            } else {
+                Err(Error::UnexpectedEof)
+            };
+        }
+        prefix[n] = byte[0];
+        n += 1;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        if n == MAX_PREFIX_LEN {
+            return Err(ProtocolError::InvalidLengthPrefix.into());
+        }
+    }
+    let (len, _) = unsigned_varint::decode::u64(&prefix[..n])
+        .map_err(|_| Error::Protocol(ProtocolError::InvalidLengthPrefix))?;
+    if len > max as u64 {
+        return Err(ProtocolError::MessageTooLarge { len, max }.into());
+    }
+    // At most `max`, so it fits in usize.
+    let len = len as usize;
+    let mut buf = Vec::with_capacity(n + len);
+    buf.extend_from_slice(&prefix[..n]);
+    buf.resize(n + len, 0);
+    stream
+        .read_exact(&mut buf[n..])
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::UnexpectedEof,
+            _ => Error::from_io(e),
+        })?;
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwire_core::Keypair;
+
+    fn peer(n: u64) -> PeerId {
+        Keypair::from_seed_for_tests(n).peer_id()
+    }
+
+    fn addr(n: u16) -> Multiaddr {
+        format!("/ip4/10.0.0.1/udp/{n}/quic-v1").parse().unwrap()
+    }
+
+    #[test]
+    fn protocols_follow_the_mode() {
+        let mut b = Behaviour::new(peer(0), Config::new());
+        assert_eq!(b.protocols(), vec![PROTOCOL]);
+        b.set_mode(Mode::Client);
+        assert!(b.protocols().is_empty());
+        // The core reports the change; the behaviour turns it into ProtocolsChanged.
+        let out = b.core.poll(now()).unwrap();
+        b.on_output(out, now());
+        assert!(matches!(
+            b.queue.pop_front(),
+            Some(ToSwarm::ProtocolsChanged)
+        ));
+        assert!(matches!(
+            b.queue.pop_front(),
+            Some(ToSwarm::GenerateEvent(Event::ModeChanged {
+                mode: Mode::Client
+            }))
+        ));
+    }
+
+    #[test]
+    fn address_cache_is_bounded() {
+        let mut b = Behaviour::new(
+            peer(0),
+            Config::new()
+                .with_max_address_cache_peers(2)
+                .with_kad(KadConfig {
+                    max_addrs_per_peer: 2,
+                    ..KadConfig::default()
+                }),
+        );
+        for n in 0..5 {
+            b.remember_peer_addr(peer(1), &addr(n));
+        }
+        assert_eq!(b.peer_addrs[&peer(1)].0, vec![addr(3), addr(4)]);
+        b.remember_peer_addr(peer(2), &addr(1));
+        // Peer 1 is refreshed, so peer 2 is the oldest when peer 3 arrives.
+        b.remember_peer_addr(peer(1), &addr(3));
+        b.remember_peer_addr(peer(3), &addr(1));
+        assert_eq!(b.peer_addrs.len(), 2);
+        assert!(b.peer_addrs.contains_key(&peer(1)) && b.peer_addrs.contains_key(&peer(3)));
+    }
+
+    #[test]
+    fn dial_hook_offers_table_request_and_identify_addresses() {
+        let mut b = Behaviour::new(peer(0), Config::new());
+        b.add_address(peer(1), addr(1));
+        b.remember_peer_addr(peer(1), &addr(2));
+        b.send_request(
+            RequestId::for_tests(7),
+            peer(1),
+            vec![addr(3), addr(1)],
+            KadRequest::Ping,
+            now(),
+        );
+        let got = b
+            .handle_pending_outbound_connection(ConnectionId::next(), Some(peer(1)), &[addr(2)])
+            .unwrap();
+        assert_eq!(got, vec![addr(1), addr(3)]);
+        // The request's addresses are forgotten once its stream is resolved.
+        b.release_dial_addrs(&peer(1));
+        assert!(b.dial_addrs.is_empty());
+        assert!(b
+            .handle_pending_outbound_connection(ConnectionId::next(), None, &[])
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn routing_table_entries_are_tagged_and_untagged() {
+        let mut b = Behaviour::new(peer(0), Config::new());
+        b.add_address(peer(1), addr(1));
+        b.remove_peer(&peer(1));
+        let t = now();
+        while let Some(out) = b.core.poll(t) {
+            b.on_output(out, t);
+        }
+        let cmds: Vec<String> = b
+            .queue
+            .iter()
+            .filter_map(|c| match c {
+                ToSwarm::ConnManager(c) => Some(format!("{c:?}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        assert!(
+            cmds[0].starts_with("TagPeer") && cmds[0].contains("\"kad\"") && cmds[0].contains('5')
+        );
+        assert!(cmds[1].starts_with("UntagPeer"));
+        // Without a tag configured, nothing is sent.
+        let mut b = Behaviour::new(peer(0), Config::new().with_conn_manager_tag(None));
+        b.add_address(peer(1), addr(1));
+        while let Some(out) = b.core.poll(t) {
+            b.on_output(out, t);
+        }
+        assert!(!b.queue.iter().any(|c| matches!(c, ToSwarm::ConnManager(_))));
+    }
+
+    #[test]
+    fn identify_protocols_add_and_remove_peers() {
+        let mut b = Behaviour::new(peer(0), Config::new());
+        let t = now();
+        let c = ConnectionId::next();
+        b.connections.insert(c, (peer(1), Some(addr(9))));
+        b.remember_peer_addr(peer(1), &addr(1));
+        b.on_remote_protocols(peer(1), c, &[StreamProtocol::new("/ipfs/id/1.0.0")], t);
+        assert!(!b.routing_table().contains(&peer(1)));
+        b.on_remote_protocols(peer(1), c, &[PROTOCOL], t);
+        let node = b.routing_table().get(&peer(1)).unwrap();
+        assert_eq!(node.addrs, vec![addr(1), addr(9)]);
+        b.on_remote_protocols(peer(1), c, &[], t);
+        assert!(!b.routing_table().contains(&peer(1)));
+        // A listener-side connection of a peer without known addresses is not routable.
+        let c2 = ConnectionId::next();
+        b.connections.insert(c2, (peer(2), None));
+        b.on_remote_protocols(peer(2), c2, &[PROTOCOL], t);
+        assert!(!b.routing_table().contains(&peer(2)));
+    }
+
+    #[test]
+    fn errors_classify_unsupported() {
+        assert!(Error::Stream(StreamError::UnsupportedProtocols).is_unsupported());
+        assert!(!Error::Timeout.is_unsupported());
+        let e = Error::from_io(io::Error::other("boom"));
+        assert!(matches!(e, Error::Io(_)));
+    }
+}

@@ -186,10 +186,16 @@ impl RawQuinn {
 // ---------------------------------------------------------------------------------------------
 // meshwire
 
+/// A request for a stream to a peer, answered on the oneshot.
+type StreamRequest = (PeerId, oneshot::Sender<meshwire_swarm::Stream>);
+
 /// Hands inbound streams to a server task and outbound streams to whoever asked.
 struct Bench {
-    requests: mpsc::UnboundedReceiver<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
-    waiting: VecDeque<(meshwire_swarm::StreamRequestId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    requests: mpsc::UnboundedReceiver<StreamRequest>,
+    waiting: VecDeque<(
+        meshwire_swarm::StreamRequestId,
+        oneshot::Sender<meshwire_swarm::Stream>,
+    )>,
     inbound: mpsc::UnboundedSender<meshwire_swarm::Stream>,
 }
 
@@ -225,12 +231,12 @@ impl NetworkBehaviour for Bench {
 
 struct Meshwire {
     peer: PeerId,
-    requests: mpsc::UnboundedSender<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    requests: mpsc::UnboundedSender<StreamRequest>,
 }
 
 fn meshwire_swarm() -> (
     Swarm<Bench>,
-    mpsc::UnboundedSender<(PeerId, oneshot::Sender<meshwire_swarm::Stream>)>,
+    mpsc::UnboundedSender<StreamRequest>,
     mpsc::UnboundedReceiver<meshwire_swarm::Stream>,
 ) {
     let (req_tx, req_rx) = mpsc::unbounded_channel();

@@ -88,7 +88,8 @@ async fn interval_is_respected() {
         );
         count += 1;
     }
-    assert!((5..=12).contains(&count), "{count} pings in one second");
+    // The lower bound leaves room for a loaded machine; the point is "periodic, not a flood".
+    assert!((3..=12).contains(&count), "{count} pings in one second");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@
 //!   `macros`) `#[derive(NetworkBehaviour)]`.
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
 //! - [`ping`] (feature `ping`), [`identify`] (feature `identify`), [`kad`] (feature `kad`:
-//!   the Kademlia DHT behaviour, its sans-IO core and service discovery).
+//!   the Kademlia DHT behaviour, its sans-IO core and service discovery), [`swim`] (feature
+//!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -25,4 +26,6 @@ pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
 pub use meshwire_swarm as swarm;
+#[cfg(feature = "swim")]
+pub use meshwire_swim as swim;
 pub use meshwire_transport as transport;

@@ -116,6 +116,9 @@ pub struct Stats {
     pub false_suspicions: u64,
     /// Members declared failed by this node's own suspicion timers.
     pub failures_declared: u64,
+    /// Of those, declarations not spread because no member had been heard from since the
+    /// suspicion began (this node was likely cut off itself).
+    pub failures_kept_local: u64,
     /// Times this node refuted a suspicion (or death) of itself.
     pub refutations: u64,
     /// Times this node re-announced its current incarnation because someone still accused

@@ -1,11 +1,73 @@
-//! SWIM membership and failure detection with the Lifeguard extensions, as a sans-IO core.
+//! SWIM membership and failure detection with the Lifeguard extensions: a sans-IO core and a
+//! meshwire swarm behaviour that drives it over QUIC.
+//!
+//! - [`Swim`] (always available) is the protocol as a pure state machine; the
+//!   [`sim`] simulator runs thousands of them on a virtual clock.
+//! - [`behaviour::Behaviour`] (feature `swarm`, on by default) is a
+//!   [`NetworkBehaviour`](meshwire_swarm::NetworkBehaviour) that carries the core's probes as
+//!   unreliable QUIC datagrams and its push-pulls as `/meshwire/swim/1.0.0` streams, dials
+//!   members it must reach, and keeps their connections alive. Without the feature the crate
+//!   has no IO or async dependency.
+//!
+//! # Example: a cluster of real swarms (feature `swarm`)
+//!
+//! ```
+//! # #[cfg(feature = "swarm")]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use meshwire_core::Keypair;
+//! use meshwire_swarm::{Swarm, SwarmConfig, SwarmEvent};
+//! use meshwire_swim::behaviour::{Behaviour, Config};
+//! use meshwire_swim::{Event, Realm};
+//! use meshwire_transport::quic::{QuicConfig, QuicTransport};
+//!
+//! let realm: Realm = "org.example.mesh".parse()?;
+//! // A fast protocol period for the example; the default is 1 s.
+//! let mut config = Config::default();
+//! config.swim.probe_interval = Duration::from_millis(200);
+//! config.swim.probe_timeout = Duration::from_millis(100);
+//!
+//! let mut swarms = Vec::new();
+//! for _ in 0..3 {
+//!     let key = Keypair::generate();
+//!     let behaviour = Behaviour::new(key.peer_id(), [realm.clone()], config.clone())?;
+//!     let transport = QuicTransport::new(key, QuicConfig::default())?;
+//!     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+//!     swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+//!     swarms.push(swarm);
+//! }
+//! // The first node is the seed; learn its address.
+//! let seed_addr = loop {
+//!     if let SwarmEvent::NewListenAddr { address, .. } = swarms[0].next_event().await {
+//!         break address;
+//!     }
+//! };
+//! let seed = (swarms[0].local_peer_id(), seed_addr);
+//! for s in &mut swarms[1..] {
+//!     s.behaviour_mut().join(&realm, &[seed.clone()])?;
+//! }
+//! // Drive all swarms until every node has learned of the two others.
+//! let mut joined = 0;
+//! while joined < 6 {
+//!     let polls = swarms.iter_mut().map(|s| Box::pin(s.next_event()));
+//!     let (event, _, _) = futures::future::select_all(polls).await;
+//!     if let SwarmEvent::Behaviour(Event::MemberJoined { .. }) = event {
+//!         joined += 1;
+//!     }
+//! }
+//! assert!(swarms.iter().all(|s| s.behaviour().live_members(&realm).len() == 2));
+//! # Ok(()) }
+//! # #[cfg(not(feature = "swarm"))] fn main() {}
+//! ```
+//!
+//! # The sans-IO core
 //!
 //! [`Swim`] is a pure state machine in the style of `quinn-proto`: the driver (meshwire's
 //! swarm, a test, or the [`sim`] simulator) passes in time and inbound messages, and takes
 //! out messages to send and membership events. It never reads a clock, sleeps or does IO,
 //! and all its randomness comes from a seed, so runs are reproducible.
 //!
-//! # Example: three cores wired by hand
+//! ## Example: three cores wired by hand
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -70,7 +132,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # The driver contract
+//! ## The driver contract
 //!
 //! Inputs (each takes the current time, never earlier than a previous call's):
 //! - [`Swim::handle_timeout`] when [`Swim::poll_timeout`] is due (re-read it after every call).
@@ -144,6 +206,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "swarm")]
+pub mod behaviour;
 mod config;
 mod core;
 mod event;

@@ -95,6 +95,8 @@ pub(crate) struct Membership {
     queue: BroadcastQueue,
     awareness: u32,
     pending: KeyedMap<PeerId, Pending>,
+    /// When a message from another member last arrived (any datagram or push-pull).
+    last_heard: Option<Instant>,
     stats: Stats,
 }
 
@@ -178,6 +180,7 @@ impl Membership {
             queue: BroadcastQueue::new(hash_key ^ 2),
             awareness: 0,
             pending: keyed_map(hash_key ^ 3),
+            last_heard: None,
             stats: Stats::default(),
         };
         m.queue.push(m.self_alive());
@@ -350,17 +353,26 @@ impl Membership {
     fn fire(&mut self, timer: Timer, now: Instant, cfg: &Config, out: &mut Outbox) {
         match timer {
             Timer::Suspicion(peer) => {
-                let inc = match self.members.get(&peer) {
-                    Some(e)
-                        if e.state == MemberState::Suspect
-                            && e.suspicion.as_ref().is_some_and(|s| s.deadline <= now) =>
-                    {
-                        e.incarnation
-                    }
+                let (inc, start) = match self.members.get(&peer) {
+                    Some(Entry {
+                        state: MemberState::Suspect,
+                        incarnation,
+                        suspicion: Some(s),
+                        ..
+                    }) if s.deadline <= now => (*incarnation, s.start),
                     _ => return,
                 };
                 let local = self.local;
                 self.apply_dead(peer, inc, local, false, now, cfg, out);
+                // Heard from nobody since the suspicion began: this node is most likely the
+                // one cut off. It keeps the verdict to itself; spread, the declaration could
+                // reach the group late (packets queued while the link was down) and make it
+                // declare a live member failed.
+                if self.last_heard.is_none_or(|t| t < start) {
+                    self.stats.failures_kept_local += 1;
+                    self.queue
+                        .retain(|u| !(u.peer == peer && matches!(u.kind, UpdateKind::Dead { .. })));
+                }
             }
             Timer::Reap(peer) => {
                 let expired = self.members.get(&peer).is_some_and(|e| {
@@ -652,6 +664,7 @@ impl Membership {
         if self.left {
             return;
         }
+        self.last_heard = Some(now);
         self.stats.datagrams_received += 1;
         match body {
             Body::Ping(p) => {
@@ -1260,12 +1273,31 @@ impl Membership {
         if self.left {
             return;
         }
+        if self.live == 0 {
+            self.forget_own_failures();
+        }
         let mut seen: Vec<PeerId> = Vec::new();
         for s in seeds.iter().take(MAX_PENDING_PUSH_PULLS) {
             if *s != self.local && !seen.contains(s) {
                 seen.push(*s);
                 self.start_push_pull(*s, true, now, cfg, out);
             }
+        }
+    }
+
+    /// Joining with no live member left: this node declared everyone it knew failed, so it
+    /// is far more likely the one that was cut off than the only survivor. Its failure
+    /// declarations are not spread (after a partition heals they would make the group
+    /// declare live members failed), and the members it holds dead are forgotten, so the
+    /// seeds' tables bring them back as alive at any incarnation.
+    fn forget_own_failures(&mut self) {
+        self.queue
+            .retain(|u| !matches!(u.kind, UpdateKind::Dead { .. } | UpdateKind::Suspect { .. }));
+        let before = self.members.len();
+        self.members.retain(|_, e| e.state != MemberState::Dead);
+        if self.members.len() != before {
+            self.probe_order.clear();
+            self.probe_index = 0;
         }
     }
 
@@ -1280,6 +1312,7 @@ impl Membership {
         if self.left {
             return None;
         }
+        self.last_heard = Some(now);
         if pp.response {
             if self.pending.remove(&from).is_none() {
                 self.stats.unexpected_messages += 1;

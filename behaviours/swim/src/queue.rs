@@ -90,6 +90,24 @@ impl BroadcastQueue {
         }
     }
 
+    /// Drops the pending updates for which `keep` is false.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Update) -> bool) {
+        let drop: Vec<usize> = self
+            .by_peer
+            .values()
+            .copied()
+            .filter(|&s| self.slots[s].update.as_ref().is_some_and(|u| !keep(u)))
+            .collect();
+        for slot in drop {
+            // Its tier marker stays behind until met or compacted.
+            self.retire(slot);
+            self.stale += 1;
+        }
+        if self.stale > 64 + self.by_peer.len() {
+            self.compact();
+        }
+    }
+
     /// Pending updates.
     pub(crate) fn len(&self) -> usize {
         self.by_peer.len()

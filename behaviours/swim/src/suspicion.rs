@@ -19,7 +19,8 @@ pub(crate) struct Suspicion {
     k: u32,
     min: Duration,
     max: Duration,
-    start: Instant,
+    /// When the suspicion started.
+    pub(crate) start: Instant,
     /// When the member is declared dead if nothing changes.
     pub(crate) deadline: Instant,
 }

@@ -95,6 +95,8 @@ struct Net {
     cut: Vec<(usize, usize)>,
     down: Vec<bool>,
     events: Vec<(usize, Event)>,
+    /// When set, every datagram sent, delivered or not: (from, to, body).
+    sent: Option<Vec<(usize, usize, Body)>>,
 }
 
 impl Net {
@@ -107,6 +109,7 @@ impl Net {
             cut: Vec::new(),
             down: vec![false; n],
             events: Vec::new(),
+            sent: None,
         }
     }
 
@@ -132,6 +135,9 @@ impl Net {
                     let now = self.now;
                     match t.kind {
                         TransmitKind::Datagram => {
+                            if let Some(sent) = self.sent.as_mut() {
+                                sent.push((i, j, t.message.body.clone()));
+                            }
                             if self.cut.contains(&(i, j)) {
                                 continue;
                             }
@@ -664,6 +670,73 @@ fn crashed_member_is_detected_and_declared_failed() {
         .map(|i| net.nodes[i].stats(&realm()).unwrap().nacks_received)
         .sum();
     assert!(nacks > 0);
+}
+
+#[test]
+fn a_cut_off_node_keeps_its_failure_declarations_and_rejoins_cleanly() {
+    // No anti-entropy: the isolation below cuts datagrams only.
+    let cfg = Config {
+        push_pull_interval: None,
+        ..Config::default()
+    };
+    let mut net = Net::new(5, cfg);
+    net.join_all();
+    net.run(Duration::from_secs(5));
+    for j in 0..4 {
+        net.cut.push((4, j));
+        net.cut.push((j, 4));
+    }
+    net.sent = Some(Vec::new());
+    // Until node 4 has declared every other member failed (it is alone).
+    let mut waited = 0;
+    while net.nodes[4].live_member_count(&realm()) > 0 {
+        net.run(Duration::from_secs(1));
+        waited += 1;
+        assert!(waited < 200, "node 4 never gave up on the others");
+    }
+    // The others gave up on node 4 long before.
+    for i in 0..4 {
+        assert_eq!(net.nodes[i].live_member_count(&realm()), 3, "node {i}");
+    }
+    assert!((0..4).all(|i| state(&net.nodes[4], i).is_some_and(|s| s.0 == MemberState::Dead)));
+    // The link is back; alone, node 4 joins again through node 0.
+    net.cut.clear();
+    let mark = net.events.len();
+    let now = net.now;
+    net.nodes[4].join(now, &realm(), &[peer(0)]).unwrap();
+    net.deliver();
+    net.run(Duration::from_secs(10));
+    // Its failure declarations, made hearing from nobody, were never sent (packets sent
+    // into a broken link can arrive late); the others', made while hearing each other, were.
+    assert_eq!(net.nodes[4].stats(&realm()).unwrap().failures_kept_local, 4);
+    assert!((0..4).all(|i| net.nodes[i].stats(&realm()).unwrap().failures_kept_local == 0));
+    assert!(net.sent.iter().flatten().any(|(from, _, b)| *from < 4
+        && b.updates()
+            .iter()
+            .any(|u| u.peer == peer(4) && matches!(u.kind, UpdateKind::Dead { .. }))));
+    let leaked: Vec<_> = net
+        .sent
+        .iter()
+        .flatten()
+        .filter(|(from, _, b)| {
+            *from == 4
+                && b.updates()
+                    .iter()
+                    .any(|u| matches!(u.kind, UpdateKind::Dead { .. }))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "node 4 spread failures: {leaked:?}");
+    let wrong: Vec<_> = net.events[mark..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::MemberFailed { peer: p, .. } if *p != peer(4)))
+        .collect();
+    assert!(wrong.is_empty(), "live members declared failed: {wrong:?}");
+    for i in 0..5 {
+        assert_eq!(net.nodes[i].live_member_count(&realm()), 4, "node {i}");
+    }
+    // Node 4 learned the others back from the seed's table at once.
+    assert!(net.events[mark..].iter().any(|(n, e)| *n == 4
+        && matches!(e, Event::MemberJoined { member, .. } if member.peer == peer(3))));
 }
 
 #[test]

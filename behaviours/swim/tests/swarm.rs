@@ -77,6 +77,7 @@ enum Cmd {
     Leave,
     Members(oneshot::Sender<Vec<Member>>),
     Connected(oneshot::Sender<usize>),
+    Io(oneshot::Sender<meshwire_swim::behaviour::IoStats>),
 }
 
 #[derive(Debug)]
@@ -136,6 +137,9 @@ async fn spawn_node(
                         }
                         Some(Cmd::Connected(tx)) => {
                             let _ = tx.send(swarm.connected_peers().count());
+                        }
+                        Some(Cmd::Io(tx)) => {
+                            let _ = tx.send(swarm.behaviour().io_stats().clone());
                         }
                         None => return,
                     },
@@ -252,6 +256,22 @@ async fn ten_swarms_detect_a_crash_and_a_graceful_leave() {
     assert!(
         disconnects.is_empty(),
         "live members were disconnected: {disconnects:?}"
+    );
+    let (mut sent, mut received) = (0, 0);
+    for n in &nodes {
+        let (tx, rx) = oneshot::channel();
+        n.cmd.send(Cmd::Io(tx)).unwrap();
+        let io = rx.await.unwrap();
+        // Every datagram fitted its QUIC connection (the default MTU is below what any QUIC
+        // path carries) and decoded.
+        assert_eq!(io.datagrams_too_large, 0, "{io:?}");
+        assert_eq!(io.datagrams_bad, 0, "{io:?}");
+        sent += io.datagrams_sent;
+        received += io.datagrams_received;
+    }
+    assert!(
+        received > 0 && received <= sent,
+        "sent {sent}, received {received}"
     );
     assert!(
         failed_events.is_empty(),

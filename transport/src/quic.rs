@@ -118,6 +118,9 @@ pub fn socketaddr_to_multiaddr(addr: SocketAddr) -> Multiaddr {
 struct Listener {
     endpoint: quinn::Endpoint,
     local: SocketAddr,
+    /// The addresses reported: `local`, or for a wildcard socket (`0.0.0.0` / `::`) the
+    /// interface addresses of its family when it started listening.
+    reported: Vec<SocketAddr>,
     incoming: mpsc::Receiver<quinn::Incoming>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -289,19 +292,23 @@ impl Transport for QuicTransport {
             }
         });
         let id = ListenerId::next();
+        let reported = reported_addrs(local);
+        for addr in &reported {
+            self.events.push_back(TransportEvent::NewListenAddr {
+                listener: id,
+                addr: socketaddr_to_multiaddr(*addr),
+            });
+        }
         self.listeners.insert(
             id,
             Listener {
                 endpoint,
                 local,
+                reported,
                 incoming: rx,
                 task,
             },
         );
-        self.events.push_back(TransportEvent::NewListenAddr {
-            listener: id,
-            addr: socketaddr_to_multiaddr(local),
-        });
         Ok(id)
     }
 
@@ -384,7 +391,7 @@ impl Transport for QuicTransport {
     fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listeners
             .values()
-            .map(|l| socketaddr_to_multiaddr(l.local))
+            .flat_map(|l| l.reported.iter().map(|a| socketaddr_to_multiaddr(*a)))
             .collect()
     }
 
@@ -398,7 +405,13 @@ impl Transport for QuicTransport {
             match l.incoming.poll_recv(cx) {
                 Poll::Ready(Some(incoming)) => {
                     let remote = incoming.remote_address();
-                    let local = l.local;
+                    // On a wildcard socket, the address the packet came in on.
+                    let local = match incoming.local_ip() {
+                        Some(ip) if l.local.ip().is_unspecified() => {
+                            SocketAddr::new(ip, l.local.port())
+                        }
+                        _ => l.local,
+                    };
                     let upgrade: PendingConnection = Box::pin(async move {
                         let connecting = incoming
                             .accept()
@@ -435,4 +448,37 @@ impl Transport for QuicTransport {
         }
         Poll::Pending
     }
+}
+
+/// The addresses a listener bound to `local` is reachable at: `local` itself, or, for a
+/// wildcard address, every interface address of the same family (read once, when listening
+/// starts; interfaces that appear later are not reported). Falls back to `local` if the
+/// interfaces cannot be read or none has an address of that family.
+fn reported_addrs(local: SocketAddr) -> Vec<SocketAddr> {
+    if !local.ip().is_unspecified() {
+        return vec![local];
+    }
+    let mut addrs: Vec<SocketAddr> = match if_addrs::get_if_addrs() {
+        Ok(ifaces) => ifaces
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+            // Link-local IPv6 addresses need a scope id that multiaddrs cannot carry.
+            .filter(|ip| match ip {
+                std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+                std::net::IpAddr::V4(_) => true,
+            })
+            .map(|ip| SocketAddr::new(ip, local.port()))
+            .collect(),
+        Err(e) => {
+            debug!(error = %e, "cannot read interface addresses; reporting the wildcard");
+            Vec::new()
+        }
+    };
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        addrs.push(local);
+    }
+    addrs
 }

@@ -233,3 +233,46 @@ async fn dial_without_listener_uses_a_client_endpoint_and_many_streams_work() {
     }
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_wildcard_listener_reports_interface_addresses() {
+    let mut t = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    t.listen_on("/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let mut reported = Vec::new();
+    // Every interface address is reported at once, before anything else happens.
+    while let Ok(TransportEvent::NewListenAddr { addr, .. }) =
+        tokio::time::timeout(Duration::from_millis(100), t.next_event()).await
+    {
+        reported.push(addr);
+    }
+    let texts: Vec<String> = reported.iter().map(|a| a.to_string()).collect();
+    assert!(
+        texts.iter().all(|a| !a.starts_with("/ip4/0.0.0.0/")),
+        "{texts:?}"
+    );
+    let lo = texts
+        .iter()
+        .find(|a| a.starts_with("/ip4/127.0.0.1/udp/"))
+        .unwrap_or_else(|| panic!("loopback among {texts:?}"))
+        .clone();
+    assert_eq!(t.listen_addrs().len(), reported.len());
+
+    // The reported loopback address is dialable, and the accepted connection names the
+    // address it came in on, not the wildcard.
+    let lo: Multiaddr = lo.parse().unwrap();
+    let mut d = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    let dial = d.dial(&lo, Some(t.local_peer_id())).unwrap();
+    let TransportEvent::Incoming {
+        local_addr,
+        upgrade,
+        ..
+    } = t.next_event().await
+    else {
+        panic!("no incoming")
+    };
+    assert_eq!(local_addr, lo);
+    let (o, i) = tokio::join!(dial, upgrade);
+    assert_eq!(o.unwrap().peer_id(), t.local_peer_id());
+    assert_eq!(i.unwrap().local_addr(), &lo);
+}

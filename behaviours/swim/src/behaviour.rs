@@ -8,16 +8,19 @@
 //!   peer's preferred connection (see below), and reads each connection's datagrams with one
 //!   `read_datagram` future at a time, handing them to the core with the connection's
 //!   authenticated peer as sender.
-//! - **No connection to the target**: the datagram waits in a small per-peer queue
-//!   ([`Config::max_queued_datagrams_per_peer`], oldest dropped first; at most
-//!   [`Config::max_queued_peers`] peers; entries older than [`Config::queued_datagram_ttl`]
-//!   are dropped) while the behaviour dials the peer ([`ToSwarm::Dial`]) at the addresses of
-//!   its member metadata (and the join seeds' addresses). A failed dial drops the queue: SWIM
-//!   tolerates loss, and the next probe dials again. Members are dialed when a datagram must
-//!   reach them, not when they join: connections then come up spread over a probe round.
-//!   (Dialing every new member at once was tried and made formation no faster in the
-//!   ten-swarm loopback test, median 1.65 s against 1.45 s over five interleaved runs: it
-//!   bunches a whole cluster's handshakes together.)
+//! - **No connection to the target**: if the peer is a live member or a seed, the datagram
+//!   waits in a small per-peer queue ([`Config::max_queued_datagrams_per_peer`], oldest
+//!   dropped first; at most [`Config::max_queued_peers`] peers; entries older than
+//!   [`Config::queued_datagram_ttl`] are swept on the timer path) while the behaviour dials
+//!   the peer ([`ToSwarm::Dial`]) at the addresses of its member metadata (and former
+//!   members' and the join seeds' addresses). Datagrams for anyone else (gossip to a member
+//!   held dead) are sent only over an existing connection. Any failed dial of the peer drops
+//!   its queue, and a failed dial of ours backs off the peer's dials
+//!   ([`Config::dial_backoff`], doubling to [`Config::dial_backoff_max`]) until a connection
+//!   or alive news. Newly learned live members are dialed ahead of their first probe, at most
+//!   [`Config::warm_dials_per_period`] per protocol period (all at once bunched a cluster's
+//!   handshakes together); and when a probe's ping had to wait for a connection, the core is
+//!   told when it goes out ([`Swim::probe_sendable`]), so the probe's timers run from then.
 //! - **Push-pull** (join, anti-entropy): a stream negotiated as [`PROTOCOL`], opened with
 //!   [`ToSwarm::OpenStream`] (the swarm dials if needed); the initiator writes one framed
 //!   request and finishes its side, the responder reads it (bounded by the core's
@@ -25,10 +28,12 @@
 //!   answer and finishes. A failure of any step is reported to the core
 //!   ([`Swim::push_pull_failed`]).
 //! - **Timers**: one tokio `Sleep` armed at [`Swim::poll_timeout`] (and at the next rejoin
-//!   check).
+//!   check and warm-up dial), checked on every `poll` after at most 16 datagrams, so that
+//!   sustained input cannot starve probes and suspicion timers.
 //! - **Keep-alive**: [`NetworkBehaviour::connection_keep_alive`] is `true` for the preferred
 //!   connection of every live (alive or suspect) member, so the swarm's idle rule never
-//!   closes it, and for any connection that carried a SWIM datagram from the peer within
+//!   closes it, and for any connection that carried a SWIM message of one of our realms
+//!   (decoded; junk does not count) from the peer within
 //!   [`Config::traffic_keep_alive`] (the peer uses it, e.g. a member that learned of us before
 //!   we learned of it). Connections to dead, left or unknown peers are left to the idle rule.
 //!   Of two connections between the same pair (simultaneous dials) the preferred one is the
@@ -36,25 +41,34 @@
 //!   it, so the duplicate idles out. QUIC's own keep-alive and idle timeout
 //!   ([`QuicConfig`](meshwire_transport::quic::QuicConfig)) are independent of SWIM: they keep
 //!   a wanted connection open or close a dead one, while SWIM judges members by its own
-//!   datagrams only. Nothing is protected in the connection manager.
-//! - **Local metadata**: the node announces its listen addresses (those with a specific IP)
-//!   and confirmed external addresses, plus [`Config::data`], and re-announces (with a new
+//!   datagrams only. Live members' peers are tagged [`CONN_MANAGER_TAG`]
+//!   ([`Config::conn_manager_tag_value`]) in the swarm's connection manager and untagged when
+//!   they fail or leave; nothing is protected. SWIM keeps a full mesh, so a realm larger than
+//!   the connection manager's high watermark (192 by default) needs higher watermarks.
+//! - **Local metadata**: the node announces its listen addresses (those with a specific IP;
+//!   loopback ones only when it has no other) and confirmed external addresses, plus
+//!   [`Config::data`], and re-announces (with a new
 //!   incarnation) when they change, so members can dial it.
-//! - **Rejoin**: every [`Config::rejoin_interval`], a node that has joined a realm through
-//!   seeds but now sees no live member in it (cut off, every seed unreachable at start-up)
-//!   joins through its seeds again. Members it is merely partitioned from are healed by the
-//!   anti-entropy push-pulls.
+//! - **Rejoin**: every [`Config::rejoin_interval`], a node that sees no live member in a
+//!   realm (cut off, every seed unreachable at start-up) rejoins ([`Swim::rejoin`]) through
+//!   its seeds, if any, and through up to 3 members it holds dead or former members, so a
+//!   seed (which never joined through anyone) or a node whose seeds are gone finds its way
+//!   back too. Members it is merely partitioned from are healed by the anti-entropy
+//!   push-pulls.
 //!
 //! Bytes from the network are bounded before they are buffered (datagrams by QUIC and the
 //! core's limits, push-pull frames by [`Config::swim`]`.max_push_pull_bytes`), inbound
 //! push-pull streams are limited ([`Config::max_inbound_push_pulls`],
-//! [`Config::max_inbound_push_pulls_per_peer`]), and nothing from the network can panic.
+//! [`Config::max_inbound_push_pulls_per_peer`], and [`Config::max_inbound_push_pull_bytes`]
+//! buffered at once over all of them), and nothing from the network can panic.
 //!
 //! SWIM assumes it is the only reader of QUIC datagrams on the swarm's connections.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -65,9 +79,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use meshwire_core::{ConnectionId, PeerId};
 use meshwire_swarm::{
-    ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream, ListenerId, NetworkBehaviour,
-    OpenStream, OutboundStreamResult, PeerCondition, Stream, StreamError, StreamProtocol,
-    StreamRequestId, ToSwarm,
+    ConnManagerCommand, ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream,
+    ListenerId, NetworkBehaviour, OpenStream, OutboundStreamResult, PeerCondition, Stream,
+    StreamError, StreamProtocol, StreamRequestId, ToSwarm,
 };
 use meshwire_transport::{Connection, ConnectionError};
 use multiaddr::{Multiaddr, Protocol};
@@ -95,6 +109,15 @@ pub const MAX_SEEDS: usize = 64;
 /// Work items handled per call of `poll` before yielding to the swarm's other work.
 const POLL_BUDGET: usize = 128;
 
+/// Datagrams handled in a row before the timers are checked again.
+const DATAGRAM_BATCH: usize = 16;
+
+/// The connection-manager tag of live members' peers.
+pub const CONN_MANAGER_TAG: &str = "swim";
+
+/// Members held dead (or former members) tried per rejoin, besides the seeds.
+const REJOIN_FALLBACK: usize = 3;
+
 /// Stream requests for push-pulls in flight at most (the core itself keeps far fewer).
 const MAX_PUSH_PULLS_IN_FLIGHT: usize = 256;
 
@@ -120,9 +143,9 @@ pub struct Config {
     /// encoded size plus the addresses must fit [`crate::Config::max_metadata_bytes`];
     /// addresses are left out, last first, when they do not.
     pub data: Bytes,
-    /// How often a node that joined through seeds checks whether it is alone in a realm (no
-    /// live member) and, if so, joins through its seeds again. `None` disables it. Default
-    /// 10 s.
+    /// How often the node checks whether it is alone in a realm (no live member) and, if so,
+    /// rejoins through its seeds and up to 3 members it last knew (held dead, or former
+    /// members). `None` disables it. Default 10 s.
     pub rejoin_interval: Option<Duration>,
     /// Datagrams kept per peer while it is dialed (default 8). On overflow the oldest is
     /// dropped.
@@ -145,6 +168,23 @@ pub struct Config {
     /// Seed of the core's random number generator; `None` (the default) draws one. A fixed
     /// seed only makes the core's own choices reproducible, not the network's timing.
     pub rng_seed: Option<u64>,
+    /// Bytes of inbound push-pull requests buffered at once, over all streams (default
+    /// 16 MiB); a request that would exceed it is refused (its stream reset).
+    pub max_inbound_push_pull_bytes: usize,
+    /// Newly learned live members without a connection are dialed ahead of their first
+    /// probe, this many per protocol period at most (default 3; 0 turns it off), so that
+    /// QUIC handshakes do not count against probe timeouts.
+    pub warm_dials_per_period: u32,
+    /// After a failed dial of a member, datagrams for it are dropped without dialing for
+    /// this long, doubling with each further failure up to
+    /// [`Config::dial_backoff_max`] (default 1 s). A connection with the peer, or news that
+    /// it is alive again, ends the backoff.
+    pub dial_backoff: Duration,
+    /// The longest dial backoff (default 30 s).
+    pub dial_backoff_max: Duration,
+    /// The value of the [`CONN_MANAGER_TAG`] tag set on live members' peers in the swarm's
+    /// connection manager (default 100; 0 turns tagging off).
+    pub conn_manager_tag_value: i32,
 }
 
 impl Default for Config {
@@ -164,6 +204,11 @@ impl Default for Config {
             max_announced_addresses: 8,
             traffic_keep_alive: Duration::from_secs(10),
             rng_seed: None,
+            max_inbound_push_pull_bytes: 16 << 20,
+            warm_dials_per_period: 3,
+            dial_backoff: Duration::from_secs(1),
+            dial_backoff_max: Duration::from_secs(30),
+            conn_manager_tag_value: 100,
         }
     }
 }
@@ -247,6 +292,10 @@ pub enum PushPullError {
     /// The exchange took longer than the core's `push_pull_timeout`.
     #[error("push-pull timed out")]
     Timeout,
+    /// Too many inbound push-pull bytes buffered at once
+    /// ([`Config::max_inbound_push_pull_bytes`]).
+    #[error("inbound push-pull byte budget exhausted")]
+    OverBudget,
     /// The answer decoded but is not a push-pull answer for the realm asked about.
     #[error("unexpected answer: {0}")]
     UnexpectedAnswer(&'static str),
@@ -279,6 +328,11 @@ pub struct IoStats {
     pub datagrams_too_large: u64,
     /// Dials started to reach a member for datagrams.
     pub dials: u64,
+    /// Of those, dials of newly learned members ahead of their first probe.
+    pub warm_dials: u64,
+    /// Datagrams dropped without dialing: the peer is not a live member or seed (e.g.
+    /// gossip to a dead member), or its dials are backing off.
+    pub datagrams_not_dialed: u64,
     /// Push-pulls we asked for that completed.
     pub push_pulls_completed: u64,
     /// Push-pulls we asked for that failed.
@@ -304,6 +358,45 @@ struct OutboundPushPull {
     peer: PeerId,
     realm: Realm,
     frame: Vec<u8>,
+    /// Which exchange with (realm, peer) this is.
+    id: u64,
+    /// The core's deadline: its `push_pull_timeout` runs from the transmit.
+    deadline: Instant,
+}
+
+/// Bytes of inbound push-pull requests buffered now, shared with the reading tasks.
+#[derive(Clone, Default)]
+struct ByteBudget(Arc<AtomicUsize>);
+
+/// Bytes taken from a [`ByteBudget`], given back when dropped.
+struct Reservation {
+    budget: ByteBudget,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    fn reserve(&self, bytes: usize, limit: usize) -> Option<Reservation> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|n| *n <= limit)
+            })
+            .ok()?;
+        Some(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.0.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 enum TaskOutput {
@@ -311,12 +404,13 @@ enum TaskOutput {
     Answer {
         peer: PeerId,
         realm: Realm,
+        id: u64,
         result: Result<Vec<u8>, PushPullError>,
     },
     /// A remote's push-pull request, read from its stream.
     Request {
         peer: PeerId,
-        result: Result<(Stream, Vec<u8>), PushPullError>,
+        result: Result<(Stream, Vec<u8>, Reservation), PushPullError>,
     },
     /// Our answer to a remote's request was written (or not).
     Served {
@@ -348,11 +442,21 @@ pub struct Behaviour {
     /// Our dials in progress, by peer.
     dialing: HashMap<PeerId, ConnectionId>,
     push_pulls: HashMap<StreamRequestId, OutboundPushPull>,
-    /// Push-pulls of ours from stream request to answer, by realm and peer.
-    push_pulls_in_flight: HashSet<(Realm, PeerId)>,
+    /// Push-pulls of ours from stream request to answer, by realm and peer: the id of the
+    /// newest exchange (an older one's late outcome is ignored).
+    push_pulls_in_flight: HashMap<(Realm, PeerId), u64>,
+    next_exchange: u64,
     tasks: FuturesUnordered<BoxFuture<'static, TaskOutput>>,
     inbound_total: usize,
     inbound_per_peer: HashMap<PeerId, usize>,
+    inbound_bytes: ByteBudget,
+    /// Dial backoff per peer: until when, and failures in a row.
+    backoff: HashMap<PeerId, (Instant, u32)>,
+    /// Newly learned live members to dial ahead of their first probe.
+    warm: VecDeque<PeerId>,
+    next_warm: Option<Instant>,
+    /// Peers tagged in the connection manager (live in some realm).
+    tagged: std::collections::HashSet<PeerId>,
     /// Seeds given to `join`, per realm, with their addresses.
     seeds: Vec<(Realm, Seeds)>,
     next_rejoin: Option<Instant>,
@@ -398,11 +502,51 @@ fn announceable(addr: &Multiaddr) -> bool {
     }
 }
 
+/// Whether `addr` starts with a loopback IP.
+fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 /// Reads one frame (varint length, message) of at most `max` bytes from `stream`. The buffer
 /// grows with the bytes that actually arrive, never beyond `max`.
 async fn read_frame<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
+) -> Result<Vec<u8>, PushPullError> {
+    read_frame_within(stream, max, |_| Ok(())).await
+}
+
+/// [`read_frame`] that takes the frame's length from `budget` (up to `limit` bytes in use
+/// over all readers) before buffering anything; the reservation lasts as long as the bytes.
+async fn read_frame_budgeted<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+    budget: &ByteBudget,
+    limit: usize,
+) -> Result<(Vec<u8>, Reservation), PushPullError> {
+    let mut reservation = None;
+    let bytes = read_frame_within(stream, max, |len| {
+        reservation = Some(
+            budget
+                .reserve(len, limit)
+                .ok_or(PushPullError::OverBudget)?,
+        );
+        Ok(())
+    })
+    .await?;
+    let reservation = reservation.ok_or(PushPullError::OverBudget)?;
+    Ok((bytes, reservation))
+}
+
+/// Reads one frame; `admit` sees its length before anything of it is buffered.
+async fn read_frame_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+    mut admit: impl FnMut(usize) -> Result<(), PushPullError>,
 ) -> Result<Vec<u8>, PushPullError> {
     let mut prefix = [0u8; 10];
     let mut n = 0;
@@ -418,6 +562,7 @@ async fn read_frame<S: AsyncRead + Unpin>(
             return Err(DecodeError::VarintOverflow("frame length").into());
         }
     };
+    admit(len)?;
     let mut buf = Vec::with_capacity(len.min(64 * 1024));
     let read = (&mut *stream)
         .take(len as u64)
@@ -451,6 +596,16 @@ async fn within<T>(
         .unwrap_or(Err(PushPullError::Timeout))
 }
 
+/// Runs `fut` until `deadline`.
+async fn until<T>(
+    deadline: Instant,
+    fut: impl Future<Output = Result<T, PushPullError>>,
+) -> Result<T, PushPullError> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .unwrap_or(Err(PushPullError::Timeout))
+}
+
 impl Behaviour {
     /// A behaviour for the node `local_peer_id` (the swarm's) in `realms`.
     ///
@@ -465,6 +620,7 @@ impl Behaviour {
     ) -> Result<Self, Error> {
         let meta = NodeMeta::new(Vec::new(), config.data.clone())?;
         let seed = config.rng_seed.unwrap_or_else(rand::random);
+        let next_rejoin = config.rejoin_interval.map(|i| now() + i);
         let core = Swim::new(
             local_peer_id,
             realms,
@@ -483,12 +639,20 @@ impl Behaviour {
             queued: HashMap::new(),
             dialing: HashMap::new(),
             push_pulls: HashMap::new(),
-            push_pulls_in_flight: HashSet::new(),
+            push_pulls_in_flight: HashMap::new(),
+            next_exchange: 0,
             tasks: FuturesUnordered::new(),
             inbound_total: 0,
             inbound_per_peer: HashMap::new(),
+            inbound_bytes: ByteBudget::default(),
+            backoff: HashMap::new(),
+            warm: VecDeque::new(),
+            next_warm: None,
+            tagged: std::collections::HashSet::new(),
             seeds: Vec::new(),
-            next_rejoin: None,
+            // Every node checks: one without seeds (a seed itself) rejoins through the
+            // members it last knew.
+            next_rejoin,
             listen_addrs: Vec::new(),
             external_addrs: Vec::new(),
             announced: meta,
@@ -685,13 +849,18 @@ impl Behaviour {
                     }
                     let open = OpenStream::new(t.to, PROTOCOL);
                     tracing::debug!(peer = %t.to, %realm, "swim: push-pull");
-                    self.push_pulls_in_flight.insert((realm.clone(), t.to));
+                    self.next_exchange += 1;
+                    let id = self.next_exchange;
+                    self.push_pulls_in_flight.insert((realm.clone(), t.to), id);
                     self.push_pulls.insert(
                         open.id,
                         OutboundPushPull {
                             peer: t.to,
                             realm,
                             frame: encode_frame(&t.message),
+                            id,
+                            // The core's timer started when it made the transmit, just now.
+                            deadline: now() + self.config.swim.push_pull_timeout,
                         },
                     );
                     self.commands.push_back(ToSwarm::OpenStream(open));
@@ -701,13 +870,17 @@ impl Behaviour {
         while let Some(event) = self.core.poll_event() {
             match &event {
                 Event::MemberJoined { realm, member } => {
-                    tracing::debug!(%realm, peer = %member.peer, "swim: member joined")
+                    tracing::debug!(%realm, peer = %member.peer, "swim: member joined");
+                    self.member_live(member.peer);
                 }
+                Event::MemberRefuted { member, .. } => self.member_live(member.peer),
                 Event::MemberFailed { realm, peer, .. } => {
-                    tracing::info!(%realm, %peer, "swim: member failed")
+                    tracing::info!(%realm, %peer, "swim: member failed");
+                    self.member_gone(*peer);
                 }
                 Event::MemberLeft { realm, peer, .. } => {
-                    tracing::info!(%realm, %peer, "swim: member left")
+                    tracing::info!(%realm, %peer, "swim: member left");
+                    self.member_gone(*peer);
                 }
                 Event::MemberSuspected { realm, peer, .. } => {
                     tracing::debug!(%realm, %peer, "swim: member suspected")
@@ -763,7 +936,79 @@ impl Behaviour {
         self.queue_datagram(to, bytes);
     }
 
+    /// A member became live (joined, came back, refuted): tag it, end any dial backoff, and
+    /// dial it ahead of its first probe if it has no connection.
+    fn member_live(&mut self, peer: PeerId) {
+        self.backoff.remove(&peer);
+        if self.config.conn_manager_tag_value != 0 && self.tagged.insert(peer) {
+            self.commands
+                .push_back(ToSwarm::ConnManager(ConnManagerCommand::TagPeer {
+                    peer,
+                    tag: CONN_MANAGER_TAG.to_string(),
+                    value: self.config.conn_manager_tag_value,
+                }));
+        }
+        if self.config.warm_dials_per_period > 0
+            && !self.peers.contains_key(&peer)
+            && !self.warm.contains(&peer)
+        {
+            self.warm.push_back(peer);
+            if self.next_warm.is_none() {
+                self.next_warm = Some(now());
+            }
+        }
+    }
+
+    /// A member failed or left: untag it unless it is still live in another realm.
+    fn member_gone(&mut self, peer: PeerId) {
+        if !self.is_live_member(&peer) && self.tagged.remove(&peer) {
+            self.commands
+                .push_back(ToSwarm::ConnManager(ConnManagerCommand::UntagPeer {
+                    peer,
+                    tag: CONN_MANAGER_TAG.to_string(),
+                }));
+        }
+    }
+
+    /// Dials one queued newly learned member, if it still needs it.
+    fn warm_one(&mut self) {
+        while let Some(peer) = self.warm.pop_front() {
+            if self.peers.contains_key(&peer)
+                || self.dialing.contains_key(&peer)
+                || !self.is_live_member(&peer)
+                || self.backing_off(&peer)
+            {
+                continue;
+            }
+            self.io.warm_dials += 1;
+            self.dial(peer);
+            return;
+        }
+    }
+
+    fn is_seed(&self, peer: &PeerId) -> bool {
+        self.seeds
+            .iter()
+            .any(|(_, seeds)| seeds.iter().any(|(p, _)| p == peer))
+    }
+
+    fn backing_off(&self, peer: &PeerId) -> bool {
+        self.backoff
+            .get(peer)
+            .is_some_and(|(until, _)| *until > now())
+    }
+
+    /// Whether a datagram for `peer` may start a dial: only live members and seeds, and not
+    /// while its dials back off.
+    fn may_dial(&self, peer: &PeerId) -> bool {
+        (self.is_live_member(peer) || self.is_seed(peer)) && !self.backing_off(peer)
+    }
+
     fn queue_datagram(&mut self, to: PeerId, bytes: Bytes) {
+        if !self.dialing.contains_key(&to) && !self.may_dial(&to) {
+            self.io.datagrams_not_dialed += 1;
+            return;
+        }
         let per_peer = self.config.max_queued_datagrams_per_peer;
         if per_peer == 0
             || (!self.queued.contains_key(&to) && self.queued.len() >= self.config.max_queued_peers)
@@ -801,6 +1046,8 @@ impl Behaviour {
         };
         let ttl = self.config.queued_datagram_ttl;
         let t = now();
+        // A probe's ping may be among them: its timers run from now, not from the dial.
+        self.core.probe_sendable(t.into_std(), &peer);
         for (at, bytes) in q {
             if t.saturating_duration_since(at) > ttl {
                 self.io.datagrams_dropped += 1;
@@ -832,7 +1079,33 @@ impl Behaviour {
                 addrs.iter().for_each(&mut add);
             }
         }
+        for realm in self.core.realms() {
+            if let Some(m) = self.core.former_member(realm, peer) {
+                m.addresses().iter().for_each(&mut add);
+            }
+        }
         out
+    }
+
+    /// Drops queued datagrams older than the TTL.
+    fn sweep_queues(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let ttl = self.config.queued_datagram_ttl;
+        let t = now();
+        let mut dropped = 0u64;
+        self.queued.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|(at, _)| t.saturating_duration_since(*at) > ttl)
+            {
+                q.pop_front();
+                dropped += 1;
+            }
+            !q.is_empty()
+        });
+        self.io.datagrams_dropped += dropped;
     }
 
     fn is_live_member(&self, peer: &PeerId) -> bool {
@@ -860,11 +1133,15 @@ impl Behaviour {
             if announceable(&bare)
                 && bare.len() <= crate::wire::MAX_ADDRESS_LEN
                 && !addrs.contains(&bare)
-                && addrs.len() < limit
             {
                 addrs.push(bare);
             }
         }
+        // Loopback addresses only when there is nothing else (a node on one host).
+        if addrs.iter().any(|a| !is_loopback(a)) {
+            addrs.retain(|a| !is_loopback(a));
+        }
+        addrs.truncate(limit);
         let max = self.config.swim.max_metadata_bytes;
         let meta = loop {
             let meta = NodeMeta::new(addrs.clone(), self.config.data.clone())?;
@@ -894,13 +1171,8 @@ impl Behaviour {
     }
 
     fn on_datagram(&mut self, id: ConnectionId, result: Result<Bytes, ConnectionError>) {
-        let (peer, handle) = match self.connections.get_mut(&id) {
-            Some(c) => {
-                if result.is_ok() {
-                    c.last_received = Some(now());
-                }
-                (c.peer, c.handle.clone())
-            }
+        let (peer, handle) = match self.connections.get(&id) {
+            Some(c) => (c.peer, c.handle.clone()),
             None => return,
         };
         let bytes = match result {
@@ -923,6 +1195,12 @@ impl Behaviour {
         match crate::Message::decode(&bytes, self.core.limits()) {
             Ok(msg) => {
                 tracing::trace!(%peer, kind = kind_of(&msg.body), updates = msg.body.updates().len(), "swim: received");
+                // Only SWIM traffic of our realms keeps the connection alive, not junk.
+                if self.core.local_member(&msg.realm).is_some() {
+                    if let Some(c) = self.connections.get_mut(&id) {
+                        c.last_received = Some(now());
+                    }
+                }
                 self.core.handle_message(now().into_std(), peer, msg);
             }
             Err(e) => {
@@ -953,9 +1231,14 @@ impl Behaviour {
             TaskOutput::Answer {
                 peer,
                 realm,
+                id,
                 result,
             } => {
-                self.push_pulls_in_flight.remove(&(realm.clone(), peer));
+                if !self.end_exchange(&realm, peer, id) {
+                    // An older exchange with the peer that the core gave up on already.
+                    tracing::debug!(%peer, %realm, "swim: late outcome of an old push-pull ignored");
+                    return;
+                }
                 let checked = result.and_then(|bytes| {
                     let msg = crate::Message::decode(&bytes, self.core.limits())?;
                     if msg.realm != realm {
@@ -980,7 +1263,7 @@ impl Behaviour {
                 self.drain();
             }
             TaskOutput::Request { peer, result } => {
-                let (mut stream, bytes) = match result {
+                let (mut stream, bytes, reservation) = match result {
                     Ok(r) => r,
                     Err(e) => {
                         self.io.push_pulls_refused += 1;
@@ -1000,6 +1283,7 @@ impl Behaviour {
                         None
                     }
                 };
+                drop(reservation);
                 self.drain();
                 let Some(answer) = answer else {
                     self.io.push_pulls_refused += 1;
@@ -1040,35 +1324,50 @@ impl Behaviour {
             return;
         }
         let t = now().into_std();
-        for i in 0..self.seeds.len() {
-            let (realm, seeds) = &self.seeds[i];
-            if seeds.is_empty() || self.core.live_member_count(realm) > 0 {
+        let realms: Vec<Realm> = self.core.realms().cloned().collect();
+        for realm in realms {
+            if self.core.live_member_count(&realm) > 0 {
                 continue;
             }
-            let realm = realm.clone();
-            let ids: Vec<PeerId> = seeds
+            let ids: Vec<PeerId> = self
+                .seeds
                 .iter()
-                .map(|(p, _)| *p)
-                .filter(|p| !self.push_pulls_in_flight.contains(&(realm.clone(), *p)))
+                .filter(|(r, _)| *r == realm)
+                .flat_map(|(_, seeds)| seeds.iter().map(|(p, _)| *p))
+                .filter(|p| !self.push_pulls_in_flight.contains_key(&(realm.clone(), *p)))
                 .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            tracing::info!(%realm, seeds = ids.len(), "swim: no live member; rejoining through the seeds");
-            if let Err(e) = self.core.join(t, &realm, &ids) {
-                tracing::warn!(error = %e, "swim: rejoin refused");
+            match self.core.rejoin(t, &realm, &ids, REJOIN_FALLBACK) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(%realm, seeds = ids.len(), push_pulls = n, "swim: no live member; rejoining through the seeds and last-known members")
+                }
+                Err(e) => tracing::warn!(error = %e, "swim: rejoin refused"),
             }
         }
         self.drain();
     }
 
+    /// Ends our push-pull exchange `id` with `peer`; `false` if a newer one replaced it.
+    fn end_exchange(&mut self, realm: &Realm, peer: PeerId, id: u64) -> bool {
+        let key = (realm.clone(), peer);
+        if self.push_pulls_in_flight.get(&key) == Some(&id) {
+            self.push_pulls_in_flight.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Runs due timers and arms the sleep for the next; `true` if something ran.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let next_core = self.core.poll_timeout().map(Instant::from_std);
-        let next = match (next_core, self.next_rejoin) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if self.warm.is_empty() {
+            self.next_warm = None;
+        }
+        let next = [next_core, self.next_rejoin, self.next_warm]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(at) = next else {
             return false;
         };
@@ -1087,6 +1386,13 @@ impl Behaviour {
         if next_core.is_some_and(|c| c <= t) {
             self.core.handle_timeout(t.into_std());
             self.drain();
+            self.sweep_queues();
+        }
+        if self.next_warm.is_some_and(|w| w <= t) {
+            self.warm_one();
+            let per = self.config.warm_dials_per_period.max(1);
+            self.next_warm =
+                (!self.warm.is_empty()).then(|| t + self.config.swim.probe_interval / per);
         }
         if self.next_rejoin.is_some_and(|r| r <= t) {
             self.next_rejoin = self.config.rejoin_interval.map(|i| t + i);
@@ -1173,6 +1479,7 @@ impl NetworkBehaviour for Behaviour {
                 self.peers.entry(peer).or_default().push(connection);
                 self.arm_reader(connection, handle.clone());
                 self.dialing.remove(&peer);
+                self.backoff.remove(&peer);
                 self.flush_queue(peer);
             }
             FromSwarm::ConnectionClosed {
@@ -1190,15 +1497,39 @@ impl NetworkBehaviour for Behaviour {
                 peer: Some(peer),
                 connection,
                 error,
-            } if self.dialing.get(&peer) == Some(&connection) => {
-                self.dialing.remove(&peer);
-                // A refused condition means the peer is connected or being dialed already:
-                // its connection will flush the queue.
-                if !matches!(error, DialError::ConditionFalse(_)) {
+            } => {
+                let ours = self.dialing.get(&peer) == Some(&connection);
+                if ours {
+                    self.dialing.remove(&peer);
+                }
+                if matches!(error, DialError::ConditionFalse(_)) {
+                    // The peer is connected or being dialed already. Connected: send now.
+                    // Dialed (by another behaviour): its connection flushes the queue, or
+                    // the TTL sweep drops it.
+                    if ours && self.peers.contains_key(&peer) {
+                        self.flush_queue(peer);
+                    }
+                } else {
+                    // Any failed dial of the peer (ours or another behaviour's) ends what
+                    // waited for it; ours also backs off further dials.
                     if let Some(q) = self.queued.remove(&peer) {
                         self.io.datagrams_dropped += q.len() as u64;
                     }
-                    tracing::debug!(%peer, %error, "swim: dial of a member failed");
+                    if ours {
+                        let t = now();
+                        let (_, failures) = self.backoff.get(&peer).copied().unwrap_or((t, 0));
+                        let failures = failures.saturating_add(1);
+                        let wait = self
+                            .config
+                            .dial_backoff
+                            .saturating_mul(1u32 << (failures - 1).min(16))
+                            .min(self.config.dial_backoff_max);
+                        self.backoff.insert(peer, (t + wait, failures));
+                        if self.backoff.len() > 4 * self.config.max_queued_peers.max(64) {
+                            self.backoff.retain(|_, (until, _)| *until > t);
+                        }
+                        tracing::debug!(%peer, %error, ?wait, "swim: dial of a member failed; backing off");
+                    }
                 }
             }
             FromSwarm::NewListenAddr { listener, addr }
@@ -1253,10 +1584,16 @@ impl NetworkBehaviour for Behaviour {
         *self.inbound_per_peer.entry(peer).or_default() += 1;
         let max = self.core.limits().max_push_pull_bytes;
         let timeout = self.config.swim.push_pull_timeout;
+        let budget = self.inbound_bytes.clone();
+        let limit = self.config.max_inbound_push_pull_bytes;
         self.spawn(async move {
-            let result = within(timeout, read_frame(&mut stream, max)).await;
+            let result = within(
+                timeout,
+                read_frame_budgeted(&mut stream, max, &budget, limit),
+            )
+            .await;
             let result = match result {
-                Ok(bytes) => Ok((stream, bytes)),
+                Ok((bytes, reservation)) => Ok((stream, bytes, reservation)),
                 Err(e) => {
                     stream.reset();
                     Err(e)
@@ -1273,21 +1610,27 @@ impl NetworkBehaviour for Behaviour {
             }
             return;
         };
-        let OutboundPushPull { peer, realm, frame } = pp;
+        let OutboundPushPull {
+            peer,
+            realm,
+            frame,
+            id,
+            deadline,
+        } = pp;
         match result.result {
             Err(e) => {
                 self.io.push_pulls_failed += 1;
-                self.push_pulls_in_flight.remove(&(realm.clone(), peer));
                 tracing::debug!(%peer, %realm, error = %e, "swim: push-pull stream not opened");
-                self.core.push_pull_failed(now().into_std(), peer, &realm);
-                self.drain();
+                if self.end_exchange(&realm, peer, id) {
+                    self.core.push_pull_failed(now().into_std(), peer, &realm);
+                    self.drain();
+                }
             }
             Ok(out) => {
                 let mut stream = out.stream;
                 let max = self.core.limits().max_push_pull_bytes;
-                let timeout = self.config.swim.push_pull_timeout;
                 self.spawn(async move {
-                    let result = within(timeout, async {
+                    let result = until(deadline, async {
                         stream.write_all(&frame).await?;
                         stream.close().await?;
                         read_frame(&mut stream, max).await
@@ -1299,6 +1642,7 @@ impl NetworkBehaviour for Behaviour {
                     TaskOutput::Answer {
                         peer,
                         realm,
+                        id,
                         result,
                     }
                 });
@@ -1314,18 +1658,28 @@ impl NetworkBehaviour for Behaviour {
             if let Some(cmd) = self.commands.pop_front() {
                 return Poll::Ready(cmd);
             }
+            let mut busy = false;
             if let Poll::Ready(Some(out)) = self.tasks.poll_next_unpin(cx) {
                 self.on_task(out);
-                continue;
+                busy = true;
             }
-            if let Poll::Ready(Some((id, result))) = self.readers.poll_next_unpin(cx) {
-                self.on_datagram(id, result);
-                continue;
+            // A bounded batch of datagrams (so `last_heard` is fresh), then the timers, every
+            // time: a steady stream of datagrams must not hold back probes and suspicions.
+            for _ in 0..DATAGRAM_BATCH {
+                match self.readers.poll_next_unpin(cx) {
+                    Poll::Ready(Some((id, result))) => {
+                        self.on_datagram(id, result);
+                        busy = true;
+                    }
+                    _ => break,
+                }
             }
             if self.poll_timers(cx) {
-                continue;
+                busy = true;
             }
-            return Poll::Pending;
+            if !busy && self.commands.is_empty() {
+                return Poll::Pending;
+            }
         }
         if let Some(cmd) = self.commands.pop_front() {
             return Poll::Ready(cmd);
@@ -1457,6 +1811,7 @@ mod tests {
         let mut b = Behaviour::new(local, [realm()], config).unwrap();
         let p1 = Keypair::from_seed_for_tests(2).peer_id();
         let p2 = Keypair::from_seed_for_tests(3).peer_id();
+        learn(&mut b, &[p1, p2]);
         for i in 0..3u8 {
             b.send_datagram(p1, Bytes::from(vec![i]));
         }
@@ -1485,5 +1840,234 @@ mod tests {
         assert!(b.queued.is_empty());
         assert_eq!(b.io.datagrams_dropped, 4);
         assert!(!b.dialing.contains_key(&p1));
+    }
+
+    /// Makes `peers` live members of `realm()` (alive news from the first).
+    fn learn(b: &mut Behaviour, peers: &[PeerId]) {
+        let updates = peers
+            .iter()
+            .map(|p| crate::wire::Update {
+                peer: *p,
+                incarnation: 0,
+                kind: crate::wire::UpdateKind::Alive(std::sync::Arc::new(NodeMeta::empty())),
+            })
+            .collect();
+        let msg = crate::Message {
+            realm: realm(),
+            body: Body::Gossip(crate::wire::Gossip { updates }),
+        };
+        b.core.handle_message(now().into_std(), peers[0], msg);
+        b.drain();
+    }
+
+    fn dials(b: &Behaviour) -> Vec<PeerId> {
+        b.commands
+            .iter()
+            .filter_map(|c| match c {
+                ToSwarm::Dial(d) => d.peer_id(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_live_members_and_seeds_are_dialed_with_backoff() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+        let member = Keypair::from_seed_for_tests(2).peer_id();
+        let stranger = Keypair::from_seed_for_tests(3).peer_id();
+        learn(&mut b, &[member]);
+        b.commands.clear();
+        // Not a member (e.g. a ping-req target named by a remote, gossip to a dead member):
+        // dropped, no dial.
+        b.send_datagram(stranger, Bytes::from_static(b"x"));
+        assert!(dials(&b).is_empty());
+        assert!(b.queued.is_empty());
+        assert_eq!(b.io.datagrams_not_dialed, 1);
+        // A live member is dialed; its dial fails: backoff.
+        b.send_datagram(member, Bytes::from_static(b"x"));
+        assert_eq!(dials(&b), vec![member]);
+        let conn = b.dialing[&member];
+        b.on_swarm_event(FromSwarm::DialFailure {
+            peer: Some(member),
+            connection: conn,
+            error: &DialError::NoAddresses,
+        });
+        b.commands.clear();
+        b.send_datagram(member, Bytes::from_static(b"x"));
+        assert!(dials(&b).is_empty(), "backing off");
+        assert_eq!(b.io.datagrams_not_dialed, 2);
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        b.send_datagram(member, Bytes::from_static(b"x"));
+        assert_eq!(dials(&b), vec![member]);
+        // The second failure doubles the wait.
+        let conn = b.dialing[&member];
+        b.on_swarm_event(FromSwarm::DialFailure {
+            peer: Some(member),
+            connection: conn,
+            error: &DialError::NoAddresses,
+        });
+        assert_eq!(b.backoff[&member].1, 2);
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        assert!(b.backing_off(&member));
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert!(!b.backing_off(&member));
+        // Alive news ends the backoff at once.
+        b.backoff
+            .insert(member, (now() + Duration::from_secs(30), 5));
+        b.member_live(member);
+        assert!(!b.backing_off(&member));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queues_are_swept_and_dropped_on_any_failed_dial() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+        let p1 = Keypair::from_seed_for_tests(2).peer_id();
+        let p2 = Keypair::from_seed_for_tests(3).peer_id();
+        learn(&mut b, &[p1, p2]);
+        b.send_datagram(p1, Bytes::from_static(b"x"));
+        b.send_datagram(p2, Bytes::from_static(b"y"));
+        // Another behaviour's dial of p2 fails: what waited for p2 goes.
+        b.on_swarm_event(FromSwarm::DialFailure {
+            peer: Some(p2),
+            connection: ConnectionId::next(),
+            error: &DialError::NoAddresses,
+        });
+        assert!(!b.queued.contains_key(&p2));
+        // Our dial of p1 is refused (someone else dials it) and never connects: the queue is
+        // kept for now, and swept once too old, without any flush.
+        let conn = b.dialing[&p1];
+        b.on_swarm_event(FromSwarm::DialFailure {
+            peer: Some(p1),
+            connection: conn,
+            error: &DialError::ConditionFalse(PeerCondition::DisconnectedAndNotDialing),
+        });
+        assert!(b.queued.contains_key(&p1));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let dropped = b.io.datagrams_dropped;
+        while b.poll(&mut cx).is_ready() {}
+        // (The protocol period that ran may have queued fresh datagrams.)
+        assert!(b
+            .queued
+            .values()
+            .flatten()
+            .all(|(at, _)| now().duration_since(*at) <= b.config.queued_datagram_ttl));
+        assert!(b.io.datagrams_dropped > dropped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn datagrams_do_not_starve_timers() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default().with_rng_seed(1)).unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(Instant::from_std(b.core.poll_timeout().unwrap()) <= now());
+        // Far more datagrams ready than one poll handles.
+        for _ in 0..10_000 {
+            b.readers
+                .push(async { (ConnectionId::next(), Ok(Bytes::new())) }.boxed());
+        }
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let _ = b.poll(&mut cx);
+        assert!(b.readers.len() > 5_000, "still busy with datagrams");
+        assert!(
+            Instant::from_std(b.core.poll_timeout().unwrap()) > now(),
+            "the due protocol period ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn live_members_are_tagged_and_untagged() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+        let p = Keypair::from_seed_for_tests(2).peer_id();
+        learn(&mut b, &[p]);
+        assert!(b.commands.iter().any(|c| matches!(c,
+            ToSwarm::ConnManager(ConnManagerCommand::TagPeer { peer, tag, value })
+                if *peer == p && tag == CONN_MANAGER_TAG && *value == 100)));
+        b.commands.clear();
+        let msg = crate::Message {
+            realm: realm(),
+            body: Body::Gossip(crate::wire::Gossip {
+                updates: vec![crate::wire::Update {
+                    peer: p,
+                    incarnation: 0,
+                    kind: crate::wire::UpdateKind::Left,
+                }],
+            }),
+        };
+        b.core.handle_message(now().into_std(), p, msg);
+        b.drain();
+        assert!(b.commands.iter().any(|c| matches!(c,
+            ToSwarm::ConnManager(ConnManagerCommand::UntagPeer { peer, .. }) if *peer == p)));
+    }
+
+    #[tokio::test]
+    async fn a_stale_push_pull_failure_does_not_end_a_newer_exchange() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let seed = Keypair::from_seed_for_tests(2).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+        let addr: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
+        b.join(&realm(), &[(seed, addr.clone())]).unwrap();
+        let old = b.push_pulls_in_flight[&(realm(), seed)];
+        // The core gives up on it (its timer) and a newer exchange starts.
+        b.join(&realm(), &[(seed, addr)]).unwrap();
+        let new = b.push_pulls_in_flight[&(realm(), seed)];
+        assert_ne!(old, new);
+        b.on_task(TaskOutput::Answer {
+            peer: seed,
+            realm: realm(),
+            id: old,
+            result: Err(PushPullError::Timeout),
+        });
+        assert_eq!(b.push_pulls_in_flight.get(&(realm(), seed)), Some(&new));
+        assert!(!b
+            .commands
+            .iter()
+            .any(|c| matches!(c, ToSwarm::GenerateEvent(Event::JoinFailed { .. }))));
+    }
+
+    #[tokio::test]
+    async fn inbound_push_pull_bytes_are_budgeted() {
+        let budget = ByteBudget::default();
+        let mut a = Cursor::new(vec![3u8, 1, 2, 3]);
+        let (bytes, held) = read_frame_budgeted(&mut a, 16, &budget, 5).await.unwrap();
+        assert_eq!(bytes, vec![1, 2, 3]);
+        assert_eq!(budget.used(), 3);
+        let mut b = Cursor::new(vec![3u8, 1, 2, 3]);
+        assert!(matches!(
+            read_frame_budgeted(&mut b, 16, &budget, 5).await,
+            Err(PushPullError::OverBudget)
+        ));
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn loopback_is_announced_only_without_other_addresses() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+        let lo: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let lan: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let l = ListenerId::next();
+        b.on_swarm_event(FromSwarm::NewListenAddr {
+            listener: l,
+            addr: &lo,
+        });
+        assert_eq!(
+            b.local_member(&realm()).unwrap().addresses(),
+            std::slice::from_ref(&lo)
+        );
+        b.on_swarm_event(FromSwarm::NewListenAddr {
+            listener: l,
+            addr: &lan,
+        });
+        assert_eq!(
+            b.local_member(&realm()).unwrap().addresses(),
+            std::slice::from_ref(&lan)
+        );
     }
 }

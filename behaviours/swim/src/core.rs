@@ -205,6 +205,40 @@ impl Swim {
         Ok(())
     }
 
+    /// Rejoins `realm` if this node holds no live member in it: a join (push-pull) through
+    /// `seeds` and through up to `fallback` of [`Swim::rejoin_candidates`] (members it holds
+    /// dead, former members), so that a node whose seeds are gone, or that has no seeds (a
+    /// seed itself), finds its way back. Returns the number of push-pulls asked for (0 when
+    /// some member is live).
+    pub fn rejoin(
+        &mut self,
+        now: Instant,
+        realm: &Realm,
+        seeds: &[PeerId],
+        fallback: usize,
+    ) -> Result<usize, UnknownRealm> {
+        let i = self.realm_mut(realm)?;
+        if self.realms[i].live_count() > 0 || self.realms[i].has_left() {
+            return Ok(0);
+        }
+        let mut peers: Vec<PeerId> = seeds
+            .iter()
+            .copied()
+            .filter(|p| !self.realms[i].push_pull_pending(p))
+            .collect();
+        for p in self.realms[i].rejoin_candidates(fallback) {
+            if !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        if peers.is_empty() {
+            return Ok(0);
+        }
+        let n = peers.len();
+        self.realms[i].join(now, &peers, &self.config, &mut self.out);
+        Ok(n)
+    }
+
     /// Leaves every realm gracefully: bumps the incarnation, tells
     /// [`Config::leave_fanout`] members per realm (they spread it), and stops: afterwards
     /// the core ignores input and has no timer. Drain [`Swim::poll_transmit`] once more.
@@ -344,6 +378,16 @@ impl Swim {
         }
     }
 
+    /// Tells the core that datagrams for `peer` could only be sent now (the driver had to
+    /// connect first and queued them meanwhile). If `peer` is the target of a realm's current
+    /// probe, that probe's timers (indirect probe, end of period) restart from now, so that
+    /// connection setup does not count against the probe timeout.
+    pub fn probe_sendable(&mut self, now: Instant, peer: &PeerId) {
+        for m in &mut self.realms {
+            m.probe_sendable(now, peer, &self.config);
+        }
+    }
+
     /// The next message to send, if any. Drain after every call into the core.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.transmits.pop_front()
@@ -371,6 +415,37 @@ impl Swim {
     /// This node as a member of `realm`.
     pub fn local_member(&self, realm: &Realm) -> Option<Member> {
         Some(self.realms[self.index(realm)?].local_member())
+    }
+
+    /// Members of `realm` that were declared failed and then forgotten (after
+    /// [`Config::dead_retention`](crate::Config::dead_retention), or when a rejoin's first
+    /// push-pull answer arrived), oldest first, at most 32, with their last metadata (state
+    /// `Dead`, incarnation 0). A driver can dial them at those addresses for a rejoin.
+    pub fn former_members(&self, realm: &Realm) -> Vec<Member> {
+        self.index(realm)
+            .map(|i| self.realms[i].former_members())
+            .unwrap_or_default()
+    }
+
+    /// One former member of `realm` (see [`Swim::former_members`]).
+    pub fn former_member(&self, realm: &Realm, peer: &PeerId) -> Option<Member> {
+        let meta = self.realms[self.index(realm)?].former_meta(peer)?.clone();
+        Some(Member {
+            peer: *peer,
+            state: crate::MemberState::Dead,
+            incarnation: 0,
+            meta,
+        })
+    }
+
+    /// Up to `k` peers of `realm` to rejoin through when the seeds do not answer (or there
+    /// are none): members held dead and former members, chosen at random, none with a
+    /// push-pull in flight. Give them to [`Swim::join`].
+    pub fn rejoin_candidates(&mut self, realm: &Realm, k: usize) -> Vec<PeerId> {
+        match self.index(realm) {
+            Some(i) => self.realms[i].rejoin_candidates(k),
+            None => Vec::new(),
+        }
     }
 
     /// The number of alive and suspect members of `realm`, not counting this node.

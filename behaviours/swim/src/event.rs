@@ -98,7 +98,7 @@ pub struct Stats {
     pub ping_reqs_sent: u64,
     /// Ping-reqs served for others (indirect probes run).
     pub ping_reqs_served: u64,
-    /// Ping-reqs refused because too many were in progress.
+    /// Ping-reqs refused: too many in progress, or the target is not a live member here.
     pub ping_reqs_dropped: u64,
     /// Acks relayed to a requester.
     pub acks_relayed: u64,
@@ -119,6 +119,9 @@ pub struct Stats {
     /// Of those, declarations not spread because no member had been heard from since the
     /// suspicion began (this node was likely cut off itself).
     pub failures_kept_local: u64,
+    /// Of those, verdicts taken back because the member showed it was alive (a message from
+    /// it, or alive news at the same incarnation); it is reported joined again.
+    pub failures_revoked: u64,
     /// Times this node refuted a suspicion (or death) of itself.
     pub refutations: u64,
     /// Times this node re-announced its current incarnation because someone still accused

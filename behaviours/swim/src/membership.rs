@@ -1,7 +1,7 @@
 //! One realm's SWIM + Lifeguard state machine. [`crate::Swim`] multiplexes several.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,10 @@ use crate::wire::{
 /// Push-pulls in flight at most (joins and anti-entropy together).
 const MAX_PENDING_PUSH_PULLS: usize = 64;
 
+/// Former members (declared failed, then forgotten) remembered per realm as fallback rejoin
+/// targets.
+pub(crate) const MAX_FORMER_MEMBERS: usize = 32;
+
 #[derive(Debug)]
 struct Entry {
     state: MemberState,
@@ -31,6 +35,9 @@ struct Entry {
     meta: Arc<NodeMeta>,
     suspicion: Option<Box<Suspicion>>,
     state_change: Instant,
+    /// Dead by a verdict of this node that it kept to itself (it had heard from nobody):
+    /// the member was never told, so it cannot refute; any sign of life revives it.
+    local_only: bool,
 }
 
 /// The probe of the current protocol period.
@@ -97,6 +104,12 @@ pub(crate) struct Membership {
     pending: KeyedMap<PeerId, Pending>,
     /// When a message from another member last arrived (any datagram or push-pull).
     last_heard: Option<Instant>,
+    /// Members declared failed and then forgotten (reaped, or dropped on a rejoin), newest
+    /// last, at most [`MAX_FORMER_MEMBERS`]: whom to try when no seed answers a rejoin.
+    former: VecDeque<(PeerId, Arc<NodeMeta>)>,
+    /// Set by a join with no live member: the members held dead are forgotten when the next
+    /// push-pull message arrives (not before: if nobody answers, they are the rejoin targets).
+    forget_dead_on_push_pull: bool,
     stats: Stats,
 }
 
@@ -181,6 +194,8 @@ impl Membership {
             awareness: 0,
             pending: keyed_map(hash_key ^ 3),
             last_heard: None,
+            former: VecDeque::new(),
+            forget_dead_on_push_pull: false,
             stats: Stats::default(),
         };
         m.queue.push(m.self_alive());
@@ -372,6 +387,9 @@ impl Membership {
                     self.stats.failures_kept_local += 1;
                     self.queue
                         .retain(|u| !(u.peer == peer && matches!(u.kind, UpdateKind::Dead { .. })));
+                    if let Some(e) = self.members.get_mut(&peer) {
+                        e.local_only = true;
+                    }
                 }
             }
             Timer::Reap(peer) => {
@@ -380,7 +398,11 @@ impl Membership {
                         && e.state_change + cfg.dead_retention <= now
                 });
                 if expired {
-                    self.members.remove(&peer);
+                    if let Some(e) = self.members.remove(&peer) {
+                        if e.state == MemberState::Dead {
+                            self.remember_former(peer, e.meta);
+                        }
+                    }
                 }
             }
             Timer::Relay(seq) => {
@@ -574,6 +596,29 @@ impl Membership {
         });
     }
 
+    /// The driver could only now send what waited for `peer` (it had to connect first): if
+    /// `peer` is the target of the current probe, its timers run from now, so that a
+    /// connection's setup does not count against the probe timeout. Only ever extends.
+    pub(crate) fn probe_sendable(&mut self, now: Instant, peer: &PeerId, cfg: &Config) {
+        let scale = self.awareness + 1;
+        let Some(p) = self.probe.as_mut() else {
+            return;
+        };
+        if p.target != *peer || p.acked {
+            return;
+        }
+        let end = if p.indirect_sent {
+            now + cfg.probe_timeout * scale
+        } else {
+            p.indirect_at = p.indirect_at.max(now + cfg.probe_timeout * scale);
+            now + cfg.probe_interval * scale
+        };
+        if end > p.deadline {
+            p.deadline = end;
+            self.next_probe = self.next_probe.max(end);
+        }
+    }
+
     fn send_indirect(&mut self, now: Instant, cfg: &Config, out: &mut Outbox) {
         let Some(p) = self.probe.as_ref() else {
             return;
@@ -666,6 +711,9 @@ impl Membership {
         }
         self.last_heard = Some(now);
         self.stats.datagrams_received += 1;
+        // A message straight from a member we hold dead on a verdict we never spread: it is
+        // alive and reaches us, and it cannot refute what it was never told.
+        self.revive_local_verdict(from, now, out);
         match body {
             Body::Ping(p) => {
                 self.apply_updates(p.updates, now, cfg, out);
@@ -756,7 +804,10 @@ impl Membership {
             );
             return;
         }
-        if self.relays.len() >= cfg.max_pending_relays {
+        // Only members we hold live are probed for others: a ping-req must not make us reach
+        // out to arbitrary peers (or to members we hold dead or gone).
+        let live_target = self.members.get(&target).is_some_and(|e| e.state.is_live());
+        if !live_target || self.relays.len() >= cfg.max_pending_relays {
             self.stats.ping_reqs_dropped += 1;
             return;
         }
@@ -918,12 +969,15 @@ impl Membership {
     ) {
         // Fast path first: most alive updates received repeat what we know (we are never in
         // our own table, so this needs no comparison with our id).
-        if self
-            .members
-            .get(&peer)
-            .is_some_and(|e| inc <= e.incarnation)
-        {
-            return;
+        if let Some(e) = self.members.get(&peer) {
+            if inc <= e.incarnation {
+                // Alive at the incarnation of a verdict we kept to ourselves: someone heard
+                // from it after we last could. Take it back.
+                if inc == e.incarnation && e.local_only {
+                    self.revive_local_verdict(peer, now, out);
+                }
+                return;
+            }
         }
         if meta.encoded_len() > cfg.max_metadata_bytes {
             self.stats.updates_rejected += 1;
@@ -953,8 +1007,10 @@ impl Membership {
                         meta: meta.clone(),
                         suspicion: None,
                         state_change: now,
+                        local_only: false,
                     },
                 );
+                self.former.retain(|(p, _)| *p != peer);
                 self.live += 1;
                 out.event(Event::MemberJoined {
                     realm: realm.clone(),
@@ -981,6 +1037,7 @@ impl Membership {
                 e.state = MemberState::Alive;
                 e.suspicion = None;
                 e.state_change = now;
+                e.local_only = false;
                 let member = Member {
                     peer,
                     state: MemberState::Alive,
@@ -1140,6 +1197,7 @@ impl Membership {
         e.incarnation = inc;
         e.suspicion = None;
         e.state_change = now;
+        e.local_only = false;
         self.live = self.live.saturating_sub(1);
         self.timers
             .push(Reverse((now + cfg.dead_retention, Timer::Reap(peer))));
@@ -1274,7 +1332,7 @@ impl Membership {
             return;
         }
         if self.live == 0 {
-            self.forget_own_failures();
+            self.drop_own_accusations();
         }
         let mut seen: Vec<PeerId> = Vec::new();
         for s in seeds.iter().take(MAX_PENDING_PUSH_PULLS) {
@@ -1288,17 +1346,108 @@ impl Membership {
     /// Joining with no live member left: this node declared everyone it knew failed, so it
     /// is far more likely the one that was cut off than the only survivor. Its failure
     /// declarations are not spread (after a partition heals they would make the group
-    /// declare live members failed), and the members it holds dead are forgotten, so the
-    /// seeds' tables bring them back as alive at any incarnation.
-    fn forget_own_failures(&mut self) {
+    /// declare live members failed), and once a push-pull answer arrives the members it
+    /// holds dead are forgotten, so the partner's table brings them back as alive at any
+    /// incarnation. Until then they stay: they are where to rejoin when no seed answers.
+    fn drop_own_accusations(&mut self) {
         self.queue
             .retain(|u| !matches!(u.kind, UpdateKind::Dead { .. } | UpdateKind::Suspect { .. }));
-        let before = self.members.len();
-        self.members.retain(|_, e| e.state != MemberState::Dead);
-        if self.members.len() != before {
-            self.probe_order.clear();
-            self.probe_index = 0;
+        self.forget_dead_on_push_pull = true;
+    }
+
+    /// Forgets the members held dead (they become former members).
+    fn forget_dead(&mut self) {
+        self.forget_dead_on_push_pull = false;
+        let dead: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.state == MemberState::Dead)
+            .map(|(p, _)| *p)
+            .collect();
+        if dead.is_empty() {
+            return;
         }
+        for p in dead {
+            if let Some(e) = self.members.remove(&p) {
+                self.remember_former(p, e.meta);
+            }
+        }
+        self.probe_order.clear();
+        self.probe_index = 0;
+    }
+
+    fn remember_former(&mut self, peer: PeerId, meta: Arc<NodeMeta>) {
+        self.former.retain(|(p, _)| *p != peer);
+        if self.former.len() >= MAX_FORMER_MEMBERS {
+            self.former.pop_front();
+        }
+        self.former.push_back((peer, meta));
+    }
+
+    /// A member held dead on a verdict this node kept to itself shows it is alive: it is
+    /// alive again (at the same incarnation; nobody else held it dead).
+    fn revive_local_verdict(&mut self, peer: PeerId, now: Instant, out: &mut Outbox) {
+        let Some(e) = self.members.get_mut(&peer) else {
+            return;
+        };
+        if !(e.local_only && e.state == MemberState::Dead) {
+            return;
+        }
+        e.state = MemberState::Alive;
+        e.local_only = false;
+        e.state_change = now;
+        let member = Member {
+            peer,
+            state: MemberState::Alive,
+            incarnation: e.incarnation,
+            meta: e.meta.clone(),
+        };
+        self.live += 1;
+        self.stats.failures_revoked += 1;
+        out.event(Event::MemberJoined {
+            realm: self.realm.clone(),
+            member,
+        });
+        self.add_to_probe_order(peer);
+    }
+
+    /// Up to `k` peers to push-pull with when rejoining without (answering) seeds: members
+    /// held dead and former members, at random, none with a push-pull in flight.
+    pub(crate) fn rejoin_candidates(&mut self, k: usize) -> Vec<PeerId> {
+        let mut all: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.state == MemberState::Dead)
+            .map(|(p, _)| *p)
+            .chain(self.former.iter().map(|(p, _)| *p))
+            .filter(|p| !self.pending.contains_key(p))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        self.rng.shuffle(&mut all);
+        all.truncate(k);
+        all
+    }
+
+    pub(crate) fn push_pull_pending(&self, peer: &PeerId) -> bool {
+        self.pending.contains_key(peer)
+    }
+
+    /// The former members (forgotten after being declared failed), oldest first.
+    pub(crate) fn former_members(&self) -> Vec<Member> {
+        self.former
+            .iter()
+            .map(|(p, meta)| Member {
+                peer: *p,
+                state: MemberState::Dead,
+                incarnation: 0,
+                meta: meta.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn former_meta(&self, peer: &PeerId) -> Option<&Arc<NodeMeta>> {
+        self.former.iter().find(|(p, _)| p == peer).map(|(_, m)| m)
     }
 
     pub(crate) fn handle_push_pull(
@@ -1317,6 +1466,9 @@ impl Membership {
             if self.pending.remove(&from).is_none() {
                 self.stats.unexpected_messages += 1;
                 return None;
+            }
+            if self.forget_dead_on_push_pull {
+                self.forget_dead();
             }
             self.stats.push_pulls_completed += 1;
             self.merge(from, pp.members, now, cfg, out);

@@ -1139,3 +1139,198 @@ mod fuzz {
         }
     }
 }
+
+// ----- cut-off nodes: local verdicts, rejoin targets -----
+
+/// Core 0 learns members 1 and 2, then hears from nobody until it has declared both failed
+/// (verdicts kept local). Returns the time reached.
+fn isolated_core_with_local_verdicts(cfg: Config) -> (Swim, Instant) {
+    let mut now = Instant::now();
+    let mut c = core(0, cfg, now);
+    gossip(&mut c, now, 1, vec![alive(1, 0), alive(2, 0)]);
+    assert_eq!(c.live_member_count(&realm()), 2);
+    let mut waited = 0;
+    while c.live_member_count(&realm()) > 0 {
+        now += Duration::from_millis(100);
+        c.handle_timeout(now);
+        transmits(&mut c);
+        waited += 1;
+        assert!(waited < 3000, "never declared them failed");
+    }
+    assert_eq!(c.stats(&realm()).unwrap().failures_kept_local, 2);
+    events(&mut c);
+    (c, now)
+}
+
+#[test]
+fn a_local_verdict_is_taken_back_on_a_message_or_alive_at_the_same_incarnation() {
+    let (mut c, now) = isolated_core_with_local_verdicts(Config::default());
+    assert_eq!(state(&c, 1), Some((MemberState::Dead, 0)));
+    // A datagram straight from 1 (it is alive and reaches us), carrying alive(2) at the
+    // incarnation we declared dead: neither ever heard of our verdict, so neither refutes.
+    gossip(&mut c, now, 1, vec![alive(2, 0)]);
+    assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
+    assert_eq!(state(&c, 2), Some((MemberState::Alive, 0)));
+    assert_eq!(c.live_member_count(&realm()), 2);
+    let back: Vec<PeerId> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MemberJoined { member, .. } => Some(member.peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(back, vec![peer(1), peer(2)]);
+    assert_eq!(c.stats(&realm()).unwrap().failures_revoked, 2);
+    // A spread verdict is not taken back that way: dead news from others stands until the
+    // member refutes with a higher incarnation.
+    gossip(&mut c, now, 1, vec![dead(2, 0, 1)]);
+    gossip(&mut c, now, 1, vec![alive(2, 0)]);
+    assert_eq!(state(&c, 2), Some((MemberState::Dead, 0)));
+}
+
+#[test]
+fn a_rejoin_keeps_dead_members_until_an_answer_and_falls_back_on_them() {
+    let (mut c, now) = isolated_core_with_local_verdicts(Config::default());
+    // No seed answers: the members held dead are kept, and are the fallback targets.
+    c.join(now, &realm(), &[peer(9)]).unwrap();
+    transmits(&mut c);
+    c.push_pull_failed(now, peer(9), &realm());
+    assert!(matches!(&events(&mut c)[..], [Event::JoinFailed { seed, .. }] if *seed == peer(9)));
+    assert_eq!(state(&c, 1), Some((MemberState::Dead, 0)));
+    assert_eq!(state(&c, 2), Some((MemberState::Dead, 0)));
+    let n = c.rejoin(now, &realm(), &[peer(9)], 3).unwrap();
+    assert_eq!(n, 3);
+    let mut to: Vec<PeerId> = transmits(&mut c)
+        .into_iter()
+        .filter(|t| t.kind == TransmitKind::PushPull)
+        .map(|t| t.to)
+        .collect();
+    to.sort();
+    let mut want = vec![peer(1), peer(2), peer(9)];
+    want.sort();
+    assert_eq!(to, want);
+    // Member 1 answers, knowing only itself: the dead members are forgotten then (2 becomes
+    // a former member), and 1 is alive from its own table.
+    let answer = msg(Body::PushPull(PushPull {
+        join: true,
+        response: true,
+        members: vec![MemberRecord {
+            peer: peer(1),
+            incarnation: 0,
+            state: MemberState::Alive,
+            meta: meta("m"),
+        }],
+    }));
+    assert!(c.handle_push_pull(now, peer(1), answer).is_none());
+    assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
+    assert_eq!(state(&c, 2), None);
+    assert_eq!(
+        c.former_members(&realm())
+            .iter()
+            .map(|m| m.peer)
+            .collect::<Vec<_>>(),
+        vec![peer(2)]
+    );
+    assert!(c.former_member(&realm(), &peer(2)).is_some());
+    // With a live member, rejoin does nothing.
+    assert_eq!(c.rejoin(now, &realm(), &[peer(9)], 3).unwrap(), 0);
+}
+
+#[test]
+fn a_cut_off_seed_rejoins_through_its_former_members() {
+    // Node 0 is everyone's seed and has no seed itself. It is cut off long enough for all
+    // sides to forget each other, then the link comes back.
+    let cfg = Config {
+        push_pull_interval: None,
+        ..Config::default()
+    };
+    let mut net = Net::new(4, cfg);
+    net.join_all();
+    net.run(Duration::from_secs(5));
+    for j in 1..4 {
+        net.cut.push((0, j));
+        net.cut.push((j, 0));
+    }
+    net.run(Duration::from_secs(150));
+    assert_eq!(net.nodes[0].live_member_count(&realm()), 0);
+    assert!(net.nodes[0].members(&realm()).is_empty(), "all forgotten");
+    assert_eq!(net.nodes[0].former_members(&realm()).len(), 3);
+    for i in 1..4 {
+        assert_eq!(state(&net.nodes[i], 0), None, "node {i} forgot node 0");
+    }
+    net.cut.clear();
+    // Without seeds, the periodic rejoin goes to former members.
+    let now = net.now;
+    assert_eq!(net.nodes[0].rejoin(now, &realm(), &[], 3).unwrap(), 3);
+    net.deliver();
+    net.run(Duration::from_secs(5));
+    for i in 0..4 {
+        assert_eq!(net.nodes[i].live_member_count(&realm()), 3, "node {i}");
+    }
+}
+
+#[test]
+fn ping_reqs_for_non_members_are_refused() {
+    let now = Instant::now();
+    let mut c = core(0, Config::default(), now);
+    gossip(&mut c, now, 1, vec![alive(1, 0), alive(2, 0)]);
+    gossip(&mut c, now, 1, vec![dead(2, 0, 1)]);
+    transmits(&mut c);
+    for target in [7, 2] {
+        let req = msg(Body::PingReq(PingReq {
+            seq: 5,
+            target: peer(target),
+            nack_timeout_ms: 100,
+            updates: Vec::new(),
+        }));
+        c.handle_datagram(now, peer(1), &req.encode()).unwrap();
+        assert!(
+            transmits(&mut c).iter().all(|t| t.to != peer(target)),
+            "pinged {target}"
+        );
+    }
+    assert_eq!(c.stats(&realm()).unwrap().ping_reqs_dropped, 2);
+    assert_eq!(c.stats(&realm()).unwrap().ping_reqs_served, 0);
+}
+
+#[test]
+fn a_probe_waiting_for_a_connection_gets_its_timers_from_the_send() {
+    let now = Instant::now();
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
+    let mut c = core(0, cfg.clone(), now);
+    gossip(&mut c, now, 1, vec![alive(1, 0)]);
+    let t0 = c.poll_timeout().unwrap();
+    c.handle_timeout(t0);
+    let ping = transmits(&mut c)
+        .into_iter()
+        .find_map(|t| match t.message.body {
+            Body::Ping(p) if t.to == peer(1) => Some(p.seq),
+            _ => None,
+        })
+        .expect("probe of 1");
+    // The driver needed 0.9 periods to connect before the ping could go out.
+    let sent = t0 + cfg.probe_interval.mul_f64(0.9);
+    c.probe_sendable(sent, &peer(1));
+    assert_eq!(c.poll_timeout(), Some(sent + cfg.probe_timeout));
+    // The original period's end passes; the ack comes within a period of the send.
+    c.handle_timeout(t0 + cfg.probe_interval.mul_f64(1.2));
+    transmits(&mut c);
+    let ack = msg(Body::Ack(Ack {
+        seq: ping,
+        updates: Vec::new(),
+    }));
+    c.handle_datagram(t0 + cfg.probe_interval.mul_f64(1.5), peer(1), &ack.encode())
+        .unwrap();
+    c.handle_timeout(t0 + cfg.probe_interval * 2);
+    let s = c.stats(&realm()).unwrap();
+    assert_eq!((s.probes_acked_direct, s.probes_failed), (1, 0));
+    assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
+    // Another peer's connection, or a later call, changes nothing.
+    let before = c.poll_timeout();
+    c.probe_sendable(t0 + cfg.probe_interval * 2, &peer(7));
+    assert_eq!(c.poll_timeout(), before);
+}

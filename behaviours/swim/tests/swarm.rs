@@ -227,9 +227,37 @@ async fn ten_swarms_detect_a_crash_and_a_graceful_leave() {
         N - 1,
         formed.as_secs_f64() / cfg.swim.probe_interval.as_secs_f64()
     );
-    // Let the last refutations and duplicate connections settle.
-    let settle = Instant::now() + Duration::from_secs(2);
-    while let Ok(Some(_)) = tokio::time::timeout_at(settle, reports.recv()).await {}
+    // Let the last refutations and duplicate connections settle: wait for quiescence, no
+    // suspicion or failure declaration for 10 protocol periods (at most 20 s).
+    let quiet_for = cfg.swim.probe_interval * 10;
+    let settle_start = Instant::now();
+    let settle_deadline = settle_start + Duration::from_secs(20);
+    let mut quiet_since = Instant::now();
+    let (mut settle_suspicions, mut settle_failures) = (0, 0);
+    while Instant::now() < quiet_since + quiet_for {
+        assert!(
+            Instant::now() < settle_deadline,
+            "no quiescence within 20 s: {settle_suspicions} suspicions, {settle_failures} failures"
+        );
+        let until = (quiet_since + quiet_for).min(settle_deadline);
+        if let Ok(Some((_, _, r))) = tokio::time::timeout_at(until, reports.recv()).await {
+            match r {
+                Report::Swim(Event::MemberSuspected { .. }) => {
+                    settle_suspicions += 1;
+                    quiet_since = Instant::now();
+                }
+                Report::Swim(Event::MemberFailed { .. }) => {
+                    settle_failures += 1;
+                    quiet_since = Instant::now();
+                }
+                _ => {}
+            }
+        }
+    }
+    println!(
+        "swarm: quiet ({quiet_for:.1?} without suspicion) {:.2?} after formation; meanwhile {settle_suspicions} suspicions, {settle_failures} failure declarations",
+        settle_start.elapsed()
+    );
     let mut failed_events: Vec<(usize, PeerId)> = Vec::new();
 
     // --- Steady phase: longer than two QUIC idle timeouts and many swarm idle timeouts. ----
@@ -413,12 +441,11 @@ async fn ten_swarms_detect_a_crash_and_a_graceful_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_rejoins_once_its_seed_is_up() {
     let (tx, mut reports) = mpsc::unbounded_channel();
-    // Reserve a port for the seed, which starts later.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Reserve a port for the seed, which starts later: the socket stays bound (and silent, so
+    // the joiner's dial fails) until just before the seed binds the port, so no parallel test
+    // can take it meanwhile.
+    let reserved = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let seed_key = Keypair::generate();
     let seed_peer = seed_key.peer_id();
     let seed_addr: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
@@ -430,7 +457,7 @@ async fn a_node_rejoins_once_its_seed_is_up() {
         .send(Cmd::Join(vec![(seed_peer, seed_addr.clone())]))
         .unwrap();
     // The first attempt fails: nobody listens there.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, _, r) = tokio::time::timeout_at(deadline, reports.recv())
             .await
@@ -441,6 +468,7 @@ async fn a_node_rejoins_once_its_seed_is_up() {
             break;
         }
     }
+    drop(reserved);
     let seed = spawn_node(0, seed_key, seed_addr, tx.clone()).await;
     let up = Instant::now();
     let mut seen = HashSet::new();

@@ -8,9 +8,12 @@
 //!   [`NetworkBehaviour::handle_pending_outbound_connection`]). On the stream it writes the
 //!   length-prefixed request, reads one response (bounded by
 //!   [`KadConfig::max_message_size`], within [`KadConfig::request_timeout`]) and reports it to
-//!   [`KadCore::on_response`], or the failure to [`KadCore::on_request_failed`]. ADD_PROVIDER
-//!   has no response: the request is written and the stream finished. One request per stream,
-//!   as rust-libp2p does.
+//!   [`KadCore::on_response`] with the address we dialed if the stream's connection is one we
+//!   dialed (the only address a response puts in the routing table), or the failure to
+//!   [`KadCore::on_request_failed`]. A request that cannot be encoded is a local problem,
+//!   reported with [`KadCore::on_request_unsendable`]: its query fails, the peer is not
+//!   blamed. ADD_PROVIDER has no response: the request is written and the stream finished.
+//!   One request per stream, as rust-libp2p does.
 //! * **Inbound.** In server mode the behaviour claims `/ipfs/kad/1.0.0`. It reads requests
 //!   (bounded), answers each through [`KadCore::handle_request`], and keeps reading on the same
 //!   stream until the remote finishes it, as rust-libp2p allows. A peer has at most
@@ -22,16 +25,22 @@
 //! * **Time.** One tokio `Sleep` armed at [`KadCore::next_timeout`].
 //! * **Routing table.** When identify reports a peer's protocols
 //!   ([`FromSwarm::RemoteProtocolsChanged`]) and they include `/ipfs/kad/1.0.0`, the peer is
-//!   added with its known addresses: those reported by [`FromSwarm::NewExternalAddrOfPeer`]
-//!   (its identify listen addresses; at most [`KadConfig::max_addrs_per_peer`] per peer, for
-//!   at most [`Config::max_address_cache_peers`] peers) and, if we dialed it, the dialed
-//!   address. A peer whose protocols no longer include it is removed. Bootstrap peers are added
-//!   with [`Behaviour::add_address`].
-//! * **Connection manager.** A peer entering the routing table is tagged
+//!   added with the addresses remembered for it: those [`FromSwarm::NewExternalAddrOfPeer`]
+//!   reported (its identify listen addresses) and the addresses we dialed it at. A peer with
+//!   neither, which only ever dialed us, is added with the address its inbound QUIC
+//!   connection comes from: QUIC implementations that listen (meshwire, rust-libp2p) dial from
+//!   their listening socket, so that address is where the peer listens. Other transports'
+//!   inbound addresses (e.g. a TCP connection's ephemeral port) are never used. At most
+//!   [`KadConfig::max_addrs_per_peer`] addresses of each kind are remembered per peer, for at
+//!   most [`Config::max_address_cache_peers`] peers, connected peers being forgotten last.
+//!   A peer whose protocols no longer include it is removed. Bootstrap peers are added with
+//!   [`Behaviour::add_address`].
+//! * **Connection manager.** A connected peer entering the routing table is tagged
 //!   ([`Config::conn_manager_tag`], `"kad"` = 5 by default, as go-libp2p's kad-dht tags its
 //!   routing-table peers) and untagged when it leaves. The connection manager forgets a
 //!   peer's tags when its last connection closes, so the tag is set again whenever a
-//!   routing-table peer connects.
+//!   routing-table peer connects; peers that are not connected are not tagged (the
+//!   connection manager would keep a temporary entry for them).
 //! * **Mode.** Server mode claims the protocol, client mode claims nothing;
 //!   [`Behaviour::set_mode`] switches and returns [`ToSwarm::ProtocolsChanged`] so that the
 //!   swarm (and identify) advertise the change.
@@ -57,7 +66,7 @@ use meshwire_swarm::{
     NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamError, StreamProtocol,
     StreamRequestId, ToSwarm,
 };
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 use tokio::time::Sleep;
 
 use crate::core::{
@@ -107,9 +116,9 @@ pub struct Config {
     /// Time an inbound stream may take to deliver its next request, and to take our response
     /// (10 s). A stream idle for longer after a served request is closed quietly.
     pub inbound_timeout: Duration,
-    /// Peers whose addresses (from [`FromSwarm::NewExternalAddrOfPeer`]) are remembered for
-    /// adding them to the routing table and dialing them; the least recently updated is
-    /// forgotten first (1,024).
+    /// Peers whose addresses (from [`FromSwarm::NewExternalAddrOfPeer`] and their connections)
+    /// are remembered for adding them to the routing table and dialing them; the least
+    /// recently updated peer without a connection is forgotten first (1,024).
     pub max_address_cache_peers: usize,
     /// The connection-manager tag and value given to routing-table peers
     /// (`Some(("kad", 5))`); `None` tags nothing.
@@ -310,6 +319,8 @@ enum Done {
     Outbound {
         request_id: RequestId,
         peer: PeerId,
+        /// The address we dialed, if the stream's connection is one we dialed.
+        addr: Option<Multiaddr>,
         expects_response: bool,
         result: Result<Option<KadResponse>, Error>,
     },
@@ -353,6 +364,63 @@ struct DialAddrs {
     pending: usize,
 }
 
+/// An open connection.
+struct ConnInfo {
+    peer: PeerId,
+    /// The address we dialed, if we dialed it.
+    dialed: Option<Multiaddr>,
+}
+
+/// What is remembered of a peer's addresses (each list bounded, most recent last).
+#[derive(Debug, Default)]
+struct PeerAddrs {
+    /// Its listen addresses, as identify reported them ([`FromSwarm::NewExternalAddrOfPeer`]).
+    listen: Vec<Multiaddr>,
+    /// Addresses we reached it at (the remote address of connections we dialed).
+    dialed: Vec<Multiaddr>,
+    /// The source address of its latest inbound QUIC connection: where it listens, when it
+    /// dials from its listening socket (see [`quic_listen_addr`]).
+    observed: Option<Multiaddr>,
+    /// Update stamp, for forgetting the least recently updated peer first.
+    stamp: u64,
+}
+
+impl PeerAddrs {
+    /// The first-hand addresses to add it to the routing table with: its listen and dialed
+    /// addresses, else the observed one.
+    fn routable(&self) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for a in self.listen.iter().chain(&self.dialed) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        if out.is_empty() {
+            out.extend(self.observed.iter().cloned());
+        }
+        out
+    }
+}
+
+/// The source address of an inbound connection if it is where the peer listens: a QUIC
+/// address (`/ip4|ip6/<ip>/udp/<port>/quic-v1`, specific IP, non-zero port). QUIC stacks that
+/// listen (meshwire, rust-libp2p) dial from their listening UDP socket, so the remote sees
+/// the listen port. A TCP (or other) connection comes from an ephemeral port: `None`.
+fn quic_listen_addr(send_back_addr: &Multiaddr) -> Option<Multiaddr> {
+    let mut it = send_back_addr.iter();
+    let specific_ip = match it.next()? {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => false,
+    };
+    let port = match it.next()? {
+        Protocol::Udp(port) => port,
+        _ => return None,
+    };
+    let quic = matches!(it.next()?, Protocol::QuicV1);
+    (specific_ip && port != 0 && quic && it.next().is_none()).then(|| send_back_addr.clone())
+}
+
 /// The Kademlia [`NetworkBehaviour`]: a [`KadCore`] driven over the swarm. See the
 /// [module docs](self) for what it does, and the [crate docs](crate) for an example.
 pub struct Behaviour {
@@ -360,10 +428,12 @@ pub struct Behaviour {
     core: KadCore,
     codec: KadCodec,
     discovery: Discovery,
-    /// Open connections: peer and, if we dialed, the address dialed.
-    connections: HashMap<ConnectionId, (PeerId, Option<Multiaddr>)>,
-    /// Addresses of peers learned from the swarm, each with an update stamp.
-    peer_addrs: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
+    /// Open connections.
+    connections: HashMap<ConnectionId, ConnInfo>,
+    /// Open connections per connected peer.
+    connected: HashMap<PeerId, usize>,
+    /// Addresses of peers learned from the swarm (bounded).
+    peer_addrs: HashMap<PeerId, PeerAddrs>,
     addr_clock: u64,
     /// Addresses of peers with stream requests in flight, for the dial hook.
     dial_addrs: HashMap<PeerId, DialAddrs>,
@@ -415,6 +485,7 @@ impl Behaviour {
             config,
             core,
             connections: HashMap::new(),
+            connected: HashMap::new(),
             peer_addrs: HashMap::new(),
             addr_clock: 0,
             dial_addrs: HashMap::new(),
@@ -626,9 +697,10 @@ impl Behaviour {
         let frame = match self.codec.encode_request(&request) {
             Ok(frame) => frame,
             Err(error) => {
+                // A local problem: the query fails, the peer is not blamed.
                 tracing::warn!(%peer, %error, kind = ?request.message_type(), "kad: cannot encode request");
                 if expects_response {
-                    self.core.on_request_failed(request_id, now);
+                    self.core.on_request_unsendable(request_id, error, now);
                 }
                 return;
             }
@@ -671,7 +743,12 @@ impl Behaviour {
         }
     }
 
+    /// Tags `peer` in the connection manager, if it is connected (the tag is set again when it
+    /// connects).
     fn tag(&mut self, peer: PeerId) {
+        if !self.connected.contains_key(&peer) {
+            return;
+        }
         if let Some((tag, value)) = &self.config.conn_manager_tag {
             self.queue
                 .push_back(ToSwarm::ConnManager(ConnManagerCommand::TagPeer {
@@ -682,7 +759,12 @@ impl Behaviour {
         }
     }
 
+    /// Untags `peer`, if it is connected (the connection manager forgot the tags of a peer
+    /// without connections).
     fn untag(&mut self, peer: PeerId) {
+        if !self.connected.contains_key(&peer) {
+            return;
+        }
         if let Some((tag, _)) = &self.config.conn_manager_tag {
             self.queue
                 .push_back(ToSwarm::ConnManager(ConnManagerCommand::UntagPeer {
@@ -831,12 +913,13 @@ impl Behaviour {
             Done::Outbound {
                 request_id,
                 peer,
+                addr,
                 expects_response,
                 result,
             } => match result {
                 Ok(Some(response)) => {
                     tracing::trace!(%peer, %request_id, "kad: response");
-                    self.core.on_response(request_id, peer, response, now);
+                    self.core.on_response(request_id, peer, addr, response, now);
                 }
                 Ok(None) => tracing::trace!(%peer, %request_id, "kad: one-way request sent"),
                 Err(error) => self.outbound_failed(request_id, peer, expects_response, error, now),
@@ -939,39 +1022,112 @@ impl Behaviour {
         self.core.set_external_addresses(addrs);
     }
 
-    /// Remembers an address of `peer` reported by the swarm (bounded per peer and in peers).
-    fn remember_peer_addr(&mut self, peer: PeerId, addr: &Multiaddr) {
-        let max_addrs = self.config.kad.max_addrs_per_peer;
+    /// The cache entry of `peer`, created (forgetting the least recently updated peer without
+    /// a connection, else the least recently updated one, when full) and stamped; `None` when
+    /// the cache is disabled.
+    fn peer_addrs_entry(&mut self, peer: PeerId) -> Option<&mut PeerAddrs> {
         let max_peers = self.config.max_address_cache_peers;
-        if max_addrs == 0 || max_peers == 0 {
-            return;
+        if self.config.kad.max_addrs_per_peer == 0 || max_peers == 0 {
+            return None;
         }
         self.addr_clock += 1;
         let clock = self.addr_clock;
         if !self.peer_addrs.contains_key(&peer) && self.peer_addrs.len() >= max_peers {
-            let oldest = self
+            let connected = &self.connected;
+            let victim = self
                 .peer_addrs
                 .iter()
-                .min_by_key(|(_, (_, stamp))| *stamp)
+                .min_by_key(|(p, a)| (connected.contains_key(p), a.stamp))
                 .map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
-                self.peer_addrs.remove(&oldest);
+            if let Some(victim) = victim {
+                self.peer_addrs.remove(&victim);
             }
         }
-        let (addrs, stamp) = self
-            .peer_addrs
-            .entry(peer)
-            .or_insert_with(|| (Vec::new(), clock));
-        *stamp = clock;
-        if let Some(i) = addrs.iter().position(|a| a == addr) {
-            let a = addrs.remove(i);
-            addrs.push(a);
-        } else {
-            if addrs.len() >= max_addrs {
-                addrs.remove(0);
-            }
-            addrs.push(addr.clone());
+        let entry = self.peer_addrs.entry(peer).or_default();
+        entry.stamp = clock;
+        Some(entry)
+    }
+
+    /// Remembers a listen address of `peer` reported by the swarm (bounded per peer and in
+    /// peers).
+    fn remember_peer_addr(&mut self, peer: PeerId, addr: &Multiaddr) {
+        let max = self.config.kad.max_addrs_per_peer;
+        if let Some(entry) = self.peer_addrs_entry(peer) {
+            push_bounded(&mut entry.listen, addr, max);
         }
+    }
+
+    /// Remembers the remote address of a new connection to `peer`: the address we dialed, or
+    /// the source address of an inbound QUIC connection.
+    fn remember_endpoint(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
+        let max = self.config.kad.max_addrs_per_peer;
+        match endpoint {
+            ConnectedPoint::Dialer { address } => {
+                if let Some(entry) = self.peer_addrs_entry(peer) {
+                    push_bounded(&mut entry.dialed, address, max);
+                }
+            }
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                if let Some(observed) = quic_listen_addr(send_back_addr) {
+                    if let Some(entry) = self.peer_addrs_entry(peer) {
+                        entry.observed = Some(observed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_connection_established(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &ConnectedPoint,
+        other_established: usize,
+        now: Instant,
+    ) {
+        let dialed = match endpoint {
+            ConnectedPoint::Dialer { address } => Some(address.clone()),
+            ConnectedPoint::Listener { .. } => None,
+        };
+        self.connections
+            .insert(connection, ConnInfo { peer, dialed });
+        *self.connected.entry(peer).or_default() += 1;
+        self.remember_endpoint(peer, endpoint);
+        if other_established == 0 {
+            self.core.on_peer_connected(peer, now);
+            // The connection manager forgot the peer's tags when its last connection closed:
+            // tag it again.
+            if self.core.routing_table().contains(&peer) {
+                self.tag(peer);
+            }
+        }
+    }
+
+    fn on_connection_closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        remaining_established: usize,
+    ) {
+        if let Some(info) = self.connections.remove(&connection) {
+            if let Some(n) = self.connected.get_mut(&info.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.connected.remove(&info.peer);
+                }
+            }
+        }
+        if remaining_established == 0 {
+            self.connected.remove(&peer);
+            self.core.on_peer_disconnected(&peer);
+        }
+    }
+
+    /// The address we dialed for `connection`, if we dialed it.
+    fn dialed_addr(&self, connection: ConnectionId) -> Option<Multiaddr> {
+        self.connections
+            .get(&connection)
+            .and_then(|c| c.dialed.clone())
     }
 
     /// Identify told us `peer`'s protocols on `connection`.
@@ -989,14 +1145,15 @@ impl Behaviour {
             }
             return;
         }
-        let mut addrs: Vec<Multiaddr> = self
+        let mut addrs = self
             .peer_addrs
             .get(&peer)
-            .map(|(a, _)| a.clone())
+            .map(PeerAddrs::routable)
             .unwrap_or_default();
-        if let Some((_, Some(dialed))) = self.connections.get(&connection) {
-            if !addrs.contains(dialed) {
-                addrs.push(dialed.clone());
+        // The connection's own endpoint, in case the cache forgot it.
+        if let Some(dialed) = self.dialed_addr(connection) {
+            if !addrs.contains(&dialed) {
+                addrs.push(dialed);
             }
         }
         if addrs.is_empty() {
@@ -1051,8 +1208,16 @@ impl NetworkBehaviour for Behaviour {
         let mut out: Vec<Multiaddr> = Vec::new();
         let table = self.core.routing_table().get(&peer).map(|n| &n.addrs);
         let pending = self.dial_addrs.get(&peer).map(|d| &d.addrs);
-        let cached = self.peer_addrs.get(&peer).map(|(a, _)| a);
-        for a in [table, pending, cached].into_iter().flatten().flatten() {
+        let cache = self.peer_addrs.get(&peer);
+        let listen = cache.map(|c| &c.listen);
+        let dialed = cache.map(|c| &c.dialed);
+        let observed = cache.and_then(|c| c.observed.as_ref());
+        for a in [table, pending, listen, dialed]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .chain(observed)
+        {
             if out.len() >= MAX_DIAL_ADDRESSES {
                 break;
             }
@@ -1072,32 +1237,13 @@ impl NetworkBehaviour for Behaviour {
                 endpoint,
                 other_established,
                 ..
-            } => {
-                let dialed = match endpoint {
-                    ConnectedPoint::Dialer { address } => Some(address.clone()),
-                    ConnectedPoint::Listener { .. } => None,
-                };
-                self.connections.insert(connection, (peer, dialed));
-                if other_established == 0 {
-                    self.core.on_peer_connected(peer, now);
-                    // The connection manager forgot the peer's tags when its last connection
-                    // closed: tag it again.
-                    if self.core.routing_table().contains(&peer) {
-                        self.tag(peer);
-                    }
-                }
-            }
+            } => self.on_connection_established(peer, connection, endpoint, other_established, now),
             FromSwarm::ConnectionClosed {
                 peer,
                 connection,
                 remaining_established,
                 ..
-            } => {
-                self.connections.remove(&connection);
-                if remaining_established == 0 {
-                    self.core.on_peer_disconnected(&peer);
-                }
-            }
+            } => self.on_connection_closed(peer, connection, remaining_established),
             FromSwarm::NewExternalAddrOfPeer { peer, addr } => {
                 if peer == *self.core.local_peer_id() {
                     return;
@@ -1219,6 +1365,7 @@ impl NetworkBehaviour for Behaviour {
             Ok(out) => {
                 let codec = self.codec;
                 let timeout = self.config.kad.request_timeout;
+                let addr = self.dialed_addr(out.connection);
                 self.spawn(async move {
                     let mut stream = out.stream;
                     let result = with_timeout(
@@ -1232,6 +1379,7 @@ impl NetworkBehaviour for Behaviour {
                     Done::Outbound {
                         request_id,
                         peer,
+                        addr,
                         expects_response,
                         result,
                     }
@@ -1267,6 +1415,19 @@ impl NetworkBehaviour for Behaviour {
             return Poll::Pending;
         }
     }
+}
+
+/// Appends `addr` to `list` (moving it to the end if present), dropping the oldest past `max`.
+fn push_bounded(list: &mut Vec<Multiaddr>, addr: &Multiaddr, max: usize) {
+    if let Some(i) = list.iter().position(|a| a == addr) {
+        let a = list.remove(i);
+        list.push(a);
+        return;
+    }
+    if list.len() >= max {
+        list.remove(0);
+    }
+    list.push(addr.clone());
 }
 
 /// Runs `fut` with `timeout`.
@@ -1397,6 +1558,49 @@ mod tests {
         ));
     }
 
+    fn dialer(a: Multiaddr) -> ConnectedPoint {
+        ConnectedPoint::Dialer { address: a }
+    }
+
+    fn listener(send_back_addr: Multiaddr) -> ConnectedPoint {
+        ConnectedPoint::Listener {
+            local_addr: addr(1000),
+            send_back_addr,
+        }
+    }
+
+    /// Runs the core's outputs through the behaviour until it is idle.
+    fn drive(b: &mut Behaviour) {
+        let t = now();
+        while let Some(out) = b.core.poll(t) {
+            b.on_output(out, t);
+        }
+    }
+
+    /// The connection-manager commands queued so far, as text.
+    fn cm_commands(b: &Behaviour) -> Vec<String> {
+        b.queue
+            .iter()
+            .filter_map(|c| match c {
+                ToSwarm::ConnManager(c) => Some(format!("{c:?}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The request of the last stream asked for.
+    fn last_request(b: &Behaviour) -> RequestId {
+        let Some(ToSwarm::OpenStream(open)) = b
+            .queue
+            .iter()
+            .rev()
+            .find(|c| matches!(c, ToSwarm::OpenStream(_)))
+        else {
+            panic!("no stream asked for")
+        };
+        b.pending[&open.id].1.request_id
+    }
+
     #[test]
     fn address_cache_is_bounded() {
         let mut b = Behaviour::new(
@@ -1411,13 +1615,19 @@ mod tests {
         for n in 0..5 {
             b.remember_peer_addr(peer(1), &addr(n));
         }
-        assert_eq!(b.peer_addrs[&peer(1)].0, vec![addr(3), addr(4)]);
+        assert_eq!(b.peer_addrs[&peer(1)].listen, vec![addr(3), addr(4)]);
         b.remember_peer_addr(peer(2), &addr(1));
         // Peer 1 is refreshed, so peer 2 is the oldest when peer 3 arrives.
         b.remember_peer_addr(peer(1), &addr(3));
         b.remember_peer_addr(peer(3), &addr(1));
         assert_eq!(b.peer_addrs.len(), 2);
         assert!(b.peer_addrs.contains_key(&peer(1)) && b.peer_addrs.contains_key(&peer(3)));
+        // A connected peer is forgotten last, however old its entry.
+        b.on_connection_established(peer(1), ConnectionId::next(), &dialer(addr(7)), 0, now());
+        b.remember_peer_addr(peer(3), &addr(2));
+        b.remember_peer_addr(peer(4), &addr(1));
+        assert!(b.peer_addrs.contains_key(&peer(1)) && b.peer_addrs.contains_key(&peer(4)));
+        assert_eq!(b.peer_addrs[&peer(1)].dialed, vec![addr(7)]);
     }
 
     #[test]
@@ -1443,37 +1653,57 @@ mod tests {
             .handle_pending_outbound_connection(ConnectionId::next(), None, &[])
             .unwrap()
             .is_empty());
+        // Addresses of past connections are offered too.
+        let quic: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
+        let c = ConnectionId::next();
+        b.on_connection_established(peer(2), c, &listener(quic.clone()), 0, now());
+        b.on_connection_closed(peer(2), c, 0);
+        let got = b
+            .handle_pending_outbound_connection(ConnectionId::next(), Some(peer(2)), &[])
+            .unwrap();
+        assert_eq!(got, vec![quic]);
     }
 
     #[test]
-    fn routing_table_entries_are_tagged_and_untagged() {
+    fn only_connected_peers_are_tagged() {
         let mut b = Behaviour::new(peer(0), Config::new());
+        // A bootstrap peer we are not connected to: no tag (the connection manager would keep
+        // a temporary entry for it).
         b.add_address(peer(1), addr(1));
-        b.remove_peer(&peer(1));
-        let t = now();
-        while let Some(out) = b.core.poll(t) {
-            b.on_output(out, t);
-        }
-        let cmds: Vec<String> = b
-            .queue
-            .iter()
-            .filter_map(|c| match c {
-                ToSwarm::ConnManager(c) => Some(format!("{c:?}")),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        drive(&mut b);
+        assert!(cm_commands(&b).is_empty(), "{:?}", cm_commands(&b));
+        // It connects: tagged.
+        let c = ConnectionId::next();
+        b.on_connection_established(peer(1), c, &dialer(addr(1)), 0, now());
+        let cmds = cm_commands(&b);
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
         assert!(
             cmds[0].starts_with("TagPeer") && cmds[0].contains("\"kad\"") && cmds[0].contains('5')
         );
+        // It leaves the table while connected: untagged.
+        b.remove_peer(&peer(1));
+        drive(&mut b);
+        let cmds = cm_commands(&b);
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
         assert!(cmds[1].starts_with("UntagPeer"));
+        // A connected peer entering the table is tagged at once; once disconnected, leaving
+        // the table sends nothing.
+        b.queue.clear();
+        let c2 = ConnectionId::next();
+        b.on_connection_established(peer(2), c2, &dialer(addr(2)), 0, now());
+        b.add_address(peer(2), addr(2));
+        drive(&mut b);
+        assert_eq!(cm_commands(&b).len(), 1);
+        b.on_connection_closed(peer(2), c2, 0);
+        b.remove_peer(&peer(2));
+        drive(&mut b);
+        assert_eq!(cm_commands(&b).len(), 1);
         // Without a tag configured, nothing is sent.
         let mut b = Behaviour::new(peer(0), Config::new().with_conn_manager_tag(None));
+        b.on_connection_established(peer(1), c, &dialer(addr(1)), 0, now());
         b.add_address(peer(1), addr(1));
-        while let Some(out) = b.core.poll(t) {
-            b.on_output(out, t);
-        }
-        assert!(!b.queue.iter().any(|c| matches!(c, ToSwarm::ConnManager(_))));
+        drive(&mut b);
+        assert!(cm_commands(&b).is_empty());
     }
 
     #[test]
@@ -1481,7 +1711,7 @@ mod tests {
         let mut b = Behaviour::new(peer(0), Config::new());
         let t = now();
         let c = ConnectionId::next();
-        b.connections.insert(c, (peer(1), Some(addr(9))));
+        b.on_connection_established(peer(1), c, &dialer(addr(9)), 0, t);
         b.remember_peer_addr(peer(1), &addr(1));
         b.on_remote_protocols(peer(1), c, &[StreamProtocol::new("/ipfs/id/1.0.0")], t);
         assert!(!b.routing_table().contains(&peer(1)));
@@ -1490,11 +1720,130 @@ mod tests {
         assert_eq!(node.addrs, vec![addr(1), addr(9)]);
         b.on_remote_protocols(peer(1), c, &[], t);
         assert!(!b.routing_table().contains(&peer(1)));
-        // A listener-side connection of a peer without known addresses is not routable.
+        // A listener-side connection of a peer without known addresses is not routable,
+        // unless it comes from a QUIC listening socket.
+        let tcp: Multiaddr = "/ip4/10.0.0.2/tcp/50123".parse().unwrap();
         let c2 = ConnectionId::next();
-        b.connections.insert(c2, (peer(2), None));
+        b.on_connection_established(peer(2), c2, &listener(tcp), 0, t);
         b.on_remote_protocols(peer(2), c2, &[PROTOCOL], t);
         assert!(!b.routing_table().contains(&peer(2)));
+    }
+
+    #[test]
+    fn inbound_only_servers_enter_the_table() {
+        // Peer 1 only ever dialed us over QUIC, and identify's report of its listen addresses
+        // is not (or no longer) known: identify re-announces only addresses it did not have.
+        let mut b = Behaviour::new(peer(0), Config::new());
+        let t = now();
+        let quic: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let c = ConnectionId::next();
+        b.on_connection_established(peer(1), c, &listener(quic.clone()), 0, t);
+        b.on_remote_protocols(peer(1), c, &[PROTOCOL], t);
+        assert_eq!(b.routing_table().get(&peer(1)).unwrap().addrs, vec![quic]);
+        // With listen addresses known, those are used and the observed one is not.
+        let c2 = ConnectionId::next();
+        let from: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
+        b.on_connection_established(peer(2), c2, &listener(from), 0, t);
+        b.remember_peer_addr(peer(2), &addr(2));
+        b.on_remote_protocols(peer(2), c2, &[PROTOCOL], t);
+        assert_eq!(
+            b.routing_table().get(&peer(2)).unwrap().addrs,
+            vec![addr(2)]
+        );
+        // Unspecified addresses and port 0 are not listening sockets.
+        for bad in [
+            "/ip4/0.0.0.0/udp/4001/quic-v1",
+            "/ip4/10.0.0.3/udp/0/quic-v1",
+        ] {
+            assert!(quic_listen_addr(&bad.parse().unwrap()).is_none());
+        }
+    }
+
+    #[test]
+    fn responses_record_only_the_dialed_address() {
+        let mut b = Behaviour::new(peer(0), Config::new());
+        let t = now();
+        let c1 = ConnectionId::next();
+        b.on_connection_established(peer(1), c1, &dialer(addr(1)), 0, t);
+        b.add_address(peer(1), addr(1));
+        b.find_node(peer(2).to_bytes());
+        drive(&mut b);
+        let req = last_request(&b);
+        // Peer 1 lists peer 2 at someone else's address.
+        let victim: Multiaddr = "/ip4/192.0.2.1/udp/53/quic-v1".parse().unwrap();
+        b.on_done(
+            Done::Outbound {
+                request_id: req,
+                peer: peer(1),
+                addr: b.dialed_addr(c1),
+                expects_response: true,
+                result: Ok(Some(KadResponse::FindNode {
+                    closer_peers: vec![KadPeer::new(peer(2), vec![victim.clone()])],
+                })),
+            },
+            t,
+        );
+        drive(&mut b);
+        let req = last_request(&b);
+        // The victim's address is offered for dialing peer 2...
+        let dial = b
+            .handle_pending_outbound_connection(ConnectionId::next(), Some(peer(2)), &[])
+            .unwrap();
+        assert_eq!(dial, vec![victim.clone()]);
+        // ... but peer 2 answers over a connection we dialed at its real address, which is
+        // the one recorded.
+        let c2 = ConnectionId::next();
+        b.on_connection_established(peer(2), c2, &dialer(addr(2)), 0, t);
+        b.on_done(
+            Done::Outbound {
+                request_id: req,
+                peer: peer(2),
+                addr: b.dialed_addr(c2),
+                expects_response: true,
+                result: Ok(Some(KadResponse::FindNode {
+                    closer_peers: vec![],
+                })),
+            },
+            t,
+        );
+        drive(&mut b);
+        assert_eq!(
+            b.routing_table().get(&peer(2)).unwrap().addrs,
+            vec![addr(2)]
+        );
+        // Over a connection peer 3 dialed, nothing is recorded.
+        let c3 = ConnectionId::next();
+        b.on_connection_established(peer(3), c3, &listener(addr(3)), 0, t);
+        assert_eq!(b.dialed_addr(c3), None);
+    }
+
+    #[test]
+    fn a_request_we_cannot_encode_is_not_blamed_on_the_peer() {
+        let mut b = Behaviour::new(
+            peer(0),
+            Config::new().with_kad(KadConfig {
+                max_message_size: 64,
+                max_failures: 1,
+                ..KadConfig::default()
+            }),
+        );
+        b.add_address(peer(1), addr(1));
+        let q = b.find_node(vec![0; 100]);
+        drive(&mut b);
+        assert!(b.routing_table().contains(&peer(1)), "the peer stays");
+        assert!(!b.queue.iter().any(|c| matches!(c, ToSwarm::OpenStream(_))));
+        assert!(b.queue.iter().any(|c| matches!(c,
+            ToSwarm::GenerateEvent(Event::QueryFinished {
+                id,
+                result: QueryResult::FindNode(Err(QueryError::Unsendable(ProtocolError::MessageTooLarge { .. }))),
+                ..
+            }) if *id == q)));
+        // A record no message could carry is refused up front.
+        let big = Record::new("k", vec![0; 100]);
+        assert!(matches!(
+            b.put_value(big, 1),
+            Err(StoreError::RecordTooLarge { max: 64, .. })
+        ));
     }
 
     #[test]

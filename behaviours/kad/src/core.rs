@@ -5,8 +5,10 @@
 //!
 //! * inbound requests: [`KadCore::handle_request`] returns the response to send back (or
 //!   `None`: send nothing and close the stream);
-//! * outcomes of the requests the core asked to send: [`KadCore::on_response`] and
-//!   [`KadCore::on_request_failed`];
+//! * outcomes of the requests the core asked to send: [`KadCore::on_response`] (with the
+//!   address of the connection it came over, if we dialed it), [`KadCore::on_request_failed`]
+//!   (the remote failed: counted against it) and [`KadCore::on_request_unsendable`] (the
+//!   request could not be sent for a local reason: not counted against the remote);
 //! * knowledge about peers: [`KadCore::add_address`] (e.g. from identify, when the peer
 //!   advertises `/ipfs/kad/1.0.0`), [`KadCore::on_peer_connected`] and
 //!   [`KadCore::on_peer_disconnected`];
@@ -20,6 +22,24 @@
 //! (after [`KadConfig::request_timeout`]); a response that arrives after that, or for an
 //! unknown request id, is ignored. ADD_PROVIDER requests have no response
 //! ([`KadRequest::expects_response`]): the driver sends them and reports nothing back.
+//!
+//! # Addresses in the routing table
+//!
+//! The routing table holds only first-hand addresses: those given to
+//! [`KadCore::add_address`] (bootstrap peers, identify's report of a peer's listen addresses)
+//! and the address a response actually came over ([`KadCore::on_response`]'s `addr`). The
+//! addresses other peers list for a peer in their responses are used to dial it during the
+//! lookup that learned them (they are the lookup's candidate addresses) and are never stored
+//! or passed on: a malicious peer listing someone else's IPs for a real peer can neither make
+//! us advertise the peer at those IPs nor push its real addresses out of our table.
+//!
+//! # Message size
+//!
+//! Every response [`KadCore::handle_request`] returns fits in
+//! [`KadConfig::max_message_size`]: peers are dropped from it until it does
+//! ([`KadResponse::trim_to`]). A record that would not fit in one message
+//! ([`Record::max_message_len`]) is refused, locally ([`KadCore::put_value`]) and from
+//! remotes, with [`StoreError::RecordTooLarge`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -35,7 +55,8 @@ use crate::kbucket::{
     NUM_BUCKETS,
 };
 use crate::protocol::{
-    ConnectionType, KadPeer, KadRequest, KadResponse, Record, RecordKey, DEFAULT_MAX_MESSAGE_SIZE,
+    ConnectionType, KadPeer, KadRequest, KadResponse, ProtocolError, Record, RecordKey,
+    DEFAULT_MAX_MESSAGE_SIZE,
 };
 use crate::query::{
     AddProviderOk, BootstrapOk, ClosestPeersIter, FindNodeOk, GetProvidersOk, GetValueOk, IterStep,
@@ -185,7 +206,8 @@ pub enum RemovalReason {
 pub enum InboundRequest {
     /// A PING.
     Ping,
-    /// A FIND_NODE; `closer_peers` were returned.
+    /// A FIND_NODE; `closer_peers` were returned (after trimming the response to the message
+    /// bound).
     FindNode {
         /// Peers returned.
         closer_peers: usize,
@@ -291,7 +313,6 @@ enum RequestKind {
 #[derive(Debug)]
 struct Outstanding {
     peer: PeerId,
-    addrs: Vec<Multiaddr>,
     kind: RequestKind,
     deadline: Instant,
 }
@@ -331,6 +352,30 @@ enum QueryState {
         phase: BootstrapPhase,
         lookups: usize,
     },
+}
+
+impl QueryState {
+    /// The result of a query of this kind that failed with `error`.
+    fn failed(self, error: QueryError) -> QueryResult {
+        match self {
+            QueryState::FindNode { .. } => QueryResult::FindNode(Err(error)),
+            QueryState::GetValue { .. } => QueryResult::GetValue(Err(error)),
+            QueryState::PutValue { .. } => QueryResult::PutValue(Err(error)),
+            QueryState::AddProvider { .. } => QueryResult::StartProviding(Err(error)),
+            QueryState::GetProviders { .. } => QueryResult::GetProviders(Err(error)),
+            QueryState::Bootstrap { .. } => QueryResult::Bootstrap(Err(error)),
+        }
+    }
+}
+
+/// How a query ends.
+enum Ending {
+    /// Its work is done (or it was stopped through [`KadCore::finish`]).
+    Done,
+    /// The query timeout passed.
+    TimedOut,
+    /// It cannot go on.
+    Failed(QueryError),
 }
 
 #[derive(Debug)]
@@ -634,7 +679,7 @@ impl KadCore {
             return None;
         }
         self.table.mark_seen(&from, now);
-        let (response, event) = match request {
+        let (mut response, mut event) = match request {
             KadRequest::Ping => (Some(KadResponse::Pong), InboundRequest::Ping),
             KadRequest::FindNode { key } => {
                 let closer_peers = self.closer_peers(&Key::from_bytes(&key), &from);
@@ -658,7 +703,9 @@ impl KadCore {
             }
             KadRequest::PutValue { record } => {
                 let key = record.key.clone();
-                let result = self.records.put(record.clone(), false, now);
+                let result = self
+                    .check_record(&record)
+                    .and_then(|()| self.records.put(record.clone(), false, now));
                 let response = result.is_ok().then(|| {
                     let mut echo = record;
                     echo.ttl = None;
@@ -717,6 +764,23 @@ impl KadCore {
                 (None, InboundRequest::AddProvider { key, result })
             }
         };
+        if let Some(r) = response.as_mut() {
+            // A response that does not fit would reset the stream: drop peers until it fits.
+            if !r.trim_to(self.config.max_message_size) {
+                tracing::warn!(%from, kind = ?r.message_type(), "response does not fit in a message");
+            }
+            match (&mut event, &*r) {
+                (
+                    InboundRequest::FindNode { closer_peers: n },
+                    KadResponse::FindNode { closer_peers },
+                ) => *n = closer_peers.len(),
+                (
+                    InboundRequest::GetProviders { providers: n, .. },
+                    KadResponse::GetProviders { provider_peers, .. },
+                ) => *n = provider_peers.len(),
+                _ => {}
+            }
+        }
         self.outputs
             .push_back(KadOutput::Event(KadEvent::InboundRequest {
                 from,
@@ -749,11 +813,19 @@ impl KadCore {
 
     // ----- outbound outcomes -------------------------------------------------------------
 
-    /// The response to request `request_id`, from `from`.
+    /// The response to request `request_id`, from `from`, which came over a connection to
+    /// `addr`: the address we dialed, if we dialed that connection, else `None`.
+    ///
+    /// The peer answered, so it serves the DHT and is alive: it is marked seen, and `addr` is
+    /// the one address recorded for it (it enters the routing table with it if it was not
+    /// there). Without `addr` a peer not in the table is not added: it has no address we
+    /// know works. The addresses other peers gave for it are never recorded (see the module
+    /// docs).
     pub fn on_response(
         &mut self,
         request_id: RequestId,
         from: PeerId,
+        addr: Option<Multiaddr>,
         response: KadResponse,
         now: Instant,
     ) {
@@ -767,7 +839,14 @@ impl KadCore {
             return;
         }
         // It answered, so it serves the DHT and is alive.
-        self.insert_peer(from, &out.addrs, now);
+        match addr {
+            Some(addr) => {
+                self.insert_peer(from, std::slice::from_ref(&addr), now);
+            }
+            None => {
+                self.table.mark_seen(&from, now);
+            }
+        }
         match out.kind {
             RequestKind::Ping => {
                 let alive = matches!(response, KadResponse::Pong);
@@ -780,11 +859,53 @@ impl KadCore {
         }
     }
 
-    /// Request `request_id` failed (stream error, dial failure, decode error, ...).
+    /// Request `request_id` failed on the remote's side or on the way (stream error, dial
+    /// failure, undecodable response, ...): it counts against the peer, which leaves the
+    /// routing table after [`KadConfig::max_failures`] failures in a row.
     pub fn on_request_failed(&mut self, request_id: RequestId, now: Instant) {
         if let Some(out) = self.take_request(request_id) {
             self.fail_request(out, false, now);
         }
+    }
+
+    /// Request `request_id` could not be sent for a local reason: `error` says why (it does
+    /// not fit in a message). Nothing is counted against the peer. Every request of a query
+    /// carries the same payload, so the query finishes at once with
+    /// [`QueryError::Unsendable`]; a liveness ping or a cache store is dropped (the pinged
+    /// peer is kept).
+    pub fn on_request_unsendable(
+        &mut self,
+        request_id: RequestId,
+        error: ProtocolError,
+        now: Instant,
+    ) {
+        let Some(out) = self.take_request(request_id) else {
+            return;
+        };
+        tracing::debug!(peer = %out.peer, kind = ?out.kind, %error, "request cannot be sent");
+        match out.kind {
+            RequestKind::Ping => self.apply_ping(&out.peer, true, now),
+            RequestKind::Cache => {}
+            RequestKind::Query(id) => {
+                if let Some(q) = self.queries.get_mut(&id) {
+                    q.stats.failures += 1;
+                }
+                self.end_query(id, Ending::Failed(QueryError::Unsendable(error)), now);
+            }
+        }
+    }
+
+    /// Refuses a record that could not be stored or that no message could carry.
+    fn check_record(&self, record: &Record) -> Result<(), StoreError> {
+        let value = record.value.len();
+        if value > self.config.store.max_value_bytes {
+            return Err(StoreError::ValueTooLarge(value));
+        }
+        let (len, max) = (record.max_message_len(), self.config.max_message_size);
+        if len > max {
+            return Err(StoreError::RecordTooLarge { len, max });
+        }
+        Ok(())
     }
 
     fn take_request(&mut self, id: RequestId) -> Option<Outstanding> {
@@ -1080,6 +1201,12 @@ impl KadCore {
     /// peers closest to its key. Succeeds when at least `quorum` of them confirm. A record
     /// without publisher is published as the local peer's; one without TTL gets the configured
     /// record TTL, so remote copies expire with the local one.
+    ///
+    /// # Errors
+    ///
+    /// The local store refused the record: [`StoreError::ValueTooLarge`],
+    /// [`StoreError::MaxRecords`], or [`StoreError::RecordTooLarge`] when no message of
+    /// [`KadConfig::max_message_size`] could carry it (it could be neither sent nor served).
     pub fn put_value(
         &mut self,
         mut record: Record,
@@ -1090,6 +1217,7 @@ impl KadCore {
         record.ttl = Some(record.ttl.map_or(self.config.store.record_ttl, |t| {
             t.min(self.config.store.record_ttl)
         }));
+        self.check_record(&record)?;
         self.records.put(record.clone(), true, now)?;
         Ok(self.start_put(record, quorum, QueryOrigin::User, now))
     }
@@ -1372,7 +1500,6 @@ impl KadCore {
                 request_id,
                 Outstanding {
                     peer,
-                    addrs: addrs.clone(),
                     kind,
                     deadline,
                 },
@@ -1530,6 +1657,16 @@ impl KadCore {
 
     /// Finishes query `id` (timed out or not) and reports it.
     fn finish_query(&mut self, id: QueryId, timed_out: bool, now: Instant) {
+        let ending = if timed_out {
+            Ending::TimedOut
+        } else {
+            Ending::Done
+        };
+        self.end_query(id, ending, now);
+    }
+
+    /// Ends query `id` and reports it.
+    fn end_query(&mut self, id: QueryId, ending: Ending, now: Instant) {
         let Some(mut q) = self.queries.remove(&id) else {
             return;
         };
@@ -1537,6 +1674,18 @@ impl KadCore {
             self.query_deadlines.remove(&(d, id));
         }
         q.stats.end = now;
+        let timed_out = match ending {
+            Ending::Done => false,
+            Ending::TimedOut => true,
+            Ending::Failed(error) => {
+                if matches!(q.state, QueryState::Bootstrap { .. }) {
+                    self.running_bootstrap = None;
+                }
+                let result = q.state.failed(error);
+                self.report_finished(id, q.origin, q.parent, q.stats, result, now);
+                return;
+            }
+        };
         let result = match q.state {
             QueryState::FindNode { key, mut iter } => {
                 iter.finish();
@@ -1586,14 +1735,16 @@ impl KadCore {
                         if let (Some((peer, addrs)), Some(pr)) = (candidate, records.first()) {
                             let mut record = pr.record.clone();
                             record.ttl = record.ttl.or(Some(self.config.store.record_ttl));
-                            self.send_request(
-                                peer,
-                                addrs,
-                                KadRequest::PutValue { record },
-                                RequestKind::Cache,
-                                now,
-                            );
-                            cached_at = Some(peer);
+                            if record.max_message_len() <= self.config.max_message_size {
+                                self.send_request(
+                                    peer,
+                                    addrs,
+                                    KadRequest::PutValue { record },
+                                    RequestKind::Cache,
+                                    now,
+                                );
+                                cached_at = Some(peer);
+                            }
                         }
                     }
                     QueryResult::GetValue(Ok(GetValueOk {
@@ -1662,11 +1813,25 @@ impl KadCore {
                 }
             }
         };
+        self.report_finished(id, q.origin, q.parent, q.stats, result, now);
+    }
+
+    /// Reports a finished query: to its parent bootstrap for its refresh lookups, else as a
+    /// [`KadEvent::QueryFinished`].
+    fn report_finished(
+        &mut self,
+        id: QueryId,
+        origin: QueryOrigin,
+        parent: Option<QueryId>,
+        stats: QueryStats,
+        result: QueryResult,
+        now: Instant,
+    ) {
         // Refresh lookups of a bootstrap report to it.
-        if let Some(parent) = q.parent {
+        if let Some(parent) = parent {
             let mut done = false;
             if let Some(p) = self.queries.get_mut(&parent) {
-                p.stats.absorb(&q.stats);
+                p.stats.absorb(&stats);
                 if let QueryState::Bootstrap {
                     phase: BootstrapPhase::Refresh { remaining },
                     ..
@@ -1681,13 +1846,13 @@ impl KadCore {
             }
             return;
         }
-        tracing::debug!(%id, requests = q.stats.requests, hops = q.stats.hops, "query finished");
+        tracing::debug!(%id, requests = stats.requests, hops = stats.hops, "query finished");
         self.outputs
             .push_back(KadOutput::Event(KadEvent::QueryFinished {
                 id,
-                origin: q.origin,
+                origin,
                 result,
-                stats: q.stats,
+                stats,
             }));
     }
 }
@@ -1755,7 +1920,13 @@ mod tests {
                                 }
                                 let expects = request.expects_response();
                                 match self.cores[j].handle_request(self.ids[i], request, now) {
-                                    Some(r) => self.cores[i].on_response(request_id, peer, r, now),
+                                    Some(r) => self.cores[i].on_response(
+                                        request_id,
+                                        peer,
+                                        Some(addr(j as u64)),
+                                        r,
+                                        now,
+                                    ),
                                     None if expects => {
                                         self.cores[i].on_request_failed(request_id, now)
                                     }
@@ -2004,7 +2175,7 @@ mod tests {
     #[test]
     fn ping_before_evict_keeps_a_live_peer() {
         let (mut core, far, ping, now) = full_bucket();
-        core.on_response(ping, peer(far[0]), KadResponse::Pong, now);
+        core.on_response(ping, peer(far[0]), None, KadResponse::Pong, now);
         let t = core.routing_table();
         assert!(
             t.contains(&peer(far[0])) && t.contains(&peer(far[1])) && !t.contains(&peer(far[2]))
@@ -2082,6 +2253,7 @@ mod tests {
         core.on_response(
             s[0].0,
             peer(1),
+            Some(addr(1)),
             KadResponse::FindNode {
                 closer_peers: vec![],
             },
@@ -2121,6 +2293,7 @@ mod tests {
         core.on_response(
             s[0].0,
             peer(2),
+            Some(addr(2)),
             KadResponse::FindNode { closer_peers: fake },
             now,
         );
@@ -2280,6 +2453,290 @@ mod tests {
         assert_eq!(ok.providers, vec![KadPeer::new(net.ids[7], vec![addr(7)])]);
     }
 
+    /// An IP address of someone else, listed for a real peer by a malicious one.
+    fn victim(n: u16) -> Multiaddr {
+        format!("/ip4/192.0.2.{}/udp/{n}/quic-v1", n % 250)
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn third_party_addresses_are_never_recorded() {
+        let now = Instant::now();
+        let mut core = KadCore::with_seed(peer(0), KadConfig::default(), 0);
+        let (liar, real) = (peer(1), peer(2));
+        core.add_address(liar, addr(1), now);
+        // `real` is known at its real address already.
+        core.add_address(real, addr(2), now);
+        drain(&mut core, now);
+        let q = core.find_node(real.to_bytes(), now);
+        let s = sends(&drain(&mut core, now));
+        let to_liar = s.iter().find(|(_, p, _)| *p == liar).unwrap().0;
+        let to_real = s.iter().find(|(_, p, _)| *p == real).unwrap().0;
+        // The liar lists `real` (and a new peer) at eight victim addresses.
+        let victims: Vec<Multiaddr> = (1..=8).map(victim).collect();
+        let lies = vec![
+            KadPeer::new(real, victims.clone()),
+            KadPeer::new(peer(3), victims.clone()),
+        ];
+        core.on_response(
+            to_liar,
+            liar,
+            Some(addr(1)),
+            KadResponse::FindNode { closer_peers: lies },
+            now,
+        );
+        core.on_response(
+            to_real,
+            real,
+            Some(addr(2)),
+            KadResponse::FindNode {
+                closer_peers: vec![],
+            },
+            now,
+        );
+        // peer 3 is contacted at the addresses we were given (they are all we have)...
+        let outs = drain(&mut core, now);
+        let to_3 = outs
+            .iter()
+            .find_map(|o| match o {
+                KadOutput::SendRequest {
+                    request_id,
+                    peer: p,
+                    addrs,
+                    ..
+                } if *p == peer(3) => Some((*request_id, addrs.clone())),
+                _ => None,
+            })
+            .expect("peer 3 is asked");
+        assert_eq!(to_3.1, victims, "third-party addresses are for dialing");
+        // ... and answers over the connection we dialed at its real address.
+        core.on_response(
+            to_3.0,
+            peer(3),
+            Some(addr(3)),
+            KadResponse::FindNode {
+                closer_peers: vec![],
+            },
+            now,
+        );
+        let outs = drain(&mut core, now);
+        assert!(outs.iter().any(|o| matches!(o,
+            KadOutput::Event(KadEvent::QueryFinished { id, .. }) if *id == q)));
+        // Only first-hand addresses are in the table...
+        let t = core.routing_table();
+        assert_eq!(t.get(&real).unwrap().addrs, vec![addr(2)]);
+        assert_eq!(t.get(&peer(3)).unwrap().addrs, vec![addr(3)]);
+        // ... and in what we tell others.
+        let Some(KadResponse::FindNode { closer_peers }) = core.handle_request(
+            peer(9),
+            KadRequest::FindNode {
+                key: real.to_bytes(),
+            },
+            now,
+        ) else {
+            panic!()
+        };
+        for p in &closer_peers {
+            assert!(p.addrs.iter().all(|a| !victims.contains(a)), "{p:?}");
+        }
+        assert!(closer_peers
+            .iter()
+            .any(|p| p.id == real && p.addrs == vec![addr(2)]));
+    }
+
+    #[test]
+    fn a_response_without_a_dialed_address_adds_nobody() {
+        let now = Instant::now();
+        let mut core = KadCore::with_seed(peer(0), KadConfig::default(), 0);
+        core.add_address(peer(1), addr(1), now);
+        core.find_node(b"t".to_vec(), now);
+        let s = sends(&drain(&mut core, now));
+        core.on_response(
+            s[0].0,
+            peer(1),
+            None,
+            KadResponse::FindNode {
+                closer_peers: vec![KadPeer::new(peer(2), vec![addr(2)])],
+            },
+            now,
+        );
+        let s = sends(&drain(&mut core, now));
+        // Peer 2 answered over a connection it dialed: it is not added from the response.
+        core.on_response(
+            s[0].0,
+            peer(2),
+            None,
+            KadResponse::FindNode {
+                closer_peers: vec![],
+            },
+            now,
+        );
+        drain(&mut core, now);
+        assert!(!core.routing_table().contains(&peer(2)));
+        assert_eq!(
+            core.routing_table().get(&peer(1)).unwrap().addrs,
+            vec![addr(1)]
+        );
+    }
+
+    #[test]
+    fn records_no_message_can_carry_are_refused() {
+        let now = Instant::now();
+        let mut core = KadCore::with_seed(peer(0), KadConfig::default(), 0);
+        core.add_address(peer(1), addr(1), now);
+        drain(&mut core, now);
+        // Within the store's 65 KiB, beyond the 16 KiB message bound.
+        let big = Record::new("big", vec![0; 20 * 1024]);
+        let Err(StoreError::RecordTooLarge { len, max }) = core.put_value(big.clone(), 1, now)
+        else {
+            panic!("accepted a record that cannot be sent")
+        };
+        assert!(len > max && max == DEFAULT_MAX_MESSAGE_SIZE);
+        assert!(core.record_store().is_empty());
+        assert!(drain(&mut core, now)
+            .iter()
+            .all(|o| !matches!(o, KadOutput::SendRequest { .. })));
+        // A remote's record that could not be served back is refused too.
+        let mut edge = Record::new("edge", vec![1; DEFAULT_MAX_MESSAGE_SIZE - 100]);
+        let mut over = edge.clone();
+        over.value.push(1);
+        while over.max_message_len() <= DEFAULT_MAX_MESSAGE_SIZE {
+            edge.value.push(1);
+            over.value.push(1);
+        }
+        assert_eq!(
+            core.handle_request(peer(1), KadRequest::PutValue { record: over }, now),
+            None
+        );
+        let outs = drain(&mut core, now);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            KadOutput::Event(KadEvent::InboundRequest {
+                request: InboundRequest::PutValue {
+                    result: Err(StoreError::RecordTooLarge { .. }),
+                    ..
+                },
+                ..
+            })
+        )));
+        // The largest record accepted is served back within the bound, closer peers trimmed.
+        for n in 2..=30 {
+            let long: Multiaddr = format!("/dns4/{}/udp/{n}/quic-v1", "h".repeat(200))
+                .parse()
+                .unwrap();
+            core.add_address(peer(n), long, now);
+        }
+        assert!(core
+            .handle_request(peer(1), KadRequest::PutValue { record: edge }, now)
+            .is_some());
+        let resp = core
+            .handle_request(peer(2), KadRequest::GetValue { key: "edge".into() }, now)
+            .unwrap();
+        assert!(KadCodec::default().encode_response(&resp).is_ok());
+        assert!(matches!(
+            resp,
+            KadResponse::GetValue {
+                record: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unsendable_request_fails_its_query_not_the_peer() {
+        let now = Instant::now();
+        let mut core = KadCore::with_seed(
+            peer(0),
+            KadConfig {
+                max_failures: 1,
+                ..KadConfig::default()
+            },
+            0,
+        );
+        core.add_address(peer(1), addr(1), now);
+        drain(&mut core, now);
+        let q = core.find_node(vec![0; 32], now);
+        let s = sends(&drain(&mut core, now));
+        let error = ProtocolError::MessageTooLarge { len: 1, max: 0 };
+        core.on_request_unsendable(s[0].0, error.clone(), now);
+        let outs = drain(&mut core, now);
+        assert!(outs.iter().any(|o| matches!(o,
+            KadOutput::Event(KadEvent::QueryFinished { id, result: QueryResult::FindNode(Err(QueryError::Unsendable(e))), .. })
+                if *id == q && *e == error)), "{outs:?}");
+        assert!(core.routing_table().contains(&peer(1)));
+        assert_eq!(core.routing_table().get(&peer(1)).unwrap().failures, 0);
+        assert_eq!(core.num_queries(), 0);
+    }
+
+    #[test]
+    fn provider_responses_fit_in_a_message() {
+        let now = Instant::now();
+        let mut core = KadCore::with_seed(peer(0), KadConfig::default(), 0);
+        let long = |tag: &str, i: u64| -> Multiaddr {
+            format!("/dns4/{tag}{i}{}/udp/4001/quic-v1", "x".repeat(200))
+                .parse()
+                .unwrap()
+        };
+        // Twenty table peers with eight long addresses each.
+        for n in 1..=20 {
+            for i in 0..8 {
+                core.add_address(peer(n), long("t", i), now);
+            }
+        }
+        // Two providers announcing 40 long addresses (about 10 KiB) each.
+        let key = RecordKey::from("content");
+        for p in [peer(31), peer(32)] {
+            let addrs: Vec<Multiaddr> = (0..40).map(|i| long("p", i)).collect();
+            assert_eq!(
+                core.handle_request(
+                    p,
+                    KadRequest::AddProvider {
+                        key: key.clone(),
+                        provider: KadPeer::new(p, addrs)
+                    },
+                    now
+                ),
+                None
+            );
+        }
+        let stored = core.provider_store().get(&key, now);
+        assert!(stored.iter().all(|p| p.addrs.len() == 8));
+        let resp = core
+            .handle_request(peer(5), KadRequest::GetProviders { key: key.clone() }, now)
+            .unwrap();
+        let bytes = KadCodec::default()
+            .encode_response(&resp)
+            .expect("the response fits");
+        let KadResponse::GetProviders {
+            closer_peers,
+            provider_peers,
+        } = KadCodec::default()
+            .decode_response(&bytes)
+            .unwrap()
+            .unwrap()
+            .0
+        else {
+            panic!()
+        };
+        assert_eq!(provider_peers.len(), 2, "both providers are returned");
+        assert!(!closer_peers.is_empty());
+        // The reported count is what was sent.
+        let outs = drain(&mut core, now);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            KadOutput::Event(KadEvent::InboundRequest {
+                request: InboundRequest::GetProviders { providers: 2, .. },
+                ..
+            })
+        )));
+        // FIND_NODE answers are trimmed the same way.
+        let resp = core
+            .handle_request(peer(5), KadRequest::FindNode { key: vec![1] }, now)
+            .unwrap();
+        assert!(KadCodec::default().encode_response(&resp).is_ok());
+    }
+
     #[test]
     fn put_without_peers_fails_quorum_but_stores_locally() {
         let now = Instant::now();
@@ -2338,6 +2795,7 @@ mod tests {
                     core.on_response(
                         request_id,
                         p,
+                        None,
                         KadResponse::FindNode {
                             closer_peers: vec![],
                         },
@@ -2350,7 +2808,7 @@ mod tests {
                     ..
                 } = o
                 {
-                    core.on_response(request_id, p, KadResponse::PutValue { record }, t);
+                    core.on_response(request_id, p, None, KadResponse::PutValue { record }, t);
                 }
             }
         }

@@ -222,7 +222,9 @@ pub struct Node {
     pub peer: PeerId,
     /// Its key.
     pub key: Key,
-    /// Its known addresses, most recently learned last (bounded).
+    /// Its known addresses, most recently learned or confirmed last (bounded; see
+    /// [`RoutingTable::set_max_addrs_per_peer`]). Only first-hand addresses go here: see the
+    /// [core's docs](crate::core#addresses-in-the-routing-table).
     pub addrs: Vec<Multiaddr>,
     /// When it was last seen alive (inserted, answered, or sent us a request).
     pub last_seen: Instant,
@@ -355,7 +357,8 @@ impl RoutingTable {
         }
     }
 
-    /// Sets the bound on addresses kept per peer (oldest dropped first).
+    /// Sets the bound on addresses kept per peer (the least recently learned or confirmed is
+    /// dropped first).
     pub fn set_max_addrs_per_peer(&mut self, n: usize) {
         self.max_addrs = n.max(1);
     }
@@ -573,12 +576,16 @@ impl RoutingTable {
     }
 }
 
-/// Merges `new` into `addrs` (bounded to `max`, oldest dropped); returns whether an address
-/// was added.
+/// Merges `new` into `addrs`, most recently learned or confirmed last: a known address moves
+/// to the end, and past `max` the least recently confirmed one is dropped. Returns whether an
+/// address was added.
 fn merge_addrs(addrs: &mut Vec<Multiaddr>, new: &[Multiaddr], max: usize) -> bool {
     let mut added = false;
     for a in new {
-        if !addrs.contains(a) {
+        if let Some(i) = addrs.iter().position(|x| x == a) {
+            let known = addrs.remove(i);
+            addrs.push(known);
+        } else {
             if addrs.len() >= max {
                 addrs.remove(0);
             }
@@ -750,6 +757,29 @@ mod tests {
             .filter(|p| local.distance(&Key::from_peer(p)).bucket_index() == Some(255))
             .take(n)
             .collect()
+    }
+
+    #[test]
+    fn confirmed_addresses_outlive_newer_ones() {
+        let local = Key::from_peer(&peer(0));
+        let mut t = RoutingTable::new(local, 4);
+        t.set_max_addrs_per_peer(2);
+        let p = far_peers(&local, 1)[0];
+        let a: Vec<Multiaddr> = (1..=3)
+            .map(|i| format!("/memory/{i}").parse().unwrap())
+            .collect();
+        let now = Instant::now();
+        t.insert_or_update(p, &a[..2], now);
+        // a[0] is confirmed again, so a[1] is the least recently confirmed when a[2] arrives.
+        assert_eq!(
+            t.insert_or_update(p, &a[..1], now),
+            InsertOutcome::Updated {
+                bucket: 255,
+                new_address: false
+            }
+        );
+        t.insert_or_update(p, &a[2..], now);
+        assert_eq!(t.get(&p).unwrap().addrs, vec![a[0].clone(), a[2].clone()]);
     }
 
     #[test]

@@ -130,7 +130,11 @@
 //!                         cores[j].add_address(ids[i], addr, now);
 //!                         let expects_response = request.expects_response();
 //!                         match cores[j].handle_request(ids[i], request, now) {
-//!                             Some(response) => cores[i].on_response(request_id, peer, response, now),
+//!                             // Node i reached node j at its address.
+//!                             Some(response) => {
+//!                                 let addr = format!("/memory/{j}").parse().ok();
+//!                                 cores[i].on_response(request_id, peer, addr, response, now)
+//!                             }
 //!                             None if expects_response => cores[i].on_request_failed(request_id, now),
 //!                             None => {}
 //!                         }
@@ -187,7 +191,8 @@
 //! # Driving the core (for the swarm)
 //!
 //! Inputs: [`KadCore::handle_request`] (inbound request → optional response),
-//! [`KadCore::on_response`] / [`KadCore::on_request_failed`] (outcome of a
+//! [`KadCore::on_response`] (with the address of the connection it came over, if we dialed
+//! it) / [`KadCore::on_request_failed`] / [`KadCore::on_request_unsendable`] (outcome of a
 //! [`KadOutput::SendRequest`]), [`KadCore::add_address`] (a peer serving the DHT, e.g. from
 //! identify), [`KadCore::on_peer_connected`] / [`KadCore::on_peer_disconnected`],
 //! [`KadCore::set_mode`], and the commands ([`KadCore::find_node`], [`KadCore::get_value`],

@@ -45,6 +45,14 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024;
 /// The longest unsigned varint the multiformats spec allows (9 bytes, 63 bits).
 const MAX_VARINT_LEN: usize = 9;
 
+/// Addresses kept per peer entry of a decoded message (`closerPeers`, `providerPeers`): the
+/// first 8 valid ones, as many as the routing table and the provider store keep per peer.
+pub const MAX_PEER_ADDRS: usize = 8;
+
+/// Longest binary multiaddress kept from a decoded message, in bytes (256: room for a DNS
+/// name, a QUIC or WebTransport stack and a `/p2p/` component). Longer ones are dropped.
+pub const MAX_ADDR_LEN: usize = 256;
+
 /// The protobuf structs exactly as they travel on the wire (`dht.proto`).
 ///
 /// Field numbers: `Message { type = 1, key = 2, record = 3, closerPeers = 8, providerPeers = 9,
@@ -252,11 +260,7 @@ impl Record {
             value: self.value.clone(),
             time_received: String::new(),
             publisher: self.publisher.map(|p| p.to_bytes()).unwrap_or_default(),
-            // 0 means "no TTL" on the wire, so a TTL under one second is sent as 1.
-            ttl: self
-                .ttl
-                .map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX).max(1))
-                .unwrap_or(0),
+            ttl: self.wire_ttl(),
         }
     }
 
@@ -308,13 +312,22 @@ impl KadPeer {
     }
 
     /// Converts a wire peer. An invalid peer id is an error; an address that does not decode,
-    /// or whose `/p2p/` component names another peer, is dropped; an unknown connection type
-    /// reads as [`ConnectionType::NotConnected`].
+    /// is longer than [`MAX_ADDR_LEN`] or whose `/p2p/` component names another peer is
+    /// dropped; past [`MAX_PEER_ADDRS`] valid addresses the rest are ignored; an unknown
+    /// connection type reads as [`ConnectionType::NotConnected`].
     pub fn from_wire(p: wire::Peer) -> Result<Self, ProtocolError> {
         let id =
             PeerId::from_bytes(&p.id).map_err(|e| ProtocolError::InvalidPeerId(e.to_string()))?;
-        let mut addrs = Vec::with_capacity(p.addrs.len());
+        let mut addrs = Vec::with_capacity(p.addrs.len().min(MAX_PEER_ADDRS));
         for raw in p.addrs {
+            if addrs.len() >= MAX_PEER_ADDRS {
+                tracing::debug!(peer = %id, "ignoring addresses past the per-peer limit");
+                break;
+            }
+            if raw.len() > MAX_ADDR_LEN {
+                tracing::debug!(peer = %id, len = raw.len(), "dropping an over-long address");
+                continue;
+            }
             match Multiaddr::try_from(raw) {
                 Ok(addr) => {
                     if addr_names_other_peer(&addr, &id) {
@@ -572,6 +585,162 @@ impl KadResponse {
             }
             wire::MessageType::AddProvider => return Err(ProtocolError::UnexpectedMessageType(ty)),
         })
+    }
+}
+
+// ----- encoded lengths, computed without building the wire structs ----------------------------
+
+/// Length of a length-delimited field (bytes or embedded message) of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Length of a varint field holding `v`.
+fn varint_field_len(tag: u32, v: u64) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(v)
+}
+
+/// Length of the `key` field of a `Message` (omitted when empty, as proto3 does).
+fn key_field_len(key: &RecordKey) -> usize {
+    if key.0.is_empty() {
+        0
+    } else {
+        delimited_len(2, key.0.len())
+    }
+}
+
+/// Length of a repeated `Peer` field.
+fn peers_len(tag: u32, peers: &[KadPeer]) -> usize {
+    peers
+        .iter()
+        .map(|p| delimited_len(tag, p.encoded_len()))
+        .sum()
+}
+
+impl Record {
+    /// The `ttl` field as sent: whole seconds, at least 1, 0 for none.
+    fn wire_ttl(&self) -> u32 {
+        // 0 means "no TTL" on the wire, so a TTL under one second is sent as 1.
+        self.ttl
+            .map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX).max(1))
+            .unwrap_or(0)
+    }
+
+    /// Length of the `Record` message with the given wire TTL.
+    fn encoded_len_with_ttl(&self, ttl: u32) -> usize {
+        let mut n = 0;
+        if !self.key.0.is_empty() {
+            n += delimited_len(1, self.key.0.len());
+        }
+        if !self.value.is_empty() {
+            n += delimited_len(2, self.value.len());
+        }
+        if let Some(p) = &self.publisher {
+            n += delimited_len(666, p.as_bytes().len());
+        }
+        if ttl != 0 {
+            n += varint_field_len(777, u64::from(ttl));
+        }
+        n
+    }
+
+    /// The length of the largest message that can carry this record: a GET_VALUE response
+    /// holding it with the longest TTL and no peers (a PUT_VALUE request or its echo is never
+    /// longer). A record for which this exceeds the message bound cannot be sent to anyone,
+    /// so the core refuses to store it ([`StoreError::RecordTooLarge`](crate::store::StoreError::RecordTooLarge)).
+    pub fn max_message_len(&self) -> usize {
+        varint_field_len(1, wire::MessageType::GetValue as u64)
+            + key_field_len(&self.key)
+            + delimited_len(3, self.encoded_len_with_ttl(u32::MAX))
+    }
+}
+
+impl KadPeer {
+    /// Length of this peer's `Peer` message on the wire.
+    pub fn encoded_len(&self) -> usize {
+        let mut n = delimited_len(1, self.id.as_bytes().len());
+        n += self
+            .addrs
+            .iter()
+            .map(|a| delimited_len(2, a.len()))
+            .sum::<usize>();
+        let connection = self.connection as i32;
+        if connection != 0 {
+            // An int32 is sign-extended to 64 bits on the wire.
+            n += varint_field_len(3, i64::from(connection) as u64);
+        }
+        n
+    }
+}
+
+impl KadResponse {
+    /// Length of the response's `Message` on the wire, length prefix excluded (what
+    /// [`KadCodec::max_message_size`] bounds), computed without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        let ty = self.message_type() as i32;
+        let mut n = if ty != 0 {
+            varint_field_len(1, ty as u64)
+        } else {
+            0
+        };
+        match self {
+            KadResponse::Pong => {}
+            KadResponse::FindNode { closer_peers } => n += peers_len(8, closer_peers),
+            KadResponse::GetValue {
+                record,
+                closer_peers,
+            } => {
+                if let Some(r) = record {
+                    n += key_field_len(&r.key)
+                        + delimited_len(3, r.encoded_len_with_ttl(r.wire_ttl()));
+                }
+                n += peers_len(8, closer_peers);
+            }
+            KadResponse::PutValue { record } => {
+                n += key_field_len(&record.key)
+                    + delimited_len(3, record.encoded_len_with_ttl(record.wire_ttl()));
+            }
+            KadResponse::GetProviders {
+                closer_peers,
+                provider_peers,
+            } => n += peers_len(8, closer_peers) + peers_len(9, provider_peers),
+        }
+        n
+    }
+
+    /// Drops peers until the message takes at most `max` bytes (prefix excluded), so that a
+    /// response which does not fit is shortened rather than not sent. Peers are dropped from
+    /// the end of the longer of `closerPeers` and `providerPeers` (closer peers on a tie):
+    /// closer peers are sorted closest first, so the farthest go first. Returns whether the
+    /// response fits; only one whose record alone is too large cannot be made to.
+    pub fn trim_to(&mut self, max: usize) -> bool {
+        let mut len = self.encoded_len();
+        if len <= max {
+            return true;
+        }
+        let mut no_providers = Vec::new();
+        let (closer, providers) = match self {
+            KadResponse::FindNode { closer_peers } | KadResponse::GetValue { closer_peers, .. } => {
+                (closer_peers, &mut no_providers)
+            }
+            KadResponse::GetProviders {
+                closer_peers,
+                provider_peers,
+            } => (closer_peers, provider_peers),
+            KadResponse::Pong | KadResponse::PutValue { .. } => return false,
+        };
+        while len > max {
+            let (list, tag) = if providers.len() > closer.len() {
+                (&mut *providers, 9)
+            } else {
+                (&mut *closer, 8)
+            };
+            let Some(dropped) = list.pop() else {
+                break;
+            };
+            len -= delimited_len(tag, dropped.encoded_len());
+        }
+        len <= max
     }
 }
 
@@ -962,7 +1131,186 @@ mod tests {
         assert_eq!(p.connection, ConnectionType::NotConnected);
     }
 
+    fn sample_responses() -> Vec<KadResponse> {
+        let long: Multiaddr = format!("/dns4/{}/udp/4001/quic-v1", "a".repeat(200))
+            .parse()
+            .unwrap();
+        let kp = |n: u64, addrs: usize, connection| KadPeer {
+            id: peer(n),
+            addrs: (0..addrs)
+                .map(|i| format!("/ip4/10.0.0.{i}/udp/{n}/quic-v1").parse().unwrap())
+                .chain((addrs > 3).then(|| long.clone()))
+                .collect(),
+            connection,
+        };
+        let mut rec = Record::new("key", vec![7; 300]);
+        rec.publisher = Some(peer(9));
+        rec.ttl = Some(Duration::from_secs(100_000));
+        let bare = Record::new(RecordKey::new(vec![]), vec![]);
+        vec![
+            KadResponse::Pong,
+            KadResponse::FindNode {
+                closer_peers: vec![],
+            },
+            KadResponse::FindNode {
+                closer_peers: (0..20)
+                    .map(|n| kp(n, n as usize % 9, ConnectionType::Connected))
+                    .collect(),
+            },
+            KadResponse::GetValue {
+                record: Some(rec.clone()),
+                closer_peers: vec![kp(1, 2, ConnectionType::CannotConnect)],
+            },
+            KadResponse::GetValue {
+                record: Some(bare.clone()),
+                closer_peers: vec![],
+            },
+            KadResponse::PutValue { record: rec },
+            KadResponse::PutValue { record: bare },
+            KadResponse::GetProviders {
+                closer_peers: vec![kp(2, 0, ConnectionType::NotConnected)],
+                provider_peers: vec![kp(3, 8, ConnectionType::CanConnect)],
+            },
+        ]
+    }
+
+    #[test]
+    fn encoded_len_matches_the_encoder() {
+        for r in sample_responses() {
+            assert_eq!(r.encoded_len(), r.to_wire().encoded_len(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn max_message_len_bounds_every_message_carrying_the_record() {
+        let mut rec = Record::new("k", vec![1; 1000]);
+        rec.publisher = Some(peer(1));
+        let bound = rec.max_message_len();
+        for ttl in [None, Some(Duration::from_millis(1)), Some(Duration::MAX)] {
+            let mut r = rec.clone();
+            r.ttl = ttl;
+            let get = KadResponse::GetValue {
+                record: Some(r.clone()),
+                closer_peers: vec![],
+            };
+            assert!(get.to_wire().encoded_len() <= bound);
+            let put = KadRequest::PutValue { record: r.clone() };
+            assert!(put.to_wire().encoded_len() <= bound);
+            assert!(KadResponse::PutValue { record: r }.encoded_len() <= bound);
+        }
+        // The bound is tight: the longest TTL reaches it.
+        rec.ttl = Some(Duration::from_secs(u64::from(u32::MAX)));
+        let get = KadResponse::GetValue {
+            record: Some(rec),
+            closer_peers: vec![],
+        };
+        assert_eq!(get.encoded_len(), bound);
+    }
+
+    #[test]
+    fn oversized_responses_are_trimmed_to_fit() {
+        let codec = KadCodec::new(4096);
+        for mut r in sample_responses() {
+            let fits = r.trim_to(codec.max_message_size());
+            assert!(fits, "{r:?}");
+            assert!(codec.encode_response(&r).is_ok());
+        }
+        // Two providers with long address lists and twenty closer peers: the longer list
+        // loses its last entries first, so the providers survive.
+        let addrs: Vec<Multiaddr> = (0..8)
+            .map(|i| {
+                format!("/dns4/{}{i}/udp/4001/quic-v1", "p".repeat(200))
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let closer: Vec<KadPeer> = (10..30)
+            .map(|n| KadPeer::new(peer(n), addrs.clone()))
+            .collect();
+        let mut r = KadResponse::GetProviders {
+            closer_peers: closer.clone(),
+            provider_peers: vec![
+                KadPeer::new(peer(1), addrs.clone()),
+                KadPeer::new(peer(2), addrs.clone()),
+            ],
+        };
+        assert!(r.encoded_len() > DEFAULT_MAX_MESSAGE_SIZE);
+        assert!(r.trim_to(DEFAULT_MAX_MESSAGE_SIZE));
+        let KadResponse::GetProviders {
+            closer_peers,
+            provider_peers,
+        } = &r
+        else {
+            unreachable!()
+        };
+        assert_eq!(provider_peers.len(), 2);
+        assert!(!closer_peers.is_empty() && closer_peers.len() < closer.len());
+        assert_eq!(
+            closer_peers[..],
+            closer[..closer_peers.len()],
+            "the closest are kept"
+        );
+        let bytes = KadCodec::default().encode_response(&r).unwrap();
+        assert_eq!(
+            KadCodec::default()
+                .decode_response(&bytes)
+                .unwrap()
+                .unwrap()
+                .0,
+            r
+        );
+        // A record that alone exceeds the bound cannot be made to fit.
+        let mut r = KadResponse::GetValue {
+            record: Some(Record::new("k", vec![0; 5000])),
+            closer_peers: closer,
+        };
+        assert!(!r.trim_to(4096));
+    }
+
+    #[test]
+    fn decoded_address_lists_are_bounded() {
+        let id = peer(1);
+        let long = vec![0x04; MAX_ADDR_LEN + 1];
+        let mut addrs = vec![long];
+        addrs.extend((0..20).map(|i| {
+            format!("/ip4/10.0.0.{i}/udp/1/quic-v1")
+                .parse::<Multiaddr>()
+                .unwrap()
+                .to_vec()
+        }));
+        let p = KadPeer::from_wire(wire::Peer {
+            id: id.to_bytes(),
+            addrs,
+            connection: 0,
+        })
+        .unwrap();
+        assert_eq!(p.addrs.len(), MAX_PEER_ADDRS);
+        assert_eq!(p.addrs[0], "/ip4/10.0.0.0/udp/1/quic-v1".parse().unwrap());
+    }
+
     proptest! {
+        #[test]
+        fn encoded_len_matches_for_random_peers(
+            peers in proptest::collection::vec((0u64..50, 0usize..10, 0i32..4), 0..30),
+            providers in proptest::collection::vec((0u64..50, 0usize..10), 0..30),
+        ) {
+            let mk = |n: u64, a: usize| -> Vec<Multiaddr> {
+                (0..a).map(|i| format!("/ip6/::{i}/udp/{}/quic-v1", n * 1000).parse().unwrap()).collect()
+            };
+            let r = KadResponse::GetProviders {
+                closer_peers: peers.iter().map(|&(n, a, c)| KadPeer {
+                    id: peer(n),
+                    addrs: mk(n, a),
+                    connection: ConnectionType::try_from(c).unwrap(),
+                }).collect(),
+                provider_peers: providers.iter().map(|&(n, a)| KadPeer::new(peer(n), mk(n, a))).collect(),
+            };
+            prop_assert_eq!(r.encoded_len(), r.to_wire().encoded_len());
+            let mut t = r.clone();
+            prop_assert!(t.trim_to(1024));
+            prop_assert!(t.to_wire().encoded_len() <= 1024);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let codec = KadCodec::new(256);

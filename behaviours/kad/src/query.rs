@@ -59,7 +59,7 @@ use meshwire_core::PeerId;
 use multiaddr::Multiaddr;
 
 use crate::kbucket::{Distance, Key};
-use crate::protocol::{KadPeer, Record, RecordKey};
+use crate::protocol::{KadPeer, ProtocolError, Record, RecordKey};
 
 /// Identifies a query of one core.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -407,6 +407,10 @@ pub enum QueryError {
     /// The routing table is empty: there is nobody to ask.
     #[error("no known peers")]
     NoKnownPeers,
+    /// The query's request cannot be sent (it does not fit in a message): a local problem,
+    /// not counted against any peer.
+    #[error("request cannot be sent: {0}")]
+    Unsendable(ProtocolError),
 }
 
 /// A record found by a GET_VALUE lookup, with the peer it came from (`None`: the local store).
@@ -480,8 +484,9 @@ pub struct BootstrapOk {
 /// The outcome of a finished query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueryResult {
-    /// A FIND_NODE lookup (never an error: a lookup ended by the query timeout returns what it
-    /// found, with [`FindNodeOk::converged`] false).
+    /// A FIND_NODE lookup (an error only when its request cannot be sent,
+    /// [`QueryError::Unsendable`]: a lookup ended by the query timeout returns what it found,
+    /// with [`FindNodeOk::converged`] false).
     FindNode(Result<FindNodeOk, QueryError>),
     /// A GET_VALUE lookup.
     GetValue(Result<GetValueOk, QueryError>),

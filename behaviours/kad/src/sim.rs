@@ -6,7 +6,8 @@
 //! network). Everything random comes from one seeded RNG, so a run is reproducible.
 //!
 //! The simulator plays the swarm's part: it delivers requests to [`KadCore::handle_request`]
-//! and responses to [`KadCore::on_response`], reports refused requests with
+//! and responses to [`KadCore::on_response`] (as if over a connection the requester dialed
+//! to the responder's address), reports refused requests with
 //! [`KadCore::on_request_failed`], wakes cores at [`KadCore::next_timeout`], and emulates
 //! identify: when a server-mode node's request reaches another node, the receiver learns the
 //! sender's address through [`KadCore::add_address`] (a client-mode sender is not added).
@@ -47,6 +48,11 @@ use crate::query::{QueryError, QueryId, QueryOrigin, QueryResult, QueryStats};
 
 /// Index of a node in a [`Sim`].
 pub type NodeId = usize;
+
+/// The address of a node: `/memory/<id>`.
+fn node_addr(id: NodeId) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::Memory(id as u64))
+}
 
 /// Parameters of a simulation.
 #[derive(Clone, Debug)]
@@ -213,7 +219,7 @@ impl Sim {
         kad.mode = mode;
         let core_seed = self.rng.gen();
         let mut core = KadCore::with_seed(peer, kad, core_seed);
-        let addr = Multiaddr::empty().with(Protocol::Memory(id as u64));
+        let addr = node_addr(id);
         core.set_external_addresses(vec![addr.clone()]);
         self.nodes.push(Some(SimNode {
             core,
@@ -425,7 +431,9 @@ impl Sim {
                     self.stats.undeliverable += 1;
                     return;
                 };
-                n.core.on_response(request_id, from_peer, response, now);
+                // The requester dialed the responder at its address.
+                n.core
+                    .on_response(request_id, from_peer, Some(node_addr(from)), response, now);
                 self.flush(to);
             }
             Message::Refused { to, request_id } => {

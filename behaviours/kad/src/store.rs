@@ -7,7 +7,10 @@
 //! `replication_interval`. The core runs those jobs; the store only says what is due.
 //!
 //! [`ProviderStore`] keeps, per key, at most `max_providers_per_key` providers (preferring the
-//! local node and then the most recent announcements) and at most `max_provider_keys` keys.
+//! local node and then the most recent announcements), each with at most
+//! `max_addrs_per_provider` addresses of at most [`MAX_ADDR_LEN`] bytes, and at most
+//! `max_provider_keys` keys: with the defaults, remotes can make it hold at most
+//! 1024 × 20 × 8 × 256 bytes (40 MiB) of addresses.
 //! Announcements expire after `provider_ttl`; keys the local node provides are re-announced
 //! every `provider_publication_interval`.
 //!
@@ -34,14 +37,17 @@ use meshwire_core::PeerId;
 use multiaddr::Multiaddr;
 use thiserror::Error;
 
-use crate::protocol::{KadPeer, Record, RecordKey};
+use crate::protocol::{KadPeer, Record, RecordKey, MAX_ADDR_LEN};
 
 /// Limits and intervals of the stores. Defaults follow rust-libp2p.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Most records kept (1024).
     pub max_records: usize,
-    /// Largest value accepted, in bytes (65 KiB).
+    /// Largest value accepted, in bytes (65 KiB, rust-libp2p's). The core also refuses a
+    /// record that would not fit in one message of
+    /// [`KadConfig::max_message_size`](crate::KadConfig::max_message_size) (16 KiB by
+    /// default, which then is the bound that applies): such a record could never be sent.
     pub max_value_bytes: usize,
     /// Longest a record is kept (36 h); a record's own shorter TTL wins.
     pub record_ttl: Duration,
@@ -51,6 +57,8 @@ pub struct StoreConfig {
     pub replication_interval: Option<Duration>,
     /// Most providers kept per key (20).
     pub max_providers_per_key: usize,
+    /// Most addresses kept per provider (8); longer lists keep their first ones.
+    pub max_addrs_per_provider: usize,
     /// Most provider keys kept (1024).
     pub max_provider_keys: usize,
     /// How long a provider announcement is kept (48 h).
@@ -68,6 +76,7 @@ impl Default for StoreConfig {
             publication_interval: Some(Duration::from_secs(24 * 3600)),
             replication_interval: Some(Duration::from_secs(3600)),
             max_providers_per_key: 20,
+            max_addrs_per_provider: 8,
             max_provider_keys: 1024,
             provider_ttl: Duration::from_secs(48 * 3600),
             provider_publication_interval: Some(Duration::from_secs(12 * 3600)),
@@ -84,6 +93,15 @@ pub enum StoreError {
     /// The value is larger than `max_value_bytes`.
     #[error("value of {0} bytes is too large")]
     ValueTooLarge(usize),
+    /// A message carrying the record would exceed the message bound, so it could never be
+    /// sent (see [`Record::max_message_len`]).
+    #[error("a message carrying the record takes {len} bytes, over the {max}-byte message limit")]
+    RecordTooLarge {
+        /// The length of the largest message carrying it.
+        len: usize,
+        /// The message bound.
+        max: usize,
+    },
     /// The provider store holds `max_provider_keys` keys already.
     #[error("provider store is full")]
     MaxProviderKeys,
@@ -282,12 +300,16 @@ impl ProviderStore {
 
     /// Adds or refreshes `provider` for `key`. When the key already has the maximum number of
     /// providers, the announcement expiring first is replaced (never the local node's).
+    /// Addresses longer than [`MAX_ADDR_LEN`] are dropped and at most
+    /// `max_addrs_per_provider` are kept.
     pub fn add(
         &mut self,
         key: RecordKey,
-        provider: KadPeer,
+        mut provider: KadPeer,
         now: Instant,
     ) -> Result<(), StoreError> {
+        provider.addrs.retain(|a| a.len() <= MAX_ADDR_LEN);
+        provider.addrs.truncate(self.config.max_addrs_per_provider);
         if !self.providers.contains_key(&key)
             && self.providers.len() >= self.config.max_provider_keys
         {
@@ -418,6 +440,7 @@ mod tests {
             publication_interval: Some(Duration::from_secs(50)),
             replication_interval: Some(Duration::from_secs(10)),
             max_providers_per_key: 2,
+            max_addrs_per_provider: 2,
             max_provider_keys: 2,
             provider_ttl: Duration::from_secs(100),
             provider_publication_interval: Some(Duration::from_secs(30)),
@@ -552,6 +575,25 @@ mod tests {
             .all(|p| p.provider == peer(2)));
         assert_eq!(s.expire(now + Duration::from_secs(200)), 3);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn provider_addresses_are_bounded() {
+        let now = Instant::now();
+        let mut s = ProviderStore::new(peer(0), small());
+        let long: Multiaddr = format!("/dns4/{}/udp/1/quic-v1", "x".repeat(MAX_ADDR_LEN))
+            .parse()
+            .unwrap();
+        let addrs: Vec<Multiaddr> = std::iter::once(long)
+            .chain((0..5).map(|i| format!("/ip4/10.0.0.{i}/udp/1/quic-v1").parse().unwrap()))
+            .collect();
+        s.add("k".into(), KadPeer::new(peer(1), addrs.clone()), now)
+            .unwrap();
+        assert_eq!(s.get(&"k".into(), now)[0].addrs, addrs[1..3].to_vec());
+        // A refresh is bounded too.
+        s.add("k".into(), KadPeer::new(peer(1), addrs[2..].to_vec()), now)
+            .unwrap();
+        assert_eq!(s.get(&"k".into(), now)[0].addrs, addrs[2..4].to_vec());
     }
 
     #[test]

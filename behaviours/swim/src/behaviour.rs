@@ -17,10 +17,15 @@
 //!   held dead) are sent only over an existing connection. Any failed dial of the peer drops
 //!   its queue, and a failed dial of ours backs off the peer's dials
 //!   ([`Config::dial_backoff`], doubling to [`Config::dial_backoff_max`]) until a connection
-//!   or alive news. Newly learned live members are dialed ahead of their first probe, at most
+//!   or alive news. Gossip of a dissemination round never starts a dial (it waits briefly for
+//!   a connection that comes anyway). Newly learned live members are dialed ahead of their
+//!   first probe by the side with the smaller peer id (so a pair handshakes once), at most
 //!   [`Config::warm_dials_per_period`] per protocol period (all at once bunched a cluster's
-//!   handshakes together); and when a probe's ping had to wait for a connection, the core is
-//!   told when it goes out ([`Swim::probe_sendable`]), so the probe's timers run from then.
+//!   handshakes together); and when a probe's ping has to wait for the first connection with a
+//!   new member, the core is told ([`Swim::probe_unsent`], then [`Swim::probe_sendable`] when
+//!   it goes out), so the probe's timers run from the send and a ping that never went out in
+//!   its period is not a failed probe (once per member; members we were connected with are
+//!   probed as usual).
 //! - **Push-pull** (join, anti-entropy): a stream negotiated as [`PROTOCOL`], opened with
 //!   [`ToSwarm::OpenStream`] (the swarm dials if needed); the initiator writes one framed
 //!   request and finishes its side, the responder reads it (bounded by the core's
@@ -457,6 +462,9 @@ pub struct Behaviour {
     next_warm: Option<Instant>,
     /// Peers tagged in the connection manager (live in some realm).
     tagged: std::collections::HashSet<PeerId>,
+    /// Live members whose probes get no grace for a connection being set up: we have been
+    /// connected with them since they became live, or a probe of them already had it.
+    no_probe_grace: std::collections::HashSet<PeerId>,
     /// Seeds given to `join`, per realm, with their addresses.
     seeds: Vec<(Realm, Seeds)>,
     next_rejoin: Option<Instant>,
@@ -649,6 +657,7 @@ impl Behaviour {
             warm: VecDeque::new(),
             next_warm: None,
             tagged: std::collections::HashSet::new(),
+            no_probe_grace: std::collections::HashSet::new(),
             seeds: Vec::new(),
             // Every node checks: one without seeds (a seed itself) rejoins through the
             // members it last knew.
@@ -837,8 +846,24 @@ impl Behaviour {
             match t.kind {
                 TransmitKind::Datagram => {
                     tracing::trace!(peer = %t.to, kind = kind_of(&t.message.body), updates = t.message.body.updates().len(), "swim: send");
+                    // A dissemination round's gossip never starts a dial: it goes to random
+                    // members, and dialing for it would bunch handshakes together during
+                    // formation; it waits (briefly) for a connection that comes anyway.
+                    let dial = !matches!(t.message.body, Body::Gossip(_));
                     let bytes = Bytes::from(t.message.encode());
-                    self.send_datagram(t.to, bytes);
+                    let queued = self.send_datagram_with(t.to, bytes, dial);
+                    if let (true, Body::Ping(ping)) = (queued, &t.message.body) {
+                        // A probe's ping waiting for the first connection with a new
+                        // member: not a failure yet. (A member we were connected with and
+                        // lost is probed as usual: it may have crashed.)
+                        // Once per member: a second probe still waiting for the dial
+                        // fails as usual.
+                        if !self.no_probe_grace.contains(&t.to) {
+                            tracing::debug!(peer = %t.to, seq = ping.seq, "swim: ping waits for a first connection");
+                            self.core.probe_unsent(&t.to, ping.seq);
+                            self.no_probe_grace.insert(t.to);
+                        }
+                    }
                 }
                 TransmitKind::PushPull => {
                     let realm = t.message.realm.clone();
@@ -882,8 +907,19 @@ impl Behaviour {
                     tracing::info!(%realm, %peer, "swim: member left");
                     self.member_gone(*peer);
                 }
-                Event::MemberSuspected { realm, peer, .. } => {
-                    tracing::debug!(%realm, %peer, "swim: member suspected")
+                Event::MemberSuspected {
+                    realm,
+                    peer,
+                    accuser,
+                    ..
+                } => {
+                    let connections = self.peers.get(peer).map_or(0, Vec::len);
+                    tracing::debug!(
+                        %realm, %peer, own = (*accuser == self.local), connections,
+                        dialing = self.dialing.contains_key(peer),
+                        queued = self.queued.get(peer).map_or(0, VecDeque::len),
+                        "swim: member suspected"
+                    )
                 }
                 Event::JoinFailed { realm, seed } => {
                     tracing::info!(%realm, %seed, "swim: join through seed failed")
@@ -905,6 +941,12 @@ impl Behaviour {
     }
 
     fn send_datagram(&mut self, to: PeerId, bytes: Bytes) {
+        self.send_datagram_with(to, bytes, true);
+    }
+
+    /// Sends `bytes` to `to`; without a connection, queues them and, if `dial`, dials.
+    /// `true` if they were queued (they wait for a connection).
+    fn send_datagram_with(&mut self, to: PeerId, bytes: Bytes, dial: bool) -> bool {
         for id in self.send_order(&to) {
             let Some(c) = self.connections.get(&id) else {
                 continue;
@@ -914,32 +956,35 @@ impl Behaviour {
                 Some(max) if bytes.len() > max => {
                     self.io.datagrams_too_large += 1;
                     tracing::debug!(peer = %to, len = bytes.len(), max, "swim: datagram too large for the connection; dropped");
-                    return;
+                    return false;
                 }
                 Some(_) => {}
             }
             match c.handle.send_datagram(bytes.clone()) {
                 Ok(()) => {
                     self.io.datagrams_sent += 1;
-                    return;
+                    return false;
                 }
                 Err(ConnectionError::DatagramTooLarge { max }) => {
                     self.io.datagrams_too_large += 1;
                     tracing::debug!(peer = %to, len = bytes.len(), max, "swim: datagram too large for the connection; dropped");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     tracing::trace!(peer = %to, connection = %id, error = %e, "swim: datagram not sent; trying another connection");
                 }
             }
         }
-        self.queue_datagram(to, bytes);
+        self.queue_datagram(to, bytes, dial)
     }
 
     /// A member became live (joined, came back, refuted): tag it, end any dial backoff, and
     /// dial it ahead of its first probe if it has no connection.
     fn member_live(&mut self, peer: PeerId) {
         self.backoff.remove(&peer);
+        if self.peers.contains_key(&peer) {
+            self.no_probe_grace.insert(peer);
+        }
         if self.config.conn_manager_tag_value != 0 && self.tagged.insert(peer) {
             self.commands
                 .push_back(ToSwarm::ConnManager(ConnManagerCommand::TagPeer {
@@ -948,19 +993,32 @@ impl Behaviour {
                     value: self.config.conn_manager_tag_value,
                 }));
         }
+        // Only the peer with the smaller id dials ahead (the connection both sides prefer),
+        // so the two sides do not handshake twice.
         if self.config.warm_dials_per_period > 0
+            && self.local < peer
             && !self.peers.contains_key(&peer)
             && !self.warm.contains(&peer)
         {
             self.warm.push_back(peer);
             if self.next_warm.is_none() {
-                self.next_warm = Some(now());
+                // At a random point of the coming period: the members that learn of a new
+                // node together do not all handshake with it at once.
+                let jitter = self
+                    .config
+                    .swim
+                    .probe_interval
+                    .mul_f64(rand::random::<f64>());
+                self.next_warm = Some(now() + jitter);
             }
         }
     }
 
     /// A member failed or left: untag it unless it is still live in another realm.
     fn member_gone(&mut self, peer: PeerId) {
+        if !self.is_live_member(&peer) {
+            self.no_probe_grace.remove(&peer);
+        }
         if !self.is_live_member(&peer) && self.tagged.remove(&peer) {
             self.commands
                 .push_back(ToSwarm::ConnManager(ConnManagerCommand::UntagPeer {
@@ -1004,16 +1062,17 @@ impl Behaviour {
         (self.is_live_member(peer) || self.is_seed(peer)) && !self.backing_off(peer)
     }
 
-    fn queue_datagram(&mut self, to: PeerId, bytes: Bytes) {
+    fn queue_datagram(&mut self, to: PeerId, bytes: Bytes, dial: bool) -> bool {
         if !self.dialing.contains_key(&to) && !self.may_dial(&to) {
             self.io.datagrams_not_dialed += 1;
-            return;
+            return false;
         }
         let per_peer = self.config.max_queued_datagrams_per_peer;
-        if per_peer == 0
+        let queued = if per_peer == 0
             || (!self.queued.contains_key(&to) && self.queued.len() >= self.config.max_queued_peers)
         {
             self.io.datagrams_dropped += 1;
+            false
         } else {
             let q = self.queued.entry(to).or_default();
             if q.len() >= per_peer {
@@ -1022,10 +1081,12 @@ impl Behaviour {
             }
             q.push_back((now(), bytes));
             self.io.datagrams_queued += 1;
-        }
-        if !self.dialing.contains_key(&to) {
+            true
+        };
+        if dial && !self.dialing.contains_key(&to) {
             self.dial(to);
         }
+        queued && self.dialing.contains_key(&to)
     }
 
     fn dial(&mut self, peer: PeerId) {
@@ -1480,6 +1541,9 @@ impl NetworkBehaviour for Behaviour {
                 self.arm_reader(connection, handle.clone());
                 self.dialing.remove(&peer);
                 self.backoff.remove(&peer);
+                if self.is_live_member(&peer) {
+                    self.no_probe_grace.insert(peer);
+                }
                 self.flush_queue(peer);
             }
             FromSwarm::ConnectionClosed {
@@ -1976,6 +2040,47 @@ mod tests {
         assert!(
             Instant::from_std(b.core.poll_timeout().unwrap()) > now(),
             "the due protocol period ran"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_waiting_for_a_first_connection_is_not_a_failure() {
+        let local = Keypair::from_seed_for_tests(1).peer_id();
+        let mut cfg = Config::default().with_rng_seed(3);
+        cfg.swim.gossip_interval = None;
+        cfg.swim.push_pull_interval = None;
+        let mut b = Behaviour::new(local, [realm()], cfg).unwrap();
+        let new = Keypair::from_seed_for_tests(2).peer_id();
+        learn(&mut b, &[new]);
+        let start = now();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let run = |b: &mut Behaviour, cx: &mut Context<'_>| while b.poll(cx).is_ready() {};
+        // A protocol period without a connection coming up (the dial is pending): the first
+        // probe of the new member is skipped, not failed.
+        while b.stats(&realm()).unwrap().probes_unsent == 0 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            run(&mut b, &mut cx);
+            assert!(now() < start + Duration::from_secs(5), "never probed");
+        }
+        let s = b.stats(&realm()).unwrap();
+        assert_eq!((s.probes_unsent, s.probes_failed), (1, 0));
+        assert_eq!(
+            b.member(&realm(), &new).unwrap().state,
+            crate::MemberState::Alive
+        );
+        // Only once: the next probe, still without a connection, fails as usual (so does
+        // one of a member we were connected with and lost: it may have crashed).
+        assert!(b.no_probe_grace.contains(&new));
+        for _ in 0..25 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            run(&mut b, &mut cx);
+        }
+        let s = b.stats(&realm()).unwrap();
+        assert!(s.probes_failed >= 1, "{s:?}");
+        assert_eq!(
+            b.member(&realm(), &new).unwrap().state,
+            crate::MemberState::Suspect
         );
     }
 

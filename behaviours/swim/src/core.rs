@@ -388,6 +388,18 @@ impl Swim {
         }
     }
 
+    /// Tells the core that the ping `seq` to `peer` could not be sent yet: the driver queued
+    /// it while it connects. If that is the ping of a realm's current probe, the probe does
+    /// not count as failed at the end of its period unless [`Swim::probe_sendable`] reports
+    /// the ping sent first: a member is not suspected because a connection to it was slow to
+    /// come up. (A member that cannot be reached at all is still suspected: the driver stops
+    /// queueing for it once its dial failed, and the next probe fails as usual.)
+    pub fn probe_unsent(&mut self, peer: &PeerId, seq: u32) {
+        for m in &mut self.realms {
+            m.probe_unsent(peer, seq);
+        }
+    }
+
     /// The next message to send, if any. Drain after every call into the core.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.transmits.pop_front()

@@ -94,6 +94,9 @@ pub struct Stats {
     pub probes_acked_indirect: u64,
     /// Probes with no ack by the end of the protocol period.
     pub probes_failed: u64,
+    /// Probes whose ping the driver could never send (no connection to the target came up
+    /// within the period; see `Swim::probe_unsent`): neither failed nor acked.
+    pub probes_unsent: u64,
     /// Ping-reqs sent as prober.
     pub ping_reqs_sent: u64,
     /// Ping-reqs served for others (indirect probes run).

@@ -52,6 +52,9 @@ struct Probe {
     /// Indirect probers asked, and whether each sent its nack.
     relays: Vec<(PeerId, bool)>,
     expected_nacks: u32,
+    /// The driver could not send the ping yet (it is connecting to the target): unless the
+    /// ping goes out, the probe does not count as failed.
+    unsent: bool,
 }
 
 /// An indirect probe run for another member.
@@ -562,7 +565,12 @@ impl Membership {
 
     fn start_probe(&mut self, now: Instant, cfg: &Config, out: &mut Outbox) {
         if let Some(p) = self.probe.take() {
-            if !p.acked {
+            if p.unsent && !p.acked {
+                // The target could not even be sent the ping (no connection came up in
+                // time): nothing was learned about it, so no suspicion. If it cannot be
+                // reached at all the driver stops queueing for it, and probes fail again.
+                self.stats.probes_unsent += 1;
+            } else if !p.acked {
                 self.probe_failed(p, now, cfg, out);
             }
         }
@@ -593,6 +601,7 @@ impl Membership {
             acked: false,
             relays: Vec::new(),
             expected_nacks: 0,
+            unsent: false,
         });
     }
 
@@ -607,6 +616,7 @@ impl Membership {
         if p.target != *peer || p.acked {
             return;
         }
+        p.unsent = false;
         let end = if p.indirect_sent {
             now + cfg.probe_timeout * scale
         } else {
@@ -616,6 +626,15 @@ impl Membership {
         if end > p.deadline {
             p.deadline = end;
             self.next_probe = self.next_probe.max(end);
+        }
+    }
+
+    /// The driver could not send the ping `seq` to `peer` yet: it waits for a connection.
+    pub(crate) fn probe_unsent(&mut self, peer: &PeerId, seq: u32) {
+        if let Some(p) = self.probe.as_mut() {
+            if p.target == *peer && p.seq == seq && !p.acked {
+                p.unsent = true;
+            }
         }
     }
 

@@ -1334,3 +1334,52 @@ fn a_probe_waiting_for_a_connection_gets_its_timers_from_the_send() {
     c.probe_sendable(t0 + cfg.probe_interval * 2, &peer(7));
     assert_eq!(c.poll_timeout(), before);
 }
+
+#[test]
+fn a_probe_whose_ping_never_went_out_is_not_a_failure() {
+    let now = Instant::now();
+    let cfg = Config {
+        gossip_interval: None,
+        push_pull_interval: None,
+        ..Config::default()
+    };
+    let mut c = core(0, cfg.clone(), now);
+    gossip(&mut c, now, 1, vec![alive(1, 0)]);
+    let probe_seq = |c: &mut Swim| {
+        transmits(c)
+            .into_iter()
+            .find_map(|t| match t.message.body {
+                Body::Ping(p) if t.to == peer(1) => Some(p.seq),
+                _ => None,
+            })
+            .expect("probe of 1")
+    };
+    let t0 = c.poll_timeout().unwrap();
+    c.handle_timeout(t0);
+    let seq = probe_seq(&mut c);
+    // The driver is still connecting when the period ends: skipped, not suspected.
+    c.probe_unsent(&peer(1), seq.wrapping_add(7)); // another seq: ignored
+    c.probe_unsent(&peer(1), seq);
+    let t1 = c.poll_timeout().unwrap();
+    c.handle_timeout(t1);
+    transmits(&mut c);
+    let t2 = c.poll_timeout().unwrap();
+    c.handle_timeout(t2);
+    let s = c.stats(&realm()).unwrap();
+    assert_eq!((s.probes_unsent, s.probes_failed), (1, 0));
+    assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
+    // This time the ping goes out (late) and no ack comes: a failed probe, a suspicion.
+    let seq = probe_seq(&mut c);
+    c.probe_unsent(&peer(1), seq);
+    c.probe_sendable(t2 + cfg.probe_timeout / 2, &peer(1));
+    let end = t2 + cfg.probe_interval * 3;
+    while c.poll_timeout().unwrap() <= end {
+        let t = c.poll_timeout().unwrap();
+        c.handle_timeout(t);
+        transmits(&mut c);
+    }
+    let s = c.stats(&realm()).unwrap();
+    assert!(s.probes_failed >= 1, "{s:?}");
+    assert_eq!(s.probes_unsent, 1);
+    assert_eq!(state(&c, 1).map(|s| s.0), Some(MemberState::Suspect));
+}

@@ -78,6 +78,7 @@ enum Cmd {
     Members(oneshot::Sender<Vec<Member>>),
     Connected(oneshot::Sender<usize>),
     Io(oneshot::Sender<meshwire_swim::behaviour::IoStats>),
+    Stats(oneshot::Sender<meshwire_swim::Stats>),
 }
 
 #[derive(Debug)]
@@ -141,6 +142,9 @@ async fn spawn_node(
                         Some(Cmd::Io(tx)) => {
                             let _ = tx.send(swarm.behaviour().io_stats().clone());
                         }
+                        Some(Cmd::Stats(tx)) => {
+                            let _ = tx.send(swarm.behaviour().stats(&realm()).unwrap());
+                        }
                         None => return,
                     },
                 }
@@ -160,6 +164,23 @@ async fn live_members(node: &Node) -> Vec<PeerId> {
     let (tx, rx) = oneshot::channel();
     node.cmd.send(Cmd::Members(tx)).unwrap();
     rx.await.unwrap().into_iter().map(|m| m.peer).collect()
+}
+
+async fn stats(node: &Node) -> meshwire_swim::Stats {
+    let (tx, rx) = oneshot::channel();
+    node.cmd.send(Cmd::Stats(tx)).unwrap();
+    rx.await.unwrap()
+}
+
+/// Suspicions raised by the nodes' own probes and failures they declared themselves, summed.
+async fn raised(nodes: &[Node]) -> (u64, u64) {
+    let (mut s, mut f) = (0, 0);
+    for n in nodes {
+        let st = stats(n).await;
+        s += st.suspicions_raised;
+        f += st.failures_declared;
+    }
+    (s, f)
 }
 
 async fn connected(node: &Node) -> usize {
@@ -221,9 +242,11 @@ async fn ten_swarms_detect_a_crash_and_a_graceful_leave() {
         }
     }
     let formed = start.elapsed();
+    let (own_suspicions, own_failures) = raised(&nodes).await;
     println!(
         "swarm: {N} swarms joined through one seed; every node sees {} live members after {formed:.2?} ({:.1} protocol periods); \
-         during formation {formation_suspicions} suspicions, {formation_failures} transient failure declarations",
+         during formation {own_suspicions} suspicions raised by failed probes ({formation_suspicions} suspicion events over all nodes), \
+         {own_failures} failure declarations ({formation_failures} events over all nodes)",
         N - 1,
         formed.as_secs_f64() / cfg.swim.probe_interval.as_secs_f64()
     );
@@ -254,9 +277,13 @@ async fn ten_swarms_detect_a_crash_and_a_graceful_leave() {
             }
         }
     }
+    let (s2, f2) = raised(&nodes).await;
     println!(
-        "swarm: quiet ({quiet_for:.1?} without suspicion) {:.2?} after formation; meanwhile {settle_suspicions} suspicions, {settle_failures} failure declarations",
-        settle_start.elapsed()
+        "swarm: quiet ({quiet_for:.1?} without suspicion) {:.2?} after formation; meanwhile {} suspicions raised ({settle_suspicions} events), \
+         {} failure declarations ({settle_failures} events)",
+        settle_start.elapsed(),
+        s2 - own_suspicions,
+        f2 - own_failures,
     );
     let mut failed_events: Vec<(usize, PeerId)> = Vec::new();
 

@@ -17,6 +17,8 @@
 //! assert!(peer.to_string().starts_with("12D3KooW"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
 #[cfg(feature = "identify")]

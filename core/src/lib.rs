@@ -13,6 +13,8 @@
 //! println!("{me} has connections {a} and {b}");
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod identity;
 
 pub use identity::{IdentityError, Keypair, PeerId, PublicKey};

@@ -53,6 +53,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod connection;
 pub mod memory;
 pub mod multistream;

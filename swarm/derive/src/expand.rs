@@ -108,7 +108,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut variants_seen: HashSet<String> = HashSet::new();
     for (i, field) in fields.named.iter().enumerate() {
         reject_field_attrs(&field.attrs, &mut errors);
-        let ident = field.ident.as_ref().expect("named field");
+        let Some(ident) = field.ident.as_ref() else {
+            errors.push(syn::Error::new_spanned(field, "every field needs a name"));
+            continue;
+        };
         let variant = match variant_name(ident) {
             Some(v) => v,
             None => {
@@ -133,7 +136,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ),
             ));
         }
-        let index = u16::try_from(i).expect("checked above");
+        // The field count was checked against u16::MAX above, so this always converts.
+        let Ok(index) = u16::try_from(i) else {
+            continue;
+        };
         children.push(Child {
             ident,
             ty: &field.ty,
@@ -142,9 +148,13 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             generic: mentions_any(field.ty.to_token_stream(), &generic_idents),
         });
     }
-    let attrs = errors
-        .finish(attrs)?
-        .expect("no error means attributes parsed");
+    // Attributes that failed to parse left an error in `errors`, so `finish` returns it.
+    let Some(attrs) = errors.finish(attrs)? else {
+        return Err(syn::Error::new_spanned(
+            name,
+            "invalid #[behaviour(..)] attributes",
+        ));
+    };
 
     let krate = match &attrs.prelude {
         Some(path) => path.to_token_stream(),

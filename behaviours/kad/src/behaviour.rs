@@ -69,15 +69,13 @@ use meshwire_swarm::{
 use multiaddr::{Multiaddr, Protocol};
 use tokio::time::Sleep;
 
-use crate::core::{
-    InboundRequest, KadConfig, KadCore, KadEvent, KadOutput, Mode, RemovalReason, RequestId,
-};
+use crate::core::{KadConfig, KadCore, KadEvent, KadOutput, Mode, RequestId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, Lookup};
 use crate::kbucket::{InsertOutcome, RoutingTable};
 use crate::protocol::{
     KadCodec, KadPeer, KadRequest, KadResponse, ProtocolError, Record, RecordKey, PROTOCOL_NAME,
 };
-use crate::query::{QueryError, QueryId, QueryOrigin, QueryProgress, QueryResult, QueryStats};
+use crate::query::{QueryError, QueryId};
 use crate::store::StoreError;
 
 /// The Kademlia stream protocol, `/ipfs/kad/1.0.0`.
@@ -238,53 +236,10 @@ impl Error {
 /// What [`Behaviour`] reports.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A query finished (every origin: the application's, periodic bootstraps, republishing).
-    QueryFinished {
-        /// The query.
-        id: QueryId,
-        /// Who started it.
-        origin: QueryOrigin,
-        /// Its outcome.
-        result: QueryResult,
-        /// Requests, hops and duration.
-        stats: QueryStats,
-    },
-    /// A running query found a record or providers.
-    QueryProgress {
-        /// The query.
-        id: QueryId,
-        /// What it found.
-        progress: QueryProgress,
-    },
-    /// A peer entered the routing table or got a new address there.
-    RoutingUpdated {
-        /// The peer.
-        peer: PeerId,
-        /// Its addresses now.
-        addresses: Vec<Multiaddr>,
-        /// Its bucket.
-        bucket: usize,
-        /// Whether it just entered the table.
-        is_new_peer: bool,
-        /// A peer evicted to make room for it.
-        evicted: Option<PeerId>,
-    },
-    /// A peer left the routing table.
-    PeerRemoved {
-        /// The peer.
-        peer: PeerId,
-        /// Its bucket.
-        bucket: usize,
-        /// Why.
-        reason: RemovalReason,
-    },
-    /// A remote's request was served (records and providers stored are reported here).
-    InboundRequest {
-        /// The sender.
-        from: PeerId,
-        /// What it asked and what the core did.
-        request: InboundRequest,
-    },
+    /// What the core reports, unchanged: finished queries (every origin: the application's,
+    /// periodic bootstraps, republishing), query progress, routing-table changes, served
+    /// requests, mode changes.
+    Kad(KadEvent),
     /// An inbound stream was refused or failed: oversized or malformed request, timeout,
     /// too many streams. The stream was reset.
     InboundFailure {
@@ -295,14 +250,8 @@ pub enum Event {
         /// What went wrong.
         error: Error,
     },
-    /// The mode changed ([`Behaviour::set_mode`]); the protocol is now advertised (server) or
-    /// not (client).
-    ModeChanged {
-        /// The new mode.
-        mode: Mode,
-    },
     /// A service lookup started with [`Behaviour::discover`] finished (its
-    /// [`Event::QueryFinished`] is reported too). `providers` may be empty.
+    /// [`KadEvent::QueryFinished`] is reported too). `providers` may be empty.
     ServiceFound {
         /// The query.
         id: QueryId,
@@ -543,7 +492,7 @@ impl Behaviour {
 
     /// Switches between server mode (claims `/ipfs/kad/1.0.0`, answers requests) and client
     /// mode (claims nothing); on a change the swarm is told with
-    /// [`ToSwarm::ProtocolsChanged`] and [`Event::ModeChanged`] is reported.
+    /// [`ToSwarm::ProtocolsChanged`] and [`KadEvent::ModeChanged`] is reported.
     pub fn set_mode(&mut self, mode: Mode) {
         self.core.set_mode(mode);
         self.wake();
@@ -776,57 +725,19 @@ impl Behaviour {
 
     fn on_core_event(&mut self, event: KadEvent, now: Instant) {
         let found = self.discovery.on_event(&event, now);
-        let event = match event {
-            KadEvent::QueryFinished {
-                id,
-                origin,
-                result,
-                stats,
-            } => Event::QueryFinished {
-                id,
-                origin,
-                result,
-                stats,
-            },
-            KadEvent::QueryProgress { id, progress } => Event::QueryProgress { id, progress },
+        match &event {
             KadEvent::RoutingUpdated {
                 peer,
-                addresses,
-                bucket,
-                is_new_peer,
-                evicted,
-            } => {
-                if is_new_peer {
-                    self.tag(peer);
-                }
-                Event::RoutingUpdated {
-                    peer,
-                    addresses,
-                    bucket,
-                    is_new_peer,
-                    evicted,
-                }
-            }
-            KadEvent::PeerRemoved {
-                peer,
-                bucket,
-                reason,
-            } => {
-                self.untag(peer);
-                Event::PeerRemoved {
-                    peer,
-                    bucket,
-                    reason,
-                }
-            }
-            KadEvent::InboundRequest { from, request } => Event::InboundRequest { from, request },
-            KadEvent::ModeChanged { mode } => {
-                self.queue.push_back(ToSwarm::ProtocolsChanged);
-                Event::ModeChanged { mode }
-            }
-        };
+                is_new_peer: true,
+                ..
+            } => self.tag(*peer),
+            KadEvent::PeerRemoved { peer, .. } => self.untag(*peer),
+            KadEvent::ModeChanged { .. } => self.queue.push_back(ToSwarm::ProtocolsChanged),
+            _ => {}
+        }
+        let event = Event::Kad(event);
         let finished_id = match &event {
-            Event::QueryFinished { id, .. } => Some(*id),
+            Event::Kad(KadEvent::QueryFinished { id, .. }) => Some(*id),
             _ => None,
         };
         self.queue.push_back(ToSwarm::GenerateEvent(event));
@@ -1527,6 +1438,7 @@ async fn read_frame(stream: &mut Stream, max: usize) -> Result<Option<Vec<u8>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::QueryResult;
     use meshwire_core::Keypair;
 
     fn peer(n: u64) -> PeerId {
@@ -1552,9 +1464,9 @@ mod tests {
         ));
         assert!(matches!(
             b.queue.pop_front(),
-            Some(ToSwarm::GenerateEvent(Event::ModeChanged {
+            Some(ToSwarm::GenerateEvent(Event::Kad(KadEvent::ModeChanged {
                 mode: Mode::Client
-            }))
+            })))
         ));
     }
 
@@ -1833,11 +1745,11 @@ mod tests {
         assert!(b.routing_table().contains(&peer(1)), "the peer stays");
         assert!(!b.queue.iter().any(|c| matches!(c, ToSwarm::OpenStream(_))));
         assert!(b.queue.iter().any(|c| matches!(c,
-            ToSwarm::GenerateEvent(Event::QueryFinished {
+            ToSwarm::GenerateEvent(Event::Kad(KadEvent::QueryFinished {
                 id,
                 result: QueryResult::FindNode(Err(QueryError::Unsendable(ProtocolError::MessageTooLarge { .. }))),
                 ..
-            }) if *id == q)));
+            })) if *id == q)));
         // A record no message could carry is refused up front.
         let big = Record::new("k", vec![0; 100]);
         assert!(matches!(

@@ -49,7 +49,7 @@
 //! /// Drives `swarm` until a query of its kademlia behaviour finishes.
 //! async fn finished(swarm: &mut Swarm<Node>) -> QueryResult {
 //!     loop {
-//!         if let SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::QueryFinished { result, .. })) =
+//!         if let SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::Kad(kad::KadEvent::QueryFinished { result, .. }))) =
 //!             swarm.next_event().await
 //!         {
 //!             return result;
@@ -72,12 +72,12 @@
 //! while !(bootstrapped && a_knows_b) {
 //!     tokio::select! {
 //!         ev = b.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
-//!             kad::Event::QueryFinished { result: QueryResult::Bootstrap(r), .. })) = ev {
+//!             kad::Event::Kad(kad::KadEvent::QueryFinished { result: QueryResult::Bootstrap(r), .. }))) = ev {
 //!             r?;
 //!             bootstrapped = true;
 //!         },
 //!         ev = a.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
-//!             kad::Event::RoutingUpdated { peer, .. })) = ev {
+//!             kad::Event::Kad(kad::KadEvent::RoutingUpdated { peer, .. }))) = ev {
 //!             a_knows_b |= peer == b_id;
 //!         },
 //!     }

@@ -143,7 +143,7 @@ impl Node {
                 if let Some(r) = f(&ev) {
                     return r;
                 }
-                if let kad::Event::QueryFinished { id, result, .. } = ev {
+                if let kad::Event::Kad(kad::KadEvent::QueryFinished { id, result, .. }) = ev {
                     finished.insert(id, result);
                 }
             }
@@ -158,7 +158,9 @@ impl Node {
             return r;
         }
         self.wait(&format!("query {id}"), |e| match e {
-            kad::Event::QueryFinished { id: q, result, .. } if *q == id => Some(result.clone()),
+            kad::Event::Kad(kad::KadEvent::QueryFinished { id: q, result, .. }) if *q == id => {
+                Some(result.clone())
+            }
             _ => None,
         })
         .await
@@ -368,7 +370,7 @@ async fn ten_nodes_find_store_provide_and_tag() {
     let (victim, node) = (peers[1], &mut nodes[0]);
     assert!(node.kad(move |k| k.remove_peer(&victim)).await);
     node.wait("the removal", |e| match e {
-        kad::Event::PeerRemoved { peer, .. } if *peer == victim => Some(()),
+        kad::Event::Kad(kad::KadEvent::PeerRemoved { peer, .. }) if *peer == victim => Some(()),
         _ => None,
     })
     .await;
@@ -593,10 +595,10 @@ async fn hostile_requests_get_errors_not_panics() {
     assert_eq!(request(&mut s1, &KadRequest::Ping).await, KadResponse::Pong);
     let pings = node
         .wait("the served requests", |e| match e {
-            kad::Event::InboundRequest {
+            kad::Event::Kad(kad::KadEvent::InboundRequest {
                 from,
                 request: InboundRequest::Ping,
-            } if *from == client => Some(()),
+            }) if *from == client => Some(()),
             _ => None,
         })
         .await;
@@ -685,17 +687,17 @@ async fn client_mode_and_switching_modes() {
     nodes[3].kad(|k| k.set_mode(Mode::Server)).await;
     nodes[3]
         .wait("the mode change", |e| match e {
-            kad::Event::ModeChanged { mode: Mode::Server } => Some(()),
+            kad::Event::Kad(kad::KadEvent::ModeChanged { mode: Mode::Server }) => Some(()),
             _ => None,
         })
         .await;
     nodes[0]
         .wait("node 0 adding the new server", |e| match e {
-            kad::Event::RoutingUpdated {
+            kad::Event::Kad(kad::KadEvent::RoutingUpdated {
                 peer,
                 is_new_peer: true,
                 ..
-            } if *peer == client => Some(()),
+            }) if *peer == client => Some(()),
             _ => None,
         })
         .await;
@@ -708,7 +710,7 @@ async fn client_mode_and_switching_modes() {
     nodes[3].kad(|k| k.set_mode(Mode::Client)).await;
     nodes[0]
         .wait("node 0 removing the client", |e| match e {
-            kad::Event::PeerRemoved { peer, .. } if *peer == client => Some(()),
+            kad::Event::Kad(kad::KadEvent::PeerRemoved { peer, .. }) if *peer == client => Some(()),
             _ => None,
         })
         .await;

@@ -562,8 +562,9 @@ impl<E> ToSwarm<E> {
     }
 }
 
-/// A behaviour that does nothing: no protocols, no events. Useful as a placeholder field
-/// when composing, and in tests of the swarm itself.
+/// A behaviour with no protocols and no events: a swarm that only connects (and refuses
+/// every stream with `na`), e.g. a peer that speaks none of another node's protocols, or the
+/// swarm's own examples and tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DummyBehaviour;
 

@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod stream;
 mod swarm;
+pub mod timer;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -75,6 +76,7 @@ pub use metrics::SwarmMetrics;
 pub use protocol::StreamProtocol;
 pub use stream::Stream;
 pub use swarm::{ConnectionInfo, Swarm};
+pub use timer::Timer;
 
 #[cfg(feature = "macros")]
 pub use meshwire_swarm_derive::NetworkBehaviour;

@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
+
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -14,10 +14,10 @@ use futures::{FutureExt, StreamExt};
 use meshwire_core::{ConnectionId, PeerId, PublicKey};
 use meshwire_swarm::{
     ConnectionDenied, FromSwarm, InboundStream, ListenerId, NetworkBehaviour, OpenStream,
-    OutboundStreamResult, Stream, StreamProtocol, StreamRequestId, ToSwarm,
+    OutboundStreamResult, Stream, StreamProtocol, StreamRequestId, Timer, ToSwarm,
 };
 use multiaddr::Multiaddr;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::protocol::{
     encode_frame, read_message, wire, write_and_close, Error, Info, DEFAULT_MAX_MESSAGE_SIZE,
@@ -300,7 +300,7 @@ pub struct Behaviour {
     streams: FuturesUnordered<BoxFuture<'static, Completed>>,
     /// Re-identify deadlines; entries a connection no longer expects are skipped.
     timers: BinaryHeap<Reverse<(Instant, ConnectionId)>>,
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Timer,
     /// Push to every peer at the next poll.
     push_all: bool,
     queue: VecDeque<ToSwarm<Event>>,
@@ -332,7 +332,7 @@ impl Behaviour {
             requests: HashMap::new(),
             streams: FuturesUnordered::new(),
             timers: BinaryHeap::new(),
-            sleep: None,
+            sleep: Timer::default(),
             push_all: false,
             queue: VecDeque::new(),
             waker: None,
@@ -658,17 +658,8 @@ impl Behaviour {
                     fired = true;
                 }
             }
-            let Some(&Reverse((at, _))) = self.timers.peek() else {
-                self.sleep = None;
-                return fired;
-            };
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if sleep.deadline() != at {
-                sleep.as_mut().reset(at);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
+            let next = self.timers.peek().map(|&Reverse((at, _))| at);
+            if self.sleep.poll_at(next, cx).is_pending() {
                 return fired;
             }
         }

@@ -51,7 +51,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -64,10 +64,9 @@ use meshwire_core::{ConnectionId, PeerId};
 use meshwire_swarm::{
     ConnManagerCommand, ConnectedPoint, ConnectionDenied, FromSwarm, InboundStream, ListenerId,
     NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamError, StreamProtocol,
-    StreamRequestId, ToSwarm,
+    StreamRequestId, Timer, ToSwarm,
 };
 use multiaddr::{Multiaddr, Protocol};
-use tokio::time::Sleep;
 
 use crate::core::{KadConfig, KadCore, KadEvent, KadOutput, Mode, RequestId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, Lookup};
@@ -394,7 +393,7 @@ pub struct Behaviour {
     external_addrs: Vec<Multiaddr>,
     tasks: FuturesUnordered<BoxFuture<'static, Done>>,
     queue: VecDeque<ToSwarm<Event>>,
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Timer,
     /// The deadline of the sleep that fired, until the core has seen that time.
     fired: Option<Instant>,
     waker: Option<Waker>,
@@ -446,7 +445,7 @@ impl Behaviour {
             external_addrs: Vec::new(),
             tasks: FuturesUnordered::new(),
             queue: VecDeque::new(),
-            sleep: None,
+            sleep: Timer::default(),
             fired: None,
             waker: None,
         }
@@ -1078,19 +1077,10 @@ impl Behaviour {
 
     /// Fires the timer if due; `true` if it did (the core must be polled at that time).
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.core.next_timeout() else {
-            self.sleep = None;
-            return false;
-        };
-        let at = tokio::time::Instant::from_std(deadline);
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if sleep.deadline() != at {
-            sleep.as_mut().reset(at);
-        }
-        if sleep.as_mut().poll(cx).is_ready() {
-            self.fired = Some(deadline);
+        let deadline = self.core.next_timeout();
+        let at = deadline.map(tokio::time::Instant::from_std);
+        if self.sleep.poll_at(at, cx).is_ready() {
+            self.fired = deadline;
             return true;
         }
         false

@@ -71,7 +71,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -86,12 +86,12 @@ use meshwire_core::{ConnectionId, PeerId};
 use meshwire_swarm::{
     ConnManagerCommand, ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream,
     ListenerId, NetworkBehaviour, OpenStream, OutboundStreamResult, PeerCondition, Stream,
-    StreamError, StreamProtocol, StreamRequestId, ToSwarm,
+    StreamError, StreamProtocol, StreamRequestId, Timer, ToSwarm,
 };
 use meshwire_transport::{Connection, ConnectionError};
 use multiaddr::{Multiaddr, Protocol};
 use thiserror::Error;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::wire::{decode_frame_len, encode_frame, Body};
 use crate::{
@@ -473,7 +473,7 @@ pub struct Behaviour {
     announced: NodeMeta,
     commands: VecDeque<ToSwarm<Event>>,
     /// Created on first use, inside the runtime that polls the behaviour.
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Timer,
     io: IoStats,
     waker: Option<Waker>,
 }
@@ -666,7 +666,7 @@ impl Behaviour {
             external_addrs: Vec::new(),
             announced: meta,
             commands: VecDeque::new(),
-            sleep: None,
+            sleep: Timer::default(),
             io: IoStats::default(),
             waker: None,
         })
@@ -1432,16 +1432,8 @@ impl Behaviour {
         let Some(at) = next else {
             return false;
         };
-        if at > now() {
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if sleep.deadline() != at {
-                sleep.as_mut().reset(at);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
+        if at > now() && self.sleep.poll_at(Some(at), cx).is_pending() {
+            return false;
         }
         let t = now();
         if next_core.is_some_and(|c| c <= t) {

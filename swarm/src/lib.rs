@@ -58,6 +58,7 @@ pub mod protocol;
 pub mod stream;
 mod swarm;
 pub mod timer;
+pub mod toolkit;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -237,6 +238,11 @@ impl StreamError {
         StreamError::Io(Arc::new(e))
     }
 
+    /// Whether the remote refused the protocol (it answered `na`).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, StreamError::UnsupportedProtocols)
+    }
+
     pub(crate) fn from_negotiation(e: NegotiationError) -> StreamError {
         match e {
             NegotiationError::Failed => StreamError::UnsupportedProtocols,
@@ -251,6 +257,12 @@ impl StreamError {
             ConnectionError::NegotiationTimeout => StreamError::Timeout,
             other => StreamError::Io(Arc::new(std::io::Error::other(other.to_string()))),
         }
+    }
+}
+
+impl From<std::io::Error> for StreamError {
+    fn from(e: std::io::Error) -> Self {
+        StreamError::from_io(e)
     }
 }
 

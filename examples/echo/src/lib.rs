@@ -20,7 +20,7 @@
 //! };
 //! // Asking for an echo dials the peer at the address we know.
 //! a.add_peer_address(b.local_peer_id(), addr);
-//! a.behaviour_mut().send(b.local_peer_id(), b"hello".to_vec());
+//! a.behaviour_mut().send(b.local_peer_id(), b"hello".to_vec())?;
 //! loop {
 //!     tokio::select! {
 //!         ev = a.next_event() => if let SwarmEvent::Behaviour(EchoEvent::Reply { data, .. }) = ev {
@@ -35,14 +35,12 @@
 
 #![warn(missing_docs)]
 
-use std::collections::VecDeque;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire::core::PeerId;
+use meshwire::swarm::toolkit::{Outbox, QueueFull, Tasks, Timeout};
 use meshwire::swarm::{
     InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamError,
     StreamProtocol, StreamRequestId, ToSwarm,
@@ -57,18 +55,19 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Echoes served at once; more inbound streams are reset.
 pub const MAX_CONCURRENT_SERVED: usize = 64;
 
+/// Our own echo requests in flight at once (queued, opening or exchanging); [`Echo::send`]
+/// refuses more.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// Time for one echo exchange.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why an echo failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EchoError {
-    /// The stream could not be opened.
+    /// The stream could not be opened, or failed.
     #[error("stream: {0}")]
     Stream(#[from] StreamError),
-    /// Reading or writing failed.
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
     /// The reply is not what was sent.
     #[error("reply differs from the message")]
     Mismatch,
@@ -76,8 +75,14 @@ pub enum EchoError {
     #[error("message longer than {MAX_MESSAGE} bytes")]
     TooLarge,
     /// The exchange took longer than [`TIMEOUT`].
-    #[error("timed out")]
-    Timeout,
+    #[error(transparent)]
+    Timeout(#[from] Timeout),
+}
+
+impl From<std::io::Error> for EchoError {
+    fn from(e: std::io::Error) -> Self {
+        EchoError::Stream(e.into())
+    }
 }
 
 /// What the echo behaviour reports.
@@ -119,40 +124,52 @@ pub enum EchoEvent {
     },
 }
 
-type Pending = BoxFuture<'static, EchoEvent>;
+/// One request of ours: the peer, the request, when it was asked for.
+type Request = (PeerId, StreamRequestId, Instant);
 
 /// The echo behaviour: [`Echo::send`] asks a peer to echo; every peer's requests are served.
-#[derive(Default)]
 pub struct Echo {
-    outgoing: VecDeque<ToSwarm<EchoEvent>>,
-    /// Messages waiting for their stream, by request.
-    waiting: Vec<(StreamRequestId, Vec<u8>, Instant)>,
-    exchanges: FuturesUnordered<Pending>,
-    served: FuturesUnordered<Pending>,
-    waker: Option<Waker>,
+    /// Stream requests (with the message each will carry) and events.
+    outbox: Outbox<EchoEvent, (Vec<u8>, Instant)>,
+    /// Our exchanges, yielding the reply.
+    exchanges: Tasks<Request, Result<Vec<u8>, EchoError>>,
+    /// Remotes' exchanges, yielding the bytes echoed.
+    served: Tasks<PeerId, Result<usize, EchoError>>,
+}
+
+impl Default for Echo {
+    fn default() -> Self {
+        Echo {
+            outbox: Outbox::new(MAX_IN_FLIGHT),
+            exchanges: Tasks::new(MAX_IN_FLIGHT),
+            served: Tasks::new(MAX_CONCURRENT_SERVED),
+        }
+    }
 }
 
 impl Echo {
     /// Asks `peer` to echo `data` (dialing it if needed). The answer is an
     /// [`EchoEvent::Reply`] or [`EchoEvent::Failed`] with the returned id.
-    pub fn send(&mut self, peer: PeerId, data: Vec<u8>) -> StreamRequestId {
+    ///
+    /// # Errors
+    ///
+    /// [`QueueFull`] while [`MAX_IN_FLIGHT`] requests are under way.
+    pub fn send(&mut self, peer: PeerId, data: Vec<u8>) -> Result<StreamRequestId, QueueFull> {
+        // Requests queued or opening plus exchanges running stay within one limit, so every
+        // stream that comes back finds room in `exchanges`.
+        if self.outbox.len() + self.exchanges.len() >= MAX_IN_FLIGHT {
+            return Err(QueueFull {
+                limit: MAX_IN_FLIGHT,
+            });
+        }
         let req = OpenStream::new(peer, PROTOCOL);
-        let id = req.id;
         if data.len() > MAX_MESSAGE {
-            self.outgoing
-                .push_back(ToSwarm::GenerateEvent(EchoEvent::Failed {
-                    peer,
-                    id,
-                    error: EchoError::TooLarge,
-                }));
-        } else {
-            self.waiting.push((id, data, Instant::now()));
-            self.outgoing.push_back(ToSwarm::OpenStream(req));
+            let id = req.id;
+            let error = EchoError::TooLarge;
+            self.outbox.event(EchoEvent::Failed { peer, id, error })?;
+            return Ok(id);
         }
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-        id
+        self.outbox.open_stream(req, (data, Instant::now()))
     }
 }
 
@@ -162,8 +179,7 @@ async fn read_bounded(stream: &mut Stream) -> Result<Vec<u8>, EchoError> {
     let n = (&mut *stream)
         .take(MAX_MESSAGE as u64 + 1)
         .read_to_end(&mut buf)
-        .await
-        .map_err(|e| EchoError::Stream(StreamError::from_io(e)))?;
+        .await?;
     if n > MAX_MESSAGE {
         stream.reset();
         return Err(EchoError::TooLarge);
@@ -178,93 +194,72 @@ impl NetworkBehaviour for Echo {
         vec![PROTOCOL]
     }
 
-    fn on_inbound_stream(&mut self, mut inbound: InboundStream) {
-        if self.served.len() >= MAX_CONCURRENT_SERVED {
-            inbound.stream.reset();
-            return;
-        }
-        let peer = inbound.peer;
+    fn on_inbound_stream(&mut self, inbound: InboundStream) {
         let mut stream = inbound.stream;
-        self.served.push(
-            async move {
-                let work = async {
-                    let data = read_bounded(&mut stream).await?;
-                    stream.write_all(&data).await?;
-                    stream.close().await?;
-                    Ok::<_, EchoError>(data.len())
-                };
-                match tokio::time::timeout(TIMEOUT, work).await {
-                    Ok(Ok(bytes)) => EchoEvent::Served { peer, bytes },
-                    Ok(Err(error)) => EchoEvent::ServeFailed { peer, error },
-                    Err(_) => EchoEvent::ServeFailed {
-                        peer,
-                        error: EchoError::Timeout,
-                    },
-                }
-            }
-            .boxed(),
-        );
+        let serve = async move {
+            let data = read_bounded(&mut stream).await?;
+            stream.write_all(&data).await?;
+            stream.close().await?;
+            Ok(data.len())
+        };
+        // At the limit the future, and with it the stream, is dropped.
+        let _ = self.served.try_push(inbound.peer, TIMEOUT, serve);
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some(pos) = self.waiting.iter().position(|(id, ..)| *id == result.id) else {
+        let Some((data, started)) = self.outbox.take_stream(result.id) else {
             return;
         };
-        let (id, data, started) = self.waiting.swap_remove(pos);
-        let peer = result.peer;
-        let mut out = match result.result {
-            Ok(out) => out,
+        let (peer, id) = (result.peer, result.id);
+        let mut stream = match result.result {
+            Ok(out) => out.stream,
             Err(e) => {
-                self.outgoing
-                    .push_back(ToSwarm::GenerateEvent(EchoEvent::Failed {
-                        peer,
-                        id,
-                        error: e.into(),
-                    }));
+                let _ = self.outbox.event(EchoEvent::Failed {
+                    peer,
+                    id,
+                    error: e.into(),
+                });
                 return;
             }
         };
-        self.exchanges.push(
-            async move {
-                let work = async {
-                    out.stream.write_all(&data).await?;
-                    out.stream.close().await?;
-                    let reply = read_bounded(&mut out.stream).await?;
-                    if reply != data {
-                        return Err(EchoError::Mismatch);
-                    }
-                    Ok(reply)
-                };
-                match tokio::time::timeout(TIMEOUT, work).await {
-                    Ok(Ok(data)) => EchoEvent::Reply {
-                        peer,
-                        id,
-                        data,
-                        rtt: started.elapsed(),
-                    },
-                    Ok(Err(error)) => EchoEvent::Failed { peer, id, error },
-                    Err(_) => EchoEvent::Failed {
-                        peer,
-                        id,
-                        error: EchoError::Timeout,
-                    },
-                }
+        let exchange = async move {
+            stream.write_all(&data).await?;
+            stream.close().await?;
+            let reply = read_bounded(&mut stream).await?;
+            if reply != data {
+                return Err(EchoError::Mismatch);
             }
-            .boxed(),
-        );
+            Ok(reply)
+        };
+        // `send` keeps room for every stream it asked for.
+        let _ = self
+            .exchanges
+            .try_push((peer, id, started), TIMEOUT, exchange);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<EchoEvent>> {
-        if let Some(cmd) = self.outgoing.pop_front() {
-            return Poll::Ready(cmd);
+        if let Poll::Ready(command) = self.outbox.poll(cx) {
+            return Poll::Ready(command);
         }
-        if let Poll::Ready(Some(ev)) = self.exchanges.poll_next_unpin(cx) {
-            return Poll::Ready(ToSwarm::GenerateEvent(ev));
+        if let Poll::Ready(((peer, id, started), result)) = self.exchanges.poll_result(cx) {
+            let event = match result {
+                Ok(data) => EchoEvent::Reply {
+                    peer,
+                    id,
+                    data,
+                    rtt: started.elapsed(),
+                },
+                Err(error) => EchoEvent::Failed { peer, id, error },
+            };
+            return Poll::Ready(ToSwarm::GenerateEvent(event));
         }
-        if let Poll::Ready(Some(ev)) = self.served.poll_next_unpin(cx) {
-            return Poll::Ready(ToSwarm::GenerateEvent(ev));
+        if let Poll::Ready((peer, result)) = self.served.poll_result(cx) {
+            let event = match result {
+                Ok(bytes) => EchoEvent::Served { peer, bytes },
+                Err(error) => EchoEvent::ServeFailed { peer, error },
+            };
+            return Poll::Ready(ToSwarm::GenerateEvent(event));
         }
-        self.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }

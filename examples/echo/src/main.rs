@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let peer = s.local_peer_id();
         a.dial(with_peer_id(addr, peer))?;
         let msg = format!("hello {peer}").into_bytes();
-        a.behaviour_mut().echo.send(peer, msg.clone());
+        a.behaviour_mut().echo.send(peer, msg.clone())?;
         expected.push((peer, msg));
     }
     // The other nodes run in their own tasks.

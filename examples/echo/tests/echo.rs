@@ -62,8 +62,16 @@ async fn derived_app_routes_echo_and_ping_to_their_fields() {
         }
     });
     a.dial(with_peer_id(&b_addr, b_peer)).unwrap();
-    let first = a.behaviour_mut().echo.send(b_peer, b"one".to_vec());
-    let second = a.behaviour_mut().echo.send(b_peer, b"two!!".to_vec());
+    let first = a
+        .behaviour_mut()
+        .echo
+        .send(b_peer, b"one".to_vec())
+        .unwrap();
+    let second = a
+        .behaviour_mut()
+        .echo
+        .send(b_peer, b"two!!".to_vec())
+        .unwrap();
     let (mut replies, mut pings) = (Vec::new(), 0);
     run_until(&mut a, |ev| {
         match ev {
@@ -92,7 +100,8 @@ async fn derived_app_routes_echo_and_ping_to_their_fields() {
     let big = a
         .behaviour_mut()
         .echo
-        .send(b_peer, vec![0; MAX_MESSAGE + 1]);
+        .send(b_peer, vec![0; MAX_MESSAGE + 1])
+        .unwrap();
     run_until(&mut a, |ev| match ev {
         AppEvent::Echo(EchoEvent::Failed { id, error, .. }) => {
             assert_eq!(id, big);

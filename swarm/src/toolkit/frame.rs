@@ -7,7 +7,9 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 
 use crate::StreamError;
 
@@ -34,6 +36,9 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame")]
     Truncated,
+    /// The read or write took longer than its time limit.
+    #[error(transparent)]
+    Timeout(#[from] super::Timeout),
     /// The stream failed (a refused lazy negotiation reads as
     /// [`StreamError::UnsupportedProtocols`]).
     #[error(transparent)]
@@ -189,6 +194,29 @@ where
     Ok(())
 }
 
+/// Writes every frame that `queue` yields, each within `timeout`, until the queue ends or
+/// stays empty for `idle`; then closes `io` (the remote reads a clean end of stream). The
+/// writing half of a long-lived stream that carries a peer's messages.
+///
+/// # Errors
+///
+/// [`FrameError::Timeout`] if a write takes longer than `timeout`, or the stream's error.
+pub async fn write_frames<S, Q>(
+    io: &mut S,
+    queue: &mut Q,
+    idle: Duration,
+    timeout: Duration,
+) -> Result<(), FrameError>
+where
+    S: AsyncWrite + Unpin,
+    Q: futures::Stream<Item = Vec<u8>> + Unpin,
+{
+    while let Ok(Some(frame)) = tokio::time::timeout(idle, queue.next()).await {
+        super::with_timeout(timeout, write_frame(io, &frame)).await?;
+    }
+    super::with_timeout(timeout, async { Ok(io.close().await?) }).await
+}
+
 /// `body` as one frame in a buffer (prefix then body), for protocols that build their
 /// messages before writing.
 pub fn encode_frame(body: &[u8]) -> Vec<u8> {
@@ -230,7 +258,10 @@ mod tests {
             // The prefix says 1,000; nothing follows. The limit is checked first.
             let mut input = Cursor::new(encode_frame(&[0u8; 1000])[..2].to_vec());
             match read_frame(&mut input, 999).await {
-                Err(FrameError::TooLarge { len: 1000, max: 999 }) => {}
+                Err(FrameError::TooLarge {
+                    len: 1000,
+                    max: 999,
+                }) => {}
                 other => panic!("{other:?}"),
             }
         });
@@ -331,7 +362,11 @@ mod tests {
             assert!(matches!(res, Err(FrameError::Truncated)));
             assert_eq!(body.len(), 10);
             // 10 bytes arrived: the buffer never reserved the announced megabyte.
-            assert!(body.capacity() <= 2 * (10 + READ_CHUNK), "{}", body.capacity());
+            assert!(
+                body.capacity() <= 2 * (10 + READ_CHUNK),
+                "{}",
+                body.capacity()
+            );
         });
     }
 }

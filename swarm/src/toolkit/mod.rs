@@ -3,6 +3,8 @@
 //! - [`frame`]: length-prefixed frames (`read_frame` / `write_frame`) with the size bound
 //!   checked before anything is buffered, and a buffer that grows only with the bytes that
 //!   actually arrive.
+//! - [`FrameReaders`] and [`write_frames`]: the two halves of long-lived streams that carry
+//!   a peer's messages as frames, bounded, with idle and write time limits.
 //! - [`Tasks`]: a bounded, keyed set of stream futures, each with its own timeout, with the
 //!   waker built in.
 //! - [`Outbox`]: a bounded queue of [`ToSwarm`](crate::ToSwarm) commands that remembers the
@@ -19,14 +21,16 @@
 pub mod frame;
 mod outbox;
 mod peers;
+mod readers;
 mod tasks;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use frame::{encode_frame, read_frame, read_frame_with, write_frame, FrameError};
+pub use frame::{encode_frame, read_frame, read_frame_with, write_frame, write_frames, FrameError};
 pub use outbox::{Outbox, QueueFull};
 pub use peers::{ConnectionChange, Connections};
+pub use readers::FrameReaders;
 pub use tasks::{Tasks, TasksFull};
 
 /// An exchange took longer than its time limit.

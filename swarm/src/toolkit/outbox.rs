@@ -54,7 +54,17 @@ impl<E, C> fmt::Debug for Outbox<E, C> {
     }
 }
 
+impl<E, C> Default for Outbox<E, C> {
+    /// An outbox with [`Outbox::DEFAULT_LIMIT`].
+    fn default() -> Self {
+        Outbox::new(Self::DEFAULT_LIMIT)
+    }
+}
+
 impl<E, C> Outbox<E, C> {
+    /// The limit of [`Outbox::default`]: 256 commands and stream requests.
+    pub const DEFAULT_LIMIT: usize = 256;
+
     /// An empty outbox holding at most `limit` commands and stream requests together.
     pub fn new(limit: usize) -> Self {
         Outbox {
@@ -178,7 +188,10 @@ mod tests {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(outbox.poll(&mut cx), Poll::Ready(ToSwarm::OpenStream(o)) if o.id == id));
-        assert!(matches!(outbox.poll(&mut cx), Poll::Ready(ToSwarm::GenerateEvent(7))));
+        assert!(matches!(
+            outbox.poll(&mut cx),
+            Poll::Ready(ToSwarm::GenerateEvent(7))
+        ));
         assert!(outbox.poll(&mut cx).is_pending());
         // The answer is still awaited.
         assert_eq!(outbox.len(), 1);

@@ -61,11 +61,25 @@ impl<K, T> fmt::Debug for Tasks<K, T> {
     }
 }
 
+impl<K, T> Default for Tasks<K, T>
+where
+    K: Send + 'static,
+    T: Send + 'static,
+{
+    /// A set with [`Tasks::DEFAULT_LIMIT`].
+    fn default() -> Self {
+        Tasks::new(Self::DEFAULT_LIMIT)
+    }
+}
+
 impl<K, T> Tasks<K, T>
 where
     K: Send + 'static,
     T: Send + 'static,
 {
+    /// The limit of [`Tasks::default`]: 256 tasks.
+    pub const DEFAULT_LIMIT: usize = 256;
+
     /// An empty set holding at most `limit` tasks at once.
     pub fn new(limit: usize) -> Self {
         Tasks {
@@ -138,6 +152,20 @@ where
     }
 }
 
+impl<K, R, E> Tasks<K, Result<R, E>>
+where
+    K: Send + 'static,
+    R: Send + 'static,
+    E: From<Timeout> + Send + 'static,
+{
+    /// [`poll_next`](Self::poll_next) for fallible tasks, with a timeout folded into the
+    /// task's own error type.
+    pub fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<(K, Result<R, E>)> {
+        self.poll_next(cx)
+            .map(|(key, out)| (key, out.map_err(E::from).and_then(|r| r)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +191,15 @@ mod tests {
         tasks.try_push(1, Duration::from_secs(1), async {}).unwrap();
         assert!(flag.0.load(Ordering::SeqCst));
         assert_eq!(tasks.poll_next(&mut cx), Poll::Ready((1, Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn poll_result_folds_the_timeout_into_the_error() {
+        let mut tasks: Tasks<u8, Result<(), Timeout>> = Tasks::new(1);
+        let limit = Duration::from_millis(5);
+        tasks.try_push(1, limit, std::future::pending()).unwrap();
+        let out = std::future::poll_fn(|cx| tasks.poll_result(cx)).await;
+        assert_eq!(out, (1, Err(Timeout(limit))));
     }
 
     #[tokio::test]

@@ -34,8 +34,6 @@ const MAX_INLINE_KEY_LEN: usize = 42;
 const MAX_PEER_ID_LEN: usize = 2 + MAX_INLINE_KEY_LEN;
 /// CIDv1 multicodec of `libp2p-key`.
 const CID_LIBP2P_KEY: u8 = 0x72;
-/// Protobuf `KeyType` value of Ed25519.
-const KEY_TYPE_ED25519: u64 = 1;
 
 /// Errors of decoding keys and peer IDs.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -43,7 +41,8 @@ pub enum IdentityError {
     /// The bytes are not a well-formed protobuf `PublicKey` / `PrivateKey`.
     #[error("malformed key encoding: {0}")]
     MalformedKey(&'static str),
-    /// The key is of a type meshwire does not support (only Ed25519 is).
+    /// The key is of a type meshwire does not support (only Ed25519 is), or of a `KeyType`
+    /// the spec does not define; the protobuf `KeyType` value.
     #[error("unsupported key type {0} (only Ed25519 is supported)")]
     UnsupportedKeyType(u64),
     /// The key bytes are not a valid Ed25519 key.
@@ -82,19 +81,17 @@ impl PublicKey {
 
     /// The libp2p protobuf encoding: `PublicKey { Type: Ed25519, Data: <32 bytes> }`.
     pub fn encode_protobuf(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(36);
-        out.extend_from_slice(&[0x08, KEY_TYPE_ED25519 as u8, 0x12, 32]);
-        out.extend_from_slice(self.0.as_bytes());
-        out
+        KeyMessage {
+            key_type: KeyType::Ed25519,
+            data: self.0.as_bytes(),
+        }
+        .encode()
     }
 
-    /// Decodes the libp2p protobuf encoding of a public key.
+    /// Decodes the libp2p protobuf encoding of a public key (see [`KeyMessage`]). Keys of
+    /// other types fail with [`IdentityError::UnsupportedKeyType`].
     pub fn decode_protobuf(bytes: &[u8]) -> Result<Self, IdentityError> {
-        let (key_type, data) = decode_key_message(bytes)?;
-        if key_type != KEY_TYPE_ED25519 {
-            return Err(IdentityError::UnsupportedKeyType(key_type));
-        }
-        Self::from_bytes(data)
+        Self::from_bytes(KeyMessage::decode_ed25519(bytes)?)
     }
 
     /// The peer ID of this key.
@@ -160,20 +157,20 @@ impl Keypair {
     /// The libp2p protobuf encoding of the private key (`Data` = seed ‖ public key, 64 bytes),
     /// the on-disk format rust-libp2p and go-libp2p use.
     pub fn to_protobuf_encoding(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(68);
-        out.extend_from_slice(&[0x08, KEY_TYPE_ED25519 as u8, 0x12, 64]);
-        out.extend_from_slice(&self.0.to_bytes());
-        out.extend_from_slice(self.0.verifying_key().as_bytes());
-        out
+        let mut data = [0u8; 64];
+        data[..32].copy_from_slice(&self.0.to_bytes());
+        data[32..].copy_from_slice(self.0.verifying_key().as_bytes());
+        KeyMessage {
+            key_type: KeyType::Ed25519,
+            data: &data,
+        }
+        .encode()
     }
 
     /// Decodes a libp2p protobuf private key. Accepts the 64-byte (seed ‖ public) form and the
     /// legacy 96-byte (seed ‖ public ‖ public) form; the embedded public key must match the seed.
     pub fn from_protobuf_encoding(bytes: &[u8]) -> Result<Self, IdentityError> {
-        let (key_type, data) = decode_key_message(bytes)?;
-        if key_type != KEY_TYPE_ED25519 {
-            return Err(IdentityError::UnsupportedKeyType(key_type));
-        }
+        let data = KeyMessage::decode_ed25519(bytes)?;
         let (seed, publics) = match data.len() {
             64 => (&data[..32], &data[32..]),
             96 => {
@@ -201,46 +198,158 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// Decodes `message { required KeyType Type = 1; required bytes Data = 2; }` (proto2), in any
-/// field order, rejecting unknown fields, duplicate fields and truncated input.
-fn decode_key_message(mut bytes: &[u8]) -> Result<(u64, &[u8]), IdentityError> {
-    let mut key_type = None;
-    let mut data = None;
-    while !bytes.is_empty() {
-        let (tag, rest) = read_varint(bytes).ok_or(IdentityError::MalformedKey("bad tag"))?;
-        bytes = rest;
-        match tag {
-            0x08 => {
-                let (v, rest) =
-                    read_varint(bytes).ok_or(IdentityError::MalformedKey("bad type"))?;
-                if key_type.replace(v).is_some() {
-                    return Err(IdentityError::MalformedKey("duplicate type"));
-                }
-                bytes = rest;
-            }
-            0x12 => {
-                let (len, rest) =
-                    read_varint(bytes).ok_or(IdentityError::MalformedKey("bad length"))?;
-                let len =
-                    usize::try_from(len).map_err(|_| IdentityError::MalformedKey("bad length"))?;
-                if len > rest.len() {
-                    return Err(IdentityError::MalformedKey("truncated data"));
-                }
-                if data.replace(&rest[..len]).is_some() {
-                    return Err(IdentityError::MalformedKey("duplicate data"));
-                }
-                bytes = &rest[len..];
-            }
-            _ => return Err(IdentityError::MalformedKey("unknown field")),
+/// The `KeyType` of a libp2p protobuf key message (`PublicKey` / `PrivateKey`), as the
+/// peer-id spec numbers them.
+///
+/// meshwire itself only makes and represents [`KeyType::Ed25519`] keys; the other types are
+/// named so that code reading keys from other implementations (the TLS certificate verifier,
+/// for one) can tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// RSA (`0`); `Data` is a DER `SubjectPublicKeyInfo` / PKCS#1 key.
+    Rsa,
+    /// Ed25519 (`1`); `Data` is the 32-byte key (public) or seed ‖ public key (private).
+    Ed25519,
+    /// secp256k1 (`2`); `Data` is a compressed point (public) or the scalar (private).
+    Secp256k1,
+    /// ECDSA (`3`); `Data` is a DER `SubjectPublicKeyInfo` (public) or SEC1 key (private).
+    Ecdsa,
+}
+
+impl KeyType {
+    /// The type named by a protobuf `KeyType` value, or `None` for a value the spec does not
+    /// define.
+    pub fn from_protobuf(value: u64) -> Option<Self> {
+        match value {
+            0 => Some(KeyType::Rsa),
+            1 => Some(KeyType::Ed25519),
+            2 => Some(KeyType::Secp256k1),
+            3 => Some(KeyType::Ecdsa),
+            _ => None,
         }
     }
-    match (key_type, data) {
-        (Some(t), Some(d)) => Ok((t, d)),
-        _ => Err(IdentityError::MalformedKey("missing field")),
+
+    /// The protobuf `KeyType` value (`0` RSA, `1` Ed25519, `2` secp256k1, `3` ECDSA).
+    pub fn to_protobuf(self) -> u64 {
+        match self {
+            KeyType::Rsa => 0,
+            KeyType::Ed25519 => 1,
+            KeyType::Secp256k1 => 2,
+            KeyType::Ecdsa => 3,
+        }
     }
 }
 
-/// Reads one unsigned LEB128 varint of at most 10 bytes.
+/// A libp2p protobuf key message, decoded but not interpreted: the proto2 message
+/// `{ required KeyType Type = 1; required bytes Data = 2; }` that both `PublicKey` and
+/// `PrivateKey` are.
+///
+/// This is the one decoder of that message in meshwire: [`PublicKey::decode_protobuf`],
+/// [`Keypair::from_protobuf_encoding`] and the transport's TLS certificate verifier (which must
+/// check signatures of key types meshwire cannot represent) all go through it.
+///
+/// Decoding is strict and safe on hostile input: fields may come in any order, but unknown
+/// fields, duplicate fields, missing fields, truncated data, over-long varints and key types
+/// the spec does not define are rejected with a typed [`IdentityError`]; nothing is allocated
+/// and `data` borrows from the input.
+///
+/// ```
+/// use meshwire_core::identity::{IdentityError, KeyMessage, KeyType, Keypair};
+///
+/// let encoded = Keypair::generate().public().encode_protobuf();
+/// let message = KeyMessage::decode(&encoded).unwrap();
+/// assert_eq!(message.key_type, KeyType::Ed25519);
+/// assert_eq!(message.data.len(), 32);
+/// assert_eq!(message.encode(), encoded);
+///
+/// // An undefined key type (9) is told apart from malformed bytes.
+/// assert_eq!(KeyMessage::decode(&[0x08, 9, 0x12, 0]), Err(IdentityError::UnsupportedKeyType(9)));
+/// assert!(matches!(KeyMessage::decode(&[0x08]), Err(IdentityError::MalformedKey(_))));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMessage<'a> {
+    /// The `Type` field.
+    pub key_type: KeyType,
+    /// The `Data` field: the key in the type's own encoding.
+    pub data: &'a [u8],
+}
+
+/// Protobuf tag of field 1 (`Type`), wire type varint.
+const TAG_TYPE: u64 = 0x08;
+/// Protobuf tag of field 2 (`Data`), wire type length-delimited.
+const TAG_DATA: u64 = 0x12;
+
+impl<'a> KeyMessage<'a> {
+    /// Decodes a protobuf key message.
+    ///
+    /// Fails with [`IdentityError::MalformedKey`] on bytes that are not a well-formed message
+    /// and with [`IdentityError::UnsupportedKeyType`] on a well-formed message whose `Type` the
+    /// spec does not define.
+    pub fn decode(mut bytes: &'a [u8]) -> Result<Self, IdentityError> {
+        let mut key_type = None;
+        let mut data = None;
+        while !bytes.is_empty() {
+            let (tag, rest) = read_varint(bytes).ok_or(IdentityError::MalformedKey("bad tag"))?;
+            bytes = rest;
+            match tag {
+                TAG_TYPE => {
+                    let (v, rest) =
+                        read_varint(bytes).ok_or(IdentityError::MalformedKey("bad type"))?;
+                    if key_type.replace(v).is_some() {
+                        return Err(IdentityError::MalformedKey("duplicate type"));
+                    }
+                    bytes = rest;
+                }
+                TAG_DATA => {
+                    let (len, rest) =
+                        read_varint(bytes).ok_or(IdentityError::MalformedKey("bad length"))?;
+                    let len = usize::try_from(len)
+                        .map_err(|_| IdentityError::MalformedKey("bad length"))?;
+                    if len > rest.len() {
+                        return Err(IdentityError::MalformedKey("truncated data"));
+                    }
+                    let (d, rest) = rest.split_at(len);
+                    if data.replace(d).is_some() {
+                        return Err(IdentityError::MalformedKey("duplicate data"));
+                    }
+                    bytes = rest;
+                }
+                _ => return Err(IdentityError::MalformedKey("unknown field")),
+            }
+        }
+        match (key_type, data) {
+            (Some(t), Some(data)) => {
+                let key_type =
+                    KeyType::from_protobuf(t).ok_or(IdentityError::UnsupportedKeyType(t))?;
+                Ok(KeyMessage { key_type, data })
+            }
+            _ => Err(IdentityError::MalformedKey("missing field")),
+        }
+    }
+
+    /// Decodes a message that must hold an Ed25519 key: as [`KeyMessage::decode`], plus
+    /// [`IdentityError::UnsupportedKeyType`] for any other (defined) key type.
+    fn decode_ed25519(bytes: &'a [u8]) -> Result<&'a [u8], IdentityError> {
+        let message = Self::decode(bytes)?;
+        match message.key_type {
+            KeyType::Ed25519 => Ok(message.data),
+            other => Err(IdentityError::UnsupportedKeyType(other.to_protobuf())),
+        }
+    }
+
+    /// The canonical encoding: `Type` then `Data`, as libp2p implementations write it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len() + 12);
+        push_varint(&mut out, TAG_TYPE);
+        push_varint(&mut out, self.key_type.to_protobuf());
+        push_varint(&mut out, TAG_DATA);
+        push_varint(&mut out, self.data.len() as u64);
+        out.extend_from_slice(self.data);
+        out
+    }
+}
+
+/// Reads one unsigned LEB128 varint of at most 10 bytes (and at most 64 bits).
 fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let mut value: u64 = 0;
     for (i, b) in bytes.iter().enumerate().take(10) {
@@ -250,10 +359,19 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
         value |= part << (7 * i);
         if b & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
+            return Some((value, bytes.get(i + 1..)?));
         }
     }
     None
+}
+
+/// Appends one unsigned LEB128 varint.
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// The identity of a peer: the multihash of its protobuf-encoded public key.
@@ -506,9 +624,114 @@ mod tests {
         assert!(PeerId::from_bytes(&[0x12, 0x20, 0]).is_err());
     }
 
+    #[test]
+    fn key_message_decodes_every_defined_type_in_any_field_order() {
+        for (value, key_type) in [
+            (0, KeyType::Rsa),
+            (1, KeyType::Ed25519),
+            (2, KeyType::Secp256k1),
+            (3, KeyType::Ecdsa),
+        ] {
+            assert_eq!(KeyType::from_protobuf(value), Some(key_type));
+            assert_eq!(key_type.to_protobuf(), value);
+            let forward = [0x08, value as u8, 0x12, 2, 0xaa, 0xbb];
+            let backward = [0x12, 2, 0xaa, 0xbb, 0x08, value as u8];
+            for bytes in [&forward[..], &backward[..]] {
+                let message = KeyMessage::decode(bytes).unwrap();
+                assert_eq!(message.key_type, key_type);
+                assert_eq!(message.data, &[0xaa, 0xbb]);
+            }
+            assert_eq!(
+                KeyMessage::decode(&forward).unwrap().encode(),
+                forward.to_vec()
+            );
+        }
+        assert_eq!(KeyType::from_protobuf(4), None);
+        // The secp256k1 public key of the spec vectors keeps its 33 data bytes.
+        let secp = hex::decode(
+            "08021221037777e994e452c21604f91de093ce415f5432f701dd8cd1a7a6fea0e630bfca99",
+        )
+        .unwrap();
+        let message = KeyMessage::decode(&secp).unwrap();
+        assert_eq!(message.key_type, KeyType::Secp256k1);
+        assert_eq!(message.data.len(), 33);
+        assert_eq!(message.encode(), secp);
+    }
+
+    #[test]
+    fn key_message_tells_unsupported_types_from_malformed_bytes() {
+        assert_eq!(
+            KeyMessage::decode(&[0x08, 0x04, 0x12, 0x00]),
+            Err(IdentityError::UnsupportedKeyType(4))
+        );
+        // A multi-byte varint key type.
+        assert_eq!(
+            KeyMessage::decode(&[0x08, 0x80, 0x01, 0x12, 0x00]),
+            Err(IdentityError::UnsupportedKeyType(128))
+        );
+        let malformed: &[&[u8]] = &[
+            &[],                                   // missing both fields
+            &[0x08, 0x01],                         // missing data
+            &[0x12, 0x00],                         // missing type
+            &[0x08],                               // truncated type
+            &[0x08, 0x81],                         // unterminated varint
+            &[0x08, 0x01, 0x12],                   // truncated length
+            &[0x08, 0x01, 0x12, 0x03, 1, 2],       // truncated data
+            &[0x08, 0x01, 0x08, 0x01, 0x12, 0x00], // duplicate type
+            &[0x08, 0x01, 0x12, 0x00, 0x12, 0x00], // duplicate data
+            &[0x08, 0x01, 0x12, 0x00, 0x18, 0x01], // unknown field 3
+            &[0x0a, 0x00, 0x12, 0x00],             // field 1 with the wrong wire type
+            // An 11-byte varint, and a 10-byte one that overflows 64 bits.
+            &[
+                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            &[
+                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ],
+            // A data length far beyond the input.
+            &[
+                0x08, 0x01, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+        ];
+        for bytes in malformed {
+            assert!(
+                matches!(
+                    KeyMessage::decode(bytes),
+                    Err(IdentityError::MalformedKey(_))
+                ),
+                "{bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_message_largest_varint_is_accepted() {
+        // 2^64 - 1 as a key type: well formed, undefined type.
+        let mut bytes = vec![0x08];
+        bytes.extend_from_slice(&[0xff; 9]);
+        bytes.extend_from_slice(&[0x01, 0x12, 0x00]);
+        assert_eq!(
+            KeyMessage::decode(&bytes),
+            Err(IdentityError::UnsupportedKeyType(u64::MAX))
+        );
+    }
+
     proptest! {
         #[test]
+        fn key_message_round_trips(
+            value in 0u64..4,
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let key_type = KeyType::from_protobuf(value).unwrap();
+            let encoded = KeyMessage { key_type, data: &data }.encode();
+            let decoded = KeyMessage::decode(&encoded).unwrap();
+            prop_assert_eq!(decoded.key_type, key_type);
+            prop_assert_eq!(decoded.data, &data[..]);
+        }
+
+        #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = KeyMessage::decode(&bytes);
             let _ = PublicKey::decode_protobuf(&bytes);
             let _ = Keypair::from_protobuf_encoding(&bytes);
             if let Ok(id) = PeerId::from_bytes(&bytes) {

@@ -1,6 +1,6 @@
 //! meshwire's shared vocabulary, used by every other crate without pulling in any IO:
-//! node identities ([`identity::Keypair`], [`identity::PeerId`]), [`ConnectionId`] and
-//! [`Direction`].
+//! node identities ([`identity::Keypair`], [`identity::PeerId`], and [`identity::KeyMessage`],
+//! the one decoder of libp2p's protobuf key messages), [`ConnectionId`] and [`Direction`].
 //!
 //! ```
 //! use meshwire_core::{ConnectionId, Direction, identity::Keypair};
@@ -17,7 +17,7 @@
 
 pub mod identity;
 
-pub use identity::{IdentityError, Keypair, PeerId, PublicKey};
+pub use identity::{IdentityError, KeyMessage, KeyType, Keypair, PeerId, PublicKey};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -597,6 +597,54 @@ mod tests {
     use super::*;
     use meshwire_core::Keypair;
 
+    #[tokio::test]
+    async fn a_flood_of_addresses_and_protocols_is_capped_end_to_end() {
+        let key = Keypair::generate();
+        let config = Config::from_public_key(key.public())
+            .with_max_listen_addrs(10)
+            .with_max_protocols(5);
+        let mut b = Behaviour::new(config);
+        let remote = Keypair::generate();
+        let peer = remote.peer_id();
+        let connection = ConnectionId::next();
+        let mut conn = Conn::new(peer, Multiaddr::empty());
+        conn.identify_running = true;
+        b.connections.insert(connection, conn);
+        // What ten merged 4 KiB frames can carry: tens of thousands of distinct entries.
+        let msg = wire::Identify {
+            public_key: Some(remote.public().encode_protobuf()),
+            listen_addrs: (0..30_000u32)
+                .map(|n| {
+                    let addr: Multiaddr = format!("/ip4/{}", std::net::Ipv4Addr::from(n))
+                        .parse()
+                        .unwrap();
+                    addr.to_vec()
+                })
+                .collect(),
+            protocols: (0..10_000).map(|n| format!("/p/{n}")).collect(),
+            ..Default::default()
+        };
+        b.on_exchange_done(
+            Key::new(peer, connection, Exchange::Identify),
+            Ok(Some(msg)),
+        );
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (mut announced, mut received) = (0, None);
+        while let Poll::Ready(command) = b.outbox.poll(&mut cx) {
+            match command {
+                ToSwarm::NewExternalAddrOfPeer { .. } => announced += 1,
+                ToSwarm::GenerateEvent(Event::Received { info, .. }) => received = Some(info),
+                _ => {}
+            }
+        }
+        let info = received.expect("the info is received");
+        assert_eq!(announced, 10);
+        assert_eq!(info.listen_addrs.len(), 10);
+        assert_eq!(info.protocols.len(), 5);
+        assert_eq!(b.info(&peer), Some(&info));
+    }
+
     #[test]
     fn dial_addresses_come_from_the_cache() {
         let key = Keypair::generate();

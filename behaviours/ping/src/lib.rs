@@ -622,8 +622,9 @@ impl NetworkBehaviour for Behaviour {
         let echo_timeout = self.config.echo_timeout;
         let fut = async move {
             let result = protocol::echo(&mut stream, echo_timeout).await;
-            if result.is_err() {
-                // An abort, not a clean end: also what a remote that stopped reading sees.
+            // A remote that stopped reading gets an abort. On other errors the stream is
+            // dropped, which finishes it gracefully: echoes already written still arrive.
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
                 stream.reset();
             }
             TaskOutput::InboundEnded(result)

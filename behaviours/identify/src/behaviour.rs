@@ -1,133 +1,31 @@
 //! [`Behaviour`]: identify every connection, answer the remote's requests, push updates.
+//!
+//! The pieces: [`state`](crate::state) keeps connections, the info cache and the re-identify
+//! schedule; [`exchange`](crate::exchange) runs the stream exchanges as [`Tasks`];
+//! [`local`](crate::local) knows what we advertise. This module wires them to the swarm.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
-
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::io::AsyncWriteExt;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
-use meshwire_core::{ConnectionId, PeerId, PublicKey};
+use meshwire_core::{ConnectionId, PeerId};
+use meshwire_swarm::toolkit::{Connections, Outbox, Tasks};
 use meshwire_swarm::{
-    ConnectionDenied, FromSwarm, InboundStream, ListenerId, NetworkBehaviour, OpenStream,
-    OutboundStreamResult, Stream, StreamProtocol, StreamRequestId, Timer, ToSwarm,
+    ConnectionDenied, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
+    StreamProtocol, ToSwarm,
 };
 use multiaddr::Multiaddr;
 use tokio::time::Instant;
 
-use crate::protocol::{
-    encode_frame, read_message, wire, write_and_close, Error, Info, DEFAULT_MAX_MESSAGE_SIZE,
-    PROTOCOL_NAME, PUSH_PROTOCOL_NAME,
-};
+use crate::config::{Config, MAX_DIAL_ADDRESSES, MAX_INBOUND_STREAMS_PER_CONNECTION};
+use crate::exchange::{self, Exchange, Key, Output, BACKSTOP};
+use crate::local::{new_peer_addrs, LocalInfo};
+use crate::protocol::{wire, Error, Info, PROTOCOL_NAME, PUSH_PROTOCOL_NAME};
+use crate::state::{Conn, PeerCache, Schedule};
 
-/// The protocol version sent by default (the one the spec names).
-pub const DEFAULT_PROTOCOL_VERSION: &str = "ipfs/0.1.0";
-
-/// Inbound identify and push streams handled at once on one connection; more are reset.
-pub const MAX_INBOUND_STREAMS_PER_CONNECTION: usize = 4;
-
-/// Addresses of a peer's cached info that [`Behaviour`] adds to a dial of that peer.
-pub const MAX_DIAL_ADDRESSES: usize = 8;
-
-/// Confirmed external addresses remembered for advertising; more are ignored.
-pub const MAX_EXTERNAL_ADDRESSES: usize = 32;
-
-/// Settings of a [`Behaviour`].
-///
-/// ```
-/// use std::time::Duration;
-/// use meshwire_core::Keypair;
-/// use meshwire_identify::Config;
-///
-/// let config = Config::new("ipfs/0.1.0", Keypair::generate().public())
-///     .with_agent_version("my-app/1.0.0")
-///     .with_interval(Duration::from_secs(60))
-///     .with_push_listen_addr_updates(true);
-/// assert_eq!(config.max_message_size, 4096);
-/// ```
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The protocol family we announce (default [`DEFAULT_PROTOCOL_VERSION`]).
-    pub protocol_version: String,
-    /// Our implementation (default `meshwire/<crate version>`).
-    pub agent_version: String,
-    /// Our public key; it must be the key of the swarm's identity.
-    pub local_public_key: PublicKey,
-    /// How often every connection is identified again (default 5 minutes; zero never
-    /// re-identifies).
-    pub interval: Duration,
-    /// Push our info to every connected peer when our listen addresses, confirmed external
-    /// addresses or protocols change (default `false`).
-    pub push_listen_addr_updates: bool,
-    /// Bound of one message in either direction, without its length prefix (default 4096).
-    pub max_message_size: usize,
-    /// Time for one stream exchange, after the stream is open (default 10 s).
-    pub timeout: Duration,
-    /// Peers whose latest info is kept; the least recently updated is dropped first
-    /// (default 100).
-    pub cache_size: usize,
-}
-
-impl Config {
-    /// The defaults, announcing `protocol_version` and `local_public_key`.
-    pub fn new(protocol_version: impl Into<String>, local_public_key: PublicKey) -> Self {
-        Config {
-            protocol_version: protocol_version.into(),
-            agent_version: concat!("meshwire/", env!("CARGO_PKG_VERSION")).to_owned(),
-            local_public_key,
-            interval: Duration::from_secs(5 * 60),
-            push_listen_addr_updates: false,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            timeout: Duration::from_secs(10),
-            cache_size: 100,
-        }
-    }
-
-    /// The defaults with the protocol version [`DEFAULT_PROTOCOL_VERSION`].
-    pub fn from_public_key(local_public_key: PublicKey) -> Self {
-        Config::new(DEFAULT_PROTOCOL_VERSION, local_public_key)
-    }
-
-    /// Sets [`Config::agent_version`].
-    pub fn with_agent_version(mut self, agent_version: impl Into<String>) -> Self {
-        self.agent_version = agent_version.into();
-        self
-    }
-
-    /// Sets [`Config::interval`].
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// Sets [`Config::push_listen_addr_updates`].
-    pub fn with_push_listen_addr_updates(mut self, push: bool) -> Self {
-        self.push_listen_addr_updates = push;
-        self
-    }
-
-    /// Sets [`Config::max_message_size`].
-    pub fn with_max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max;
-        self
-    }
-
-    /// Sets [`Config::timeout`].
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::cache_size`].
-    pub fn with_cache_size(mut self, cache_size: usize) -> Self {
-        self.cache_size = cache_size;
-        self
-    }
-}
+/// Delay before an identify request that found the outbox or the exchanges full is retried.
+const RETRY_WHEN_BUSY: Duration = Duration::from_secs(1);
 
 /// What [`Behaviour`] reports.
 #[derive(Debug, Clone)]
@@ -176,105 +74,6 @@ pub enum Event {
     },
 }
 
-/// What a stream request of ours is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Identify,
-    Push,
-}
-
-/// The end of a stream exchange.
-enum Done {
-    /// Our identify request got an answer (or failed).
-    Identify(Result<wire::Identify, Error>),
-    /// We answered a request.
-    Answered(Result<(), Error>),
-    /// We pushed.
-    Pushed(Result<(), Error>),
-    /// A peer pushed to us.
-    PushReceived(Result<wire::Identify, Error>),
-}
-
-struct Completed {
-    peer: PeerId,
-    connection: ConnectionId,
-    done: Done,
-}
-
-/// Our state of one connection.
-struct Conn {
-    peer: PeerId,
-    /// The remote's address, sent back as its observed address.
-    remote_addr: Multiaddr,
-    /// Our identify request waiting for its stream.
-    identify_request: Option<StreamRequestId>,
-    /// Our identify request's stream is being read.
-    identify_running: bool,
-    /// When the next identify request is due (`None` while one is outstanding).
-    next_identify: Option<Instant>,
-    /// Our push waiting for its stream.
-    push_request: Option<StreamRequestId>,
-    /// Our push is being written.
-    push_running: bool,
-    /// Our info changed while a push was outstanding: push again after it.
-    push_again: bool,
-    /// Inbound streams being handled.
-    inbound: usize,
-}
-
-impl Conn {
-    fn identify_outstanding(&self) -> bool {
-        self.identify_request.is_some() || self.identify_running
-    }
-
-    fn push_outstanding(&self) -> bool {
-        self.push_request.is_some() || self.push_running
-    }
-}
-
-/// The latest info of connected peers, bounded; the least recently updated goes first.
-struct PeerCache {
-    entries: HashMap<PeerId, (Info, u64)>,
-    clock: u64,
-    capacity: usize,
-}
-
-impl PeerCache {
-    fn new(capacity: usize) -> Self {
-        PeerCache {
-            entries: HashMap::new(),
-            clock: 0,
-            capacity,
-        }
-    }
-
-    fn get(&self, peer: &PeerId) -> Option<&Info> {
-        self.entries.get(peer).map(|(info, _)| info)
-    }
-
-    fn insert(&mut self, peer: PeerId, info: Info) {
-        if self.capacity == 0 {
-            return;
-        }
-        self.clock += 1;
-        if !self.entries.contains_key(&peer) && self.entries.len() >= self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, stamp))| *stamp)
-                .map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
-            }
-        }
-        self.entries.insert(peer, (info, self.clock));
-    }
-
-    fn remove(&mut self, peer: &PeerId) {
-        self.entries.remove(peer);
-    }
-}
-
 /// The identify protocol for all peers: asks every new connection who is on the other end,
 /// answers the remote's questions, re-identifies every [`Config::interval`], and pushes
 /// updates when [`Config::push_listen_addr_updates`] is on.
@@ -285,26 +84,18 @@ impl PeerCache {
 /// [`ToSwarm::NewExternalAddrOfPeer`]. See the crate documentation for an example.
 pub struct Behaviour {
     config: Config,
-    /// Our listen addresses, per listener.
-    listen_addrs: HashMap<ListenerId, Vec<Multiaddr>>,
-    /// Our confirmed external addresses.
-    external_addrs: Vec<Multiaddr>,
-    /// Every protocol of the local node.
-    local_protocols: Vec<StreamProtocol>,
+    /// What we advertise.
+    local: LocalInfo,
     connections: HashMap<ConnectionId, Conn>,
-    /// Open connections of each peer, oldest first.
-    peers: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Open connections of each peer.
+    peers: Connections,
     cache: PeerCache,
-    /// Our stream requests in flight.
-    requests: HashMap<StreamRequestId, (ConnectionId, Kind)>,
-    streams: FuturesUnordered<BoxFuture<'static, Completed>>,
+    /// Commands for the swarm; a stream request keeps its connection and exchange.
+    outbox: Outbox<Event, (ConnectionId, Exchange)>,
+    /// The stream exchanges running.
+    exchanges: Tasks<Key, Output>,
     /// Re-identify deadlines; entries a connection no longer expects are skipped.
-    timers: BinaryHeap<Reverse<(Instant, ConnectionId)>>,
-    sleep: Timer,
-    /// Push to every peer at the next poll.
-    push_all: bool,
-    queue: VecDeque<ToSwarm<Event>>,
-    waker: Option<Waker>,
+    schedule: Schedule,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -312,7 +103,8 @@ impl std::fmt::Debug for Behaviour {
         f.debug_struct("Behaviour")
             .field("config", &self.config)
             .field("connections", &self.connections.len())
-            .field("streams", &self.streams.len())
+            .field("exchanges", &self.exchanges)
+            .field("outbox", &self.outbox)
             .finish_non_exhaustive()
     }
 }
@@ -320,22 +112,15 @@ impl std::fmt::Debug for Behaviour {
 impl Behaviour {
     /// A behaviour with `config`.
     pub fn new(config: Config) -> Self {
-        let cache = PeerCache::new(config.cache_size);
         Behaviour {
+            cache: PeerCache::new(config.cache_size),
+            outbox: Outbox::new(config.max_queued),
+            exchanges: Tasks::new(config.max_exchanges),
             config,
-            listen_addrs: HashMap::new(),
-            external_addrs: Vec::new(),
-            local_protocols: Vec::new(),
+            local: LocalInfo::default(),
             connections: HashMap::new(),
-            peers: HashMap::new(),
-            cache,
-            requests: HashMap::new(),
-            streams: FuturesUnordered::new(),
-            timers: BinaryHeap::new(),
-            sleep: Timer::default(),
-            push_all: false,
-            queue: VecDeque::new(),
-            waker: None,
+            peers: Connections::default(),
+            schedule: Schedule::default(),
         }
     }
 
@@ -355,72 +140,36 @@ impl Behaviour {
         for peer in peers {
             self.push_to(peer);
         }
-        self.wake();
     }
 
-    /// The addresses we advertise: listen addresses, then confirmed external ones.
-    fn advertised_addrs(&self) -> Vec<Multiaddr> {
-        let mut out: Vec<Multiaddr> = Vec::new();
-        let mut listeners: Vec<_> = self.listen_addrs.iter().collect();
-        listeners.sort_by_key(|(id, _)| **id);
-        for addr in listeners
-            .into_iter()
-            .flat_map(|(_, addrs)| addrs)
-            .chain(&self.external_addrs)
+    /// Queues a command; at the limit it is dropped, with a log.
+    fn emit(&mut self, command: ToSwarm<Event>) {
+        if let Err(full) = self.outbox.push(command) {
+            tracing::warn!(
+                limit = full.limit,
+                "identify: command queue full; dropping a command"
+            );
+        }
+    }
+
+    /// Runs an exchange; `false` (and the future dropped) if the limit of exchanges is reached.
+    fn spawn(&mut self, key: Key, fut: impl Future<Output = Output> + Send + 'static) -> bool {
+        match self
+            .exchanges
+            .try_push(key, self.config.timeout + BACKSTOP, fut)
         {
-            if !out.contains(addr) {
-                out.push(addr.clone());
+            Ok(()) => true,
+            Err(full) => {
+                tracing::debug!(
+                    peer = %key.peer,
+                    connection = %key.connection,
+                    exchange = ?key.exchange,
+                    limit = full.limit,
+                    "identify: too many exchanges running"
+                );
+                false
             }
         }
-        out
-    }
-
-    /// Our message for a remote whose address we see as `observed`, trimmed of listen
-    /// addresses until it fits [`Config::max_message_size`].
-    fn local_frame(&self, observed: Option<&Multiaddr>) -> Result<Vec<u8>, Error> {
-        let mut msg = wire::Identify {
-            protocol_version: Some(self.config.protocol_version.clone()),
-            agent_version: Some(self.config.agent_version.clone()),
-            public_key: Some(self.config.local_public_key.encode_protobuf()),
-            listen_addrs: self.advertised_addrs().iter().map(|a| a.to_vec()).collect(),
-            observed_addr: observed.filter(|a| !a.is_empty()).map(|a| a.to_vec()),
-            protocols: self
-                .local_protocols
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            signed_peer_record: None,
-        };
-        let mut dropped = 0usize;
-        loop {
-            match encode_frame(&msg, self.config.max_message_size) {
-                Err(Error::TooLarge { .. }) if !msg.listen_addrs.is_empty() => {
-                    msg.listen_addrs.pop();
-                    dropped += 1;
-                }
-                other => {
-                    if dropped > 0 {
-                        tracing::warn!(
-                            dropped,
-                            max = self.config.max_message_size,
-                            "identify: our message is too large; listen addresses left out"
-                        );
-                    }
-                    return other;
-                }
-            }
-        }
-    }
-
-    fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    fn spawn(&mut self, fut: impl Future<Output = Completed> + Send + 'static) {
-        self.streams.push(fut.boxed());
-        self.wake();
     }
 
     fn request_identify(&mut self, connection: ConnectionId) {
@@ -433,25 +182,34 @@ impl Behaviour {
         let open = OpenStream::new(c.peer, PROTOCOL_NAME)
             .on_connection(connection)
             .no_dial();
-        c.identify_request = Some(open.id);
-        c.next_identify = None;
-        self.requests.insert(open.id, (connection, Kind::Identify));
         tracing::trace!(peer = %c.peer, %connection, "identify: requesting");
-        self.queue.push_back(ToSwarm::OpenStream(open));
-        self.wake();
+        c.next_identify = None;
+        match self
+            .outbox
+            .open_stream(open, (connection, Exchange::Identify))
+        {
+            Ok(id) => c.identify_request = Some(id),
+            Err(full) => {
+                tracing::debug!(peer = %c.peer, %connection, limit = full.limit, "identify: command queue full; retrying later");
+                self.schedule_identify_in(connection, RETRY_WHEN_BUSY);
+            }
+        }
     }
 
+    /// Plans the next identify request of `connection` after [`Config::interval`].
     fn schedule_identify(&mut self, connection: ConnectionId) {
-        if self.config.interval.is_zero() {
-            return;
+        if !self.config.interval.is_zero() {
+            self.schedule_identify_in(connection, self.config.interval);
         }
+    }
+
+    fn schedule_identify_in(&mut self, connection: ConnectionId, delay: Duration) {
         let Some(c) = self.connections.get_mut(&connection) else {
             return;
         };
-        let at = Instant::now() + self.config.interval;
+        let at = Instant::now() + delay;
         c.next_identify = Some(at);
-        self.timers.push(Reverse((at, connection)));
-        self.wake();
+        self.schedule.insert(at, connection);
     }
 
     /// Pushes to `peer` on its oldest connection, unless it told us it does not take pushes.
@@ -461,7 +219,7 @@ impl Behaviour {
                 return;
             }
         }
-        let Some(&connection) = self.peers.get(&peer).and_then(|c| c.first()) else {
+        let Some(&connection) = self.peers.of(&peer).first() else {
             return;
         };
         self.push_on(connection);
@@ -478,98 +236,84 @@ impl Behaviour {
         let open = OpenStream::new(c.peer, PUSH_PROTOCOL_NAME)
             .on_connection(connection)
             .no_dial();
-        c.push_request = Some(open.id);
         c.push_again = false;
-        self.requests.insert(open.id, (connection, Kind::Push));
         tracing::trace!(peer = %c.peer, %connection, "identify: pushing");
-        self.queue.push_back(ToSwarm::OpenStream(open));
+        match self.outbox.open_stream(open, (connection, Exchange::Push)) {
+            Ok(id) => c.push_request = Some(id),
+            Err(full) => {
+                tracing::debug!(peer = %c.peer, %connection, limit = full.limit, "identify: command queue full; push dropped");
+            }
+        }
     }
 
     /// After a possible change of what we advertise: push if it changed and we are
     /// configured to.
     fn after_local_change(&mut self, changed: bool) {
-        if changed && self.config.push_listen_addr_updates && !self.peers.is_empty() {
-            self.push_all = true;
-            self.wake();
+        if changed && self.config.push_listen_addr_updates {
+            let peers: Vec<PeerId> = self.peers.peers().copied().collect();
+            for peer in peers {
+                self.push_to(peer);
+            }
         }
     }
 
-    fn on_completed(&mut self, completed: Completed) {
-        let Completed {
+    fn on_exchange_done(&mut self, key: Key, result: Output) {
+        let Key {
             peer,
             connection,
-            done,
-        } = completed;
+            exchange,
+        } = key;
         let Some(c) = self.connections.get_mut(&connection) else {
             tracing::debug!(%peer, %connection, "identify: exchange ended after its connection closed");
             return;
         };
-        match done {
-            Done::Identify(result) => {
+        match exchange {
+            Exchange::Identify => {
                 c.identify_running = false;
                 self.schedule_identify(connection);
-                let info = result.and_then(|msg| Info::from_wire(&peer, msg));
+                let limits = self.config.limits();
+                let info = result
+                    .and_then(|msg| msg.ok_or(Error::NoMessage))
+                    .and_then(|msg| Info::from_wire(&peer, msg, limits));
                 match info {
                     Ok(info) => self.on_received(peer, connection, info),
                     Err(error) => self.report_error(peer, connection, error),
                 }
             }
-            Done::Answered(result) => {
+            Exchange::Answer => {
                 c.inbound = c.inbound.saturating_sub(1);
                 match result {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::debug!(%peer, %connection, "identify: answered");
-                        self.queue
-                            .push_back(ToSwarm::GenerateEvent(Event::Sent { peer, connection }));
+                        self.emit(ToSwarm::GenerateEvent(Event::Sent { peer, connection }));
                     }
                     Err(error) => self.report_error(peer, connection, error),
                 }
             }
-            Done::Pushed(result) => {
+            Exchange::Push => {
                 c.push_running = false;
                 let again = std::mem::take(&mut c.push_again);
                 match result {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::debug!(%peer, %connection, "identify: pushed");
-                        self.queue
-                            .push_back(ToSwarm::GenerateEvent(Event::PushSent {
-                                peer,
-                                connection,
-                            }));
+                        self.emit(ToSwarm::GenerateEvent(Event::PushSent { peer, connection }));
                     }
-                    Err(error) if error.is_unsupported() => {
-                        tracing::debug!(%peer, %connection, "identify: peer does not take pushes");
-                    }
-                    Err(error) => self.report_error(peer, connection, error),
+                    Err(error) => self.push_failed(peer, connection, error),
                 }
                 if again {
                     self.push_on(connection);
                 }
             }
-            Done::PushReceived(result) => {
+            Exchange::PushReceived => {
                 c.inbound = c.inbound.saturating_sub(1);
-                let merged = result.and_then(|msg| {
-                    let mut info = match self.cache.get(&peer) {
-                        Some(info) => info.clone(),
-                        None => Info {
-                            public_key: peer.public_key().ok_or(Error::MissingPublicKey)?,
-                            protocol_version: String::new(),
-                            agent_version: String::new(),
-                            listen_addrs: Vec::new(),
-                            protocols: Vec::new(),
-                            observed_addr: Multiaddr::empty(),
-                        },
-                    };
-                    info.apply_push(&peer, msg)?;
-                    Ok(info)
-                });
+                let merged = result
+                    .and_then(|msg| msg.ok_or(Error::NoMessage))
+                    .and_then(|msg| self.apply_push(peer, msg));
                 match merged {
                     Ok(info) => {
                         tracing::debug!(%peer, %connection, "identify: received a push");
-                        self.announce_peer_addrs(peer, &info);
-                        self.announce_peer_protocols(peer, connection, &info);
-                        self.cache.insert(peer, info.clone());
-                        self.queue.push_back(ToSwarm::GenerateEvent(Event::Pushed {
+                        self.learn(peer, connection, &info);
+                        self.emit(ToSwarm::GenerateEvent(Event::Pushed {
                             peer,
                             connection,
                             info,
@@ -578,6 +322,32 @@ impl Behaviour {
                     Err(error) => self.report_error(peer, connection, error),
                 }
             }
+        }
+    }
+
+    /// The peer's info with its push `msg` applied.
+    fn apply_push(&self, peer: PeerId, msg: wire::Identify) -> Result<Info, Error> {
+        let mut info = match self.cache.get(&peer) {
+            Some(info) => info.clone(),
+            None => Info {
+                public_key: peer.public_key().ok_or(Error::MissingPublicKey)?,
+                protocol_version: String::new(),
+                agent_version: String::new(),
+                listen_addrs: Vec::new(),
+                protocols: Vec::new(),
+                observed_addr: Multiaddr::empty(),
+            },
+        };
+        info.apply_push(&peer, msg, self.config.limits())?;
+        Ok(info)
+    }
+
+    /// A push of ours failed: a peer that does not take pushes is no error.
+    fn push_failed(&mut self, peer: PeerId, connection: ConnectionId, error: Error) {
+        if error.is_unsupported() {
+            tracing::debug!(%peer, %connection, "identify: peer does not take pushes");
+        } else {
+            self.report_error(peer, connection, error);
         }
     }
 
@@ -590,99 +360,77 @@ impl Behaviour {
             "identify: received info"
         );
         let observed = info.observed_addr.clone();
-        self.announce_peer_addrs(peer, &info);
-        self.announce_peer_protocols(peer, connection, &info);
-        self.cache.insert(peer, info.clone());
-        self.queue
-            .push_back(ToSwarm::GenerateEvent(Event::Received {
-                peer,
-                connection,
-                info,
-            }));
+        self.learn(peer, connection, &info);
+        self.emit(ToSwarm::GenerateEvent(Event::Received {
+            peer,
+            connection,
+            info,
+        }));
         if !observed.is_empty() {
-            self.queue
-                .push_back(ToSwarm::NewExternalAddrCandidate(observed));
+            self.emit(ToSwarm::NewExternalAddrCandidate(observed));
         }
     }
 
-    /// Shares the peer's protocols with every behaviour (kademlia adds DHT servers to its
-    /// routing table from them).
-    fn announce_peer_protocols(&mut self, peer: PeerId, connection: ConnectionId, info: &Info) {
-        self.queue.push_back(ToSwarm::RemoteProtocolsChanged {
+    /// Shares what a peer told us: its new listen addresses go to the swarm's address book,
+    /// its protocols to every behaviour (kademlia adds DHT servers to its routing table from
+    /// them); its info is cached.
+    fn learn(&mut self, peer: PeerId, connection: ConnectionId, info: &Info) {
+        let fresh: Vec<Multiaddr> = new_peer_addrs(self.cache.get(&peer), info)
+            .cloned()
+            .collect();
+        for addr in fresh {
+            self.emit(ToSwarm::NewExternalAddrOfPeer { peer, addr });
+        }
+        self.emit(ToSwarm::RemoteProtocolsChanged {
             peer,
             connection,
             protocols: info.protocols.clone(),
         });
-    }
-
-    /// Reports the listen addresses of `info` not in the peer's cached info.
-    fn announce_peer_addrs(&mut self, peer: PeerId, info: &Info) {
-        let known = self.cache.get(&peer).map(|i| i.listen_addrs.as_slice());
-        for addr in &info.listen_addrs {
-            if known.is_some_and(|k| k.contains(addr)) {
-                continue;
-            }
-            self.queue.push_back(ToSwarm::NewExternalAddrOfPeer {
-                peer,
-                addr: addr.clone(),
-            });
-        }
+        self.cache.insert(peer, info.clone());
     }
 
     fn report_error(&mut self, peer: PeerId, connection: ConnectionId, error: Error) {
         tracing::debug!(%peer, %connection, %error, "identify: exchange failed");
-        self.queue.push_back(ToSwarm::GenerateEvent(Event::Error {
+        self.emit(ToSwarm::GenerateEvent(Event::Error {
             peer,
             connection,
             error,
         }));
     }
 
-    /// Fires due re-identifications and arms the timer; `true` if any fired.
-    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut fired = false;
-        // Two rounds at most: the second only if the sleep completed right after the first.
-        for _ in 0..2 {
-            let now = Instant::now();
-            while let Some(&Reverse((at, connection))) = self.timers.peek() {
-                if at > now {
-                    break;
-                }
-                self.timers.pop();
-                let due = self
+    /// A stream request of ours failed.
+    fn stream_failed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        exchange: Exchange,
+        error: Error,
+    ) {
+        match exchange {
+            Exchange::Push => {
+                let again = self
                     .connections
-                    .get(&connection)
-                    .is_some_and(|c| c.next_identify == Some(at));
-                if due {
-                    self.request_identify(connection);
-                    fired = true;
+                    .get_mut(&connection)
+                    .is_some_and(|c| std::mem::take(&mut c.push_again));
+                self.push_failed(peer, connection, error);
+                if again {
+                    self.push_on(connection);
                 }
             }
-            let next = self.timers.peek().map(|&Reverse((at, _))| at);
-            if self.sleep.poll_at(next, cx).is_pending() {
-                return fired;
+            _ => {
+                self.schedule_identify(connection);
+                self.report_error(peer, connection, error);
             }
         }
-        fired
     }
-}
 
-/// Resets `stream` after a failed exchange, so the remote sees an abort rather than a clean
-/// end (a dropped QUIC stream would be finished gracefully).
-fn reset_on_error<T>(stream: &mut Stream, result: &Result<T, Error>) {
-    if result.is_err() {
-        stream.reset();
+    fn on_connection_closed(&mut self, connection: ConnectionId) {
+        if let Some(c) = self.connections.remove(&connection) {
+            for id in [c.identify_request, c.push_request].into_iter().flatten() {
+                self.outbox.take_stream(id);
+            }
+        }
     }
-}
-
-/// Runs `fut` with the exchange timeout.
-async fn with_timeout<T>(
-    timeout: Duration,
-    fut: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or(Err(Error::Timeout))
 }
 
 impl NetworkBehaviour for Behaviour {
@@ -711,6 +459,13 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let Some(peer) = self
+            .peers
+            .on_swarm_event(&event)
+            .and_then(|change| change.last_closed())
+        {
+            self.cache.remove(&peer);
+        }
         match event {
             FromSwarm::ConnectionEstablished {
                 peer,
@@ -718,73 +473,15 @@ impl NetworkBehaviour for Behaviour {
                 endpoint,
                 ..
             } => {
-                self.connections.insert(
-                    connection,
-                    Conn {
-                        peer,
-                        remote_addr: endpoint.remote_addr().clone(),
-                        identify_request: None,
-                        identify_running: false,
-                        next_identify: None,
-                        push_request: None,
-                        push_running: false,
-                        push_again: false,
-                        inbound: 0,
-                    },
-                );
-                self.peers.entry(peer).or_default().push(connection);
+                self.connections
+                    .insert(connection, Conn::new(peer, endpoint.remote_addr().clone()));
                 self.request_identify(connection);
             }
-            FromSwarm::ConnectionClosed {
-                peer, connection, ..
-            } => {
-                if let Some(c) = self.connections.remove(&connection) {
-                    for id in [c.identify_request, c.push_request].into_iter().flatten() {
-                        self.requests.remove(&id);
-                    }
-                }
-                if let Some(conns) = self.peers.get_mut(&peer) {
-                    conns.retain(|c| *c != connection);
-                    if conns.is_empty() {
-                        self.peers.remove(&peer);
-                        self.cache.remove(&peer);
-                    }
-                }
-            }
-            FromSwarm::NewListenAddr { listener, addr } => {
-                let addrs = self.listen_addrs.entry(listener).or_default();
-                let fresh = !addrs.contains(addr);
-                if fresh {
-                    addrs.push(addr.clone());
-                }
-                self.after_local_change(fresh);
-            }
-            FromSwarm::ListenerClosed { listener, .. } => {
-                let known = self.listen_addrs.remove(&listener).is_some();
-                self.after_local_change(known);
-            }
-            FromSwarm::ExternalAddrConfirmed { addr } => {
-                let fresh = !self.external_addrs.contains(addr)
-                    && self.external_addrs.len() < MAX_EXTERNAL_ADDRESSES;
-                if fresh {
-                    self.external_addrs.push(addr.clone());
-                }
-                self.after_local_change(fresh);
-            }
-            FromSwarm::ExternalAddrExpired { addr } => {
-                let before = self.external_addrs.len();
-                self.external_addrs.retain(|a| a != addr);
-                let removed = self.external_addrs.len() != before;
-                self.after_local_change(removed);
-            }
-            FromSwarm::LocalProtocolsChanged { protocols } => {
-                let changed = self.local_protocols != protocols;
-                if changed {
-                    self.local_protocols = protocols.to_vec();
-                }
+            FromSwarm::ConnectionClosed { connection, .. } => self.on_connection_closed(connection),
+            other => {
+                let changed = self.local.on_swarm_event(&other);
                 self.after_local_change(changed);
             }
-            _ => {}
         }
     }
 
@@ -795,59 +492,37 @@ impl NetworkBehaviour for Behaviour {
             protocol,
             mut stream,
         } = inbound;
-        let Some(c) = self.connections.get_mut(&connection) else {
+        let Some(c) = self.connections.get(&connection) else {
             tracing::debug!(%peer, %connection, "identify: stream on an unknown connection; resetting");
             stream.reset();
             return;
         };
-        if c.inbound >= MAX_INBOUND_STREAMS_PER_CONNECTION {
-            tracing::debug!(%peer, %connection, %protocol, "identify: too many inbound streams; resetting");
+        if c.inbound >= MAX_INBOUND_STREAMS_PER_CONNECTION || !self.exchanges.has_room() {
+            tracing::debug!(%peer, %connection, %protocol, inbound = c.inbound, "identify: too many inbound streams; resetting");
             stream.reset();
             return;
         }
-        c.inbound += 1;
-        let timeout = self.config.timeout;
-        if protocol == PROTOCOL_NAME {
-            let observed = c.remote_addr.clone();
-            let frame = self.local_frame(Some(&observed));
-            self.spawn(async move {
-                let result = match frame {
-                    Ok(frame) => with_timeout(timeout, write_and_close(&mut stream, &frame)).await,
-                    Err(e) => Err(e),
-                };
-                reset_on_error(&mut stream, &result);
-                Completed {
-                    peer,
-                    connection,
-                    done: Done::Answered(result),
-                }
-            });
+        let limit = self.config.timeout;
+        let max = self.config.max_message_size;
+        let started = if protocol == PROTOCOL_NAME {
+            let frame = self.local.frame(&self.config, Some(&c.remote_addr));
+            let key = Key::new(peer, connection, Exchange::Answer);
+            self.spawn(key, exchange::send(stream, frame, limit))
         } else if protocol == PUSH_PROTOCOL_NAME {
-            let max = self.config.max_message_size;
-            self.spawn(async move {
-                let result = with_timeout(timeout, async {
-                    let msg = read_message(&mut stream, max).await?;
-                    // We write nothing; finish our side cleanly (best effort).
-                    let _ = stream.close().await;
-                    Ok(msg)
-                })
-                .await;
-                reset_on_error(&mut stream, &result);
-                Completed {
-                    peer,
-                    connection,
-                    done: Done::PushReceived(result),
-                }
-            });
+            let key = Key::new(peer, connection, Exchange::PushReceived);
+            self.spawn(key, exchange::receive_push(stream, max, limit))
         } else {
-            c.inbound -= 1;
             tracing::debug!(%peer, %connection, %protocol, "identify: stream of a foreign protocol; resetting");
             stream.reset();
+            return;
+        };
+        if let Some(c) = self.connections.get_mut(&connection).filter(|_| started) {
+            c.inbound += 1;
         }
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some((connection, kind)) = self.requests.remove(&result.id) else {
+        let Some((connection, exchange)) = self.outbox.take_stream(result.id) else {
             return;
         };
         let peer = result.peer;
@@ -857,112 +532,63 @@ impl NetworkBehaviour for Behaviour {
             }
             return;
         };
-        match kind {
-            Kind::Identify => c.identify_request = None,
-            Kind::Push => c.push_request = None,
+        let push = exchange == Exchange::Push;
+        if push {
+            c.push_request = None;
+        } else {
+            c.identify_request = None;
         }
-        let stream = match result.result {
+        let mut stream = match result.result {
             Ok(out) => out.stream,
-            Err(e) => {
-                let error = Error::Stream(e);
-                match kind {
-                    Kind::Identify => {
-                        self.schedule_identify(connection);
-                        self.report_error(peer, connection, error);
-                    }
-                    Kind::Push => {
-                        let again = std::mem::take(&mut c.push_again);
-                        if error.is_unsupported() {
-                            tracing::debug!(%peer, %connection, "identify: peer does not take pushes");
-                        } else {
-                            self.report_error(peer, connection, error);
-                        }
-                        if again {
-                            self.push_on(connection);
-                        }
-                    }
-                }
-                self.wake();
-                return;
-            }
+            Err(e) => return self.stream_failed(peer, connection, exchange, Error::Stream(e)),
         };
-        let timeout = self.config.timeout;
-        match kind {
-            Kind::Identify => {
-                c.identify_running = true;
-                let max = self.config.max_message_size;
-                self.spawn(identify_request(stream, peer, connection, max, timeout));
+        if !self.exchanges.has_room() {
+            tracing::debug!(%peer, %connection, ?exchange, "identify: too many exchanges running; resetting our stream");
+            stream.reset();
+            if push {
+                c.push_again = false;
+            } else {
+                self.schedule_identify_in(connection, RETRY_WHEN_BUSY);
             }
-            Kind::Push => {
-                c.push_running = true;
-                let observed = c.remote_addr.clone();
-                let frame = self.local_frame(Some(&observed));
-                self.spawn(async move {
-                    let mut stream = stream;
-                    let result = match frame {
-                        Ok(frame) => {
-                            with_timeout(timeout, write_and_close(&mut stream, &frame)).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    reset_on_error(&mut stream, &result);
-                    Completed {
-                        peer,
-                        connection,
-                        done: Done::Pushed(result),
-                    }
-                });
+            return;
+        }
+        let frame = push.then(|| self.local.frame(&self.config, Some(&c.remote_addr)));
+        let (limit, max) = (self.config.timeout, self.config.max_message_size);
+        let key = Key::new(peer, connection, exchange);
+        let started = match frame {
+            Some(frame) => self.spawn(key, exchange::send(stream, frame, limit)),
+            None => self.spawn(key, exchange::request(stream, max, limit)),
+        };
+        if let Some(c) = self.connections.get_mut(&connection) {
+            if push {
+                c.push_running = started;
+            } else {
+                c.identify_running = started;
             }
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::Event>> {
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.waker = Some(cx.waker().clone());
-        }
         loop {
-            if let Some(cmd) = self.queue.pop_front() {
-                return Poll::Ready(cmd);
+            if let Poll::Ready(command) = self.outbox.poll(cx) {
+                return Poll::Ready(command);
             }
-            if std::mem::take(&mut self.push_all) {
-                let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-                for peer in peers {
-                    self.push_to(peer);
+            if let Poll::Ready((key, result)) = self.exchanges.poll_next(cx) {
+                self.on_exchange_done(key, result.unwrap_or_else(|t| Err(t.into())));
+                continue;
+            }
+            if let Poll::Ready((at, connection)) = self.schedule.poll_due(cx) {
+                let due = self
+                    .connections
+                    .get(&connection)
+                    .is_some_and(|c| c.next_identify == Some(at));
+                if due {
+                    self.request_identify(connection);
                 }
-                continue;
-            }
-            if let Poll::Ready(Some(completed)) = self.streams.poll_next_unpin(cx) {
-                self.on_completed(completed);
-                continue;
-            }
-            if self.poll_timers(cx) {
                 continue;
             }
             return Poll::Pending;
         }
-    }
-}
-
-/// Asks for the remote's info on `stream`: finish our side, read its answer.
-async fn identify_request(
-    mut stream: Stream,
-    peer: PeerId,
-    connection: ConnectionId,
-    max: usize,
-    timeout: Duration,
-) -> Completed {
-    let result = with_timeout(timeout, async {
-        // Finishing our side first also waits for the remote's (lazy) protocol confirmation,
-        // so a refusal is reported as `StreamError::UnsupportedProtocols`.
-        stream.close().await.map_err(Error::from_io)?;
-        read_message(&mut stream, max).await
-    })
-    .await;
-    reset_on_error(&mut stream, &result);
-    Completed {
-        peer,
-        connection,
-        done: Done::Identify(result),
     }
 }
 
@@ -971,72 +597,66 @@ mod tests {
     use super::*;
     use meshwire_core::Keypair;
 
-    fn info(n: u8) -> Info {
-        let key = Keypair::from_secret_bytes([n; 32]).public();
-        Info {
-            public_key: key,
-            protocol_version: String::new(),
-            agent_version: String::new(),
-            listen_addrs: vec![format!("/ip4/10.0.0.{n}/udp/1/quic-v1").parse().unwrap()],
-            protocols: Vec::new(),
-            observed_addr: Multiaddr::empty(),
-        }
-    }
-
-    #[test]
-    fn cache_is_bounded_and_drops_the_oldest() {
-        let mut cache = PeerCache::new(2);
-        let (a, b, c) = (info(1), info(2), info(3));
-        cache.insert(a.peer_id(), a.clone());
-        cache.insert(b.peer_id(), b.clone());
-        // Refreshing a makes b the oldest.
-        cache.insert(a.peer_id(), a.clone());
-        cache.insert(c.peer_id(), c.clone());
-        assert!(cache.get(&a.peer_id()).is_some());
-        assert!(cache.get(&b.peer_id()).is_none());
-        assert!(cache.get(&c.peer_id()).is_some());
-        assert_eq!(cache.entries.len(), 2);
-        let mut none = PeerCache::new(0);
-        none.insert(a.peer_id(), a);
-        assert!(none.entries.is_empty());
-    }
-
-    #[test]
-    fn config_defaults() {
-        let key = Keypair::generate().public();
-        let c = Config::from_public_key(key);
-        assert_eq!(c.protocol_version, "ipfs/0.1.0");
-        assert_eq!(
-            c.agent_version,
-            format!("meshwire/{}", env!("CARGO_PKG_VERSION"))
-        );
-        assert_eq!(c.interval, Duration::from_secs(300));
-        assert!(!c.push_listen_addr_updates);
-        assert_eq!(c.max_message_size, 4096);
-        assert_eq!(c.timeout, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn our_message_is_trimmed_to_fit() {
+    #[tokio::test]
+    async fn a_flood_of_addresses_and_protocols_is_capped_end_to_end() {
         let key = Keypair::generate();
-        let mut b =
-            Behaviour::new(Config::from_public_key(key.public()).with_max_message_size(300));
-        let addrs: Vec<Multiaddr> = (0..50)
-            .map(|i| format!("/ip4/10.0.0.{i}/udp/4001/quic-v1").parse().unwrap())
-            .collect();
-        b.listen_addrs.insert(ListenerId::next(), addrs);
-        let frame = b.local_frame(None).unwrap();
-        assert!(frame.len() <= 302);
-        let (msg, _) = crate::protocol::decode_frame(&frame, 300).unwrap().unwrap();
-        let info = Info::from_wire(&key.peer_id(), msg).unwrap();
-        assert!(!info.listen_addrs.is_empty() && info.listen_addrs.len() < 50);
+        let config = Config::from_public_key(key.public())
+            .with_max_listen_addrs(10)
+            .with_max_protocols(5);
+        let mut b = Behaviour::new(config);
+        let remote = Keypair::generate();
+        let peer = remote.peer_id();
+        let connection = ConnectionId::next();
+        let mut conn = Conn::new(peer, Multiaddr::empty());
+        conn.identify_running = true;
+        b.connections.insert(connection, conn);
+        // What ten merged 4 KiB frames can carry: tens of thousands of distinct entries.
+        let msg = wire::Identify {
+            public_key: Some(remote.public().encode_protobuf()),
+            listen_addrs: (0..30_000u32)
+                .map(|n| {
+                    let addr: Multiaddr = format!("/ip4/{}", std::net::Ipv4Addr::from(n))
+                        .parse()
+                        .unwrap();
+                    addr.to_vec()
+                })
+                .collect(),
+            protocols: (0..10_000).map(|n| format!("/p/{n}")).collect(),
+            ..Default::default()
+        };
+        b.on_exchange_done(
+            Key::new(peer, connection, Exchange::Identify),
+            Ok(Some(msg)),
+        );
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (mut announced, mut received) = (0, None);
+        while let Poll::Ready(command) = b.outbox.poll(&mut cx) {
+            match command {
+                ToSwarm::NewExternalAddrOfPeer { .. } => announced += 1,
+                ToSwarm::GenerateEvent(Event::Received { info, .. }) => received = Some(info),
+                _ => {}
+            }
+        }
+        let info = received.expect("the info is received");
+        assert_eq!(announced, 10);
+        assert_eq!(info.listen_addrs.len(), 10);
+        assert_eq!(info.protocols.len(), 5);
+        assert_eq!(b.info(&peer), Some(&info));
     }
 
     #[test]
     fn dial_addresses_come_from_the_cache() {
         let key = Keypair::generate();
         let mut b = Behaviour::new(Config::from_public_key(key.public()));
-        let mut i = info(9);
+        let mut i = Info {
+            public_key: Keypair::from_secret_bytes([9; 32]).public(),
+            protocol_version: String::new(),
+            agent_version: String::new(),
+            listen_addrs: Vec::new(),
+            protocols: Vec::new(),
+            observed_addr: Multiaddr::empty(),
+        };
         i.listen_addrs = (0..20)
             .map(|n| format!("/ip4/10.0.1.{n}/udp/1/quic-v1").parse().unwrap())
             .collect();

@@ -52,19 +52,28 @@
 //! # Limits
 //!
 //! Messages are bounded by [`Config::max_message_size`] (4096 bytes by default, checked
-//! before allocating); every exchange by [`Config::timeout`]; each connection has at most one
-//! identify request of ours outstanding and handles at most
-//! [`MAX_INBOUND_STREAMS_PER_CONNECTION`] inbound identify streams at once (more are reset);
-//! the info cache holds at most [`Config::cache_size`] peers and adds at most
-//! [`MAX_DIAL_ADDRESSES`] addresses to a dial.
+//! before allocating); of a peer's message at most [`Config::max_listen_addrs`] (64) distinct
+//! listen addresses and [`Config::max_protocols`] (128) distinct protocols are kept, in time
+//! linear in the message; every exchange is bounded by [`Config::timeout`] (its stream is
+//! reset past it); each connection has at most one identify request of ours outstanding and
+//! handles at most [`MAX_INBOUND_STREAMS_PER_CONNECTION`] inbound identify streams at once
+//! (more are reset), and at most [`Config::max_exchanges`] exchanges run at once over all
+//! connections; at most [`Config::max_queued`] commands wait for the swarm; the info cache
+//! holds at most [`Config::cache_size`] peers and adds at most [`MAX_DIAL_ADDRESSES`]
+//! addresses to a dial.
 
 #![warn(missing_docs)]
 
 mod behaviour;
+mod config;
+mod exchange;
+mod local;
 pub mod protocol;
+mod state;
 
-pub use behaviour::{
-    Behaviour, Config, Event, DEFAULT_PROTOCOL_VERSION, MAX_DIAL_ADDRESSES, MAX_EXTERNAL_ADDRESSES,
-    MAX_INBOUND_STREAMS_PER_CONNECTION,
+pub use behaviour::{Behaviour, Event};
+pub use config::{
+    Config, DEFAULT_MAX_EXCHANGES, DEFAULT_MAX_QUEUED, DEFAULT_PROTOCOL_VERSION,
+    MAX_DIAL_ADDRESSES, MAX_EXTERNAL_ADDRESSES, MAX_INBOUND_STREAMS_PER_CONNECTION,
 };
-pub use protocol::{Error, Info, PROTOCOL_NAME, PUSH_PROTOCOL_NAME};
+pub use protocol::{Error, Info, Limits, PROTOCOL_NAME, PUSH_PROTOCOL_NAME};

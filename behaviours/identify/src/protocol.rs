@@ -3,12 +3,17 @@
 //!
 //! Every message travels as an unsigned varint length followed by that many bytes of protobuf
 //! (`identify/README.md` in `libp2p/specs`). The length is checked against a bound before
-//! anything is allocated ([`DEFAULT_MAX_MESSAGE_SIZE`] = 4096 bytes, rust-libp2p's limit), and
-//! every failure is a typed [`Error`]; no input makes the decoder panic.
+//! anything is allocated ([`DEFAULT_MAX_MESSAGE_SIZE`] = 4096 bytes, rust-libp2p's limit; the
+//! reading is [`meshwire_swarm::toolkit::read_frame`]), and every failure is a typed
+//! [`Error`]; no input makes the decoder panic.
 //!
 //! A reader accepts up to [`MAX_FRAMES`] messages on one stream and merges them in protobuf
 //! fashion (later scalar fields win, repeated fields add up), because go-libp2p splits a
 //! large response into two messages (the second carrying only its signed peer record).
+//!
+//! Turning a message into an [`Info`] keeps at most [`Limits::max_listen_addrs`] distinct
+//! listen addresses and [`Limits::max_protocols`] distinct protocols (the rest is ignored),
+//! in time linear in the message: ten frames of 4 KiB can carry some 30,000 tiny addresses.
 //!
 //! ```
 //! use meshwire_identify::protocol::{decode_frame, encode_frame, wire};
@@ -25,11 +30,12 @@
 //! assert!(decode_frame(&bytes[..5], 4096).unwrap().is_none());
 //! ```
 
-use std::io;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::Hash;
 
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use meshwire_core::{IdentityError, PeerId, PublicKey};
+use meshwire_swarm::toolkit::{self, FrameError, Timeout};
 use meshwire_swarm::{StreamError, StreamProtocol};
 use multiaddr::Multiaddr;
 use prost::Message as _;
@@ -47,6 +53,13 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4096;
 /// Most messages read from one stream (go-libp2p splits a large response in two; it caps at
 /// ten, and so do we).
 pub const MAX_FRAMES: usize = 10;
+
+/// Default of [`Limits::max_listen_addrs`]: go-libp2p keeps at most 64 listen addresses
+/// of an identify message.
+pub const DEFAULT_MAX_LISTEN_ADDRS: usize = 64;
+
+/// Default of [`Limits::max_protocols`] (real nodes announce a few dozen).
+pub const DEFAULT_MAX_PROTOCOLS: usize = 128;
 
 /// The longest length prefix the multiformats unsigned-varint spec allows.
 const MAX_VARINT_LEN: usize = 9;
@@ -87,30 +100,18 @@ pub mod wire {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or writing the stream failed.
-    #[error("identify stream I/O: {0}")]
-    Io(Arc<io::Error>),
-    /// The stream could not be opened or negotiated (including a remote that does not
-    /// support the protocol).
+    /// The stream could not be opened or negotiated, or reading or writing it failed
+    /// (including a remote that does not support the protocol, see [`Error::is_unsupported`]).
     #[error("identify stream: {0}")]
-    Stream(#[from] StreamError),
+    Stream(StreamError),
+    /// A frame was too large (announced by the remote, or our own), its length prefix
+    /// invalid, or the stream ended inside it. Never [`FrameError::Stream`]: stream failures
+    /// are [`Error::Stream`].
+    #[error("identify frame: {0}")]
+    Frame(FrameError),
     /// The protobuf could not be decoded.
     #[error("malformed identify message: {0}")]
     Decode(#[from] prost::DecodeError),
-    /// A message longer than the bound (announced by the remote, or our own).
-    #[error("identify message of {len} bytes exceeds the limit of {max}")]
-    TooLarge {
-        /// The announced (or encoded) length.
-        len: usize,
-        /// The bound.
-        max: usize,
-    },
-    /// The length prefix is not a valid unsigned varint.
-    #[error("invalid length prefix")]
-    InvalidLength,
-    /// The stream ended in the middle of a message.
-    #[error("identify stream ended in the middle of a message")]
-    Truncated,
     /// The stream ended before any message arrived.
     #[error("identify stream closed without a message")]
     NoMessage,
@@ -132,23 +133,50 @@ pub enum Error {
         actual: PeerId,
     },
     /// The exchange took longer than the configured timeout.
-    #[error("identify exchange timed out")]
-    Timeout,
+    #[error("identify exchange {0}")]
+    Timeout(#[from] Timeout),
+}
+
+impl From<StreamError> for Error {
+    fn from(e: StreamError) -> Self {
+        Error::Stream(e)
+    }
+}
+
+impl From<FrameError> for Error {
+    /// A stream failure while framing becomes [`Error::Stream`]; the rest [`Error::Frame`].
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Stream(e) => Error::Stream(e),
+            other => Error::Frame(other),
+        }
+    }
 }
 
 impl Error {
-    /// Classifies an I/O error of a stream: a lazily negotiated protocol the remote refused
-    /// becomes [`Error::Stream`]`(`[`StreamError::UnsupportedProtocols`]`)`.
-    pub fn from_io(e: io::Error) -> Error {
-        match StreamError::from_io(e) {
-            StreamError::Io(e) => Error::Io(e),
-            other => Error::Stream(other),
-        }
-    }
-
-    /// Whether the remote does not support the protocol.
+    /// Whether the remote does not support the protocol (a refused, lazily negotiated
+    /// stream: [`StreamError::is_unsupported`]).
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, Error::Stream(StreamError::UnsupportedProtocols))
+        matches!(self, Error::Stream(e) if e.is_unsupported())
+    }
+}
+
+/// How much of a peer's message [`Info`] keeps; the excess is ignored (and counted in a
+/// `debug` log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct listen addresses kept (default [`DEFAULT_MAX_LISTEN_ADDRS`]).
+    pub max_listen_addrs: usize,
+    /// Distinct protocols kept (default [`DEFAULT_MAX_PROTOCOLS`]).
+    pub max_protocols: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_listen_addrs: DEFAULT_MAX_LISTEN_ADDRS,
+            max_protocols: DEFAULT_MAX_PROTOCOLS,
+        }
     }
 }
 
@@ -161,9 +189,11 @@ pub struct Info {
     pub protocol_version: String,
     /// Its implementation, e.g. `meshwire/0.1.0` (empty if it sent none).
     pub agent_version: String,
-    /// The addresses it listens on (undecodable ones are skipped).
+    /// The addresses it listens on: distinct, at most [`Limits::max_listen_addrs`]
+    /// (undecodable ones are skipped).
     pub listen_addrs: Vec<Multiaddr>,
-    /// The protocols it accepts (invalid names are skipped).
+    /// The protocols it accepts: distinct, at most [`Limits::max_protocols`] (invalid names
+    /// are skipped).
     pub protocols: Vec<StreamProtocol>,
     /// Our address as it sees it (empty if it sent none or an undecodable one).
     pub observed_addr: Multiaddr,
@@ -175,7 +205,7 @@ impl Info {
         self.public_key.to_peer_id()
     }
 
-    /// The info of a full identify response of `peer`.
+    /// The info of a full identify response of `peer`, keeping what `limits` allow.
     ///
     /// A missing public key is taken from the peer id when it inlines it (ed25519 keys do).
     ///
@@ -183,7 +213,7 @@ impl Info {
     ///
     /// [`Error::InvalidPublicKey`], [`Error::MissingPublicKey`],
     /// [`Error::PublicKeyMismatch`].
-    pub fn from_wire(peer: &PeerId, msg: wire::Identify) -> Result<Info, Error> {
+    pub fn from_wire(peer: &PeerId, msg: wire::Identify, limits: Limits) -> Result<Info, Error> {
         let public_key = match msg.public_key {
             Some(ref bytes) => checked_key(peer, bytes)?,
             None => peer.public_key().ok_or(Error::MissingPublicKey)?,
@@ -192,22 +222,27 @@ impl Info {
             public_key,
             protocol_version: msg.protocol_version.unwrap_or_default(),
             agent_version: msg.agent_version.unwrap_or_default(),
-            listen_addrs: parse_addrs(peer, msg.listen_addrs),
-            protocols: parse_protocols(peer, msg.protocols),
+            listen_addrs: parse_addrs(peer, msg.listen_addrs, limits.max_listen_addrs),
+            protocols: parse_protocols(peer, msg.protocols, limits.max_protocols),
             observed_addr: msg
                 .observed_addr
-                .and_then(|bytes| parse_addr(peer, bytes))
+                .and_then(|bytes| Multiaddr::try_from(bytes).ok())
                 .unwrap_or_else(Multiaddr::empty),
         })
     }
 
-    /// Applies a push of `peer` (a partial update): fields the push carries replace ours,
-    /// absent ones (and empty lists) keep their values.
+    /// Applies a push of `peer` (a partial update), keeping what `limits` allow: fields the
+    /// push carries replace ours, absent ones (and empty lists) keep their values.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidPublicKey`] and [`Error::PublicKeyMismatch`]; `self` is unchanged then.
-    pub fn apply_push(&mut self, peer: &PeerId, msg: wire::Identify) -> Result<(), Error> {
+    pub fn apply_push(
+        &mut self,
+        peer: &PeerId,
+        msg: wire::Identify,
+        limits: Limits,
+    ) -> Result<(), Error> {
         if let Some(bytes) = &msg.public_key {
             self.public_key = checked_key(peer, bytes)?;
         }
@@ -218,12 +253,12 @@ impl Info {
             self.agent_version = v;
         }
         if !msg.listen_addrs.is_empty() {
-            self.listen_addrs = parse_addrs(peer, msg.listen_addrs);
+            self.listen_addrs = parse_addrs(peer, msg.listen_addrs, limits.max_listen_addrs);
         }
         if !msg.protocols.is_empty() {
-            self.protocols = parse_protocols(peer, msg.protocols);
+            self.protocols = parse_protocols(peer, msg.protocols, limits.max_protocols);
         }
-        if let Some(addr) = msg.observed_addr.and_then(|b| parse_addr(peer, b)) {
+        if let Some(addr) = msg.observed_addr.and_then(|b| Multiaddr::try_from(b).ok()) {
             self.observed_addr = addr;
         }
         Ok(())
@@ -255,56 +290,74 @@ fn checked_key(peer: &PeerId, bytes: &[u8]) -> Result<PublicKey, Error> {
     Ok(key)
 }
 
-fn parse_addr(peer: &PeerId, bytes: Vec<u8>) -> Option<Multiaddr> {
-    match Multiaddr::try_from(bytes) {
-        Ok(addr) => Some(addr),
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "identify: skipping undecodable address");
-            None
+/// The first `max` distinct values `parse` accepts of `raw`, in order, in linear time; what is
+/// skipped (invalid, or past `max`) is counted in one `debug` log.
+fn distinct<R, T>(
+    peer: &PeerId,
+    what: &'static str,
+    raw: Vec<R>,
+    max: usize,
+    parse: impl Fn(R) -> Option<T>,
+) -> Vec<T>
+where
+    T: Clone + Eq + Hash,
+{
+    let total = raw.len();
+    let mut seen: HashSet<T> = HashSet::with_capacity(total.min(max));
+    let mut out = Vec::with_capacity(total.min(max));
+    let mut looked_at = 0usize;
+    let mut invalid = 0usize;
+    for item in raw {
+        if out.len() >= max {
+            break;
+        }
+        looked_at += 1;
+        match parse(item) {
+            Some(value) => {
+                if seen.insert(value.clone()) {
+                    out.push(value);
+                }
+            }
+            None => invalid += 1,
         }
     }
-}
-
-fn parse_addrs(peer: &PeerId, addrs: Vec<Vec<u8>>) -> Vec<Multiaddr> {
-    let mut out: Vec<Multiaddr> = Vec::with_capacity(addrs.len());
-    for addr in addrs.into_iter().filter_map(|b| parse_addr(peer, b)) {
-        if !addr.is_empty() && !out.contains(&addr) {
-            out.push(addr);
-        }
+    let ignored = total - looked_at;
+    if invalid > 0 || ignored > 0 {
+        tracing::debug!(%peer, what, invalid, ignored, max, "identify: skipped part of a peer's list");
     }
     out
 }
 
-fn parse_protocols(peer: &PeerId, protocols: Vec<String>) -> Vec<StreamProtocol> {
-    protocols
-        .into_iter()
-        .filter_map(|p| match StreamProtocol::try_from_owned(p) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "identify: skipping invalid protocol name");
-                None
-            }
-        })
-        .collect()
+fn parse_addrs(peer: &PeerId, addrs: Vec<Vec<u8>>, max: usize) -> Vec<Multiaddr> {
+    distinct(peer, "listen addresses", addrs, max, |bytes| {
+        Multiaddr::try_from(bytes).ok().filter(|a| !a.is_empty())
+    })
+}
+
+fn parse_protocols(peer: &PeerId, protocols: Vec<String>, max: usize) -> Vec<StreamProtocol> {
+    distinct(peer, "protocols", protocols, max, |p| {
+        StreamProtocol::try_from_owned(p).ok()
+    })
 }
 
 /// Encodes `msg` with its length prefix.
 ///
 /// # Errors
 ///
-/// [`Error::TooLarge`] if the protobuf is longer than `max`.
+/// [`FrameError::TooLarge`] (as [`Error::Frame`]) if the protobuf is longer than `max`.
 pub fn encode_frame(msg: &wire::Identify, max: usize) -> Result<Vec<u8>, Error> {
     let len = msg.encoded_len();
     if len > max {
-        return Err(Error::TooLarge { len, max });
+        return Err(too_large(len, max));
     }
-    let mut prefix = unsigned_varint::encode::usize_buffer();
-    let prefix = unsigned_varint::encode::usize(len, &mut prefix);
-    let mut out = Vec::with_capacity(prefix.len() + len);
-    out.extend_from_slice(prefix);
-    msg.encode(&mut out)
-        .map_err(|_| Error::TooLarge { len, max })?;
-    Ok(out)
+    Ok(toolkit::encode_frame(&msg.encode_to_vec()))
+}
+
+fn too_large(len: usize, max: usize) -> Error {
+    Error::Frame(FrameError::TooLarge {
+        len: len as u64,
+        max,
+    })
 }
 
 /// Decodes one length-prefixed message from the start of `buf`: `Ok(None)` if `buf` holds
@@ -312,12 +365,20 @@ pub fn encode_frame(msg: &wire::Identify, max: usize) -> Result<Vec<u8>, Error> 
 ///
 /// # Errors
 ///
-/// [`Error::InvalidLength`], [`Error::TooLarge`] (checked as soon as the prefix is known,
-/// before the body arrives), [`Error::Decode`].
+/// [`FrameError::InvalidPrefix`] and [`FrameError::TooLarge`] (checked as soon as the prefix
+/// is known, before the body arrives) as [`Error::Frame`], [`Error::Decode`].
 pub fn decode_frame(buf: &[u8], max: usize) -> Result<Option<(wire::Identify, usize)>, Error> {
-    let Some((len, prefix_len)) = decode_prefix(buf, max)? else {
-        return Ok(None);
+    let head = &buf[..buf.len().min(MAX_VARINT_LEN)];
+    let (len, prefix_len) = match unsigned_varint::decode::usize(head) {
+        Ok((len, rest)) => (len, head.len() - rest.len()),
+        Err(unsigned_varint::decode::Error::Insufficient) if head.len() < MAX_VARINT_LEN => {
+            return Ok(None)
+        }
+        Err(_) => return Err(Error::Frame(FrameError::InvalidPrefix)),
     };
+    if len > max {
+        return Err(too_large(len, max));
+    }
     let Some(body) = buf[prefix_len..].get(..len) else {
         return Ok(None);
     };
@@ -325,72 +386,20 @@ pub fn decode_frame(buf: &[u8], max: usize) -> Result<Option<(wire::Identify, us
     Ok(Some((msg, prefix_len + len)))
 }
 
-/// Decodes a length prefix: `Ok(None)` if incomplete, else the length and the prefix size.
-fn decode_prefix(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Error> {
-    let head = &buf[..buf.len().min(MAX_VARINT_LEN)];
-    match unsigned_varint::decode::usize(head) {
-        Ok((len, rest)) => {
-            if len > max {
-                return Err(Error::TooLarge { len, max });
-            }
-            Ok(Some((len, head.len() - rest.len())))
-        }
-        Err(unsigned_varint::decode::Error::Insufficient) if head.len() < MAX_VARINT_LEN => {
-            Ok(None)
-        }
-        Err(_) => Err(Error::InvalidLength),
-    }
-}
-
-/// Reads one length-prefixed frame body: `Ok(None)` on a clean end of stream before it.
-async fn read_frame<S>(io: &mut S, max: usize) -> Result<Option<Vec<u8>>, Error>
-where
-    S: AsyncRead + Unpin,
-{
-    let mut prefix = [0u8; MAX_VARINT_LEN];
-    let mut filled = 0;
-    let len = loop {
-        let n = io
-            .read(&mut prefix[filled..=filled])
-            .await
-            .map_err(Error::from_io)?;
-        if n == 0 {
-            return if filled == 0 {
-                Ok(None)
-            } else {
-                Err(Error::Truncated)
-            };
-        }
-        filled += 1;
-        if let Some((len, _)) = decode_prefix(&prefix[..filled], max)? {
-            break len;
-        }
-    };
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::Truncated
-        } else {
-            Error::from_io(e)
-        }
-    })?;
-    Ok(Some(body))
-}
-
 /// Reads messages until the remote closes the stream (at most [`MAX_FRAMES`], each at most
-/// `max` bytes) and merges them into one.
+/// `max` bytes, read with [`toolkit::read_frame`]) and merges them into one.
 ///
 /// # Errors
 ///
-/// [`Error::NoMessage`] if the stream ends before any message; framing, size and decoding
-/// errors; I/O errors.
+/// [`Error::NoMessage`] if the stream ends before any message; [`Error::TooManyFrames`];
+/// framing errors ([`Error::Frame`]); [`Error::Decode`]; stream errors ([`Error::Stream`]).
 pub async fn read_message<S>(io: &mut S, max: usize) -> Result<wire::Identify, Error>
 where
     S: AsyncRead + Unpin,
 {
     let mut msg = wire::Identify::default();
     let mut frames = 0;
-    while let Some(body) = read_frame(io, max).await? {
+    while let Some(body) = toolkit::read_frame(io, max).await? {
         frames += 1;
         if frames > MAX_FRAMES {
             return Err(Error::TooManyFrames);
@@ -407,13 +416,14 @@ where
 ///
 /// # Errors
 ///
-/// I/O errors, classified by [`Error::from_io`].
+/// The stream's errors ([`Error::Stream`], classified by `From<io::Error> for StreamError`).
 pub async fn write_and_close<S>(io: &mut S, frame: &[u8]) -> Result<(), Error>
 where
     S: AsyncWrite + Unpin,
 {
-    io.write_all(frame).await.map_err(Error::from_io)?;
-    io.close().await.map_err(Error::from_io)
+    io.write_all(frame).await.map_err(StreamError::from)?;
+    io.close().await.map_err(StreamError::from)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -425,6 +435,10 @@ mod tests {
     use proptest::prelude::*;
 
     const MAX: usize = DEFAULT_MAX_MESSAGE_SIZE;
+    const L: Limits = Limits {
+        max_listen_addrs: DEFAULT_MAX_LISTEN_ADDRS,
+        max_protocols: DEFAULT_MAX_PROTOCOLS,
+    };
 
     fn sample(key: &PublicKey) -> wire::Identify {
         wire::Identify {
@@ -460,7 +474,7 @@ mod tests {
         let (decoded, used) = decode_frame(&bytes, MAX).unwrap().unwrap();
         assert_eq!(used, bytes.len());
         assert_eq!(decoded, msg);
-        let info = Info::from_wire(&key.peer_id(), decoded).unwrap();
+        let info = Info::from_wire(&key.peer_id(), decoded, L).unwrap();
         assert_eq!(info.public_key, key.public());
         assert_eq!(info.protocol_version, "ipfs/0.1.0");
         assert_eq!(info.agent_version, "meshwire/0.1.0");
@@ -484,7 +498,7 @@ mod tests {
                 .unwrap()
         );
         // Info -> wire -> Info.
-        let again = Info::from_wire(&key.peer_id(), info.to_wire()).unwrap();
+        let again = Info::from_wire(&key.peer_id(), info.to_wire(), L).unwrap();
         assert_eq!(again, info);
     }
 
@@ -529,7 +543,7 @@ mod tests {
         assert_eq!(msg.agent_version.as_deref(), Some("a/2"));
         assert_eq!(msg.signed_peer_record.as_deref(), Some(&[0xde, 0xad][..]));
 
-        let info = Info::from_wire(&key.peer_id(), msg.clone()).unwrap();
+        let info = Info::from_wire(&key.peer_id(), msg.clone(), L).unwrap();
         let expected: Multiaddr = "/ip4/1.2.3.4/udp/5/quic-v1".parse().unwrap();
         assert_eq!(info.listen_addrs, vec![expected.clone()]);
         assert_eq!(info.observed_addr, expected);
@@ -555,7 +569,10 @@ mod tests {
             if cut == 0 {
                 assert!(matches!(err, Error::NoMessage), "{err:?}");
             } else {
-                assert!(matches!(err, Error::Truncated), "{cut}: {err:?}");
+                assert!(
+                    matches!(err, Error::Frame(FrameError::Truncated)),
+                    "{cut}: {err:?}"
+                );
             }
         }
     }
@@ -566,31 +583,36 @@ mod tests {
         let frame = [0x81, 0x20];
         assert!(matches!(
             decode_frame(&frame, MAX),
-            Err(Error::TooLarge {
+            Err(Error::Frame(FrameError::TooLarge {
                 len: 4097,
                 max: MAX
-            })
+            }))
         ));
         let mut cursor = Cursor::new(frame.to_vec());
         assert!(matches!(
             block_on(read_message(&mut cursor, MAX)),
-            Err(Error::TooLarge { len: 4097, .. })
+            Err(Error::Frame(FrameError::TooLarge { len: 4097, .. }))
         ));
         // A huge prefix (u64::MAX-ish) is refused too, without allocating.
         let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert!(matches!(
             decode_frame(&huge, MAX),
-            Err(Error::TooLarge { .. } | Error::InvalidLength)
+            Err(Error::Frame(
+                FrameError::TooLarge { .. } | FrameError::InvalidPrefix
+            ))
         ));
         let mut cursor = Cursor::new(huge.to_vec());
         assert!(block_on(read_message(&mut cursor, MAX)).is_err());
         // Ten continuation bytes: not a valid varint.
         let bad = [0xff; 10];
-        assert!(matches!(decode_frame(&bad, MAX), Err(Error::InvalidLength)));
+        assert!(matches!(
+            decode_frame(&bad, MAX),
+            Err(Error::Frame(FrameError::InvalidPrefix))
+        ));
         // Non-minimal encoding.
         assert!(matches!(
             decode_frame(&[0x81, 0x00], MAX),
-            Err(Error::InvalidLength)
+            Err(Error::Frame(FrameError::InvalidPrefix))
         ));
         // Our own oversized message is refused at encoding.
         let big = wire::Identify {
@@ -599,13 +621,13 @@ mod tests {
         };
         assert!(matches!(
             encode_frame(&big, MAX),
-            Err(Error::TooLarge { max: MAX, .. })
+            Err(Error::Frame(FrameError::TooLarge { max: MAX, .. }))
         ));
         // A configurable bound.
         let small = encode_frame(&sample(&Keypair::generate().public()), MAX).unwrap();
         assert!(matches!(
             decode_frame(&small, 16),
-            Err(Error::TooLarge { max: 16, .. })
+            Err(Error::Frame(FrameError::TooLarge { max: 16, .. }))
         ));
     }
 
@@ -640,21 +662,21 @@ mod tests {
         // The key of another peer.
         let msg = sample(&other.public());
         assert!(matches!(
-            Info::from_wire(&key.peer_id(), msg.clone()),
+            Info::from_wire(&key.peer_id(), msg.clone(), L),
             Err(Error::PublicKeyMismatch { .. })
         ));
         // A key that does not decode.
         let mut bad = msg.clone();
         bad.public_key = Some(vec![1, 2, 3]);
         assert!(matches!(
-            Info::from_wire(&key.peer_id(), bad),
+            Info::from_wire(&key.peer_id(), bad, L),
             Err(Error::InvalidPublicKey(_))
         ));
         // No key: taken from the ed25519 peer id.
         let mut none = sample(&key.public());
         none.public_key = None;
         assert_eq!(
-            Info::from_wire(&key.peer_id(), none).unwrap().public_key,
+            Info::from_wire(&key.peer_id(), none, L).unwrap().public_key,
             key.public()
         );
         // Undecodable addresses are skipped, the rest kept; a bad observed address is empty.
@@ -663,7 +685,7 @@ mod tests {
         addrs.listen_addrs.push(vec![0x04, 1, 2]);
         addrs.observed_addr = Some(vec![0x99]);
         addrs.protocols.push("no-slash".into());
-        let info = Info::from_wire(&key.peer_id(), addrs).unwrap();
+        let info = Info::from_wire(&key.peer_id(), addrs, L).unwrap();
         assert_eq!(info.listen_addrs.len(), 2);
         assert!(info.observed_addr.is_empty());
         assert_eq!(info.protocols.len(), 2);
@@ -673,14 +695,14 @@ mod tests {
     fn push_is_a_partial_update() {
         let key = Keypair::generate();
         let peer = key.peer_id();
-        let mut info = Info::from_wire(&peer, sample(&key.public())).unwrap();
+        let mut info = Info::from_wire(&peer, sample(&key.public()), L).unwrap();
         let before = info.clone();
         let new_addr: Multiaddr = "/ip4/192.0.2.1/udp/9/quic-v1".parse().unwrap();
         let push = wire::Identify {
             listen_addrs: vec![new_addr.to_vec()],
             ..Default::default()
         };
-        info.apply_push(&peer, push).unwrap();
+        info.apply_push(&peer, push, L).unwrap();
         assert_eq!(info.listen_addrs, vec![new_addr]);
         assert_eq!(info.protocols, before.protocols);
         assert_eq!(info.agent_version, before.agent_version);
@@ -692,7 +714,7 @@ mod tests {
             ..Default::default()
         };
         let snapshot = info.clone();
-        assert!(info.apply_push(&peer, bad).is_err());
+        assert!(info.apply_push(&peer, bad, L).is_err());
         assert_eq!(info, snapshot);
     }
 
@@ -737,20 +759,92 @@ mod tests {
         assert_eq!(out.into_inner(), frame);
     }
 
+    /// The message of a hostile peer: `frames` full frames of distinct tiny addresses (and
+    /// as many distinct protocol names), as `read_message` merges them.
+    fn flood(key: &Keypair, frames: usize) -> (Vec<u8>, usize, usize) {
+        let mut bytes = Vec::new();
+        let (mut addrs, mut protocols) = (0usize, 0usize);
+        let mut n = 0u32;
+        for f in 0..frames {
+            let mut msg = wire::Identify {
+                public_key: (f == 0).then(|| key.public().encode_protobuf()),
+                ..Default::default()
+            };
+            // Fill the frame with 7-byte /ip4/a.b.c.d/ addresses and a few protocols.
+            loop {
+                n += 1;
+                let addr: Multiaddr = format!("/ip4/{}", std::net::Ipv4Addr::from(n))
+                    .parse()
+                    .unwrap();
+                msg.listen_addrs.push(addr.to_vec());
+                if n % 8 == 0 {
+                    msg.protocols.push(format!("/p/{n}"));
+                }
+                if msg.encoded_len() > MAX {
+                    msg.listen_addrs.pop();
+                    break;
+                }
+            }
+            while msg.encoded_len() > MAX {
+                msg.protocols.pop();
+            }
+            addrs += msg.listen_addrs.len();
+            protocols += msg.protocols.len();
+            bytes.extend(encode_frame(&msg, MAX).unwrap());
+        }
+        (bytes, addrs, protocols)
+    }
+
+    #[test]
+    fn thousands_of_distinct_addresses_are_capped() {
+        let key = Keypair::generate();
+        let (bytes, addrs, protocols) = flood(&key, MAX_FRAMES);
+        assert!(addrs > 5_000, "{addrs}");
+        assert!(protocols > 500, "{protocols}");
+        let msg = block_on(read_message(&mut Cursor::new(bytes), MAX)).unwrap();
+        assert_eq!(msg.listen_addrs.len(), addrs);
+        let first: Vec<Multiaddr> = msg.listen_addrs[..DEFAULT_MAX_LISTEN_ADDRS]
+            .iter()
+            .map(|b| Multiaddr::try_from(b.clone()).unwrap())
+            .collect();
+        // The default caps hold, keeping the first distinct entries in order.
+        let info = Info::from_wire(&key.peer_id(), msg.clone(), L).unwrap();
+        assert_eq!(info.listen_addrs, first);
+        assert_eq!(info.protocols.len(), DEFAULT_MAX_PROTOCOLS);
+        // A push is capped alike, also with smaller configured limits.
+        let small = Limits {
+            max_listen_addrs: 3,
+            max_protocols: 2,
+        };
+        let mut pushed = info.clone();
+        pushed
+            .apply_push(&key.peer_id(), msg.clone(), small)
+            .unwrap();
+        assert_eq!(pushed.listen_addrs, first[..3]);
+        assert_eq!(pushed.protocols, info.protocols[..2]);
+        // Duplicates do not count against the cap: 5,000 copies of one address, then others.
+        let mut dup = msg;
+        let one = dup.listen_addrs[0].clone();
+        dup.listen_addrs
+            .splice(0..0, std::iter::repeat_n(one, 5_000));
+        let info = Info::from_wire(&key.peer_id(), dup, L).unwrap();
+        assert_eq!(info.listen_addrs, first);
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let peer = Keypair::from_secret_bytes([1; 32]).peer_id();
             if let Ok(Some((msg, used))) = decode_frame(&bytes, MAX) {
                 prop_assert!(used <= bytes.len());
-                let mut info = Info::from_wire(&peer, msg.clone()).ok();
+                let mut info = Info::from_wire(&peer, msg.clone(), L).ok();
                 if let Some(info) = info.as_mut() {
-                    let _ = info.apply_push(&peer, msg);
+                    let _ = info.apply_push(&peer, msg, L);
                 }
             }
             let mut cursor = Cursor::new(bytes.clone());
             if let Ok(msg) = block_on(read_message(&mut cursor, MAX)) {
-                let _ = Info::from_wire(&peer, msg);
+                let _ = Info::from_wire(&peer, msg, L);
             }
         }
 
@@ -764,7 +858,7 @@ mod tests {
             let peer = Keypair::from_secret_bytes([1; 32]).peer_id();
             if let Ok(Some((msg, used))) = decode_frame(&frame, MAX) {
                 prop_assert_eq!(used, frame.len());
-                let _ = Info::from_wire(&peer, msg);
+                let _ = Info::from_wire(&peer, msg, L);
             }
         }
 
@@ -778,7 +872,7 @@ mod tests {
                 observed_addr: addrs.first().cloned(),
                 ..Default::default()
             };
-            let info = Info::from_wire(&key.peer_id(), msg).unwrap();
+            let info = Info::from_wire(&key.peer_id(), msg, L).unwrap();
             prop_assert!(info.listen_addrs.len() <= addrs.len());
         }
     }

@@ -14,6 +14,7 @@ use meshwire_identify::{
     Behaviour, Config, Error, Event, MAX_INBOUND_STREAMS_PER_CONNECTION, PROTOCOL_NAME,
     PUSH_PROTOCOL_NAME,
 };
+use meshwire_swarm::toolkit::FrameError;
 use meshwire_swarm::{
     ConnectedPoint, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
     StreamProtocol, Swarm, SwarmConfig, SwarmEvent, ToSwarm,
@@ -538,10 +539,10 @@ async fn an_oversized_message_is_an_error() {
     assert!(
         matches!(
             error,
-            Error::TooLarge {
+            Error::Frame(FrameError::TooLarge {
                 len: 1_048_576,
                 max: 4096
-            }
+            })
         ),
         "{error:?}"
     );
@@ -569,7 +570,10 @@ async fn garbage_and_truncation_are_errors() {
     let error = identify_error_from_raw(vec![4, 0x32, 9, b'x', b'y']).await;
     assert!(matches!(error, Error::Decode(_)), "{error:?}");
     let error = identify_error_from_raw(vec![10, 0x32, 8, b'x']).await;
-    assert!(matches!(error, Error::Truncated), "{error:?}");
+    assert!(
+        matches!(error, Error::Frame(FrameError::Truncated)),
+        "{error:?}"
+    );
     let error = identify_error_from_raw(Vec::new()).await;
     assert!(matches!(error, Error::NoMessage), "{error:?}");
 }
@@ -599,7 +603,7 @@ async fn inbound_streams_per_connection_are_bounded() {
         match ev {
             (
                 Some(SwarmEvent::Behaviour(Event::Error {
-                    error: Error::Timeout,
+                    error: Error::Timeout(_),
                     ..
                 })),
                 _,

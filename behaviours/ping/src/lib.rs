@@ -63,11 +63,18 @@
 //! * A remote that does not support the protocol is reported once as
 //!   [`Failure::Unsupported`], and that connection is not pinged again.
 //! * Inbound: every [`PING_SIZE`]-byte frame is echoed until the remote finishes the stream.
+//!   Each echo must be written within [`Config::echo_timeout`]: a remote that sends pings but
+//!   never reads the echoes (so our write would block forever while the transport keeps
+//!   buffering its pings) gets the stream reset.
 //!   A connection has at most one inbound ping stream: a new one replaces (drops) the older.
 //!   So a peer holds at most one per connection, bounded by the swarm's
 //!   [`SwarmConfig::max_established_per_peer`](meshwire_swarm::SwarmConfig::max_established_per_peer).
 //! * Ping streams, both ways, do not keep a connection alive ([`Stream::set_keep_alive`]):
 //!   pings alone never stop the swarm from closing an idle connection.
+//! * Tasks and commands are bounded by the connections: per connection at most one outbound
+//!   task (a ping, or the wait before one) and one inbound stream, and at most one stream
+//!   request or event queued at a time; a stream on a connection the swarm did not report is
+//!   reset.
 //! * Ping never closes a connection itself. Act on [`Event`]s (e.g. with
 //!   [`ToSwarm::CloseConnection`]) to do so.
 //!
@@ -78,17 +85,16 @@
 
 mod protocol;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::{AbortHandle, Abortable, BoxFuture};
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::future::{AbortHandle, Abortable};
 use meshwire_core::{ConnectionId, PeerId};
+use meshwire_swarm::toolkit::{with_timeout, Outbox, Tasks, Timeout};
 use meshwire_swarm::{
     FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, Stream,
     StreamError, StreamProtocol, StreamRequestId, ToSwarm,
@@ -109,14 +115,18 @@ pub struct Config {
     /// Time a ping may take, write and echo together, before it fails with
     /// [`Failure::Timeout`] (default 20 s).
     pub timeout: Duration,
+    /// Time our echo of one inbound ping may take to be written; past it the inbound stream
+    /// is reset (default 20 s, as the ping timeout).
+    pub echo_timeout: Duration,
 }
 
 impl Config {
-    /// The defaults: a ping every 15 s, each allowed 20 s.
+    /// The defaults: a ping every 15 s, each allowed 20 s; each echo allowed 20 s.
     pub fn new() -> Self {
         Config {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(20),
+            echo_timeout: Duration::from_secs(20),
         }
     }
 
@@ -129,6 +139,12 @@ impl Config {
     /// Sets [`Config::timeout`].
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::echo_timeout`].
+    pub fn with_echo_timeout(mut self, echo_timeout: Duration) -> Self {
+        self.echo_timeout = echo_timeout;
         self
     }
 }
@@ -159,21 +175,30 @@ impl Failure {
     pub fn other(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Failure::Other(Arc::new(error))
     }
+}
 
-    /// The failure a stream error stands for: [`StreamError::UnsupportedProtocols`] is
-    /// [`Failure::Unsupported`], everything else [`Failure::Other`].
-    pub fn from_stream_error(error: StreamError) -> Self {
-        match error {
-            StreamError::UnsupportedProtocols => Failure::Unsupported,
-            other => Failure::other(other),
+impl From<StreamError> for Failure {
+    /// [`StreamError::is_unsupported`] is [`Failure::Unsupported`], everything else
+    /// [`Failure::Other`]. An I/O error of a ping stream goes through
+    /// `From<io::Error> for StreamError`, which recognises a refused lazy negotiation.
+    fn from(error: StreamError) -> Self {
+        if error.is_unsupported() {
+            Failure::Unsupported
+        } else {
+            Failure::other(error)
         }
     }
+}
 
-    /// The failure an I/O error on a ping stream stands for; a refused lazily negotiated
-    /// protocol (see [`StreamError::from_io`]) is [`Failure::Unsupported`].
-    pub fn from_io(error: io::Error) -> Self {
-        Failure::from_stream_error(StreamError::from_io(error))
+impl From<Timeout> for Failure {
+    fn from(_: Timeout) -> Self {
+        Failure::Timeout
     }
+}
+
+/// The failure an I/O error of a ping stream stands for.
+fn stream_failure(error: io::Error) -> Failure {
+    Failure::from(StreamError::from(error))
 }
 
 /// The outcome of one outbound ping.
@@ -250,11 +275,21 @@ enum TaskOutput {
     Retry,
     /// An outbound ping ended.
     Ping(Result<(Stream, Duration), Failure>),
-    /// An inbound stream ended; `id` tells which.
-    InboundEnded { id: u64, result: io::Result<u64> },
+    /// An inbound stream ended.
+    InboundEnded(io::Result<u64>),
 }
 
-type Task = BoxFuture<'static, Option<(ConnectionId, TaskOutput)>>;
+/// Which task: a connection's outbound side (a ping, the wait before one, or the wait
+/// before a retry), or one of its inbound streams (numbered, a newer one replaces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskKey {
+    Outbound(ConnectionId),
+    Inbound(ConnectionId, u64),
+}
+
+/// Time the task set allows a task beyond its own deadline (a ping's timeout, a wait): the
+/// task's own limit reports the failure; the task set's is only a backstop.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Where the outbound side of a connection is.
 enum Outbound {
@@ -264,6 +299,8 @@ enum Outbound {
     Running(AbortHandle),
     /// The remote does not support ping; nothing more to do.
     Unsupported,
+    /// Nothing runs: the stream request could not be queued.
+    Idle,
 }
 
 /// The state of one connection.
@@ -292,18 +329,14 @@ impl Conn {
 pub struct Behaviour {
     config: Config,
     connections: HashMap<ConnectionId, Conn>,
-    /// Outstanding stream requests.
-    requests: HashMap<StreamRequestId, ConnectionId>,
-    /// Every timer and stream future, each abortable through the handle its connection keeps.
-    tasks: FuturesUnordered<Task>,
-    /// Commands waiting to be returned from `poll`.
-    commands: VecDeque<ToSwarm<Event>>,
+    /// Every timer and stream future, each abortable through the handle its connection
+    /// keeps (an aborted task ends with `None`). Bounded by the connections: at most one
+    /// outbound and one inbound task each.
+    tasks: Tasks<TaskKey, Option<TaskOutput>>,
+    /// Commands for the swarm; a stream request keeps its connection.
+    outbox: Outbox<Event, ConnectionId>,
     rtts: RttTable,
     next_inbound_id: u64,
-    /// The waker of the last `poll`, taken by the first wake-up after it.
-    waker: Option<Waker>,
-    /// Inside `poll`: wake-ups are pointless, `poll` sees the new work itself.
-    polling: bool,
 }
 
 impl Behaviour {
@@ -312,13 +345,11 @@ impl Behaviour {
         Behaviour {
             config,
             connections: HashMap::new(),
-            requests: HashMap::new(),
-            tasks: FuturesUnordered::new(),
-            commands: VecDeque::new(),
+            // Bounded by the connections (see the field docs), which the swarm bounds.
+            tasks: Tasks::new(usize::MAX),
+            outbox: Outbox::new(usize::MAX),
             rtts: RttTable::default(),
             next_inbound_id: 0,
-            waker: None,
-            polling: false,
         }
     }
 
@@ -338,42 +369,49 @@ impl Behaviour {
         self.rtts.clone()
     }
 
-    /// Wakes the task of the last `poll`: new work came in from outside `poll` (a callback of
-    /// the swarm), which `FuturesUnordered::push` alone would not announce.
-    fn wake(&mut self) {
-        if self.polling {
-            return;
-        }
-        if let Some(w) = self.waker.take() {
-            w.wake();
+    /// Runs `fut` as the task `key`, abortable through the returned handle; `None` (and
+    /// `fut` dropped) if the task set refuses it.
+    fn spawn(
+        &mut self,
+        key: TaskKey,
+        deadline: Duration,
+        fut: impl std::future::Future<Output = TaskOutput> + Send + 'static,
+    ) -> Option<AbortHandle> {
+        let (handle, registration) = AbortHandle::new_pair();
+        let task = async move { Abortable::new(fut, registration).await.ok() };
+        match self
+            .tasks
+            .try_push(key, deadline.saturating_add(BACKSTOP), task)
+        {
+            Ok(()) => Some(handle),
+            Err(full) => {
+                tracing::warn!(?key, limit = full.limit, "ping: task limit reached");
+                None
+            }
         }
     }
 
-    /// Runs `fut` for `connection`, abortable through the returned handle.
-    fn spawn(
-        &mut self,
-        connection: ConnectionId,
-        fut: impl std::future::Future<Output = TaskOutput> + Send + 'static,
-    ) -> AbortHandle {
-        let (handle, registration) = AbortHandle::new_pair();
-        self.tasks.push(
-            Abortable::new(fut, registration)
-                .map(move |r| r.ok().map(|out| (connection, out)))
-                .boxed(),
-        );
-        self.wake();
-        handle
+    /// Queues an event; at the limit it is dropped, with a log.
+    fn emit(&mut self, event: Event) {
+        if let Err(full) = self.outbox.event(event) {
+            tracing::warn!(
+                limit = full.limit,
+                "ping: command queue full; event dropped"
+            );
+        }
     }
 
     fn request_stream(&mut self, connection: ConnectionId, peer: PeerId) -> Outbound {
         let open = OpenStream::new(peer, PROTOCOL)
             .on_connection(connection)
             .no_dial();
-        let id = open.id;
-        self.requests.insert(id, connection);
-        self.commands.push_back(ToSwarm::OpenStream(open));
-        self.wake();
-        Outbound::Opening(id)
+        match self.outbox.open_stream(open, connection) {
+            Ok(id) => Outbound::Opening(id),
+            Err(full) => {
+                tracing::warn!(%peer, %connection, limit = full.limit, "ping: command queue full; not pinging");
+                Outbound::Idle
+            }
+        }
     }
 
     /// Pings on `stream` after `delay`.
@@ -389,14 +427,12 @@ impl Behaviour {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let ping = protocol::send_ping(stream, Failure::from_io);
-            let result = match tokio::time::timeout(timeout, ping).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::Timeout),
-            };
-            TaskOutput::Ping(result)
+            let ping = protocol::send_ping(stream, stream_failure);
+            TaskOutput::Ping(with_timeout(timeout, ping).await)
         };
-        Outbound::Running(self.spawn(connection, fut))
+        let deadline = delay.saturating_add(timeout);
+        self.spawn(TaskKey::Outbound(connection), deadline, fut)
+            .map_or(Outbound::Idle, Outbound::Running)
     }
 
     fn start_retry_timer(&mut self, connection: ConnectionId) -> Outbound {
@@ -405,7 +441,8 @@ impl Behaviour {
             tokio::time::sleep(interval).await;
             TaskOutput::Retry
         };
-        Outbound::Running(self.spawn(connection, fut))
+        self.spawn(TaskKey::Outbound(connection), interval, fut)
+            .map_or(Outbound::Idle, Outbound::Running)
     }
 
     /// A failed ping or stream request on `connection`.
@@ -417,33 +454,45 @@ impl Behaviour {
         if let Failure::Unsupported = failure {
             tracing::debug!(%peer, %connection, "ping: remote does not support the protocol");
             conn.outbound = Outbound::Unsupported;
-            self.commands.push_back(ToSwarm::GenerateEvent(Event {
+            self.emit(Event {
                 peer,
                 connection,
                 result: Err(Failure::Unsupported),
-            }));
-            self.wake();
+            });
             return;
         }
         conn.failures = conn.failures.saturating_add(1);
         let report = conn.failures > 1;
         tracing::debug!(%peer, %connection, error = %failure, failures = conn.failures, "ping failed");
         let outbound = self.start_retry_timer(connection);
-        if let Some(conn) = self.connections.get_mut(&connection) {
-            conn.outbound = outbound;
-        }
+        self.set_outbound(connection, outbound);
         if report {
-            self.commands.push_back(ToSwarm::GenerateEvent(Event {
+            self.emit(Event {
                 peer,
                 connection,
                 result: Err(failure),
-            }));
+            });
         }
     }
 
-    fn on_task(&mut self, connection: ConnectionId, output: TaskOutput) {
-        match output {
-            TaskOutput::InboundEnded { id, result } => {
+    fn set_outbound(&mut self, connection: ConnectionId, outbound: Outbound) {
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            conn.outbound = outbound;
+        }
+    }
+
+    fn on_task(&mut self, key: TaskKey, output: Result<Option<TaskOutput>, Timeout>) {
+        let output = match (key, output) {
+            // Aborted: the future, and the stream it owned, are dropped now.
+            (_, Ok(None)) => return,
+            (_, Ok(Some(output))) => output,
+            (TaskKey::Outbound(_), Err(t)) => TaskOutput::Ping(Err(t.into())),
+            (TaskKey::Inbound(..), Err(t)) => {
+                TaskOutput::InboundEnded(Err(io::Error::new(io::ErrorKind::TimedOut, t)))
+            }
+        };
+        match (key, output) {
+            (TaskKey::Inbound(connection, id), TaskOutput::InboundEnded(result)) => {
                 match &result {
                     Ok(n) => {
                         tracing::trace!(%connection, answered = n, "ping: inbound stream ended")
@@ -458,17 +507,15 @@ impl Behaviour {
                     }
                 }
             }
-            TaskOutput::Retry => {
+            (TaskKey::Outbound(connection), TaskOutput::Retry) => {
                 let Some(conn) = self.connections.get(&connection) else {
                     return;
                 };
                 let peer = conn.peer;
                 let outbound = self.request_stream(connection, peer);
-                if let Some(conn) = self.connections.get_mut(&connection) {
-                    conn.outbound = outbound;
-                }
+                self.set_outbound(connection, outbound);
             }
-            TaskOutput::Ping(Ok((stream, rtt))) => {
+            (TaskKey::Outbound(connection), TaskOutput::Ping(Ok((stream, rtt)))) => {
                 let Some(conn) = self.connections.get_mut(&connection) else {
                     return;
                 };
@@ -477,16 +524,18 @@ impl Behaviour {
                 tracing::trace!(%peer, %connection, ?rtt, "ping answered");
                 self.rtts.set(peer, rtt);
                 let outbound = self.start_ping(connection, stream, self.config.interval);
-                if let Some(conn) = self.connections.get_mut(&connection) {
-                    conn.outbound = outbound;
-                }
-                self.commands.push_back(ToSwarm::GenerateEvent(Event {
+                self.set_outbound(connection, outbound);
+                self.emit(Event {
                     peer,
                     connection,
                     result: Ok(rtt),
-                }));
+                });
             }
-            TaskOutput::Ping(Err(failure)) => self.on_failure(connection, failure),
+            (TaskKey::Outbound(connection), TaskOutput::Ping(Err(failure))) => {
+                self.on_failure(connection, failure)
+            }
+            // Outputs come from the tasks their keys name.
+            (key, _) => tracing::debug!(?key, "ping: task output of another kind ignored"),
         }
     }
 }
@@ -503,6 +552,7 @@ impl fmt::Debug for Behaviour {
             .field("config", &self.config)
             .field("connections", &self.connections.len())
             .field("tasks", &self.tasks.len())
+            .field("outbox", &self.outbox)
             .field("rtts", &self.rtts)
             .finish_non_exhaustive()
     }
@@ -543,7 +593,7 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(mut conn) = self.connections.remove(&connection) {
                     conn.abort_all();
                     if let Outbound::Opening(id) = conn.outbound {
-                        self.requests.remove(&id);
+                        self.outbox.take_stream(id);
                     }
                 }
                 if remaining_established == 0 {
@@ -561,31 +611,38 @@ impl NetworkBehaviour for Behaviour {
             mut stream,
             ..
         } = inbound;
+        if !self.connections.contains_key(&connection) {
+            tracing::debug!(%peer, %connection, "ping: inbound stream on an unknown connection; resetting");
+            stream.reset();
+            return;
+        }
         stream.set_keep_alive(false);
         let id = self.next_inbound_id;
         self.next_inbound_id = self.next_inbound_id.wrapping_add(1);
+        let echo_timeout = self.config.echo_timeout;
         let fut = async move {
-            let result = protocol::echo(stream).await;
-            TaskOutput::InboundEnded { id, result }
-        };
-        let handle = self.spawn(connection, fut);
-        match self.connections.get_mut(&connection) {
-            Some(conn) => {
-                if let Some((_, old)) = conn.inbound.replace((id, handle)) {
-                    tracing::debug!(%peer, %connection, "ping: new inbound stream replaces the old one");
-                    old.abort();
-                }
+            let result = protocol::echo(&mut stream, echo_timeout).await;
+            // A remote that stopped reading gets an abort. On other errors the stream is
+            // dropped, which finishes it gracefully: echoes already written still arrive.
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
+                stream.reset();
             }
-            // A stream on a connection we were not told of: answer it, untracked; it ends
-            // with its stream.
-            None => {
-                tracing::debug!(%peer, %connection, "ping: inbound stream on an unknown connection")
+            TaskOutput::InboundEnded(result)
+        };
+        // The stream lives as long as the remote pings; each echo has its own limit.
+        let Some(handle) = self.spawn(TaskKey::Inbound(connection, id), Duration::MAX, fut) else {
+            return;
+        };
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            if let Some((_, old)) = conn.inbound.replace((id, handle)) {
+                tracing::debug!(%peer, %connection, "ping: new inbound stream replaces the old one");
+                old.abort();
             }
         }
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some(connection) = self.requests.remove(&result.id) else {
+        let Some(connection) = self.outbox.take_stream(result.id) else {
             // A request of a connection that closed since: the stream, if any, is dropped.
             return;
         };
@@ -600,35 +657,23 @@ impl NetworkBehaviour for Behaviour {
             Ok(mut out) => {
                 out.stream.set_keep_alive(false);
                 let outbound = self.start_ping(connection, out.stream, Duration::ZERO);
-                if let Some(conn) = self.connections.get_mut(&connection) {
-                    conn.outbound = outbound;
-                }
+                self.set_outbound(connection, outbound);
             }
-            Err(e) => self.on_failure(connection, Failure::from_stream_error(e)),
+            Err(e) => self.on_failure(connection, Failure::from(e)),
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
-        match &self.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => self.waker = Some(cx.waker().clone()),
+        loop {
+            if let Poll::Ready(command) = self.outbox.poll(cx) {
+                return Poll::Ready(command);
+            }
+            match self.tasks.poll_next(cx) {
+                Poll::Ready((key, output)) => self.on_task(key, output),
+                // Every task registered `cx`; new tasks and commands wake it.
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        self.polling = true;
-        let result = loop {
-            if let Some(command) = self.commands.pop_front() {
-                break Poll::Ready(command);
-            }
-            match self.tasks.poll_next_unpin(cx) {
-                Poll::Ready(Some(Some((connection, output)))) => self.on_task(connection, output),
-                // Aborted: the future, and the stream it owned, are dropped now.
-                Poll::Ready(Some(None)) => {}
-                // Pending: every task registered `cx`. Empty: nothing to register; new tasks
-                // and commands come from callbacks, which `wake` the stored waker.
-                Poll::Ready(None) | Poll::Pending => break Poll::Pending,
-            }
-        };
-        self.polling = false;
-        result
     }
 }
 

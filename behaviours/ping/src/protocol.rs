@@ -61,15 +61,31 @@ where
 
 /// Answers pings on an inbound stream: echoes every [`PING_SIZE`]-byte frame until the remote
 /// finishes its side, then finishes ours. Returns the number of pings answered.
-pub(crate) async fn echo<S>(mut stream: S) -> io::Result<u64>
+///
+/// Each echo (write and flush) must complete within `limit`, else
+/// [`io::ErrorKind::TimedOut`]: a remote that sends pings but never reads our echoes would
+/// otherwise block the write forever (the caller resets the stream). Waiting for the next
+/// ping is not limited.
+pub(crate) async fn echo<S>(stream: &mut S, limit: Duration) -> io::Result<u64>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = [0u8; PING_SIZE];
     let mut answered = 0u64;
-    while read_frame(&mut stream, &mut buf).await? {
-        stream.write_all(&buf).await?;
-        stream.flush().await?;
+    while read_frame(stream, &mut buf).await? {
+        let write = async {
+            stream.write_all(&buf).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    meshwire_swarm::toolkit::Timeout(limit),
+                ))
+            }
+        }
         answered = answered.saturating_add(1);
     }
     stream.close().await?;
@@ -182,14 +198,16 @@ pub(crate) mod tests {
         }
     }
 
+    const LIMIT: Duration = Duration::from_secs(5);
+
     fn plain(e: io::Error) -> Failure {
         Failure::other(e)
     }
 
     #[tokio::test]
     async fn ping_and_echo_reuse_one_stream() {
-        let (mut a, b) = duplex();
-        let listener = tokio::spawn(echo(b));
+        let (mut a, mut b) = duplex();
+        let listener = tokio::spawn(async move { echo(&mut b, LIMIT).await });
         for _ in 0..10 {
             let (s, rtt) = send_ping(a, plain).await.expect("ping");
             assert!(rtt < Duration::from_secs(1));
@@ -209,7 +227,7 @@ pub(crate) mod tests {
         let (mut a, mut b) = duplex();
         b.max_read = 3;
         a.max_read = 5;
-        let listener = tokio::spawn(echo(b));
+        let listener = tokio::spawn(async move { echo(&mut b, LIMIT).await });
         // Writes split in odd places.
         let frames: Vec<u8> = (0..(PING_SIZE * 3) as u8).collect();
         for chunk in frames.chunks(7) {
@@ -224,8 +242,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn echo_rejects_partial_frame_at_eof() {
-        let (mut a, b) = duplex();
-        let listener = tokio::spawn(echo(b));
+        let (mut a, mut b) = duplex();
+        let listener = tokio::spawn(async move { echo(&mut b, LIMIT).await });
         a.write_all(&[7u8; PING_SIZE + 5]).await.unwrap();
         a.close().await.unwrap();
         let err = listener.await.unwrap().unwrap_err();
@@ -238,9 +256,9 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn echo_of_empty_stream_is_clean() {
-        let (a, b) = duplex();
+        let (a, mut b) = duplex();
         drop(a);
-        assert_eq!(echo(b).await.unwrap(), 0);
+        assert_eq!(echo(&mut b, LIMIT).await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -290,5 +308,60 @@ pub(crate) mod tests {
         });
         let (a, _) = send_ping(a, plain).await.expect("first ping is fine");
         assert!(matches!(send_ping(a, plain).await, Err(Failure::Other(_))));
+    }
+
+    /// A remote that sends pings without end and never reads: every write of ours is
+    /// blocked (its receive window is full).
+    struct NeverReads {
+        written: usize,
+    }
+
+    impl AsyncRead for NeverReads {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            buf.fill(7);
+            Poll::Ready(Ok(buf.len()))
+        }
+    }
+
+    impl AsyncWrite for NeverReads {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            // Some room at first, then none.
+            if self.written < 3 * PING_SIZE {
+                self.written += buf.len();
+                return Poll::Ready(Ok(buf.len()));
+            }
+            Poll::Pending
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_echo_blocked_past_its_limit_times_out() {
+        let mut remote = NeverReads { written: 0 };
+        let limit = Duration::from_millis(100);
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), echo(&mut remote, limit))
+            .await
+            .expect("the echo gives up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= limit);
+        // The pings that fit were answered first.
+        assert_eq!(remote.written, 3 * PING_SIZE);
     }
 }

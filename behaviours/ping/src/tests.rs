@@ -196,7 +196,7 @@ async fn closing_a_connection_drops_its_state_and_ignores_late_results() {
     assert_eq!(b.tasks.len(), 1);
     close(&mut b, peer, c, 0);
     assert!(b.connections.is_empty());
-    assert!(b.requests.is_empty());
+    assert!(b.outbox.is_empty());
     // The aborted timer is dropped on the next poll, and never asks for a stream.
     assert!(poll_now(&mut b).is_pending());
     assert!(b.tasks.is_empty());
@@ -284,18 +284,22 @@ fn failures_map_from_stream_and_io_errors() {
     use meshwire_transport::multistream::NegotiationError;
 
     let refused: io::Error = NegotiationError::Failed.into();
-    assert!(matches!(Failure::from_io(refused), Failure::Unsupported));
+    assert!(matches!(stream_failure(refused), Failure::Unsupported));
     assert!(matches!(
-        Failure::from_io(io::Error::from(io::ErrorKind::ConnectionReset)),
+        stream_failure(io::Error::from(io::ErrorKind::ConnectionReset)),
         Failure::Other(_)
     ));
     assert!(matches!(
-        Failure::from_stream_error(StreamError::UnsupportedProtocols),
+        Failure::from(StreamError::UnsupportedProtocols),
         Failure::Unsupported
     ));
     assert!(matches!(
-        Failure::from_stream_error(StreamError::Timeout),
+        Failure::from(StreamError::Timeout),
         Failure::Other(_)
+    ));
+    assert!(matches!(
+        Failure::from(meshwire_swarm::toolkit::Timeout(Duration::from_secs(1))),
+        Failure::Timeout
     ));
     // Failures are errors with a source where there is one.
     let f = Failure::other(io::Error::other("x"));
@@ -308,9 +312,12 @@ fn config_defaults_match_libp2p() {
     let c = Config::default();
     assert_eq!(c.interval, Duration::from_secs(15));
     assert_eq!(c.timeout, Duration::from_secs(20));
+    assert_eq!(c.echo_timeout, Duration::from_secs(20));
     let c = c
         .with_interval(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(2));
+        .with_timeout(Duration::from_secs(2))
+        .with_echo_timeout(Duration::from_secs(3));
     assert_eq!(c.interval, Duration::from_secs(1));
     assert_eq!(c.timeout, Duration::from_secs(2));
+    assert_eq!(c.echo_timeout, Duration::from_secs(3));
 }

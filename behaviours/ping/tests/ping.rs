@@ -5,10 +5,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{ping_config, prober, spawn_node, spawn_node_with};
+use common::{ping_config, prober, spawn_node, spawn_node_with, spawn_node_with_quic};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire_ping::{self as ping, Failure, PING_SIZE};
 use meshwire_swarm::{ConnectionCloseCause, DummyBehaviour, SwarmConfig, SwarmEvent};
+use meshwire_transport::quic::QuicConfig;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -223,12 +224,7 @@ async fn new_inbound_stream_replaces_the_old_one() {
     let a = spawn_node(ping::Behaviour::new(ping_config(60_000))).await;
     let (p, handle) = prober(false);
     let mut probe = spawn_node(p).await;
-    probe.dial(&a.addr);
-    loop {
-        if let Some(SwarmEvent::ConnectionEstablished { .. }) = probe.next(10 * SECOND).await {
-            break;
-        }
-    }
+    probe.connect(&a.addr).await;
 
     async fn ping_once(s: &mut meshwire_swarm::Stream) -> std::io::Result<()> {
         let payload: [u8; PING_SIZE] = rand::random();
@@ -259,12 +255,7 @@ async fn odd_sized_floods_are_echoed_frame_by_frame() {
     let a = spawn_node(ping::Behaviour::new(ping_config(60_000))).await;
     let (p, handle) = prober(false);
     let mut probe = spawn_node(p).await;
-    probe.dial(&a.addr);
-    loop {
-        if let Some(SwarmEvent::ConnectionEstablished { .. }) = probe.next(10 * SECOND).await {
-            break;
-        }
-    }
+    probe.connect(&a.addr).await;
     let s = handle.open(a.peer).await.expect("stream");
     // 10,000 bytes: 312 whole frames and 16 bytes of a partial one, in odd-sized writes.
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
@@ -295,11 +286,7 @@ async fn odd_sized_floods_are_echoed_frame_by_frame() {
     assert_eq!(back[..], data[..whole]);
 
     // a is unharmed: a fresh stream is answered.
-    let mut s = handle.open(a.peer).await.expect("stream");
-    s.write_all(&[1u8; PING_SIZE]).await.unwrap();
-    let mut echo = [0u8; PING_SIZE];
-    s.read_exact(&mut echo).await.unwrap();
-    assert_eq!(echo, [1u8; PING_SIZE]);
+    handle.assert_answered(a.peer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,4 +317,48 @@ async fn pings_alone_do_not_keep_a_connection_open() {
     );
     assert!(pings >= 3, "{pings} pings");
     assert!(started.elapsed() < 5 * SECOND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_never_reads_gets_its_stream_reset() {
+    // Small windows, so that a's echoes fill the prober's quickly.
+    let quic = QuicConfig {
+        stream_receive_window: 64 * 1024,
+        receive_window: 256 * 1024,
+        ..QuicConfig::default()
+    };
+    let limit = SECOND;
+    let a = spawn_node_with_quic(
+        ping::Behaviour::new(ping_config(60_000).with_echo_timeout(limit)),
+        SwarmConfig::default(),
+        quic.clone(),
+    )
+    .await;
+    let (p, handle) = prober(false);
+    let mut probe = spawn_node_with_quic(p, SwarmConfig::default(), quic).await;
+    probe.connect(&a.addr).await;
+    let mut s = handle.open(a.peer).await.expect("stream");
+    // Pings, and more pings, never reading an echo: a's echo write blocks once the
+    // prober's window is full; past the echo limit a resets the stream, which fails our
+    // writes (without the limit, they would block forever once a stops reading).
+    let chunk = vec![5u8; 16 * 1024];
+    let started = tokio::time::Instant::now();
+    let mut written = 0usize;
+    let error = tokio::time::timeout(20 * SECOND, async {
+        loop {
+            if let Err(e) = s.write_all(&chunk).await {
+                break e;
+            }
+            written += chunk.len();
+        }
+    })
+    .await
+    .expect("a resets the stream within its echo limit");
+    let took = started.elapsed();
+    assert!(took >= limit, "reset after {took:?}, before the limit");
+    assert!(took < 10 * SECOND, "reset only after {took:?}");
+    assert!(written >= 64 * 1024, "{written} bytes written: {error}");
+
+    // a is unharmed: a fresh stream is answered.
+    handle.assert_answered(a.peer).await;
 }

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire_core::Keypair;
 use meshwire_ping as ping;
 use meshwire_swarm::{
@@ -38,6 +39,18 @@ impl<E> Node<E> {
             Ok(Some(ev)) => Some(ev),
             Ok(None) => panic!("node task ended"),
             Err(_) => None,
+        }
+    }
+
+    /// Dials `addr` and waits (at most 10 s) for the connection.
+    pub async fn connect(&mut self, addr: &Multiaddr) {
+        self.dial(addr);
+        loop {
+            let event = self.next(Duration::from_secs(10)).await;
+            match event.expect("connection established") {
+                SwarmEvent::ConnectionEstablished { .. } => return,
+                _ => continue,
+            }
         }
     }
 
@@ -91,9 +104,21 @@ where
     B: NetworkBehaviour,
     B::Event: Debug + Send,
 {
+    spawn_node_with_quic(behaviour, config, QuicConfig::default()).await
+}
+
+/// [`spawn_node`] with swarm and QUIC configurations.
+pub async fn spawn_node_with_quic<B>(
+    behaviour: B,
+    config: SwarmConfig,
+    quic: QuicConfig,
+) -> Node<B::Event>
+where
+    B: NetworkBehaviour,
+    B::Event: Debug + Send,
+{
     init_tracing();
-    let transport =
-        QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic transport");
+    let transport = QuicTransport::new(Keypair::generate(), quic).expect("quic transport");
     let mut swarm = Swarm::new(transport, behaviour, config);
     swarm
         .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
@@ -148,6 +173,15 @@ pub struct ProbeHandle {
 }
 
 impl ProbeHandle {
+    /// Asserts that `peer` echoes a ping on a fresh stream.
+    pub async fn assert_answered(&self, peer: PeerId) {
+        let mut s = self.open(peer).await.expect("stream");
+        s.write_all(&[1u8; ping::PING_SIZE]).await.unwrap();
+        let mut echo = [0u8; ping::PING_SIZE];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, [1u8; ping::PING_SIZE]);
+    }
+
     /// Opens a ping stream to `peer` (on its existing connection).
     pub async fn open(&self, peer: PeerId) -> Result<Stream, StreamError> {
         let (tx, rx) = oneshot::channel();

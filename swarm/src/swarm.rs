@@ -1012,7 +1012,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
         let trimmed = if explicit {
             self.conn_manager.trim_open_conns(now)
         } else {
-            self.conn_manager.poll_trim(now)
+            self.conn_manager.handle_timeout(now)
         };
         for (peer, conns) in trimmed {
             tracing::debug!(%peer, connections = conns.len(), "connection manager trims peer");
@@ -1040,7 +1040,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
     }
 
     fn arm_cm_timer(&mut self) {
-        let next = self.conn_manager.next_wakeup();
+        let next = self.conn_manager.poll_timeout();
         if next != self.cm_deadline {
             self.cm_deadline = next;
             let at = match next {

@@ -230,7 +230,10 @@ mod tests {
             // The prefix says 1,000; nothing follows. The limit is checked first.
             let mut input = Cursor::new(encode_frame(&[0u8; 1000])[..2].to_vec());
             match read_frame(&mut input, 999).await {
-                Err(FrameError::TooLarge { len: 1000, max: 999 }) => {}
+                Err(FrameError::TooLarge {
+                    len: 1000,
+                    max: 999,
+                }) => {}
                 other => panic!("{other:?}"),
             }
         });
@@ -331,7 +334,11 @@ mod tests {
             assert!(matches!(res, Err(FrameError::Truncated)));
             assert_eq!(body.len(), 10);
             // 10 bytes arrived: the buffer never reserved the announced megabyte.
-            assert!(body.capacity() <= 2 * (10 + READ_CHUNK), "{}", body.capacity());
+            assert!(
+                body.capacity() <= 2 * (10 + READ_CHUNK),
+                "{}",
+                body.capacity()
+            );
         });
     }
 }

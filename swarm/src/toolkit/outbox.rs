@@ -178,7 +178,10 @@ mod tests {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(outbox.poll(&mut cx), Poll::Ready(ToSwarm::OpenStream(o)) if o.id == id));
-        assert!(matches!(outbox.poll(&mut cx), Poll::Ready(ToSwarm::GenerateEvent(7))));
+        assert!(matches!(
+            outbox.poll(&mut cx),
+            Poll::Ready(ToSwarm::GenerateEvent(7))
+        ));
         assert!(outbox.poll(&mut cx).is_pending());
         // The answer is still awaited.
         assert_eq!(outbox.len(), 1);

@@ -46,15 +46,15 @@ impl std::error::Error for ConnectionDenied {
 /// Which limit a connection would exceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
-    /// [`SwarmConfig::max_established_total`].
+    /// [`SwarmConfig::max_established_total`](crate::SwarmConfig::max_established_total).
     EstablishedTotal,
-    /// [`SwarmConfig::max_established_per_peer`].
+    /// [`SwarmConfig::max_established_per_peer`](crate::SwarmConfig::max_established_per_peer).
     EstablishedPerPeer,
-    /// [`SwarmConfig::max_established_incoming`].
+    /// [`SwarmConfig::max_established_incoming`](crate::SwarmConfig::max_established_incoming).
     EstablishedIncoming,
-    /// [`SwarmConfig::max_established_outgoing`].
+    /// [`SwarmConfig::max_established_outgoing`](crate::SwarmConfig::max_established_outgoing).
     EstablishedOutgoing,
-    /// [`SwarmConfig::max_pending_incoming`].
+    /// [`SwarmConfig::max_pending_incoming`](crate::SwarmConfig::max_pending_incoming).
     PendingIncoming,
 }
 
@@ -103,18 +103,18 @@ pub enum StreamError {
     /// Negotiation failed otherwise.
     #[error("negotiation failed: {0}")]
     Negotiation(Arc<NegotiationError>),
-    /// Opening or negotiating took longer than [`SwarmConfig::negotiation_timeout`].
+    /// Opening or negotiating took longer than [`SwarmConfig::negotiation_timeout`](crate::SwarmConfig::negotiation_timeout).
     #[error("stream negotiation timed out")]
     Timeout,
     /// Too many stream requests wait for a connection
-    /// ([`SwarmConfig::max_pending_stream_requests`]).
+    /// ([`SwarmConfig::max_pending_stream_requests`](crate::SwarmConfig::max_pending_stream_requests)).
     #[error("pending stream request limit of {limit} reached")]
     PendingLimit {
         /// The limit.
         limit: usize,
     },
     /// The remote has too many inbound streams open on the connection
-    /// ([`SwarmConfig::max_inbound_streams_per_connection`]); the stream was reset.
+    /// ([`SwarmConfig::max_inbound_streams_per_connection`](crate::SwarmConfig::max_inbound_streams_per_connection)); the stream was reset.
     #[error("inbound stream limit of {limit} reached")]
     TooManyStreams {
         /// The limit.

@@ -68,7 +68,7 @@ pub enum ConnectionCloseCause {
     Transport(CloseReason),
 }
 
-/// Something that happened in a [`Swarm`].
+/// Something that happened in a [`Swarm`](crate::Swarm).
 #[derive(Debug)]
 pub enum SwarmEvent<E> {
     /// An event of the behaviour.

@@ -555,7 +555,7 @@ impl ConnManager for BasicConnMgr {
         self.closed = true;
     }
 
-    fn poll_trim(&mut self, now: Instant) -> Trimmed {
+    fn handle_timeout(&mut self, now: Instant) -> Trimmed {
         self.observe(now);
         if self.closed {
             return Vec::new();
@@ -571,7 +571,7 @@ impl ConnManager for BasicConnMgr {
         Vec::new()
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }

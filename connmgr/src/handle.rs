@@ -16,7 +16,7 @@ use crate::{
 /// `std::sync::Mutex` for a short, non-blocking critical section and never across an
 /// `.await`, which is the recommended pattern in async code; no async runtime is needed.
 /// Applications' changes are seen by the swarm at its next
-/// [`poll_trim`](ConnManager::poll_trim) (see the crate docs on wakeups).
+/// [`handle_timeout`](ConnManager::handle_timeout) (see the crate docs on time).
 ///
 /// The convenience methods take `&self`. A panic inside a critical section (only possible
 /// from a user-supplied tag function) does not poison the handle: the lock is recovered.
@@ -118,9 +118,9 @@ impl<M: ConnManager + ?Sized> ConnManagerHandle<M> {
         self.lock().is_protected(peer, tag)
     }
 
-    /// See [`ConnManager::next_wakeup`].
-    pub fn next_wakeup(&self) -> Option<Instant> {
-        self.lock().next_wakeup()
+    /// See [`ConnManager::poll_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.lock().poll_timeout()
     }
 }
 
@@ -208,12 +208,12 @@ impl<M: ConnManager + ?Sized> ConnManager for ConnManagerHandle<M> {
         self.lock().close()
     }
 
-    fn poll_trim(&mut self, now: Instant) -> Trimmed {
-        self.lock().poll_trim(now)
+    fn handle_timeout(&mut self, now: Instant) -> Trimmed {
+        self.lock().handle_timeout(now)
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
-        self.lock().next_wakeup()
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.lock().poll_timeout()
     }
 }
 

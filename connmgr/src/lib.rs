@@ -27,13 +27,13 @@
 //! cm.protect(peers[2], "relay");
 //!
 //! // Within the grace period (one minute by default) nothing is trimmed.
-//! assert!(cm.poll_trim(start + Duration::from_secs(1)).is_empty());
+//! assert!(cm.handle_timeout(start + Duration::from_secs(1)).is_empty());
 //!
 //! // Later the background check, driven by the swarm's timer, trims the unprotected
 //! // connections down to the low watermark: the least valuable peer goes.
 //! let later = start + Duration::from_secs(120);
-//! assert!(cm.next_wakeup().is_some_and(|w| w <= later));
-//! let to_close = cm.poll_trim(later);
+//! assert!(cm.poll_timeout().is_some_and(|w| w <= later));
+//! let to_close = cm.handle_timeout(later);
 //! assert_eq!(to_close, vec![(peers[3], vec![ConnectionId::from_raw(3)])]);
 //!
 //! // The swarm closes them; the later disconnect notifications are harmless.
@@ -64,8 +64,8 @@
 //! * All connections of a trimmed peer are returned together, and the peer's entry (tags,
 //!   decaying values) is forgotten at once, as go-libp2p does on the last disconnect.
 //!   Temporary entries past the grace period are dropped by trims that have anything to do.
-//! * Automatic trims ([`ConnManager::poll_trim`]) run when the connection count is at or
-//!   above [`Config::high_water`] (go's background loop skips only when *below* it) and at
+//! * Automatic trims ([`ConnManager::handle_timeout`]) run when the connection count is at
+//!   or above [`Config::high_water`] (go's background loop skips only when *below* it) and at
 //!   least [`Config::check_interval`] (the silence period) after the previous automatic
 //!   trim. Explicit trims ([`ConnManager::trim_open_conns`]) ignore both the high watermark
 //!   and the silence period, like go's `TrimOpenConns`.
@@ -88,11 +88,12 @@
 //! # Use from an async swarm
 //!
 //! The swarm owns the manager (or a [`ConnManagerHandle`] to it), calls
-//! [`ConnManager::poll_trim`] whenever its timer reaches [`ConnManager::next_wakeup`] (and,
-//! if it likes, right after reporting new connections), and closes what is returned.
-//! [`BasicConnMgr::next_wakeup`] is never more than one check interval after the latest
-//! `now`, so changes made through a handle (a new decaying tag, say) are picked up within
-//! that time even if the swarm slept on an older wakeup.
+//! [`ConnManager::handle_timeout`] whenever its timer reaches [`ConnManager::poll_timeout`]
+//! (and, if it likes, right after reporting new connections), and closes what is returned:
+//! the sans-IO time vocabulary the behaviours' engines use too. [`BasicConnMgr`]'s
+//! `poll_timeout` is never more than one check interval after the latest `now`, so changes
+//! made through a handle (a new decaying tag, say) are picked up within that time even if
+//! the swarm slept on an older timeout.
 
 #![warn(missing_docs)]
 
@@ -181,16 +182,16 @@ pub trait ConnManager: Send {
     /// Whether `peer` is protected under `tag`, or under any tag when `tag` is `None`.
     fn is_protected(&self, peer: PeerId, tag: Option<&str>) -> bool;
 
-    /// Stops background work: [`poll_trim`](Self::poll_trim) does nothing afterwards and
-    /// [`next_wakeup`](Self::next_wakeup) returns `None`.
+    /// Stops background work: [`handle_timeout`](Self::handle_timeout) does nothing
+    /// afterwards and [`poll_timeout`](Self::poll_timeout) returns `None`.
     fn close(&mut self);
 
     /// Runs the background work due at `now` (decay ticks, an automatic trim) and returns
     /// the connections to close.
-    fn poll_trim(&mut self, now: Instant) -> Trimmed;
+    fn handle_timeout(&mut self, now: Instant) -> Trimmed;
 
-    /// When [`poll_trim`](Self::poll_trim) should be called next, or `None` if never.
-    fn next_wakeup(&self) -> Option<Instant>;
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next, or `None` if never.
+    fn poll_timeout(&self) -> Option<Instant>;
 }
 
 /// Decaying tags (go-libp2p's `connmgr.Decayer`). See [`decay`].

@@ -8,7 +8,7 @@ use crate::{ConnManager, ConnectionId, Direction, PeerId, TagInfo, Trimmed};
 /// tags ([`get_tag_info`](ConnManager::get_tag_info) is always `None`), protection has no
 /// effect ([`is_protected`](ConnManager::is_protected) and
 /// [`unprotect`](ConnManager::unprotect) always return `false`), it never trims and never
-/// needs a wakeup.
+/// needs a timeout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NullConnMgr;
 
@@ -52,11 +52,11 @@ impl ConnManager for NullConnMgr {
 
     fn close(&mut self) {}
 
-    fn poll_trim(&mut self, _now: Instant) -> Trimmed {
+    fn handle_timeout(&mut self, _now: Instant) -> Trimmed {
         Vec::new()
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         None
     }
 }

@@ -154,31 +154,31 @@ fn automatic_trim_only_at_high_water_and_respects_silence_period() {
     );
     connect_range(&mut cm, 0..9, Direction::Outbound, t0);
     // Below the high watermark: background checks do nothing.
-    assert!(cm.poll_trim(t0 + SEC).is_empty());
+    assert!(cm.handle_timeout(t0 + SEC).is_empty());
     assert_eq!(cm.conn_count(), 9);
 
     // At the high watermark: trimmed down to the low watermark.
     cm.notify_connected(peer(9), conn(9), Direction::Outbound, t0 + SEC);
     let t1 = t0 + 2 * SEC;
     assert_eq!(
-        cm.next_wakeup(),
+        cm.poll_timeout(),
         Some(t0 + SEC),
         "due as soon as the high watermark is reached"
     );
-    let out = cm.poll_trim(t1);
+    let out = cm.handle_timeout(t1);
     assert_eq!(trimmed_conns(&out), 5);
     close_all(&mut cm, &out, t1);
 
     // Back above the high watermark within the silence period: no automatic trim...
     connect_range(&mut cm, 10..16, Direction::Outbound, t1);
     assert_eq!(cm.conn_count(), 11);
-    assert!(cm.poll_trim(t1 + 5 * SEC).is_empty());
+    assert!(cm.handle_timeout(t1 + 5 * SEC).is_empty());
     assert!(cm
-        .poll_trim(t1 + 10 * SEC - Duration::from_millis(1))
+        .handle_timeout(t1 + 10 * SEC - Duration::from_millis(1))
         .is_empty());
-    assert_eq!(cm.next_wakeup(), Some(t1 + 10 * SEC));
+    assert_eq!(cm.poll_timeout(), Some(t1 + 10 * SEC));
     // ...until it has passed.
-    let out = cm.poll_trim(t1 + 10 * SEC);
+    let out = cm.handle_timeout(t1 + 10 * SEC);
     assert_eq!(trimmed_conns(&out), 6);
     assert_eq!(cm.conn_count(), 5);
 }
@@ -192,7 +192,7 @@ fn quick_burst_respects_silence_period() {
     for i in 0..30 {
         let now = t0 + Duration::from_millis(100 * i);
         cm.notify_connected(peer(i), conn(i), Direction::Inbound, now);
-        let out = cm.poll_trim(now);
+        let out = cm.handle_timeout(now);
         closed += trimmed_conns(&out);
         close_all(&mut cm, &out, now);
     }
@@ -591,7 +591,7 @@ fn disabled_watermarks_never_trim() {
     let mut cm = mgr(cfg(0, 10, Duration::ZERO), t0);
     connect_range(&mut cm, 0..20, Direction::Outbound, t0);
     assert!(cm.trim_open_conns(t0).is_empty());
-    assert!(cm.poll_trim(t0 + Duration::from_secs(100)).is_empty());
+    assert!(cm.handle_timeout(t0 + Duration::from_secs(100)).is_empty());
     assert_eq!(cm.conn_count(), 20);
 }
 
@@ -690,7 +690,7 @@ fn metrics_after_a_trim() {
 }
 
 #[test]
-fn next_wakeup_and_close() {
+fn poll_timeout_and_close() {
     let t0 = Instant::now();
     let mut cm = mgr(
         Config {
@@ -700,20 +700,20 @@ fn next_wakeup_and_close() {
         t0,
     );
     // Idle: a heartbeat one check interval ahead.
-    assert_eq!(cm.next_wakeup(), Some(t0 + 10 * SEC));
+    assert_eq!(cm.poll_timeout(), Some(t0 + 10 * SEC));
     connect_range(&mut cm, 0..4, Direction::Outbound, t0 + SEC);
     // At the high watermark a check is due now.
-    assert_eq!(cm.next_wakeup(), Some(t0 + SEC));
+    assert_eq!(cm.poll_timeout(), Some(t0 + SEC));
     // Everything is in its grace period: the check trims nothing and is retried a silence
     // period later.
-    assert!(cm.poll_trim(t0 + 2 * SEC).is_empty());
-    assert_eq!(cm.next_wakeup(), Some(t0 + 12 * SEC));
+    assert!(cm.handle_timeout(t0 + 2 * SEC).is_empty());
+    assert_eq!(cm.poll_timeout(), Some(t0 + 12 * SEC));
     // Past the grace period, polling at the wakeups eventually trims.
     let mut now = t0 + 2 * SEC;
     let mut out = Vec::new();
     while out.is_empty() {
-        now = cm.next_wakeup().expect("open");
-        out = cm.poll_trim(now);
+        now = cm.poll_timeout().expect("open");
+        out = cm.handle_timeout(now);
     }
     assert!(
         now >= t0 + 61 * SEC && now <= t0 + 72 * SEC,
@@ -723,10 +723,10 @@ fn next_wakeup_and_close() {
     assert_eq!(trimmed_conns(&out), 2);
 
     cm.close();
-    assert_eq!(cm.next_wakeup(), None);
+    assert_eq!(cm.poll_timeout(), None);
     connect_range(&mut cm, 10..20, Direction::Outbound, now);
     assert!(
-        cm.poll_trim(now + 3600 * SEC).is_empty(),
+        cm.handle_timeout(now + 3600 * SEC).is_empty(),
         "no background trims after close"
     );
     assert_eq!(
@@ -752,8 +752,8 @@ fn null_conn_mgr_does_nothing() {
     assert!(!cm.is_protected(p, Some("x")));
     assert!(!cm.unprotect(p, "x"));
     assert!(cm.trim_open_conns(t0).is_empty());
-    assert!(cm.poll_trim(t0).is_empty());
-    assert_eq!(cm.next_wakeup(), None);
+    assert!(cm.handle_timeout(t0).is_empty());
+    assert_eq!(cm.poll_timeout(), None);
     cm.notify_disconnected(p, conn(1), t0);
     cm.close();
 }

@@ -56,20 +56,20 @@ fn expire_when_inactive() {
     assert_eq!(value(&cm, p), Some(10));
 
     for step in 1..4 {
-        cm.poll_trim(t0 + ms(250 * step));
+        cm.handle_timeout(t0 + ms(250 * step));
         assert_eq!(value(&cm, p), Some(10), "still active after {step} ticks");
     }
-    cm.poll_trim(t0 + ms(1000));
+    cm.handle_timeout(t0 + ms(1000));
     assert_eq!(value(&cm, p), Some(0));
     assert_eq!(tag_value(&cm, p, "pop"), None, "expired value removed");
 
     // Bumping keeps a value alive.
     cm.bump(p, tag, 5).expect("bump");
-    cm.poll_trim(t0 + ms(1750));
+    cm.handle_timeout(t0 + ms(1750));
     cm.bump(p, tag, 5).expect("bump");
-    cm.poll_trim(t0 + ms(2500));
+    cm.handle_timeout(t0 + ms(2500));
     assert_eq!(value(&cm, p), Some(10));
-    cm.poll_trim(t0 + ms(2750));
+    cm.handle_timeout(t0 + ms(2750));
     assert_eq!(value(&cm, p), Some(0));
 }
 
@@ -109,7 +109,7 @@ fn multiple_tags_without_decay() {
             cm.bump(p, *t, 100).expect("bump");
         }
     }
-    cm.poll_trim(t0 + Duration::from_secs(10));
+    cm.handle_timeout(t0 + Duration::from_secs(10));
     let info = cm.get_tag_info(p).expect("tracked");
     assert_eq!(info.value, 300);
     for n in ["beep", "bop", "foo"] {
@@ -136,16 +136,16 @@ fn fixed_decay_on_separate_schedules() {
         cm.bump(p, t, 1000).expect("bump");
     }
     assert_eq!(value(&cm, p), Some(3000));
-    assert_eq!(cm.next_wakeup(), Some(t0 + ms(50)), "next decay tick");
+    assert_eq!(cm.poll_timeout(), Some(t0 + ms(50)), "next decay tick");
 
     // Only tag3 ticks.
-    cm.poll_trim(t0 + ms(50));
+    cm.handle_timeout(t0 + ms(50));
     assert_eq!(value(&cm, p), Some(2999));
     // tag3 ticks thrice more, tag2 twice.
-    cm.poll_trim(t0 + ms(200));
+    cm.handle_timeout(t0 + ms(200));
     assert_eq!(value(&cm, p), Some(2986));
     // tag3 once more, tag1 once.
-    cm.poll_trim(t0 + ms(250));
+    cm.handle_timeout(t0 + ms(250));
     assert_eq!(value(&cm, p), Some(2975));
 }
 
@@ -176,7 +176,7 @@ fn multiple_peers_many_ticks() {
         }
     }
     let ticks = 60;
-    cm.poll_trim(t0 + RES * ticks);
+    cm.handle_timeout(t0 + RES * ticks);
     for (p, v) in ids.iter().zip(init) {
         let mut expected = 3 * v;
         for (ratio, amount) in params {
@@ -198,9 +198,9 @@ fn linear_decay_and_overwrite() {
         .expect("register");
     cm.bump(p, tag, 1000).expect("bump");
     assert_eq!(value(&cm, p), Some(1000));
-    cm.poll_trim(t0 + ms(250));
+    cm.handle_timeout(t0 + ms(250));
     assert_eq!(value(&cm, p), Some(500));
-    cm.poll_trim(t0 + ms(500));
+    cm.handle_timeout(t0 + ms(500));
     assert_eq!(value(&cm, p), Some(250));
     cm.bump(p, tag, 1000).expect("bump");
     assert_eq!(value(&cm, p), Some(1000));
@@ -221,17 +221,17 @@ fn intervals_misaligned_with_resolution() {
     cm.bump(p, t1, 1000).expect("bump");
     cm.bump(p, t2, 1000).expect("bump");
 
-    cm.poll_trim(t0 + RES);
+    cm.handle_timeout(t0 + RES);
     assert_eq!(
         (tag_value(&cm, p, "beep"), tag_value(&cm, p, "bop")),
         (Some(1000), Some(1000))
     );
-    cm.poll_trim(t0 + 2 * RES);
+    cm.handle_timeout(t0 + 2 * RES);
     assert_eq!(
         (tag_value(&cm, p, "beep"), tag_value(&cm, p, "bop")),
         (Some(999), Some(1000))
     );
-    cm.poll_trim(t0 + 3 * RES);
+    cm.handle_timeout(t0 + 3 * RES);
     assert_eq!(
         (tag_value(&cm, p, "beep"), tag_value(&cm, p, "bop")),
         (Some(998), Some(999))
@@ -248,9 +248,9 @@ fn interval_below_resolution_is_raised() {
         .register_decaying_tag("fast", ms(1), decay_fixed(1), bump_overwrite())
         .expect("register");
     cm.bump(p, t, 100).expect("bump");
-    cm.poll_trim(t0 + ms(49));
+    cm.handle_timeout(t0 + ms(49));
     assert_eq!(value(&cm, p), Some(100));
-    cm.poll_trim(t0 + ms(100));
+    cm.handle_timeout(t0 + ms(100));
     assert_eq!(value(&cm, p), Some(98), "one decay per resolution step");
 }
 
@@ -269,12 +269,12 @@ fn tag_removal() {
     cm.bump(p1, t2, 1000).expect("bump");
     cm.bump(p2, t1, 1000).expect("bump");
 
-    cm.poll_trim(t0 + RES);
+    cm.handle_timeout(t0 + RES);
     assert_eq!(value(&cm, p1), Some(1998));
     assert_eq!(value(&cm, p2), Some(999));
 
     cm.remove_decaying(p1, t1).expect("remove");
-    cm.poll_trim(t0 + 2 * RES);
+    cm.handle_timeout(t0 + 2 * RES);
     assert_eq!(tag_value(&cm, p1, "beep"), None);
     assert_eq!(tag_value(&cm, p1, "bop"), Some(998));
     assert_eq!(tag_value(&cm, p2, "beep"), Some(998));
@@ -300,7 +300,7 @@ fn tag_closure() {
         .expect("register");
     cm.bump(p, t1, 1000).expect("bump");
     cm.bump(p, t2, 1000).expect("bump");
-    cm.poll_trim(t0 + 2 * RES);
+    cm.handle_timeout(t0 + 2 * RES);
     assert_eq!(value(&cm, p), Some(998 * 2));
 
     cm.close_decaying_tag(t1).expect("close");
@@ -384,10 +384,10 @@ fn idle_schedules_catch_up_cheaply() {
         .expect("register");
     // Nobody holds a value for a simulated year: the schedule just moves on.
     let year = Duration::from_secs(365 * 24 * 3600);
-    cm.poll_trim(t0 + year);
-    let wake = cm.next_wakeup().expect("open");
+    cm.handle_timeout(t0 + year);
+    let wake = cm.poll_timeout().expect("open");
     assert!(wake > t0 + year && wake <= t0 + year + RES);
     cm.bump(p, tag, 10).expect("bump");
-    cm.poll_trim(t0 + year + 3 * RES);
+    cm.handle_timeout(t0 + year + 3 * RES);
     assert_eq!(value(&cm, p), Some(7));
 }

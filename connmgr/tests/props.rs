@@ -233,7 +233,7 @@ proptest! {
                 }
                 Op::Poll => {
                     let before = model.open.len();
-                    let out = cm.poll_trim(now);
+                    let out = cm.handle_timeout(now);
                     if !out.is_empty() {
                         prop_assert!(before >= high, "automatic trim below the high watermark");
                     }

@@ -15,10 +15,14 @@ use std::task::{Context, Poll};
 use meshwire_core::{ConnectionId, PeerId};
 use meshwire_transport::{ListenerId, Multiaddr, TransportError};
 
-use crate::dial::{DialError, DialOpts};
+use crate::dial::DialOpts;
+use crate::error::{DialError, ListenError, StreamError};
+use crate::event::{ConnectedPoint, ConnectionCloseCause};
 use crate::protocol::StreamProtocol;
 use crate::stream::Stream;
-use crate::{ConnectedPoint, ConnectionCloseCause, ListenError, StreamError};
+
+// Re-exported where the hooks that return it are declared.
+pub use crate::error::ConnectionDenied;
 
 /// A protocol's logic, driven by a [`Swarm`](crate::Swarm).
 ///
@@ -113,38 +117,6 @@ pub trait NetworkBehaviour: Send + 'static {
     /// Drives the behaviour: its timers and stream futures. Returns the next command for the
     /// swarm, or `Pending` after arranging to be woken through `cx`.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::Event>>;
-}
-
-/// A behaviour refused a connection, with the reason.
-#[derive(Debug)]
-pub struct ConnectionDenied {
-    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-impl ConnectionDenied {
-    /// A denial with `cause`.
-    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        ConnectionDenied {
-            inner: cause.into(),
-        }
-    }
-
-    /// The cause, if it is of type `E`.
-    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        self.inner.downcast_ref::<E>()
-    }
-}
-
-impl fmt::Display for ConnectionDenied {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connection denied: {}", self.inner)
-    }
-}
-
-impl std::error::Error for ConnectionDenied {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.inner)
-    }
 }
 
 /// A notification from the swarm to every behaviour.

@@ -1,10 +1,8 @@
-//! [`DialOpts`] and [`DialError`].
+//! [`DialOpts`] and [`PeerCondition`]: what to dial and when. Dial failures are
+//! [`DialError`](crate::DialError)s.
 
 use meshwire_core::{ConnectionId, PeerId};
-use meshwire_transport::{Multiaddr, TransportError};
-use thiserror::Error;
-
-use crate::behaviour::ConnectionDenied;
+use meshwire_transport::Multiaddr;
 
 /// When a dial to a known peer goes ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,86 +118,5 @@ impl From<Multiaddr> for DialOpts {
 impl From<PeerId> for DialOpts {
     fn from(peer: PeerId) -> Self {
         DialOpts::peer(peer)
-    }
-}
-
-/// Why a dial failed.
-#[derive(Debug, Error)]
-pub enum DialError {
-    /// The peer dialed is ourselves.
-    #[error("dialing the local peer")]
-    LocalPeerId,
-    /// No address to dial was given or known.
-    #[error("no addresses to dial")]
-    NoAddresses,
-    /// The [`PeerCondition`] was not met.
-    #[error("dial condition {0:?} not met")]
-    ConditionFalse(PeerCondition),
-    /// Too many dials are pending ([`SwarmConfig::max_pending_outgoing`](crate::SwarmConfig::max_pending_outgoing)).
-    #[error("pending outgoing connection limit of {limit} reached")]
-    PendingLimit {
-        /// The limit.
-        limit: usize,
-    },
-    /// An established-connection limit would be exceeded.
-    #[error("connection limit: {0}")]
-    Limit(#[from] crate::LimitExceeded),
-    /// A behaviour refused the connection.
-    #[error(transparent)]
-    Denied(ConnectionDenied),
-    /// The peer that answered is not the one dialed.
-    #[error("wrong peer at {address}: expected {expected}, got {obtained}")]
-    WrongPeerId {
-        /// The peer dialed.
-        expected: PeerId,
-        /// The peer that answered.
-        obtained: PeerId,
-        /// Where.
-        address: Multiaddr,
-    },
-    /// Every address failed; the error of each.
-    #[error("all {} addresses failed: {}", .0.len(), fmt_errors(.0))]
-    Transport(Vec<(Multiaddr, TransportError)>),
-    /// The dial did not finish within [`SwarmConfig::dial_timeout`](crate::SwarmConfig::dial_timeout);
-    /// the errors of the addresses that failed before.
-    #[error("dial timed out ({} addresses failed before: {})", .0.len(), fmt_errors(.0))]
-    Timeout(Vec<(Multiaddr, TransportError)>),
-    /// The options' connection id is already in use (options are single-use).
-    #[error("connection id {0} is already in use")]
-    DuplicateConnectionId(ConnectionId),
-    /// The swarm closed or the dial was dropped.
-    #[error("dial aborted")]
-    Aborted,
-}
-
-fn fmt_errors(errs: &[(Multiaddr, TransportError)]) -> String {
-    errs.iter()
-        .map(|(a, e)| format!("{a}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-impl DialError {
-    /// The peer-id mismatch behind this error, if that is what it is: `(expected, obtained)`.
-    /// Covers both [`DialError::WrongPeerId`] and a mismatch reported by the transport.
-    pub fn peer_id_mismatch(&self) -> Option<(PeerId, PeerId)> {
-        match self {
-            DialError::WrongPeerId {
-                expected, obtained, ..
-            } => Some((*expected, *obtained)),
-            DialError::Transport(errs) | DialError::Timeout(errs) => {
-                errs.iter().find_map(|(_, e)| match e {
-                    TransportError::PeerIdMismatch { expected, actual } => {
-                        Some((*expected, *actual))
-                    }
-                    TransportError::Tls(meshwire_transport::tls::TlsError::PeerIdMismatch {
-                        expected,
-                        actual,
-                    }) => Some((*expected, *actual)),
-                    _ => None,
-                })
-            }
-            _ => None,
-        }
     }
 }

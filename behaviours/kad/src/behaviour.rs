@@ -1,28 +1,28 @@
-//! [`Behaviour`]: the [`KadCore`] driven over a meshwire [`Swarm`](meshwire_swarm::Swarm).
+//! [`Behaviour`]: the [`KadEngine`] driven over a meshwire [`Swarm`](meshwire_swarm::Swarm).
 //!
 //! The behaviour is the core's driver (see the [crate docs](crate#driving-the-core-for-the-swarm)):
 //!
-//! * **Outbound.** Every [`KadOutput::SendRequest`] becomes a
+//! * **Outbound.** Every [`KadTransmit`] becomes a
 //!   [`ToSwarm::OpenStream`] for `/ipfs/kad/1.0.0` (dialing the peer if needed, with the
 //!   addresses of the request, the routing table and identify given to the swarm through
 //!   [`NetworkBehaviour::handle_pending_outbound_connection`]). On the stream it writes the
 //!   length-prefixed request, reads one response (bounded by
 //!   [`KadConfig::max_message_size`], within [`KadConfig::request_timeout`]) and reports it to
-//!   [`KadCore::on_response`] with the address we dialed if the stream's connection is one we
+//!   [`KadEngine::handle_response`] with the address we dialed if the stream's connection is one we
 //!   dialed (the only address a response puts in the routing table), or the failure to
-//!   [`KadCore::on_request_failed`]. A request that cannot be encoded is a local problem,
-//!   reported with [`KadCore::on_request_unsendable`]: its query fails, the peer is not
+//!   [`KadEngine::handle_request_failed`]. A request that cannot be encoded is a local problem,
+//!   reported with [`KadEngine::handle_request_unsendable`]: its query fails, the peer is not
 //!   blamed. ADD_PROVIDER has no response: the request is written and the stream finished.
 //!   One request per stream, as rust-libp2p does.
 //! * **Inbound.** In server mode the behaviour claims `/ipfs/kad/1.0.0`. It reads requests
-//!   (bounded), answers each through [`KadCore::handle_request`], and keeps reading on the same
+//!   (bounded), answers each through [`KadEngine::handle_request`], and keeps reading on the same
 //!   stream until the remote finishes it, as rust-libp2p allows. A peer has at most
 //!   [`Config::max_inbound_streams_per_peer`] inbound streams at once: past that, a stream
 //!   waiting idle for its next request is closed to make room (rust-libp2p's rule), else the
 //!   new stream is reset. Malformed or oversized requests reset the stream and are reported as
 //!   [`Event::InboundFailure`]; nothing read from the network can panic or grow memory beyond
 //!   the bounds.
-//! * **Time.** One tokio `Sleep` armed at [`KadCore::next_timeout`].
+//! * **Time.** One tokio `Sleep` armed at [`KadEngine::poll_timeout`].
 //! * **Routing table.** When identify reports a peer's protocols
 //!   ([`FromSwarm::RemoteProtocolsChanged`]) and they include `/ipfs/kad/1.0.0`, the peer is
 //!   added with the addresses remembered for it: those [`FromSwarm::NewExternalAddrOfPeer`]
@@ -45,7 +45,7 @@
 //!   [`Behaviour::set_mode`] switches and returns [`ToSwarm::ProtocolsChanged`] so that the
 //!   swarm (and identify) advertise the change.
 //! * **Provider addresses.** The local listen addresses and confirmed external addresses are
-//!   given to [`KadCore::set_external_addresses`], so ADD_PROVIDER announces them.
+//!   given to [`KadEngine::set_external_addresses`], so ADD_PROVIDER announces them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -68,8 +68,8 @@ use meshwire_swarm::{
 };
 use multiaddr::{Multiaddr, Protocol};
 
-use crate::core::{KadConfig, KadCore, KadEvent, KadOutput, Mode, RequestId};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, Lookup};
+use crate::engine::{KadConfig, KadEngine, KadEvent, Mode, RequestId};
 use crate::kbucket::{InsertOutcome, RoutingTable};
 use crate::protocol::{
     KadCodec, KadPeer, KadRequest, KadResponse, ProtocolError, Record, RecordKey, PROTOCOL_NAME,
@@ -369,11 +369,11 @@ fn quic_listen_addr(send_back_addr: &Multiaddr) -> Option<Multiaddr> {
     (specific_ip && port != 0 && quic && it.next().is_none()).then(|| send_back_addr.clone())
 }
 
-/// The Kademlia [`NetworkBehaviour`]: a [`KadCore`] driven over the swarm. See the
+/// The Kademlia [`NetworkBehaviour`]: a [`KadEngine`] driven over the swarm. See the
 /// [module docs](self) for what it does, and the [crate docs](crate) for an example.
 pub struct Behaviour {
     config: Config,
-    core: KadCore,
+    core: KadEngine,
     codec: KadCodec,
     discovery: Discovery,
     /// Open connections.
@@ -419,13 +419,13 @@ fn now() -> Instant {
 impl Behaviour {
     /// A behaviour for the local peer `local` (the swarm's identity) with `config`.
     pub fn new(local: PeerId, config: Config) -> Self {
-        let core = KadCore::new(local, config.kad.clone());
+        let core = KadEngine::new(local, config.kad.clone());
         Self::with_core(core, config)
     }
 
-    /// A behaviour driving `core` (e.g. one made with [`KadCore::with_seed`]); `config.kad` is
+    /// A behaviour driving `core` (e.g. one made with [`KadEngine::with_seed`]); `config.kad` is
     /// replaced by the core's configuration.
-    pub fn with_core(core: KadCore, mut config: Config) -> Self {
+    pub fn with_core(core: KadEngine, mut config: Config) -> Self {
         config.kad = core.config().clone();
         Behaviour {
             codec: config.kad.codec(),
@@ -457,7 +457,7 @@ impl Behaviour {
     }
 
     /// The core, for everything the behaviour does not wrap (stores, statistics).
-    pub fn core(&self) -> &KadCore {
+    pub fn core(&self) -> &KadEngine {
         &self.core
     }
 
@@ -621,16 +621,21 @@ impl Behaviour {
 
     // ----- core outputs ------------------------------------------------------------------
 
-    fn on_output(&mut self, output: KadOutput, now: Instant) {
-        match output {
-            KadOutput::SendRequest {
-                request_id,
-                peer,
-                addrs,
-                request,
-            } => self.send_request(request_id, peer, addrs, request, now),
-            KadOutput::Event(event) => self.on_core_event(event, now),
+    /// Runs the engine's timers if due, and carries out its outputs.
+    fn drain_engine(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
         }
+        while let Some(t) = self.core.poll_transmit() {
+            any = true;
+            self.send_request(t.request_id, t.peer, t.addrs, t.request, now);
+        }
+        while let Some(event) = self.core.poll_event() {
+            any = true;
+            self.on_core_event(event, now);
+        }
+        any
     }
 
     fn send_request(
@@ -648,7 +653,7 @@ impl Behaviour {
                 // A local problem: the query fails, the peer is not blamed.
                 tracing::warn!(%peer, %error, kind = ?request.message_type(), "kad: cannot encode request");
                 if expects_response {
-                    self.core.on_request_unsendable(request_id, error, now);
+                    self.core.handle_request_unsendable(request_id, error, now);
                 }
                 return;
             }
@@ -829,7 +834,8 @@ impl Behaviour {
             } => match result {
                 Ok(Some(response)) => {
                     tracing::trace!(%peer, %request_id, "kad: response");
-                    self.core.on_response(request_id, peer, addr, response, now);
+                    self.core
+                        .handle_response(request_id, peer, addr, response, now);
                 }
                 Ok(None) => tracing::trace!(%peer, %request_id, "kad: one-way request sent"),
                 Err(error) => self.outbound_failed(request_id, peer, expects_response, error, now),
@@ -867,7 +873,7 @@ impl Behaviour {
             self.core.remove_peer(&peer);
         }
         if expects_response {
-            self.core.on_request_failed(request_id, now);
+            self.core.handle_request_failed(request_id, now);
         }
     }
 
@@ -1004,7 +1010,7 @@ impl Behaviour {
         *self.connected.entry(peer).or_default() += 1;
         self.remember_endpoint(peer, endpoint);
         if other_established == 0 {
-            self.core.on_peer_connected(peer, now);
+            self.core.handle_peer_connected(peer, now);
             // The connection manager forgot the peer's tags when its last connection closed:
             // tag it again.
             if self.core.routing_table().contains(&peer) {
@@ -1029,7 +1035,7 @@ impl Behaviour {
         }
         if remaining_established == 0 {
             self.connected.remove(&peer);
-            self.core.on_peer_disconnected(&peer);
+            self.core.handle_peer_disconnected(&peer);
         }
     }
 
@@ -1077,7 +1083,7 @@ impl Behaviour {
 
     /// Fires the timer if due; `true` if it did (the core must be polled at that time).
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.core.next_timeout();
+        let deadline = self.core.poll_timeout();
         let at = deadline.map(tokio::time::Instant::from_std);
         if self.sleep.poll_at(at, cx).is_ready() {
             self.fired = deadline;
@@ -1302,8 +1308,7 @@ impl NetworkBehaviour for Behaviour {
             if let Some(fired) = self.fired.take() {
                 now = now.max(fired);
             }
-            if let Some(output) = self.core.poll(now) {
-                self.on_output(output, now);
+            if self.drain_engine(now) {
                 continue;
             }
             if let Poll::Ready(Some(done)) = self.tasks.poll_next_unpin(cx) {
@@ -1446,8 +1451,7 @@ mod tests {
         b.set_mode(Mode::Client);
         assert!(b.protocols().is_empty());
         // The core reports the change; the behaviour turns it into ProtocolsChanged.
-        let out = b.core.poll(now()).unwrap();
-        b.on_output(out, now());
+        b.drain_engine(now());
         assert!(matches!(
             b.queue.pop_front(),
             Some(ToSwarm::ProtocolsChanged)
@@ -1474,9 +1478,7 @@ mod tests {
     /// Runs the core's outputs through the behaviour until it is idle.
     fn drive(b: &mut Behaviour) {
         let t = now();
-        while let Some(out) = b.core.poll(t) {
-            b.on_output(out, t);
-        }
+        while b.drain_engine(t) {}
     }
 
     /// The connection-manager commands queued so far, as text.

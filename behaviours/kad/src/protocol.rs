@@ -647,7 +647,7 @@ impl Record {
     /// The length of the largest message that can carry this record: a GET_VALUE response
     /// holding it with the longest TTL and no peers (a PUT_VALUE request or its echo is never
     /// longer). A record for which this exceeds the message bound cannot be sent to anyone,
-    /// so the core refuses to store it ([`StoreError::RecordTooLarge`](crate::store::StoreError::RecordTooLarge)).
+    /// so the engine refuses to store it ([`StoreError::RecordTooLarge`](crate::store::StoreError::RecordTooLarge)).
     pub fn max_message_len(&self) -> usize {
         varint_field_len(1, wire::MessageType::GetValue as u64)
             + key_field_len(&self.key)

@@ -6,6 +6,9 @@ use crate::kbucket::{DEFAULT_K, DEFAULT_MAX_ADDRS_PER_PEER};
 use crate::protocol::{KadCodec, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::store::StoreConfig;
 
+/// Longest provider key served (as go-libp2p: keys are multihashes, at most 80 bytes).
+pub const MAX_PROVIDER_KEY_LEN: usize = 80;
+
 /// Whether the node serves the DHT.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Mode {

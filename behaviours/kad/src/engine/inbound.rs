@@ -4,13 +4,11 @@ use std::time::Instant;
 
 use meshwire_core::PeerId;
 
+use super::config::MAX_PROVIDER_KEY_LEN;
 use super::{InboundRequest, KadEngine, KadEvent, Mode};
 use crate::kbucket::Key;
 use crate::protocol::{ConnectionType, KadPeer, KadRequest, KadResponse, Record};
 use crate::store::StoreError;
-
-/// Longest provider key served (as go-libp2p: keys are multihashes, at most 80 bytes).
-pub const MAX_PROVIDER_KEY_LEN: usize = 80;
 
 impl KadEngine {
     /// Handles a request from `from` and returns the response to send (`None`: send nothing

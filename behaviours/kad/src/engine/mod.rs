@@ -73,9 +73,8 @@ use multiaddr::Multiaddr;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use self::config::{KadConfig, Mode};
+pub use self::config::{KadConfig, Mode, MAX_PROVIDER_KEY_LEN};
 pub use self::event::{InboundRequest, KadEvent, KadTransmit, RemovalReason, RequestId};
-pub use self::inbound::MAX_PROVIDER_KEY_LEN;
 use self::queries::Queries;
 use self::requests::{Outstanding, RequestKind, Requests};
 use crate::kbucket::{InsertOutcome, Key, PingOutcome, RoutingTable};

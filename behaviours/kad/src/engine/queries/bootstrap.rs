@@ -4,7 +4,7 @@
 
 use meshwire_core::PeerId;
 
-use super::step::{AfterLookup, Ctx, Handled, Outcome, QueryKind};
+use super::step::{node_lookup_response, AfterLookup, Ctx, Handled, Outcome, QueryKind};
 use crate::kbucket::Key;
 use crate::protocol::{KadRequest, KadResponse};
 use crate::query::{BootstrapOk, ClosestPeersIter, QueryError, QueryResult, QueryStats};
@@ -75,11 +75,9 @@ impl QueryKind for Bootstrap {
         response: KadResponse,
         local: &PeerId,
     ) -> Option<Handled> {
-        match (&mut self.phase, response) {
-            (Phase::SelfLookup(iter), KadResponse::FindNode { closer_peers }) => Some(
-                Handled::lookup(iter.on_success(&from, closer_peers, Some(local))),
-            ),
-            _ => None,
+        match &mut self.phase {
+            Phase::SelfLookup(iter) => node_lookup_response(iter, from, response, local),
+            Phase::Refresh { .. } => None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use meshwire_core::PeerId;
 
-use super::step::{AfterLookup, Ctx, Handled, Outcome, QueryKind};
+use super::step::{node_lookup_response, AfterLookup, Ctx, Handled, Outcome, QueryKind};
 use crate::protocol::{KadPeer, KadRequest, KadResponse};
 use crate::query::{ClosestPeersIter, FindNodeOk, QueryError, QueryResult, QueryStats};
 
@@ -30,14 +30,7 @@ impl QueryKind for FindNode {
         response: KadResponse,
         local: &PeerId,
     ) -> Option<Handled> {
-        match response {
-            KadResponse::FindNode { closer_peers } => Some(Handled::lookup(self.iter.on_success(
-                &from,
-                closer_peers,
-                Some(local),
-            ))),
-            _ => None,
-        }
+        node_lookup_response(&mut self.iter, from, response, local)
     }
 
     fn after_lookup(&mut self, _stats: &mut QueryStats, _ctx: &Ctx<'_>) -> AfterLookup {

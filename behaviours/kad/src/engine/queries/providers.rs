@@ -3,7 +3,7 @@
 
 use meshwire_core::PeerId;
 
-use super::step::{targets, AfterLookup, Ctx, Handled, Outcome, QueryKind};
+use super::step::{node_lookup_response, targets, AfterLookup, Ctx, Handled, Outcome, QueryKind};
 use crate::protocol::{KadPeer, KadRequest, KadResponse, RecordKey};
 use crate::query::{
     AddProviderOk, ClosestPeersIter, GetProvidersOk, QueryError, QueryProgress, QueryResult,
@@ -34,14 +34,7 @@ impl QueryKind for AddProvider {
         response: KadResponse,
         local: &PeerId,
     ) -> Option<Handled> {
-        match response {
-            KadResponse::FindNode { closer_peers } => Some(Handled::lookup(self.iter.on_success(
-                &from,
-                closer_peers,
-                Some(local),
-            ))),
-            _ => None,
-        }
+        node_lookup_response(&mut self.iter, from, response, local)
     }
 
     fn after_lookup(&mut self, stats: &mut QueryStats, ctx: &Ctx<'_>) -> AfterLookup {

@@ -2,7 +2,7 @@
 
 use meshwire_core::PeerId;
 
-use super::step::{targets, AfterLookup, Ctx, Handled, Outcome, QueryKind};
+use super::step::{node_lookup_response, targets, AfterLookup, Ctx, Handled, Outcome, QueryKind};
 use crate::protocol::{KadRequest, KadResponse, Record};
 use crate::query::{ClosestPeersIter, PutValueOk, QueryError, QueryResult, QueryStats};
 
@@ -56,10 +56,7 @@ impl QueryKind for PutValue {
         local: &PeerId,
     ) -> Option<Handled> {
         match (&mut self.phase, response) {
-            (Phase::FindPeers(iter), KadResponse::FindNode { closer_peers }) => Some(
-                Handled::lookup(iter.on_success(&from, closer_peers, Some(local))),
-            ),
-            (Phase::FindPeers(_), _) => None,
+            (Phase::FindPeers(iter), response) => node_lookup_response(iter, from, response, local),
             (Phase::Store { pending, successes }, response) => {
                 *pending = pending.saturating_sub(1);
                 let ok = match response {

@@ -80,6 +80,23 @@ impl From<QueryResult> for Outcome {
     }
 }
 
+/// A FIND_NODE answer for a node lookup (`None` for another type of response).
+pub(crate) fn node_lookup_response(
+    iter: &mut ClosestPeersIter,
+    from: PeerId,
+    response: KadResponse,
+    local: &PeerId,
+) -> Option<Handled> {
+    match response {
+        KadResponse::FindNode { closer_peers } => Some(Handled::lookup(iter.on_success(
+            &from,
+            closer_peers,
+            Some(local),
+        ))),
+        _ => None,
+    }
+}
+
 /// The peers a finished lookup found, with their addresses: the targets of a store round.
 pub(crate) fn targets(iter: &ClosestPeersIter) -> Vec<(PeerId, Vec<Multiaddr>)> {
     iter.result()

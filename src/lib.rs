@@ -7,7 +7,7 @@
 //!   `macros`) `#[derive(NetworkBehaviour)]`.
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
 //! - [`ping`] (feature `ping`), [`identify`] (feature `identify`), [`kad`] (feature `kad`:
-//!   the Kademlia DHT behaviour, its sans-IO core and service discovery), [`swim`] (feature
+//!   the Kademlia DHT behaviour, its sans-IO engine and service discovery), [`swim`] (feature
 //!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator).
 //!
 //! ```

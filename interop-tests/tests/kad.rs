@@ -122,7 +122,7 @@ async fn meshwire_and_libp2p_in_one_dht() {
                 let now = tokio::time::Instant::now().into_std();
                 !s.behaviour()
                     .kad
-                    .core()
+                    .engine()
                     .provider_store()
                     .get(&k, now)
                     .is_empty()

@@ -1,10 +1,10 @@
 //! Service discovery on top of the DHT's provider records.
 //!
 //! A node offering a service (a relay, a pubsub topic, an RPC service) [`Discovery::announce`]s
-//! it: the core becomes a provider of the service key and sends ADD_PROVIDER to the `k` peers
+//! it: the engine becomes a provider of the service key and sends ADD_PROVIDER to the `k` peers
 //! closest to it (and re-announces periodically). A node looking for the service calls
 //! [`Discovery::lookup`], which answers from a local cache while the entry is fresh and runs a
-//! GET_PROVIDERS lookup otherwise; feed the core's events to [`Discovery::on_event`] to
+//! GET_PROVIDERS lookup otherwise; feed the engine's events to [`Discovery::on_event`] to
 //! complete lookups.
 //!
 //! The service key is the SHA2-256 *multihash* of `"meshwire/service/" + name`, i.e. the bytes
@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use meshwire_kad::discovery::{service_key, Discovery, DiscoveryConfig, Lookup};
-//! use meshwire_kad::{KadConfig, KadCore};
+//! use meshwire_kad::{KadConfig, KadEngine};
 //! use meshwire_core::Keypair;
 //! use std::time::Instant;
 //!
@@ -27,12 +27,12 @@
 //! assert_eq!(&key.as_bytes()[..2], &[0x12, 0x20]);
 //!
 //! let me = Keypair::from_seed_for_tests(1).peer_id();
-//! let mut core = KadCore::with_seed(me, KadConfig::default(), 1);
+//! let mut engine = KadEngine::with_seed(me, KadConfig::default(), 1);
 //! let mut discovery = Discovery::new(DiscoveryConfig::default());
 //! let now = Instant::now();
-//! discovery.announce(&mut core, "relay", now).unwrap();
+//! discovery.announce(&mut engine, "relay", now).unwrap();
 //! // Alone in the network: the lookup runs (and will find only ourselves).
-//! assert!(matches!(discovery.lookup(&mut core, "relay", now), Lookup::Started(_)));
+//! assert!(matches!(discovery.lookup(&mut engine, "relay", now), Lookup::Started(_)));
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::core::{KadCore, KadEvent};
+use crate::engine::{KadEngine, KadEvent};
 use crate::protocol::{KadPeer, RecordKey};
 use crate::query::{QueryId, QueryResult};
 use crate::store::StoreError;
@@ -130,27 +130,27 @@ impl Discovery {
     /// Announces the local node as a provider of `service`.
     pub fn announce(
         &mut self,
-        core: &mut KadCore,
+        engine: &mut KadEngine,
         service: &str,
         now: Instant,
     ) -> Result<QueryId, StoreError> {
-        core.start_providing(service_key(service), now)
+        engine.start_providing(service_key(service), now)
     }
 
     /// Stops announcing `service`.
-    pub fn withdraw(&mut self, core: &mut KadCore, service: &str) {
-        core.stop_providing(&service_key(service));
+    pub fn withdraw(&mut self, engine: &mut KadEngine, service: &str) {
+        engine.stop_providing(&service_key(service));
     }
 
     /// Providers of `service`: from the cache if fresh, else from a GET_PROVIDERS lookup.
-    pub fn lookup(&mut self, core: &mut KadCore, service: &str, now: Instant) -> Lookup {
+    pub fn lookup(&mut self, engine: &mut KadEngine, service: &str, now: Instant) -> Lookup {
         if let Some(providers) = self.cached(service, now) {
             return Lookup::Cached(providers.to_vec());
         }
         if let Some((id, _)) = self.pending.iter().find(|(_, s)| s.as_str() == service) {
             return Lookup::Started(*id);
         }
-        let id = core.get_providers(service_key(service), Some(self.config.max_providers), now);
+        let id = engine.get_providers(service_key(service), Some(self.config.max_providers), now);
         self.pending.insert(id, service.to_owned());
         Lookup::Started(id)
     }
@@ -168,7 +168,7 @@ impl Discovery {
         self.cache.len()
     }
 
-    /// Feeds a core event; completes the lookups this helper started.
+    /// Feeds an engine event; completes the lookups this helper started.
     pub fn on_event(&mut self, event: &KadEvent, now: Instant) -> Option<DiscoveryEvent> {
         let KadEvent::QueryFinished {
             id,
@@ -220,7 +220,7 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::KadConfig;
+    use crate::engine::KadConfig;
     use crate::query::GetProvidersOk;
     use meshwire_core::Keypair;
 
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn cache_is_bounded_and_expires() {
         let me = Keypair::from_seed_for_tests(1).peer_id();
-        let mut core = KadCore::with_seed(me, KadConfig::default(), 1);
+        let mut engine = KadEngine::with_seed(me, KadConfig::default(), 1);
         let cfg = DiscoveryConfig {
             cache_ttl: Duration::from_secs(10),
             max_cached_services: 2,
@@ -247,11 +247,11 @@ mod tests {
         let p = KadPeer::new(Keypair::from_seed_for_tests(2).peer_id(), vec![]);
         for (i, s) in ["a", "b", "c"].iter().enumerate() {
             let t = now + Duration::from_secs(i as u64);
-            let Lookup::Started(id) = d.lookup(&mut core, s, t) else {
+            let Lookup::Started(id) = d.lookup(&mut engine, s, t) else {
                 panic!()
             };
             // A second lookup while one runs reuses it.
-            assert_eq!(d.lookup(&mut core, s, t), Lookup::Started(id));
+            assert_eq!(d.lookup(&mut engine, s, t), Lookup::Started(id));
             let ev = KadEvent::QueryFinished {
                 id,
                 origin: crate::query::QueryOrigin::User,
@@ -275,7 +275,7 @@ mod tests {
             "oldest evicted"
         );
         assert_eq!(
-            d.lookup(&mut core, "c", now + Duration::from_secs(3)),
+            d.lookup(&mut engine, "c", now + Duration::from_secs(3)),
             Lookup::Cached(vec![p.clone()])
         );
         assert!(

@@ -224,7 +224,7 @@ pub struct Node {
     pub key: Key,
     /// Its known addresses, most recently learned or confirmed last (bounded; see
     /// [`RoutingTable::set_max_addrs_per_peer`]). Only first-hand addresses go here: see the
-    /// [core's docs](crate::core#addresses-in-the-routing-table).
+    /// [engine's docs](crate::engine#addresses-in-the-routing-table).
     pub addrs: Vec<Multiaddr>,
     /// When it was last seen alive (inserted, answered, or sent us a request).
     pub last_seen: Instant,

@@ -1,12 +1,12 @@
-//! meshwire-kad: the Kademlia DHT, speaking libp2p's `/ipfs/kad/1.0.0`, as a sans-IO core
+//! meshwire-kad: the Kademlia DHT, speaking libp2p's `/ipfs/kad/1.0.0`, as a sans-IO engine
 //! and a swarm behaviour.
 //!
-//! [`KadCore`] is a pure state machine in the style of `quinn-proto`: requests, responses and
-//! the current time go in; requests to send and events come out. It owns no socket, reads no
-//! clock and spawns nothing, so the same core runs under the meshwire swarm, in unit tests,
-//! and in a 1,000-node simulation on a virtual clock. [`Behaviour`] drives it over a
-//! [`Swarm`](meshwire_swarm::Swarm): streams, timers, routing-table feeding from identify and
-//! connection-manager tags (see [`behaviour`]).
+//! [`KadEngine`] is a pure state machine in the style of `quinn-proto`: requests, responses
+//! and the current time go in; requests to send and events come out. It owns no socket, reads
+//! no clock and spawns nothing, so the same engine runs under the meshwire swarm, in unit
+//! tests, and in a 1,000-node simulation on a virtual clock. `Behaviour` (feature `swarm`, on
+//! by default) drives it over a meshwire `Swarm`: streams, timers, routing-table feeding from
+//! identify and connection-manager tags (see the `behaviour` module).
 //!
 //! # Over the network
 //!
@@ -106,41 +106,44 @@
 //!
 //! # Sans-IO
 //!
-//! Three cores wired together by hand, delivering every message instantly:
+//! Three engines wired together by hand, delivering every message instantly:
 //!
 //! ```
 //! use meshwire_core::{Keypair, PeerId};
 //! use meshwire_kad::protocol::Record;
-//! use meshwire_kad::{KadConfig, KadCore, KadEvent, KadOutput, QueryResult};
+//! use meshwire_kad::{KadConfig, KadEngine, KadEvent, QueryResult};
 //! use std::time::Instant;
 //!
-//! /// Runs the toy network until every core is idle; returns the finished queries.
-//! fn run(cores: &mut [KadCore], ids: &[PeerId], now: Instant) -> Vec<(usize, QueryResult)> {
+//! /// Runs the toy network until every engine is idle; returns the finished queries.
+//! fn run(engines: &mut [KadEngine], ids: &[PeerId], now: Instant) -> Vec<(usize, QueryResult)> {
 //!     let mut finished = Vec::new();
 //!     loop {
 //!         let mut busy = false;
-//!         for i in 0..cores.len() {
-//!             while let Some(output) = cores[i].poll(now) {
+//!         for i in 0..engines.len() {
+//!             if engines[i].poll_timeout().is_some_and(|t| t <= now) {
+//!                 engines[i].handle_timeout(now);
+//!             }
+//!             while let Some(t) = engines[i].poll_transmit() {
 //!                 busy = true;
-//!                 match output {
-//!                     KadOutput::SendRequest { request_id, peer, request, .. } => {
-//!                         let j = ids.iter().position(|p| *p == peer).unwrap();
-//!                         // Identify tells the swarm that the requester serves the DHT too.
-//!                         let addr = format!("/memory/{i}").parse().unwrap();
-//!                         cores[j].add_address(ids[i], addr, now);
-//!                         let expects_response = request.expects_response();
-//!                         match cores[j].handle_request(ids[i], request, now) {
-//!                             // Node i reached node j at its address.
-//!                             Some(response) => {
-//!                                 let addr = format!("/memory/{j}").parse().ok();
-//!                                 cores[i].on_response(request_id, peer, addr, response, now)
-//!                             }
-//!                             None if expects_response => cores[i].on_request_failed(request_id, now),
-//!                             None => {}
-//!                         }
+//!                 let j = ids.iter().position(|p| *p == t.peer).unwrap();
+//!                 // Identify tells the swarm that the requester serves the DHT too.
+//!                 let addr = format!("/memory/{i}").parse().unwrap();
+//!                 engines[j].add_address(ids[i], addr, now);
+//!                 let expects_response = t.request.expects_response();
+//!                 match engines[j].handle_request(ids[i], t.request, now) {
+//!                     // Node i reached node j at its address.
+//!                     Some(response) => {
+//!                         let addr = format!("/memory/{j}").parse().ok();
+//!                         engines[i].handle_response(t.request_id, t.peer, addr, response, now)
 //!                     }
-//!                     KadOutput::Event(KadEvent::QueryFinished { result, .. }) => finished.push((i, result)),
-//!                     KadOutput::Event(_) => {}
+//!                     None if expects_response => engines[i].handle_request_failed(t.request_id, now),
+//!                     None => {}
+//!                 }
+//!             }
+//!             while let Some(event) = engines[i].poll_event() {
+//!                 busy = true;
+//!                 if let KadEvent::QueryFinished { result, .. } = event {
+//!                     finished.push((i, result));
 //!                 }
 //!             }
 //!         }
@@ -151,23 +154,23 @@
 //! }
 //!
 //! let ids: Vec<PeerId> = (0..3).map(|n| Keypair::from_seed_for_tests(n).peer_id()).collect();
-//! let mut cores: Vec<KadCore> =
-//!     ids.iter().zip(0..).map(|(id, seed)| KadCore::with_seed(*id, KadConfig::default(), seed)).collect();
+//! let mut engines: Vec<KadEngine> =
+//!     ids.iter().zip(0..).map(|(id, seed)| KadEngine::with_seed(*id, KadConfig::default(), seed)).collect();
 //! let now = Instant::now();
 //!
 //! // Nodes 1 and 2 know node 0 (say, from identify), and bootstrap through it.
 //! for i in 1..3 {
-//!     cores[i].add_address(ids[0], "/memory/0".parse().unwrap(), now);
-//!     cores[i].bootstrap(now).unwrap();
+//!     engines[i].add_address(ids[0], "/memory/0".parse().unwrap(), now);
+//!     engines[i].bootstrap(now).unwrap();
 //! }
-//! run(&mut cores, &ids, now);
-//! assert_eq!(cores[1].routing_table().len(), 2, "node 1 learned node 2 through node 0");
+//! run(&mut engines, &ids, now);
+//! assert_eq!(engines[1].routing_table().len(), 2, "node 1 learned node 2 through node 0");
 //!
 //! // Node 1 stores a record at the closest peers; node 2 finds it.
-//! cores[1].put_value(Record::new("greeting", b"hello".to_vec()), 1, now).unwrap();
-//! run(&mut cores, &ids, now);
-//! cores[2].get_value("greeting".into(), 1, now);
-//! let done = run(&mut cores, &ids, now);
+//! engines[1].put_value(Record::new("greeting", b"hello".to_vec()), 1, now).unwrap();
+//! run(&mut engines, &ids, now);
+//! engines[2].get_value("greeting".into(), 1, now);
+//! let done = run(&mut engines, &ids, now);
 //! let QueryResult::GetValue(Ok(found)) = &done[0].1 else { panic!("{done:?}") };
 //! assert_eq!(found.records[0].record.value, b"hello");
 //! ```
@@ -182,29 +185,35 @@
 //!   results and statistics (requests, hops, duration).
 //! * [`store`]: bounded, expiring record and provider stores with republish/replication
 //!   schedules.
-//! * [`core`]: [`KadCore`], the state machine tying them together.
+//! * [`engine`]: [`KadEngine`], the state machine tying them together (always built, no IO
+//!   or async dependency).
 //! * [`discovery`]: service announcement and lookup over provider records, with a TTL cache
-//!   ([`Behaviour::announce`], [`Behaviour::discover`]).
-//! * [`behaviour`]: [`Behaviour`], the core driven over the swarm.
-//! * `sim` (feature `sim`): a deterministic discrete-event simulator of many cores.
+//!   (`Behaviour::announce`, `Behaviour::discover`).
+//! * `behaviour` (feature `swarm`, on by default): `Behaviour`, the engine driven over the
+//!   swarm.
+//! * `sim` (feature `sim`): a deterministic discrete-event simulator of many engines.
 //!
-//! # Driving the core (for the swarm)
+//! # Driving the engine
 //!
-//! Inputs: [`KadCore::handle_request`] (inbound request → optional response),
-//! [`KadCore::on_response`] (with the address of the connection it came over, if we dialed
-//! it) / [`KadCore::on_request_failed`] / [`KadCore::on_request_unsendable`] (outcome of a
-//! [`KadOutput::SendRequest`]), [`KadCore::add_address`] (a peer serving the DHT, e.g. from
-//! identify), [`KadCore::on_peer_connected`] / [`KadCore::on_peer_disconnected`],
-//! [`KadCore::set_mode`], and the commands ([`KadCore::find_node`], [`KadCore::get_value`],
-//! [`KadCore::put_value`], [`KadCore::start_providing`], [`KadCore::get_providers`],
-//! [`KadCore::bootstrap`]). Outputs: [`KadCore::poll`] until `None` after every input, and
-//! again at [`KadCore::next_timeout`]. [`Behaviour`] is that driver over the swarm.
+//! Inputs: [`KadEngine::handle_request`] (inbound request → optional response),
+//! [`KadEngine::handle_response`] (with the address of the connection it came over, if we
+//! dialed it) / [`KadEngine::handle_request_failed`] /
+//! [`KadEngine::handle_request_unsendable`] (outcome of a [`KadTransmit`]),
+//! [`KadEngine::add_address`] (a peer serving the DHT, e.g. from identify),
+//! [`KadEngine::handle_peer_connected`] / [`KadEngine::handle_peer_disconnected`],
+//! [`KadEngine::set_mode`], and the commands ([`KadEngine::find_node`],
+//! [`KadEngine::get_value`], [`KadEngine::put_value`], [`KadEngine::start_providing`],
+//! [`KadEngine::get_providers`], [`KadEngine::bootstrap`]). Time:
+//! [`KadEngine::handle_timeout`] whenever [`KadEngine::poll_timeout`] is due. Outputs:
+//! [`KadEngine::poll_transmit`] and [`KadEngine::poll_event`] until `None` after every input.
+//! `Behaviour` is that driver over the swarm.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "swarm")]
 pub mod behaviour;
-pub mod core;
 pub mod discovery;
+pub mod engine;
 pub mod kbucket;
 pub mod protocol;
 pub mod query;
@@ -212,9 +221,10 @@ pub mod query;
 pub mod sim;
 pub mod store;
 
+#[cfg(feature = "swarm")]
 pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL};
-pub use crate::core::{
-    InboundRequest, KadConfig, KadCore, KadEvent, KadOutput, Mode, RemovalReason, RequestId,
+pub use crate::engine::{
+    InboundRequest, KadConfig, KadEngine, KadEvent, KadTransmit, Mode, RemovalReason, RequestId,
     MAX_PROVIDER_KEY_LEN,
 };
 pub use crate::kbucket::{Distance, Key, RoutingTable};

@@ -647,7 +647,7 @@ impl Record {
     /// The length of the largest message that can carry this record: a GET_VALUE response
     /// holding it with the longest TTL and no peers (a PUT_VALUE request or its echo is never
     /// longer). A record for which this exceeds the message bound cannot be sent to anyone,
-    /// so the core refuses to store it ([`StoreError::RecordTooLarge`](crate::store::StoreError::RecordTooLarge)).
+    /// so the engine refuses to store it ([`StoreError::RecordTooLarge`](crate::store::StoreError::RecordTooLarge)).
     pub fn max_message_len(&self) -> usize {
         varint_field_len(1, wire::MessageType::GetValue as u64)
             + key_field_len(&self.key)
@@ -822,8 +822,7 @@ impl KadCodec {
         if rest.len() < len {
             return Ok(None);
         }
-        let msg = wire::Message::decode(&rest[..len])
-            .map_err(|e| ProtocolError::Protobuf(e.to_string()))?;
+        let msg = self.decode_body(&rest[..len])?;
         Ok(Some((msg, prefix_len + len)))
     }
 
@@ -839,6 +838,40 @@ impl KadCodec {
         let mut out = Vec::new();
         self.encode_frame(&resp.to_wire(), &mut out)?;
         Ok(out)
+    }
+
+    /// Decodes the body of one frame (its length prefix already read, e.g. by the swarm
+    /// toolkit's `read_frame`, which checks the bound before buffering).
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::MessageTooLarge`] past the bound, or a malformed message.
+    pub fn decode_body(&self, body: &[u8]) -> Result<wire::Message, ProtocolError> {
+        if body.len() > self.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                len: body.len() as u64,
+                max: self.max_message_size,
+            });
+        }
+        wire::Message::decode(body).map_err(|e| ProtocolError::Protobuf(e.to_string()))
+    }
+
+    /// Decodes a request from a frame body (see [`KadCodec::decode_body`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`KadCodec::decode_body`], or a message that is not a valid request.
+    pub fn decode_request_body(&self, body: &[u8]) -> Result<KadRequest, ProtocolError> {
+        KadRequest::from_wire(self.decode_body(body)?)
+    }
+
+    /// Decodes a response from a frame body (see [`KadCodec::decode_body`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`KadCodec::decode_body`], or a message that is not a valid response.
+    pub fn decode_response_body(&self, body: &[u8]) -> Result<KadResponse, ProtocolError> {
+        KadResponse::from_wire(self.decode_body(body)?)
     }
 
     /// Decodes one request frame (see [`KadCodec::decode_frame`] for `Ok(None)`).

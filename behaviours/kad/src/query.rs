@@ -1,5 +1,5 @@
 //! Iterative lookups: the closest-peers iterator every query is built on, and the query
-//! identifiers, results and statistics the core reports.
+//! identifiers, results and statistics the engine reports.
 //!
 //! # The lookup
 //!
@@ -331,7 +331,7 @@ impl ClosestPeersIter {
 /// Where a query came from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum QueryOrigin {
-    /// Started through the core's API.
+    /// Started through the engine's API.
     User,
     /// A periodic bootstrap (routing table refresh).
     Bootstrap,
@@ -422,7 +422,7 @@ pub struct PeerRecord {
     pub record: Record,
 }
 
-/// Result of [`crate::KadCore::find_node`].
+/// Result of [`crate::KadEngine::find_node`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FindNodeOk {
     /// The key looked up.
@@ -434,7 +434,7 @@ pub struct FindNodeOk {
     pub converged: bool,
 }
 
-/// Result of [`crate::KadCore::get_value`].
+/// Result of [`crate::KadEngine::get_value`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetValueOk {
     /// The key looked up.
@@ -445,7 +445,7 @@ pub struct GetValueOk {
     pub cached_at: Option<PeerId>,
 }
 
-/// Result of [`crate::KadCore::put_value`].
+/// Result of [`crate::KadEngine::put_value`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutValueOk {
     /// The key stored.
@@ -454,7 +454,7 @@ pub struct PutValueOk {
     pub successes: usize,
 }
 
-/// Result of [`crate::KadCore::start_providing`].
+/// Result of [`crate::KadEngine::start_providing`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddProviderOk {
     /// The key announced.
@@ -463,7 +463,7 @@ pub struct AddProviderOk {
     pub peers: usize,
 }
 
-/// Result of [`crate::KadCore::get_providers`].
+/// Result of [`crate::KadEngine::get_providers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetProvidersOk {
     /// The key looked up.
@@ -472,7 +472,7 @@ pub struct GetProvidersOk {
     pub providers: Vec<KadPeer>,
 }
 
-/// Result of [`crate::KadCore::bootstrap`].
+/// Result of [`crate::KadEngine::bootstrap`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapOk {
     /// Lookups run: the self lookup plus one per refreshed bucket.

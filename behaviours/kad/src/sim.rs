@@ -1,16 +1,16 @@
-//! A deterministic discrete-event simulation of many [`KadCore`]s (feature `sim`).
+//! A deterministic discrete-event simulation of many [`KadEngine`]s (feature `sim`).
 //!
 //! Nodes exchange requests and responses through a virtual network on a virtual clock:
 //! every message takes a uniformly random latency and is lost with a fixed probability (a lost
 //! request or response surfaces as the requester's request timeout, exactly as on a real
 //! network). Everything random comes from one seeded RNG, so a run is reproducible.
 //!
-//! The simulator plays the swarm's part: it delivers requests to [`KadCore::handle_request`]
-//! and responses to [`KadCore::on_response`] (as if over a connection the requester dialed
+//! The simulator plays the swarm's part: it delivers requests to [`KadEngine::handle_request`]
+//! and responses to [`KadEngine::handle_response`] (as if over a connection the requester dialed
 //! to the responder's address), reports refused requests with
-//! [`KadCore::on_request_failed`], wakes cores at [`KadCore::next_timeout`], and emulates
+//! [`KadEngine::handle_request_failed`], wakes engines at [`KadEngine::poll_timeout`], and emulates
 //! identify: when a server-mode node's request reaches another node, the receiver learns the
-//! sender's address through [`KadCore::add_address`] (a client-mode sender is not added).
+//! sender's address through [`KadEngine::add_address`] (a client-mode sender is not added).
 //!
 //! ```
 //! use meshwire_kad::sim::{Sim, SimConfig};
@@ -26,7 +26,7 @@
 //! }
 //! sim.run_for(Duration::from_secs(120));
 //! let target = sim.peer_id(nodes[3]).to_bytes();
-//! let q = sim.with_core(nodes[0], |core, now| core.find_node(target, now)).unwrap();
+//! let q = sim.with_engine(nodes[0], |engine, now| engine.find_node(target, now)).unwrap();
 //! assert!(sim.run_until_finished(&[(nodes[0], q)], Duration::from_secs(60)));
 //! let QueryResult::FindNode(Ok(found)) = &sim.finished(nodes[0], q).unwrap().result else { panic!() };
 //! assert_eq!(found.peers[0].id, sim.peer_id(nodes[3]));
@@ -41,7 +41,7 @@ use multiaddr::{Multiaddr, Protocol};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::core::{KadConfig, KadCore, KadEvent, KadOutput, Mode, RequestId};
+use crate::engine::{KadConfig, KadEngine, KadEvent, KadTransmit, Mode, RequestId};
 use crate::kbucket::Key;
 use crate::protocol::{KadCodec, KadRequest, KadResponse};
 use crate::query::{QueryError, QueryId, QueryOrigin, QueryResult, QueryStats};
@@ -57,7 +57,7 @@ fn node_addr(id: NodeId) -> Multiaddr {
 /// Parameters of a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Seed of every random choice (latencies, losses, node keys, cores' RNGs).
+    /// Seed of every random choice (latencies, losses, node keys, engines' RNGs).
     pub seed: u64,
     /// Smallest one-way latency.
     pub min_latency: Duration,
@@ -65,7 +65,7 @@ pub struct SimConfig {
     pub max_latency: Duration,
     /// Probability that a message (request or response) is lost.
     pub loss: f64,
-    /// Configuration of every core.
+    /// Configuration of every engine.
     pub kad: KadConfig,
     /// Round-trip every message through the wire codec (slower; exercises encoding).
     pub encode_messages: bool,
@@ -111,7 +111,7 @@ pub struct SimStats {
 }
 
 struct SimNode {
-    core: KadCore,
+    engine: KadEngine,
     peer: PeerId,
     key: Key,
     addr: Multiaddr,
@@ -218,11 +218,11 @@ impl Sim {
         let mut kad = self.config.kad.clone();
         kad.mode = mode;
         let core_seed = self.rng.gen();
-        let mut core = KadCore::with_seed(peer, kad, core_seed);
+        let mut engine = KadEngine::with_seed(peer, kad, core_seed);
         let addr = node_addr(id);
-        core.set_external_addresses(vec![addr.clone()]);
+        engine.set_external_addresses(vec![addr.clone()]);
         self.nodes.push(Some(SimNode {
-            core,
+            engine,
             peer,
             key: Key::from_peer(&peer),
             addr,
@@ -242,35 +242,35 @@ impl Sim {
             return;
         };
         if mode == Mode::Server {
-            self.with_core(node, |core, now| {
-                core.add_address(peer, addr, now);
+            self.with_engine(node, |engine, now| {
+                engine.add_address(peer, addr, now);
             });
         }
     }
 
     /// Starts a bootstrap on `node`.
     pub fn bootstrap(&mut self, node: NodeId) -> Result<QueryId, QueryError> {
-        self.with_core(node, |core, now| core.bootstrap(now))
+        self.with_engine(node, |engine, now| engine.bootstrap(now))
             .unwrap_or(Err(QueryError::NoKnownPeers))
     }
 
-    /// Runs `f` on the core of a live `node` at the current virtual time, then carries out
-    /// what the core wants to send. `None` if the node was removed.
-    pub fn with_core<R>(
+    /// Runs `f` on the engine of a live `node` at the current virtual time, then carries out
+    /// what the engine wants to send. `None` if the node was removed.
+    pub fn with_engine<R>(
         &mut self,
         node: NodeId,
-        f: impl FnOnce(&mut KadCore, Instant) -> R,
+        f: impl FnOnce(&mut KadEngine, Instant) -> R,
     ) -> Option<R> {
         let now = self.now;
         let n = self.nodes.get_mut(node)?.as_mut()?;
-        let r = f(&mut n.core, now);
+        let r = f(&mut n.engine, now);
         self.flush(node);
         Some(r)
     }
 
-    /// The core of a live node.
-    pub fn core(&self, node: NodeId) -> Option<&KadCore> {
-        self.node(node).map(|n| &n.core)
+    /// The engine of a live node.
+    pub fn engine(&self, node: NodeId) -> Option<&KadEngine> {
+        self.node(node).map(|n| &n.engine)
     }
 
     /// The peer id of a node (removed nodes included). Panics for an id never handed out.
@@ -382,10 +382,10 @@ impl Sim {
                     return;
                 };
                 if from_mode == Mode::Server {
-                    n.core.add_address(from_peer, from_addr, now);
+                    n.engine.add_address(from_peer, from_addr, now);
                 }
                 let expects = request.expects_response();
-                let response = n.core.handle_request(from_peer, request, now);
+                let response = n.engine.handle_request(from_peer, request, now);
                 self.flush(to);
                 match response {
                     Some(response) => {
@@ -432,14 +432,19 @@ impl Sim {
                     return;
                 };
                 // The requester dialed the responder at its address.
-                n.core
-                    .on_response(request_id, from_peer, Some(node_addr(from)), response, now);
+                n.engine.handle_response(
+                    request_id,
+                    from_peer,
+                    Some(node_addr(from)),
+                    response,
+                    now,
+                );
                 self.flush(to);
             }
             Message::Refused { to, request_id } => {
                 let now = self.now;
                 if let Some(n) = self.nodes.get_mut(to).and_then(|n| n.as_mut()) {
-                    n.core.on_request_failed(request_id, now);
+                    n.engine.handle_request_failed(request_id, now);
                     self.flush(to);
                 }
             }
@@ -502,73 +507,78 @@ impl Sim {
         });
     }
 
-    /// Drains the outputs of `node`'s core and schedules its next wake-up.
+    /// Runs what is due, drains the outputs of `node`'s engine and schedules its next
+    /// wake-up.
     fn flush(&mut self, node: NodeId) {
         let now = self.now;
+        if let Some(n) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) {
+            if n.engine.poll_timeout().is_some_and(|t| t <= now) {
+                n.engine.handle_timeout(now);
+            }
+        }
         loop {
             let Some(n) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
                 return;
             };
-            let Some(out) = n.core.poll(now) else {
+            let Some(KadTransmit {
+                request_id,
+                peer,
+                request,
+                ..
+            }) = n.engine.poll_transmit()
+            else {
                 break;
             };
-            match out {
-                KadOutput::SendRequest {
-                    request_id,
-                    peer,
-                    request,
-                    ..
-                } => {
-                    self.stats.requests += 1;
-                    let request = self.through_wire_request(request);
-                    let Some(to) = self.by_peer.get(&peer).copied() else {
-                        // Nobody has this id: the dial fails.
-                        let at = now + self.latency();
-                        self.schedule(
-                            at,
-                            Message::Refused {
-                                to: node,
-                                request_id,
-                            },
-                        );
-                        continue;
-                    };
-                    if self.lost() {
-                        continue;
-                    }
-                    let at = now + self.latency();
-                    self.schedule(
-                        at,
-                        Message::Request {
-                            from: node,
-                            to,
-                            request_id,
-                            request,
-                        },
-                    );
-                }
-                KadOutput::Event(KadEvent::QueryFinished {
-                    id,
-                    origin,
-                    result,
-                    stats,
-                }) => {
-                    self.finished.insert(
-                        (node, id),
-                        Finished {
-                            origin,
-                            result,
-                            stats,
-                        },
-                    );
-                }
-                KadOutput::Event(_) => {}
+            self.stats.requests += 1;
+            let request = self.through_wire_request(request);
+            let Some(to) = self.by_peer.get(&peer).copied() else {
+                // Nobody has this id: the dial fails.
+                let at = now + self.latency();
+                self.schedule(
+                    at,
+                    Message::Refused {
+                        to: node,
+                        request_id,
+                    },
+                );
+                continue;
+            };
+            if self.lost() {
+                continue;
             }
+            let at = now + self.latency();
+            self.schedule(
+                at,
+                Message::Request {
+                    from: node,
+                    to,
+                    request_id,
+                    request,
+                },
+            );
         }
         let Some(n) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
             return;
         };
-        if let Some(t) = n.core.next_timeout() {
+        while let Some(event) = n.engine.poll_event() {
+            if let KadEvent::QueryFinished {
+                id,
+                origin,
+                result,
+                stats,
+            } = event
+            {
+                self.finished.insert(
+                    (node, id),
+                    Finished {
+                        origin,
+                        result,
+                        stats,
+                    },
+                );
+            }
+        }
+        if let Some(t) = n.engine.poll_timeout() {
             let t = t.max(now);
             if n.wake.is_none_or(|w| t < w) {
                 n.wake = Some(t);

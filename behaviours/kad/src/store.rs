@@ -4,7 +4,7 @@
 //! record expires (after its own TTL, capped by the configured one). Records this node
 //! *originated* (`put_record` by the local user) are republished every `publication_interval`;
 //! records stored for others are re-replicated to the currently closest peers every
-//! `replication_interval`. The core runs those jobs; the store only says what is due.
+//! `replication_interval`. The engine runs those jobs; the store only says what is due.
 //!
 //! [`ProviderStore`] keeps, per key, at most `max_providers_per_key` providers (preferring the
 //! local node and then the most recent announcements), each with at most
@@ -44,7 +44,7 @@ use crate::protocol::{KadPeer, Record, RecordKey, MAX_ADDR_LEN};
 pub struct StoreConfig {
     /// Most records kept (1024).
     pub max_records: usize,
-    /// Largest value accepted, in bytes (65 KiB, rust-libp2p's). The core also refuses a
+    /// Largest value accepted, in bytes (65 KiB, rust-libp2p's). The engine also refuses a
     /// record that would not fit in one message of
     /// [`KadConfig::max_message_size`](crate::KadConfig::max_message_size) (16 KiB by
     /// default, which then is the bound that applies): such a record could never be sent.

@@ -1,4 +1,4 @@
-//! Simulation tests: many cores on a virtual clock with latency, loss and churn.
+//! Simulation tests: many engines on a virtual clock with latency, loss and churn.
 //!
 //! The large test is `thousand_nodes_lookups_hops_and_churn`; run it with its figures printed:
 //!
@@ -92,7 +92,7 @@ fn thousand_nodes_lookups_hops_and_churn() {
     let sizes: Vec<usize> = sim
         .live_nodes()
         .iter()
-        .filter_map(|&n| sim.core(n))
+        .filter_map(|&n| sim.engine(n))
         .map(|c| c.routing_table().len())
         .collect();
     println!(
@@ -117,7 +117,7 @@ fn thousand_nodes_lookups_hops_and_churn() {
         let from = *live.choose(&mut rng).unwrap();
         let key: [u8; 32] = rng.gen();
         let q = sim
-            .with_core(from, |core, now| core.find_node(key.to_vec(), now))
+            .with_engine(from, |engine, now| engine.find_node(key.to_vec(), now))
             .unwrap();
         lookups.push((from, q, key));
     }
@@ -145,7 +145,7 @@ fn thousand_nodes_lookups_hops_and_churn() {
             order.sort_by_key(|&n| sim.key(n).unwrap().distance(&tk));
             let knowers = order[..20]
                 .iter()
-                .filter(|&&n| sim.core(n).unwrap().routing_table().contains(&truth))
+                .filter(|&&n| sim.engine(n).unwrap().routing_table().contains(&truth))
                 .count();
             eprintln!(
                 "miss: node {from} looked up a key whose closest node is {tn}; {knowers} of the 20 nodes \
@@ -200,7 +200,9 @@ fn thousand_nodes_lookups_hops_and_churn() {
     let putter = *live.choose(&mut rng).unwrap();
     let record = Record::new("the-record", b"value".to_vec());
     let q = sim
-        .with_core(putter, |core, now| core.put_value(record.clone(), 1, now))
+        .with_engine(putter, |engine, now| {
+            engine.put_value(record.clone(), 1, now)
+        })
         .unwrap()
         .unwrap();
     assert!(sim.run_until_finished(&[(putter, q)], Duration::from_secs(120)));
@@ -225,8 +227,10 @@ fn thousand_nodes_lookups_hops_and_churn() {
         .map(|&g| {
             (
                 g,
-                sim.with_core(g, |core, now| core.get_value("the-record".into(), 1, now))
-                    .unwrap(),
+                sim.with_engine(g, |engine, now| {
+                    engine.get_value("the-record".into(), 1, now)
+                })
+                .unwrap(),
             )
         })
         .collect();
@@ -269,23 +273,29 @@ fn small_network_over_the_wire_codec_with_providers_and_clients() {
     sim.bootstrap(client).unwrap();
     sim.run_for(Duration::from_secs(60));
     let client_peer = sim.peer_id(client);
-    assert!(sim.core(client).unwrap().routing_table().len() > 10);
+    assert!(sim.engine(client).unwrap().routing_table().len() > 10);
     for &n in &nodes {
-        assert!(!sim.core(n).unwrap().routing_table().contains(&client_peer));
+        assert!(!sim
+            .engine(n)
+            .unwrap()
+            .routing_table()
+            .contains(&client_peer));
     }
 
     // A provider announces a key; another node (and the client) find it.
     let key = meshwire_kad::discovery::service_key("relay");
     let q = sim
-        .with_core(nodes[5], |core, now| core.start_providing(key.clone(), now))
+        .with_engine(nodes[5], |engine, now| {
+            engine.start_providing(key.clone(), now)
+        })
         .unwrap()
         .unwrap();
     assert!(sim.run_until_finished(&[(nodes[5], q)], Duration::from_secs(60)));
     sim.run_for(Duration::from_secs(1));
     for finder in [nodes[40], client] {
         let q = sim
-            .with_core(finder, |core, now| {
-                core.get_providers(key.clone(), Some(1), now)
+            .with_engine(finder, |engine, now| {
+                engine.get_providers(key.clone(), Some(1), now)
             })
             .unwrap();
         assert!(sim.run_until_finished(&[(finder, q)], Duration::from_secs(60)));
@@ -308,7 +318,7 @@ fn simulation_is_deterministic() {
         let (mut sim, nodes) = build(config, 40, Duration::from_millis(50));
         sim.run_for(Duration::from_secs(30));
         let q = sim
-            .with_core(nodes[1], |core, now| core.find_node(b"k".to_vec(), now))
+            .with_engine(nodes[1], |engine, now| engine.find_node(b"k".to_vec(), now))
             .unwrap();
         sim.run_until_finished(&[(nodes[1], q)], Duration::from_secs(60));
         let f = sim.take_finished(nodes[1], q).unwrap();

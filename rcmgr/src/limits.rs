@@ -90,13 +90,14 @@ pub struct Limits {
 const MIB: u64 = 1 << 20;
 
 /// The QUIC connection receive window of the default limits (see
-/// [`Limits::connection_window`]): 1 MiB, so 1,000 connections pinned by peers that fill
-/// their windows and never let us answer hold 1 GiB, not rust-libp2p's 15 GB.
-pub const DEFAULT_CONNECTION_WINDOW: u64 = MIB;
+/// [`Limits::connection_window`]): 1.5 MiB, so 1,000 connections pinned by peers that fill
+/// their windows and never let us answer hold 1.5 GiB, not the 15 GB of rust-libp2p's
+/// windows. meshwire's `QuicConfig` defaults to it.
+pub const DEFAULT_CONNECTION_WINDOW: u64 = 3 * MIB / 2;
 
-/// What a connection holds besides its receive window (quinn's state, send buffers, the
-/// swarm's bookkeeping), reserved with it: 256 KiB.
-pub const CONNECTION_OVERHEAD: u64 = 256 * 1024;
+/// What a connection holds besides its receive window (quinn's state, the datagram receive
+/// buffer, the swarm's bookkeeping), reserved with it: 512 KiB.
+pub const CONNECTION_OVERHEAD: u64 = 512 * 1024;
 
 impl Limits {
     /// No limit anywhere: the resource manager only counts (for tests and trusted setups).
@@ -130,7 +131,8 @@ impl Limits {
     /// - connection: [`DEFAULT_CONNECTION_WINDOW`] plus [`CONNECTION_OVERHEAD`]; stream: 16 MiB.
     ///
     /// With the default `memory` of [`Limits::from_machine`] (an eighth of the machine's
-    /// memory, at least 128 MiB) a 24 GiB machine allows 3 GiB, 768 connections.
+    /// memory, at least 128 MiB) a 24 GiB machine allows 3 GiB and 768 connections, each
+    /// reserving 2 MiB (its 1.5 MiB receive window and overhead).
     pub fn for_memory(memory: u64) -> Limits {
         let memory = memory.max(64 * MIB);
         let conns = u32::try_from(memory / (4 * MIB))
@@ -198,10 +200,20 @@ impl Limits {
             .clamp(64 * 1024, 1 << 30)
     }
 
-    /// The QUIC stream receive window: half the connection window, so one stream cannot take
-    /// all of it.
+    /// The QUIC stream receive window: two thirds of the connection window (1 MiB by
+    /// default), so one stream cannot take all of it.
     pub fn stream_window(&self) -> u64 {
-        self.connection_window() / 2
+        self.connection_window() / 3 * 2
+    }
+
+    /// What the swarm reserves for each connection: [`Limits::connection_memory`], or
+    /// nothing when that is unlimited (an unlimited manager only counts connections).
+    pub fn connection_reservation(&self) -> u64 {
+        if self.connection_memory == u64::MAX {
+            0
+        } else {
+            self.connection_memory
+        }
     }
 
     /// The limits of `peer`'s scope.
@@ -243,7 +255,7 @@ mod tests {
         assert_eq!(l.peer.conns, 8);
         assert_eq!(l.system.memory, 3 * 1024 * MIB);
         assert_eq!(l.connection_window(), DEFAULT_CONNECTION_WINDOW);
-        assert_eq!(l.stream_window(), DEFAULT_CONNECTION_WINDOW / 2);
+        assert_eq!(l.stream_window(), MIB);
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl Key {
 
 #[derive(Debug, Default)]
 struct State {
+    metrics: Option<RcmgrMetrics>,
     system: Usage,
     transient: Usage,
     /// Every other scope, while it holds something.
@@ -50,7 +51,6 @@ struct State {
 struct Inner {
     limits: Limits,
     state: Mutex<State>,
-    metrics: Option<RcmgrMetrics>,
 }
 
 /// Scoped limits on connections, streams and memory (go-libp2p's resource manager, with
@@ -122,13 +122,23 @@ impl ResourceManager {
     }
 
     fn build(limits: Limits, metrics: Option<RcmgrMetrics>) -> Self {
-        ResourceManager {
+        let rm = ResourceManager {
             inner: Arc::new(Inner {
                 limits,
                 state: Mutex::new(State::default()),
-                metrics,
             }),
+        };
+        if let Some(m) = metrics {
+            rm.set_metrics(m);
         }
+        rm
+    }
+
+    /// Reports to `metrics` from now on (the gauges start from what is held now).
+    pub fn set_metrics(&self, metrics: RcmgrMetrics) {
+        let mut state = self.state();
+        metrics.set_system(&state.system);
+        state.metrics = Some(metrics);
     }
 
     /// The limits in force.
@@ -172,14 +182,13 @@ impl ResourceManager {
         for key in keys {
             let usage = state.usage(key);
             if let Err((resource, limit)) = usage.check(&amount, &self.limits_of(key)) {
-                drop(state);
                 let error = ResourceError {
                     scope: key.kind(),
                     resource,
                     limit,
                 };
                 tracing::debug!(%error, "resource manager: refused");
-                if let Some(m) = &self.inner.metrics {
+                if let Some(m) = &state.metrics {
                     m.refused(error.scope, error.resource);
                 }
                 return Err(error);
@@ -202,7 +211,7 @@ impl ResourceManager {
     }
 
     fn report(&self, state: &State) {
-        if let Some(m) = &self.inner.metrics {
+        if let Some(m) = &state.metrics {
             m.set_system(&state.system);
         }
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use meshwire_rcmgr::Limits;
+
 /// Settings and limits of a [`Swarm`](crate::Swarm).
 #[derive(Debug, Clone)]
 pub struct SwarmConfig {
@@ -37,6 +39,11 @@ pub struct SwarmConfig {
     pub max_addresses_per_peer: usize,
     /// Peers remembered in the address book; the oldest is forgotten first (default 4,096).
     pub max_address_book_peers: usize,
+    /// The resource manager's limits: connections, streams and memory per scope (system,
+    /// transient, peer, protocol, ...). Default: [`Limits::from_machine`], derived from the
+    /// machine's memory; [`Limits::unlimited`] only counts. Each swarm has its own manager
+    /// ([`Swarm::resource_manager`](crate::Swarm::resource_manager)).
+    pub resource_limits: Limits,
 }
 
 impl Default for SwarmConfig {
@@ -57,6 +64,7 @@ impl Default for SwarmConfig {
             idle_connection_timeout: Some(Duration::from_secs(30)),
             max_addresses_per_peer: 8,
             max_address_book_peers: 4096,
+            resource_limits: Limits::from_machine(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use meshwire_core::{ConnectionId, PeerId};
+use meshwire_rcmgr::ResourceError;
 use meshwire_transport::multistream::NegotiationError;
 use meshwire_transport::{CloseReason, ConnectionError, Multiaddr, TransportError};
 use thiserror::Error;
@@ -77,6 +78,10 @@ pub enum ListenError {
     /// A connection limit was reached.
     #[error(transparent)]
     Limit(#[from] LimitExceeded),
+    /// The resource manager refused the connection (before its handshake, or when it named
+    /// a peer whose share is full).
+    #[error("resource manager: {0}")]
+    Resource(#[from] ResourceError),
     /// The handshake failed.
     #[error("handshake failed: {0}")]
     Transport(#[from] TransportError),
@@ -91,6 +96,10 @@ pub enum StreamError {
     /// The peer is not connected and the request said not to dial.
     #[error("peer not connected")]
     NotConnected,
+    /// The resource manager refused the stream (the peer's, the protocol's or the system's
+    /// share of streams is full).
+    #[error("resource manager: {0}")]
+    Resource(#[from] ResourceError),
     /// Dialing the peer failed.
     #[error("dial failed: {0}")]
     DialFailed(Arc<DialError>),
@@ -187,6 +196,9 @@ pub enum DialError {
     /// An established-connection limit would be exceeded.
     #[error("connection limit: {0}")]
     Limit(#[from] crate::LimitExceeded),
+    /// The resource manager refused the connection.
+    #[error("resource manager: {0}")]
+    Resource(#[from] ResourceError),
     /// A behaviour refused the connection.
     #[error(transparent)]
     Denied(ConnectionDenied),

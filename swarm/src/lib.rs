@@ -73,6 +73,7 @@ pub use error::{ConnectionDenied, DialError, LimitExceeded, LimitKind, ListenErr
 pub use event::{ConnectedPoint, ConnectionCloseCause, SwarmEvent};
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core::{ConnectionId, Direction, PeerId};
+pub use meshwire_rcmgr as rcmgr;
 pub use meshwire_transport::{CloseReason, ListenerId, Multiaddr, TransportError};
 pub use metrics::SwarmMetrics;
 pub use protocol::StreamProtocol;

@@ -1,5 +1,6 @@
 //! Prometheus metrics of a [`Swarm`](crate::Swarm).
 
+use meshwire_rcmgr::RcmgrMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -21,6 +22,9 @@ use prometheus_client::registry::Registry;
 /// | `swarm_inbound_stream_errors_total` | counter | inbound streams refused (unknown protocol, limit, timeout) |
 /// | `swarm_outbound_streams_total` | counter | outbound streams handed to a behaviour |
 /// | `swarm_outbound_stream_failures_total` | counter | outbound stream requests that failed |
+///
+/// The resource manager's `rcmgr_*` metrics are registered with them (see
+/// [`RcmgrMetrics`]).
 #[derive(Clone, Debug, Default)]
 pub struct SwarmMetrics {
     /// `swarm_connections`.
@@ -47,12 +51,18 @@ pub struct SwarmMetrics {
     pub outbound_streams: Counter,
     /// `swarm_outbound_stream_failures_total`.
     pub outbound_stream_failures: Counter,
+    /// The resource manager's metrics (`rcmgr_*`, see [`RcmgrMetrics`]), registered with
+    /// these.
+    pub resources: RcmgrMetrics,
 }
 
 impl SwarmMetrics {
     /// Creates the metrics and registers them in `registry` under the `swarm` prefix.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = SwarmMetrics::default();
+        let m = SwarmMetrics {
+            resources: RcmgrMetrics::register(registry),
+            ..SwarmMetrics::default()
+        };
         let r = registry.sub_registry_with_prefix("swarm");
         r.register(
             "connections",

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::io::{AsyncRead, AsyncWrite, IoSliceMut};
+use meshwire_rcmgr::{Reservation, ResourceError, StreamScope};
 use meshwire_transport::multistream::{Negotiated, NegotiationError};
 
 /// Per-connection stream counters shared between the swarm and the streams it handed out.
@@ -58,16 +59,18 @@ impl StreamCounters {
     }
 }
 
-/// Counts one stream for as long as it lives.
+/// Counts one stream for as long as it lives, and holds its share of the resource manager.
 #[derive(Debug)]
 pub(crate) struct StreamGuard {
     counters: Arc<StreamCounters>,
     keep_alive: bool,
     inbound: bool,
+    /// Boxed: a scope names its peer and protocol, and streams move often.
+    scope: Box<StreamScope>,
 }
 
 impl StreamGuard {
-    pub(crate) fn new(counters: Arc<StreamCounters>, inbound: bool) -> Self {
+    pub(crate) fn new(counters: Arc<StreamCounters>, inbound: bool, scope: StreamScope) -> Self {
         counters.open.fetch_add(1, Ordering::AcqRel);
         counters.keep_alive.fetch_add(1, Ordering::AcqRel);
         if inbound {
@@ -77,7 +80,13 @@ impl StreamGuard {
             counters,
             keep_alive: true,
             inbound,
+            scope: Box::new(scope),
         }
+    }
+
+    /// Moves the stream's share into `protocol`'s scope.
+    pub(crate) fn set_protocol(&mut self, protocol: &str) -> Result<(), ResourceError> {
+        self.scope.set_protocol(protocol)
     }
 
     fn set_keep_alive(&mut self, keep: bool) {
@@ -129,6 +138,18 @@ impl Stream {
     /// Long-lived background streams, such as ping's, turn it off.
     pub fn set_keep_alive(&mut self, keep_alive: bool) {
         self.guard.set_keep_alive(keep_alive)
+    }
+
+    /// Reserves `bytes` of memory for what the behaviour buffers from this stream (a frame
+    /// it is about to read, a queue of messages), charged to the stream, its peer, its
+    /// protocol and the system in the swarm's resource manager; given back when the returned
+    /// [`Reservation`] is dropped. `toolkit::read_frame_reserved` does this for each frame.
+    ///
+    /// # Errors
+    ///
+    /// The scope that has no room; drop the stream (or reset it) rather than buffer.
+    pub fn reserve_memory(&self, bytes: u64) -> Result<Reservation, ResourceError> {
+        self.guard.scope.reserve_memory(bytes)
     }
 
     /// Resets the stream in both directions: the remote's reads and writes fail.

@@ -6,8 +6,10 @@
 //! created on first use.
 //!
 //! The settings of [`QuicConfig`] default to rust-libp2p's QUIC defaults (idle timeout, keep
-//! alive, stream limit and flow-control windows), so meshwire and rust-libp2p peers behave
-//! alike; they are all public fields and [`QuicConfig::transport_config`] hands the same
+//! alive, stream limit), so meshwire and rust-libp2p peers behave alike, except the receive
+//! windows and the datagram buffer: they are sized for the resource manager's reservation of
+//! a connection (1.5 MiB + 256 KiB instead of 15 MB + 1 MiB), so what hostile peers can make
+//! us buffer is bounded by what the resource manager granted. They are all public fields and [`QuicConfig::transport_config`] hands the same
 //! settings to raw quinn for like-for-like benchmarks.
 
 use std::collections::{HashMap, VecDeque};
@@ -37,13 +39,18 @@ pub struct QuicConfig {
     pub keep_alive_interval: Duration,
     /// Bidirectional streams the peer may have open at once (default 256).
     pub max_concurrent_streams: u32,
-    /// Receive window of one stream, in bytes (default 10 MB).
+    /// Receive window of one stream, in bytes (default 1 MiB: two thirds of the connection
+    /// window, as the resource manager's default limits assume).
     pub stream_receive_window: u32,
-    /// Receive window of the whole connection, in bytes (default 15 MB).
+    /// Receive window of the whole connection, in bytes (default 1.5 MiB). This is what a
+    /// peer can make us buffer on one connection; the swarm's resource manager reserves it
+    /// per connection (`meshwire_rcmgr::DEFAULT_CONNECTION_WINDOW`), so with rust-libp2p's
+    /// 15 MB a thousand peers that never let us read could pin 15 GB.
     pub receive_window: u32,
     /// Bytes in flight we allow ourselves to send on one connection (default 15 MB).
     pub send_window: u64,
-    /// Buffer for received datagrams, `None` to refuse datagrams (default 1 MiB).
+    /// Buffer for received datagrams, `None` to refuse datagrams (default 256 KiB: SWIM probes
+    /// are at most a few KiB each).
     pub datagram_receive_buffer: Option<usize>,
     /// Pending handshakes accepted per listener before new ones are refused (default 256).
     pub max_pending_incoming: usize,
@@ -56,10 +63,10 @@ impl Default for QuicConfig {
             max_idle_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(5),
             max_concurrent_streams: 256,
-            stream_receive_window: 10_000_000,
-            receive_window: 15_000_000,
+            stream_receive_window: 1 << 20,
+            receive_window: 3 << 19,
             send_window: 15_000_000,
-            datagram_receive_buffer: Some(1 << 20),
+            datagram_receive_buffer: Some(256 << 10),
             max_pending_incoming: 256,
         }
     }

@@ -15,6 +15,7 @@ use crate::event::{ConnectionCloseCause, SwarmEvent};
 impl<B: NetworkBehaviour> Swarm<B> {
     /// Connection `id` closed, for `reason` unless we closed it.
     pub(super) fn on_closed(&mut self, id: ConnectionId, reason: CloseReason) {
+        self.conn_scopes.remove(&id);
         let Some((c, remaining)) = self.pool.remove(id) else {
             return;
         };

@@ -78,6 +78,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             return Err(DialError::NoAddresses);
         }
         self.pool.check_pending_outgoing(&self.config)?;
+        let scope = self.reserve_connection(Direction::Outbound)?;
         self.pool.start_dial(
             connection,
             peer,
@@ -85,6 +86,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             &mut *self.transport,
             &self.config,
         )?;
+        self.conn_scopes.insert(connection, scope);
         self.events.push_back(SwarmEvent::Dialing {
             peer_id: peer,
             connection_id: connection,
@@ -144,6 +146,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 .check_limits(peer, Direction::Outbound, &self.config)
                 .map_err(DialError::from)
                 .and_then(|()| {
+                    self.scope_set_peer(connection, peer)
+                        .map_err(DialError::from)
+                })
+                .and_then(|()| {
                     self.behaviour
                         .handle_established_outbound_connection(connection, peer, &addr)
                         .map_err(DialError::Denied)
@@ -188,6 +194,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 self.pool
                     .check_limits(peer, Direction::Inbound, &self.config)
                     .map_err(ListenError::from)
+                    .and_then(|()| {
+                        self.scope_set_peer(connection, peer)
+                            .map_err(ListenError::from)
+                    })
                     .and_then(|()| {
                         self.behaviour
                             .handle_established_inbound_connection(
@@ -236,6 +246,15 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 .err()
                 .map(ListenError::Denied),
         };
+        // The resource manager is asked last, so a connection a behaviour refuses takes no
+        // share even for a moment.
+        let refused = refused.or_else(|| match self.reserve_connection(Direction::Inbound) {
+            Ok(scope) => {
+                self.conn_scopes.insert(connection, scope);
+                None
+            }
+            Err(e) => Some(ListenError::Resource(e)),
+        });
         if let Some(error) = refused {
             drop(upgrade);
             return self.listen_failed(connection, local_addr, send_back_addr, error);
@@ -254,7 +273,31 @@ impl<B: NetworkBehaviour> Swarm<B> {
         );
     }
 
+    /// A connection's share of the resource manager: the connection and its memory (the
+    /// transport's receive windows and overhead).
+    fn reserve_connection(
+        &self,
+        direction: Direction,
+    ) -> Result<meshwire_rcmgr::ConnectionScope, meshwire_rcmgr::ResourceError> {
+        let mut scope = self.resources.open_connection(direction)?;
+        scope.reserve_memory(self.resources.limits().connection_reservation())?;
+        Ok(scope)
+    }
+
+    /// The handshake named the peer: the connection's share moves into the peer's scope.
+    fn scope_set_peer(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+    ) -> Result<(), meshwire_rcmgr::ResourceError> {
+        match self.conn_scopes.get_mut(&connection) {
+            Some(scope) => scope.set_peer(peer),
+            None => Ok(()),
+        }
+    }
+
     fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: DialError) {
+        self.conn_scopes.remove(&connection);
         tracing::debug!(%connection, ?peer, %error, "dial failed");
         self.metrics.dial_failures.inc();
         let error = Arc::new(error);
@@ -282,6 +325,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
         send_back_addr: Multiaddr,
         error: ListenError,
     ) {
+        self.conn_scopes.remove(&connection);
         tracing::debug!(%connection, %send_back_addr, %error, "inbound connection failed");
         self.metrics.incoming_connection_errors.inc();
         self.behaviour.on_swarm_event(FromSwarm::ListenFailure {

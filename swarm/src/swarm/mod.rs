@@ -28,6 +28,7 @@ use futures::stream::FusedStream;
 use futures::Stream as FuturesStream;
 use meshwire_connmgr::{BasicConnMgr, ConnManager, ConnManagerHandle, DynConnManager};
 use meshwire_core::{ConnectionId, PeerId};
+use meshwire_rcmgr::{ConnectionScope, ResourceManager};
 use meshwire_transport::{
     Connection, ListenerId, Multiaddr, Transport, TransportError, TransportEvent,
 };
@@ -71,6 +72,10 @@ pub struct Swarm<B: NetworkBehaviour> {
     config: SwarmConfig,
     local_peer_id: PeerId,
     conn_manager: DynConnManager,
+    /// Connections, streams and memory per scope ([`SwarmConfig::resource_limits`]).
+    resources: ResourceManager,
+    /// Each pending or established connection's share of the resource manager.
+    conn_scopes: HashMap<ConnectionId, ConnectionScope>,
 
     pool: Pool,
     router: Router,
@@ -119,7 +124,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
     ) -> Self {
         let local_peer_id = transport.local_peer_id();
         let router = Router::new(behaviour.protocols());
+        let resources = ResourceManager::new(config.resource_limits.clone());
         Swarm {
+            resources,
+            conn_scopes: HashMap::new(),
             transport: Box::new(transport),
             behaviour,
             config,
@@ -154,6 +162,13 @@ impl<B: NetworkBehaviour> Swarm<B> {
         &mut self.behaviour
     }
 
+    /// The resource manager: what every scope holds now
+    /// ([`ResourceManager::system_usage`], ...), and memory reservations for an
+    /// application's own buffers ([`ResourceManager::reserve_service_memory`]).
+    pub fn resource_manager(&self) -> &ResourceManager {
+        &self.resources
+    }
+
     /// The connection manager, for tagging and protecting peers from the application.
     pub fn conn_manager(&self) -> &DynConnManager {
         &self.conn_manager
@@ -166,6 +181,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
         registry: &mut prometheus_client::registry::Registry,
     ) -> SwarmMetrics {
         let m = SwarmMetrics::register(registry);
+        self.resources.set_metrics(m.resources.clone());
         m.connections
             .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
         self.metrics = m.clone();

@@ -3,7 +3,7 @@
 //! [`OpenStream`] requests are opened on the least busy live connection, or wait for a dial
 //! of their peer.
 
-use meshwire_core::PeerId;
+use meshwire_core::{Direction, PeerId};
 
 use super::router::Task;
 use super::Swarm;
@@ -92,7 +92,12 @@ impl<B: NetworkBehaviour> Swarm<B> {
             return self.deliver_stream_result(req, Err(StreamError::NotConnected));
         };
         let conn = c.conn.clone();
-        let guard = StreamGuard::new(c.counters.clone(), false);
+        let counters = c.counters.clone();
+        let scope = match self.resources.open_stream(req.peer, Direction::Outbound) {
+            Ok(scope) => scope,
+            Err(e) => return self.deliver_stream_result(req, Err(e.into())),
+        };
+        let guard = StreamGuard::new(counters, false, scope);
         self.router
             .open_outbound(conn_id, conn, req, guard, self.config.negotiation_timeout);
     }
@@ -122,14 +127,22 @@ impl<B: NetworkBehaviour> Swarm<B> {
                     self.inbound_stream_error(peer, conn, StreamError::TooManyStreams { limit });
                     return;
                 }
-                let guard = StreamGuard::new(counters, true);
+                let scope = match self.resources.open_stream(peer, Direction::Inbound) {
+                    Ok(scope) => scope,
+                    Err(e) => {
+                        let mut stream = stream;
+                        stream.reset();
+                        return self.inbound_stream_error(peer, conn, e.into());
+                    }
+                };
+                let guard = StreamGuard::new(counters, true, scope);
                 self.router
                     .negotiate_inbound(conn, stream, guard, self.config.negotiation_timeout);
             }
             Task::InboundNegotiated {
                 conn,
                 result,
-                guard,
+                mut guard,
             } => {
                 let Some(c) = self.pool.get(&conn) else {
                     return;
@@ -149,6 +162,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
                             );
                             return;
                         };
+                        if let Err(e) = guard.set_protocol(&name) {
+                            let mut io = io;
+                            io.get_mut().reset();
+                            return self.inbound_stream_error(peer, conn, e.into());
+                        }
                         self.metrics.inbound_streams.inc();
                         self.behaviour.on_inbound_stream(InboundStream {
                             peer,
@@ -167,7 +185,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 conn,
                 request,
                 result,
-                guard,
+                mut guard,
             } => {
                 let result = match (result, self.pool.get(&conn)) {
                     (Ok((name, io)), Some(_)) => {
@@ -176,13 +194,15 @@ impl<B: NetworkBehaviour> Swarm<B> {
                             .iter()
                             .find(|p| p.as_str() == name)
                             .cloned();
-                        match protocol {
-                            Some(protocol) => Ok(OutboundStream {
+                        let admitted = guard.set_protocol(&name);
+                        match (protocol, admitted) {
+                            (_, Err(e)) => Err(e.into()),
+                            (Some(protocol), Ok(())) => Ok(OutboundStream {
                                 connection: conn,
                                 protocol,
                                 stream: Stream::new(io, guard),
                             }),
-                            None => Err(StreamError::UnsupportedProtocols),
+                            (None, Ok(())) => Err(StreamError::UnsupportedProtocols),
                         }
                     }
                     (Ok(_), None) => Err(StreamError::NotConnected),

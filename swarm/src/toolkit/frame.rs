@@ -39,6 +39,10 @@ pub enum FrameError {
     /// The read or write took longer than its time limit.
     #[error(transparent)]
     Timeout(#[from] super::Timeout),
+    /// The resource manager had no room for the frame
+    /// ([`read_frame_reserved`]).
+    #[error("resource manager: {0}")]
+    Resource(#[from] meshwire_rcmgr::ResourceError),
     /// The stream failed (a refused lazy negotiation reads as
     /// [`StreamError::UnsupportedProtocols`]).
     #[error(transparent)]
@@ -133,6 +137,29 @@ where
         }
     }
     Ok(())
+}
+
+/// [`read_frame`] from a swarm [`Stream`](crate::Stream) that first reserves the frame's
+/// announced length with the swarm's resource manager (charged to the stream, its peer, its
+/// protocol and the system), so what peers make a behaviour buffer counts against their
+/// share. The reservation comes back with the frame; keep it as long as the bytes (or what
+/// is decoded from them) are held.
+///
+/// # Errors
+///
+/// As [`read_frame`], and [`FrameError::Resource`] when a scope has no room (nothing of the
+/// body is read then).
+pub async fn read_frame_reserved(
+    stream: &mut crate::Stream,
+    max: usize,
+) -> Result<Option<(Vec<u8>, meshwire_rcmgr::Reservation)>, FrameError> {
+    let Some(len) = read_prefix(stream, max).await? else {
+        return Ok(None);
+    };
+    let reservation = stream.reserve_memory(len as u64)?;
+    let mut body = Vec::new();
+    read_body(stream, len, &mut body).await?;
+    Ok(Some((body, reservation)))
 }
 
 /// Reads the length prefix one byte at a time (so nothing past it is consumed) and checks it

@@ -27,7 +27,10 @@ mod tasks;
 use std::future::Future;
 use std::time::Duration;
 
-pub use frame::{encode_frame, read_frame, read_frame_with, write_frame, write_frames, FrameError};
+pub use frame::{
+    encode_frame, read_frame, read_frame_reserved, read_frame_with, write_frame, write_frames,
+    FrameError,
+};
 pub use outbox::{Outbox, QueueFull};
 pub use peers::{ConnectionChange, Connections};
 pub use readers::FrameReaders;

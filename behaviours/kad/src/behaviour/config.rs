@@ -155,6 +155,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The resource manager had no room for a message from the peer.
+    #[error("resource manager: {0}")]
+    Resource(#[from] meshwire_swarm::rcmgr::ResourceError),
     /// The behaviour already runs [`Config::max_stream_tasks`] stream exchanges.
     #[error("too many stream exchanges running (limit {limit})")]
     TasksFull {
@@ -170,6 +173,8 @@ impl From<FrameError> for Error {
             FrameError::InvalidPrefix => ProtocolError::InvalidLengthPrefix.into(),
             FrameError::Truncated => Error::UnexpectedEof,
             FrameError::Stream(e) => Error::Stream(e),
+            FrameError::Timeout(t) => Error::Timeout(t),
+            FrameError::Resource(r) => Error::Resource(r),
         }
     }
 }

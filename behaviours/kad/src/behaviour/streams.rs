@@ -10,7 +10,7 @@ use futures::future::{AbortHandle, Abortable};
 use futures::io::AsyncWriteExt;
 use futures::FutureExt;
 use meshwire_core::{ConnectionId, PeerId};
-use meshwire_swarm::toolkit::{read_frame, Tasks};
+use meshwire_swarm::toolkit::{read_frame_reserved, Tasks};
 use meshwire_swarm::Stream;
 use multiaddr::Multiaddr;
 
@@ -314,7 +314,9 @@ async fn exchange(
         return Ok(None);
     }
     stream.flush().await?;
-    let Some(body) = read_frame(stream, codec.max_message_size()).await? else {
+    // The frame counts against the peer's and the protocol's memory while it is decoded.
+    let Some((body, _reserved)) = read_frame_reserved(stream, codec.max_message_size()).await?
+    else {
         return Err(Error::NoResponse);
     };
     let response = codec.decode_response_body(&body)?;
@@ -325,8 +327,8 @@ async fn exchange(
 
 /// Reads the next request of an inbound stream; `None` when the remote finished the stream.
 async fn read_request(stream: &mut Stream, codec: KadCodec) -> Result<Option<KadRequest>, Error> {
-    match read_frame(stream, codec.max_message_size()).await? {
-        Some(body) => Ok(Some(codec.decode_request_body(&body)?)),
+    match read_frame_reserved(stream, codec.max_message_size()).await? {
+        Some((body, _reserved)) => Ok(Some(codec.decode_request_body(&body)?)),
         None => Ok(None),
     }
 }

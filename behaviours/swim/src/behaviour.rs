@@ -22,7 +22,7 @@
 //!   first probe by the side with the smaller peer id (so a pair handshakes once), at most
 //!   [`Config::warm_dials_per_period`] per protocol period (all at once bunched a cluster's
 //!   handshakes together); and when a probe's ping has to wait for the first connection with a
-//!   new member, the core is told ([`Swim::probe_unsent`], then [`Swim::probe_sendable`] when
+//!   new member, the core is told ([`SwimEngine::handle_probe_unsent`], then [`SwimEngine::handle_probe_sent`] when
 //!   it goes out), so the probe's timers run from the send and a ping that never went out in
 //!   its period is not a failed probe (once per member; members we were connected with are
 //!   probed as usual).
@@ -31,8 +31,8 @@
 //!   request and finishes its side, the responder reads it (bounded by the core's
 //!   [`Limits`](crate::Limits), within [`Config::swim`]`.push_pull_timeout`), writes one framed
 //!   answer and finishes. A failure of any step is reported to the core
-//!   ([`Swim::push_pull_failed`]).
-//! - **Timers**: one tokio `Sleep` armed at [`Swim::poll_timeout`] (and at the next rejoin
+//!   ([`SwimEngine::handle_push_pull_failed`]).
+//! - **Timers**: one tokio `Sleep` armed at [`SwimEngine::poll_timeout`] (and at the next rejoin
 //!   check and warm-up dial), checked on every `poll` after at most 16 datagrams, so that
 //!   sustained input cannot starve probes and suspicion timers.
 //! - **Keep-alive**: [`NetworkBehaviour::connection_keep_alive`] is `true` for the preferred
@@ -55,7 +55,7 @@
 //!   [`Config::data`], and re-announces (with a new
 //!   incarnation) when they change, so members can dial it.
 //! - **Rejoin**: every [`Config::rejoin_interval`], a node that sees no live member in a
-//!   realm (cut off, every seed unreachable at start-up) rejoins ([`Swim::rejoin`]) through
+//!   realm (cut off, every seed unreachable at start-up) rejoins ([`SwimEngine::rejoin`]) through
 //!   its seeds, if any, and through up to 3 members it holds dead or former members, so a
 //!   seed (which never joined through anyone) or a node whose seeds are gone finds its way
 //!   back too. Members it is merely partitioned from are healed by the anti-entropy
@@ -94,16 +94,22 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::wire::{decode_frame_len, encode_frame, Body};
+use crate::SwimEvent;
 use crate::{
-    ConfigError, DecodeError, Event, Member, MetaError, NodeMeta, Realm, SetMetaError, Stats, Swim,
+    ConfigError, DecodeError, Member, MetaError, NodeMeta, Realm, SetMetaError, Stats, SwimEngine,
     TransmitKind, UnknownRealm, PROTOCOL_NAME,
 };
+
+/// The events of a [`Behaviour`]: the engine's [`SwimEvent`]s, one for one (member joined or
+/// back, updated, suspected, refuted, failed, left, join failed); the behaviour adds none of
+/// its own.
+pub type Event = SwimEvent;
 
 /// The stream protocol of push-pull exchanges, `/meshwire/swim/1.0.0`.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
 
 /// The datagram size limit the behaviour gives the core by default (its
-/// [`Config::mtu`](crate::Config::mtu)), in bytes. A QUIC connection can always carry a
+/// [`Config::mtu`](crate::SwimConfig::mtu)), in bytes. A QUIC connection can always carry a
 /// datagram of about 1,150 bytes (1,200-byte packets, minus headers and a connection id of up
 /// to 20 bytes) before path MTU discovery raises the limit, so 1,100 always fits.
 pub const DEFAULT_DATAGRAM_MTU: usize = 1100;
@@ -126,7 +132,7 @@ const REJOIN_FALLBACK: usize = 3;
 /// Stream requests for push-pulls in flight at most (the core itself keeps far fewer).
 const MAX_PUSH_PULLS_IN_FLIGHT: usize = 256;
 
-/// Settings of a [`Behaviour`]: the core's [`Config`](crate::Config) plus how it is driven.
+/// Settings of a [`Behaviour`]: the core's [`Config`](crate::SwimConfig) plus how it is driven.
 ///
 /// ```
 /// use std::time::Duration;
@@ -140,12 +146,12 @@ const MAX_PUSH_PULLS_IN_FLIGHT: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The protocol's settings. The default is the core's default with
-    /// [`mtu`](crate::Config::mtu) = [`DEFAULT_DATAGRAM_MTU`]. A datagram larger than what a
+    /// [`mtu`](crate::SwimConfig::mtu) = [`DEFAULT_DATAGRAM_MTU`]. A datagram larger than what a
     /// connection can carry at the moment is dropped (and counted), so keep the MTU at or
     /// below [`DEFAULT_DATAGRAM_MTU`] unless every path is known to carry more.
-    pub swim: crate::Config,
+    pub swim: crate::SwimConfig,
     /// Opaque application data announced with the node's addresses (default empty). Its
-    /// encoded size plus the addresses must fit [`crate::Config::max_metadata_bytes`];
+    /// encoded size plus the addresses must fit [`crate::SwimConfig::max_metadata_bytes`];
     /// addresses are left out, last first, when they do not.
     pub data: Bytes,
     /// How often the node checks whether it is alone in a realm (no live member) and, if so,
@@ -195,9 +201,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            swim: crate::Config {
+            swim: crate::SwimConfig {
                 mtu: DEFAULT_DATAGRAM_MTU,
-                ..crate::Config::default()
+                ..crate::SwimConfig::default()
             },
             data: Bytes::new(),
             rejoin_interval: Some(Duration::from_secs(10)),
@@ -220,7 +226,7 @@ impl Default for Config {
 
 impl Config {
     /// Uses `swim` as the protocol's settings.
-    pub fn with_swim(mut self, swim: crate::Config) -> Self {
+    pub fn with_swim(mut self, swim: crate::SwimConfig) -> Self {
         self.swim = swim;
         self
     }
@@ -280,7 +286,7 @@ impl From<SetMetaError> for Error {
 }
 
 /// Why a push-pull exchange failed (logged; the core is told with
-/// [`Swim::push_pull_failed`]).
+/// [`SwimEngine::handle_push_pull_failed`]).
 #[derive(Debug, Error)]
 pub enum PushPullError {
     /// The stream could not be opened, or failed (including a remote that does not speak
@@ -429,14 +435,14 @@ type DatagramRead = (ConnectionId, Result<Bytes, ConnectionError>);
 /// Seeds of one realm with their addresses.
 type Seeds = Vec<(PeerId, Vec<Multiaddr>)>;
 
-/// The SWIM membership [`NetworkBehaviour`]: a [`Swim`] core driven over the swarm's QUIC
+/// The SWIM membership [`NetworkBehaviour`]: a [`SwimEngine`] core driven over the swarm's QUIC
 /// connections. See the [module documentation](self) for what goes where and the
 /// [crate documentation](crate) for an example with real swarms.
 ///
 /// Its events are the core's [`Event`]s, one for one: member joined (or back), updated,
 /// suspected, refuted (alive again), failed, left, and join failed.
 pub struct Behaviour {
-    core: Swim,
+    core: SwimEngine,
     config: Config,
     local: PeerId,
     connections: HashMap<ConnectionId, Conn>,
@@ -629,7 +635,7 @@ impl Behaviour {
         let meta = NodeMeta::new(Vec::new(), config.data.clone())?;
         let seed = config.rng_seed.unwrap_or_else(rand::random);
         let next_rejoin = config.rejoin_interval.map(|i| now() + i);
-        let core = Swim::new(
+        let core = SwimEngine::new(
             local_peer_id,
             realms,
             meta.clone(),
@@ -677,9 +683,9 @@ impl Behaviour {
         &self.config
     }
 
-    /// The sans-IO core, for queries not mirrored here ([`Swim::core_stats`],
-    /// [`Swim::suspicion`], ...).
-    pub fn core(&self) -> &Swim {
+    /// The sans-IO core, for queries not mirrored here ([`SwimEngine::core_stats`],
+    /// [`SwimEngine::suspicion`], ...).
+    pub fn core(&self) -> &SwimEngine {
         &self.core
     }
 
@@ -757,7 +763,7 @@ impl Behaviour {
     }
 
     /// Leaves every realm gracefully: the core raises its incarnation and tells
-    /// [`leave_fanout`](crate::Config::leave_fanout) members per realm, who spread it; they
+    /// [`leave_fanout`](crate::SwimConfig::leave_fanout) members per realm, who spread it; they
     /// report [`Event::MemberLeft`]. Afterwards the behaviour ignores SWIM traffic and keeps
     /// no connection alive. Keep polling the swarm for a moment (a few milliseconds on a LAN)
     /// so the datagrams go out before the swarm is dropped.
@@ -860,7 +866,8 @@ impl Behaviour {
                         // fails as usual.
                         if !self.no_probe_grace.contains(&t.to) {
                             tracing::debug!(peer = %t.to, seq = ping.seq, "swim: ping waits for a first connection");
-                            self.core.probe_unsent(&t.to, ping.seq);
+                            self.core
+                                .handle_probe_unsent(now().into_std(), &t.to, ping.seq);
                             self.no_probe_grace.insert(t.to);
                         }
                     }
@@ -869,7 +876,8 @@ impl Behaviour {
                     let realm = t.message.realm.clone();
                     if self.push_pulls.len() >= MAX_PUSH_PULLS_IN_FLIGHT {
                         self.io.push_pulls_failed += 1;
-                        self.core.push_pull_failed(now().into_std(), t.to, &realm);
+                        self.core
+                            .handle_push_pull_failed(now().into_std(), t.to, &realm);
                         continue;
                     }
                     let open = OpenStream::new(t.to, PROTOCOL);
@@ -1108,7 +1116,7 @@ impl Behaviour {
         let ttl = self.config.queued_datagram_ttl;
         let t = now();
         // A probe's ping may be among them: its timers run from now, not from the dial.
-        self.core.probe_sendable(t.into_std(), &peer);
+        self.core.handle_probe_sent(t.into_std(), &peer);
         for (at, bytes) in q {
             if t.saturating_duration_since(at) > ttl {
                 self.io.datagrams_dropped += 1;
@@ -1318,7 +1326,7 @@ impl Behaviour {
                     Err(e) => {
                         self.io.push_pulls_failed += 1;
                         tracing::debug!(%peer, %realm, error = %e, "swim: push-pull failed");
-                        self.core.push_pull_failed(t, peer, &realm);
+                        self.core.handle_push_pull_failed(t, peer, &realm);
                     }
                 }
                 self.drain();
@@ -1678,7 +1686,8 @@ impl NetworkBehaviour for Behaviour {
                 self.io.push_pulls_failed += 1;
                 tracing::debug!(%peer, %realm, error = %e, "swim: push-pull stream not opened");
                 if self.end_exchange(&realm, peer, id) {
-                    self.core.push_pull_failed(now().into_std(), peer, &realm);
+                    self.core
+                        .handle_push_pull_failed(now().into_std(), peer, &realm);
                     self.drain();
                 }
             }

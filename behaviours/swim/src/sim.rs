@@ -1,8 +1,8 @@
-//! A discrete-event simulator for [`Swim`] cores: a virtual clock, a seeded RNG, per-message
+//! A discrete-event simulator for [`SwimEngine`] engines: a virtual clock, a seeded RNG, per-message
 //! latency, datagram loss, node crashes and slow nodes. It is what the 1,000-member tests
 //! in `tests/sim.rs` run; use it to try configurations.
 //!
-//! Each node is one [`Swim`] core in one realm. Datagrams are delayed by a uniformly random
+//! Each node is one [`SwimEngine`] engine in one realm. Datagrams are delayed by a uniformly random
 //! latency and lost with a fixed probability; push-pull exchanges (QUIC streams) are
 //! reliable but delayed the same way, and fail after [`SimConfig::stream_failure_delay`] when
 //! the other side has crashed. A *slow* node models a member whose message processing is
@@ -19,7 +19,7 @@
 //!     sim.join(i, Duration::from_millis(10 * i as u64), vec![0]);
 //! }
 //! sim.run_until(Duration::from_secs(20), &mut |_, _, _| {});
-//! assert!((0..20).all(|i| sim.core(i).live_member_count(sim.realm()) == 19));
+//! assert!((0..20).all(|i| sim.engine(i).live_member_count(sim.realm()) == 19));
 //! ```
 
 use std::cmp::Reverse;
@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 use meshwire_core::PeerId;
 use multiaddr::Multiaddr;
 
-use crate::config::Config;
-use crate::core::{Swim, TransmitKind};
-use crate::event::Event;
+use crate::engine::{SwimConfig, SwimEngine, SwimEvent, TransmitKind};
 use crate::member::MemberState;
 use crate::member::NodeMeta;
 use crate::realm::Realm;
@@ -46,7 +44,7 @@ pub struct SimConfig {
     /// Seed of everything random (node seeds, latency, loss).
     pub seed: u64,
     /// The protocol configuration of every node.
-    pub swim: Config,
+    pub swim: SwimConfig,
     /// The realm every node is in.
     pub realm: Realm,
     /// One-way latency, uniform in `[min, max]`.
@@ -66,7 +64,7 @@ impl SimConfig {
         SimConfig {
             nodes,
             seed,
-            swim: Config::default(),
+            swim: SwimConfig::default(),
             realm: Realm::new("org.meshwire.sim")
                 .unwrap_or_else(|_| unreachable!("valid realm literal")),
             latency: (Duration::from_millis(5), Duration::from_millis(25)),
@@ -80,7 +78,7 @@ impl SimConfig {
 /// Network counters of a simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimCounters {
-    /// Datagrams sent by cores.
+    /// Datagrams sent by engines.
     pub datagrams_sent: u64,
     /// Datagrams dropped by the loss model.
     pub datagrams_lost: u64,
@@ -126,7 +124,7 @@ enum Ev {
 }
 
 struct Node {
-    core: Swim,
+    core: SwimEngine,
     peer: PeerId,
     crashed: bool,
     scheduled: Option<Instant>,
@@ -182,7 +180,7 @@ impl Sim {
             .unwrap_or_else(|_| unreachable!("valid multiaddr"));
             let meta = NodeMeta::new(vec![addr], Vec::new())
                 .unwrap_or_else(|_| unreachable!("one short address"));
-            let core = Swim::new(
+            let core = SwimEngine::new(
                 peer,
                 [cfg.realm.clone()],
                 meta,
@@ -275,8 +273,8 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    /// Node `i`'s core.
-    pub fn core(&self, i: usize) -> &Swim {
+    /// Node `i`'s engine.
+    pub fn core(&self, i: usize) -> &SwimEngine {
         &self.nodes[i].core
     }
 
@@ -333,7 +331,7 @@ impl Sim {
     /// ago: node 0's full table reaches each node in one push-pull request, handled through
     /// the public API like any other. Skips the join phase (and its dissemination traffic)
     /// for simulations that study a settled group.
-    pub fn bootstrap_converged(&mut self, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    pub fn bootstrap_converged(&mut self, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let realm = self.cfg.realm.clone();
         let members: Vec<MemberRecord> = self
             .nodes
@@ -378,7 +376,7 @@ impl Sim {
     }
 
     /// Node `i` leaves gracefully now.
-    pub fn leave(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    pub fn leave(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let now = self.now;
         self.nodes[i].core.leave(now);
         self.flush(i, on_event);
@@ -389,7 +387,7 @@ impl Sim {
     pub fn run_until(
         &mut self,
         until: Duration,
-        on_event: &mut dyn FnMut(Duration, usize, &Event),
+        on_event: &mut dyn FnMut(Duration, usize, &SwimEvent),
     ) {
         let end = self.base + until;
         while self.heap.peek().is_some_and(|s| s.0 .0 <= end) {
@@ -459,7 +457,9 @@ impl Sim {
                     }
                     let now = self.now;
                     let realm = self.cfg.realm.clone();
-                    self.nodes[to].core.push_pull_failed(now, peer, &realm);
+                    self.nodes[to]
+                        .core
+                        .handle_push_pull_failed(now, peer, &realm);
                     self.flush(to, on_event);
                 }
                 Ev::Join { node, seeds } => {
@@ -476,7 +476,7 @@ impl Sim {
         self.now = self.now.max(end);
     }
 
-    fn flush(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    fn flush(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let from = self.nodes[i].peer;
         while let Some(t) = self.nodes[i].core.poll_transmit() {
             let Some(&j) = self.index.get(&t.to) else {

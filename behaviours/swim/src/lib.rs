@@ -226,7 +226,7 @@ mod varint;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
-pub use crate::behaviour::{Behaviour, Config, Error, Event};
+pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL};
 pub use crate::engine::{
     ConfigError, CoreStats, SetMetaError, Stats, SwimConfig, SwimEngine, SwimEvent, Transmit,
     TransmitKind, UnknownRealm,

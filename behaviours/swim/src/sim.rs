@@ -1,8 +1,8 @@
-//! A discrete-event simulator for [`SwimEngine`] engines: a virtual clock, a seeded RNG, per-message
+//! A discrete-event simulator for [`SwimEngine`]s: a virtual clock, a seeded RNG, per-message
 //! latency, datagram loss, node crashes and slow nodes. It is what the 1,000-member tests
 //! in `tests/sim.rs` run; use it to try configurations.
 //!
-//! Each node is one [`SwimEngine`] engine in one realm. Datagrams are delayed by a uniformly random
+//! Each node is one [`SwimEngine`] in one realm. Datagrams are delayed by a uniformly random
 //! latency and lost with a fixed probability; push-pull exchanges (QUIC streams) are
 //! reliable but delayed the same way, and fail after [`SimConfig::stream_failure_delay`] when
 //! the other side has crashed. A *slow* node models a member whose message processing is
@@ -124,7 +124,7 @@ enum Ev {
 }
 
 struct Node {
-    core: SwimEngine,
+    engine: SwimEngine,
     peer: PeerId,
     crashed: bool,
     scheduled: Option<Instant>,
@@ -180,7 +180,7 @@ impl Sim {
             .unwrap_or_else(|_| unreachable!("valid multiaddr"));
             let meta = NodeMeta::new(vec![addr], Vec::new())
                 .unwrap_or_else(|_| unreachable!("one short address"));
-            let core = SwimEngine::new(
+            let engine = SwimEngine::new(
                 peer,
                 [cfg.realm.clone()],
                 meta,
@@ -191,7 +191,7 @@ impl Sim {
             .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
             index.insert(peer, i);
             nodes.push(Node {
-                core,
+                engine,
                 peer,
                 crashed: false,
                 scheduled: None,
@@ -237,7 +237,7 @@ impl Sim {
             return;
         }
         let now = self.now;
-        let t = self.nodes[i].core.poll_timeout().map(|t| t.max(now));
+        let t = self.nodes[i].engine.poll_timeout().map(|t| t.max(now));
         if t != self.nodes[i].scheduled {
             self.nodes[i].scheduled = t;
             if let Some(t) = t {
@@ -274,8 +274,8 @@ impl Sim {
     }
 
     /// Node `i`'s engine.
-    pub fn core(&self, i: usize) -> &SwimEngine {
-        &self.nodes[i].core
+    pub fn engine(&self, i: usize) -> &SwimEngine {
+        &self.nodes[i].engine
     }
 
     /// Node `i`'s peer ID.
@@ -338,10 +338,10 @@ impl Sim {
             .iter()
             .map(|n| MemberRecord {
                 peer: n.peer,
-                incarnation: n.core.incarnation(&realm).unwrap_or(0),
+                incarnation: n.engine.incarnation(&realm).unwrap_or(0),
                 state: MemberState::Alive,
                 meta: n
-                    .core
+                    .engine
                     .local_member(&realm)
                     .map(|m| m.meta)
                     .unwrap_or_default(),
@@ -364,7 +364,7 @@ impl Sim {
             let now = self.now;
             let from_peer = self.nodes[from].peer;
             let _reply = self.nodes[i]
-                .core
+                .engine
                 .handle_push_pull(now, from_peer, request.clone());
             self.flush(i, on_event);
         }
@@ -378,7 +378,7 @@ impl Sim {
     /// Node `i` leaves gracefully now.
     pub fn leave(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let now = self.now;
-        self.nodes[i].core.leave(now);
+        self.nodes[i].engine.leave(now);
         self.flush(i, on_event);
     }
 
@@ -406,7 +406,7 @@ impl Sim {
                     }
                     self.nodes[i].scheduled = None;
                     let now = self.now;
-                    self.nodes[i].core.handle_timeout(now);
+                    self.nodes[i].engine.handle_timeout(now);
                     self.flush(i, on_event);
                 }
                 Ev::Datagram { to, from, payload } => {
@@ -416,9 +416,13 @@ impl Sim {
                     self.counters.datagrams_delivered += 1;
                     let now = self.now;
                     match payload {
-                        Payload::Message(m) => self.nodes[to].core.handle_message(now, from, m),
+                        Payload::Message(m) => self.nodes[to].engine.handle_message(now, from, m),
                         Payload::Bytes(b) => {
-                            if self.nodes[to].core.handle_datagram(now, from, &b).is_err() {
+                            if self.nodes[to]
+                                .engine
+                                .handle_datagram(now, from, &b)
+                                .is_err()
+                            {
                                 self.counters.decode_errors += 1;
                             }
                         }
@@ -437,7 +441,7 @@ impl Sim {
                     }
                     let now = self.now;
                     let from_peer = self.nodes[from].peer;
-                    let reply = self.nodes[to].core.handle_push_pull(now, from_peer, msg);
+                    let reply = self.nodes[to].engine.handle_push_pull(now, from_peer, msg);
                     if let Some(reply) = reply {
                         let at = self.now + self.latency() + self.processing_delay(from);
                         self.push(
@@ -458,7 +462,7 @@ impl Sim {
                     let now = self.now;
                     let realm = self.cfg.realm.clone();
                     self.nodes[to]
-                        .core
+                        .engine
                         .handle_push_pull_failed(now, peer, &realm);
                     self.flush(to, on_event);
                 }
@@ -468,7 +472,7 @@ impl Sim {
                     }
                     let now = self.now;
                     let realm = self.cfg.realm.clone();
-                    let _ = self.nodes[node].core.join(now, &realm, &seeds);
+                    let _ = self.nodes[node].engine.join(now, &realm, &seeds);
                     self.flush(node, on_event);
                 }
             }
@@ -478,7 +482,7 @@ impl Sim {
 
     fn flush(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let from = self.nodes[i].peer;
-        while let Some(t) = self.nodes[i].core.poll_transmit() {
+        while let Some(t) = self.nodes[i].engine.poll_transmit() {
             let Some(&j) = self.index.get(&t.to) else {
                 self.counters.unroutable += 1;
                 continue;
@@ -526,7 +530,7 @@ impl Sim {
             }
         }
         let rel = self.now - self.base;
-        while let Some(e) = self.nodes[i].core.poll_event() {
+        while let Some(e) = self.nodes[i].engine.poll_event() {
             on_event(rel, i, &e);
         }
         self.reschedule(i);

@@ -57,7 +57,9 @@ fn join_converges_1000() {
     let all = loop {
         t += PERIOD;
         sim.run_until(t, &mut |_, _, _| {});
-        let known: usize = (0..N).map(|i| sim.core(i).live_member_count(&realm)).sum();
+        let known: usize = (0..N)
+            .map(|i| sim.engine(i).live_member_count(&realm))
+            .sum();
         if known * 100 >= total * 99 && p99.is_none() {
             p99 = Some(t);
         }
@@ -235,14 +237,14 @@ fn lossy_run(swim: SwimConfig) -> LossOutcome {
         failed_members: failed_members.len(),
         raised,
         refutations: (0..N)
-            .map(|i| sim.core(i).stats(&realm).map_or(0, |s| s.refutations))
+            .map(|i| sim.engine(i).stats(&realm).map_or(0, |s| s.refutations))
             .sum(),
         max_lhm: (0..N)
-            .filter_map(|i| sim.core(i).local_health(&realm))
+            .filter_map(|i| sim.engine(i).local_health(&realm))
             .max()
             .unwrap_or(0),
         datagrams_per_period: (sim.counters().datagrams_sent - sent_before) as f64 / 1000.0,
-        everyone_sees_everyone: (0..N).all(|i| sim.core(i).live_member_count(&realm) == N - 1),
+        everyone_sees_everyone: (0..N).all(|i| sim.engine(i).live_member_count(&realm) == N - 1),
     }
 }
 
@@ -376,5 +378,5 @@ fn wire_path_and_mtu_100() {
     assert!(c.largest_datagram <= 1200);
     assert!((0..100)
         .filter(|&i| i != 7)
-        .all(|i| sim.core(i).live_member_count(&realm) == 98));
+        .all(|i| sim.engine(i).live_member_count(&realm) == 98));
 }

@@ -20,7 +20,7 @@ mod anti_entropy;
 mod dissemination;
 mod probe;
 
-use crate::wire::{Body, Gossip, Nack, Ping, Update, UpdateKind};
+use crate::wire::{Body, Gossip, Nack, Update, UpdateKind};
 
 /// Push-pulls in flight at most (joins and anti-entropy together).
 const MAX_PENDING_PUSH_PULLS: usize = 64;
@@ -428,17 +428,7 @@ impl Membership {
             }
             Timer::RelayRetry(seq) => {
                 if let Some(target) = self.relays.get(&seq).map(|r| r.target) {
-                    let buddy = self.buddy_update(cfg, &target);
-                    self.send(
-                        out,
-                        cfg,
-                        target,
-                        Body::Ping(Ping {
-                            seq,
-                            updates: Vec::new(),
-                        }),
-                        buddy,
-                    );
+                    self.send_ping(out, cfg, target, seq);
                 }
             }
             Timer::PushPull(peer) => {

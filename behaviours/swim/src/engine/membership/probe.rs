@@ -14,6 +14,27 @@ use crate::member::MemberState;
 use crate::wire::{Ack, Body, Ping, PingReq};
 
 impl Membership {
+    /// Sends the ping `seq` to `target`, with the buddy update (its suspicion) first.
+    pub(super) fn send_ping(
+        &mut self,
+        out: &mut Outputs,
+        cfg: &SwimConfig,
+        target: PeerId,
+        seq: u32,
+    ) {
+        let buddy = self.buddy_update(cfg, &target);
+        self.send(
+            out,
+            cfg,
+            target,
+            Body::Ping(Ping {
+                seq,
+                updates: Vec::new(),
+            }),
+            buddy,
+        );
+    }
+
     pub(super) fn next_probe_target(&mut self) -> Option<PeerId> {
         let mut rebuilt = false;
         loop {
@@ -77,18 +98,8 @@ impl Membership {
             return;
         };
         let seq = self.next_seq();
-        let buddy = self.buddy_update(cfg, &target);
         self.stats.probes_sent += 1;
-        self.send(
-            out,
-            cfg,
-            target,
-            Body::Ping(Ping {
-                seq,
-                updates: Vec::new(),
-            }),
-            buddy,
-        );
+        self.send_ping(out, cfg, target, seq);
         self.probe = Some(Probe {
             target,
             seq,
@@ -156,17 +167,7 @@ impl Membership {
             0
         };
         if cfg.ping_retry {
-            let buddy = self.buddy_update(cfg, &target);
-            self.send(
-                out,
-                cfg,
-                target,
-                Body::Ping(Ping {
-                    seq,
-                    updates: Vec::new(),
-                }),
-                buddy,
-            );
+            self.send_ping(out, cfg, target, seq);
         }
         for r in &relays {
             self.stats.ping_reqs_sent += 1;
@@ -335,17 +336,7 @@ impl Membership {
         }
         self.stats.ping_reqs_served += 1;
         let relay_seq = self.next_seq();
-        let buddy = self.buddy_update(cfg, &target);
-        self.send(
-            out,
-            cfg,
-            target,
-            Body::Ping(Ping {
-                seq: relay_seq,
-                updates: Vec::new(),
-            }),
-            buddy,
-        );
+        self.send_ping(out, cfg, target, relay_seq);
         let cap = cfg.probe_interval * (cfg.awareness_max + 1);
         let wait = if nack_timeout_ms > 0 {
             Duration::from_millis(u64::from(nack_timeout_ms)).min(cap)

@@ -63,7 +63,7 @@
 //! # The sans-IO engine
 //!
 //! [`SwimEngine`] is a pure state machine in the style of `quinn-proto`: the driver (meshwire's
-//! swarm, a test, or the [`sim`](crate) simulator) passes in time and inbound messages, and takes
+//! swarm, a test, or the `sim` simulator) passes in time and inbound messages, and takes
 //! out messages to send and membership events. It never reads a clock, sleeps or does IO,
 //! and all its randomness comes from a seed, so runs are reproducible.
 //!
@@ -201,9 +201,9 @@
 //! **Join, leave, anti-entropy.** Joining is a push-pull (full state exchange over a stream)
 //! with each seed; every [`SwimConfig::push_pull_interval`] a node push-pulls with a random
 //! member. A graceful leave bumps the incarnation, tells [`SwimConfig::leave_fanout`] members,
-//! and stops the core.
+//! and stops the engine.
 //!
-//! **Realms.** A core is created for a set of [`Realm`]s (reverse-DNS names) and keeps one
+//! **Realms.** An engine is created for a set of [`Realm`]s (reverse-DNS names) and keeps one
 //! independent membership per realm; every message names its realm; messages for other realms
 //! are ignored and counted ([`CoreStats::foreign_realm_messages`]).
 //!

@@ -10,7 +10,7 @@ use thiserror::Error;
 use crate::engine::{ConfigError, SetMetaError, SwimConfig, UnknownRealm};
 use crate::member::MetaError;
 
-/// The datagram size limit the behaviour gives the core by default (its
+/// The datagram size limit the behaviour gives the engine by default (its
 /// [`SwimConfig::mtu`]), in bytes. A QUIC connection can always carry a
 /// datagram of about 1,150 bytes (1,200-byte packets, minus headers and a connection id of up
 /// to 20 bytes) before path MTU discovery raises the limit, so 1,100 always fits.
@@ -35,7 +35,7 @@ pub const CONN_MANAGER_TAG: &str = "swim";
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The protocol's settings. The default is the core's default with
+    /// The protocol's settings. The default is the engine's default with
     /// [`mtu`](crate::SwimConfig::mtu) = [`DEFAULT_DATAGRAM_MTU`]. A datagram larger than what a
     /// connection can carry at the moment is dropped (and counted), so keep the MTU at or
     /// below [`DEFAULT_DATAGRAM_MTU`] unless every path is known to carry more.
@@ -66,8 +66,8 @@ pub struct Config {
     /// alive even if the peer is not a live member here (yet): it is in use by the other
     /// side, e.g. by a member that learned of us before we learned of it (default 10 s).
     pub traffic_keep_alive: Duration,
-    /// Seed of the core's random number generator; `None` (the default) draws one. A fixed
-    /// seed only makes the core's own choices reproducible, not the network's timing.
+    /// Seed of the engine's random number generator; `None` (the default) draws one. A fixed
+    /// seed only makes the engine's own choices reproducible, not the network's timing.
     pub rng_seed: Option<u64>,
     /// Bytes of inbound push-pull requests buffered at once, over all streams (default
     /// 16 MiB); a request that would exceed it is refused (its stream reset).

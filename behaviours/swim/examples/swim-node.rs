@@ -32,8 +32,7 @@ use std::time::Duration;
 use clap::Parser;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_swarm::{Multiaddr, Swarm, SwarmConfig, SwarmEvent};
-use meshwire_swim::behaviour::{Behaviour, Config};
-use meshwire_swim::{Event, Realm};
+use meshwire_swim::{Behaviour, Config, Event, Realm};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 
 #[derive(Parser, Debug)]

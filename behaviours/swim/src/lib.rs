@@ -1,10 +1,11 @@
-//! SWIM membership and failure detection with the Lifeguard extensions: a sans-IO core and a
+//! SWIM membership and failure detection with the Lifeguard extensions: a sans-IO engine and a
 //! meshwire swarm behaviour that drives it over QUIC.
 //!
-//! - [`Swim`] (always available) is the protocol as a pure state machine; the
-//!   [`sim`] simulator runs thousands of them on a virtual clock.
-//! - [`behaviour::Behaviour`] (feature `swarm`, on by default) is a
-//!   [`NetworkBehaviour`](meshwire_swarm::NetworkBehaviour) that carries the core's probes as
+//! - [`SwimEngine`] (module [`engine`], always available) is the protocol as a pure state
+//!   machine; the `sim` simulator (module `sim`, feature `sim`) runs thousands of them on a
+//!   virtual clock.
+//! - [`Behaviour`] (module [`behaviour`], feature `swarm`, on by default) is a
+//!   [`NetworkBehaviour`](meshwire_swarm::NetworkBehaviour) that carries the engine's probes as
 //!   unreliable QUIC datagrams and its push-pulls as `/meshwire/swim/1.0.0` streams, dials
 //!   members it must reach, and keeps their connections alive. Without the feature the crate
 //!   has no IO or async dependency.
@@ -17,8 +18,7 @@
 //! use std::time::Duration;
 //! use meshwire_core::Keypair;
 //! use meshwire_swarm::{Swarm, SwarmConfig, SwarmEvent};
-//! use meshwire_swim::behaviour::{Behaviour, Config};
-//! use meshwire_swim::{Event, Realm};
+//! use meshwire_swim::{Behaviour, Config, Event, Realm};
 //! use meshwire_transport::quic::{QuicConfig, QuicTransport};
 //!
 //! let realm: Realm = "org.example.mesh".parse()?;
@@ -60,28 +60,28 @@
 //! # #[cfg(not(feature = "swarm"))] fn main() {}
 //! ```
 //!
-//! # The sans-IO core
+//! # The sans-IO engine
 //!
-//! [`Swim`] is a pure state machine in the style of `quinn-proto`: the driver (meshwire's
-//! swarm, a test, or the [`sim`] simulator) passes in time and inbound messages, and takes
+//! [`SwimEngine`] is a pure state machine in the style of `quinn-proto`: the driver (meshwire's
+//! swarm, a test, or the `sim` simulator) passes in time and inbound messages, and takes
 //! out messages to send and membership events. It never reads a clock, sleeps or does IO,
 //! and all its randomness comes from a seed, so runs are reproducible.
 //!
-//! ## Example: three cores wired by hand
+//! ## Example: three engines wired by hand
 //!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use meshwire_core::Keypair;
-//! use meshwire_swim::{Config, Event, NodeMeta, Realm, Swim, TransmitKind};
+//! use meshwire_swim::{NodeMeta, Realm, SwimConfig, SwimEngine, SwimEvent, TransmitKind};
 //!
 //! let realm: Realm = "org.example.mesh".parse()?;
 //! let start = Instant::now();
 //! let mut nodes = (0..3u64)
 //!     .map(|i| {
 //!         let id = Keypair::from_seed_for_tests(i).peer_id();
-//!         Swim::new(id, [realm.clone()], NodeMeta::empty(), Config::default(), i, start)
+//!         SwimEngine::new(id, [realm.clone()], NodeMeta::empty(), SwimConfig::default(), i, start)
 //!     })
-//!     .collect::<Result<Vec<Swim>, _>>()?;
+//!     .collect::<Result<Vec<SwimEngine>, _>>()?;
 //!
 //! // Nodes 1 and 2 join through node 0 (a push-pull with it each).
 //! let seed = nodes[0].local_peer_id();
@@ -103,7 +103,7 @@
 //!                 let j = nodes.iter().position(|n| n.local_peer_id() == t.to).unwrap();
 //!                 match t.kind {
 //!                     TransmitKind::Datagram => {
-//!                         let bytes = t.message.encode(); // never more than Config::mtu
+//!                         let bytes = t.message.encode(); // never more than SwimConfig::mtu
 //!                         nodes[j].handle_datagram(now, from, &bytes)?;
 //!                     }
 //!                     TransmitKind::PushPull => {
@@ -114,13 +114,13 @@
 //!                 }
 //!             }
 //!             while let Some(event) = nodes[i].poll_event() {
-//!                 if let Event::MemberJoined { .. } = event {
+//!                 if let SwimEvent::MemberJoined { .. } = event {
 //!                     joined += 1;
 //!                 }
 //!             }
 //!         }
 //!     }
-//!     now = nodes.iter().filter_map(Swim::poll_timeout).min().unwrap();
+//!     now = nodes.iter().filter_map(SwimEngine::poll_timeout).min().unwrap();
 //!     for n in &mut nodes {
 //!         if n.poll_timeout().is_some_and(|t| t <= now) {
 //!             n.handle_timeout(now);
@@ -134,38 +134,45 @@
 //!
 //! ## The driver contract
 //!
-//! Inputs (each takes the current time, never earlier than a previous call's):
-//! - [`Swim::handle_timeout`] when [`Swim::poll_timeout`] is due (re-read it after every call).
-//! - [`Swim::handle_datagram`] for each datagram from a peer (the authenticated peer of the
-//!   QUIC connection), or [`Swim::handle_message`] with an already decoded [`Message`].
-//! - [`Swim::handle_push_pull`] / [`Swim::handle_push_pull_bytes`] for a push-pull message
-//!   read from a stream: for an inbound request it returns the answer to write back.
-//! - [`Swim::push_pull_failed`] when a push-pull this core asked for could not complete.
-//! - Commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_metadata`].
+//! Inputs (`handle_*`, each takes the current time, never earlier than a previous call's):
+//! - [`SwimEngine::handle_timeout`] when [`SwimEngine::poll_timeout`] is due (re-read it after
+//!   every call).
+//! - [`SwimEngine::handle_datagram`] for each datagram from a peer (the authenticated peer of
+//!   the QUIC connection), or [`SwimEngine::handle_message`] with an already decoded
+//!   [`Message`].
+//! - [`SwimEngine::handle_push_pull`] / [`SwimEngine::handle_push_pull_bytes`] for a push-pull
+//!   message read from a stream: for an inbound request it returns the answer to write back.
+//! - [`SwimEngine::handle_push_pull_failed`] when a push-pull this engine asked for could not
+//!   complete.
+//! - [`SwimEngine::handle_probe_unsent`] / [`SwimEngine::handle_probe_sent`] when a probe's
+//!   ping had to wait for a connection, and when it went out (optional; the swarm behaviour
+//!   uses them so that connection setup does not count against a probe).
+//! - Commands (plain verbs): [`SwimEngine::join`], [`SwimEngine::rejoin`],
+//!   [`SwimEngine::leave`], [`SwimEngine::set_metadata`].
 //!
 //! Outputs (drain both after every input):
-//! - [`Swim::poll_transmit`]: a [`Transmit`] to a [`PeerId`](meshwire_core::PeerId), either
-//!   [`TransmitKind::Datagram`] (one unreliable datagram, at most [`Config::mtu`] bytes; loss
+//! - [`SwimEngine::poll_transmit`]: a [`Transmit`] to a [`PeerId`](meshwire_core::PeerId), either
+//!   [`TransmitKind::Datagram`] (one unreliable datagram, at most [`SwimConfig::mtu`] bytes; loss
 //!   is expected) or [`TransmitKind::PushPull`] (open a stream negotiated as
 //!   [`PROTOCOL_NAME`], write the framed request, read one framed answer, feed it back). The
-//!   addresses of a member are in [`Swim::member`]`(..).meta`.
-//! - [`Swim::poll_event`]: [`Event`]s (joined, updated, suspected, refuted, failed, left,
+//!   addresses of a member are in [`SwimEngine::member`]`(..).meta`.
+//! - [`SwimEngine::poll_event`]: [`SwimEvent`]s (joined, updated, suspected, refuted, failed, left,
 //!   join failed), each with its realm.
-//! - Queries: [`Swim::members`], [`Swim::member`], [`Swim::live_member_count`],
-//!   [`Swim::stats`] (per-realm [`Stats`]), [`Swim::core_stats`], [`Swim::local_health`].
+//! - Queries: [`SwimEngine::members`], [`SwimEngine::member`], [`SwimEngine::live_member_count`],
+//!   [`SwimEngine::stats`] (per-realm [`Stats`]), [`SwimEngine::core_stats`], [`SwimEngine::local_health`].
 //!
 //! # Protocol
 //!
-//! **Failure detection (SWIM).** Each protocol period ([`Config::probe_interval`]) a node
+//! **Failure detection (SWIM).** Each protocol period ([`SwimConfig::probe_interval`]) a node
 //! probes the next member of a shuffled round-robin order (reshuffled every round; new members
 //! go to random positions among those not yet probed). A ping unanswered after
-//! [`Config::probe_timeout`] triggers ping-reqs through [`Config::indirect_checks`] random
+//! [`SwimConfig::probe_timeout`] triggers ping-reqs through [`SwimConfig::indirect_checks`] random
 //! members, which ping the target and relay its ack; the prober also repeats its ping once
-//! ([`Config::ping_retry`]). No ack by the end of the period: the target becomes *suspect*,
+//! ([`SwimConfig::ping_retry`]). No ack by the end of the period: the target becomes *suspect*,
 //! and is declared *dead* if it does not refute before its suspicion timeout.
 //!
 //! **Lifeguard** (Dadgar et al., 2017; as in HashiCorp memberlist), each part switchable:
-//! - *Local health multiplier* (LHM, `0..=`[`Config::awareness_max`]): scales the probe
+//! - *Local health multiplier* (LHM, `0..=`[`SwimConfig::awareness_max`]): scales the probe
 //!   interval and timeout by `LHM + 1`; +1 per missed nack of a failed probe (or +1 for a
 //!   failed probe without helpers), +1 for refuting a suspicion of oneself, −1 per successful
 //!   probe. A node that is itself slow thus probes less eagerly instead of accusing others.
@@ -183,20 +190,20 @@
 //! and suspect for `i ≥ j`, and only `alive(i > j)` brings a dead or left member back.
 //! A node accused at or above its incarnation refutes by jumping above it and spreading
 //! `alive`; accused below it (someone missed the refutation) it spreads its current `alive`
-//! again. Dead and left members are forgotten after [`Config::dead_retention`].
+//! again. Dead and left members are forgotten after [`SwimConfig::dead_retention`].
 //!
 //! **Dissemination.** Updates ride on every ping, ack, ping-req and nack, as many as fit in
 //! the MTU, least-transmitted first, each at most `retransmit_mult × ⌈log10(N + 1)⌉` times; a
 //! newer update about a member replaces the queued older one. Dissemination rounds
-//! ([`Config::gossip_interval`]) send *fresh* updates (transmitted fewer than
-//! [`Config::gossip_fresh_transmits`] times) to a few random members, for a fast start.
+//! ([`SwimConfig::gossip_interval`]) send *fresh* updates (transmitted fewer than
+//! [`SwimConfig::gossip_fresh_transmits`] times) to a few random members, for a fast start.
 //!
 //! **Join, leave, anti-entropy.** Joining is a push-pull (full state exchange over a stream)
-//! with each seed; every [`Config::push_pull_interval`] a node push-pulls with a random
-//! member. A graceful leave bumps the incarnation, tells [`Config::leave_fanout`] members,
-//! and stops the core.
+//! with each seed; every [`SwimConfig::push_pull_interval`] a node push-pulls with a random
+//! member. A graceful leave bumps the incarnation, tells [`SwimConfig::leave_fanout`] members,
+//! and stops the engine.
 //!
-//! **Realms.** A core is created for a set of [`Realm`]s (reverse-DNS names) and keeps one
+//! **Realms.** An engine is created for a set of [`Realm`]s (reverse-DNS names) and keeps one
 //! independent membership per realm; every message names its realm; messages for other realms
 //! are ignored and counted ([`CoreStats::foreign_realm_messages`]).
 //!
@@ -208,25 +215,22 @@
 
 #[cfg(feature = "swarm")]
 pub mod behaviour;
-mod config;
-mod core;
-mod event;
+pub mod engine;
 mod hash;
 mod member;
-mod membership;
-mod queue;
 mod realm;
 pub mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
-mod suspicion;
+mod varint;
 pub mod wire;
 
-#[cfg(test)]
-mod tests;
-
-pub use crate::config::{Config, ConfigError};
-pub use crate::core::{SetMetaError, Swim, Transmit, TransmitKind, UnknownRealm};
-pub use crate::event::{CoreStats, Event, Stats};
+#[cfg(feature = "swarm")]
+pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL};
+pub use crate::engine::{
+    ConfigError, CoreStats, SetMetaError, Stats, SwimConfig, SwimEngine, SwimEvent, Transmit,
+    TransmitKind, UnknownRealm,
+};
 pub use crate::member::{Member, MemberState, MetaError, NodeMeta};
 pub use crate::realm::{Realm, RealmError, MAX_LABEL_LEN, MAX_REALM_LEN};
 pub use crate::wire::{DecodeError, Limits, Message, PROTOCOL_NAME, WIRE_VERSION};

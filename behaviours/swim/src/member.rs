@@ -8,7 +8,16 @@ use meshwire_core::PeerId;
 use multiaddr::Multiaddr;
 use thiserror::Error;
 
-use crate::wire::{varint_len, MAX_ADDRESSES, MAX_ADDRESS_LEN, MAX_META_DATA_LEN};
+use crate::varint::varint_len;
+
+/// The most addresses one member may announce.
+pub const MAX_ADDRESSES: usize = 16;
+/// The longest binary multiaddr accepted.
+pub const MAX_ADDRESS_LEN: usize = 255;
+/// The hard cap on a member's opaque metadata on the wire (the configured limit,
+/// [`SwimConfig::max_metadata_bytes`](crate::SwimConfig::max_metadata_bytes), is usually far
+/// lower).
+pub const MAX_META_DATA_LEN: usize = 16 * 1024;
 
 /// What a node believes about a member.
 ///
@@ -84,7 +93,7 @@ pub enum MetaError {
         len: usize,
     },
     /// The encoded metadata (addresses and data) is larger than the configured
-    /// [`Config::max_metadata_bytes`](crate::Config::max_metadata_bytes).
+    /// [`Config::max_metadata_bytes`](crate::SwimConfig::max_metadata_bytes).
     #[error("encoded metadata of {len} bytes exceeds the configured limit of {limit}")]
     TooLarge {
         /// Its encoded length.
@@ -97,7 +106,7 @@ pub enum MetaError {
 /// A member's metadata: the addresses it can be reached at and opaque application data.
 ///
 /// Its encoded size ([`NodeMeta::encoded_len`]) is bounded by
-/// [`Config::max_metadata_bytes`](crate::Config::max_metadata_bytes) (512 by default), so an
+/// [`Config::max_metadata_bytes`](crate::SwimConfig::max_metadata_bytes) (512 by default), so an
 /// alive update always fits in one datagram.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct NodeMeta {
@@ -108,7 +117,7 @@ pub struct NodeMeta {
 impl NodeMeta {
     /// Metadata with these addresses and data. Checks the wire limits (at most
     /// [`MAX_ADDRESSES`] addresses of at most [`MAX_ADDRESS_LEN`] bytes each, at most
-    /// [`MAX_META_DATA_LEN`] bytes of data); the configured size limit is checked by the core.
+    /// [`MAX_META_DATA_LEN`] bytes of data); the configured size limit is checked by the engine.
     pub fn new(addresses: Vec<Multiaddr>, data: impl Into<Bytes>) -> Result<Self, MetaError> {
         let data = data.into();
         if addresses.len() > MAX_ADDRESSES {
@@ -157,7 +166,7 @@ impl fmt::Debug for NodeMeta {
     }
 }
 
-/// A snapshot of one member, as returned by [`Swim::members`](crate::Swim::members) and in
+/// A snapshot of one member, as returned by [`SwimEngine::members`](crate::SwimEngine::members) and in
 /// events.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Member {

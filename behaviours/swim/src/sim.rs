@@ -1,8 +1,8 @@
-//! A discrete-event simulator for [`Swim`] cores: a virtual clock, a seeded RNG, per-message
+//! A discrete-event simulator for [`SwimEngine`]s: a virtual clock, a seeded RNG, per-message
 //! latency, datagram loss, node crashes and slow nodes. It is what the 1,000-member tests
 //! in `tests/sim.rs` run; use it to try configurations.
 //!
-//! Each node is one [`Swim`] core in one realm. Datagrams are delayed by a uniformly random
+//! Each node is one [`SwimEngine`] in one realm. Datagrams are delayed by a uniformly random
 //! latency and lost with a fixed probability; push-pull exchanges (QUIC streams) are
 //! reliable but delayed the same way, and fail after [`SimConfig::stream_failure_delay`] when
 //! the other side has crashed. A *slow* node models a member whose message processing is
@@ -19,7 +19,7 @@
 //!     sim.join(i, Duration::from_millis(10 * i as u64), vec![0]);
 //! }
 //! sim.run_until(Duration::from_secs(20), &mut |_, _, _| {});
-//! assert!((0..20).all(|i| sim.core(i).live_member_count(sim.realm()) == 19));
+//! assert!((0..20).all(|i| sim.engine(i).live_member_count(sim.realm()) == 19));
 //! ```
 
 use std::cmp::Reverse;
@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 use meshwire_core::PeerId;
 use multiaddr::Multiaddr;
 
-use crate::config::Config;
-use crate::core::{Swim, TransmitKind};
-use crate::event::Event;
+use crate::engine::{SwimConfig, SwimEngine, SwimEvent, TransmitKind};
 use crate::member::MemberState;
 use crate::member::NodeMeta;
 use crate::realm::Realm;
@@ -46,7 +44,7 @@ pub struct SimConfig {
     /// Seed of everything random (node seeds, latency, loss).
     pub seed: u64,
     /// The protocol configuration of every node.
-    pub swim: Config,
+    pub swim: SwimConfig,
     /// The realm every node is in.
     pub realm: Realm,
     /// One-way latency, uniform in `[min, max]`.
@@ -66,7 +64,7 @@ impl SimConfig {
         SimConfig {
             nodes,
             seed,
-            swim: Config::default(),
+            swim: SwimConfig::default(),
             realm: Realm::new("org.meshwire.sim")
                 .unwrap_or_else(|_| unreachable!("valid realm literal")),
             latency: (Duration::from_millis(5), Duration::from_millis(25)),
@@ -80,7 +78,7 @@ impl SimConfig {
 /// Network counters of a simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimCounters {
-    /// Datagrams sent by cores.
+    /// Datagrams sent by engines.
     pub datagrams_sent: u64,
     /// Datagrams dropped by the loss model.
     pub datagrams_lost: u64,
@@ -126,7 +124,7 @@ enum Ev {
 }
 
 struct Node {
-    core: Swim,
+    engine: SwimEngine,
     peer: PeerId,
     crashed: bool,
     scheduled: Option<Instant>,
@@ -182,7 +180,7 @@ impl Sim {
             .unwrap_or_else(|_| unreachable!("valid multiaddr"));
             let meta = NodeMeta::new(vec![addr], Vec::new())
                 .unwrap_or_else(|_| unreachable!("one short address"));
-            let core = Swim::new(
+            let engine = SwimEngine::new(
                 peer,
                 [cfg.realm.clone()],
                 meta,
@@ -193,7 +191,7 @@ impl Sim {
             .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
             index.insert(peer, i);
             nodes.push(Node {
-                core,
+                engine,
                 peer,
                 crashed: false,
                 scheduled: None,
@@ -239,7 +237,7 @@ impl Sim {
             return;
         }
         let now = self.now;
-        let t = self.nodes[i].core.poll_timeout().map(|t| t.max(now));
+        let t = self.nodes[i].engine.poll_timeout().map(|t| t.max(now));
         if t != self.nodes[i].scheduled {
             self.nodes[i].scheduled = t;
             if let Some(t) = t {
@@ -275,9 +273,9 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    /// Node `i`'s core.
-    pub fn core(&self, i: usize) -> &Swim {
-        &self.nodes[i].core
+    /// Node `i`'s engine.
+    pub fn engine(&self, i: usize) -> &SwimEngine {
+        &self.nodes[i].engine
     }
 
     /// Node `i`'s peer ID.
@@ -333,17 +331,17 @@ impl Sim {
     /// ago: node 0's full table reaches each node in one push-pull request, handled through
     /// the public API like any other. Skips the join phase (and its dissemination traffic)
     /// for simulations that study a settled group.
-    pub fn bootstrap_converged(&mut self, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    pub fn bootstrap_converged(&mut self, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let realm = self.cfg.realm.clone();
         let members: Vec<MemberRecord> = self
             .nodes
             .iter()
             .map(|n| MemberRecord {
                 peer: n.peer,
-                incarnation: n.core.incarnation(&realm).unwrap_or(0),
+                incarnation: n.engine.incarnation(&realm).unwrap_or(0),
                 state: MemberState::Alive,
                 meta: n
-                    .core
+                    .engine
                     .local_member(&realm)
                     .map(|m| m.meta)
                     .unwrap_or_default(),
@@ -366,7 +364,7 @@ impl Sim {
             let now = self.now;
             let from_peer = self.nodes[from].peer;
             let _reply = self.nodes[i]
-                .core
+                .engine
                 .handle_push_pull(now, from_peer, request.clone());
             self.flush(i, on_event);
         }
@@ -378,9 +376,9 @@ impl Sim {
     }
 
     /// Node `i` leaves gracefully now.
-    pub fn leave(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    pub fn leave(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let now = self.now;
-        self.nodes[i].core.leave(now);
+        self.nodes[i].engine.leave(now);
         self.flush(i, on_event);
     }
 
@@ -389,7 +387,7 @@ impl Sim {
     pub fn run_until(
         &mut self,
         until: Duration,
-        on_event: &mut dyn FnMut(Duration, usize, &Event),
+        on_event: &mut dyn FnMut(Duration, usize, &SwimEvent),
     ) {
         let end = self.base + until;
         while self.heap.peek().is_some_and(|s| s.0 .0 <= end) {
@@ -408,7 +406,7 @@ impl Sim {
                     }
                     self.nodes[i].scheduled = None;
                     let now = self.now;
-                    self.nodes[i].core.handle_timeout(now);
+                    self.nodes[i].engine.handle_timeout(now);
                     self.flush(i, on_event);
                 }
                 Ev::Datagram { to, from, payload } => {
@@ -418,9 +416,13 @@ impl Sim {
                     self.counters.datagrams_delivered += 1;
                     let now = self.now;
                     match payload {
-                        Payload::Message(m) => self.nodes[to].core.handle_message(now, from, m),
+                        Payload::Message(m) => self.nodes[to].engine.handle_message(now, from, m),
                         Payload::Bytes(b) => {
-                            if self.nodes[to].core.handle_datagram(now, from, &b).is_err() {
+                            if self.nodes[to]
+                                .engine
+                                .handle_datagram(now, from, &b)
+                                .is_err()
+                            {
                                 self.counters.decode_errors += 1;
                             }
                         }
@@ -439,7 +441,7 @@ impl Sim {
                     }
                     let now = self.now;
                     let from_peer = self.nodes[from].peer;
-                    let reply = self.nodes[to].core.handle_push_pull(now, from_peer, msg);
+                    let reply = self.nodes[to].engine.handle_push_pull(now, from_peer, msg);
                     if let Some(reply) = reply {
                         let at = self.now + self.latency() + self.processing_delay(from);
                         self.push(
@@ -459,7 +461,9 @@ impl Sim {
                     }
                     let now = self.now;
                     let realm = self.cfg.realm.clone();
-                    self.nodes[to].core.push_pull_failed(now, peer, &realm);
+                    self.nodes[to]
+                        .engine
+                        .handle_push_pull_failed(now, peer, &realm);
                     self.flush(to, on_event);
                 }
                 Ev::Join { node, seeds } => {
@@ -468,7 +472,7 @@ impl Sim {
                     }
                     let now = self.now;
                     let realm = self.cfg.realm.clone();
-                    let _ = self.nodes[node].core.join(now, &realm, &seeds);
+                    let _ = self.nodes[node].engine.join(now, &realm, &seeds);
                     self.flush(node, on_event);
                 }
             }
@@ -476,9 +480,9 @@ impl Sim {
         self.now = self.now.max(end);
     }
 
-    fn flush(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &Event)) {
+    fn flush(&mut self, i: usize, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let from = self.nodes[i].peer;
-        while let Some(t) = self.nodes[i].core.poll_transmit() {
+        while let Some(t) = self.nodes[i].engine.poll_transmit() {
             let Some(&j) = self.index.get(&t.to) else {
                 self.counters.unroutable += 1;
                 continue;
@@ -526,7 +530,7 @@ impl Sim {
             }
         }
         let rel = self.now - self.base;
-        while let Some(e) = self.nodes[i].core.poll_event() {
+        while let Some(e) = self.nodes[i].engine.poll_event() {
             on_event(rel, i, &e);
         }
         self.reschedule(i);

@@ -15,7 +15,10 @@ use multiaddr::Multiaddr;
 use thiserror::Error;
 
 use crate::member::{MemberState, NodeMeta};
+pub use crate::member::{MAX_ADDRESSES, MAX_ADDRESS_LEN, MAX_META_DATA_LEN};
 use crate::realm::{Realm, RealmError, MAX_REALM_LEN};
+use crate::varint::put_varint;
+pub use crate::varint::varint_len;
 
 /// The protocol id negotiated for push-pull streams (and naming the datagram protocol).
 pub const PROTOCOL_NAME: &str = "/meshwire/swim/1.0.0";
@@ -23,13 +26,6 @@ pub const PROTOCOL_NAME: &str = "/meshwire/swim/1.0.0";
 pub const WIRE_VERSION: u8 = 1;
 /// The longest binary peer ID accepted (an identity multihash of a 42-byte key).
 pub const MAX_PEER_ID_LEN: usize = 44;
-/// The most addresses one member may announce.
-pub const MAX_ADDRESSES: usize = 16;
-/// The longest binary multiaddr accepted.
-pub const MAX_ADDRESS_LEN: usize = 255;
-/// The hard cap on a member's opaque metadata on the wire (the configured limit,
-/// [`Config::max_metadata_bytes`](crate::Config::max_metadata_bytes), is usually far lower).
-pub const MAX_META_DATA_LEN: usize = 16 * 1024;
 /// The smallest possible encoded update (a `left` update with a 2-byte peer ID).
 pub const MIN_UPDATE_LEN: usize = 1 + 1 + 2 + 1;
 /// The smallest possible encoded push-pull record.
@@ -252,20 +248,6 @@ pub enum UpdateKind {
     },
     /// The member left gracefully.
     Left,
-}
-
-/// The length of `v` as an unsigned LEB128 varint.
-pub fn varint_len(v: u64) -> usize {
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn peer_len(p: &PeerId) -> usize {

@@ -318,7 +318,7 @@ fn wait_for(
 /// The time within which every live member declares an unreachable one failed (the same
 /// reasoning as in `tests/swarm.rs`), for nodes started with [`PROBE_INTERVAL`].
 fn failure_bound(members: usize) -> Duration {
-    let mut c = meshwire_swim::behaviour::Config::default().swim;
+    let mut c = meshwire_swim::Config::default().swim;
     c.probe_interval = PROBE_INTERVAL;
     c.gossip_interval = Some(PROBE_INTERVAL / 5);
     let first_probe = c.probe_interval * (2 * members as u32);

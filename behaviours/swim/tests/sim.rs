@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use meshwire_core::PeerId;
 use meshwire_swim::rng::SwimRng;
 use meshwire_swim::sim::{Sim, SimConfig};
-use meshwire_swim::{Config, Event};
+use meshwire_swim::{SwimConfig, SwimEvent};
 
 const N: usize = 1000;
 const PERIOD: Duration = Duration::from_secs(1);
@@ -24,7 +24,7 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 }
 
 /// A settled group of `N` members with `loss` datagram loss from now on.
-fn settled(swim: Config, seed: u64, loss: f64) -> Sim {
+fn settled(swim: SwimConfig, seed: u64, loss: f64) -> Sim {
     let mut sim = Sim::new(SimConfig {
         swim,
         loss,
@@ -57,7 +57,9 @@ fn join_converges_1000() {
     let all = loop {
         t += PERIOD;
         sim.run_until(t, &mut |_, _, _| {});
-        let known: usize = (0..N).map(|i| sim.core(i).live_member_count(&realm)).sum();
+        let known: usize = (0..N)
+            .map(|i| sim.engine(i).live_member_count(&realm))
+            .sum();
         if known * 100 >= total * 99 && p99.is_none() {
             p99 = Some(t);
         }
@@ -89,7 +91,7 @@ fn join_converges_1000() {
 #[test]
 fn crash_detection_1000() {
     let wall = Instant::now();
-    let mut sim = settled(Config::default(), 2, 0.1);
+    let mut sim = settled(SwimConfig::default(), 2, 0.1);
     let mut rng = SwimRng::seed_from_u64(5);
     // 20 crashes, one every 3 periods, of distinct random members.
     let mut victims: Vec<usize> = Vec::new();
@@ -109,17 +111,17 @@ fn crash_detection_1000() {
         false_failures: u64,
     }
     impl Tracker {
-        fn on_event(&mut self, at: Duration, node: usize, e: &Event) {
+        fn on_event(&mut self, at: Duration, node: usize, e: &SwimEvent) {
             let crashed = self.crashed_at.len();
             match e {
-                Event::MemberSuspected { peer, .. } => {
+                SwimEvent::MemberSuspected { peer, .. } => {
                     if let Some(&k) = self.victim_of.get(peer) {
                         if k < crashed && self.first_suspect[k].is_none() {
                             self.first_suspect[k] = Some(at - self.crashed_at[k]);
                         }
                     }
                 }
-                Event::MemberFailed { peer, .. } => match self.victim_of.get(peer) {
+                SwimEvent::MemberFailed { peer, .. } => match self.victim_of.get(peer) {
                     Some(&k) if k < crashed => {
                         self.first_failed[k].get_or_insert(at - self.crashed_at[k]);
                         self.declared_by[k].insert(node);
@@ -214,7 +216,7 @@ struct LossOutcome {
 }
 
 /// 1,000 settled members, 10% datagram loss, 1,000 protocol periods, no crash.
-fn lossy_run(swim: Config) -> LossOutcome {
+fn lossy_run(swim: SwimConfig) -> LossOutcome {
     let mut sim = settled(swim, 3, 0.1);
     let peers: Vec<PeerId> = (0..N).map(|i| sim.peer(i)).collect();
     let (mut failed, mut raised) = (0u64, 0u64);
@@ -222,11 +224,11 @@ fn lossy_run(swim: Config) -> LossOutcome {
     let start = sim.now();
     let sent_before = sim.counters().datagrams_sent;
     sim.run_until(start + 1000 * PERIOD, &mut |_, node, e| match e {
-        Event::MemberFailed { peer, .. } => {
+        SwimEvent::MemberFailed { peer, .. } => {
             failed += 1;
             failed_members.insert(*peer);
         }
-        Event::MemberSuspected { accuser, .. } if *accuser == peers[node] => raised += 1,
+        SwimEvent::MemberSuspected { accuser, .. } if *accuser == peers[node] => raised += 1,
         _ => {}
     });
     let realm = sim.realm().clone();
@@ -235,14 +237,14 @@ fn lossy_run(swim: Config) -> LossOutcome {
         failed_members: failed_members.len(),
         raised,
         refutations: (0..N)
-            .map(|i| sim.core(i).stats(&realm).map_or(0, |s| s.refutations))
+            .map(|i| sim.engine(i).stats(&realm).map_or(0, |s| s.refutations))
             .sum(),
         max_lhm: (0..N)
-            .filter_map(|i| sim.core(i).local_health(&realm))
+            .filter_map(|i| sim.engine(i).local_health(&realm))
             .max()
             .unwrap_or(0),
         datagrams_per_period: (sim.counters().datagrams_sent - sent_before) as f64 / 1000.0,
-        everyone_sees_everyone: (0..N).all(|i| sim.core(i).live_member_count(&realm) == N - 1),
+        everyone_sees_everyone: (0..N).all(|i| sim.engine(i).live_member_count(&realm) == N - 1),
     }
 }
 
@@ -251,8 +253,8 @@ fn no_false_failures_under_loss_1000() {
     let wall = Instant::now();
     // The same run (same seed, same loss) with and without Lifeguard, side by side.
     let (on, off) = std::thread::scope(|s| {
-        let off = s.spawn(|| lossy_run(Config::without_lifeguard()));
-        let on = lossy_run(Config::default());
+        let off = s.spawn(|| lossy_run(SwimConfig::without_lifeguard()));
+        let on = lossy_run(SwimConfig::default());
         (on, off.join().expect("the Lifeguard-off run panicked"))
     });
     for (name, o) in [("Lifeguard on ", &on), ("Lifeguard off", &off)] {
@@ -283,7 +285,7 @@ struct Outcome {
 
 /// 10% loss plus 10 members whose message processing lags 1–2 s (CPU stalls), for 100
 /// periods; counts suspicions raised by each member's own failed probes.
-fn slow_members_run(swim: Config) -> Outcome {
+fn slow_members_run(swim: SwimConfig) -> Outcome {
     let mut sim = settled(swim, 4, 0.1);
     let slow: Vec<usize> = (0..10).map(|k| 50 + 97 * k).collect();
     for &s in &slow {
@@ -304,7 +306,7 @@ fn slow_members_run(swim: Config) -> Outcome {
     let mut failed_members = HashSet::new();
     let start = sim.now();
     sim.run_until(start + 100 * PERIOD, &mut |_, node, e| match e {
-        Event::MemberSuspected { peer, accuser, .. } if *accuser == peers[node] => {
+        SwimEvent::MemberSuspected { peer, accuser, .. } if *accuser == peers[node] => {
             if slow_peers.contains(peer) {
                 o.slow_suspected += 1;
             } else if slow_peers.contains(accuser) {
@@ -313,7 +315,7 @@ fn slow_members_run(swim: Config) -> Outcome {
                 o.healthy_suspected_by_healthy += 1;
             }
         }
-        Event::MemberFailed { peer, .. } => {
+        SwimEvent::MemberFailed { peer, .. } => {
             o.false_failure_events += 1;
             failed_members.insert(*peer);
         }
@@ -326,8 +328,8 @@ fn slow_members_run(swim: Config) -> Outcome {
 #[test]
 fn lifeguard_vs_plain_swim_1000() {
     let wall = Instant::now();
-    let on = slow_members_run(Config::default());
-    let off = slow_members_run(Config::without_lifeguard());
+    let on = slow_members_run(SwimConfig::default());
+    let off = slow_members_run(SwimConfig::without_lifeguard());
     let healthy = |o: &Outcome| o.healthy_suspected_by_healthy + o.healthy_suspected_by_slow;
     for (name, o) in [("Lifeguard on ", &on), ("Lifeguard off", &off)] {
         println!(
@@ -376,5 +378,5 @@ fn wire_path_and_mtu_100() {
     assert!(c.largest_datagram <= 1200);
     assert!((0..100)
         .filter(|&i| i != 7)
-        .all(|i| sim.core(i).live_member_count(&realm) == 98));
+        .all(|i| sim.engine(i).live_member_count(&realm) == 98));
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use meshwire_core::{Keypair, PeerId};
 use meshwire_swarm::{ConnectionCloseCause, Multiaddr, Swarm, SwarmConfig, SwarmEvent};
-use meshwire_swim::behaviour::{Behaviour, Config};
-use meshwire_swim::{Event, Member, Realm};
+use meshwire_swim::{Behaviour, Config, Event, Member, Realm};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -63,7 +62,7 @@ fn swarm_config() -> SwarmConfig {
 ///   members each; allow 5 rounds), and each one's suspicion timer runs at most the maximum
 ///   suspicion timeout (no confirmation at all);
 /// - the declaration spreads (5 more gossip rounds) — or each member's own timer fires.
-fn failure_bound(c: &meshwire_swim::Config, members: usize) -> Duration {
+fn failure_bound(c: &meshwire_swim::SwimConfig, members: usize) -> Duration {
     let first_probe = c.probe_interval * (2 * members as u32);
     let probe = c.probe_interval;
     let min = c.suspicion_min_timeout(members + 1);

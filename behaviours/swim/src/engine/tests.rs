@@ -1,4 +1,4 @@
-//! Unit tests of the core through its public driver API (plus a few internal probes).
+//! Unit tests of the engine through its public driver API (plus a few internal probes).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use multiaddr::Multiaddr;
 use crate::wire::{
     Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update, UpdateKind,
 };
-use crate::{Config, Event, MemberState, NodeMeta, Realm, Swim, TransmitKind};
+use crate::{MemberState, NodeMeta, Realm, SwimConfig, SwimEngine, SwimEvent, TransmitKind};
 
 fn peer(i: u64) -> PeerId {
     Keypair::from_seed_for_tests(i).peer_id()
@@ -24,8 +24,8 @@ fn meta(tag: &str) -> Arc<NodeMeta> {
     Arc::new(NodeMeta::new(vec![a], tag.as_bytes().to_vec()).unwrap())
 }
 
-fn core(i: u64, cfg: Config, now: Instant) -> Swim {
-    Swim::new(peer(i), [realm()], NodeMeta::empty(), cfg, i, now).unwrap()
+fn core(i: u64, cfg: SwimConfig, now: Instant) -> SwimEngine {
+    SwimEngine::new(peer(i), [realm()], NodeMeta::empty(), cfg, i, now).unwrap()
 }
 
 fn msg(body: Body) -> Message {
@@ -68,20 +68,20 @@ fn left(i: u64, inc: u64) -> Update {
 }
 
 /// Delivers updates to `c` as a gossip datagram from `from`.
-fn gossip(c: &mut Swim, now: Instant, from: u64, updates: Vec<Update>) {
+fn gossip(c: &mut SwimEngine, now: Instant, from: u64, updates: Vec<Update>) {
     let bytes = msg(Body::Gossip(Gossip { updates })).encode();
     c.handle_datagram(now, peer(from), &bytes).unwrap();
 }
 
-fn events(c: &mut Swim) -> Vec<Event> {
+fn events(c: &mut SwimEngine) -> Vec<SwimEvent> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
 
-fn transmits(c: &mut Swim) -> Vec<crate::Transmit> {
+fn transmits(c: &mut SwimEngine) -> Vec<crate::Transmit> {
     std::iter::from_fn(|| c.poll_transmit()).collect()
 }
 
-fn state(c: &Swim, i: u64) -> Option<(MemberState, u64)> {
+fn state(c: &SwimEngine, i: u64) -> Option<(MemberState, u64)> {
     c.member(&realm(), &peer(i))
         .map(|m| (m.state, m.incarnation))
 }
@@ -89,18 +89,18 @@ fn state(c: &Swim, i: u64) -> Option<(MemberState, u64)> {
 // ----- a tiny instant-delivery network -----
 
 struct Net {
-    nodes: Vec<Swim>,
+    nodes: Vec<SwimEngine>,
     now: Instant,
     /// (from, to) pairs whose datagrams are dropped.
     cut: Vec<(usize, usize)>,
     down: Vec<bool>,
-    events: Vec<(usize, Event)>,
+    events: Vec<(usize, SwimEvent)>,
     /// When set, every datagram sent, delivered or not: (from, to, body).
     sent: Option<Vec<(usize, usize, Body)>>,
 }
 
 impl Net {
-    fn new(n: usize, cfg: Config) -> Self {
+    fn new(n: usize, cfg: SwimConfig) -> Self {
         let now = Instant::now();
         let nodes = (0..n).map(|i| core(i as u64, cfg.clone(), now)).collect();
         Net {
@@ -127,7 +127,7 @@ impl Net {
                     if self.down[i] || self.down[j] {
                         if t.kind == TransmitKind::PushPull && !self.down[i] {
                             let now = self.now;
-                            self.nodes[i].push_pull_failed(now, t.to, &realm());
+                            self.nodes[i].handle_push_pull_failed(now, t.to, &realm());
                         }
                         continue;
                     }
@@ -207,10 +207,13 @@ impl Net {
 #[test]
 fn alive_precedence() {
     let now = Instant::now();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     gossip(&mut c, now, 9, vec![alive(1, 3)]);
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 3)));
-    assert!(matches!(events(&mut c)[..], [Event::MemberJoined { .. }]));
+    assert!(matches!(
+        events(&mut c)[..],
+        [SwimEvent::MemberJoined { .. }]
+    ));
     // Lower or equal incarnation: ignored.
     gossip(&mut c, now, 9, vec![alive(1, 2), alive(1, 3)]);
     assert!(events(&mut c).is_empty());
@@ -226,7 +229,10 @@ fn alive_precedence() {
     assert!(
         matches!(
             ev[..],
-            [Event::MemberSuspected { .. }, Event::MemberRefuted { .. }]
+            [
+                SwimEvent::MemberSuspected { .. },
+                SwimEvent::MemberRefuted { .. }
+            ]
         ),
         "{ev:?}"
     );
@@ -238,13 +244,16 @@ fn alive_precedence() {
         kind: UpdateKind::Alive(meta("other")),
     };
     gossip(&mut c, now, 9, vec![u]);
-    assert!(matches!(events(&mut c)[..], [Event::MemberUpdated { .. }]));
+    assert!(matches!(
+        events(&mut c)[..],
+        [SwimEvent::MemberUpdated { .. }]
+    ));
 }
 
 #[test]
 fn suspect_precedence() {
     let now = Instant::now();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     gossip(&mut c, now, 9, vec![alive(1, 3)]);
     events(&mut c);
     gossip(&mut c, now, 9, vec![suspect(1, 2, 9)]);
@@ -268,7 +277,7 @@ fn suspect_precedence() {
     let ev = events(&mut c);
     assert_eq!(
         ev.iter()
-            .filter(|e| matches!(e, Event::MemberSuspected { .. }))
+            .filter(|e| matches!(e, SwimEvent::MemberSuspected { .. }))
             .count(),
         2
     );
@@ -277,7 +286,7 @@ fn suspect_precedence() {
 #[test]
 fn dead_and_left_override_at_equal_or_higher_incarnation() {
     let now = Instant::now();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     gossip(&mut c, now, 9, vec![alive(1, 3), alive(2, 3), alive(3, 3)]);
     events(&mut c);
     gossip(&mut c, now, 9, vec![dead(1, 2, 9)]);
@@ -310,10 +319,10 @@ fn dead_and_left_override_at_equal_or_higher_incarnation() {
     let kinds: Vec<&str> = ev
         .iter()
         .map(|e| match e {
-            Event::MemberFailed { .. } => "failed",
-            Event::MemberLeft { .. } => "left",
-            Event::MemberJoined { .. } => "joined",
-            Event::MemberSuspected { .. } => "suspected",
+            SwimEvent::MemberFailed { .. } => "failed",
+            SwimEvent::MemberLeft { .. } => "left",
+            SwimEvent::MemberJoined { .. } => "joined",
+            SwimEvent::MemberSuspected { .. } => "suspected",
             _ => "other",
         })
         .collect();
@@ -324,7 +333,7 @@ fn dead_and_left_override_at_equal_or_higher_incarnation() {
 #[test]
 fn dead_members_are_forgotten_after_retention() {
     let now = Instant::now();
-    let cfg = Config::default();
+    let cfg = SwimConfig::default();
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 9, vec![alive(1, 0), dead(1, 0, 9)]);
     c.handle_timeout(now + cfg.dead_retention - Duration::from_millis(1));
@@ -338,7 +347,7 @@ fn dead_members_are_forgotten_after_retention() {
 #[test]
 fn refutes_suspicion_of_itself() {
     let now = Instant::now();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     assert_eq!(c.incarnation(&realm()), Some(0));
     // A ping carrying the suspicion (buddy system): the ack carries the refutation first.
     let ping = msg(Body::Ping(Ping {
@@ -368,7 +377,7 @@ fn refutes_suspicion_of_itself() {
     assert_eq!(c.stats(&realm()).unwrap().refutations, 4);
     // A stale accusation: no bump, but the current incarnation is announced again.
     transmits(&mut c);
-    let mut c2 = core(0, Config::default(), now);
+    let mut c2 = core(0, SwimConfig::default(), now);
     gossip(&mut c2, now, 9, vec![suspect(0, 0, 9)]);
     assert_eq!(c2.incarnation(&realm()), Some(1));
     // Exhaust the fresh announcement, then accuse the old incarnation again.
@@ -403,7 +412,7 @@ fn refutes_suspicion_of_itself() {
 
 #[test]
 fn local_metadata_change_bumps_incarnation_and_spreads() {
-    let mut net = Net::new(3, Config::default());
+    let mut net = Net::new(3, SwimConfig::default());
     net.join_all();
     net.run(Duration::from_secs(5));
     let now = net.now;
@@ -418,7 +427,7 @@ fn local_metadata_change_bumps_incarnation_and_spreads() {
     assert!(net
         .events
         .iter()
-        .any(|(_, e)| matches!(e, Event::MemberUpdated { .. })));
+        .any(|(_, e)| matches!(e, SwimEvent::MemberUpdated { .. })));
     let too_big = NodeMeta::new(vec![], vec![0u8; 600]).unwrap();
     assert!(net.nodes[2].set_metadata(now, too_big).is_err());
 }
@@ -428,9 +437,9 @@ fn local_metadata_change_bumps_incarnation_and_spreads() {
 #[test]
 fn piggyback_respects_retransmit_limit() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg.clone(), now);
     // 20 members: limit = 4 × ⌈log10(21 + 1)⌉ = 8 (21 members counting us).
@@ -470,9 +479,9 @@ fn piggyback_respects_retransmit_limit() {
 fn datagrams_never_exceed_the_mtu() {
     let now = Instant::now();
     for mtu in [800usize, 1200, 1400] {
-        let cfg = Config {
+        let cfg = SwimConfig {
             mtu,
-            ..Config::default()
+            ..SwimConfig::default()
         };
         let mut c = core(0, cfg.clone(), now);
         // 60 members with maximal metadata (512 bytes encoded).
@@ -521,7 +530,7 @@ fn datagrams_never_exceed_the_mtu() {
 fn realms_are_isolated() {
     let now = Instant::now();
     let other = Realm::new("org.example.other").unwrap();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     let m = Message {
         realm: other.clone(),
         body: Body::Gossip(Gossip {
@@ -533,12 +542,12 @@ fn realms_are_isolated() {
     assert!(c.members(&realm()).is_empty());
     assert!(c.join(now, &other, &[peer(1)]).is_err());
 
-    // A core in two realms keeps two memberships.
-    let mut two = Swim::new(
+    // A engine in two realms keeps two memberships.
+    let mut two = SwimEngine::new(
         peer(0),
         [realm(), other.clone()],
         NodeMeta::empty(),
-        Config::default(),
+        SwimConfig::default(),
         1,
         now,
     )
@@ -583,10 +592,10 @@ fn realms_are_isolated() {
 #[test]
 fn round_robin_probes_every_member_once_per_round() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg, now);
     gossip(&mut c, now, 1, (1..=10).map(|i| alive(i, 0)).collect());
@@ -620,7 +629,7 @@ fn round_robin_probes_every_member_once_per_round() {
 
 #[test]
 fn ping_req_path_relays_the_ack() {
-    let mut net = Net::new(5, Config::default());
+    let mut net = Net::new(5, SwimConfig::default());
     net.join_all();
     net.run(Duration::from_secs(3));
     // 0 cannot reach 4 directly (either way), the others can.
@@ -640,12 +649,12 @@ fn ping_req_path_relays_the_ack() {
     assert!(!net
         .events
         .iter()
-        .any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
+        .any(|(_, e)| matches!(e, SwimEvent::MemberFailed { .. })));
 }
 
 #[test]
 fn crashed_member_is_detected_and_declared_failed() {
-    let mut net = Net::new(6, Config::default());
+    let mut net = Net::new(6, SwimConfig::default());
     net.join_all();
     net.run(Duration::from_secs(3));
     net.down[5] = true;
@@ -656,11 +665,8 @@ fn crashed_member_is_detected_and_declared_failed() {
             Some(MemberState::Dead),
             "node {i}"
         );
-        assert!(net
-            .events
-            .iter()
-            .any(|(n, e)| *n == i
-                && matches!(e, Event::MemberFailed { peer: p, .. } if *p == peer(5))));
+        assert!(net.events.iter().any(|(n, e)| *n == i
+            && matches!(e, SwimEvent::MemberFailed { peer: p, .. } if *p == peer(5))));
     }
     // Forgotten after the retention time.
     net.run(Duration::from_secs(35));
@@ -675,9 +681,9 @@ fn crashed_member_is_detected_and_declared_failed() {
 #[test]
 fn a_cut_off_node_keeps_its_failure_declarations_and_rejoins_cleanly() {
     // No anti-entropy: the isolation below cuts datagrams only.
-    let cfg = Config {
+    let cfg = SwimConfig {
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut net = Net::new(5, cfg);
     net.join_all();
@@ -728,7 +734,7 @@ fn a_cut_off_node_keeps_its_failure_declarations_and_rejoins_cleanly() {
     assert!(leaked.is_empty(), "node 4 spread failures: {leaked:?}");
     let wrong: Vec<_> = net.events[mark..]
         .iter()
-        .filter(|(_, e)| matches!(e, Event::MemberFailed { peer: p, .. } if *p != peer(4)))
+        .filter(|(_, e)| matches!(e, SwimEvent::MemberFailed { peer: p, .. } if *p != peer(4)))
         .collect();
     assert!(wrong.is_empty(), "live members declared failed: {wrong:?}");
     for i in 0..5 {
@@ -736,16 +742,16 @@ fn a_cut_off_node_keeps_its_failure_declarations_and_rejoins_cleanly() {
     }
     // Node 4 learned the others back from the seed's table at once.
     assert!(net.events[mark..].iter().any(|(n, e)| *n == 4
-        && matches!(e, Event::MemberJoined { member, .. } if member.peer == peer(3))));
+        && matches!(e, SwimEvent::MemberJoined { member, .. } if member.peer == peer(3))));
 }
 
 #[test]
 fn local_health_multiplier_moves() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     // Two members only: no helper, so a failed probe counts +1.
     let mut c = core(0, cfg.clone(), now);
@@ -827,10 +833,10 @@ fn local_health_multiplier_moves() {
 #[test]
 fn lhm_scales_probe_interval_and_timeout() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg.clone(), now);
     gossip(
@@ -860,7 +866,7 @@ fn lhm_scales_probe_interval_and_timeout() {
 #[test]
 fn suspicion_timeout_shrinks_with_confirmations() {
     let now = Instant::now();
-    let cfg = Config::default();
+    let cfg = SwimConfig::default();
     let mut c = core(0, cfg.clone(), now);
     // 10 members (11 with us): min = 4 × log10(11) s, max = 6 × min, k = 2.
     gossip(&mut c, now, 1, (1..=10).map(|i| alive(i, 0)).collect());
@@ -886,7 +892,7 @@ fn suspicion_timeout_shrinks_with_confirmations() {
     assert_eq!(state(&c, 5), Some((MemberState::Dead, 0)));
     assert_eq!(c.stats(&realm()).unwrap().failures_declared, 1);
     // Without Lifeguard: a fixed timeout of the minimum.
-    let mut plain = core(0, Config::without_lifeguard(), now);
+    let mut plain = core(0, SwimConfig::without_lifeguard(), now);
     gossip(&mut plain, now, 1, (1..=10).map(|i| alive(i, 0)).collect());
     gossip(&mut plain, now, 1, vec![suspect(5, 0, 1)]);
     assert_eq!(plain.suspicion(&realm(), &peer(5)).unwrap().1 - now, min);
@@ -895,10 +901,10 @@ fn suspicion_timeout_shrinks_with_confirmations() {
 #[test]
 fn buddy_system_tells_the_suspect() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0)]);
@@ -925,7 +931,7 @@ fn buddy_system_tells_the_suspect() {
     // Without the buddy system the ping is bare.
     let mut plain = core(
         0,
-        Config {
+        SwimConfig {
             buddy: false,
             ..cfg
         },
@@ -954,7 +960,7 @@ fn buddy_system_tells_the_suspect() {
 
 #[test]
 fn join_push_pull_and_failure() {
-    let mut net = Net::new(4, Config::default());
+    let mut net = Net::new(4, SwimConfig::default());
     net.join_all();
     // The joiners know everyone at once; earlier members learn later joiners by gossip.
     assert_eq!(net.nodes[3].live_member_count(&realm()), 3);
@@ -964,17 +970,23 @@ fn join_push_pull_and_failure() {
     }
     // A seed that cannot be reached: JoinFailed.
     let now = net.now;
-    let mut lone = core(7, Config::default(), now);
+    let mut lone = core(7, SwimConfig::default(), now);
     lone.join(now, &realm(), &[peer(8)]).unwrap();
     let t = transmits(&mut lone);
     assert_eq!(t[0].kind, TransmitKind::PushPull);
-    lone.push_pull_failed(now, peer(8), &realm());
-    assert!(matches!(events(&mut lone)[..], [Event::JoinFailed { .. }]));
+    lone.handle_push_pull_failed(now, peer(8), &realm());
+    assert!(matches!(
+        events(&mut lone)[..],
+        [SwimEvent::JoinFailed { .. }]
+    ));
     // And by timeout when the driver never reports.
     lone.join(now, &realm(), &[peer(8)]).unwrap();
     transmits(&mut lone);
-    lone.handle_timeout(now + Config::default().push_pull_timeout);
-    assert!(matches!(events(&mut lone)[..], [Event::JoinFailed { .. }]));
+    lone.handle_timeout(now + SwimConfig::default().push_pull_timeout);
+    assert!(matches!(
+        events(&mut lone)[..],
+        [SwimEvent::JoinFailed { .. }]
+    ));
     // Unsolicited push-pull answers are ignored.
     let answer = msg(Body::PushPull(PushPull {
         join: false,
@@ -993,9 +1005,9 @@ fn join_push_pull_and_failure() {
 #[test]
 fn push_pull_state_is_bounded() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         max_push_pull_members: 10,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg, now);
     gossip(&mut c, now, 1, (1..=50).map(|i| alive(i, 0)).collect());
@@ -1033,7 +1045,7 @@ fn push_pull_state_is_bounded() {
 
 #[test]
 fn graceful_leave() {
-    let mut net = Net::new(6, Config::default());
+    let mut net = Net::new(6, SwimConfig::default());
     net.join_all();
     net.run(Duration::from_secs(3));
     let now = net.now;
@@ -1053,28 +1065,28 @@ fn graceful_leave() {
     assert!(net
         .events
         .iter()
-        .any(|(_, e)| matches!(e, Event::MemberLeft { .. })));
+        .any(|(_, e)| matches!(e, SwimEvent::MemberLeft { .. })));
     assert!(!net
         .events
         .iter()
-        .any(|(_, e)| matches!(e, Event::MemberFailed { .. })));
+        .any(|(_, e)| matches!(e, SwimEvent::MemberFailed { .. })));
 }
 
 #[test]
 fn core_rejects_bad_setup() {
     let now = Instant::now();
     let big = NodeMeta::new(vec![], vec![0u8; 600]).unwrap();
-    assert!(Swim::new(peer(0), [realm()], big, Config::default(), 0, now).is_err());
-    assert!(Swim::new(
+    assert!(SwimEngine::new(peer(0), [realm()], big, SwimConfig::default(), 0, now).is_err());
+    assert!(SwimEngine::new(
         peer(0),
         Vec::<Realm>::new(),
         NodeMeta::empty(),
-        Config::default(),
+        SwimConfig::default(),
         0,
         now
     )
     .is_err());
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     assert!(c.handle_datagram(now, peer(1), &[1, 99]).is_err());
     assert!(c.handle_datagram(now, peer(1), &[]).is_err());
     assert_eq!(c.core_stats().decode_errors, 2);
@@ -1129,7 +1141,7 @@ mod fuzz {
         #[test]
         fn core_survives_random_datagrams(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let now = Instant::now();
-            let mut c = core(0, Config::default(), now);
+            let mut c = core(0, SwimConfig::default(), now);
             let mut framed = vec![1u8, bytes.first().copied().unwrap_or(1) % 8, 16];
             framed.extend_from_slice(b"org.example.mesh");
             framed.extend_from_slice(&bytes);
@@ -1142,9 +1154,9 @@ mod fuzz {
 
 // ----- cut-off nodes: local verdicts, rejoin targets -----
 
-/// Core 0 learns members 1 and 2, then hears from nobody until it has declared both failed
+/// Engine 0 learns members 1 and 2, then hears from nobody until it has declared both failed
 /// (verdicts kept local). Returns the time reached.
-fn isolated_core_with_local_verdicts(cfg: Config) -> (Swim, Instant) {
+fn isolated_core_with_local_verdicts(cfg: SwimConfig) -> (SwimEngine, Instant) {
     let mut now = Instant::now();
     let mut c = core(0, cfg, now);
     gossip(&mut c, now, 1, vec![alive(1, 0), alive(2, 0)]);
@@ -1164,7 +1176,7 @@ fn isolated_core_with_local_verdicts(cfg: Config) -> (Swim, Instant) {
 
 #[test]
 fn a_local_verdict_is_taken_back_on_a_message_or_alive_at_the_same_incarnation() {
-    let (mut c, now) = isolated_core_with_local_verdicts(Config::default());
+    let (mut c, now) = isolated_core_with_local_verdicts(SwimConfig::default());
     assert_eq!(state(&c, 1), Some((MemberState::Dead, 0)));
     // A datagram straight from 1 (it is alive and reaches us), carrying alive(2) at the
     // incarnation we declared dead: neither ever heard of our verdict, so neither refutes.
@@ -1175,7 +1187,7 @@ fn a_local_verdict_is_taken_back_on_a_message_or_alive_at_the_same_incarnation()
     let back: Vec<PeerId> = events(&mut c)
         .into_iter()
         .filter_map(|e| match e {
-            Event::MemberJoined { member, .. } => Some(member.peer),
+            SwimEvent::MemberJoined { member, .. } => Some(member.peer),
             _ => None,
         })
         .collect();
@@ -1190,12 +1202,14 @@ fn a_local_verdict_is_taken_back_on_a_message_or_alive_at_the_same_incarnation()
 
 #[test]
 fn a_rejoin_keeps_dead_members_until_an_answer_and_falls_back_on_them() {
-    let (mut c, now) = isolated_core_with_local_verdicts(Config::default());
+    let (mut c, now) = isolated_core_with_local_verdicts(SwimConfig::default());
     // No seed answers: the members held dead are kept, and are the fallback targets.
     c.join(now, &realm(), &[peer(9)]).unwrap();
     transmits(&mut c);
-    c.push_pull_failed(now, peer(9), &realm());
-    assert!(matches!(&events(&mut c)[..], [Event::JoinFailed { seed, .. }] if *seed == peer(9)));
+    c.handle_push_pull_failed(now, peer(9), &realm());
+    assert!(
+        matches!(&events(&mut c)[..], [SwimEvent::JoinFailed { seed, .. }] if *seed == peer(9))
+    );
     assert_eq!(state(&c, 1), Some((MemberState::Dead, 0)));
     assert_eq!(state(&c, 2), Some((MemberState::Dead, 0)));
     let n = c.rejoin(now, &realm(), &[peer(9)], 3).unwrap();
@@ -1240,9 +1254,9 @@ fn a_rejoin_keeps_dead_members_until_an_answer_and_falls_back_on_them() {
 fn a_cut_off_seed_rejoins_through_its_former_members() {
     // Node 0 is everyone's seed and has no seed itself. It is cut off long enough for all
     // sides to forget each other, then the link comes back.
-    let cfg = Config {
+    let cfg = SwimConfig {
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut net = Net::new(4, cfg);
     net.join_all();
@@ -1272,7 +1286,7 @@ fn a_cut_off_seed_rejoins_through_its_former_members() {
 #[test]
 fn ping_reqs_for_non_members_are_refused() {
     let now = Instant::now();
-    let mut c = core(0, Config::default(), now);
+    let mut c = core(0, SwimConfig::default(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0), alive(2, 0)]);
     gossip(&mut c, now, 1, vec![dead(2, 0, 1)]);
     transmits(&mut c);
@@ -1296,10 +1310,10 @@ fn ping_reqs_for_non_members_are_refused() {
 #[test]
 fn a_probe_waiting_for_a_connection_gets_its_timers_from_the_send() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0)]);
@@ -1314,7 +1328,7 @@ fn a_probe_waiting_for_a_connection_gets_its_timers_from_the_send() {
         .expect("probe of 1");
     // The driver needed 0.9 periods to connect before the ping could go out.
     let sent = t0 + cfg.probe_interval.mul_f64(0.9);
-    c.probe_sendable(sent, &peer(1));
+    c.handle_probe_sent(sent, &peer(1));
     assert_eq!(c.poll_timeout(), Some(sent + cfg.probe_timeout));
     // The original period's end passes; the ack comes within a period of the send.
     c.handle_timeout(t0 + cfg.probe_interval.mul_f64(1.2));
@@ -1331,21 +1345,21 @@ fn a_probe_waiting_for_a_connection_gets_its_timers_from_the_send() {
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
     // Another peer's connection, or a later call, changes nothing.
     let before = c.poll_timeout();
-    c.probe_sendable(t0 + cfg.probe_interval * 2, &peer(7));
+    c.handle_probe_sent(t0 + cfg.probe_interval * 2, &peer(7));
     assert_eq!(c.poll_timeout(), before);
 }
 
 #[test]
 fn a_probe_whose_ping_never_went_out_is_not_a_failure() {
     let now = Instant::now();
-    let cfg = Config {
+    let cfg = SwimConfig {
         gossip_interval: None,
         push_pull_interval: None,
-        ..Config::default()
+        ..SwimConfig::default()
     };
     let mut c = core(0, cfg.clone(), now);
     gossip(&mut c, now, 1, vec![alive(1, 0)]);
-    let probe_seq = |c: &mut Swim| {
+    let probe_seq = |c: &mut SwimEngine| {
         transmits(c)
             .into_iter()
             .find_map(|t| match t.message.body {
@@ -1358,8 +1372,8 @@ fn a_probe_whose_ping_never_went_out_is_not_a_failure() {
     c.handle_timeout(t0);
     let seq = probe_seq(&mut c);
     // The driver is still connecting when the period ends: skipped, not suspected.
-    c.probe_unsent(&peer(1), seq.wrapping_add(7)); // another seq: ignored
-    c.probe_unsent(&peer(1), seq);
+    c.handle_probe_unsent(t0, &peer(1), seq.wrapping_add(7)); // another seq: ignored
+    c.handle_probe_unsent(t0, &peer(1), seq);
     let t1 = c.poll_timeout().unwrap();
     c.handle_timeout(t1);
     transmits(&mut c);
@@ -1370,8 +1384,8 @@ fn a_probe_whose_ping_never_went_out_is_not_a_failure() {
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
     // This time the ping goes out (late) and no ack comes: a failed probe, a suspicion.
     let seq = probe_seq(&mut c);
-    c.probe_unsent(&peer(1), seq);
-    c.probe_sendable(t2 + cfg.probe_timeout / 2, &peer(1));
+    c.handle_probe_unsent(t2, &peer(1), seq);
+    c.handle_probe_sent(t2 + cfg.probe_timeout / 2, &peer(1));
     let end = t2 + cfg.probe_interval * 3;
     while c.poll_timeout().unwrap() <= end {
         let t = c.poll_timeout().unwrap();

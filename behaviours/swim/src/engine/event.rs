@@ -1,4 +1,4 @@
-//! What the core reports to the application: membership events and counters.
+//! What the engine reports to the application: membership events and counters.
 
 use meshwire_core::PeerId;
 
@@ -7,7 +7,7 @@ use crate::realm::Realm;
 
 /// A change in a realm's membership, as seen by this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum SwimEvent {
     /// A member became known (or came back after being dead or having left).
     MemberJoined {
         /// The realm.
@@ -68,17 +68,17 @@ pub enum Event {
     },
 }
 
-impl Event {
+impl SwimEvent {
     /// The realm the event is about.
     pub fn realm(&self) -> &Realm {
         match self {
-            Event::MemberJoined { realm, .. }
-            | Event::MemberUpdated { realm, .. }
-            | Event::MemberSuspected { realm, .. }
-            | Event::MemberRefuted { realm, .. }
-            | Event::MemberFailed { realm, .. }
-            | Event::MemberLeft { realm, .. }
-            | Event::JoinFailed { realm, .. } => realm,
+            SwimEvent::MemberJoined { realm, .. }
+            | SwimEvent::MemberUpdated { realm, .. }
+            | SwimEvent::MemberSuspected { realm, .. }
+            | SwimEvent::MemberRefuted { realm, .. }
+            | SwimEvent::MemberFailed { realm, .. }
+            | SwimEvent::MemberLeft { realm, .. }
+            | SwimEvent::JoinFailed { realm, .. } => realm,
         }
     }
 }
@@ -95,7 +95,7 @@ pub struct Stats {
     /// Probes with no ack by the end of the protocol period.
     pub probes_failed: u64,
     /// Probes whose ping the driver could never send (no connection to the target came up
-    /// within the period; see `Swim::probe_unsent`): neither failed nor acked.
+    /// within the period; see `SwimEngine::handle_probe_unsent`): neither failed nor acked.
     pub probes_unsent: u64,
     /// Ping-reqs sent as prober.
     pub ping_reqs_sent: u64,
@@ -160,12 +160,12 @@ pub struct Stats {
     pub queued_updates: usize,
 }
 
-/// Counters of the core as a whole (not per realm).
+/// Counters of the engine as a whole (not per realm).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CoreStats {
     /// Inbound bytes that failed to decode.
     pub decode_errors: u64,
-    /// Messages for realms this core is not in (ignored).
+    /// Messages for realms this engine is not in (ignored).
     pub foreign_realm_messages: u64,
     /// Messages sent by this node's own id (ignored).
     pub self_messages: u64,

@@ -8,11 +8,11 @@ use crate::member::MetaError;
 use crate::realm::Realm;
 use crate::wire::{header_len, Limits, MAX_PEER_ID_LEN};
 
-/// Tunables of the protocol. `Config::default()` follows HashiCorp memberlist's LAN profile
+/// Tunables of the protocol. `SwimConfig::default()` follows HashiCorp memberlist's LAN profile
 /// (probe every second, 500 ms probe timeout, 3 indirect probes, suspicion multiplier 4,
 /// retransmit multiplier 4) with every Lifeguard extension on.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Config {
+pub struct SwimConfig {
     /// The base protocol period: one member is probed per period. Scaled by the local health
     /// multiplier (`LHM + 1`). Default 1 s.
     pub probe_interval: Duration,
@@ -55,7 +55,7 @@ pub struct Config {
     /// Dead and left members are forgotten this long after they were declared so.
     /// Default 30 s.
     pub dead_retention: Duration,
-    /// The largest datagram the core emits, in bytes (QUIC datagram payload). Piggybacked
+    /// The largest datagram the engine emits, in bytes (QUIC datagram payload). Piggybacked
     /// updates are limited to fit. Default 1,200.
     pub mtu: usize,
     /// The largest encoded member metadata (addresses + data) accepted or announced.
@@ -98,9 +98,9 @@ pub struct Config {
     pub dynamic_suspicion: bool,
 }
 
-impl Default for Config {
+impl Default for SwimConfig {
     fn default() -> Self {
-        Config {
+        SwimConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_checks: 3,
@@ -165,7 +165,7 @@ pub enum ConfigError {
     #[error("nack_timeout_fraction must be in (0, 1]")]
     BadNackFraction,
     /// No realm was given.
-    #[error("a core needs at least one realm")]
+    #[error("a engine needs at least one realm")]
     NoRealm,
     /// The same realm was given twice.
     #[error("realm {0} given twice")]
@@ -175,17 +175,17 @@ pub enum ConfigError {
     Meta(#[from] MetaError),
 }
 
-impl Config {
+impl SwimConfig {
     /// The default configuration with every Lifeguard extension off (plain SWIM with
     /// memberlist's timing): no local health multiplier, no nacks, no buddy system, a fixed
     /// suspicion timeout. For comparisons.
     pub fn without_lifeguard() -> Self {
-        Config {
+        SwimConfig {
             awareness_max: 0,
             nacks: false,
             buddy: false,
             dynamic_suspicion: false,
-            ..Config::default()
+            ..SwimConfig::default()
         }
     }
 
@@ -204,7 +204,7 @@ impl Config {
         }
     }
 
-    /// Checks the configuration for a core serving `realms`.
+    /// Checks the configuration for a engine serving `realms`.
     pub fn validate(&self, realms: &[Realm]) -> Result<(), ConfigError> {
         if self.probe_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("probe_interval"));
@@ -332,7 +332,7 @@ impl Config {
     }
 
     /// The push-pull period for a group of `n` members (with
-    /// [`Config::push_pull_scale`], memberlist's scaling above 32).
+    /// [`SwimConfig::push_pull_scale`], memberlist's scaling above 32).
     pub fn push_pull_period(&self, n: usize) -> Option<Duration> {
         let base = self.push_pull_interval?;
         if n <= 32 || !self.push_pull_scale {
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_formulas() {
-        let c = Config::default();
+        let c = SwimConfig::default();
         let realm = Realm::new("org.example.mesh").unwrap();
         assert_eq!(c.validate(std::slice::from_ref(&realm)), Ok(()));
         assert_eq!(c.validate(&[]), Err(ConfigError::NoRealm));
@@ -364,25 +364,25 @@ mod tests {
         assert_eq!(c.retransmit_limit(10), 8);
         assert_eq!(c.push_pull_period(10), Some(Duration::from_secs(30)));
         assert_eq!(c.push_pull_period(1000), Some(Duration::from_secs(30)));
-        let scaled = Config {
+        let scaled = SwimConfig {
             push_pull_scale: true,
-            ..Config::default()
+            ..SwimConfig::default()
         };
         assert_eq!(
             scaled.push_pull_period(1000),
             Some(Duration::from_secs(180))
         );
-        let small = Config {
+        let small = SwimConfig {
             mtu: 300,
-            ..Config::default()
+            ..SwimConfig::default()
         };
         assert!(matches!(
             small.validate(std::slice::from_ref(&realm)),
             Err(ConfigError::MtuTooSmall { .. })
         ));
-        let bad = Config {
+        let bad = SwimConfig {
             probe_timeout: Duration::from_secs(2),
-            ..Config::default()
+            ..SwimConfig::default()
         };
         assert_eq!(
             bad.validate(&[realm]),

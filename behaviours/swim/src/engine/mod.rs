@@ -1,4 +1,5 @@
-//! [`Swim`]: the sans-IO core that a driver (the swarm, a test, the simulator) runs.
+//! [`SwimEngine`]: the sans-IO SWIM + Lifeguard state machine that a driver (the swarm
+//! behaviour, a test, the simulator) runs. It has no IO or async dependency.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -7,71 +8,29 @@ use std::time::Instant;
 use meshwire_core::PeerId;
 use thiserror::Error;
 
-use crate::config::{Config, ConfigError};
-use crate::event::{CoreStats, Event, Stats};
 use crate::member::{Member, MetaError, NodeMeta};
-use crate::membership::Membership;
 use crate::realm::Realm;
 use crate::rng::splitmix64;
 use crate::wire::{Body, DecodeError, Limits, Message};
 
-/// How a [`Transmit`] must be sent.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum TransmitKind {
-    /// As one unreliable datagram (a QUIC datagram): encode with [`Message::encode`]; the
-    /// result is never larger than [`Config::mtu`]. Losing it is fine.
-    Datagram,
-    /// As a push-pull request on a new stream negotiated as
-    /// [`PROTOCOL_NAME`](crate::PROTOCOL_NAME): write it framed
-    /// ([`encode_frame`](crate::wire::encode_frame)), read one framed answer, and give that
-    /// to [`Swim::handle_push_pull`] (or [`Swim::handle_push_pull_bytes`]). If the stream
-    /// cannot be opened or the answer does not come, call [`Swim::push_pull_failed`].
-    PushPull,
-}
+mod config;
+mod event;
+mod membership;
+mod output;
+mod queue;
+mod suspicion;
+#[cfg(test)]
+mod tests;
 
-/// A message the core wants sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The destination. Its addresses, when the driver needs to dial, are in
-    /// [`Swim::member`]`(..).meta.addresses()`.
-    pub to: PeerId,
-    /// Datagram or push-pull stream.
-    pub kind: TransmitKind,
-    /// The message.
-    pub message: Message,
-}
+pub use self::config::{ConfigError, SwimConfig};
+pub use self::event::{CoreStats, Stats, SwimEvent};
+use self::membership::Membership;
+use self::output::Outputs;
+pub use self::output::{Transmit, TransmitKind};
 
-/// Output queues shared by the realms of a core.
-#[derive(Debug)]
-pub(crate) struct Outbox {
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
-    cap: usize,
-    dropped_events: u64,
-    dropped_transmits: u64,
-}
-
-impl Outbox {
-    pub(crate) fn transmit(&mut self, t: Transmit) {
-        if self.transmits.len() >= self.cap {
-            self.dropped_transmits += 1;
-        } else {
-            self.transmits.push_back(t);
-        }
-    }
-
-    pub(crate) fn event(&mut self, e: Event) {
-        if self.events.len() >= self.cap {
-            self.dropped_events += 1;
-        } else {
-            self.events.push_back(e);
-        }
-    }
-}
-
-/// The realm named in a call is not one of this core's.
+/// The realm named in a call is not one of this engine's.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error("this core is not in realm {0}")]
+#[error("this engine is not in realm {0}")]
 pub struct UnknownRealm(pub Realm);
 
 /// Why metadata could not be set.
@@ -80,28 +39,28 @@ pub enum SetMetaError {
     /// The metadata is refused.
     #[error(transparent)]
     Meta(#[from] MetaError),
-    /// The core has left.
+    /// The engine has left.
     #[error("the node has left")]
     Left,
 }
 
-/// The SWIM + Lifeguard membership core of one node, for one or more realms.
+/// The SWIM + Lifeguard membership engine of one node, for one or more realms.
 ///
 /// A pure state machine: it never reads a clock, sleeps or does IO. The driver feeds it
 /// time and inbound messages and carries out what it asks; see the crate docs for the
 /// contract and an example.
-pub struct Swim {
+pub struct SwimEngine {
     local: PeerId,
-    config: Config,
+    config: SwimConfig,
     limits: Limits,
     realms: Vec<Membership>,
-    out: Outbox,
+    out: Outputs,
     stats: CoreStats,
 }
 
-impl std::fmt::Debug for Swim {
+impl std::fmt::Debug for SwimEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Swim")
+        f.debug_struct("SwimEngine")
             .field("local", &self.local)
             .field(
                 "realms",
@@ -115,15 +74,15 @@ impl std::fmt::Debug for Swim {
     }
 }
 
-impl Swim {
-    /// A core for `local` in `realms`, announcing `meta`, with a seeded RNG (use a random
+impl SwimEngine {
+    /// A engine for `local` in `realms`, announcing `meta`, with a seeded RNG (use a random
     /// seed in production; a fixed one makes runs reproducible). `now` is the driver's
     /// current time; every later call passes a time not before it.
     pub fn new(
         local: PeerId,
         realms: impl IntoIterator<Item = Realm>,
         meta: NodeMeta,
-        config: Config,
+        config: SwimConfig,
         seed: u64,
         now: Instant,
     ) -> Result<Self, ConfigError> {
@@ -148,10 +107,10 @@ impl Swim {
                 Membership::new(realm, local, meta.clone(), &config, splitmix64(&mut s), now)
             })
             .collect();
-        Ok(Swim {
+        Ok(SwimEngine {
             local,
             limits: config.limits(),
-            out: Outbox {
+            out: Outputs {
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
                 cap: config.max_queued_outputs,
@@ -170,7 +129,7 @@ impl Swim {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &SwimConfig {
         &self.config
     }
 
@@ -179,7 +138,7 @@ impl Swim {
         &self.limits
     }
 
-    /// The realms this core serves.
+    /// The realms this engine serves.
     pub fn realms(&self) -> impl Iterator<Item = &Realm> {
         self.realms.iter().map(|m| m.realm())
     }
@@ -193,7 +152,7 @@ impl Swim {
     }
 
     /// Joins `realm` through `seeds`: a push-pull (full state exchange) with each. Seeds that
-    /// fail are reported as [`Event::JoinFailed`]; calling again retries.
+    /// fail are reported as [`SwimEvent::JoinFailed`]; calling again retries.
     pub fn join(
         &mut self,
         now: Instant,
@@ -206,7 +165,7 @@ impl Swim {
     }
 
     /// Rejoins `realm` if this node holds no live member in it: a join (push-pull) through
-    /// `seeds` and through up to `fallback` of [`Swim::rejoin_candidates`] (members it holds
+    /// `seeds` and through up to `fallback` of [`SwimEngine::rejoin_candidates`] (members it holds
     /// dead, former members), so that a node whose seeds are gone, or that has no seeds (a
     /// seed itself), finds its way back. Returns the number of push-pulls asked for (0 when
     /// some member is live).
@@ -240,15 +199,15 @@ impl Swim {
     }
 
     /// Leaves every realm gracefully: bumps the incarnation, tells
-    /// [`Config::leave_fanout`] members per realm (they spread it), and stops: afterwards
-    /// the core ignores input and has no timer. Drain [`Swim::poll_transmit`] once more.
+    /// [`SwimConfig::leave_fanout`] members per realm (they spread it), and stops: afterwards
+    /// the engine ignores input and has no timer. Drain [`SwimEngine::poll_transmit`] once more.
     pub fn leave(&mut self, _now: Instant) {
         for m in &mut self.realms {
             m.leave(&self.config, &mut self.out);
         }
     }
 
-    /// Whether [`Swim::leave`] was called.
+    /// Whether [`SwimEngine::leave`] was called.
     pub fn has_left(&self) -> bool {
         self.realms.iter().all(Membership::has_left)
     }
@@ -273,8 +232,8 @@ impl Swim {
         Ok(())
     }
 
-    /// When [`Swim::handle_timeout`] should be called next (`None`: never, after leaving).
-    /// Changes after every call into the core.
+    /// When [`SwimEngine::handle_timeout`] should be called next (`None`: never, after leaving).
+    /// Changes after every call into the engine.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.realms
             .iter()
@@ -311,7 +270,7 @@ impl Swim {
         }
     }
 
-    /// Handles one already-decoded datagram message (what [`Swim::handle_datagram`] does
+    /// Handles one already-decoded datagram message (what [`SwimEngine::handle_datagram`] does
     /// after decoding; simulations use it to skip the codec).
     pub fn handle_message(&mut self, now: Instant, from: PeerId, msg: Message) {
         if from == self.local {
@@ -327,7 +286,7 @@ impl Swim {
 
     /// Handles a push-pull message read from a stream with `from`: a request (on a stream
     /// `from` opened) returns the answer to write back on it; an answer (to a request this
-    /// core asked for) returns `None`.
+    /// engine asked for) returns `None`.
     pub fn handle_push_pull(
         &mut self,
         now: Instant,
@@ -353,7 +312,7 @@ impl Swim {
         })
     }
 
-    /// [`Swim::handle_push_pull`] on bytes (one message, without its frame prefix); returns
+    /// [`SwimEngine::handle_push_pull`] on bytes (one message, without its frame prefix); returns
     /// the encoded answer (without frame prefix) for requests.
     pub fn handle_push_pull_bytes(
         &mut self,
@@ -372,47 +331,47 @@ impl Swim {
 
     /// Reports that a push-pull asked for by a [`TransmitKind::PushPull`] transmit to `peer`
     /// in `realm` failed (could not dial, stream reset, bad answer, timeout).
-    pub fn push_pull_failed(&mut self, _now: Instant, peer: PeerId, realm: &Realm) {
+    pub fn handle_push_pull_failed(&mut self, _now: Instant, peer: PeerId, realm: &Realm) {
         if let Some(i) = self.index(realm) {
-            self.realms[i].push_pull_failed(peer, &mut self.out);
+            self.realms[i].handle_push_pull_failed(peer, &mut self.out);
         }
     }
 
-    /// Tells the core that datagrams for `peer` could only be sent now (the driver had to
+    /// Tells the engine that datagrams for `peer` could only be sent now (the driver had to
     /// connect first and queued them meanwhile). If `peer` is the target of a realm's current
     /// probe, that probe's timers (indirect probe, end of period) restart from now, so that
     /// connection setup does not count against the probe timeout.
-    pub fn probe_sendable(&mut self, now: Instant, peer: &PeerId) {
+    pub fn handle_probe_sent(&mut self, now: Instant, peer: &PeerId) {
         for m in &mut self.realms {
-            m.probe_sendable(now, peer, &self.config);
+            m.handle_probe_sent(now, peer, &self.config);
         }
     }
 
-    /// Tells the core that the ping `seq` to `peer` could not be sent yet: the driver queued
+    /// Tells the engine that the ping `seq` to `peer` could not be sent yet: the driver queued
     /// it while it connects. If that is the ping of a realm's current probe, the probe does
-    /// not count as failed at the end of its period unless [`Swim::probe_sendable`] reports
+    /// not count as failed at the end of its period unless [`SwimEngine::handle_probe_sent`] reports
     /// the ping sent first: a member is not suspected because a connection to it was slow to
     /// come up. (A member that cannot be reached at all is still suspected: the driver stops
     /// queueing for it once its dial failed, and the next probe fails as usual.)
-    pub fn probe_unsent(&mut self, peer: &PeerId, seq: u32) {
+    pub fn handle_probe_unsent(&mut self, _now: Instant, peer: &PeerId, seq: u32) {
         for m in &mut self.realms {
-            m.probe_unsent(peer, seq);
+            m.handle_probe_unsent(peer, seq);
         }
     }
 
-    /// The next message to send, if any. Drain after every call into the core.
+    /// The next message to send, if any. Drain after every call into the engine.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.transmits.pop_front()
     }
 
-    /// The next membership event, if any. Drain after every call into the core.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    /// The next membership event, if any. Drain after every call into the engine.
+    pub fn poll_event(&mut self) -> Option<SwimEvent> {
         self.out.events.pop_front()
     }
 
     /// Every member of `realm` known now (alive, suspect, and dead or left ones not yet
     /// forgotten), sorted by peer ID; this node is not included (see
-    /// [`Swim::local_member`]). Empty for an unknown realm.
+    /// [`SwimEngine::local_member`]). Empty for an unknown realm.
     pub fn members(&self, realm: &Realm) -> Vec<Member> {
         self.index(realm)
             .map(|i| self.realms[i].members())
@@ -430,7 +389,7 @@ impl Swim {
     }
 
     /// Members of `realm` that were declared failed and then forgotten (after
-    /// [`Config::dead_retention`](crate::Config::dead_retention), or when a rejoin's first
+    /// [`SwimConfig::dead_retention`](crate::SwimConfig::dead_retention), or when a rejoin's first
     /// push-pull answer arrived), oldest first, at most 32, with their last metadata (state
     /// `Dead`, incarnation 0). A driver can dial them at those addresses for a rejoin.
     pub fn former_members(&self, realm: &Realm) -> Vec<Member> {
@@ -439,7 +398,7 @@ impl Swim {
             .unwrap_or_default()
     }
 
-    /// One former member of `realm` (see [`Swim::former_members`]).
+    /// One former member of `realm` (see [`SwimEngine::former_members`]).
     pub fn former_member(&self, realm: &Realm, peer: &PeerId) -> Option<Member> {
         let meta = self.realms[self.index(realm)?].former_meta(peer)?.clone();
         Some(Member {
@@ -452,7 +411,7 @@ impl Swim {
 
     /// Up to `k` peers of `realm` to rejoin through when the seeds do not answer (or there
     /// are none): members held dead and former members, chosen at random, none with a
-    /// push-pull in flight. Give them to [`Swim::join`].
+    /// push-pull in flight. Give them to [`SwimEngine::join`].
     pub fn rejoin_candidates(&mut self, realm: &Realm, k: usize) -> Vec<PeerId> {
         match self.index(realm) {
             Some(i) => self.realms[i].rejoin_candidates(k),
@@ -480,7 +439,7 @@ impl Swim {
         Some(self.realms[self.index(realm)?].stats())
     }
 
-    /// The core-wide counters.
+    /// The engine-wide counters.
     pub fn core_stats(&self) -> CoreStats {
         CoreStats {
             dropped_events: self.out.dropped_events,

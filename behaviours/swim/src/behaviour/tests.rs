@@ -1,0 +1,440 @@
+//! Unit tests of the behaviour's IO decisions (no swarm: commands are read from its outbox).
+
+use super::push_pull::{read_frame_budgeted, read_message, ByteBudget};
+use super::*;
+use futures::io::Cursor;
+use futures::FutureExt;
+use meshwire_core::Keypair;
+use meshwire_swarm::toolkit::{FrameError, Timeout};
+use meshwire_swarm::{ListenerId, PeerCondition};
+
+/// Takes every command queued for the swarm.
+fn take_commands(b: &mut Behaviour) -> Vec<ToSwarm<Event>> {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut out = Vec::new();
+    while let Poll::Ready(c) = b.outbox.poll(&mut cx) {
+        out.push(c);
+    }
+    out
+}
+
+fn realm() -> Realm {
+    "org.example.mesh".parse().unwrap()
+}
+
+#[tokio::test]
+async fn frames_are_bounded_and_strict() {
+    // A whole frame.
+    let mut ok = Cursor::new(vec![3u8, 1, 2, 3]);
+    assert_eq!(read_message(&mut ok, 16).await.unwrap(), vec![1, 2, 3]);
+    // Above the limit: refused before anything is buffered.
+    let mut big = Cursor::new(vec![0x80u8, 0x80, 0x01]);
+    assert!(matches!(
+        read_message(&mut big, 1024).await,
+        Err(PushPullError::Frame(FrameError::TooLarge { .. }))
+    ));
+    // Ends inside the message, or inside the prefix (or before it).
+    let mut short = Cursor::new(vec![5u8, 1, 2]);
+    assert!(matches!(
+        read_message(&mut short, 16).await,
+        Err(PushPullError::Frame(FrameError::Truncated))
+    ));
+    let mut none = Cursor::new(vec![0x80u8]);
+    assert!(matches!(
+        read_message(&mut none, 16).await,
+        Err(PushPullError::Frame(FrameError::Truncated))
+    ));
+    let mut empty = Cursor::new(Vec::<u8>::new());
+    assert!(matches!(
+        read_message(&mut empty, 16).await,
+        Err(PushPullError::Frame(FrameError::Truncated))
+    ));
+    // A prefix that never ends.
+    let mut endless = Cursor::new(vec![0xffu8; 12]);
+    assert!(matches!(
+        read_message(&mut endless, usize::MAX).await,
+        Err(PushPullError::Frame(FrameError::InvalidPrefix))
+    ));
+}
+
+#[tokio::test]
+async fn join_validates_seeds_and_announces_addresses() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let seed = Keypair::from_seed_for_tests(2).peer_id();
+    let other = Keypair::from_seed_for_tests(3).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default().with_rng_seed(1)).unwrap();
+    let addr: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
+    let wrong = meshwire_transport::with_peer_id(&addr, other);
+    assert_eq!(
+        b.join(&realm(), &[(seed, wrong.clone())]),
+        Err(Error::SeedAddress {
+            peer: seed,
+            addr: wrong
+        })
+    );
+    let foreign: Realm = "org.example.other".parse().unwrap();
+    assert!(matches!(
+        b.join(&foreign, &[(seed, addr.clone())]),
+        Err(Error::UnknownRealm(_))
+    ));
+    let with_p2p = meshwire_transport::with_peer_id(&addr, seed);
+    b.join(&realm(), &[(seed, with_p2p)]).unwrap();
+    // The seed's address goes to the swarm, then the push-pull stream is asked for.
+    let mut commands = take_commands(&mut b).into_iter();
+    assert!(matches!(
+        commands.next(),
+        Some(ToSwarm::NewExternalAddrOfPeer { peer, addr: a }) if peer == seed && a == addr
+    ));
+    assert!(matches!(
+        commands.next(),
+        Some(ToSwarm::OpenStream(o)) if o.peer == seed && o.protocols == vec![PROTOCOL]
+    ));
+    // Dials of the seed get its address from the behaviour.
+    assert_eq!(
+        b.handle_pending_outbound_connection(ConnectionId::next(), Some(seed), &[])
+            .unwrap(),
+        vec![addr.clone()]
+    );
+    // Listen addresses are announced, unspecified ones are not.
+    let l = ListenerId::next();
+    let any: Multiaddr = "/ip4/0.0.0.0/udp/4001/quic-v1".parse().unwrap();
+    let mine: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
+    b.on_swarm_event(FromSwarm::NewListenAddr {
+        listener: l,
+        addr: &any,
+    });
+    assert!(b.local_member(&realm()).unwrap().addresses().is_empty());
+    b.on_swarm_event(FromSwarm::NewListenAddr {
+        listener: l,
+        addr: &mine,
+    });
+    let me = b.local_member(&realm()).unwrap();
+    assert_eq!(me.addresses(), std::slice::from_ref(&mine));
+    assert_eq!(me.incarnation, 1);
+    b.on_swarm_event(FromSwarm::ListenerClosed {
+        listener: l,
+        reason: Ok(()),
+    });
+    assert!(b.local_member(&realm()).unwrap().addresses().is_empty());
+    // Too much data is refused.
+    assert!(matches!(
+        b.set_data(vec![0u8; 600]),
+        Err(Error::Meta(MetaError::TooLarge { .. }))
+    ));
+    b.set_data(&b"role=db"[..]).unwrap();
+    assert_eq!(&b.local_member(&realm()).unwrap().data()[..], b"role=db");
+    b.leave();
+    assert!(b.has_left());
+    assert_eq!(b.join(&realm(), &[]), Err(Error::Left));
+    assert_eq!(b.set_data(Bytes::new()), Err(Error::Left));
+}
+
+#[tokio::test]
+async fn datagrams_without_connection_are_queued_boundedly_and_dialed_once() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let config = Config {
+        max_queued_datagrams_per_peer: 2,
+        max_queued_peers: 1,
+        ..Config::default()
+    };
+    let mut b = Behaviour::new(local, [realm()], config).unwrap();
+    let p1 = Keypair::from_seed_for_tests(2).peer_id();
+    let p2 = Keypair::from_seed_for_tests(3).peer_id();
+    learn(&mut b, &[p1, p2]);
+    for i in 0..3u8 {
+        b.send_datagram(p1, Bytes::from(vec![i]));
+    }
+    b.send_datagram(p2, Bytes::from_static(b"x"));
+    let q = b.dials.queued.get(&p1).unwrap();
+    assert_eq!(q.iter().map(|(_, d)| d[0]).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(!b.dials.queued.contains_key(&p2));
+    assert_eq!(b.io.datagrams_dropped, 2);
+    // One dial per peer while it is in progress.
+    assert_eq!(dials(&mut b), vec![p1, p2]);
+    // A failed dial drops the queue.
+    let conn = b.dials.dialing[&p1];
+    b.on_swarm_event(FromSwarm::DialFailure {
+        peer: Some(p1),
+        connection: conn,
+        error: &DialError::NoAddresses,
+    });
+    assert!(b.dials.queued.is_empty());
+    assert_eq!(b.io.datagrams_dropped, 4);
+    assert!(!b.dials.dialing.contains_key(&p1));
+}
+
+/// Makes `peers` live members of `realm()` (alive news from the first).
+fn learn(b: &mut Behaviour, peers: &[PeerId]) {
+    let updates = peers
+        .iter()
+        .map(|p| crate::wire::Update {
+            peer: *p,
+            incarnation: 0,
+            kind: crate::wire::UpdateKind::Alive(std::sync::Arc::new(NodeMeta::empty())),
+        })
+        .collect();
+    let msg = crate::Message {
+        realm: realm(),
+        body: Body::Gossip(crate::wire::Gossip { updates }),
+    };
+    b.engine.handle_message(now().into_std(), peers[0], msg);
+    b.drain();
+}
+
+/// The peers of the dials queued for the swarm (taking every queued command).
+fn dials(b: &mut Behaviour) -> Vec<PeerId> {
+    take_commands(b)
+        .iter()
+        .filter_map(|c| match c {
+            ToSwarm::Dial(d) => d.peer_id(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_live_members_and_seeds_are_dialed_with_backoff() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let member = Keypair::from_seed_for_tests(2).peer_id();
+    let stranger = Keypair::from_seed_for_tests(3).peer_id();
+    learn(&mut b, &[member]);
+    take_commands(&mut b);
+    // Not a member (e.g. a ping-req target named by a remote, gossip to a dead member):
+    // dropped, no dial.
+    b.send_datagram(stranger, Bytes::from_static(b"x"));
+    assert!(dials(&mut b).is_empty());
+    assert!(b.dials.queued.is_empty());
+    assert_eq!(b.io.datagrams_not_dialed, 1);
+    // A live member is dialed; its dial fails: backoff.
+    b.send_datagram(member, Bytes::from_static(b"x"));
+    assert_eq!(dials(&mut b), vec![member]);
+    let conn = b.dials.dialing[&member];
+    b.on_swarm_event(FromSwarm::DialFailure {
+        peer: Some(member),
+        connection: conn,
+        error: &DialError::NoAddresses,
+    });
+    take_commands(&mut b);
+    b.send_datagram(member, Bytes::from_static(b"x"));
+    assert!(dials(&mut b).is_empty(), "backing off");
+    assert_eq!(b.io.datagrams_not_dialed, 2);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    b.send_datagram(member, Bytes::from_static(b"x"));
+    assert_eq!(dials(&mut b), vec![member]);
+    // The second failure doubles the wait.
+    let conn = b.dials.dialing[&member];
+    b.on_swarm_event(FromSwarm::DialFailure {
+        peer: Some(member),
+        connection: conn,
+        error: &DialError::NoAddresses,
+    });
+    assert_eq!(b.dials.backoff[&member].1, 2);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    assert!(b.backing_off(&member));
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    assert!(!b.backing_off(&member));
+    // Alive news ends the backoff at once.
+    b.dials
+        .backoff
+        .insert(member, (now() + Duration::from_secs(30), 5));
+    b.member_live(member);
+    assert!(!b.backing_off(&member));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queues_are_swept_and_dropped_on_any_failed_dial() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let p1 = Keypair::from_seed_for_tests(2).peer_id();
+    let p2 = Keypair::from_seed_for_tests(3).peer_id();
+    learn(&mut b, &[p1, p2]);
+    b.send_datagram(p1, Bytes::from_static(b"x"));
+    b.send_datagram(p2, Bytes::from_static(b"y"));
+    // Another behaviour's dial of p2 fails: what waited for p2 goes.
+    b.on_swarm_event(FromSwarm::DialFailure {
+        peer: Some(p2),
+        connection: ConnectionId::next(),
+        error: &DialError::NoAddresses,
+    });
+    assert!(!b.dials.queued.contains_key(&p2));
+    // Our dial of p1 is refused (someone else dials it) and never connects: the queue is
+    // kept for now, and swept once too old, without any flush.
+    let conn = b.dials.dialing[&p1];
+    b.on_swarm_event(FromSwarm::DialFailure {
+        peer: Some(p1),
+        connection: conn,
+        error: &DialError::ConditionFalse(PeerCondition::DisconnectedAndNotDialing),
+    });
+    assert!(b.dials.queued.contains_key(&p1));
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let dropped = b.io.datagrams_dropped;
+    while b.poll(&mut cx).is_ready() {}
+    // (The protocol period that ran may have queued fresh datagrams.)
+    assert!(b
+        .dials
+        .queued
+        .values()
+        .flatten()
+        .all(|(at, _)| now().duration_since(*at) <= b.config.queued_datagram_ttl));
+    assert!(b.io.datagrams_dropped > dropped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn datagrams_do_not_starve_timers() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default().with_rng_seed(1)).unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(Instant::from_std(b.engine.poll_timeout().unwrap()) <= now());
+    // Far more datagrams ready than one poll handles.
+    for _ in 0..10_000 {
+        b.links
+            .readers
+            .push(async { (ConnectionId::next(), Ok(Bytes::new())) }.boxed());
+    }
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let _ = b.poll(&mut cx);
+    assert!(b.links.readers.len() > 5_000, "still busy with datagrams");
+    assert!(
+        Instant::from_std(b.engine.poll_timeout().unwrap()) > now(),
+        "the due protocol period ran"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_a_first_connection_is_not_a_failure() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut cfg = Config::default().with_rng_seed(3);
+    cfg.swim.gossip_interval = None;
+    cfg.swim.push_pull_interval = None;
+    let mut b = Behaviour::new(local, [realm()], cfg).unwrap();
+    let new = Keypair::from_seed_for_tests(2).peer_id();
+    learn(&mut b, &[new]);
+    let start = now();
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let run = |b: &mut Behaviour, cx: &mut Context<'_>| while b.poll(cx).is_ready() {};
+    // A protocol period without a connection coming up (the dial is pending): the first
+    // probe of the new member is skipped, not failed.
+    while b.stats(&realm()).unwrap().probes_unsent == 0 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        run(&mut b, &mut cx);
+        assert!(now() < start + Duration::from_secs(5), "never probed");
+    }
+    let s = b.stats(&realm()).unwrap();
+    assert_eq!((s.probes_unsent, s.probes_failed), (1, 0));
+    assert_eq!(
+        b.member(&realm(), &new).unwrap().state,
+        crate::MemberState::Alive
+    );
+    // Only once: the next probe, still without a connection, fails as usual (so does
+    // one of a member we were connected with and lost: it may have crashed).
+    assert!(b.no_probe_grace.contains(&new));
+    for _ in 0..25 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        run(&mut b, &mut cx);
+    }
+    let s = b.stats(&realm()).unwrap();
+    assert!(s.probes_failed >= 1, "{s:?}");
+    assert_eq!(
+        b.member(&realm(), &new).unwrap().state,
+        crate::MemberState::Suspect
+    );
+}
+
+#[tokio::test]
+async fn live_members_are_tagged_and_untagged() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let p = Keypair::from_seed_for_tests(2).peer_id();
+    learn(&mut b, &[p]);
+    assert!(take_commands(&mut b).iter().any(|c| matches!(c,
+        ToSwarm::ConnManager(ConnManagerCommand::TagPeer { peer, tag, value })
+            if *peer == p && tag == CONN_MANAGER_TAG && *value == 100)));
+    take_commands(&mut b);
+    let msg = crate::Message {
+        realm: realm(),
+        body: Body::Gossip(crate::wire::Gossip {
+            updates: vec![crate::wire::Update {
+                peer: p,
+                incarnation: 0,
+                kind: crate::wire::UpdateKind::Left,
+            }],
+        }),
+    };
+    b.engine.handle_message(now().into_std(), p, msg);
+    b.drain();
+    assert!(take_commands(&mut b).iter().any(|c| matches!(c,
+        ToSwarm::ConnManager(ConnManagerCommand::UntagPeer { peer, .. }) if *peer == p)));
+}
+
+#[tokio::test]
+async fn a_stale_push_pull_failure_does_not_end_a_newer_exchange() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let seed = Keypair::from_seed_for_tests(2).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let addr: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
+    b.join(&realm(), &[(seed, addr.clone())]).unwrap();
+    let old = b.push_pulls_in_flight[&(realm(), seed)];
+    // The core gives up on it (its timer) and a newer exchange starts.
+    b.join(&realm(), &[(seed, addr)]).unwrap();
+    let new = b.push_pulls_in_flight[&(realm(), seed)];
+    assert_ne!(old, new);
+    b.on_answer(
+        AnswerKey {
+            peer: seed,
+            realm: realm(),
+            id: old,
+        },
+        Err(PushPullError::Timeout(Timeout(Duration::from_secs(1)))),
+    );
+    assert_eq!(b.push_pulls_in_flight.get(&(realm(), seed)), Some(&new));
+    assert!(!take_commands(&mut b)
+        .iter()
+        .any(|c| matches!(c, ToSwarm::GenerateEvent(Event::JoinFailed { .. }))));
+}
+
+#[tokio::test]
+async fn inbound_push_pull_bytes_are_budgeted() {
+    let budget = ByteBudget::default();
+    let mut a = Cursor::new(vec![3u8, 1, 2, 3]);
+    let (bytes, held) = read_frame_budgeted(&mut a, 16, &budget, 5).await.unwrap();
+    assert_eq!(bytes, vec![1, 2, 3]);
+    assert_eq!(budget.used(), 3);
+    let mut b = Cursor::new(vec![3u8, 1, 2, 3]);
+    assert!(matches!(
+        read_frame_budgeted(&mut b, 16, &budget, 5).await,
+        Err(PushPullError::OverBudget)
+    ));
+    drop(held);
+    assert_eq!(budget.used(), 0);
+}
+
+#[tokio::test]
+async fn loopback_is_announced_only_without_other_addresses() {
+    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let lo: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+    let lan: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
+    let l = ListenerId::next();
+    b.on_swarm_event(FromSwarm::NewListenAddr {
+        listener: l,
+        addr: &lo,
+    });
+    assert_eq!(
+        b.local_member(&realm()).unwrap().addresses(),
+        std::slice::from_ref(&lo)
+    );
+    b.on_swarm_event(FromSwarm::NewListenAddr {
+        listener: l,
+        addr: &lan,
+    });
+    assert_eq!(
+        b.local_member(&realm()).unwrap().addresses(),
+        std::slice::from_ref(&lan)
+    );
+}

@@ -18,6 +18,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;

@@ -96,6 +96,7 @@
 //! the swarm slept on an older timeout.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod basic;
 pub mod config;

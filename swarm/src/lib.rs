@@ -50,6 +50,7 @@
 //! ([`ConnectionCloseCause::Trimmed`]).
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod behaviour;
 mod config;

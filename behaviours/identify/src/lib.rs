@@ -63,6 +63,7 @@
 //! addresses to a dial.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod behaviour;
 mod config;

@@ -209,6 +209,7 @@
 //! `Behaviour` is that driver over the swarm.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "swarm")]
 pub mod behaviour;

@@ -82,6 +82,7 @@
 //! that differs from the ping sent is a [`Failure::Other`].
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod protocol;
 

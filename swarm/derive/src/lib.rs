@@ -96,6 +96,7 @@
 //! Fields take no attributes: every field is a composed behaviour.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};

@@ -96,6 +96,8 @@ pub struct Behaviour {
     exchanges: Tasks<Key, Output>,
     /// Re-identify deadlines; entries a connection no longer expects are skipped.
     schedule: Schedule,
+    /// Pushes delayed for arriving within [`Config::min_push_interval`] of the last.
+    pushes_delayed: u64,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -121,7 +123,14 @@ impl Behaviour {
             connections: HashMap::new(),
             peers: Connections::default(),
             schedule: Schedule::default(),
+            pushes_delayed: 0,
         }
+    }
+
+    /// Pushes delayed so far because they came within [`Config::min_push_interval`] of the
+    /// last push on their connection.
+    pub fn pushes_delayed(&self) -> u64 {
+        self.pushes_delayed
     }
 
     /// The configuration.
@@ -154,9 +163,25 @@ impl Behaviour {
 
     /// Runs an exchange; `false` (and the future dropped) if the limit of exchanges is reached.
     fn spawn(&mut self, key: Key, fut: impl Future<Output = Output> + Send + 'static) -> bool {
+        self.spawn_after(key, Duration::ZERO, fut)
+    }
+
+    /// [`Behaviour::spawn`] for an exchange that first waits `delay`.
+    fn spawn_after(
+        &mut self,
+        key: Key,
+        delay: Duration,
+        fut: impl Future<Output = Output> + Send + 'static,
+    ) -> bool {
+        let fut = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            fut.await
+        };
         match self
             .exchanges
-            .try_push(key, self.config.timeout + BACKSTOP, fut)
+            .try_push(key, delay + self.config.timeout + BACKSTOP, fut)
         {
             Ok(()) => true,
             Err(full) => {
@@ -509,8 +534,22 @@ impl NetworkBehaviour for Behaviour {
             let key = Key::new(peer, connection, Exchange::Answer);
             self.spawn(key, exchange::send(stream, frame, limit))
         } else if protocol == PUSH_PROTOCOL_NAME {
+            // One push per interval per connection: a push arriving sooner waits, unread,
+            // for its turn (at most MAX_INBOUND_STREAMS_PER_CONNECTION wait at once).
+            let now = Instant::now();
+            let slot = c
+                .last_push
+                .map_or(now, |t| (t + self.config.min_push_interval).max(now));
+            let delay = slot - now;
+            if !delay.is_zero() {
+                tracing::debug!(%peer, %connection, ?delay, "identify: push sooner than the interval; delayed");
+                self.pushes_delayed += 1;
+            }
+            if let Some(c) = self.connections.get_mut(&connection) {
+                c.last_push = Some(slot);
+            }
             let key = Key::new(peer, connection, Exchange::PushReceived);
-            self.spawn(key, exchange::receive_push(stream, max, limit))
+            self.spawn_after(key, delay, exchange::receive_push(stream, max, limit))
         } else {
             tracing::debug!(%peer, %connection, %protocol, "identify: stream of a foreign protocol; resetting");
             stream.reset();

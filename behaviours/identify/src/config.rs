@@ -69,6 +69,12 @@ pub struct Config {
     /// Distinct protocols kept of one peer's message; more are ignored (default
     /// [`DEFAULT_MAX_PROTOCOLS`] = 128).
     pub max_protocols: usize,
+    /// Pushes read from one connection: at most one per interval (default 1 s). A push
+    /// arriving sooner waits, unread, for its turn (it counts among the connection's
+    /// [`MAX_INBOUND_STREAMS_PER_CONNECTION`] inbound streams; past those it is reset), so
+    /// every push still arrives, in order, and a peer pushing in a loop costs one message per
+    /// interval instead of a core.
+    pub min_push_interval: Duration,
     /// Stream exchanges (our requests and pushes, the remotes' requests and pushes) running
     /// at once over all connections (default [`DEFAULT_MAX_EXCHANGES`] = 512). At the limit an
     /// inbound stream is reset, a push of ours is dropped and an identify request of ours is
@@ -94,6 +100,7 @@ impl Config {
             cache_size: 100,
             max_listen_addrs: DEFAULT_MAX_LISTEN_ADDRS,
             max_protocols: DEFAULT_MAX_PROTOCOLS,
+            min_push_interval: Duration::from_secs(1),
             max_exchanges: DEFAULT_MAX_EXCHANGES,
             max_queued: DEFAULT_MAX_QUEUED,
         }
@@ -143,6 +150,12 @@ impl Config {
     /// Sets [`Config::max_listen_addrs`].
     pub fn with_max_listen_addrs(mut self, max: usize) -> Self {
         self.max_listen_addrs = max;
+        self
+    }
+
+    /// Sets [`Config::min_push_interval`].
+    pub fn with_min_push_interval(mut self, interval: Duration) -> Self {
+        self.min_push_interval = interval;
         self
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     pub(crate) push_again: bool,
     /// Inbound streams being handled.
     pub(crate) inbound: usize,
+    /// When the last push we took on this connection arrived.
+    pub(crate) last_push: Option<Instant>,
 }
 
 impl Conn {
@@ -45,6 +47,7 @@ impl Conn {
             push_running: false,
             push_again: false,
             inbound: 0,
+            last_push: None,
         }
     }
 

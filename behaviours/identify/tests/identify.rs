@@ -583,8 +583,15 @@ async fn inbound_streams_per_connection_are_bounded() {
     init_tracing();
     const OPENED: usize = MAX_INBOUND_STREAMS_PER_CONNECTION + 2;
     let timeout = Duration::from_secs(3);
-    let mut id =
-        start(|key| Behaviour::new(identify_node_config(key, "id").with_timeout(timeout))).await;
+    // Pushes are taken back to back here: this test is about the bound on streams.
+    let mut id = start(|key| {
+        Behaviour::new(
+            identify_node_config(key, "id")
+                .with_timeout(timeout)
+                .with_min_push_interval(Duration::ZERO),
+        )
+    })
+    .await;
     let mut raw = start(|_| Raw::new(Vec::new(), OPENED)).await;
     raw.swarm.dial(id.dial_addr()).unwrap();
 
@@ -621,4 +628,45 @@ async fn inbound_streams_per_connection_are_bounded() {
         "{ended:?}"
     );
     assert_eq!(timeouts, MAX_INBOUND_STREAMS_PER_CONNECTION);
+}
+
+#[tokio::test]
+async fn pushes_sooner_than_the_interval_wait_their_turn() {
+    init_tracing();
+    const OPENED: usize = 3;
+    let timeout = Duration::from_secs(2);
+    let interval = Duration::from_secs(1);
+    let mut id = start(|key| {
+        Behaviour::new(
+            identify_node_config(key, "id")
+                .with_timeout(timeout)
+                .with_min_push_interval(interval),
+        )
+    })
+    .await;
+    let mut raw = start(|_| Raw::new(Vec::new(), OPENED)).await;
+    raw.swarm.dial(id.dial_addr()).unwrap();
+    let mut ended: Vec<Duration> = Vec::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while ended.len() < OPENED {
+        let ev = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = id.swarm.next_event() => None,
+                ev = raw.swarm.next_event() => Some(ev),
+            }
+        })
+        .await
+        .expect("the push streams end");
+        if let Some(SwarmEvent::Behaviour(RawEvent::PushStreamEnded(after))) = ev {
+            ended.push(after);
+        }
+    }
+    // Each push is read in its turn, one interval after the previous one, and then times
+    // out (the raw peer sends half a length prefix): the streams end an interval apart.
+    ended.sort();
+    assert!(ended[0] >= timeout, "{ended:?}");
+    for pair in ended.windows(2) {
+        assert!(pair[1] - pair[0] >= interval * 9 / 10, "{ended:?}");
+    }
+    assert_eq!(id.swarm.behaviour().pushes_delayed(), (OPENED - 1) as u64);
 }

@@ -338,6 +338,8 @@ pub struct Behaviour {
     outbox: Outbox<Event, ConnectionId>,
     rtts: RttTable,
     next_inbound_id: u64,
+    /// Inbound streams reset because an echo could not be written in time.
+    echo_timeouts: u64,
 }
 
 impl Behaviour {
@@ -350,6 +352,7 @@ impl Behaviour {
             tasks: Tasks::new(usize::MAX),
             outbox: Outbox::new(usize::MAX),
             rtts: RttTable::default(),
+            echo_timeouts: 0,
             next_inbound_id: 0,
         }
     }
@@ -357,6 +360,12 @@ impl Behaviour {
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Inbound ping streams reset so far because an echo could not be written within
+    /// [`Config::echo_timeout`] (a remote that sends pings and never reads).
+    pub fn echo_timeouts(&self) -> u64 {
+        self.echo_timeouts
     }
 
     /// The latest round-trip time to `peer` (see [`RttTable`]).
@@ -499,6 +508,9 @@ impl Behaviour {
                         tracing::trace!(%connection, answered = n, "ping: inbound stream ended")
                     }
                     Err(e) => {
+                        if e.kind() == io::ErrorKind::TimedOut {
+                            self.echo_timeouts += 1;
+                        }
                         tracing::debug!(%connection, error = %e, "ping: inbound stream failed")
                     }
                 }

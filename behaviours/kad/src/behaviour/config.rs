@@ -31,6 +31,11 @@ pub struct Config {
     pub kad: KadConfig,
     /// Inbound streams one peer may have open at once (32, rust-libp2p's per-connection bound).
     pub max_inbound_streams_per_peer: usize,
+    /// Inbound streams of all peers together (512, half of [`Config::max_stream_tasks`], so
+    /// our own requests keep room). At the limit a new stream takes the place of the oldest
+    /// stream of the peer holding the most (an idle one first): many peers each holding
+    /// their share with slow requests cannot lock out a peer with one request.
+    pub max_inbound_streams: usize,
     /// Time an inbound stream may take to deliver its next request, and to take our response
     /// (10 s). A stream idle for longer after a served request is closed quietly.
     pub inbound_timeout: Duration,
@@ -60,6 +65,7 @@ impl Config {
         Config {
             kad: KadConfig::default(),
             max_inbound_streams_per_peer: 32,
+            max_inbound_streams: 512,
             inbound_timeout: Duration::from_secs(10),
             max_address_cache_peers: 1024,
             conn_manager_tag: Some(("kad".to_owned(), 5)),
@@ -102,6 +108,12 @@ impl Config {
     /// Sets [`Config::conn_manager_tag`].
     pub fn with_conn_manager_tag(mut self, tag: Option<(String, i32)>) -> Self {
         self.conn_manager_tag = tag;
+        self
+    }
+
+    /// Sets [`Config::max_inbound_streams`].
+    pub fn with_max_inbound_streams(mut self, max: usize) -> Self {
+        self.max_inbound_streams = max;
         self
     }
 

@@ -742,7 +742,8 @@ impl NetworkBehaviour for Behaviour {
             return;
         }
         let limit = self.config.max_inbound_streams_per_peer;
-        match self.inbound.admit(peer, connection, limit) {
+        let total = self.config.max_inbound_streams;
+        match self.inbound.admit(peer, connection, limit, total) {
             Ok(id) => self.read_next(id, stream),
             Err(error) => {
                 tracing::debug!(%peer, limit, "kad: too many inbound streams; resetting the new one");

@@ -142,17 +142,44 @@ impl Inbound {
     }
 
     /// Admits a new stream of `peer`, closing the peer's oldest idle stream if it has `limit`
-    /// open.
+    /// open; with `total` streams open in all, closing the oldest stream (an idle one first)
+    /// of the peer holding the most, if that is not `peer` itself.
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyStreams`] if the peer has `limit` streams and none idle.
+    /// [`Error::TooManyStreams`] if the peer has `limit` streams and none idle, or `total`
+    /// are open and `peer` holds the most.
     pub fn admit(
         &mut self,
         peer: PeerId,
         connection: ConnectionId,
         limit: usize,
+        total: usize,
     ) -> Result<u64, Error> {
+        if self.entries.len() >= total && self.per_peer.get(&peer).copied().unwrap_or(0) < limit {
+            let own = self.per_peer.get(&peer).copied().unwrap_or(0);
+            let heaviest = self
+                .per_peer
+                .iter()
+                .max_by_key(|(p, n)| (**n, **p))
+                .map(|(p, n)| (*p, *n));
+            match heaviest {
+                Some((victim, n)) if n > own + 1 => {
+                    let oldest = self
+                        .entries
+                        .iter()
+                        .filter(|(_, e)| e.peer == victim)
+                        .map(|(id, e)| (!e.reusable, *id))
+                        .min()
+                        .map(|(_, id)| id);
+                    if let Some(old) = oldest {
+                        tracing::debug!(%peer, heaviest = %victim, "kad: inbound stream limit reached; closing a stream of the peer holding the most");
+                        self.end(old);
+                    }
+                }
+                _ => return Err(Error::TooManyStreams { limit: total }),
+            }
+        }
         let open = self.per_peer.get(&peer).copied().unwrap_or(0);
         if open >= limit {
             // Make room by closing this peer's oldest stream that waits idle to be reused.

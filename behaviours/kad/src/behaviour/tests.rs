@@ -346,3 +346,29 @@ fn errors_classify_unsupported() {
     let e = Error::from(std::io::Error::other("boom"));
     assert!(matches!(e, Error::Stream(StreamError::Io(_))));
 }
+
+#[test]
+fn inbound_streams_past_the_total_come_out_of_the_heaviest_peer() {
+    use super::streams::Inbound;
+    let (a, b, c) = (peer(1), peer(2), peer(3));
+    let conn = ConnectionId::from_raw(1);
+    let mut inbound = Inbound::default();
+    // Per peer 3, in all 4.
+    for _ in 0..3 {
+        inbound.admit(a, conn, 3, 4).unwrap();
+    }
+    inbound.admit(b, conn, 3, 4).unwrap();
+    assert_eq!(inbound.len(), 4);
+    // A newcomer with one stream takes the place of the oldest stream of `a`, which holds the
+    // most; the total holds.
+    let c_id = inbound.admit(c, conn, 3, 4).unwrap();
+    assert_eq!(inbound.len(), 4);
+    assert!(inbound.contains(c_id));
+    assert!(!inbound.contains(0), "a's oldest stream made room");
+    // `a` (2 streams) cannot push out `b` or `c` (1 each) by more than one: it is refused.
+    assert!(matches!(
+        inbound.admit(a, conn, 3, 4),
+        Err(Error::TooManyStreams { limit: 4 })
+    ));
+    assert_eq!(inbound.len(), 4);
+}

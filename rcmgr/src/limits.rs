@@ -55,6 +55,7 @@ impl ScopeLimits {
 /// | --- | --- | --- |
 /// | system | everything | every connection, stream and reservation |
 /// | transient | what is not yet tied to a peer or protocol | connections before their handshake ends, streams before negotiation ends |
+/// | transient × peer (each) | one peer's share of the transient scope | its streams before negotiation ends |
 /// | peer (each) | one remote peer's share | its connections, streams and their memory |
 /// | protocol (each) | one protocol's share over all peers | its streams and their memory |
 /// | protocol × peer (each) | one peer's share of one protocol | its streams on that protocol |
@@ -67,6 +68,9 @@ pub struct Limits {
     pub system: ScopeLimits,
     /// Connections handshaking and streams negotiating.
     pub transient: ScopeLimits,
+    /// One peer's streams negotiating: a peer cannot take the whole transient scope and so
+    /// keep everyone else's streams from being negotiated.
+    pub transient_peer: ScopeLimits,
     /// Each peer (unless in [`Limits::peers`]).
     pub peer: ScopeLimits,
     /// Each protocol over all peers (unless in [`Limits::protocols`]).
@@ -105,6 +109,7 @@ impl Limits {
         Limits {
             system: ScopeLimits::UNLIMITED,
             transient: ScopeLimits::UNLIMITED,
+            transient_peer: ScopeLimits::UNLIMITED,
             peer: ScopeLimits::UNLIMITED,
             protocol: ScopeLimits::UNLIMITED,
             protocol_peer: ScopeLimits::UNLIMITED,
@@ -122,7 +127,8 @@ impl Limits {
     /// - system: `memory` bytes; connections `memory / 4 MiB` (at least 64, at most
     ///   10,000), half of them inbound; streams 64 per connection.
     /// - transient: 1/16 of the system's memory; a quarter of its connections (at least 32);
-    ///   256 streams.
+    ///   1,024 streams, of which one peer may hold 16 inbound (64 outbound): streams
+    ///   negotiating cannot be held by a few peers.
     /// - peer: 1/16 of the system's memory (at least 32 MiB); 8 connections (4 inbound);
     ///   512 streams (256 inbound, 256 outbound).
     /// - protocol: a quarter of the system's memory; streams without limit beyond the
@@ -153,11 +159,12 @@ impl Limits {
                 conns_inbound: (conns / 4).max(32),
                 conns_outbound: (conns / 4).max(32),
                 conns: (conns / 4).max(32),
-                streams_inbound: 256,
-                streams_outbound: 256,
-                streams: 256,
+                streams_inbound: 1024,
+                streams_outbound: 1024,
+                streams: 1024,
                 memory: memory / 16,
             },
+            transient_peer: ScopeLimits::streams(16, 64, 64),
             peer: ScopeLimits {
                 conns_inbound: 4,
                 conns_outbound: 8,

@@ -15,6 +15,7 @@ use crate::scope::{Amount, ResourceError, ScopeKind, Usage};
 enum Key {
     System,
     Transient,
+    TransientPeer(PeerId),
     Peer(PeerId),
     Protocol(Arc<str>),
     ProtocolPeer(Arc<str>, PeerId),
@@ -28,6 +29,7 @@ impl Key {
         match self {
             Key::System => ScopeKind::System,
             Key::Transient => ScopeKind::Transient,
+            Key::TransientPeer(_) => ScopeKind::TransientPeer,
             Key::Peer(_) => ScopeKind::Peer,
             Key::Protocol(_) => ScopeKind::Protocol,
             Key::ProtocolPeer(..) => ScopeKind::ProtocolPeer,
@@ -161,6 +163,7 @@ impl ResourceManager {
         match key {
             Key::System => l.system,
             Key::Transient => l.transient,
+            Key::TransientPeer(_) => l.transient_peer,
             Key::Peer(p) => *l.peer_limits(p),
             Key::Protocol(p) => *l.protocol_limits(p),
             Key::ProtocolPeer(..) => l.protocol_peer,
@@ -241,7 +244,8 @@ impl ResourceManager {
     }
 
     /// A stream with `peer` is about to be accepted or opened: charged to the system,
-    /// transient and peer scopes until [`StreamScope::set_protocol`].
+    /// transient (in all and the peer's share of it) and peer scopes until
+    /// [`StreamScope::set_protocol`].
     ///
     /// # Errors
     ///
@@ -252,7 +256,13 @@ impl ResourceManager {
         direction: Direction,
     ) -> Result<StreamScope, ResourceError> {
         let amount = Amount::stream(direction.is_inbound());
-        self.charge(&[Key::System, Key::Transient, Key::Peer(peer)], amount)?;
+        let keys = [
+            Key::System,
+            Key::Transient,
+            Key::TransientPeer(peer),
+            Key::Peer(peer),
+        ];
+        self.charge(&keys, amount)?;
         Ok(StreamScope {
             rm: self.clone(),
             id: self.next_id(),
@@ -449,7 +459,12 @@ impl StreamScope {
     /// The scopes holding the stream.
     fn keys(&self) -> Vec<Key> {
         match &self.protocol {
-            None => vec![Key::System, Key::Transient, Key::Peer(self.peer)],
+            None => vec![
+                Key::System,
+                Key::Transient,
+                Key::TransientPeer(self.peer),
+                Key::Peer(self.peer),
+            ],
             Some(p) => vec![
                 Key::System,
                 Key::Peer(self.peer),
@@ -475,7 +490,10 @@ impl StreamScope {
             Key::ProtocolPeer(p.clone(), self.peer),
         ];
         self.rm.charge(&keys, self.amount)?;
-        self.rm.release(&[Key::Transient], self.amount);
+        self.rm.release(
+            &[Key::Transient, Key::TransientPeer(self.peer)],
+            self.amount,
+        );
         self.protocol = Some(p);
         Ok(())
     }

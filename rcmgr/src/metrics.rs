@@ -96,9 +96,10 @@ impl RcmgrMetrics {
 
     /// Requests refused so far, over every scope and resource.
     pub fn refused_total(&self) -> u64 {
-        const SCOPES: [ScopeKind; 8] = [
+        const SCOPES: [ScopeKind; 9] = [
             ScopeKind::System,
             ScopeKind::Transient,
+            ScopeKind::TransientPeer,
             ScopeKind::Peer,
             ScopeKind::Protocol,
             ScopeKind::ProtocolPeer,

@@ -11,6 +11,8 @@ pub enum ScopeKind {
     System,
     /// Connections handshaking, streams negotiating.
     Transient,
+    /// One peer's streams negotiating.
+    TransientPeer,
     /// One peer.
     Peer,
     /// One protocol over all peers.
@@ -31,6 +33,7 @@ impl ScopeKind {
         match self {
             ScopeKind::System => "system",
             ScopeKind::Transient => "transient",
+            ScopeKind::TransientPeer => "transient_peer",
             ScopeKind::Peer => "peer",
             ScopeKind::Protocol => "protocol",
             ScopeKind::ProtocolPeer => "protocol_peer",

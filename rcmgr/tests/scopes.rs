@@ -257,3 +257,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn one_peer_cannot_hold_the_transient_scope() {
+    let mut limits = Limits::for_memory(256 << 20);
+    limits.transient.streams = 40;
+    limits.transient_peer = ScopeLimits::streams(16, 16, 16);
+    let rm = ResourceManager::new(limits);
+    let (greedy, honest) = (peer(1), peer(2));
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(rm.open_stream(greedy, Direction::Inbound).unwrap());
+    }
+    let e = rm.open_stream(greedy, Direction::Inbound).unwrap_err();
+    assert_eq!(
+        refused(e),
+        (ScopeKind::TransientPeer, Resource::InboundStreams)
+    );
+    // Another peer still negotiates.
+    let mut s = rm.open_stream(honest, Direction::Inbound).unwrap();
+    // Once negotiated, a stream leaves the peer's transient share.
+    held[0].set_protocol("/ipfs/ping/1.0.0").unwrap();
+    held.push(rm.open_stream(greedy, Direction::Inbound).unwrap());
+    s.set_protocol("/ipfs/ping/1.0.0").unwrap();
+    assert_eq!(rm.transient_usage().streams(), 16);
+    drop(held);
+    drop(s);
+    assert!(rm.system_usage().is_empty());
+    assert!(rm.transient_usage().is_empty());
+}

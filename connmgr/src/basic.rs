@@ -31,12 +31,17 @@ pub struct BasicConnMgr {
     last_trim: Option<Instant>,
     last_auto_trim: Option<Instant>,
     closed: bool,
+    /// An inbound connection took the count above the flood limit since the last
+    /// `handle_timeout`: the flood rule is due at once.
+    flood_pending: bool,
     decay_epoch: Instant,
     decaying_tags: BTreeMap<DecayingTagId, TagState>,
     next_tag_id: u64,
     /// Number of decaying values held by all peers.
     decaying_values: usize,
     metrics: Option<ConnMgrMetrics>,
+    /// Connections closed by the flood rule so far.
+    flood_trimmed: u64,
 }
 
 /// Configuration and status of a [`BasicConnMgr`] (go-libp2p's `CMInfo`).
@@ -120,11 +125,13 @@ impl BasicConnMgr {
             last_trim: None,
             last_auto_trim: None,
             closed: false,
+            flood_pending: false,
             decay_epoch: now,
             decaying_tags: BTreeMap::new(),
             next_tag_id: 0,
             decaying_values: 0,
             metrics: None,
+            flood_trimmed: 0,
         })
     }
 
@@ -302,6 +309,86 @@ impl BasicConnMgr {
             "trim done"
         );
         out
+    }
+
+    /// The flood rule (see [`Config::flood_headroom`]): while the count is above the flood
+    /// limit, closes the newest flood candidates — inbound-only peers without tags,
+    /// decaying values or protection, still in their grace period — until it is not.
+    fn trim_flood(&mut self, now: Instant) -> Trimmed {
+        let Some(limit) = self.cfg.flood_limit() else {
+            return Vec::new();
+        };
+        if self.conn_count <= limit {
+            return Vec::new();
+        }
+        // Where `now - grace` predates the clock's range, every connection is in its grace
+        // period.
+        let grace_start = now.checked_sub(self.cfg.grace_period);
+        let young = |t: Instant| grace_start.is_none_or(|g| t > g);
+        let check_protected = !self.protected.is_empty();
+        // (newest connection opened, its id, peer, connections): newest first.
+        let mut candidates: Vec<(Instant, ConnectionId, PeerId, usize)> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                !p.temp
+                    && p.tags.is_empty()
+                    && p.decaying.is_empty()
+                    && !(check_protected && self.protected.contains_key(id))
+                    && p.conns.iter().all(|c| c.direction.is_inbound())
+                    && (young(p.first_seen) || p.conns.iter().any(|c| young(c.opened)))
+            })
+            .filter_map(|(id, p)| {
+                let newest = p.conns.iter().max_by_key(|c| (c.opened, c.id))?;
+                Some((newest.opened, newest.id, *id, p.conns.len()))
+            })
+            .collect();
+        let mut excess = self.conn_count - limit;
+        let k = excess.min(candidates.len());
+        if k < candidates.len() {
+            candidates.select_nth_unstable_by(k, |a, b| b.cmp(a));
+        }
+        candidates[..k].sort_unstable_by(|a, b| b.cmp(a));
+        let mut out: Trimmed = Vec::new();
+        let mut closed = 0usize;
+        let mut next = 0usize;
+        while excess > 0 && next < candidates.len() {
+            if next == k {
+                candidates[k..].sort_unstable_by(|a, b| b.cmp(a));
+            }
+            let (_, _, peer, nconns) = candidates[next];
+            next += 1;
+            if nconns > excess {
+                // Closing all of this peer's connections would go below the limit.
+                continue;
+            }
+            let Some(entry) = self.remove_peer(&peer) else {
+                continue;
+            };
+            excess -= entry.conns.len();
+            closed += entry.conns.len();
+            out.push((peer, entry.conns.into_iter().map(|c| c.id).collect()));
+        }
+        if closed > 0 {
+            if let Some(m) = &self.metrics {
+                m.connections_trimmed.inc_by(closed as u64);
+                m.connections_flood_trimmed.inc_by(closed as u64);
+            }
+            self.flood_trimmed += closed as u64;
+            self.update_gauges();
+            debug!(
+                closed,
+                limit,
+                remaining = self.conn_count,
+                "flood rule: closed the newest untagged inbound connections"
+            );
+        }
+        out
+    }
+
+    /// Connections closed by the flood rule so far (see [`Config::flood_headroom`]).
+    pub fn flood_trimmed(&self) -> u64 {
+        self.flood_trimmed
     }
 
     /// The next grid time at which some decaying tag is due.
@@ -491,6 +578,9 @@ impl ConnManager for BasicConnMgr {
         if new_peer {
             self.connected_peers += 1;
         }
+        if direction.is_inbound() && self.cfg.flood_limit().is_some_and(|l| self.conn_count > l) {
+            self.flood_pending = true;
+        }
         self.update_gauges();
     }
 
@@ -561,14 +651,16 @@ impl ConnManager for BasicConnMgr {
             return Vec::new();
         }
         self.run_decay(now);
+        self.flood_pending = false;
+        let mut out = self.trim_flood(now);
         let due = self
             .last_auto_trim
             .is_none_or(|t| now.saturating_duration_since(t) >= self.check_interval);
         if self.trimming_enabled() && self.conn_count >= self.cfg.high_water && due {
             self.last_auto_trim = Some(now);
-            return self.trim(now);
+            out.extend(self.trim(now));
         }
-        Vec::new()
+        out
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -580,6 +672,9 @@ impl ConnManager for BasicConnMgr {
             .checked_add(self.check_interval)
             .unwrap_or(self.clock);
         let mut wake = heartbeat;
+        if self.flood_pending {
+            wake = self.clock;
+        }
         if let Some(d) = self.next_decay_at() {
             wake = wake.min(d);
         }

@@ -9,7 +9,9 @@ use crate::DecayingTagId;
 /// Settings of a [`BasicConnMgr`](crate::BasicConnMgr).
 ///
 /// The defaults are those of go-libp2p's default connection manager: watermarks 160/192,
-/// a one-minute grace period, a ten-second silence period and a one-minute decay resolution.
+/// a one-minute grace period, a ten-second silence period and a one-minute decay resolution,
+/// plus meshwire's flood rule ([`Config::flood_headroom`], on by default with no headroom:
+/// go-libp2p has no such rule).
 ///
 /// Setting `low_water` or `high_water` to 0 disables trimming altogether (as in go-libp2p);
 /// tags, protection and decay keep working.
@@ -28,6 +30,20 @@ pub struct Config {
     /// Decaying tags are processed on a grid of this step; intervals shorter than it are
     /// raised to it. Must not be zero.
     pub decay_resolution: Duration,
+    /// The flood rule: while the connection count is above `high_water + flood_headroom`,
+    /// the grace period stops sheltering *flood candidates* — peers connected only inbound,
+    /// with no tag, no decaying value and no protection, that are still in their grace
+    /// period. The newest of them are closed at each
+    /// [`handle_timeout`](crate::ConnManager::handle_timeout) (not subject to the silence
+    /// period) until the count is back at `high_water + flood_headroom`. Outbound
+    /// connections, tagged and protected peers, and peers past their grace period are never
+    /// flood candidates (the ordinary trim handles the latter).
+    ///
+    /// `None` turns the rule off: the grace period shelters every connection, as in
+    /// go-libp2p, where only the resource manager bounds a flood of fresh identities.
+    /// Default `Some(0)`: untagged inbound newcomers are admitted up to the high watermark.
+    /// See the [crate docs](crate#the-flood-rule) for why newest first.
+    pub flood_headroom: Option<usize>,
 }
 
 impl Default for Config {
@@ -38,11 +54,22 @@ impl Default for Config {
             grace_period: Duration::from_secs(60),
             silence_period: Duration::from_secs(10),
             decay_resolution: Duration::from_secs(60),
+            flood_headroom: Some(0),
         }
     }
 }
 
 impl Config {
+    /// The connection count above which the flood rule trims (`high_water +
+    /// flood_headroom`), or `None` when the rule or trimming is off.
+    pub fn flood_limit(&self) -> Option<usize> {
+        let headroom = self.flood_headroom?;
+        if self.low_water == 0 || self.high_water == 0 {
+            return None;
+        }
+        Some(self.high_water.saturating_add(headroom))
+    }
+
     /// The default configuration with the given watermarks.
     pub fn with_watermarks(low_water: usize, high_water: usize) -> Self {
         Config {

@@ -55,7 +55,8 @@
 //!   below [`Config::low_water`], or if the candidates hold fewer than `low_water`
 //!   connections; otherwise it closes candidate connections until the candidates hold
 //!   `low_water` connections. Protected peers and peers in their grace period are kept on
-//!   top of that, exactly as in go-libp2p.
+//!   top of that, exactly as in go-libp2p — except for the [flood rule](#the-flood-rule),
+//!   which closes untagged inbound newcomers above the high watermark.
 //! * Candidates are ordered: temporary entries (peers tagged but never connected) first,
 //!   then lowest total tag value, then peers without any open stream before peers with
 //!   streams, then peers with an inbound connection before outbound-only peers, then fewer
@@ -77,6 +78,30 @@
 //! * A peer whose connections would take the candidates below the low watermark is skipped
 //!   (later, smaller peers may still be trimmed), where go closes it and overshoots.
 //!   A trim therefore never takes the connection count below the low watermark.
+//!
+//! # The flood rule
+//!
+//! go-libp2p's grace period shelters every new connection for a minute, so a flood of
+//! connections from fresh identities is bounded only by the resource manager: thousands of
+//! connections can sit there until the grace period ends, taking the inbound slots honest
+//! peers need. meshwire adds one rule ([`Config::flood_headroom`], on by default): while the
+//! connection count is above `high_water + flood_headroom`, *flood candidates* — peers
+//! connected only inbound, with no tag, no decaying value and no protection, still in their
+//! grace period — are closed, **newest first**, until the count is back at that limit. The
+//! rule runs at every [`ConnManager::handle_timeout`], without waiting for the silence
+//! period ([`ConnManager::poll_timeout`] asks for a call at once after an inbound
+//! connection crosses the limit), and is counted in
+//! [`ConnMgrMetrics::connections_flood_trimmed`] and [`BasicConnMgr::flood_trimmed`].
+//!
+//! Why newest first: every peer that was connected before a flood began — whatever its age,
+//! tagged or not — is older than the flood's connections, so a flood can only churn its own
+//! connections and cannot displace the peers we already had by opening more. Oldest first
+//! would let a flood push out every recent honest newcomer (and, at the grace period's end,
+//! the ordinary trim would meet only the flood's survivors). The price: while a flood goes
+//! on, an untagged honest newcomer dialing in is as new as the flood and may be closed with
+//! it, which is what a hard inbound limit would do too; our own dials, tagged peers (kad
+//! tags its routing-table peers) and protected peers are never flood candidates. Explicit
+//! trims ([`ConnManager::trim_open_conns`]) keep go-libp2p's semantics and ignore the rule.
 //!
 //! # Time
 //!

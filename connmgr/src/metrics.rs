@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 /// | `connmgr_peers` | gauge | peers with at least one tracked connection |
 /// | `connmgr_protected_peers` | gauge | peers protected under at least one tag |
 /// | `connmgr_trims_total` | counter | trim passes run (explicit and automatic) |
-/// | `connmgr_connections_trimmed_total` | counter | connections selected for closing by trims |
+/// | `connmgr_connections_trimmed_total` | counter | connections selected for closing by trims (the flood rule's included) |
+/// | `connmgr_connections_flood_trimmed_total` | counter | connections selected for closing by the flood rule ([`Config::flood_headroom`](crate::Config::flood_headroom)) |
 ///
 /// Clones share the same underlying values. Hand one to
 /// [`BasicConnMgr::with_metrics`](crate::BasicConnMgr::with_metrics).
@@ -23,6 +24,7 @@ pub struct ConnMgrMetrics {
     pub(crate) protected_peers: Gauge,
     pub(crate) trims: Counter,
     pub(crate) connections_trimmed: Counter,
+    pub(crate) connections_flood_trimmed: Counter,
 }
 
 impl ConnMgrMetrics {
@@ -55,6 +57,11 @@ impl ConnMgrMetrics {
             "Connections selected for closing by the connection manager",
             m.connections_trimmed.clone(),
         );
+        sub.register(
+            "connections_flood_trimmed",
+            "Connections selected for closing by the flood rule",
+            m.connections_flood_trimmed.clone(),
+        );
         m
     }
 
@@ -81,5 +88,10 @@ impl ConnMgrMetrics {
     /// Current value of the `connections_trimmed` counter.
     pub fn connections_trimmed(&self) -> u64 {
         self.connections_trimmed.get()
+    }
+
+    /// Current value of the `connections_flood_trimmed` counter.
+    pub fn connections_flood_trimmed(&self) -> u64 {
+        self.connections_flood_trimmed.get()
     }
 }

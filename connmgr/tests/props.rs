@@ -172,6 +172,9 @@ proptest! {
             high_water: high,
             grace_period: GRACE,
             silence_period: Duration::from_secs(10),
+            // go-libp2p's semantics: the grace period shelters every connection (the flood
+            // rule has its own tests in tests/flood.rs).
+            flood_headroom: None,
             ..Config::default()
         };
         let mut cm = BasicConnMgr::new(cfg, t0).map_err(|e| TestCaseError::fail(e.to_string()))?;

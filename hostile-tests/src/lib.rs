@@ -33,13 +33,41 @@ pub struct Status {
     pub max_peer_addrs: u64,
     /// Identify pushes delayed for coming sooner than the push interval.
     pub pushes_delayed: u64,
+    /// Connections the connection manager closed (every trim).
+    pub trimmed: u64,
+    /// Connections the connection manager's flood rule closed.
+    pub flood_trimmed: u64,
+    /// Inbound connections refused or failed before establishment (resource manager,
+    /// limits, handshakes).
+    pub incoming_errors: u64,
+    /// Identify exchanges and pushes that failed (malformed, too large, timed out).
+    pub identify_errors: u64,
+    /// Inbound streams negotiated and handed to a behaviour so far.
+    pub inbound_streams: u64,
 }
 
+/// The status keys, in the order [`Status::to_line`] prints them.
+const KEYS: [&str; 15] = [
+    "rss_kib",
+    "cpu_ticks",
+    "conns",
+    "streams",
+    "refused",
+    "echo_timeouts",
+    "inbound_stream_errors",
+    "kad_inbound_failures",
+    "max_peer_addrs",
+    "pushes_delayed",
+    "trimmed",
+    "flood_trimmed",
+    "incoming_errors",
+    "identify_errors",
+    "inbound_streams",
+];
+
 impl Status {
-    /// Formats the status as the victim prints it.
-    pub fn to_line(&self) -> String {
-        format!(
-            "status rss_kib={} cpu_ticks={} conns={} streams={} refused={} echo_timeouts={} inbound_stream_errors={} kad_inbound_failures={} max_peer_addrs={} pushes_delayed={}",
+    fn values(&self) -> [u64; 15] {
+        [
             self.rss_kib,
             self.cpu_ticks,
             self.conns,
@@ -49,29 +77,55 @@ impl Status {
             self.inbound_stream_errors,
             self.kad_inbound_failures,
             self.max_peer_addrs,
-            self.pushes_delayed
-        )
+            self.pushes_delayed,
+            self.trimmed,
+            self.flood_trimmed,
+            self.incoming_errors,
+            self.identify_errors,
+            self.inbound_streams,
+        ]
     }
 
-    /// Parses a line printed by [`Status::to_line`]; `None` for any other line.
+    fn field(&mut self, key: &str) -> Option<&mut u64> {
+        Some(match key {
+            "rss_kib" => &mut self.rss_kib,
+            "cpu_ticks" => &mut self.cpu_ticks,
+            "conns" => &mut self.conns,
+            "streams" => &mut self.streams,
+            "refused" => &mut self.refused,
+            "echo_timeouts" => &mut self.echo_timeouts,
+            "inbound_stream_errors" => &mut self.inbound_stream_errors,
+            "kad_inbound_failures" => &mut self.kad_inbound_failures,
+            "max_peer_addrs" => &mut self.max_peer_addrs,
+            "pushes_delayed" => &mut self.pushes_delayed,
+            "trimmed" => &mut self.trimmed,
+            "flood_trimmed" => &mut self.flood_trimmed,
+            "incoming_errors" => &mut self.incoming_errors,
+            "identify_errors" => &mut self.identify_errors,
+            "inbound_streams" => &mut self.inbound_streams,
+            _ => return None,
+        })
+    }
+
+    /// Formats the status as the victim prints it.
+    pub fn to_line(&self) -> String {
+        let mut line = String::from("status");
+        for (k, v) in KEYS.iter().zip(self.values()) {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        line
+    }
+
+    /// Parses a line printed by [`Status::to_line`]; `None` for any other line. Unknown keys
+    /// are ignored.
     pub fn parse(line: &str) -> Option<Status> {
         let rest = line.strip_prefix("status ")?;
         let mut s = Status::default();
         for pair in rest.split_whitespace() {
             let (k, v) = pair.split_once('=')?;
             let v: u64 = v.parse().ok()?;
-            match k {
-                "rss_kib" => s.rss_kib = v,
-                "cpu_ticks" => s.cpu_ticks = v,
-                "conns" => s.conns = v,
-                "streams" => s.streams = v,
-                "refused" => s.refused = v,
-                "echo_timeouts" => s.echo_timeouts = v,
-                "inbound_stream_errors" => s.inbound_stream_errors = v,
-                "kad_inbound_failures" => s.kad_inbound_failures = v,
-                "max_peer_addrs" => s.max_peer_addrs = v,
-                "pushes_delayed" => s.pushes_delayed = v,
-                _ => {}
+            if let Some(f) = s.field(k) {
+                *f = v;
             }
         }
         Some(s)
@@ -120,6 +174,11 @@ mod tests {
             kad_inbound_failures: 8,
             max_peer_addrs: 9,
             pushes_delayed: 10,
+            trimmed: 11,
+            flood_trimmed: 12,
+            incoming_errors: 13,
+            identify_errors: 14,
+            inbound_streams: 15,
         };
         assert_eq!(Status::parse(&s.to_line()), Some(s));
         assert_eq!(Status::parse("listening /ip4/1.2.3.4"), None);

@@ -131,3 +131,63 @@ async fn thirty_peers_are_trimmed_to_the_low_watermark_keeping_protected_ones() 
     // Unprotecting one tag of a peer protected once leaves it unprotected.
     assert!(!cm.unprotect(peers[0].peer, "relay"));
 }
+
+/// The flood rule through a real swarm: inbound newcomers past the high watermark are closed
+/// as they arrive, in their grace period, while a peer that was there before stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_peers_is_trimmed_in_its_grace_period() {
+    let mut registry = Registry::default();
+    let metrics = ConnMgrMetrics::register(&mut registry);
+    let cm = ConnManagerHandle::new(
+        BasicConnMgr::new(
+            Config {
+                low_water: 3,
+                high_water: 5,
+                grace_period: Duration::from_secs(60),
+                ..Config::default()
+            },
+            Instant::now(),
+        )
+        .expect("config")
+        .with_metrics(metrics.clone()),
+    );
+    let mut hub = Node::start_with(&[], SwarmConfig::default(), Some(cm.to_dyn())).await;
+    let mut first = Node::start(&[], SwarmConfig::default()).await;
+    first.connect(&mut hub).await;
+    let mut flood = Vec::new();
+    for _ in 0..12 {
+        let p = Node::start(&[], SwarmConfig::default()).await;
+        p.dial(hub.full_addr()).await.expect("dial");
+        flood.push(p);
+    }
+    let mut trimmed = 0;
+    while trimmed < 8 {
+        hub.wait_for(|e| match e {
+            SwarmEvent::ConnectionClosed { cause, .. } => {
+                assert_eq!(*cause, ConnectionCloseCause::Trimmed);
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+        trimmed += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let remaining: HashSet<_> = hub
+        .connections()
+        .await
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        remaining.len(),
+        5,
+        "the count settles at the high watermark"
+    );
+    assert!(
+        remaining.contains(&first.peer),
+        "the peer from before the flood stays"
+    );
+    assert_eq!(metrics.connections_flood_trimmed(), 8);
+    assert_eq!(hub.metrics.connections_trimmed.get(), 8);
+}

@@ -2,12 +2,14 @@
 //! default configs and the default resource limits — that prints `listening <addr>/p2p/<id>`
 //! once and then a [`hostile_tests::Status`] line every 200 ms.
 //!
-//! `victim [--listen <multiaddr>] [--echo-timeout-ms <ms>]` (the tests shorten ping's echo
-//! time limit so its effect shows within a short run).
+//! `victim [--listen <multiaddr>] [--echo-timeout-ms <ms>] [--watermarks <low>:<high>]` (the
+//! tests shorten ping's echo time limit, or lower the connection manager's watermarks, so
+//! that a defence's effect shows within a short run).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostile_tests::{self_usage, Status};
+use meshwire::connmgr::{self, BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
 use meshwire::core::Keypair;
 use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
 use meshwire::transport::quic::{QuicConfig, QuicTransport};
@@ -24,6 +26,7 @@ struct Node {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen = "/ip4/127.0.0.1/udp/0/quic-v1".to_string();
     let mut ping_config = ping::Config::default();
+    let mut cm_config = connmgr::Config::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -34,6 +37,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .ok_or("--echo-timeout-ms needs a value")?
                     .parse()?;
                 ping_config = ping_config.with_echo_timeout(Duration::from_millis(ms));
+            }
+            "--watermarks" => {
+                let (low, high) = args
+                    .next()
+                    .ok_or("--watermarks needs low:high")?
+                    .split_once(':')
+                    .map(|(l, h)| (l.parse::<usize>(), h.parse::<usize>()))
+                    .ok_or("--watermarks needs low:high")?;
+                cm_config.low_water = low?;
+                cm_config.high_water = high?;
             }
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -49,8 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         kad: kad::Behaviour::new(peer, kad::Config::default()),
     };
     let transport = QuicTransport::new(key, QuicConfig::default())?;
-    let mut swarm = Swarm::new(transport, node, SwarmConfig::default());
     let mut registry = prometheus_client::registry::Registry::default();
+    // The default connection manager (what `Swarm::new` makes), with its metrics.
+    let cm_metrics = ConnMgrMetrics::register(&mut registry);
+    let cm = BasicConnMgr::new(cm_config, Instant::now())?.with_metrics(cm_metrics.clone());
+    let cm = ConnManagerHandle::new(cm);
+    let mut swarm = Swarm::with_conn_manager(transport, node, SwarmConfig::default(), cm.to_dyn());
     let metrics = swarm.register_metrics(&mut registry);
     swarm.listen_on(listen.parse()?)?;
 
@@ -68,6 +85,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )) => {
                     status.max_peer_addrs = status.max_peer_addrs.max(info.listen_addrs.len() as u64);
                 }
+                SwarmEvent::Behaviour(NodeEvent::Identify(identify::Event::Error { .. })) => {
+                    status.identify_errors += 1;
+                }
                 // Our own pings of the attackers are of no interest.
                 SwarmEvent::Behaviour(NodeEvent::Ping(event)) => drop(event),
                 _ => {}
@@ -83,6 +103,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 status.echo_timeouts = swarm.behaviour().ping.echo_timeouts();
                 status.pushes_delayed = swarm.behaviour().identify.pushes_delayed();
                 status.inbound_stream_errors = metrics.inbound_stream_errors.get();
+                status.trimmed = metrics.connections_trimmed.get();
+                status.inbound_streams = metrics.inbound_streams.get();
+                status.flood_trimmed = cm_metrics.connections_flood_trimmed();
+                status.incoming_errors = metrics.incoming_connection_errors.get();
                 println!("{}", status.to_line());
             }
         }

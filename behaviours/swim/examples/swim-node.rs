@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let key = Keypair::generate();
     let local = key.peer_id();
-    let behaviour = Behaviour::new(local, [args.realm.clone()], config)?;
+    let behaviour = Behaviour::new(&key, [args.realm.clone()], config)?;
     let transport = QuicTransport::new(key, QuicConfig::default())?;
     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
     println!("peer {local}");

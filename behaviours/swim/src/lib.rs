@@ -6,7 +6,7 @@
 //!   virtual clock.
 //! - [`Behaviour`] (module [`behaviour`], feature `swarm`, on by default) is a
 //!   [`NetworkBehaviour`](meshwire_swarm::NetworkBehaviour) that carries the engine's probes as
-//!   unreliable QUIC datagrams and its push-pulls as `/meshwire/swim/1.0.0` streams, dials
+//!   unreliable QUIC datagrams and its push-pulls as `/meshwire/swim/2.0.0` streams, dials
 //!   members it must reach, and keeps their connections alive. Without the feature the crate
 //!   has no IO or async dependency.
 //!
@@ -30,7 +30,7 @@
 //! let mut swarms = Vec::new();
 //! for _ in 0..3 {
 //!     let key = Keypair::generate();
-//!     let behaviour = Behaviour::new(key.peer_id(), [realm.clone()], config.clone())?;
+//!     let behaviour = Behaviour::new(&key, [realm.clone()], config.clone())?;
 //!     let transport = QuicTransport::new(key, QuicConfig::default())?;
 //!     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
 //!     swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
@@ -78,8 +78,8 @@
 //! let start = Instant::now();
 //! let mut nodes = (0..3u64)
 //!     .map(|i| {
-//!         let id = Keypair::from_seed_for_tests(i).peer_id();
-//!         SwimEngine::new(id, [realm.clone()], NodeMeta::empty(), SwimConfig::default(), i, start)
+//!         let key = Keypair::from_seed_for_tests(i);
+//!         SwimEngine::new(&key, [realm.clone()], NodeMeta::empty(), SwimConfig::default(), i, start)
 //!     })
 //!     .collect::<Result<Vec<SwimEngine>, _>>()?;
 //!
@@ -220,6 +220,7 @@ pub mod engine;
 mod hash;
 mod member;
 mod realm;
+pub mod record;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -234,4 +235,5 @@ pub use crate::engine::{
 };
 pub use crate::member::{Member, MemberState, MetaError, NodeMeta};
 pub use crate::realm::{Realm, RealmError, MAX_LABEL_LEN, MAX_REALM_LEN};
+pub use crate::record::{AliveVerifier, Ed25519Verifier, Signature};
 pub use crate::wire::{DecodeError, Limits, Message, PROTOCOL_NAME, WIRE_VERSION};

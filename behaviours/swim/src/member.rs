@@ -149,6 +149,18 @@ impl NodeMeta {
         &self.data
     }
 
+    /// Appends the wire encoding (`docs/swim.md`, section 2: `meta`).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(self.addresses.len() as u8);
+        for a in &self.addresses {
+            let b = a.as_ref();
+            out.push(b.len() as u8);
+            out.extend_from_slice(b);
+        }
+        crate::varint::put_varint(out, self.data.len() as u64);
+        out.extend_from_slice(&self.data);
+    }
+
     /// The size of this metadata on the wire, in bytes.
     pub fn encoded_len(&self) -> usize {
         1 + self.addresses.iter().map(|a| 1 + a.len()).sum::<usize>()

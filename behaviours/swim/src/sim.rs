@@ -24,17 +24,53 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshwire_core::PeerId;
+use meshwire_core::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 
 use crate::engine::{SwimConfig, SwimEngine, SwimEvent, TransmitKind};
-use crate::member::MemberState;
 use crate::member::NodeMeta;
 use crate::realm::Realm;
+use crate::record::{AliveVerifier, Ed25519Verifier, Signature};
 use crate::rng::SwimRng;
 use crate::wire::{Body, MemberRecord, Message, PushPull};
+
+/// An [`AliveVerifier`] that remembers the records it found valid, shared by all the
+/// engines of a simulation: each distinct signed record is checked once, not once per node
+/// (a 1,000-node run would otherwise spend most of its time in ed25519). Only valid results
+/// are remembered, keyed by signature and compared on the whole signed message.
+#[derive(Debug, Default)]
+pub struct CachingVerifier {
+    valid: Mutex<HashMap<Signature, Vec<u8>>>,
+}
+
+impl AliveVerifier for CachingVerifier {
+    fn verify(&self, peer: &PeerId, message: &[u8], signature: &Signature) -> bool {
+        if let Ok(cache) = self.valid.lock() {
+            if cache.get(signature).is_some_and(|m| m == message) {
+                return true;
+            }
+        }
+        let ok = Ed25519Verifier.verify(peer, message, signature);
+        if ok {
+            if let Ok(mut cache) = self.valid.lock() {
+                cache.insert(*signature, message.to_vec());
+            }
+        }
+        ok
+    }
+}
+
+/// A key pair from the simulation's RNG (reproducible; never a real identity).
+pub fn sim_keypair(rng: &mut SwimRng) -> Keypair {
+    let mut secret = [0u8; 32];
+    for chunk in secret.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    Keypair::from_secret_bytes(secret)
+}
 
 /// Parameters of a simulation.
 #[derive(Clone, Debug)]
@@ -168,8 +204,10 @@ impl Sim {
         let mut rng = SwimRng::seed_from_u64(cfg.seed);
         let mut nodes = Vec::with_capacity(cfg.nodes);
         let mut index = HashMap::with_capacity(cfg.nodes);
+        let verifier: Arc<dyn AliveVerifier> = Arc::new(CachingVerifier::default());
         for i in 0..cfg.nodes {
-            let peer = synthetic_peer_id(&mut rng);
+            let key = sim_keypair(&mut rng);
+            let peer = key.peer_id();
             let addr: Multiaddr = format!(
                 "/ip4/10.{}.{}.{}/udp/4001/quic-v1",
                 (i >> 16) & 255,
@@ -180,8 +218,8 @@ impl Sim {
             .unwrap_or_else(|_| unreachable!("valid multiaddr"));
             let meta = NodeMeta::new(vec![addr], Vec::new())
                 .unwrap_or_else(|_| unreachable!("one short address"));
-            let engine = SwimEngine::new(
-                peer,
+            let mut engine = SwimEngine::new(
+                &key,
                 [cfg.realm.clone()],
                 meta,
                 cfg.swim.clone(),
@@ -189,6 +227,7 @@ impl Sim {
                 base,
             )
             .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
+            engine.set_verifier(verifier.clone());
             index.insert(peer, i);
             nodes.push(Node {
                 engine,
@@ -336,16 +375,7 @@ impl Sim {
         let members: Vec<MemberRecord> = self
             .nodes
             .iter()
-            .map(|n| MemberRecord {
-                peer: n.peer,
-                incarnation: n.engine.incarnation(&realm).unwrap_or(0),
-                state: MemberState::Alive,
-                meta: n
-                    .engine
-                    .local_member(&realm)
-                    .map(|m| m.meta)
-                    .unwrap_or_default(),
-            })
+            .filter_map(|n| n.engine.local_record(&realm))
             .collect();
         let request = Message {
             realm,

@@ -1,4 +1,4 @@
-//! The wire format of `/meshwire/swim/1.0.0` (specified in `docs/swim.md`).
+//! The wire format of `/meshwire/swim/2.0.0` (specified in `docs/swim.md`).
 //!
 //! A compact, hand-written binary format: every message starts with a version byte
 //! ([`WIRE_VERSION`]), a type byte and the realm; integers are unsigned LEB128 varints;
@@ -17,19 +17,20 @@ use thiserror::Error;
 use crate::member::{MemberState, NodeMeta};
 pub use crate::member::{MAX_ADDRESSES, MAX_ADDRESS_LEN, MAX_META_DATA_LEN};
 use crate::realm::{Realm, RealmError, MAX_REALM_LEN};
+use crate::record::{Signature, SIGNATURE_LEN};
 use crate::varint::put_varint;
 pub use crate::varint::varint_len;
 
 /// The protocol id negotiated for push-pull streams (and naming the datagram protocol).
-pub const PROTOCOL_NAME: &str = "/meshwire/swim/1.0.0";
+pub const PROTOCOL_NAME: &str = "/meshwire/swim/2.0.0";
 /// The version byte that starts every message.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// The longest binary peer ID accepted (an identity multihash of a 42-byte key).
 pub const MAX_PEER_ID_LEN: usize = 44;
 /// The smallest possible encoded update (a `left` update with a 2-byte peer ID).
 pub const MIN_UPDATE_LEN: usize = 1 + 1 + 2 + 1;
 /// The smallest possible encoded push-pull record.
-const MIN_RECORD_LEN: usize = 1 + 1 + 2 + 1 + 2;
+const MIN_RECORD_LEN: usize = 1 + 1 + 2 + 1 + 1 + 2 + SIGNATURE_LEN;
 
 const T_PING: u8 = 1;
 const T_ACK: u8 = 2;
@@ -115,6 +116,14 @@ pub enum DecodeError {
         value: u64,
         /// The limit.
         limit: u64,
+    },
+    /// A push-pull record's signed alive incarnation is above the record's incarnation.
+    #[error("signed alive incarnation {signed} above the record's incarnation {incarnation}")]
+    SignedAboveIncarnation {
+        /// The record's incarnation.
+        incarnation: u64,
+        /// The incarnation of its signed alive record.
+        signed: u64,
     },
     /// Bytes are left after the message.
     #[error("{0} trailing bytes after the message")]
@@ -207,17 +216,23 @@ pub struct PushPull {
     pub members: Vec<MemberRecord>,
 }
 
-/// One member's full state, in push-pull messages.
+/// One member's full state, in push-pull messages: its state as the sender believes it,
+/// and the member's own latest signed alive record (`signed_incarnation`, `meta`,
+/// `signature`) that the sender holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRecord {
     /// The member.
     pub peer: PeerId,
-    /// Its incarnation.
+    /// Its incarnation (of its state).
     pub incarnation: u64,
     /// Its state as the sender believes it.
     pub state: MemberState,
-    /// Its metadata.
+    /// The incarnation of its signed alive record (at most `incarnation`).
+    pub signed_incarnation: u64,
+    /// Its metadata, as in its signed alive record.
     pub meta: Arc<NodeMeta>,
+    /// The member's signature of its alive record (`signed_incarnation`, `meta`).
+    pub signature: Signature,
 }
 
 /// A membership update, disseminated by piggybacking.
@@ -234,8 +249,13 @@ pub struct Update {
 /// What an [`Update`] says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
-    /// The member is alive at this incarnation, with this metadata.
-    Alive(Arc<NodeMeta>),
+    /// The member is alive at this incarnation, with this metadata: its own signed claim.
+    Alive {
+        /// Its metadata (addresses and data).
+        meta: Arc<NodeMeta>,
+        /// The member's signature of the record (see [`crate::record`]).
+        signature: Signature,
+    },
     /// `from` suspects the member (its probe failed).
     Suspect {
         /// The accuser.
@@ -261,14 +281,7 @@ fn put_peer(out: &mut Vec<u8>, p: &PeerId) {
 }
 
 fn put_meta(out: &mut Vec<u8>, m: &NodeMeta) {
-    out.push(m.addresses().len() as u8);
-    for a in m.addresses() {
-        let b = a.as_ref();
-        out.push(b.len() as u8);
-        out.extend_from_slice(b);
-    }
-    put_varint(out, m.data().len() as u64);
-    out.extend_from_slice(m.data());
+    m.encode_into(out);
 }
 
 impl Update {
@@ -277,7 +290,7 @@ impl Update {
         1 + peer_len(&self.peer)
             + varint_len(self.incarnation)
             + match &self.kind {
-                UpdateKind::Alive(m) => m.encoded_len(),
+                UpdateKind::Alive { meta, .. } => meta.encoded_len() + SIGNATURE_LEN,
                 UpdateKind::Suspect { from } | UpdateKind::Dead { from } => peer_len(from),
                 UpdateKind::Left => 0,
             }
@@ -285,7 +298,7 @@ impl Update {
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         let kind = match &self.kind {
-            UpdateKind::Alive(_) => U_ALIVE,
+            UpdateKind::Alive { .. } => U_ALIVE,
             UpdateKind::Suspect { .. } => U_SUSPECT,
             UpdateKind::Dead { .. } => U_DEAD,
             UpdateKind::Left => U_LEFT,
@@ -294,7 +307,10 @@ impl Update {
         put_peer(out, &self.peer);
         put_varint(out, self.incarnation);
         match &self.kind {
-            UpdateKind::Alive(m) => put_meta(out, m),
+            UpdateKind::Alive { meta, signature } => {
+                put_meta(out, meta);
+                out.extend_from_slice(signature.as_bytes());
+            }
             UpdateKind::Suspect { from } | UpdateKind::Dead { from } => put_peer(out, from),
             UpdateKind::Left => {}
         }
@@ -304,7 +320,11 @@ impl Update {
 impl MemberRecord {
     /// The size of this record on the wire.
     pub fn encoded_len(&self) -> usize {
-        1 + peer_len(&self.peer) + varint_len(self.incarnation) + self.meta.encoded_len()
+        1 + peer_len(&self.peer)
+            + varint_len(self.incarnation)
+            + varint_len(self.signed_incarnation)
+            + self.meta.encoded_len()
+            + SIGNATURE_LEN
     }
 }
 
@@ -432,7 +452,9 @@ impl Message {
                     out.push(r.state.code());
                     put_peer(out, &r.peer);
                     put_varint(out, r.incarnation);
+                    put_varint(out, r.signed_incarnation);
                     put_meta(out, &r.meta);
+                    out.extend_from_slice(r.signature.as_bytes());
                 }
                 return;
             }
@@ -514,12 +536,22 @@ impl Message {
                         .ok_or(DecodeError::UnknownMemberState(code))?;
                     let peer = r.peer("member")?;
                     let incarnation = r.varint("incarnation")?;
+                    let signed_incarnation = r.varint("signed incarnation")?;
+                    if signed_incarnation > incarnation {
+                        return Err(DecodeError::SignedAboveIncarnation {
+                            incarnation,
+                            signed: signed_incarnation,
+                        });
+                    }
                     let meta = r.meta()?;
+                    let signature = r.signature()?;
                     members.push(MemberRecord {
                         peer,
                         incarnation,
                         state,
+                        signed_incarnation,
                         meta: Arc::new(meta),
+                        signature,
                     });
                 }
                 Body::PushPull(PushPull {
@@ -659,6 +691,13 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn signature(&mut self) -> Result<Signature, DecodeError> {
+        let raw = self.take(SIGNATURE_LEN, "signature")?;
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig.copy_from_slice(raw);
+        Ok(Signature(sig))
+    }
+
     fn updates(&mut self, limits: &Limits) -> Result<Vec<Update>, DecodeError> {
         let count = self.count("update count", limits.max_updates, MIN_UPDATE_LEN)?;
         let mut updates = Vec::with_capacity(count);
@@ -667,7 +706,10 @@ impl<'a> Reader<'a> {
             let peer = self.peer("update peer")?;
             let incarnation = self.varint("incarnation")?;
             let kind = match kind {
-                U_ALIVE => UpdateKind::Alive(Arc::new(self.meta()?)),
+                U_ALIVE => UpdateKind::Alive {
+                    meta: Arc::new(self.meta()?),
+                    signature: self.signature()?,
+                },
                 U_SUSPECT => UpdateKind::Suspect {
                     from: self.peer("accuser")?,
                 },
@@ -746,7 +788,10 @@ mod tests {
             Update {
                 peer: peer(1),
                 incarnation: 0,
-                kind: UpdateKind::Alive(meta()),
+                kind: UpdateKind::Alive {
+                    meta: meta(),
+                    signature: Signature([9; SIGNATURE_LEN]),
+                },
             },
             Update {
                 peer: peer(2),
@@ -797,13 +842,17 @@ mod tests {
                         peer: peer(1),
                         incarnation: 3,
                         state: MemberState::Alive,
+                        signed_incarnation: 3,
                         meta: meta(),
+                        signature: Signature([7; SIGNATURE_LEN]),
                     },
                     MemberRecord {
                         peer: peer(2),
-                        incarnation: 0,
+                        incarnation: 4,
                         state: MemberState::Left,
+                        signed_incarnation: 3,
                         meta: Arc::new(NodeMeta::empty()),
+                        signature: Signature::ZERO,
                     },
                 ],
             }),
@@ -850,8 +899,8 @@ mod tests {
         let l = Limits::default();
         assert_eq!(Message::decode(&[], &l), Err(DecodeError::Empty));
         assert_eq!(
-            Message::decode(&[2, 1], &l),
-            Err(DecodeError::UnsupportedVersion(2))
+            Message::decode(&[1, 1], &l),
+            Err(DecodeError::UnsupportedVersion(1))
         );
         let mut ping = Message {
             realm: realm(),
@@ -925,6 +974,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn signed_incarnation_above_record_is_an_error() {
+        let mut m = samples().pop().unwrap();
+        if let Body::PushPull(pp) = &mut m.body {
+            pp.members[0].signed_incarnation = 4;
+        }
+        assert_eq!(
+            Message::decode(&m.encode(), &Limits::default()),
+            Err(DecodeError::SignedAboveIncarnation {
+                incarnation: 3,
+                signed: 4
+            })
+        );
     }
 
     #[test]

@@ -104,7 +104,7 @@ async fn spawn_node(
     reports: mpsc::UnboundedSender<(usize, Instant, Report)>,
 ) -> Node {
     let peer = key.peer_id();
-    let behaviour = Behaviour::new(peer, [realm()], config()).unwrap();
+    let behaviour = Behaviour::new(&key, [realm()], config()).unwrap();
     let transport = QuicTransport::new(key, quic()).unwrap();
     let mut swarm = Swarm::new(transport, behaviour, swarm_config());
     swarm.listen_on(listen).unwrap();

@@ -195,6 +195,9 @@ pub struct IoStats {
     pub dials: u64,
     /// Of those, dials of newly learned members ahead of their first probe.
     pub warm_dials: u64,
+    /// Dials not started because the member has no confirmed address (none in its signed
+    /// record, not a seed): it counts as unreachable.
+    pub dials_without_address: u64,
     /// Datagrams dropped without dialing: the peer is not a live member or seed (e.g.
     /// gossip to a dead member), or its dials are backing off.
     pub datagrams_not_dialed: u64,

@@ -87,7 +87,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshwire_core::{ConnectionId, PeerId};
+use meshwire_core::{ConnectionId, Keypair, PeerId};
 use meshwire_swarm::toolkit::{ConnectionChange, Outbox, Tasks};
 use meshwire_swarm::{
     ConnManagerCommand, ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream,
@@ -126,7 +126,7 @@ use self::rejoin::Seeds;
 /// its own.
 pub type Event = SwimEvent;
 
-/// The stream protocol of push-pull exchanges, `/meshwire/swim/1.0.0`.
+/// The stream protocol of push-pull exchanges, `/meshwire/swim/2.0.0`.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
 
 /// Work items handled per call of `poll` before yielding to the swarm's other work.
@@ -206,24 +206,26 @@ fn now() -> Instant {
 }
 
 impl Behaviour {
-    /// A behaviour for the node `local_peer_id` (the swarm's) in `realms`.
+    /// A behaviour for the node of `key` (the swarm's identity) in `realms`. The engine signs
+    /// the node's alive records with it.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid [`Config::swim`] or realm list, [`Error::Meta`] if
     /// [`Config::data`] is too large to announce.
     pub fn new(
-        local_peer_id: PeerId,
+        key: &Keypair,
         realms: impl IntoIterator<Item = Realm>,
         config: Config,
     ) -> Result<Self, Error> {
+        let local_peer_id = key.peer_id();
         let meta = NodeMeta::new(Vec::new(), config.data.clone())?;
         let seed = config.rng_seed.unwrap_or_else(rand::random);
         // Every node checks: one without seeds (a seed itself) rejoins through the members it
         // last knew.
         let next_rejoin = config.rejoin_interval.map(|i| now() + i);
         let engine = SwimEngine::new(
-            local_peer_id,
+            key,
             realms,
             meta.clone(),
             config.swim.clone(),
@@ -585,10 +587,24 @@ impl Behaviour {
         queued && self.dials.dialing.contains_key(&to)
     }
 
+    /// Dials `peer` at its confirmed addresses only (see [`Seeds::dial_addresses`]): those of
+    /// its own signed alive record, or given by the application for a seed; never at
+    /// addresses that other behaviours or the swarm's address book learned second-hand. A
+    /// peer with none is unreachable: its probe fails and its dials back off.
     fn dial(&mut self, peer: PeerId) {
         let addrs = self.addresses_of(&peer);
+        if addrs.is_empty() {
+            tracing::debug!(%peer, "swim: no confirmed address to dial a member at");
+            self.io.dials_without_address += 1;
+            self.dials.drop_queue(&peer, &mut self.io);
+            self.dials.back_off(peer, now(), &self.config);
+            self.engine
+                .handle_probe_unreachable(now().into_std(), &peer);
+            return;
+        }
         let opts = DialOpts::peer(peer)
             .addresses(addrs)
+            .extend_addresses_through_behaviour(false)
             .condition(PeerCondition::DisconnectedAndNotDialing);
         tracing::debug!(%peer, "swim: dialing a member");
         self.dials.dialing.insert(peer, opts.connection_id());
@@ -799,10 +815,15 @@ impl Behaviour {
         // Any failed dial of the peer (ours or another behaviour's) ends what waited for it;
         // ours also backs off further dials.
         self.dials.drop_queue(&peer, &mut self.io);
+        // A probe waiting for this connection fails as usual: the member cannot be reached
+        // (the grace for a first connection never shelters an unreachable member).
+        self.engine
+            .handle_probe_unreachable(now().into_std(), &peer);
         if ours {
             let wait = self.dials.back_off(peer, now(), &self.config);
             tracing::debug!(%peer, %error, ?wait, "swim: dial of a member failed; backing off");
         }
+        self.drain();
     }
 
     /// Polls the push-pull tasks once each; `true` if one finished.

@@ -1,4 +1,4 @@
-//! Push-pull exchanges (joins, anti-entropy) on `/meshwire/swim/1.0.0` streams: the stream IO
+//! Push-pull exchanges (joins, anti-entropy) on `/meshwire/swim/2.0.0` streams: the stream IO
 //! of both sides, bounded by the engine's limits, a byte budget over all inbound requests and
 //! a time limit per exchange.
 

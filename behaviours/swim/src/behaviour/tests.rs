@@ -60,10 +60,10 @@ async fn frames_are_bounded_and_strict() {
 
 #[tokio::test]
 async fn join_validates_seeds_and_announces_addresses() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let key = Keypair::from_seed_for_tests(1);
     let seed = Keypair::from_seed_for_tests(2).peer_id();
     let other = Keypair::from_seed_for_tests(3).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default().with_rng_seed(1)).unwrap();
+    let mut b = Behaviour::new(&key, [realm()], Config::default().with_rng_seed(1)).unwrap();
     let addr: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
     let wrong = meshwire_transport::with_peer_id(&addr, other);
     assert_eq!(
@@ -132,13 +132,13 @@ async fn join_validates_seeds_and_announces_addresses() {
 
 #[tokio::test]
 async fn datagrams_without_connection_are_queued_boundedly_and_dialed_once() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let key = Keypair::from_seed_for_tests(1);
     let config = Config {
         max_queued_datagrams_per_peer: 2,
         max_queued_peers: 1,
         ..Config::default()
     };
-    let mut b = Behaviour::new(local, [realm()], config).unwrap();
+    let mut b = Behaviour::new(&key, [realm()], config).unwrap();
     let p1 = Keypair::from_seed_for_tests(2).peer_id();
     let p2 = Keypair::from_seed_for_tests(3).peer_id();
     learn(&mut b, &[p1, p2]);
@@ -165,13 +165,29 @@ async fn datagrams_without_connection_are_queued_boundedly_and_dialed_once() {
 }
 
 /// Makes `peers` live members of `realm()` (alive news from the first).
+/// Each announces one address of its own, in its signed alive record (the peers are test keys
+/// `Keypair::from_seed_for_tests(0..64)`).
 fn learn(b: &mut Behaviour, peers: &[PeerId]) {
     let updates = peers
         .iter()
-        .map(|p| crate::wire::Update {
-            peer: *p,
-            incarnation: 0,
-            kind: crate::wire::UpdateKind::Alive(std::sync::Arc::new(NodeMeta::empty())),
+        .map(|p| {
+            let (seed, key) = (0..64u64)
+                .map(|i| (i, Keypair::from_seed_for_tests(i)))
+                .find(|(_, k)| k.peer_id() == *p)
+                .expect("a test key");
+            let addr: Multiaddr = format!("/ip4/10.0.1.{seed}/udp/4001/quic-v1")
+                .parse()
+                .unwrap();
+            let meta = NodeMeta::new(vec![addr], Vec::new()).unwrap();
+            let signature = crate::record::sign_alive(&key, &realm(), 0, &meta);
+            crate::wire::Update {
+                peer: *p,
+                incarnation: 0,
+                kind: crate::wire::UpdateKind::Alive {
+                    meta: std::sync::Arc::new(meta),
+                    signature,
+                },
+            }
         })
         .collect();
     let msg = crate::Message {
@@ -195,8 +211,8 @@ fn dials(b: &mut Behaviour) -> Vec<PeerId> {
 
 #[tokio::test(start_paused = true)]
 async fn only_live_members_and_seeds_are_dialed_with_backoff() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
     let member = Keypair::from_seed_for_tests(2).peer_id();
     let stranger = Keypair::from_seed_for_tests(3).peer_id();
     learn(&mut b, &[member]);
@@ -245,8 +261,8 @@ async fn only_live_members_and_seeds_are_dialed_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn queues_are_swept_and_dropped_on_any_failed_dial() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
     let p1 = Keypair::from_seed_for_tests(2).peer_id();
     let p2 = Keypair::from_seed_for_tests(3).peer_id();
     learn(&mut b, &[p1, p2]);
@@ -285,8 +301,8 @@ async fn queues_are_swept_and_dropped_on_any_failed_dial() {
 
 #[tokio::test(start_paused = true)]
 async fn datagrams_do_not_starve_timers() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default().with_rng_seed(1)).unwrap();
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default().with_rng_seed(1)).unwrap();
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(Instant::from_std(b.engine.poll_timeout().unwrap()) <= now());
     // Far more datagrams ready than one poll handles.
@@ -307,11 +323,11 @@ async fn datagrams_do_not_starve_timers() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_waiting_for_a_first_connection_is_not_a_failure() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let key = Keypair::from_seed_for_tests(1);
     let mut cfg = Config::default().with_rng_seed(3);
     cfg.swim.gossip_interval = None;
     cfg.swim.push_pull_interval = None;
-    let mut b = Behaviour::new(local, [realm()], cfg).unwrap();
+    let mut b = Behaviour::new(&key, [realm()], cfg).unwrap();
     let new = Keypair::from_seed_for_tests(2).peer_id();
     learn(&mut b, &[new]);
     let start = now();
@@ -348,8 +364,8 @@ async fn a_probe_waiting_for_a_first_connection_is_not_a_failure() {
 
 #[tokio::test]
 async fn live_members_are_tagged_and_untagged() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
     let p = Keypair::from_seed_for_tests(2).peer_id();
     learn(&mut b, &[p]);
     assert!(take_commands(&mut b).iter().any(|c| matches!(c,
@@ -374,9 +390,9 @@ async fn live_members_are_tagged_and_untagged() {
 
 #[tokio::test]
 async fn a_stale_push_pull_failure_does_not_end_a_newer_exchange() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
+    let key = Keypair::from_seed_for_tests(1);
     let seed = Keypair::from_seed_for_tests(2).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
     let addr: Multiaddr = "/ip4/10.0.0.2/udp/4001/quic-v1".parse().unwrap();
     b.join(&realm(), &[(seed, addr.clone())]).unwrap();
     let old = b.push_pulls_in_flight[&(realm(), seed)];
@@ -416,8 +432,8 @@ async fn inbound_push_pull_bytes_are_budgeted() {
 
 #[tokio::test]
 async fn loopback_is_announced_only_without_other_addresses() {
-    let local = Keypair::from_seed_for_tests(1).peer_id();
-    let mut b = Behaviour::new(local, [realm()], Config::default()).unwrap();
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
     let lo: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
     let lan: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap();
     let l = ListenerId::next();

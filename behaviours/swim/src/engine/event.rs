@@ -97,6 +97,11 @@ pub struct Stats {
     /// Probes whose ping the driver could never send (no connection to the target came up
     /// within the period; see `SwimEngine::handle_probe_unsent`): neither failed nor acked.
     pub probes_unsent: u64,
+    /// Probes whose grace for a first connection was refused: the member had it already.
+    pub probes_grace_refused: u64,
+    /// Probes that lost their grace because the driver reported the target unreachable
+    /// (its dial failed, or no address).
+    pub probes_unreachable: u64,
     /// Ping-reqs sent as prober.
     pub ping_reqs_sent: u64,
     /// Ping-reqs served for others (indirect probes run).
@@ -142,6 +147,15 @@ pub struct Stats {
     pub updates_received: u64,
     /// Updates refused (metadata too large, member table full).
     pub updates_rejected: u64,
+    /// Alive records (updates or push-pull records) dropped for a missing or invalid
+    /// signature by the member.
+    pub signatures_rejected: u64,
+    /// Alive records dropped unchecked because the signature-check budget
+    /// ([`SwimConfig::signature_checks_per_sec`](crate::SwimConfig::signature_checks_per_sec))
+    /// was spent.
+    pub signatures_unchecked: u64,
+    /// Signatures of alive records checked.
+    pub signatures_checked: u64,
     /// Push-pulls started (joins and anti-entropy).
     pub push_pulls_started: u64,
     /// Push-pull answers merged.

@@ -5,13 +5,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshwire_core::PeerId;
+use meshwire_core::{Keypair, PeerId};
 use thiserror::Error;
 
+use crate::member::MemberState;
 use crate::member::{Member, MetaError, NodeMeta};
 use crate::realm::Realm;
+use crate::record::{AliveVerifier, Ed25519Verifier};
 use crate::rng::splitmix64;
-use crate::wire::{Body, DecodeError, Limits, Message};
+use crate::wire::{Body, DecodeError, Limits, MemberRecord, Message};
 
 mod config;
 mod event;
@@ -75,11 +77,15 @@ impl std::fmt::Debug for SwimEngine {
 }
 
 impl SwimEngine {
-    /// A engine for `local` in `realms`, announcing `meta`, with a seeded RNG (use a random
-    /// seed in production; a fixed one makes runs reproducible). `now` is the driver's
-    /// current time; every later call passes a time not before it.
+    /// An engine for the node of `key` in `realms`, announcing `meta`, with a seeded RNG (use
+    /// a random seed in production; a fixed one makes runs reproducible). `now` is the
+    /// driver's current time; every later call passes a time not before it.
+    ///
+    /// The engine signs its own alive records with `key` (pure computation, no IO) and
+    /// checks members' signatures with an [`Ed25519Verifier`] (see
+    /// [`SwimEngine::set_verifier`]).
     pub fn new(
-        local: PeerId,
+        key: &Keypair,
         realms: impl IntoIterator<Item = Realm>,
         meta: NodeMeta,
         config: SwimConfig,
@@ -96,6 +102,8 @@ impl SwimEngine {
             }));
         }
         let meta = Arc::new(meta);
+        let local = key.peer_id();
+        let verifier: Arc<dyn AliveVerifier> = Arc::new(Ed25519Verifier);
         let memberships = realms
             .into_iter()
             .map(|realm| {
@@ -104,7 +112,15 @@ impl SwimEngine {
                 for b in realm.as_str().bytes() {
                     s = splitmix64(&mut s) ^ u64::from(b);
                 }
-                Membership::new(realm, local, meta.clone(), &config, splitmix64(&mut s), now)
+                Membership::new(
+                    realm,
+                    key,
+                    meta.clone(),
+                    verifier.clone(),
+                    &config,
+                    splitmix64(&mut s),
+                    now,
+                )
             })
             .collect();
         Ok(SwimEngine {
@@ -126,6 +142,28 @@ impl SwimEngine {
     /// This node's identity.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// Replaces the checker of members' signatures (by default an [`Ed25519Verifier`]), e.g.
+    /// with one that caches results shared by many engines of a simulation.
+    pub fn set_verifier(&mut self, verifier: Arc<dyn AliveVerifier>) {
+        for m in &mut self.realms {
+            m.set_verifier(verifier.clone());
+        }
+    }
+
+    /// This node's own signed alive record in `realm`, as it appears first in its push-pull
+    /// messages.
+    pub fn local_record(&self, realm: &Realm) -> Option<MemberRecord> {
+        let (incarnation, meta, signature) = self.realms[self.index(realm)?].own_record();
+        Some(MemberRecord {
+            peer: self.local,
+            incarnation,
+            state: MemberState::Alive,
+            signed_incarnation: incarnation,
+            meta,
+            signature,
+        })
     }
 
     /// The configuration.
@@ -351,11 +389,24 @@ impl SwimEngine {
     /// it while it connects. If that is the ping of a realm's current probe, the probe does
     /// not count as failed at the end of its period unless [`SwimEngine::handle_probe_sent`] reports
     /// the ping sent first: a member is not suspected because a connection to it was slow to
-    /// come up. (A member that cannot be reached at all is still suspected: the driver stops
-    /// queueing for it once its dial failed, and the next probe fails as usual.)
+    /// come up. The grace is given once per member, and
+    /// [`SwimEngine::handle_probe_unreachable`] takes it back: a member that cannot be reached
+    /// at all is suspected.
     pub fn handle_probe_unsent(&mut self, _now: Instant, peer: &PeerId, seq: u32) {
         for m in &mut self.realms {
             m.handle_probe_unsent(peer, seq);
+        }
+    }
+
+    /// Tells the engine that `peer` cannot be reached now: a dial of it failed, or there is
+    /// no connection with it and no address to dial. A probe of it that waits for the first
+    /// connection ([`SwimEngine::handle_probe_unsent`]) then counts as failed at the end of
+    /// its period as usual (unless an ack comes through a helper), and no later probe of it
+    /// gets that grace: a member that can never be reached is suspected, then declared
+    /// failed.
+    pub fn handle_probe_unreachable(&mut self, _now: Instant, peer: &PeerId) {
+        for m in &mut self.realms {
+            m.handle_probe_unreachable(peer);
         }
     }
 

@@ -6,13 +6,42 @@ use std::time::{Duration, Instant};
 use meshwire_core::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 
+use crate::record::sign_alive;
 use crate::wire::{
     Ack, Body, Gossip, MemberRecord, Message, Nack, Ping, PingReq, PushPull, Update, UpdateKind,
 };
 use crate::{MemberState, NodeMeta, Realm, SwimConfig, SwimEngine, SwimEvent, TransmitKind};
 
+fn key(i: u64) -> Keypair {
+    Keypair::from_seed_for_tests(i)
+}
+
 fn peer(i: u64) -> PeerId {
-    Keypair::from_seed_for_tests(i).peer_id()
+    key(i).peer_id()
+}
+
+/// Member `i`'s own signed alive update at `inc` with `m`.
+fn signed(i: u64, inc: u64, m: Arc<NodeMeta>) -> Update {
+    let signature = sign_alive(&key(i), &realm(), inc, &m);
+    Update {
+        peer: peer(i),
+        incarnation: inc,
+        kind: UpdateKind::Alive { meta: m, signature },
+    }
+}
+
+/// A push-pull record of member `i` in `state` at `inc`, with its own signed alive record at
+/// `inc` with `m`.
+fn record(i: u64, inc: u64, state: MemberState, m: Arc<NodeMeta>) -> MemberRecord {
+    let signature = sign_alive(&key(i), &realm(), inc, &m);
+    MemberRecord {
+        peer: peer(i),
+        incarnation: inc,
+        state,
+        signed_incarnation: inc,
+        meta: m,
+        signature,
+    }
 }
 
 fn realm() -> Realm {
@@ -25,7 +54,7 @@ fn meta(tag: &str) -> Arc<NodeMeta> {
 }
 
 fn core(i: u64, cfg: SwimConfig, now: Instant) -> SwimEngine {
-    SwimEngine::new(peer(i), [realm()], NodeMeta::empty(), cfg, i, now).unwrap()
+    SwimEngine::new(&key(i), [realm()], NodeMeta::empty(), cfg, i, now).unwrap()
 }
 
 fn msg(body: Body) -> Message {
@@ -36,11 +65,7 @@ fn msg(body: Body) -> Message {
 }
 
 fn alive(i: u64, inc: u64) -> Update {
-    Update {
-        peer: peer(i),
-        incarnation: inc,
-        kind: UpdateKind::Alive(meta("m")),
-    }
+    signed(i, inc, meta("m"))
 }
 
 fn suspect(i: u64, inc: u64, from: u64) -> Update {
@@ -238,11 +263,7 @@ fn alive_precedence() {
     );
     assert_eq!(c.stats(&realm()).unwrap().false_suspicions, 1);
     // New metadata at a higher incarnation: updated.
-    let u = Update {
-        peer: peer(1),
-        incarnation: 5,
-        kind: UpdateKind::Alive(meta("other")),
-    };
+    let u = signed(1, 5, meta("other"));
     gossip(&mut c, now, 9, vec![u]);
     assert!(matches!(
         events(&mut c)[..],
@@ -364,7 +385,7 @@ fn refutes_suspicion_of_itself() {
     assert_eq!(ack.seq, 7);
     assert_eq!(ack.updates[0].peer, peer(0));
     assert_eq!(ack.updates[0].incarnation, 1);
-    assert!(matches!(ack.updates[0].kind, UpdateKind::Alive(_)));
+    assert!(matches!(ack.updates[0].kind, UpdateKind::Alive { .. }));
     // Suspected at a higher incarnation: jump above it.
     gossip(&mut c, now, 9, vec![suspect(0, 5, 9)]);
     assert_eq!(c.incarnation(&realm()), Some(6));
@@ -489,13 +510,7 @@ fn datagrams_never_exceed_the_mtu() {
         let data_len = 512 - (1 + 1 + addr.len() + 2);
         let big = Arc::new(NodeMeta::new(vec![addr], vec![7u8; data_len]).unwrap());
         assert_eq!(big.encoded_len(), 512);
-        let updates: Vec<Update> = (1..=60)
-            .map(|i| Update {
-                peer: peer(i),
-                incarnation: 0,
-                kind: UpdateKind::Alive(big.clone()),
-            })
-            .collect();
+        let updates: Vec<Update> = (1..=60).map(|i| signed(i, 0, big.clone())).collect();
         for chunk in updates.chunks(2) {
             gossip(&mut c, now, 1, chunk.to_vec());
         }
@@ -544,7 +559,7 @@ fn realms_are_isolated() {
 
     // A engine in two realms keeps two memberships.
     let mut two = SwimEngine::new(
-        peer(0),
+        &key(0),
         [realm(), other.clone()],
         NodeMeta::empty(),
         SwimConfig::default(),
@@ -558,7 +573,17 @@ fn realms_are_isolated() {
         Message {
             realm: other.clone(),
             body: Body::Gossip(Gossip {
-                updates: vec![alive(1, 0)],
+                updates: vec![{
+                    // Signed for the other realm: a record signed for one realm is
+                    // refused in another.
+                    let m = meta("m");
+                    let signature = sign_alive(&key(1), &other, 0, &m);
+                    Update {
+                        peer: peer(1),
+                        incarnation: 0,
+                        kind: UpdateKind::Alive { meta: m, signature },
+                    }
+                }],
             }),
         },
     );
@@ -991,12 +1016,7 @@ fn join_push_pull_and_failure() {
     let answer = msg(Body::PushPull(PushPull {
         join: false,
         response: true,
-        members: vec![MemberRecord {
-            peer: peer(3),
-            incarnation: 0,
-            state: MemberState::Alive,
-            meta: meta("x"),
-        }],
+        members: vec![record(3, 0, MemberState::Alive, meta("x"))],
     }));
     assert!(lone.handle_push_pull(now, peer(8), answer).is_none());
     assert!(lone.members(&realm()).is_empty());
@@ -1028,12 +1048,7 @@ fn push_pull_state_is_bounded() {
     let req = msg(Body::PushPull(PushPull {
         join: true,
         response: false,
-        members: vec![MemberRecord {
-            peer: peer(77),
-            incarnation: 2,
-            state: MemberState::Alive,
-            meta: meta("j"),
-        }],
+        members: vec![record(77, 2, MemberState::Alive, meta("j"))],
     }));
     let answer = c.handle_push_pull(now, peer(77), req).unwrap();
     let Body::PushPull(pp) = &answer.body else {
@@ -1076,9 +1091,9 @@ fn graceful_leave() {
 fn core_rejects_bad_setup() {
     let now = Instant::now();
     let big = NodeMeta::new(vec![], vec![0u8; 600]).unwrap();
-    assert!(SwimEngine::new(peer(0), [realm()], big, SwimConfig::default(), 0, now).is_err());
+    assert!(SwimEngine::new(&key(0), [realm()], big, SwimConfig::default(), 0, now).is_err());
     assert!(SwimEngine::new(
-        peer(0),
+        &key(0),
         Vec::<Realm>::new(),
         NodeMeta::empty(),
         SwimConfig::default(),
@@ -1228,12 +1243,7 @@ fn a_rejoin_keeps_dead_members_until_an_answer_and_falls_back_on_them() {
     let answer = msg(Body::PushPull(PushPull {
         join: true,
         response: true,
-        members: vec![MemberRecord {
-            peer: peer(1),
-            incarnation: 0,
-            state: MemberState::Alive,
-            meta: meta("m"),
-        }],
+        members: vec![record(1, 0, MemberState::Alive, meta("m"))],
     }));
     assert!(c.handle_push_pull(now, peer(1), answer).is_none());
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
@@ -1397,3 +1407,5 @@ fn a_probe_whose_ping_never_went_out_is_not_a_failure() {
     assert_eq!(s.probes_unsent, 1);
     assert_eq!(state(&c, 1).map(|s| s.0), Some(MemberState::Suspect));
 }
+
+mod signed;

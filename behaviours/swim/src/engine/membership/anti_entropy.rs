@@ -22,21 +22,25 @@ impl Membership {
             peer: self.local,
             incarnation: self.incarnation,
             state: MemberState::Alive,
+            signed_incarnation: self.incarnation,
             meta: self.meta.clone(),
+            signature: self.signature,
         };
         // Header, flags, a generous count varint.
         let mut bytes = header_len(&self.realm) + 1 + 10 + me.encoded_len();
         let mut records =
             Vec::with_capacity((self.members.len() + 1).min(cfg.max_push_pull_members));
         records.push(me);
-        let record_max = cfg.max_alive_update_len();
+        let record_max = cfg.max_record_len();
         let all_fit = self.members.len() < cfg.max_push_pull_members
             && bytes + self.members.len() * record_max <= cfg.max_push_pull_bytes;
         let to_record = |(p, e): (&PeerId, &Entry)| MemberRecord {
             peer: *p,
             incarnation: e.incarnation,
             state: e.state,
+            signed_incarnation: e.signed_incarnation,
             meta: e.meta.clone(),
+            signature: e.signature,
         };
         if all_fit {
             // Everything fits whatever the metadata sizes: no need to measure.
@@ -297,9 +301,18 @@ impl Membership {
     ) {
         for r in records.into_iter().take(cfg.max_push_pull_members) {
             match r.state {
-                MemberState::Alive => {
-                    self.apply_alive(r.peer, r.incarnation, r.meta, Some(&from), now, cfg, out)
-                }
+                // The member's own signed record (at its signed incarnation) is what makes it
+                // alive; an unsigned or forged one is dropped.
+                MemberState::Alive => self.apply_alive(
+                    r.peer,
+                    r.signed_incarnation,
+                    r.meta,
+                    r.signature,
+                    Some(&from),
+                    now,
+                    cfg,
+                    out,
+                ),
                 MemberState::Left => {
                     self.apply_dead(r.peer, r.incarnation, r.peer, true, now, cfg, out)
                 }

@@ -13,6 +13,7 @@ use crate::engine::event::SwimEvent;
 use crate::engine::output::{Outputs, Transmit, TransmitKind};
 use crate::engine::suspicion::Suspicion;
 use crate::member::{Member, MemberState, NodeMeta};
+use crate::record::Signature;
 use crate::wire::{header_len, Body, Gossip, Message, Update, UpdateKind};
 
 impl Membership {
@@ -131,8 +132,8 @@ impl Membership {
         for u in updates {
             self.stats.updates_received += 1;
             match u.kind {
-                UpdateKind::Alive(meta) => {
-                    self.apply_alive(u.peer, u.incarnation, meta, None, now, cfg, out)
+                UpdateKind::Alive { meta, signature } => {
+                    self.apply_alive(u.peer, u.incarnation, meta, signature, None, now, cfg, out)
                 }
                 UpdateKind::Suspect { from } => {
                     self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out)
@@ -155,6 +156,7 @@ impl Membership {
             inc = accused.saturating_add(1);
         }
         self.incarnation = inc;
+        self.resign();
         self.stats.refutations += 1;
         self.adjust_awareness(1, cfg);
         self.queue.push(self.self_alive());
@@ -183,12 +185,17 @@ impl Membership {
     /// `partner`: set when merging a push-pull with that peer; a member unknown until now is
     /// then gossiped on only if it is the partner itself (third parties discovered through
     /// the partner's table are already known to the group).
+    ///
+    /// `signature` must be `peer`'s own signature of the record (checked only when the
+    /// update would change something): a member enters, comes back or changes its metadata
+    /// only through its own signed alive record.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_alive(
         &mut self,
         peer: PeerId,
         inc: u64,
         meta: Arc<NodeMeta>,
+        signature: Signature,
         partner: Option<&PeerId>,
         now: Instant,
         cfg: &SwimConfig,
@@ -210,6 +217,21 @@ impl Membership {
             self.stats.updates_rejected += 1;
             return;
         }
+        if peer == self.local
+            && (inc < self.incarnation || (inc == self.incarnation && *meta == *self.meta))
+        {
+            return;
+        }
+        if peer != self.local
+            && !self.members.contains_key(&peer)
+            && self.members.len() >= cfg.max_members
+        {
+            self.stats.updates_rejected += 1;
+            return;
+        }
+        if !self.check_signature(&peer, inc, &meta, &signature, now, cfg) {
+            return;
+        }
         if peer == self.local {
             if inc < self.incarnation || (inc == self.incarnation && *meta == *self.meta) {
                 return;
@@ -222,10 +244,6 @@ impl Membership {
         let realm = &self.realm;
         match self.members.get_mut(&peer) {
             None => {
-                if self.members.len() >= cfg.max_members {
-                    self.stats.updates_rejected += 1;
-                    return;
-                }
                 self.members.insert(
                     peer,
                     Entry {
@@ -234,6 +252,9 @@ impl Membership {
                         meta: meta.clone(),
                         suspicion: None,
                         state_change: now,
+                        signed_incarnation: inc,
+                        signature,
+                        probe_grace_used: false,
                         local_only: false,
                     },
                 );
@@ -261,6 +282,8 @@ impl Membership {
                 let meta_changed = !Arc::ptr_eq(&e.meta, &meta) && *e.meta != *meta;
                 e.incarnation = inc;
                 e.meta = meta.clone();
+                e.signed_incarnation = inc;
+                e.signature = signature;
                 e.state = MemberState::Alive;
                 e.suspicion = None;
                 e.state_change = now;
@@ -307,7 +330,7 @@ impl Membership {
         self.queue.push(Update {
             peer,
             incarnation: inc,
-            kind: UpdateKind::Alive(meta),
+            kind: UpdateKind::Alive { meta, signature },
         });
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshwire_core::PeerId;
+use meshwire_core::{Keypair, PeerId};
 
 use super::config::SwimConfig;
 use super::event::Stats;
@@ -15,6 +15,7 @@ use super::suspicion::Suspicion;
 use crate::hash::{keyed_map, KeyedMap};
 use crate::member::{Member, MemberState, NodeMeta};
 use crate::realm::Realm;
+use crate::record::{sign_alive, verify_alive, AliveVerifier, Signature};
 use crate::rng::SwimRng;
 mod anti_entropy;
 mod dissemination;
@@ -36,6 +37,13 @@ struct Entry {
     meta: Arc<NodeMeta>,
     suspicion: Option<Box<Suspicion>>,
     state_change: Instant,
+    /// The incarnation of the member's signed alive record we hold (its `meta` is `meta`).
+    signed_incarnation: u64,
+    /// The member's signature of that record.
+    signature: Signature,
+    /// A probe of it already had the grace for a first connection being set up
+    /// (`handle_probe_unsent`): it gets it once.
+    probe_grace_used: bool,
     /// Dead by a verdict of this node that it kept to itself (it had heard from nobody):
     /// the member was never told, so it cannot refute; any sign of life revives it.
     local_only: bool,
@@ -54,7 +62,8 @@ struct Probe {
     relays: Vec<(PeerId, bool)>,
     expected_nacks: u32,
     /// The driver could not send the ping yet (it is connecting to the target): unless the
-    /// ping goes out, the probe does not count as failed.
+    /// ping goes out, the probe does not count as failed (once per member; a failed dial
+    /// ends the grace).
     unsent: bool,
 }
 
@@ -82,11 +91,40 @@ enum Timer {
     PushPull(PeerId),
 }
 
+/// The signature-check budget: a token bucket refilled at
+/// `SwimConfig::signature_checks_per_sec` up to `SwimConfig::signature_check_burst`.
+#[derive(Debug)]
+struct CheckBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl CheckBudget {
+    fn take(&mut self, now: Instant, cfg: &SwimConfig) -> bool {
+        let burst = f64::from(cfg.signature_check_burst);
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * f64::from(cfg.signature_checks_per_sec)).min(burst);
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 pub(crate) struct Membership {
     realm: Realm,
     local: PeerId,
+    /// Signs our own alive records.
+    key: Keypair,
     incarnation: u64,
     meta: Arc<NodeMeta>,
+    /// Our signature of our alive record at `incarnation` with `meta`.
+    signature: Signature,
+    verifier: Arc<dyn AliveVerifier>,
+    budget: CheckBudget,
     left: bool,
     rng: SwimRng,
     members: KeyedMap<PeerId, Entry>,
@@ -157,12 +195,14 @@ fn random_members(
 impl Membership {
     pub(crate) fn new(
         realm: Realm,
-        local: PeerId,
+        key: &Keypair,
         meta: Arc<NodeMeta>,
+        verifier: Arc<dyn AliveVerifier>,
         cfg: &SwimConfig,
         seed: u64,
         now: Instant,
     ) -> Self {
+        let signature = sign_alive(key, &realm, 0, &meta);
         let mut rng = SwimRng::seed_from_u64(seed);
         let hash_key = rng.next_u64();
         // Random phases, as memberlist staggers its tickers, so that nodes started together
@@ -177,9 +217,16 @@ impl Membership {
             .map(|d| now + d.mul_f64(rng.unit_f64()));
         let mut m = Membership {
             realm,
-            local,
+            local: key.peer_id(),
+            key: key.clone(),
             incarnation: 0,
             meta,
+            signature,
+            verifier,
+            budget: CheckBudget {
+                tokens: f64::from(cfg.signature_check_burst),
+                at: now,
+            },
             left: false,
             rng,
             members: keyed_map(hash_key),
@@ -243,8 +290,49 @@ impl Membership {
         Update {
             peer: self.local,
             incarnation: self.incarnation,
-            kind: UpdateKind::Alive(self.meta.clone()),
+            kind: UpdateKind::Alive {
+                meta: self.meta.clone(),
+                signature: self.signature,
+            },
         }
+    }
+
+    /// Re-signs our alive record after a change of incarnation or metadata.
+    fn resign(&mut self) {
+        self.signature = sign_alive(&self.key, &self.realm, self.incarnation, &self.meta);
+    }
+
+    /// Our signed alive record: (incarnation, metadata, signature).
+    pub(crate) fn own_record(&self) -> (u64, Arc<NodeMeta>, Signature) {
+        (self.incarnation, self.meta.clone(), self.signature)
+    }
+
+    /// Replaces the signature checker.
+    pub(crate) fn set_verifier(&mut self, verifier: Arc<dyn AliveVerifier>) {
+        self.verifier = verifier;
+    }
+
+    /// Whether `signature` is `peer`'s own signature of its alive record at `inc` with
+    /// `meta`, within the check budget; counts what it drops.
+    fn check_signature(
+        &mut self,
+        peer: &PeerId,
+        inc: u64,
+        meta: &NodeMeta,
+        signature: &Signature,
+        now: Instant,
+        cfg: &SwimConfig,
+    ) -> bool {
+        if !self.budget.take(now, cfg) {
+            self.stats.signatures_unchecked += 1;
+            return false;
+        }
+        self.stats.signatures_checked += 1;
+        let ok = verify_alive(&*self.verifier, &self.realm, peer, inc, meta, signature);
+        if !ok {
+            self.stats.signatures_rejected += 1;
+        }
+        ok
     }
 
     pub(crate) fn local_member(&self) -> Member {
@@ -480,6 +568,7 @@ impl Membership {
         }
         self.meta = meta;
         self.incarnation = self.incarnation.saturating_add(1);
+        self.resign();
         self.queue.push(self.self_alive());
     }
 

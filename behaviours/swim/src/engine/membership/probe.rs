@@ -138,10 +138,37 @@ impl Membership {
     }
 
     /// The driver could not send the ping `seq` to `peer` yet: it waits for a connection.
+    /// Granted once per member (the first connection with it); later probes that cannot be
+    /// sent fail as usual.
     pub(crate) fn handle_probe_unsent(&mut self, peer: &PeerId, seq: u32) {
+        let Some(p) = self.probe.as_mut() else {
+            return;
+        };
+        if p.target != *peer || p.seq != seq || p.acked {
+            return;
+        }
+        let Some(e) = self.members.get_mut(peer) else {
+            return;
+        };
+        if e.probe_grace_used {
+            self.stats.probes_grace_refused += 1;
+            return;
+        }
+        e.probe_grace_used = true;
+        p.unsent = true;
+    }
+
+    /// The driver cannot reach `peer`: its dial failed, or there is no connection and no
+    /// address to dial. The current probe of it loses its grace and fails at the end of its
+    /// period unless an ack (through a helper) comes; no later probe gets the grace either.
+    pub(crate) fn handle_probe_unreachable(&mut self, peer: &PeerId) {
+        if let Some(e) = self.members.get_mut(peer) {
+            e.probe_grace_used = true;
+        }
         if let Some(p) = self.probe.as_mut() {
-            if p.target == *peer && p.seq == seq && !p.acked {
-                p.unsent = true;
+            if p.target == *peer && !p.acked && p.unsent {
+                p.unsent = false;
+                self.stats.probes_unreachable += 1;
             }
         }
     }

@@ -186,6 +186,6 @@ async fn identify_push_storm() {
         "pushes past one per second per connection waited"
     );
     assert!(peak < 100 * 1024, "victim RSS peaked at {peak} KiB");
-    assert!(seen.rtts.len() >= 20 && seen.rtt_quantile(0.9) < Duration::from_millis(100));
+    assert!(seen.rtts.len() >= 20 && seen.rtt_quantile(0.9) < Duration::from_millis(250));
     assert!(seen.lookups_ok >= 5 && seen.lookups_failed == 0);
 }

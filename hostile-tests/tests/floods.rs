@@ -60,17 +60,13 @@ async fn connection_flood() {
     let duration = Duration::from_secs(8);
     let work: RawWork = Arc::new(|_conn: Connection| hold().boxed());
     let swarms = raw_attackers(300, work);
-    let (seen, peak, cpu, before, after) =
-        under_attack(&victim, duration, || launch(&victim, swarms, SPACING)).await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "connection flood (300 fresh identities, watermarks 48/64)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || launch(&victim, swarms, SPACING),
+    )
+    .await;
     assert!(peak < 150 * 1024, "victim RSS peaked at {peak} KiB");
     assert!(
         after.conns <= 64 + 30,
@@ -137,17 +133,13 @@ async fn negotiation_flood() {
         .boxed()
     });
     let swarms = raw_attackers(40, work);
-    let (seen, peak, cpu, before, after) =
-        under_attack(&victim, duration, || launch(&victim, swarms, SPACING)).await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "negotiation flood (40 connections x 64 streams in negotiation)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || launch(&victim, swarms, SPACING),
+    )
+    .await;
     assert!(peak < 100 * 1024, "victim RSS peaked at {peak} KiB");
     assert!(
         after.streams < 1000,
@@ -206,17 +198,13 @@ async fn ten_thousand_held_streams() {
         .boxed()
     });
     let swarms = raw_attackers(100, work);
-    let (seen, peak, cpu, before, after) =
-        under_attack(&victim, duration, || launch(&victim, swarms, SPACING)).await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "10,000 held streams (100 connections x 100 idle streams)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || launch(&victim, swarms, SPACING),
+    )
+    .await;
     assert!(peak < 150 * 1024, "victim RSS peaked at {peak} KiB");
     assert!(
         after.streams < 5000,
@@ -271,17 +259,13 @@ async fn stream_churn() {
         .boxed()
     });
     let swarms = raw_attackers(40, work);
-    let (seen, peak, cpu, before, after) =
-        under_attack(&victim, duration, || launch(&victim, swarms, SPACING)).await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "stream churn (40 connections x 8 loops of open, write, reset)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || launch(&victim, swarms, SPACING),
+    )
+    .await;
     println!(
         "stream churn: {} streams negotiated during the attack",
         after.inbound_streams - before.inbound_streams
@@ -394,17 +378,13 @@ async fn malformed_frames() {
         .boxed()
     });
     let swarms = raw_attackers(20, work);
-    let (seen, peak, cpu, before, after) =
-        under_attack(&victim, duration, || launch(&victim, swarms, SPACING)).await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "malformed frames (20 connections x 4 loops over kad, identify push, ping, multistream)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || launch(&victim, swarms, SPACING),
+    )
+    .await;
     assert!(
         victim.latest().rss_kib > 0 && after.cpu_ticks > before.cpu_ticks,
         "the victim is still up"

@@ -37,19 +37,13 @@ async fn receive_window_fill() {
         }
         .boxed()
     });
-    let (seen, peak, cpu, before, after) = under_attack(&victim, duration, || {
-        attackers(&victim, 40, 2048, ping::PROTOCOL, 2, false, work)
-    })
-    .await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "receive-window fill (40 connections x 2 streams x 10 MB)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || attackers(&victim, 40, 2048, ping::PROTOCOL, 2, false, work),
+    )
+    .await;
     assert!(peak < 100 * 1024, "victim RSS peaked at {peak} KiB");
     assert!(
         after.conns >= 30,
@@ -87,19 +81,13 @@ async fn kad_slowloris() {
         }
         .boxed()
     });
-    let (seen, peak, cpu, before, after) = under_attack(&victim, duration, || {
-        attackers(&victim, 40, 1 << 20, kad::PROTOCOL, 40, false, work)
-    })
-    .await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "kad slowloris (40 connections x 40 streams)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || attackers(&victim, 40, 1 << 20, kad::PROTOCOL, 40, false, work),
+    )
+    .await;
     assert!(peak < 100 * 1024, "victim RSS peaked at {peak} KiB");
     assert!(
         after.streams >= 400,
@@ -155,27 +143,23 @@ async fn identify_push_storm() {
         }
         .boxed()
     });
-    let (seen, peak, cpu, before, after) = under_attack(&victim, duration, || {
-        attackers(
-            &victim,
-            30,
-            1 << 20,
-            identify::PUSH_PROTOCOL_NAME,
-            4,
-            true,
-            work,
-        )
-    })
-    .await;
-    report(
+    let (seen, peak, before, after) = under_attack(
         "identify push storm (30 connections, 4 pushes at a time each)",
-        &seen,
-        peak,
-        cpu,
+        &victim,
         duration,
-        &before,
-        &after,
-    );
+        || {
+            attackers(
+                &victim,
+                30,
+                1 << 20,
+                identify::PUSH_PROTOCOL_NAME,
+                4,
+                true,
+                work,
+            )
+        },
+    )
+    .await;
     assert!(
         after.max_peer_addrs > 0 && after.max_peer_addrs <= 64,
         "addresses kept per peer: {}",

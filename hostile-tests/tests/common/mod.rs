@@ -306,13 +306,15 @@ pub fn attackers(
         .collect()
 }
 
-/// Runs an attack for `duration` with an honest peer beside it; returns what the honest peer
-/// saw during the attack, and the victim's peak memory (KiB) and CPU ticks meanwhile.
+/// Runs the attack `name` for `duration` with an honest peer beside it, prints its figures
+/// ([`report`]) and returns what the honest peer saw during the attack, the victim's peak
+/// memory (KiB) meanwhile, and the victim's status before and after.
 pub async fn under_attack(
+    name: &str,
     victim: &Victim,
     duration: Duration,
     start: impl FnOnce() -> Vec<tokio::task::JoinHandle<()>>,
-) -> (Seen, u64, u64, Status, Status) {
+) -> (Seen, u64, Status, Status) {
     let (seen, stop_honest) = honest_peer(victim);
     // Let the honest peer connect and settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -329,7 +331,8 @@ pub async fn under_attack(
     }
     drop(stop_honest);
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    (seen, peak, cpu, before, after)
+    report(name, &seen, peak, cpu, duration, &before, &after);
+    (seen, peak, before, after)
 }
 
 pub fn report(

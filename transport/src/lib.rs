@@ -5,6 +5,7 @@
 //! - [`memory::MemoryTransport`]: the same [`Transport`] trait in process memory
 //!   (`/memory/N`), for fast deterministic tests of the layers above.
 //! - [`multistream`]: per-stream protocol negotiation (`/multistream/1.0.0`).
+//! - [`or::OrTransport`]: two transports as one ([`TransportExt::or_transport`]).
 //!
 //! ```
 //! use futures::{AsyncReadExt, AsyncWriteExt};
@@ -59,6 +60,7 @@
 pub mod connection;
 pub mod memory;
 pub mod multistream;
+pub mod or;
 pub mod quic;
 pub mod tls;
 
@@ -136,6 +138,10 @@ pub enum TransportError {
     /// The transport is shut down.
     #[error("transport closed")]
     Closed,
+    /// An error of a transport defined outside this crate (e.g. the circuit-relay client's
+    /// `CircuitError`); downcast it to that type to match on it.
+    #[error("{0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Something that happened on a transport's listeners.
@@ -237,6 +243,15 @@ pub trait TransportExt: Transport {
         Self: Sized,
     {
         NextEvent { transport: self }
+    }
+
+    /// Composes this transport with `other` (see [`or::OrTransport`]): dials and listens go
+    /// to whichever can use the address, this one first.
+    fn or_transport<U: Transport>(self, other: U) -> or::OrTransport<Self, U>
+    where
+        Self: Sized,
+    {
+        or::OrTransport::new(self, other)
     }
 }
 

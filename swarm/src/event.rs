@@ -37,6 +37,45 @@ impl ConnectedPoint {
         }
     }
 
+    /// Whether the connection runs through a circuit relay (its remote address is a
+    /// `<relay>/p2p-circuit` address).
+    pub fn is_relayed(&self) -> bool {
+        self.remote_addr()
+            .iter()
+            .any(|p| matches!(p, meshwire_transport::Protocol::P2pCircuit))
+    }
+
+    /// The relay a relayed connection runs through (the `/p2p/<relay>` before
+    /// `/p2p-circuit`), or `None` for a direct connection.
+    ///
+    /// ```
+    /// use meshwire_swarm::ConnectedPoint;
+    ///
+    /// let relay = meshwire_core::Keypair::generate().peer_id();
+    /// let address = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit")
+    ///     .parse()
+    ///     .unwrap();
+    /// let point = ConnectedPoint::Dialer { address };
+    /// assert!(point.is_relayed());
+    /// assert_eq!(point.relay_peer_id(), Some(relay));
+    /// let direct = ConnectedPoint::Dialer { address: "/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap() };
+    /// assert!(!direct.is_relayed());
+    /// assert_eq!(direct.relay_peer_id(), None);
+    /// ```
+    pub fn relay_peer_id(&self) -> Option<PeerId> {
+        let mut last_peer = None;
+        for p in self.remote_addr().iter() {
+            match p {
+                meshwire_transport::Protocol::P2p(mh) => {
+                    last_peer = PeerId::from_bytes(&mh.to_bytes()).ok()
+                }
+                meshwire_transport::Protocol::P2pCircuit => return last_peer,
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Whether we dialed.
     pub fn is_dialer(&self) -> bool {
         matches!(self, ConnectedPoint::Dialer { .. })

@@ -5,6 +5,9 @@
 //! - [`memory::MemoryTransport`]: the same [`Transport`] trait in process memory
 //!   (`/memory/N`), for fast deterministic tests of the layers above.
 //! - [`multistream`]: per-stream protocol negotiation (`/multistream/1.0.0`).
+//! - [`upgrade`]: any byte stream (a relayed circuit, a TCP socket) upgraded into a
+//!   [`Connection`] with libp2p's Noise handshake ([`upgrade::noise`]) and Yamux, as
+//!   rust-libp2p does it; the connection's Yamux backend is [`connection::yamux`].
 //!
 //! ```
 //! use futures::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +64,7 @@ pub mod memory;
 pub mod multistream;
 pub mod quic;
 pub mod tls;
+pub mod upgrade;
 
 pub use connection::{CloseReason, Connection, ConnectionError, Stream};
 pub use meshwire_core::identity;
@@ -121,6 +125,15 @@ pub enum TransportError {
     /// The TLS handshake rejected the peer's certificate.
     #[error("tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The Noise handshake failed (see [`upgrade::noise::NoiseError`]).
+    #[error("noise: {0}")]
+    Noise(upgrade::noise::NoiseError),
+    /// Negotiating the security or multiplexer protocol with multistream-select failed.
+    #[error("negotiation: {0}")]
+    Negotiation(#[from] multistream::NegotiationError),
+    /// The configuration cannot be used (e.g. yamux limits that contradict each other).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
@@ -136,6 +149,19 @@ pub enum TransportError {
     /// The transport is shut down.
     #[error("transport closed")]
     Closed,
+}
+
+impl From<upgrade::noise::NoiseError> for TransportError {
+    /// A Noise peer-id mismatch is [`TransportError::PeerIdMismatch`], like TLS's; every other
+    /// Noise error is [`TransportError::Noise`].
+    fn from(e: upgrade::noise::NoiseError) -> Self {
+        match e {
+            upgrade::noise::NoiseError::PeerIdMismatch { expected, actual } => {
+                TransportError::PeerIdMismatch { expected, actual }
+            }
+            other => TransportError::Noise(other),
+        }
+    }
 }
 
 /// Something that happened on a transport's listeners.

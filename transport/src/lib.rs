@@ -6,6 +6,9 @@
 //!   (`/memory/N`), for fast deterministic tests of the layers above.
 //! - [`multistream`]: per-stream protocol negotiation (`/multistream/1.0.0`).
 //! - [`or::OrTransport`]: two transports as one ([`TransportExt::or_transport`]).
+//! - [`upgrade`]: any byte stream (a relayed circuit, a TCP socket) upgraded into a
+//!   [`Connection`] with libp2p's Noise handshake ([`upgrade::noise`]) and Yamux, as
+//!   rust-libp2p does it; the connection's Yamux backend is [`connection::yamux`].
 //!
 //! ```
 //! use futures::{AsyncReadExt, AsyncWriteExt};
@@ -63,6 +66,7 @@ pub mod multistream;
 pub mod or;
 pub mod quic;
 pub mod tls;
+pub mod upgrade;
 
 pub use connection::{CloseReason, Connection, ConnectionError, Stream};
 pub use meshwire_core::identity;
@@ -123,6 +127,15 @@ pub enum TransportError {
     /// The TLS handshake rejected the peer's certificate.
     #[error("tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The Noise handshake failed (see [`upgrade::noise::NoiseError`]).
+    #[error("noise: {0}")]
+    Noise(upgrade::noise::NoiseError),
+    /// Negotiating the security or multiplexer protocol with multistream-select failed.
+    #[error("negotiation: {0}")]
+    Negotiation(#[from] multistream::NegotiationError),
+    /// The configuration cannot be used (e.g. yamux limits that contradict each other).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
@@ -142,6 +155,19 @@ pub enum TransportError {
     /// `CircuitError`); downcast it to that type to match on it.
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<upgrade::noise::NoiseError> for TransportError {
+    /// A Noise peer-id mismatch is [`TransportError::PeerIdMismatch`], like TLS's; every other
+    /// Noise error is [`TransportError::Noise`].
+    fn from(e: upgrade::noise::NoiseError) -> Self {
+        match e {
+            upgrade::noise::NoiseError::PeerIdMismatch { expected, actual } => {
+                TransportError::PeerIdMismatch { expected, actual }
+            }
+            other => TransportError::Noise(other),
+        }
+    }
 }
 
 /// Something that happened on a transport's listeners.

@@ -4,11 +4,15 @@
 //! itself and a [`Stream`] wraps the quinn send/receive halves directly, so reads and writes go
 //! straight to quinn with one `match` of overhead and no extra task or channel. In-memory
 //! connections (from [`crate::memory::MemoryTransport`]) are backed by the `in_memory` pipes
-//! next to this module, so the connection types never depend on a transport.
+//! next to this module, and Yamux connections (from [`crate::upgrade`]: Noise + Yamux over any
+//! byte stream, e.g. a relayed circuit) by the [`yamux`] driver, so the connection types never
+//! depend on a transport.
 
 mod error;
 pub(crate) mod in_memory;
+pub mod yamux;
 
+pub use self::yamux::YamuxConnection;
 pub use error::{CloseReason, ConnectionError, CLOSE_CODE_NORMAL};
 
 use std::io;
@@ -19,8 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
 use meshwire_core::{Direction, PeerId};
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 
+use self::yamux::YamuxStream;
 use crate::multistream::{self, Negotiated, Version};
 use in_memory::{MemConnection, MemStream, MAX_MEMORY_DATAGRAM};
 
@@ -28,6 +33,7 @@ use in_memory::{MemConnection, MemStream, MAX_MEMORY_DATAGRAM};
 pub(crate) enum ConnInner {
     Quic(quinn::Connection),
     Memory(MemConnection),
+    Yamux(YamuxConnection),
 }
 
 /// An established connection to an authenticated peer.
@@ -66,6 +72,20 @@ impl Connection {
         self.direction
     }
 
+    /// Whether the connection goes through a relay: its remote address is a circuit address,
+    /// `<relay addr>/p2p/<relay>/p2p-circuit[/p2p/<peer>]`.
+    pub fn is_relayed(&self) -> bool {
+        self.remote_addr
+            .iter()
+            .any(|p| matches!(p, Protocol::P2pCircuit))
+    }
+
+    /// The relay of a relayed connection: the `/p2p/<relay>` right before `/p2p-circuit` in
+    /// the remote address. `None` for a direct connection or a circuit address without it.
+    pub fn relay_peer_id(&self) -> Option<PeerId> {
+        relay_of(&self.remote_addr)
+    }
+
     /// Opens a new bidirectional stream. Waits while the peer's stream limit is reached.
     pub async fn open_stream(&self) -> Result<Stream, ConnectionError> {
         match &self.inner {
@@ -77,6 +97,9 @@ impl Connection {
             }
             ConnInner::Memory(m) => m.open_stream().await.map(|s| Stream {
                 inner: StreamInner::Memory(s),
+            }),
+            ConnInner::Yamux(y) => y.open_stream().await.map(|s| Stream {
+                inner: StreamInner::Yamux(s),
             }),
         }
     }
@@ -92,6 +115,9 @@ impl Connection {
             }
             ConnInner::Memory(m) => m.accept_stream().await.map(|s| Stream {
                 inner: StreamInner::Memory(s),
+            }),
+            ConnInner::Yamux(y) => y.accept_stream().await.map(|s| Stream {
+                inner: StreamInner::Yamux(s),
             }),
         }
     }
@@ -138,6 +164,7 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
             ConnInner::Memory(m) => m.close(code, reason),
+            ConnInner::Yamux(y) => y.close(code, reason),
         }
     }
 
@@ -146,6 +173,7 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => c.closed().await.into(),
             ConnInner::Memory(m) => m.closed().await,
+            ConnInner::Yamux(y) => y.closed().await,
         }
     }
 
@@ -154,6 +182,7 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => c.close_reason().map(Into::into),
             ConnInner::Memory(m) => m.close_reason(),
+            ConnInner::Yamux(y) => y.close_reason(),
         }
     }
 
@@ -170,14 +199,17 @@ impl Connection {
                 quinn::SendDatagramError::ConnectionLost(e) => e.into(),
             }),
             ConnInner::Memory(m) => m.send_datagram(data),
+            ConnInner::Yamux(_) => Err(ConnectionError::DatagramsUnsupported),
         }
     }
 
-    /// Waits for the next datagram from the peer.
+    /// Waits for the next datagram from the peer. Yamux connections have no datagrams: they
+    /// fail at once with [`ConnectionError::DatagramsUnsupported`].
     pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
         match &self.inner {
             ConnInner::Quic(c) => Ok(c.read_datagram().await?),
             ConnInner::Memory(m) => m.read_datagram().await,
+            ConnInner::Yamux(_) => Err(ConnectionError::DatagramsUnsupported),
         }
     }
 
@@ -186,14 +218,19 @@ impl Connection {
         match &self.inner {
             ConnInner::Quic(c) => c.max_datagram_size(),
             ConnInner::Memory(_) => Some(MAX_MEMORY_DATAGRAM),
+            ConnInner::Yamux(_) => None,
         }
     }
 
-    /// The transport's current round-trip estimate (zero for in-memory connections).
+    /// The transport's current round-trip estimate: quinn's for QUIC, zero for in-memory
+    /// connections, and for Yamux connections the round trip measured once during the Noise
+    /// handshake (from sending our message to receiving the peer's next one; it is not
+    /// updated afterwards).
     pub fn rtt(&self) -> Duration {
         match &self.inner {
             ConnInner::Quic(c) => c.rtt(),
             ConnInner::Memory(_) => Duration::ZERO,
+            ConnInner::Yamux(y) => y.rtt(),
         }
     }
 
@@ -201,9 +238,34 @@ impl Connection {
     pub fn as_quic(&self) -> Option<&quinn::Connection> {
         match &self.inner {
             ConnInner::Quic(c) => Some(c),
-            ConnInner::Memory(_) => None,
+            ConnInner::Memory(_) | ConnInner::Yamux(_) => None,
         }
     }
+
+    /// The Yamux backend, for connections made by [`crate::upgrade`].
+    pub fn as_yamux(&self) -> Option<&YamuxConnection> {
+        match &self.inner {
+            ConnInner::Yamux(y) => Some(y),
+            ConnInner::Quic(_) | ConnInner::Memory(_) => None,
+        }
+    }
+}
+
+/// The relay of a circuit address: the `/p2p/<relay>` right before the first `/p2p-circuit`.
+pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut previous = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => {
+                return match previous {
+                    Some(Protocol::P2p(relay)) => PeerId::from_bytes(&relay.to_bytes()).ok(),
+                    _ => None,
+                }
+            }
+            other => previous = Some(other),
+        }
+    }
+    None
 }
 
 #[derive(Debug)]
@@ -213,6 +275,7 @@ enum StreamInner {
         recv: quinn::RecvStream,
     },
     Memory(MemStream),
+    Yamux(YamuxStream),
 }
 
 /// A bidirectional byte stream on a [`Connection`]: `futures::io::{AsyncRead, AsyncWrite}`.
@@ -220,13 +283,17 @@ enum StreamInner {
 /// `poll_close` finishes the write side (the peer reads end-of-stream); reading goes on until
 /// the peer finishes its side. Dropping the stream without closing it finishes the write side gracefully
 /// over QUIC (quinn's behaviour, as in rust-libp2p); call [`Stream::reset`] to abort.
+///
+/// Over Yamux, dropping an open stream resets it (yamux's behaviour), and a peer's reset reads
+/// as end of stream while writes fail (`WriteZero`), as the `yamux` crate reports it.
 #[derive(Debug)]
 pub struct Stream {
     inner: StreamInner,
 }
 
 impl Stream {
-    /// Resets both directions: the peer's reads and writes fail.
+    /// Resets both directions: the peer's reads and writes fail (over Yamux: its reads end,
+    /// its writes fail; this side's later reads and writes fail with `ConnectionReset`).
     pub fn reset(&mut self) {
         match &mut self.inner {
             StreamInner::Quic { send, recv } => {
@@ -234,6 +301,7 @@ impl Stream {
                 let _ = recv.stop(quinn::VarInt::from_u32(0));
             }
             StreamInner::Memory(m) => m.reset(),
+            StreamInner::Yamux(y) => y.reset(),
         }
     }
 
@@ -256,6 +324,7 @@ impl AsyncRead for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(y).poll_read(cx, buf),
         }
     }
 }
@@ -270,6 +339,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(y).poll_write(cx, buf),
         }
     }
 
@@ -278,6 +348,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_flush(cx),
+            StreamInner::Yamux(y) => Pin::new(y).poll_flush(cx),
         }
     }
 
@@ -285,6 +356,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_close(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_close(cx),
+            StreamInner::Yamux(y) => Pin::new(y).poll_close(cx),
         }
     }
 }

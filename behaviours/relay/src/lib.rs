@@ -70,10 +70,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod circuit;
+#[cfg(feature = "swarm")]
+pub mod client;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod voucher;
 
 pub use metrics::RelayMetrics;
+#[cfg(feature = "swarm")]
+pub use server::{Behaviour, BehaviourConfig};
 pub use server::{RelayServerEngine, ServerConfig, ServerEvent};

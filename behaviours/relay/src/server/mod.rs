@@ -47,12 +47,16 @@ use meshwire_core::{ConnectionId, PeerId};
 use crate::circuit::CircuitEnd;
 use crate::protocol::Status;
 
+#[cfg(feature = "swarm")]
+mod behaviour;
 pub mod config;
 mod engine;
 mod rate_limit;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "swarm")]
+pub use self::behaviour::{Behaviour, BehaviourConfig};
 pub use self::config::{AccessFilter, AllowList, ConfigError, RateLimit, ServerConfig};
 pub use self::engine::RelayServerEngine;
 

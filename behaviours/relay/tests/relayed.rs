@@ -1,0 +1,115 @@
+//! Three meshwire nodes on loopback QUIC: a relay, a node listening through it and a node
+//! dialing that one through it. The circuit carries a Noise + Yamux connection on which ping
+//! runs unchanged; both ends see a relayed connection through the relay.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use meshwire_relay::client;
+use meshwire_relay::ServerConfig;
+use meshwire_relay::ServerEvent;
+use meshwire_swarm::{DialOpts, SwarmEvent};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn relay_circuit_between_two_meshwire_nodes_carries_ping() {
+    tokio::time::timeout(LIMIT, async {
+        let (relay, relay_addr) = relay(ServerConfig::default()).await;
+        let relay_id = relay.local_peer_id();
+        let mut relay_events = spawn(relay);
+
+        // The listener reserves a slot and learns its relayed address.
+        let mut listener = client_node(client::Config::default());
+        let listener_id = listener.local_peer_id();
+        listener
+            .listen_on(circuit(&relay_addr))
+            .expect("listen through the relay");
+        let mut reserved = false;
+        let relayed_addr = loop {
+            match listener.next_event().await {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    assert!(reserved, "the address comes with the reservation");
+                    break address;
+                }
+                SwarmEvent::Behaviour(ClientNodeEvent::RelayClient(
+                    client::Event::ReservationAccepted { relay, renewal, .. },
+                )) => {
+                    assert_eq!(relay, relay_id);
+                    assert!(!renewal);
+                    reserved = true;
+                }
+                _ => {}
+            }
+        };
+        assert_eq!(relayed_addr, circuit(&relay_addr));
+        println!("listener {listener_id} reachable at {relayed_addr}");
+        let mut listener_events = spawn(listener);
+
+        let mut dialer = client_node(client::Config::default());
+        let dialer_id = dialer.local_peer_id();
+        let target = circuit_to(&relay_addr, listener_id);
+        dialer
+            .dial(DialOpts::peer(listener_id).address(target))
+            .expect("dial through the relay");
+        let mut connected = false;
+        let rtt = loop {
+            match dialer.next_event().await {
+                SwarmEvent::ConnectionEstablished {
+                    peer_id, endpoint, ..
+                } if peer_id == listener_id => {
+                    assert!(endpoint.is_relayed(), "{endpoint:?}");
+                    assert_eq!(endpoint.relay_peer_id(), Some(relay_id));
+                    connected = true;
+                }
+                SwarmEvent::Behaviour(ClientNodeEvent::Ping(meshwire_ping::Event {
+                    peer,
+                    result: Ok(rtt),
+                    ..
+                })) if peer == listener_id => break rtt,
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial failed: {error}"),
+                _ => {}
+            }
+        };
+        assert!(connected);
+        println!("dialer {dialer_id} pinged {listener_id} through {relay_id}: rtt {rtt:?}");
+
+        // The listener saw the same connection come in relayed and pings back.
+        let mut listener_saw = false;
+        loop {
+            match listener_events.recv().await.expect("listener runs") {
+                SwarmEvent::ConnectionEstablished {
+                    peer_id, endpoint, ..
+                } if peer_id == dialer_id => {
+                    assert!(endpoint.is_relayed());
+                    assert!(!endpoint.is_dialer());
+                    listener_saw = true;
+                }
+                SwarmEvent::Behaviour(ClientNodeEvent::Ping(meshwire_ping::Event {
+                    peer,
+                    result: Ok(_),
+                    ..
+                })) if peer == dialer_id => break,
+                _ => {}
+            }
+        }
+        assert!(listener_saw);
+
+        // The relay admitted exactly this circuit.
+        loop {
+            if let SwarmEvent::Behaviour(RelayNodeEvent::Relay(ServerEvent::CircuitAccepted {
+                src,
+                dst,
+                ..
+            })) = relay_events.recv().await.expect("relay runs")
+            {
+                assert_eq!((src, dst), (dialer_id, listener_id));
+                break;
+            }
+        }
+    })
+    .await
+    .expect("within the time limit");
+}

@@ -8,7 +8,10 @@
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
 //! - [`ping`] (feature `ping`), [`identify`] (feature `identify`), [`kad`] (feature `kad`:
 //!   the Kademlia DHT behaviour, its sans-IO engine and service discovery), [`swim`] (feature
-//!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator).
+//!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator),
+//!   [`relay`] (feature `relay`: circuit relay v2 server and client; relayed connections are
+//!   Noise + Yamux over a relay stream, composed with QUIC by
+//!   [`transport::TransportExt::or_transport`]).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -28,6 +31,8 @@ pub use meshwire_identify as identify;
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
+#[cfg(feature = "relay")]
+pub use meshwire_relay as relay;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

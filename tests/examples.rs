@@ -55,6 +55,28 @@ fn mesh_demo_prints_a_full_table_and_exits_zero() {
 }
 
 #[test]
+fn relay_example_pings_through_a_relay() {
+    let out = Command::new(example("relay"))
+        .args(["--pings", "3"])
+        .output()
+        .expect("run relay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "relay failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("/p2p-circuit"), "{stdout}");
+    assert!(stdout.contains("(relayed: true)"), "{stdout}");
+    let pings = stdout
+        .lines()
+        .filter(|l| l.contains("rtt=") && l.ends_with("(relayed)"))
+        .count();
+    assert_eq!(pings, 3, "{stdout}");
+}
+
+#[test]
 fn ping_tool_pings_another_ping_tool() {
     let mut listener = Command::new(example("ping"))
         .args([

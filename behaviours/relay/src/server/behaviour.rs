@@ -15,7 +15,7 @@ use meshwire_swarm::{
     FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, Stream,
     StreamProtocol, Timer, ToSwarm,
 };
-use meshwire_transport::{with_peer_id, Multiaddr, Protocol};
+use meshwire_transport::{with_peer_id, ListenerId, Multiaddr, Protocol};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -69,6 +69,9 @@ pub struct Behaviour {
     /// Every connection: its peer, remote IP and whether it is itself relayed.
     connections: HashMap<ConnectionId, Remote>,
     external_addrs: Vec<Multiaddr>,
+    /// Our listen addresses, offered in reservations while no external address is confirmed
+    /// (rust-libp2p's client refuses a reservation without addresses).
+    listen_addrs: Vec<(ListenerId, Multiaddr)>,
     timer: Timer,
     next: u64,
 }
@@ -138,6 +141,7 @@ impl Behaviour {
             config: io,
             connections: HashMap::new(),
             external_addrs: Vec::new(),
+            listen_addrs: Vec::new(),
             timer: Timer::default(),
             next: 0,
         })
@@ -205,11 +209,12 @@ impl Behaviour {
             HopRequest::Reserve => match self.engine.handle_reserve(now, peer, connection, ip) {
                 Ok(accepted) => {
                     let local = self.key.peer_id();
-                    let addrs = self
-                        .external_addrs
-                        .iter()
-                        .map(|a| with_peer_id(a, local))
-                        .collect();
+                    let own: Vec<&Multiaddr> = if self.external_addrs.is_empty() {
+                        self.listen_addrs.iter().map(|(_, a)| a).collect()
+                    } else {
+                        self.external_addrs.iter().collect()
+                    };
+                    let addrs = own.into_iter().map(|a| with_peer_id(a, local)).collect();
                     let reservation = ReservationInfo {
                         expire: accepted.expire_unix,
                         addrs,
@@ -338,6 +343,13 @@ async fn stop_exchange(
     }
 }
 
+/// Whether peers can dial `addr` directly: an IP address that is not a wildcard (`0.0.0.0`,
+/// `::`) and not itself a circuit.
+fn is_direct(addr: &Multiaddr) -> bool {
+    ip_of(addr).is_some_and(|ip| !ip.is_unspecified())
+        && !addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(ip.into()),
@@ -388,6 +400,16 @@ impl NetworkBehaviour for Behaviour {
                 self.external_addrs.push(addr.clone());
             }
             FromSwarm::ExternalAddrExpired { addr } => self.external_addrs.retain(|a| a != addr),
+            FromSwarm::NewListenAddr { listener, addr }
+                if is_direct(addr)
+                    && !self.listen_addrs.iter().any(|(_, a)| a == addr)
+                    && self.listen_addrs.len() < crate::protocol::MAX_ADDRS =>
+            {
+                self.listen_addrs.push((listener, addr.clone()));
+            }
+            FromSwarm::ListenerClosed { listener, .. } => {
+                self.listen_addrs.retain(|(l, _)| *l != listener)
+            }
             _ => {}
         }
     }

@@ -391,7 +391,9 @@ impl Behaviour {
             connection,
             info,
         }));
-        if !observed.is_empty() {
+        // An address observed over a relayed connection names the relay's circuit, not a
+        // way to reach us directly: it is no candidate for our external address.
+        if !observed.is_empty() && !is_circuit(&observed) {
             self.emit(ToSwarm::NewExternalAddrCandidate(observed));
         }
     }
@@ -715,4 +717,10 @@ mod tests {
             .unwrap()
             .is_empty());
     }
+}
+
+/// Whether `addr` goes through a circuit relay (`.../p2p-circuit/...`).
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
 }

@@ -633,6 +633,12 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
+/// Whether `addr` goes through a circuit relay (`.../p2p-circuit/...`).
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,10 +723,4 @@ mod tests {
             .unwrap()
             .is_empty());
     }
-}
-
-/// Whether `addr` goes through a circuit relay (`.../p2p-circuit/...`).
-fn is_circuit(addr: &Multiaddr) -> bool {
-    addr.iter()
-        .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
 }

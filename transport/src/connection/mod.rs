@@ -22,7 +22,7 @@ use meshwire_core::{Direction, PeerId};
 use multiaddr::Multiaddr;
 
 use crate::multistream::{self, Negotiated, Version};
-use in_memory::{MemConnection, MemStream, MAX_MEMORY_DATAGRAM};
+use in_memory::{MemConnection, MemStream};
 
 #[derive(Clone, Debug)]
 pub(crate) enum ConnInner {
@@ -173,7 +173,9 @@ impl Connection {
         }
     }
 
-    /// Waits for the next datagram from the peer.
+    /// Waits for the next datagram from the peer. On an in-memory connection without datagrams
+    /// ([`MemoryTransport::without_datagrams`](crate::memory::MemoryTransport::without_datagrams))
+    /// it fails at once with [`ConnectionError::DatagramsUnsupported`].
     pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
         match &self.inner {
             ConnInner::Quic(c) => Ok(c.read_datagram().await?),
@@ -185,7 +187,7 @@ impl Connection {
     pub fn max_datagram_size(&self) -> Option<usize> {
         match &self.inner {
             ConnInner::Quic(c) => c.max_datagram_size(),
-            ConnInner::Memory(_) => Some(MAX_MEMORY_DATAGRAM),
+            ConnInner::Memory(m) => m.max_datagram_size(),
         }
     }
 

@@ -5,6 +5,12 @@
 //! the process-wide hub (it knows each listener's [`PeerId`]), streams are bounded in-memory
 //! pipes with backpressure, datagrams are bounded queues that drop when full.
 //!
+//! [`MemoryTransport::without_datagrams`] makes connections without datagrams, like a
+//! relayed connection (streams over a relay stream): their
+//! [`max_datagram_size`](Connection::max_datagram_size) is `None` and sending or reading a
+//! datagram fails with [`ConnectionError::DatagramsUnsupported`](crate::ConnectionError::DatagramsUnsupported).
+//! A connection has datagrams only if both the dialer's and the listener's transports do.
+//!
 //! ```
 //! use meshwire_transport::{identity::Keypair, memory::MemoryTransport, Transport, TransportExt, TransportEvent};
 //!
@@ -42,6 +48,8 @@ const LISTEN_BACKLOG: usize = 128;
 struct HubEntry {
     peer: PeerId,
     tx: mpsc::Sender<MemIncoming>,
+    /// Whether the listener's transport has datagrams.
+    datagrams: bool,
 }
 
 fn hub() -> &'static Mutex<HashMap<u64, HubEntry>> {
@@ -61,16 +69,48 @@ pub struct MemoryTransport {
     local_peer: PeerId,
     listeners: HashMap<ListenerId, (u64, mpsc::Receiver<MemIncoming>)>,
     events: VecDeque<TransportEvent>,
+    datagrams: bool,
 }
 
 impl MemoryTransport {
-    /// A transport that authenticates as `local_peer`.
+    /// A transport that authenticates as `local_peer`, with datagrams.
     pub fn new(local_peer: PeerId) -> Self {
         MemoryTransport {
             local_peer,
             listeners: HashMap::new(),
             events: VecDeque::new(),
+            datagrams: true,
         }
+    }
+
+    /// This transport without datagrams: the connections it dials or accepts carry streams
+    /// only, like relayed connections. Their
+    /// [`max_datagram_size`](Connection::max_datagram_size) is `None`, and
+    /// [`send_datagram`](Connection::send_datagram) and
+    /// [`read_datagram`](Connection::read_datagram) fail at once with
+    /// [`ConnectionError::DatagramsUnsupported`](crate::ConnectionError::DatagramsUnsupported).
+    ///
+    /// ```
+    /// use meshwire_transport::{identity::Keypair, memory::MemoryTransport, ConnectionError};
+    /// use meshwire_transport::{Transport, TransportEvent, TransportExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut a = MemoryTransport::new(Keypair::generate().peer_id()).without_datagrams();
+    /// let mut b = MemoryTransport::new(Keypair::generate().peer_id());
+    /// a.listen_on("/memory/0".parse().unwrap()).unwrap();
+    /// let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else { panic!() };
+    /// let dial = b.dial(&addr, None).unwrap();
+    /// let TransportEvent::Incoming { upgrade, .. } = a.next_event().await else { panic!() };
+    /// let (out, _inc) = tokio::join!(dial, upgrade);
+    /// let out = out.unwrap();
+    /// // One side without datagrams: the connection has none.
+    /// assert_eq!(out.max_datagram_size(), None);
+    /// assert!(matches!(out.send_datagram("x".into()), Err(ConnectionError::DatagramsUnsupported)));
+    /// # }
+    /// ```
+    pub fn without_datagrams(mut self) -> Self {
+        self.datagrams = false;
+        self
     }
 
     fn port_of(addr: &Multiaddr) -> Option<u64> {
@@ -127,6 +167,7 @@ impl Transport for MemoryTransport {
             HubEntry {
                 peer: self.local_peer,
                 tx,
+                datagrams: self.datagrams,
             },
         );
         let id = ListenerId::next();
@@ -177,7 +218,8 @@ impl Transport for MemoryTransport {
                         })
                     }
                     _ => {
-                        let (ours, theirs) = MemConnection::pair();
+                        let datagrams = self.datagrams && entry.datagrams;
+                        let (ours, theirs) = MemConnection::pair(datagrams);
                         let (accepted_tx, accepted_rx) = oneshot::channel();
                         entry
                             .tx
@@ -364,5 +406,67 @@ mod tests {
             out.send_datagram(Bytes::from(vec![0u8; MAX_MEMORY_DATAGRAM + 1])),
             Err(ConnectionError::DatagramTooLarge { .. })
         ));
+    }
+
+    async fn connected_with(
+        a: MemoryTransport,
+        b: MemoryTransport,
+    ) -> (MemoryTransport, MemoryTransport, Connection, Connection) {
+        let (mut a, mut b) = (a, b);
+        a.listen_on("/memory/0".parse().unwrap()).unwrap();
+        let TransportEvent::NewListenAddr { addr, .. } = a.next_event().await else {
+            panic!()
+        };
+        let dial = b.dial(&addr, None).unwrap();
+        let TransportEvent::Incoming { upgrade, .. } = a.next_event().await else {
+            panic!()
+        };
+        let (o, i) = tokio::join!(dial, upgrade);
+        (a, b, o.unwrap(), i.unwrap())
+    }
+
+    #[tokio::test]
+    async fn without_datagrams_on_either_side_the_connection_has_none_but_streams() {
+        let plain = || MemoryTransport::new(Keypair::generate().peer_id());
+        for (listener, dialer) in [
+            (plain().without_datagrams(), plain()),
+            (plain(), plain().without_datagrams()),
+        ] {
+            let (_a, _b, out, inc) = connected_with(listener, dialer).await;
+            for c in [&out, &inc] {
+                assert_eq!(c.max_datagram_size(), None);
+                assert!(matches!(
+                    c.send_datagram(Bytes::from_static(b"x")),
+                    Err(ConnectionError::DatagramsUnsupported)
+                ));
+                // Fails at once instead of waiting for datagrams that never come.
+                let read =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), c.read_datagram())
+                        .await
+                        .expect("read_datagram returns at once");
+                assert!(matches!(read, Err(ConnectionError::DatagramsUnsupported)));
+            }
+            // Streams work as usual.
+            let mut s = out.open_stream().await.unwrap();
+            s.write_all(b"hi").await.unwrap();
+            s.close().await.unwrap();
+            let mut got = Vec::new();
+            inc.accept_stream()
+                .await
+                .unwrap()
+                .read_to_end(&mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, b"hi");
+            // Closed wins over unsupported.
+            out.close(0, "bye");
+            assert!(matches!(
+                out.send_datagram(Bytes::from_static(b"x")),
+                Err(ConnectionError::Closed(_))
+            ));
+        }
+        // The default keeps datagrams.
+        let (_a, _b, out, _inc) = connected_with(plain(), plain()).await;
+        assert_eq!(out.max_datagram_size(), Some(MAX_MEMORY_DATAGRAM));
     }
 }

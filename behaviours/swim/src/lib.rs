@@ -7,7 +7,9 @@
 //! - [`Behaviour`] (module [`behaviour`], feature `swarm`, on by default) is a
 //!   [`NetworkBehaviour`](meshwire_swarm::NetworkBehaviour) that carries the engine's probes as
 //!   unreliable QUIC datagrams and its push-pulls as `/meshwire/swim/2.0.0` streams, dials
-//!   members it must reach, and keeps their connections alive. Without the feature the crate
+//!   members it must reach, and keeps their connections alive. Over connections without
+//!   datagrams (relayed ones) the probe traffic goes as frames on one
+//!   `/meshwire/swim/2.0.0/stream` stream per peer instead. Without the feature the crate
 //!   has no IO or async dependency.
 //!
 //! # Example: a cluster of real swarms (feature `swarm`)
@@ -228,7 +230,7 @@ mod varint;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
-pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL};
+pub use crate::behaviour::{Behaviour, Config, Error, Event, PROTOCOL, STREAM_PROTOCOL};
 pub use crate::engine::{
     ConfigError, CoreStats, SetMetaError, Stats, SwimConfig, SwimEngine, SwimEvent, Transmit,
     TransmitKind, UnknownRealm,
@@ -236,4 +238,6 @@ pub use crate::engine::{
 pub use crate::member::{Member, MemberState, MetaError, NodeMeta};
 pub use crate::realm::{Realm, RealmError, MAX_LABEL_LEN, MAX_REALM_LEN};
 pub use crate::record::{AliveVerifier, Ed25519Verifier, Signature};
-pub use crate::wire::{DecodeError, Limits, Message, PROTOCOL_NAME, WIRE_VERSION};
+pub use crate::wire::{
+    DecodeError, Limits, Message, PROTOCOL_NAME, STREAM_PROTOCOL_NAME, WIRE_VERSION,
+};

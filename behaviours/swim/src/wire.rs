@@ -23,6 +23,10 @@ pub use crate::varint::varint_len;
 
 /// The protocol id negotiated for push-pull streams (and naming the datagram protocol).
 pub const PROTOCOL_NAME: &str = "/meshwire/swim/2.0.0";
+/// The protocol id of the fallback streams that carry probe traffic (the messages otherwise
+/// sent as datagrams, one frame each) over connections without datagrams, such as relayed
+/// ones.
+pub const STREAM_PROTOCOL_NAME: &str = "/meshwire/swim/2.0.0/stream";
 /// The version byte that starts every message.
 pub const WIRE_VERSION: u8 = 2;
 /// The longest binary peer ID accepted (an identity multihash of a 42-byte key).

@@ -1,6 +1,7 @@
 //! The in-memory backend of [`Connection`](super::Connection): one end of a connection pair
 //! living in this process, with bounded stream pipes (backpressure) and bounded datagram
-//! queues (drop when full). [`crate::memory::MemoryTransport`] pairs them up.
+//! queues (drop when full), or no datagrams at all (like a relayed connection).
+//! [`crate::memory::MemoryTransport`] pairs them up.
 
 use std::collections::VecDeque;
 use std::io;
@@ -63,6 +64,8 @@ pub(crate) struct MemConnection {
     accept_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<MemStream>>>,
     dgram_tx: mpsc::Sender<Bytes>,
     dgram_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
+    /// Whether the connection carries datagrams (both ends agree).
+    datagrams: bool,
 }
 
 impl std::fmt::Debug for MemConnection {
@@ -74,7 +77,9 @@ impl std::fmt::Debug for MemConnection {
 }
 
 impl MemConnection {
-    pub(crate) fn pair() -> (MemConnection, MemConnection) {
+    /// Two connected ends; without `datagrams`, datagram operations fail with
+    /// [`ConnectionError::DatagramsUnsupported`] on both.
+    pub(crate) fn pair(datagrams: bool) -> (MemConnection, MemConnection) {
         let shared = Arc::new(ConnShared {
             closed: Mutex::new(None),
             notify: Notify::new(),
@@ -91,6 +96,7 @@ impl MemConnection {
             accept_rx: Arc::new(tokio::sync::Mutex::new(s0_rx)),
             dgram_tx: d1_tx,
             dgram_rx: Arc::new(tokio::sync::Mutex::new(d0_rx)),
+            datagrams,
         };
         let b = MemConnection {
             side: 1,
@@ -99,6 +105,7 @@ impl MemConnection {
             accept_rx: Arc::new(tokio::sync::Mutex::new(s1_rx)),
             dgram_tx: d0_tx,
             dgram_rx: Arc::new(tokio::sync::Mutex::new(d1_rx)),
+            datagrams,
         };
         (a, b)
     }
@@ -185,8 +192,16 @@ impl MemConnection {
         self.shared.reason_for(self.side)
     }
 
+    /// The largest datagram, or `None` if the connection has no datagrams.
+    pub(crate) fn max_datagram_size(&self) -> Option<usize> {
+        self.datagrams.then_some(MAX_MEMORY_DATAGRAM)
+    }
+
     pub(crate) fn send_datagram(&self, data: Bytes) -> Result<(), ConnectionError> {
         self.check_open()?;
+        if !self.datagrams {
+            return Err(ConnectionError::DatagramsUnsupported);
+        }
         if data.len() > MAX_MEMORY_DATAGRAM {
             return Err(ConnectionError::DatagramTooLarge {
                 max: MAX_MEMORY_DATAGRAM,
@@ -199,6 +214,9 @@ impl MemConnection {
 
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
         self.check_open()?;
+        if !self.datagrams {
+            return Err(ConnectionError::DatagramsUnsupported);
+        }
         let mut rx = self.dgram_rx.lock().await;
         tokio::select! {
             d = rx.recv() => d.ok_or_else(|| ConnectionError::Closed(self.closed_reason_or_transport())),

@@ -27,7 +27,7 @@ use multiaddr::{Multiaddr, Protocol};
 
 use self::yamux::YamuxStream;
 use crate::multistream::{self, Negotiated, Version};
-use in_memory::{MemConnection, MemStream, MAX_MEMORY_DATAGRAM};
+use in_memory::{MemConnection, MemStream};
 
 #[derive(Clone, Debug)]
 pub(crate) enum ConnInner {
@@ -203,8 +203,9 @@ impl Connection {
         }
     }
 
-    /// Waits for the next datagram from the peer. Yamux connections have no datagrams: they
-    /// fail at once with [`ConnectionError::DatagramsUnsupported`].
+    /// Waits for the next datagram from the peer. Yamux connections and in-memory connections
+    /// without datagrams ([`MemoryTransport::without_datagrams`](crate::memory::MemoryTransport::without_datagrams))
+    /// have none: they fail at once with [`ConnectionError::DatagramsUnsupported`].
     pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
         match &self.inner {
             ConnInner::Quic(c) => Ok(c.read_datagram().await?),
@@ -217,7 +218,7 @@ impl Connection {
     pub fn max_datagram_size(&self) -> Option<usize> {
         match &self.inner {
             ConnInner::Quic(c) => c.max_datagram_size(),
-            ConnInner::Memory(_) => Some(MAX_MEMORY_DATAGRAM),
+            ConnInner::Memory(m) => m.max_datagram_size(),
             ConnInner::Yamux(_) => None,
         }
     }

@@ -62,7 +62,8 @@ pub struct Config {
     pub max_inbound_push_pulls_per_peer: usize,
     /// Addresses announced at most (default 8; the wire allows 16).
     pub max_announced_addresses: usize,
-    /// A connection that carried a SWIM datagram from the peer within this time is kept
+    /// A connection that carried a SWIM message (a datagram, or a frame of a fallback stream)
+    /// from the peer within this time is kept
     /// alive even if the peer is not a live member here (yet): it is in use by the other
     /// side, e.g. by a member that learned of us before we learned of it (default 10 s).
     pub traffic_keep_alive: Duration,
@@ -86,6 +87,25 @@ pub struct Config {
     /// The value of the [`CONN_MANAGER_TAG`] tag set on live members' peers in the swarm's
     /// connection manager (default 100; 0 turns tagging off).
     pub conn_manager_tag_value: i32,
+    /// Fallback streams of ours ([`STREAM_PROTOCOL`](super::STREAM_PROTOCOL), one per peer
+    /// none of whose connections carries datagrams, e.g. relayed ones) open or being opened
+    /// at once (default 256). A message for one more such peer is dropped (and counted).
+    pub max_fallback_streams: usize,
+    /// Remotes' fallback streams read at once (default 256); more are reset.
+    pub max_inbound_fallback_streams: usize,
+    /// Remotes' fallback streams read at once from one peer (default 2: a peer's new stream
+    /// may arrive before its old one is seen to end); more are reset.
+    pub max_inbound_fallback_streams_per_peer: usize,
+    /// Messages waiting per peer to be written on its fallback stream (default 16, at least
+    /// 1); a message for a full queue is dropped (and counted).
+    pub max_queued_fallback_messages_per_peer: usize,
+    /// A fallback stream of ours with nothing to write for this long is closed (default
+    /// 30 s); the next message opens a new one. A remote's fallback stream that stays silent
+    /// for twice this long (at least this plus the write timeout) is dropped.
+    pub fallback_stream_idle_timeout: Duration,
+    /// Time limit of writing one message on a fallback stream (default 2 s); past it the
+    /// stream is reset and the messages queued on it are dropped (and counted).
+    pub fallback_stream_write_timeout: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +130,12 @@ impl Default for Config {
             dial_backoff: Duration::from_secs(1),
             dial_backoff_max: Duration::from_secs(30),
             conn_manager_tag_value: 100,
+            max_fallback_streams: 256,
+            max_inbound_fallback_streams: 256,
+            max_inbound_fallback_streams_per_peer: 2,
+            max_queued_fallback_messages_per_peer: 16,
+            fallback_stream_idle_timeout: Duration::from_secs(30),
+            fallback_stream_write_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -183,13 +209,15 @@ pub struct IoStats {
     pub datagrams_sent: u64,
     /// Datagrams read from QUIC.
     pub datagrams_received: u64,
-    /// Datagrams that failed to decode (dropped).
+    /// Datagrams and fallback-stream messages that failed to decode, or were larger than
+    /// the engine's datagram limit (dropped).
     pub datagrams_bad: u64,
     /// Datagrams queued because the peer was not connected.
     pub datagrams_queued: u64,
     /// Queued datagrams dropped: queue full, too old, or the dial failed.
     pub datagrams_dropped: u64,
-    /// Datagrams larger than the connection could carry (dropped).
+    /// Datagrams larger than the connection could carry, and messages for a fallback stream
+    /// larger than [`SwimConfig::mtu`] (dropped).
     pub datagrams_too_large: u64,
     /// Dials started to reach a member for datagrams.
     pub dials: u64,
@@ -212,4 +240,21 @@ pub struct IoStats {
     /// Commands for the swarm (dials, connection-manager tags) dropped because the
     /// behaviour's command queue was full (the swarm was not polling it).
     pub commands_dropped: u64,
+    /// Fallback streams we asked for: a message for a peer none of whose connections
+    /// carries datagrams, with no fallback stream to it open.
+    pub stream_fallbacks: u64,
+    /// Remotes' fallback streams accepted.
+    pub stream_fallbacks_inbound: u64,
+    /// Remotes' fallback streams reset: over the limits, or after leaving.
+    pub stream_fallbacks_refused: u64,
+    /// Fallback streams (ours or remotes') that failed: not opened, a write that failed or
+    /// timed out, a remote's invalid or oversized frame, a silent remote stream.
+    pub stream_fallbacks_failed: u64,
+    /// Messages queued on a fallback stream (written in order unless the stream fails).
+    pub stream_messages_sent: u64,
+    /// Messages read from remotes' fallback streams.
+    pub stream_messages_received: u64,
+    /// Messages for a fallback stream dropped: its queue was full, the stream limit was
+    /// reached, or the stream failed with them queued.
+    pub stream_messages_dropped: u64,
 }

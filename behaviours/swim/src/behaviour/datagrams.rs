@@ -1,6 +1,7 @@
-//! The QUIC connections SWIM's datagrams travel on: the transport handle of every established
-//! connection, which of a peer's connections is preferred, one datagram reader per
-//! connection, and sending on the best connection.
+//! The connections SWIM's datagrams travel on: the transport handle of every established
+//! connection, which of a peer's connections is preferred (one with datagrams first), one
+//! datagram reader per connection, and sending on the best connection — or telling the caller
+//! that the peer's connections carry no datagrams (relayed ones), for the stream fallback.
 
 use std::collections::HashMap;
 use std::task::{Context, Poll};
@@ -26,8 +27,33 @@ struct Conn {
     /// When the last SWIM datagram of one of our realms came in on it.
     last_received: Option<Instant>,
     /// Dialed by whichever of the two peers has the smaller id: the connection both sides
-    /// prefer when there are several.
+    /// prefer when there are several (of those with datagrams, if any).
     preferred: bool,
+    /// Whether it carried datagrams when established (a relayed connection does not).
+    datagrams: bool,
+}
+
+impl Conn {
+    /// How much it is wanted among its peer's connections (higher is better): datagrams
+    /// first, then the preferred one. Both sides agree on it.
+    fn class(&self) -> (bool, bool) {
+        (self.datagrams, self.preferred)
+    }
+}
+
+/// What became of a message [`Links::send`] was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// Handed to a connection as a datagram, or dropped (and counted) as too large for it.
+    Done,
+    /// The peer is connected but none of its connections carries datagrams: the message
+    /// goes on a fallback stream, over `on` (the best of them).
+    NoDatagrams {
+        /// The connection to open the stream on.
+        on: ConnectionId,
+    },
+    /// No connection took it (none, or each failed): the caller may queue it for a dial.
+    Unsent,
 }
 
 /// What one connection's reader read.
@@ -74,6 +100,7 @@ impl Links {
                         handle: (*handle).clone(),
                         last_received: None,
                         preferred: smaller_dialed,
+                        datagrams: handle.max_datagram_size().is_some(),
                     },
                 );
                 self.arm_reader(*connection, (*handle).clone());
@@ -145,54 +172,67 @@ impl Links {
         }
     }
 
-    /// The connections of `peer` in the order to try them: preferred first, newest first.
+    /// The connections of `peer` in the order to try them: with datagrams first, then
+    /// preferred first, then newest first.
     fn send_order(&self, peer: &PeerId) -> Vec<ConnectionId> {
         let mut order: Vec<ConnectionId> = self.peers.of(peer).to_vec();
         order.sort_by_key(|id| {
-            let preferred = self.connections.get(id).is_some_and(|c| c.preferred);
-            (!preferred, std::cmp::Reverse(*id))
+            let class = self.connections.get(id).map(Conn::class);
+            (std::cmp::Reverse(class), std::cmp::Reverse(*id))
         });
         order
     }
 
-    /// Sends `bytes` to `to` on its best connection that takes them. `false` if no
-    /// connection could (none, or none accepts datagrams now): the caller may queue them.
-    /// Datagrams larger than the connection can carry are dropped (and counted).
-    pub(super) fn send(&self, to: PeerId, bytes: &Bytes, io: &mut IoStats) -> bool {
+    /// Sends `bytes` to `to` as a datagram on its best connection that takes them; see
+    /// [`Sent`] for the outcomes. Datagrams larger than the connection can carry are dropped
+    /// (and counted).
+    pub(super) fn send(&self, to: PeerId, bytes: &Bytes, io: &mut IoStats) -> Sent {
+        // The best connection without datagrams, for the fallback.
+        let mut without = None;
         for id in self.send_order(&to) {
             let Some(c) = self.connections.get(&id) else {
                 continue;
             };
             match c.handle.max_datagram_size() {
-                None => continue,
+                None => {
+                    without.get_or_insert(id);
+                    continue;
+                }
                 Some(max) if bytes.len() > max => {
                     io.datagrams_too_large += 1;
                     tracing::debug!(peer = %to, len = bytes.len(), max, "swim: datagram too large for the connection; dropped");
-                    return true;
+                    return Sent::Done;
                 }
                 Some(_) => {}
             }
             match c.handle.send_datagram(bytes.clone()) {
                 Ok(()) => {
                     io.datagrams_sent += 1;
-                    return true;
+                    return Sent::Done;
                 }
                 Err(ConnectionError::DatagramTooLarge { max }) => {
                     io.datagrams_too_large += 1;
                     tracing::debug!(peer = %to, len = bytes.len(), max, "swim: datagram too large for the connection; dropped");
-                    return true;
+                    return Sent::Done;
+                }
+                Err(ConnectionError::DatagramsUnsupported) => {
+                    without.get_or_insert(id);
                 }
                 Err(e) => {
                     tracing::trace!(peer = %to, connection = %id, error = %e, "swim: datagram not sent; trying another connection");
                 }
             }
         }
-        false
+        match without {
+            Some(on) => Sent::NoDatagrams { on },
+            None => Sent::Unsent,
+        }
     }
 
     /// Whether `connection` with `peer` is to be kept alive: it carried SWIM traffic within
-    /// `traffic_keep_alive`, or `peer` is a live member (`live`) and this is its preferred
-    /// connection (or it has no preferred one).
+    /// `traffic_keep_alive`, or `peer` is a live member (`live`) and this is one of the
+    /// connections its messages go over: of its connections with datagrams if it has any
+    /// (else of all), the preferred one, or every one if none is preferred.
     pub(super) fn keep_alive(
         &self,
         peer: &PeerId,
@@ -210,15 +250,13 @@ impl Links {
         if !live {
             return false;
         }
-        if conn.is_some_and(|c| c.preferred) {
-            return true;
-        }
-        // Not the preferred kind: keep it only while the peer has no preferred connection.
-        !self
-            .peers
+        // Keep it unless the peer has a connection of a better class.
+        let class = conn.map_or((false, false), Conn::class);
+        self.peers
             .of(peer)
             .iter()
-            .any(|id| self.connections.get(id).is_some_and(|c| c.preferred))
+            .filter_map(|id| self.connections.get(id).map(Conn::class))
+            .all(|other| other <= class)
     }
 }
 

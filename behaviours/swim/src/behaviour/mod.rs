@@ -9,6 +9,21 @@
 //!   peer's preferred connection (see below), and reads each connection's datagrams with one
 //!   `read_datagram` future at a time, handing them to the engine with the connection's
 //!   authenticated peer as sender.
+//! - **No datagrams** (a relayed connection: Noise and Yamux over a relay's stream, whose
+//!   `max_datagram_size` is `None`): when none of the peer's connections carries datagrams,
+//!   the same message bytes go as frames on one long-lived stream per peer, negotiated as
+//!   [`STREAM_PROTOCOL`] and opened on the peer's best connection without dialing. A peer
+//!   with both kinds of connection gets datagrams. The frames are bounded like datagrams
+//!   (sent: at most the MTU; read: the engine's datagram limit, checked before buffering),
+//!   and a frame read from a remote's stream takes the very path of an inbound datagram
+//!   (decoding, realm check, engine, counters, keep-alive). Everything is bounded: the
+//!   queue per peer ([`Config::max_queued_fallback_messages_per_peer`]), our streams
+//!   ([`Config::max_fallback_streams`]), remotes' streams
+//!   ([`Config::max_inbound_fallback_streams`], [`Config::max_inbound_fallback_streams_per_peer`]),
+//!   an idle stream's life ([`Config::fallback_stream_idle_timeout`]) and each write
+//!   ([`Config::fallback_stream_write_timeout`]); see `streams`. The cost is head-of-line
+//!   blocking: a message delayed on the relay path holds back those behind it, so probe
+//!   round trips over a relay reflect the relay path.
 //! - **No connection to the target**: if the peer is a live member or a seed, the datagram
 //!   waits in a small per-peer queue ([`Config::max_queued_datagrams_per_peer`], oldest
 //!   dropped first; at most [`Config::max_queued_peers`] peers; entries older than
@@ -50,7 +65,9 @@
 //!   we learned of it). Connections to dead, left or unknown peers are left to the idle rule.
 //!   Of two connections between the same pair (simultaneous dials) the preferred one is the
 //!   one dialed by the peer with the smaller id, which both sides agree on; datagrams go over
-//!   it, so the duplicate idles out. QUIC's own keep-alive and idle timeout
+//!   it, so the duplicate idles out. A connection with datagrams comes before one without
+//!   (a direct connection before a relayed one): while the peer has one, its connections
+//!   without datagrams are left to the idle rule. QUIC's own keep-alive and idle timeout
 //!   ([`QuicConfig`](meshwire_transport::quic::QuicConfig)) are independent of SWIM: they keep
 //!   a wanted connection open or close a dead one, while SWIM judges members by its own
 //!   datagrams only. Live members' peers are tagged [`CONN_MANAGER_TAG`]
@@ -72,14 +89,16 @@
 //! engine's limits, push-pull frames by [`Config::swim`]`.max_push_pull_bytes`), inbound
 //! push-pull streams are limited ([`Config::max_inbound_push_pulls`],
 //! [`Config::max_inbound_push_pulls_per_peer`], and [`Config::max_inbound_push_pull_bytes`]
-//! buffered at once over all of them), and nothing from the network can panic.
+//! buffered at once over all of them), so are fallback streams (above), and nothing from the
+//! network can panic.
 //!
 //! SWIM assumes it is the only reader of QUIC datagrams on the swarm's connections.
 //!
 //! The code: [`config`](Config) (settings, errors, IO counters), `datagrams` (connections and
-//! their readers), `queues` (datagrams waiting for a dial, dial backoff, warm-up dials),
-//! `push_pull` (the stream exchanges), `metadata` (the announced addresses), `rejoin` (seeds
-//! and rejoining); this module ties them to the engine and the swarm.
+//! their readers), `streams` (the fallback streams for connections without datagrams),
+//! `queues` (datagrams waiting for a dial, dial backoff, warm-up dials), `push_pull` (the
+//! push-pull exchanges), `metadata` (the announced addresses), `rejoin` (seeds and
+//! rejoining); this module ties them to the engine and the swarm.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -91,8 +110,7 @@ use meshwire_core::{ConnectionId, Keypair, PeerId};
 use meshwire_swarm::toolkit::{ConnectionChange, Outbox, Tasks};
 use meshwire_swarm::{
     ConnManagerCommand, ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream,
-    NetworkBehaviour, OpenStream, OutboundStreamResult, PeerCondition, StreamProtocol, Timer,
-    ToSwarm,
+    NetworkBehaviour, OutboundStreamResult, PeerCondition, StreamProtocol, Timer, ToSwarm,
 };
 use meshwire_transport::ConnectionError;
 use multiaddr::Multiaddr;
@@ -101,8 +119,8 @@ use tokio::time::Instant;
 use crate::engine::{Stats, SwimEngine, SwimEvent, TransmitKind, UnknownRealm};
 use crate::member::{Member, MetaError, NodeMeta};
 use crate::realm::Realm;
-use crate::wire::{encode_frame, Body};
-use crate::wire::{Message, PROTOCOL_NAME};
+use crate::wire::Body;
+use crate::wire::{Message, PROTOCOL_NAME, STREAM_PROTOCOL_NAME};
 
 mod config;
 mod datagrams;
@@ -110,16 +128,18 @@ mod metadata;
 mod push_pull;
 mod queues;
 mod rejoin;
+mod streams;
 #[cfg(test)]
 mod tests;
 
 pub use self::config::{Config, Error, IoStats, CONN_MANAGER_TAG, DEFAULT_DATAGRAM_MTU, MAX_SEEDS};
-use self::datagrams::{kind_of, Links};
+use self::datagrams::{kind_of, Links, Sent};
 use self::metadata::LocalAddrs;
 pub use self::push_pull::PushPullError;
 use self::push_pull::{AnswerKey, Inbound, OutboundPushPull, Request};
 use self::queues::{Dials, WarmDials};
 use self::rejoin::Seeds;
+use self::streams::Fallback;
 
 /// The events of a [`Behaviour`]: the engine's [`SwimEvent`]s, one for one (member joined or
 /// back, updated, suspected, refuted, failed, left, join failed); the behaviour adds none of
@@ -128,6 +148,11 @@ pub type Event = SwimEvent;
 
 /// The stream protocol of push-pull exchanges, `/meshwire/swim/2.0.0`.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+
+/// The stream protocol of the fallback streams, `/meshwire/swim/2.0.0/stream`: the messages
+/// otherwise sent as datagrams, one frame each, on one stream per peer none of whose
+/// connections carries datagrams (relayed connections).
+pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(STREAM_PROTOCOL_NAME);
 
 /// Work items handled per call of `poll` before yielding to the swarm's other work.
 const POLL_BUDGET: usize = 128;
@@ -148,7 +173,8 @@ const MAX_COMMANDS: usize = 4096;
 const TASK_GRACE: Duration = Duration::from_secs(1);
 
 /// The SWIM membership [`NetworkBehaviour`]: a [`SwimEngine`] driven over the swarm's QUIC
-/// connections. See the [module documentation](self) for what goes where and the
+/// connections (and, for peers reachable only without datagrams, over fallback streams).
+/// See the [module documentation](self) for what goes where and the
 /// [crate documentation](crate) for an example with real swarms.
 ///
 /// Its events are the engine's [`SwimEvent`]s, one for one: member joined (or back),
@@ -159,6 +185,8 @@ pub struct Behaviour {
     local: PeerId,
     /// Connections, their datagram readers, sending.
     links: Links,
+    /// Streams for peers whose connections carry no datagrams.
+    fallback: Fallback,
     /// Queued datagrams, our dials, dial backoffs.
     dials: Dials,
     /// Newly learned live members to dial ahead of their first probe.
@@ -196,6 +224,7 @@ impl std::fmt::Debug for Behaviour {
             .field("local", &self.local)
             .field("engine", &self.engine)
             .field("connections", &self.links.len())
+            .field("fallback_streams", &self.fallback.len())
             .field("io", &self.io)
             .finish_non_exhaustive()
     }
@@ -237,6 +266,7 @@ impl Behaviour {
             engine,
             local: local_peer_id,
             links: Links::default(),
+            fallback: Fallback::new(&config),
             dials: Dials::default(),
             warm: WarmDials::default(),
             outbox: Outbox::new(MAX_COMMANDS),
@@ -431,30 +461,6 @@ impl Behaviour {
         }
     }
 
-    /// Asks the swarm for a stream to `to` for the push-pull `message`.
-    fn open_push_pull(&mut self, to: PeerId, message: &Message) {
-        let realm = message.realm.clone();
-        let open = OpenStream::new(to, PROTOCOL);
-        self.next_exchange += 1;
-        let id = self.next_exchange;
-        let pp = OutboundPushPull {
-            peer: to,
-            realm: realm.clone(),
-            frame: encode_frame(message),
-            id,
-            // The engine's timer started when it made the transmit, just now.
-            deadline: now() + self.config.swim.push_pull_timeout,
-        };
-        if self.outbox.open_stream(open, pp).is_err() {
-            self.io.push_pulls_failed += 1;
-            self.engine
-                .handle_push_pull_failed(now().into_std(), to, &realm);
-            return;
-        }
-        tracing::debug!(peer = %to, %realm, "swim: push-pull");
-        self.push_pulls_in_flight.insert((realm, to), id);
-    }
-
     /// What the behaviour does about an engine event besides reporting it.
     fn on_engine_event(&mut self, event: &SwimEvent) {
         match event {
@@ -496,13 +502,27 @@ impl Behaviour {
         self.send_datagram_with(to, bytes, true);
     }
 
-    /// Sends `bytes` to `to`; without a connection, queues them and, if `dial`, dials.
-    /// `true` if they were queued (they wait for a connection).
+    /// Sends `bytes` to `to`: as a datagram, or on the fallback stream if none of its
+    /// connections carries datagrams; without a connection, queues them and, if `dial`,
+    /// dials. `true` if they were queued (they wait for a connection).
     fn send_datagram_with(&mut self, to: PeerId, bytes: Bytes, dial: bool) -> bool {
-        if self.links.send(to, &bytes, &mut self.io) {
-            return false;
+        match self.links.send(to, &bytes, &mut self.io) {
+            Sent::Done => false,
+            Sent::NoDatagrams { on } => {
+                let max = self.config.swim.mtu;
+                self.fallback.send(to, on, &bytes, max, &mut self.io);
+                false
+            }
+            Sent::Unsent => self.queue_datagram(to, bytes, dial),
         }
-        self.queue_datagram(to, bytes, dial)
+    }
+
+    /// The next command for the swarm: ours, then the fallback streams' requests.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
+        if let Poll::Ready(cmd) = self.outbox.poll(cx) {
+            return Poll::Ready(cmd);
+        }
+        self.fallback.poll_command(cx)
     }
 
     /// A member became live (joined, came back, refuted): tag it, end any dial backoff, and
@@ -655,6 +675,12 @@ impl Behaviour {
             return;
         };
         self.io.datagrams_received += 1;
+        self.on_message(peer, id, &bytes);
+    }
+
+    /// A message from `peer` on connection `id`, a datagram or a fallback stream's frame:
+    /// both take this same path.
+    fn on_message(&mut self, peer: PeerId, id: ConnectionId, bytes: &[u8]) {
         if self.engine.has_left() {
             return;
         }
@@ -662,7 +688,7 @@ impl Behaviour {
             self.io.datagrams_bad += 1;
             return;
         }
-        match Message::decode(&bytes, self.engine.limits()) {
+        match Message::decode(bytes, self.engine.limits()) {
             Ok(msg) => {
                 tracing::trace!(%peer, kind = kind_of(&msg.body), updates = msg.body.updates().len(), "swim: received");
                 // Only SWIM traffic of our realms keeps the connection alive, not junk.
@@ -677,94 +703,6 @@ impl Behaviour {
             }
         }
         self.drain();
-    }
-
-    /// The outcome of our push-pull `key`.
-    fn on_answer(&mut self, key: AnswerKey, result: Result<Vec<u8>, PushPullError>) {
-        let AnswerKey { peer, realm, id } = key;
-        if !self.end_exchange(&realm, peer, id) {
-            // An older exchange with the peer that the engine gave up on already.
-            tracing::debug!(%peer, %realm, "swim: late outcome of an old push-pull ignored");
-            return;
-        }
-        let t = now().into_std();
-        let checked =
-            result.and_then(|bytes| push_pull::check_answer(&bytes, &realm, self.engine.limits()));
-        match checked {
-            Ok(msg) => {
-                self.io.push_pulls_completed += 1;
-                self.engine.handle_push_pull(t, peer, msg);
-            }
-            Err(e) => {
-                self.io.push_pulls_failed += 1;
-                tracing::debug!(%peer, %realm, error = %e, "swim: push-pull failed");
-                self.engine.handle_push_pull_failed(t, peer, &realm);
-            }
-        }
-        self.drain();
-    }
-
-    /// A remote's push-pull request was read (or not): answer it.
-    fn on_request(&mut self, peer: PeerId, result: Result<Request, PushPullError>) {
-        let (mut stream, bytes, reservation) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.io.push_pulls_refused += 1;
-                tracing::debug!(%peer, error = %e, "swim: inbound push-pull failed");
-                self.inbound.done(peer);
-                return;
-            }
-        };
-        let answer = match Message::decode(&bytes, self.engine.limits()) {
-            Ok(_) if self.engine.has_left() => None,
-            Ok(msg) => self.engine.handle_push_pull(now().into_std(), peer, msg),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "swim: bad push-pull request");
-                None
-            }
-        };
-        drop(reservation);
-        self.drain();
-        let Some(answer) = answer else {
-            self.io.push_pulls_refused += 1;
-            stream.reset();
-            self.inbound.done(peer);
-            return;
-        };
-        let limit = self.config.swim.push_pull_timeout;
-        let serve = push_pull::serve(stream, encode_frame(&answer), limit);
-        if self
-            .serving
-            .try_push(peer, limit + TASK_GRACE, serve)
-            .is_err()
-        {
-            // Never: as many answers as requests are admitted.
-            self.io.push_pulls_refused += 1;
-            self.inbound.done(peer);
-        }
-    }
-
-    /// Our answer to a remote's request was written (or not).
-    fn on_served(&mut self, peer: PeerId, result: Result<(), PushPullError>) {
-        match result {
-            Ok(()) => self.io.push_pulls_served += 1,
-            Err(e) => {
-                self.io.push_pulls_refused += 1;
-                tracing::debug!(%peer, error = %e, "swim: push-pull answer not delivered");
-            }
-        }
-        self.inbound.done(peer);
-    }
-
-    /// Ends our push-pull exchange `id` with `peer`; `false` if a newer one replaced it.
-    fn end_exchange(&mut self, realm: &Realm, peer: PeerId, id: u64) -> bool {
-        let key = (realm.clone(), peer);
-        if self.push_pulls_in_flight.get(&key) == Some(&id) {
-            self.push_pulls_in_flight.remove(&key);
-            true
-        } else {
-            false
-        }
     }
 
     /// Runs due timers and arms the sleep for the next; `true` if something ran.
@@ -825,24 +763,6 @@ impl Behaviour {
         }
         self.drain();
     }
-
-    /// Polls the push-pull tasks once each; `true` if one finished.
-    fn poll_tasks(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut busy = false;
-        if let Poll::Ready((key, result)) = self.answers.poll_next(cx) {
-            self.on_answer(key, result.map_err(PushPullError::from).and_then(|r| r));
-            busy = true;
-        }
-        if let Poll::Ready((peer, result)) = self.requests.poll_next(cx) {
-            self.on_request(peer, result.map_err(PushPullError::from).and_then(|r| r));
-            busy = true;
-        }
-        if let Poll::Ready((peer, result)) = self.serving.poll_next(cx) {
-            self.on_served(peer, result.map_err(PushPullError::from).and_then(|r| r));
-            busy = true;
-        }
-        busy
-    }
 }
 
 /// Whether `peer` is a live (alive or suspect) member of some realm of `engine`.
@@ -856,7 +776,7 @@ impl NetworkBehaviour for Behaviour {
     type Event = Event;
 
     fn protocols(&self) -> Vec<StreamProtocol> {
-        vec![PROTOCOL]
+        vec![PROTOCOL, STREAM_PROTOCOL]
     }
 
     fn handle_pending_outbound_connection(
@@ -911,86 +831,39 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_inbound_stream(&mut self, inbound: InboundStream) {
-        let InboundStream {
-            peer, mut stream, ..
-        } = inbound;
-        if self.engine.has_left()
-            || !self.inbound.admit(
-                peer,
-                self.config.max_inbound_push_pulls,
-                self.config.max_inbound_push_pulls_per_peer,
-            )
-        {
-            self.io.push_pulls_refused += 1;
-            tracing::debug!(%peer, "swim: inbound push-pull refused (limit or left)");
-            stream.reset();
-            return;
-        }
-        let limit = self.config.swim.push_pull_timeout;
-        let read = push_pull::read_request(
-            stream,
-            self.engine.limits().max_push_pull_bytes,
-            self.inbound.bytes.clone(),
-            self.config.max_inbound_push_pull_bytes,
-            limit,
-        );
-        if self
-            .requests
-            .try_push(peer, limit + TASK_GRACE, read)
-            .is_err()
-        {
-            // Never: the set holds as many as `admit` lets in.
-            self.io.push_pulls_refused += 1;
-            self.inbound.done(peer);
+        if inbound.protocol == STREAM_PROTOCOL {
+            let max = self.engine.limits().max_datagram_bytes;
+            let left = self.engine.has_left();
+            self.fallback.accept(inbound, max, left, &mut self.io);
+        } else {
+            self.accept_push_pull(inbound);
         }
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some(pp) = self.outbox.take_stream(result.id) else {
-            if let Ok(mut out) = result.result {
-                out.stream.reset();
-            }
-            return;
-        };
-        let OutboundPushPull {
-            peer,
-            realm,
-            frame,
-            id,
-            deadline,
-        } = pp;
-        let stream = match result.result {
-            Ok(out) => out.stream,
-            Err(e) => {
-                self.io.push_pulls_failed += 1;
-                tracing::debug!(%peer, %realm, error = %e, "swim: push-pull stream not opened");
-                if self.end_exchange(&realm, peer, id) {
-                    self.engine
-                        .handle_push_pull_failed(now().into_std(), peer, &realm);
-                    self.drain();
-                }
-                return;
-            }
-        };
-        let limit = deadline.saturating_duration_since(now());
-        let max = self.engine.limits().max_push_pull_bytes;
-        let exchange = push_pull::exchange(stream, frame, max, limit);
-        let key = AnswerKey { peer, realm, id };
-        if let Err(full) = self.answers.try_push(key, limit + TASK_GRACE, exchange) {
-            self.on_answer(full.key, Err(PushPullError::Overloaded));
+        if let Some(result) = self.fallback.on_outbound_stream(result, &mut self.io) {
+            self.on_push_pull_stream(result);
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
         for _ in 0..POLL_BUDGET {
-            if let Poll::Ready(cmd) = self.outbox.poll(cx) {
+            if let Poll::Ready(cmd) = self.poll_commands(cx) {
                 return Poll::Ready(cmd);
             }
             // Engine events that waited for room in the outbox.
             self.drain();
             let mut busy = self.poll_tasks(cx);
-            // A bounded batch of datagrams (so `last_heard` is fresh), then the timers, every
-            // time: a steady stream of datagrams must not hold back probes and suspicions.
+            if let Poll::Ready((peer, unsent)) = self.fallback.poll_writers(cx, &mut self.io) {
+                // Queued while its idle stream closed: on a new one.
+                for bytes in unsent {
+                    self.send_datagram_with(peer, Bytes::from(bytes), false);
+                }
+                busy = true;
+            }
+            // A bounded batch of datagrams and fallback-stream messages (so `last_heard` is
+            // fresh), then the timers, every time: a steady stream of messages must not hold
+            // back probes and suspicions.
             for _ in 0..DATAGRAM_BATCH {
                 match self.links.poll_read(cx) {
                     Poll::Ready(Some((id, result))) => {
@@ -1000,16 +873,25 @@ impl NetworkBehaviour for Behaviour {
                     _ => break,
                 }
             }
+            for _ in 0..DATAGRAM_BATCH {
+                match self.fallback.poll_read(cx, &mut self.io) {
+                    Poll::Ready((peer, id, bytes)) => {
+                        self.on_message(peer, id, &bytes);
+                        busy = true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
             if self.poll_timers(cx) {
                 busy = true;
             }
             if !busy {
-                // Nothing ran: answer what this round queued, else wait (the outbox, the
+                // Nothing ran: answer what this round queued, else wait (the outboxes, the
                 // task sets, the readers and the timer hold the waker).
-                return self.outbox.poll(cx);
+                return self.poll_commands(cx);
             }
         }
-        if let Poll::Ready(cmd) = self.outbox.poll(cx) {
+        if let Poll::Ready(cmd) = self.poll_commands(cx) {
             return Poll::Ready(cmd);
         }
         cx.waker().wake_by_ref();

@@ -7,14 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::{Context, Poll};
+
 use futures::io::{AsyncRead, AsyncWriteExt};
 use meshwire_core::PeerId;
 use meshwire_swarm::toolkit::{read_frame, read_frame_with, with_timeout, FrameError, Timeout};
-use meshwire_swarm::{Stream, StreamError};
+use meshwire_swarm::{InboundStream, OpenStream, OutboundStreamResult, Stream, StreamError};
 use thiserror::Error;
 
+use super::{now, Behaviour, PROTOCOL, TASK_GRACE};
 use crate::realm::Realm;
-use crate::wire::Body;
+use crate::wire::{encode_frame, Body};
 use crate::wire::{DecodeError, Limits, Message};
 
 /// Why a push-pull exchange failed (logged; the engine is told with
@@ -251,5 +254,211 @@ pub(super) fn check_answer(
     match &msg.body {
         Body::PushPull(pp) if pp.response => Ok(msg),
         _ => Err(PushPullError::UnexpectedAnswer("not a push-pull answer")),
+    }
+}
+
+/// The push-pull part of the behaviour: asking for exchanges, serving remotes' requests, and
+/// their outcomes.
+impl Behaviour {
+    /// Asks the swarm for a stream to `to` for the push-pull `message`.
+    pub(super) fn open_push_pull(&mut self, to: PeerId, message: &Message) {
+        let realm = message.realm.clone();
+        let open = OpenStream::new(to, PROTOCOL);
+        self.next_exchange += 1;
+        let id = self.next_exchange;
+        let pp = OutboundPushPull {
+            peer: to,
+            realm: realm.clone(),
+            frame: encode_frame(message),
+            id,
+            // The engine's timer started when it made the transmit, just now.
+            deadline: now() + self.config.swim.push_pull_timeout,
+        };
+        if self.outbox.open_stream(open, pp).is_err() {
+            self.io.push_pulls_failed += 1;
+            self.engine
+                .handle_push_pull_failed(now().into_std(), to, &realm);
+            return;
+        }
+        tracing::debug!(peer = %to, %realm, "swim: push-pull");
+        self.push_pulls_in_flight.insert((realm, to), id);
+    }
+
+    /// The outcome of our push-pull `key`.
+    pub(super) fn on_answer(&mut self, key: AnswerKey, result: Result<Vec<u8>, PushPullError>) {
+        let AnswerKey { peer, realm, id } = key;
+        if !self.end_exchange(&realm, peer, id) {
+            // An older exchange with the peer that the engine gave up on already.
+            tracing::debug!(%peer, %realm, "swim: late outcome of an old push-pull ignored");
+            return;
+        }
+        let t = now().into_std();
+        let checked = result.and_then(|bytes| check_answer(&bytes, &realm, self.engine.limits()));
+        match checked {
+            Ok(msg) => {
+                self.io.push_pulls_completed += 1;
+                self.engine.handle_push_pull(t, peer, msg);
+            }
+            Err(e) => {
+                self.io.push_pulls_failed += 1;
+                tracing::debug!(%peer, %realm, error = %e, "swim: push-pull failed");
+                self.engine.handle_push_pull_failed(t, peer, &realm);
+            }
+        }
+        self.drain();
+    }
+
+    /// A remote's push-pull request was read (or not): answer it.
+    pub(super) fn on_request(&mut self, peer: PeerId, result: Result<Request, PushPullError>) {
+        let (mut stream, bytes, reservation) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.io.push_pulls_refused += 1;
+                tracing::debug!(%peer, error = %e, "swim: inbound push-pull failed");
+                self.inbound.done(peer);
+                return;
+            }
+        };
+        let answer = match Message::decode(&bytes, self.engine.limits()) {
+            Ok(_) if self.engine.has_left() => None,
+            Ok(msg) => self.engine.handle_push_pull(now().into_std(), peer, msg),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "swim: bad push-pull request");
+                None
+            }
+        };
+        drop(reservation);
+        self.drain();
+        let Some(answer) = answer else {
+            self.io.push_pulls_refused += 1;
+            stream.reset();
+            self.inbound.done(peer);
+            return;
+        };
+        let limit = self.config.swim.push_pull_timeout;
+        let serve = serve(stream, encode_frame(&answer), limit);
+        if self
+            .serving
+            .try_push(peer, limit + TASK_GRACE, serve)
+            .is_err()
+        {
+            // Never: as many answers as requests are admitted.
+            self.io.push_pulls_refused += 1;
+            self.inbound.done(peer);
+        }
+    }
+
+    /// Our answer to a remote's request was written (or not).
+    pub(super) fn on_served(&mut self, peer: PeerId, result: Result<(), PushPullError>) {
+        match result {
+            Ok(()) => self.io.push_pulls_served += 1,
+            Err(e) => {
+                self.io.push_pulls_refused += 1;
+                tracing::debug!(%peer, error = %e, "swim: push-pull answer not delivered");
+            }
+        }
+        self.inbound.done(peer);
+    }
+
+    /// Ends our push-pull exchange `id` with `peer`; `false` if a newer one replaced it.
+    pub(super) fn end_exchange(&mut self, realm: &Realm, peer: PeerId, id: u64) -> bool {
+        let key = (realm.clone(), peer);
+        if self.push_pulls_in_flight.get(&key) == Some(&id) {
+            self.push_pulls_in_flight.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Polls the push-pull tasks once each; `true` if one finished.
+    pub(super) fn poll_tasks(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        if let Poll::Ready((key, result)) = self.answers.poll_next(cx) {
+            self.on_answer(key, result.map_err(PushPullError::from).and_then(|r| r));
+            busy = true;
+        }
+        if let Poll::Ready((peer, result)) = self.requests.poll_next(cx) {
+            self.on_request(peer, result.map_err(PushPullError::from).and_then(|r| r));
+            busy = true;
+        }
+        if let Poll::Ready((peer, result)) = self.serving.poll_next(cx) {
+            self.on_served(peer, result.map_err(PushPullError::from).and_then(|r| r));
+            busy = true;
+        }
+        busy
+    }
+
+    /// A remote's push-pull stream: read its request within the limits.
+    pub(super) fn accept_push_pull(&mut self, inbound: InboundStream) {
+        let InboundStream {
+            peer, mut stream, ..
+        } = inbound;
+        if self.engine.has_left()
+            || !self.inbound.admit(
+                peer,
+                self.config.max_inbound_push_pulls,
+                self.config.max_inbound_push_pulls_per_peer,
+            )
+        {
+            self.io.push_pulls_refused += 1;
+            tracing::debug!(%peer, "swim: inbound push-pull refused (limit or left)");
+            stream.reset();
+            return;
+        }
+        let limit = self.config.swim.push_pull_timeout;
+        let read = read_request(
+            stream,
+            self.engine.limits().max_push_pull_bytes,
+            self.inbound.bytes.clone(),
+            self.config.max_inbound_push_pull_bytes,
+            limit,
+        );
+        if self
+            .requests
+            .try_push(peer, limit + TASK_GRACE, read)
+            .is_err()
+        {
+            // Never: the set holds as many as `admit` lets in.
+            self.io.push_pulls_refused += 1;
+            self.inbound.done(peer);
+        }
+    }
+
+    /// The stream for one of our push-pulls (or a stale answer to a request of ours).
+    pub(super) fn on_push_pull_stream(&mut self, result: OutboundStreamResult) {
+        let Some(pp) = self.outbox.take_stream(result.id) else {
+            if let Ok(mut out) = result.result {
+                out.stream.reset();
+            }
+            return;
+        };
+        let OutboundPushPull {
+            peer,
+            realm,
+            frame,
+            id,
+            deadline,
+        } = pp;
+        let stream = match result.result {
+            Ok(out) => out.stream,
+            Err(e) => {
+                self.io.push_pulls_failed += 1;
+                tracing::debug!(%peer, %realm, error = %e, "swim: push-pull stream not opened");
+                if self.end_exchange(&realm, peer, id) {
+                    self.engine
+                        .handle_push_pull_failed(now().into_std(), peer, &realm);
+                    self.drain();
+                }
+                return;
+            }
+        };
+        let limit = deadline.saturating_duration_since(now());
+        let max = self.engine.limits().max_push_pull_bytes;
+        let exchange = exchange(stream, frame, max, limit);
+        let key = AnswerKey { peer, realm, id };
+        if let Err(full) = self.answers.try_push(key, limit + TASK_GRACE, exchange) {
+            self.on_answer(full.key, Err(PushPullError::Overloaded));
+        }
     }
 }

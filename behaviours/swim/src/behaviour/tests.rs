@@ -6,7 +6,7 @@ use futures::io::Cursor;
 use futures::FutureExt;
 use meshwire_core::Keypair;
 use meshwire_swarm::toolkit::{FrameError, Timeout};
-use meshwire_swarm::{ListenerId, PeerCondition};
+use meshwire_swarm::{ListenerId, OpenStream, PeerCondition};
 
 /// Takes every command queued for the swarm.
 fn take_commands(b: &mut Behaviour) -> Vec<ToSwarm<Event>> {
@@ -453,4 +453,183 @@ async fn loopback_is_announced_only_without_other_addresses() {
         b.local_member(&realm()).unwrap().addresses(),
         std::slice::from_ref(&lan)
     );
+}
+
+/// A connection between `local` and `remote` on the in-memory transport, with or without
+/// datagrams: (our end, the remote's end).
+async fn mem_connection(
+    local: PeerId,
+    remote: PeerId,
+    datagrams: bool,
+) -> (
+    meshwire_transport::Connection,
+    meshwire_transport::Connection,
+) {
+    use meshwire_transport::memory::MemoryTransport;
+    use meshwire_transport::{Transport, TransportEvent, TransportExt};
+    let mut theirs = MemoryTransport::new(remote);
+    let mut ours = MemoryTransport::new(local);
+    if !datagrams {
+        theirs = theirs.without_datagrams();
+    }
+    theirs.listen_on("/memory/0".parse().unwrap()).unwrap();
+    let TransportEvent::NewListenAddr { addr, .. } = theirs.next_event().await else {
+        panic!("no listen address")
+    };
+    let dial = ours.dial(&addr, Some(remote)).unwrap();
+    let TransportEvent::Incoming { upgrade, .. } = theirs.next_event().await else {
+        panic!("no incoming connection")
+    };
+    let (o, t) = tokio::join!(dial, upgrade);
+    (o.unwrap(), t.unwrap())
+}
+
+/// Tells `b` of an established connection `id` with `peer`; `preferred` picks the endpoint
+/// that makes it the connection both sides prefer (dialed by the smaller peer id).
+fn establish(
+    b: &mut Behaviour,
+    peer: PeerId,
+    id: ConnectionId,
+    handle: &meshwire_transport::Connection,
+    preferred: bool,
+) {
+    let addr: Multiaddr = "/memory/1".parse().unwrap();
+    let endpoint = if (b.local < peer) == preferred {
+        meshwire_swarm::ConnectedPoint::Dialer { address: addr }
+    } else {
+        meshwire_swarm::ConnectedPoint::Listener {
+            local_addr: addr.clone(),
+            send_back_addr: addr,
+        }
+    };
+    let other_established = b.links.count(&peer);
+    b.on_swarm_event(FromSwarm::ConnectionEstablished {
+        peer,
+        connection: id,
+        endpoint: &endpoint,
+        other_established,
+        handle,
+    });
+}
+
+/// The stream requests queued for the swarm (taking every queued command).
+fn stream_requests(b: &mut Behaviour) -> Vec<OpenStream> {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut out = Vec::new();
+    while let Poll::Ready(c) = b.poll_commands(&mut cx) {
+        if let ToSwarm::OpenStream(o) = c {
+            out.push(o);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_peer_with_a_datagram_connection_gets_datagrams_not_the_fallback() {
+    let key = Keypair::from_seed_for_tests(1);
+    let mut b = Behaviour::new(&key, [realm()], Config::default()).unwrap();
+    let p = Keypair::from_seed_for_tests(2).peer_id();
+    learn(&mut b, &[p]);
+    stream_requests(&mut b);
+    let (direct, direct_remote) = mem_connection(b.local, p, true).await;
+    let (relayed, _relayed_remote) = mem_connection(b.local, p, false).await;
+    assert_eq!(relayed.max_datagram_size(), None);
+    // The relayed connection is the newer one and the one the pair would otherwise prefer.
+    let (direct_id, relayed_id) = (ConnectionId::next(), ConnectionId::next());
+    establish(&mut b, p, direct_id, &direct, false);
+    establish(&mut b, p, relayed_id, &relayed, true);
+    b.send_datagram(p, Bytes::from_static(b"probe"));
+    let got = tokio::time::timeout(Duration::from_secs(5), direct_remote.read_datagram())
+        .await
+        .expect("the datagram arrives on the connection with datagrams");
+    assert_eq!(got.unwrap(), Bytes::from_static(b"probe"));
+    assert_eq!(b.io.datagrams_sent, 1);
+    assert_eq!((b.io.stream_fallbacks, b.io.stream_messages_sent), (0, 0));
+    assert!(stream_requests(&mut b).is_empty());
+    // The connection with datagrams is the one kept for the live member; the relayed one is
+    // left to the idle rule.
+    assert!(b.connection_keep_alive(p, direct_id));
+    assert!(!b.connection_keep_alive(p, relayed_id));
+
+    // Without it, the messages go on a fallback stream over the relayed connection, which
+    // is now the one kept.
+    direct.close(0, "gone");
+    let endpoint = meshwire_swarm::ConnectedPoint::Dialer {
+        address: "/memory/1".parse().unwrap(),
+    };
+    b.on_swarm_event(FromSwarm::ConnectionClosed {
+        peer: p,
+        connection: direct_id,
+        endpoint: &endpoint,
+        remaining_established: 1,
+        cause: &meshwire_swarm::ConnectionCloseCause::Requested,
+    });
+    b.send_datagram(p, Bytes::from_static(b"probe"));
+    let requests = stream_requests(&mut b);
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.peer, p);
+    assert_eq!(r.protocols, vec![STREAM_PROTOCOL]);
+    assert_eq!(r.connection, Some(relayed_id));
+    assert!(!r.dial, "a fallback stream never dials");
+    assert_eq!((b.io.stream_fallbacks, b.io.stream_messages_sent), (1, 1));
+    assert_eq!(b.io.datagrams_sent, 1);
+    assert!(b.connection_keep_alive(p, relayed_id));
+    assert!(b.protocols().contains(&STREAM_PROTOCOL));
+}
+
+#[tokio::test]
+async fn fallback_streams_are_bounded_and_a_failed_one_is_replaced() {
+    let key = Keypair::from_seed_for_tests(1);
+    let config = Config {
+        max_fallback_streams: 1,
+        max_queued_fallback_messages_per_peer: 2,
+        ..Config::default()
+    };
+    let mut b = Behaviour::new(&key, [realm()], config).unwrap();
+    let p1 = Keypair::from_seed_for_tests(2).peer_id();
+    let p2 = Keypair::from_seed_for_tests(3).peer_id();
+    learn(&mut b, &[p1, p2]);
+    stream_requests(&mut b);
+    let mut keep = Vec::new();
+    for p in [p1, p2] {
+        let (ours, theirs) = mem_connection(b.local, p, false).await;
+        establish(&mut b, p, ConnectionId::next(), &ours, true);
+        keep.push((ours, theirs));
+    }
+    // The queue holds 2 messages while the stream is being opened; the third is dropped.
+    for i in 0..3u8 {
+        b.send_datagram(p1, Bytes::from(vec![i]));
+    }
+    assert_eq!(b.io.stream_messages_sent, 2);
+    assert_eq!(b.io.stream_messages_dropped, 1);
+    // Larger than the MTU: dropped as a datagram too large for its connection would be.
+    b.send_datagram(p1, Bytes::from(vec![0u8; b.config.swim.mtu + 1]));
+    assert_eq!(b.io.datagrams_too_large, 1);
+    // One stream at most: nothing for p2.
+    b.send_datagram(p2, Bytes::from_static(b"x"));
+    assert_eq!(b.io.stream_messages_dropped, 2);
+    let requests = stream_requests(&mut b);
+    assert_eq!(
+        requests.iter().map(|r| r.peer).collect::<Vec<_>>(),
+        vec![p1]
+    );
+    assert_eq!(b.io.stream_fallbacks, 1);
+    // The stream is not opened: its queued messages are dropped, and the slot is free again.
+    b.on_outbound_stream(OutboundStreamResult {
+        id: requests[0].id,
+        peer: p1,
+        result: Err(meshwire_swarm::StreamError::NotConnected),
+        route: Default::default(),
+    });
+    assert_eq!(b.io.stream_fallbacks_failed, 1);
+    assert_eq!(b.io.stream_messages_dropped, 4);
+    b.send_datagram(p2, Bytes::from_static(b"x"));
+    let requests = stream_requests(&mut b);
+    assert_eq!(
+        requests.iter().map(|r| r.peer).collect::<Vec<_>>(),
+        vec![p2]
+    );
+    assert_eq!(b.io.stream_messages_sent, 3);
 }

@@ -99,7 +99,7 @@ impl Connection {
                 inner: StreamInner::Memory(s),
             }),
             ConnInner::Yamux(y) => y.open_stream().await.map(|s| Stream {
-                inner: StreamInner::Yamux(s),
+                inner: StreamInner::Yamux(Box::new(s)),
             }),
         }
     }
@@ -117,7 +117,7 @@ impl Connection {
                 inner: StreamInner::Memory(s),
             }),
             ConnInner::Yamux(y) => y.accept_stream().await.map(|s| Stream {
-                inner: StreamInner::Yamux(s),
+                inner: StreamInner::Yamux(Box::new(s)),
             }),
         }
     }
@@ -275,7 +275,9 @@ enum StreamInner {
         recv: quinn::RecvStream,
     },
     Memory(MemStream),
-    Yamux(YamuxStream),
+    /// Boxed: a yamux stream is several times the size of quinn's halves, and `Stream` sits
+    /// in every behaviour's futures.
+    Yamux(Box<YamuxStream>),
 }
 
 /// A bidirectional byte stream on a [`Connection`]: `futures::io::{AsyncRead, AsyncWrite}`.
@@ -324,7 +326,7 @@ impl AsyncRead for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
-            StreamInner::Yamux(y) => Pin::new(y).poll_read(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_read(cx, buf),
         }
     }
 }
@@ -339,7 +341,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),
-            StreamInner::Yamux(y) => Pin::new(y).poll_write(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_write(cx, buf),
         }
     }
 
@@ -348,7 +350,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_flush(cx),
-            StreamInner::Yamux(y) => Pin::new(y).poll_flush(cx),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_flush(cx),
         }
     }
 
@@ -356,7 +358,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_close(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_close(cx),
-            StreamInner::Yamux(y) => Pin::new(y).poll_close(cx),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_close(cx),
         }
     }
 }

@@ -136,8 +136,8 @@ impl YamuxConfig {
 pub struct UpgradeConfig {
     /// Time for the whole upgrade: both negotiations and the Noise handshake (default 10 s).
     pub handshake_timeout: Duration,
-    /// Inbound streams waiting for `accept_stream` (default 32); a stream arriving while this
-    /// many wait is reset and counted
+    /// Inbound streams waiting for `accept_stream` (default 32; 0 counts as 1); a stream
+    /// arriving while this many wait is reset and counted
     /// ([`YamuxConnection::inbound_streams_dropped`]).
     pub max_inbound_streams_pending: usize,
     /// Time a closing connection may take to flush its GoAway and close the underlying stream

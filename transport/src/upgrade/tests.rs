@@ -507,3 +507,86 @@ async fn contradictory_yamux_limits_are_refused() {
     .await;
     assert!(matches!(r, Err(TransportError::InvalidConfig(_))), "{r:?}");
 }
+
+/// A stream whose reads fail with `ConnectionReset` once killed (a dead TCP connection).
+struct Killable<S> {
+    inner: S,
+    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waker: std::sync::Arc<futures::task::AtomicWaker>,
+}
+
+impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Killable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.waker.register(cx.waker());
+        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: futures::AsyncWrite + Unpin> futures::AsyncWrite for Killable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_dead_underlying_stream_is_a_reset_here_and_a_remote_close_there() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let dead = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waker = std::sync::Arc::new(futures::task::AtomicWaker::new());
+    let a = Killable {
+        inner: a.compat(),
+        dead: dead.clone(),
+        waker: waker.clone(),
+    };
+    let (alice, bob) = (Keypair::generate(), Keypair::generate());
+    let cfg = UpgradeConfig::default();
+    let (out, inb) = tokio::join!(
+        upgrade_outbound(a, &alice, None, addr("/memory/1"), addr("/memory/2"), &cfg),
+        upgrade_inbound(b.compat(), &bob, addr("/memory/2"), addr("/memory/1"), &cfg),
+    );
+    let (out, inb) = (out.unwrap(), inb.unwrap());
+    let mut s = out.open_stream().await.unwrap();
+    s.write_all(b"a").await.unwrap();
+    s.flush().await.unwrap();
+    let _t = timeout(T, inb.accept_stream()).await.unwrap().unwrap();
+
+    dead.store(true, std::sync::atomic::Ordering::SeqCst);
+    waker.wake();
+    assert_eq!(timeout(T, out.closed()).await.unwrap(), CloseReason::Reset);
+    // The stream ends rather than hanging.
+    let mut rest = Vec::new();
+    let r = timeout(T, s.read_to_end(&mut rest)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(matches!(
+        out.open_stream().await,
+        Err(ConnectionError::Closed(CloseReason::Reset))
+    ));
+    // The failed side dropped its end, which the peer reads as the end of the connection.
+    assert!(matches!(
+        timeout(T, inb.closed()).await.unwrap(),
+        CloseReason::Remote { .. }
+    ));
+}

@@ -276,8 +276,8 @@ enum StreamInner {
         recv: quinn::RecvStream,
     },
     Memory(MemStream),
-    // Boxed: a Yamux stream is several times larger than a QUIC one, and every
-    // stream (QUIC ones too) would pay for the largest variant.
+    /// Boxed: a yamux stream is several times the size of quinn's halves, and `Stream` sits
+    /// in every behaviour's futures.
     Yamux(Box<YamuxStream>),
 }
 
@@ -327,7 +327,7 @@ impl AsyncRead for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
-            StreamInner::Yamux(y) => Pin::new(y.as_mut()).poll_read(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_read(cx, buf),
         }
     }
 }
@@ -342,7 +342,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),
-            StreamInner::Yamux(y) => Pin::new(y.as_mut()).poll_write(cx, buf),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_write(cx, buf),
         }
     }
 
@@ -351,7 +351,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_flush(cx),
-            StreamInner::Yamux(y) => Pin::new(y.as_mut()).poll_flush(cx),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_flush(cx),
         }
     }
 
@@ -359,7 +359,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_close(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_close(cx),
-            StreamInner::Yamux(y) => Pin::new(y.as_mut()).poll_close(cx),
+            StreamInner::Yamux(y) => Pin::new(&mut **y).poll_close(cx),
         }
     }
 }

@@ -3,19 +3,22 @@
 //!
 //! A `yamux::Connection` must be polled by one owner, so a driver task (`tokio::spawn`) owns
 //! it: handles send it stream-open requests over a channel, and it puts the peer's new
-//! streams into a bounded queue ([`YamuxParams::max_inbound_pending`]) that
-//! [`Connection::accept_stream`](super::Connection::accept_stream) reads. When the queue is
-//! full a new inbound stream is dropped (yamux resets it) and counted
+//! streams into a bounded queue (`UpgradeConfig::max_inbound_streams_pending`, default 32)
+//! that [`Connection::accept_stream`](super::Connection::accept_stream) reads. When the queue
+//! is full a new inbound stream is dropped (yamux resets it) and counted
 //! ([`YamuxConnection::inbound_streams_dropped`]); nothing waits in memory beyond the bound.
 //!
 //! Lifetime, as for QUIC: the connection lives while a [`Connection`](super::Connection)
 //! handle or one of its streams does. [`close`](super::Connection::close) (or dropping the last
 //! handle and stream) makes the driver send a yamux GoAway (code 0, normal; yamux carries no
 //! application code or reason), flush and close the underlying stream, waiting at most
-//! [`YamuxParams::close_timeout`]. A local close fails this side's streams at once; a peer's
-//! GoAway or the end of the underlying stream ends the connection with
-//! [`CloseReason::Remote`] (code [`CLOSE_CODE_NORMAL`], empty reason), and its streams read
-//! what was buffered and then end of stream, as yamux does.
+//! `UpgradeConfig::close_timeout` (default 5 s). A local close fails this side's streams at
+//! once (`ConnectionAborted`); a peer's GoAway or the end of the underlying stream ends the
+//! connection with [`CloseReason::Remote`] (code [`CLOSE_CODE_NORMAL`], empty reason), and its
+//! streams read what was buffered and then end of stream, as yamux does. An I/O failure of the
+//! underlying stream is [`CloseReason::Reset`] (reset, aborted, broken pipe) or
+//! [`CloseReason::Transport`] (anything else, a Noise decryption failure included), as is a
+//! yamux protocol violation. Yamux has no idle timeout: the stream below decides.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -410,7 +413,9 @@ fn open_error(e: yamux::ConnectionError, shared: &Shared) -> ConnectionError {
 /// Maps a yamux failure to why the connection ended.
 fn close_reason_of(e: yamux::ConnectionError) -> CloseReason {
     match e {
-        yamux::ConnectionError::Io(e) => match e.kind() {
+        // yamux reports read failures as decode errors wrapping the I/O error.
+        yamux::ConnectionError::Io(e)
+        | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(e)) => match e.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe => CloseReason::Reset,

@@ -87,22 +87,23 @@ pub const YAMUX_STREAM_WINDOW: usize = 256 * 1024;
 /// The Yamux settings exposed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct YamuxConfig {
-    /// Streams open at once on a connection (default 128). Opening more fails with
+    /// Streams open at once on a connection (default 64). Opening more fails with
     /// [`ConnectionError::StreamLimit`](crate::ConnectionError::StreamLimit); a peer opening
     /// more makes yamux end the connection (GoAway, internal error), as in rust-libp2p.
     pub max_num_streams: usize,
-    /// Receive buffer of all streams of a connection together, in bytes (default 48 MiB:
-    /// 128 × 256 KiB plus 16 MiB for windows that grow with the measured bandwidth). Must be at
-    /// least [`YAMUX_STREAM_WINDOW`] × `max_num_streams`. This is what a peer can make us
-    /// buffer on one connection.
+    /// Receive buffer of all streams of a connection together, in bytes (default 16 MiB:
+    /// 64 × 256 KiB). Must be at least [`YAMUX_STREAM_WINDOW`] × `max_num_streams`. This is
+    /// what a peer can make us buffer on one connection, so it is kept well below yamux's own
+    /// default (unbounded); a relayed connection through a public relay carries far less
+    /// anyway (128 KiB per circuit by default).
     pub max_connection_receive_window: usize,
 }
 
 impl Default for YamuxConfig {
     fn default() -> Self {
         YamuxConfig {
-            max_num_streams: 128,
-            max_connection_receive_window: 128 * YAMUX_STREAM_WINDOW + 16 * 1024 * 1024,
+            max_num_streams: 64,
+            max_connection_receive_window: 64 * YAMUX_STREAM_WINDOW,
         }
     }
 }
@@ -136,8 +137,8 @@ impl YamuxConfig {
 pub struct UpgradeConfig {
     /// Time for the whole upgrade: both negotiations and the Noise handshake (default 10 s).
     pub handshake_timeout: Duration,
-    /// Inbound streams waiting for `accept_stream` (default 32); a stream arriving while this
-    /// many wait is reset and counted
+    /// Inbound streams waiting for `accept_stream` (default 32; 0 counts as 1); a stream
+    /// arriving while this many wait is reset and counted
     /// ([`YamuxConnection::inbound_streams_dropped`]).
     pub max_inbound_streams_pending: usize,
     /// Time a closing connection may take to flush its GoAway and close the underlying stream

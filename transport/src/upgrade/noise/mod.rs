@@ -8,10 +8,12 @@
 //!   big-endian length followed by that many bytes (so at most 65535).
 //! - XX: the initiator sends `e` with an empty payload; the responder answers `e, ee, s, es`
 //!   with its payload; the initiator finishes with `s, se` and its payload. A payload is a
-//!   protobuf `NoiseHandshakePayload` ([`payload`](self) module docs): the identity key
-//!   (meshwire's protobuf `PublicKey` encoding; only Ed25519 is supported) and its signature
-//!   over `"noise-libp2p-static-key:" ‖ noise static public key`. Extensions are decoded
-//!   (bounded) and otherwise ignored.
+//!   protobuf `NoiseHandshakePayload { bytes identity_key = 1; bytes identity_sig = 2;
+//!   NoiseExtensions extensions = 4; }`: the identity key (meshwire's protobuf `PublicKey`
+//!   encoding; only Ed25519 is supported) and its signature over
+//!   `"noise-libp2p-static-key:" ‖ noise static public key`. Unknown fields are skipped;
+//!   extensions are decoded (at most [`MAX_EXTENSION_ENTRIES`] entries) and otherwise
+//!   ignored; a repeated field, a group or a truncated field is [`NoiseError::BadPayload`].
 //! - The initiator checks the responder's identity against `expected` *before* sending its own
 //!   message 3, so a wrong peer never learns who dialed.
 //! - After the handshake, [`NoiseOutput`] encrypts writes into frames of at most

@@ -1,6 +1,7 @@
 //! [`ConnManagerHandle`], a cloneable thread-safe handle to a connection manager.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::{
@@ -21,6 +22,13 @@ use crate::{
 /// The convenience methods take `&self`. A panic inside a critical section (only possible
 /// from a user-supplied tag function) does not poison the handle: the lock is recovered.
 ///
+/// **Trims through the handle close connections.** A trim decided through a handle
+/// ([`trim_open_conns`](Self::trim_open_conns), or the [`ConnManager`] methods
+/// `trim_open_conns` and `handle_timeout` called on a handle) forgets the trimmed
+/// connections in the manager *and* queues them for the swarm holding the handle, which
+/// closes them at its next poll (it is woken; [`poll_closes`](Self::poll_closes)). So the
+/// manager and the swarm never disagree about which connections exist, whoever trims.
+///
 /// ```
 /// use std::time::Instant;
 /// use meshwire_connmgr::{BasicConnMgr, Config, ConnManagerHandle};
@@ -35,7 +43,21 @@ use crate::{
 /// ```
 #[derive(Debug, Default)]
 pub struct ConnManagerHandle<M: ?Sized> {
-    inner: Arc<Mutex<M>>,
+    inner: Arc<Shared<M>>,
+}
+
+/// What the clones of a handle share: the manager, and the closes decided through handles
+/// that the swarm has not carried out yet.
+#[derive(Debug, Default)]
+struct Shared<M: ?Sized> {
+    closes: Mutex<Closes>,
+    manager: Mutex<M>,
+}
+
+#[derive(Debug, Default)]
+struct Closes {
+    trimmed: Trimmed,
+    waker: Option<Waker>,
 }
 
 impl<M: ?Sized> Clone for ConnManagerHandle<M> {
@@ -50,7 +72,10 @@ impl<M: ConnManager> ConnManagerHandle<M> {
     /// Wraps `manager` in a handle.
     pub fn new(manager: M) -> Self {
         ConnManagerHandle {
-            inner: Arc::new(Mutex::new(manager)),
+            inner: Arc::new(Shared {
+                closes: Mutex::new(Closes::default()),
+                manager: Mutex::new(manager),
+            }),
         }
     }
 }
@@ -59,8 +84,42 @@ impl<M: ConnManager + 'static> ConnManagerHandle<M> {
     /// A handle to the same manager with its type erased, as the swarm keeps it. The typed
     /// handle stays usable (for [`Decayer`] methods and inherent ones such as metrics).
     pub fn to_dyn(&self) -> DynConnManager {
-        let inner: Arc<Mutex<dyn ConnManager>> = self.inner.clone();
+        let inner: Arc<Shared<dyn ConnManager>> = self.inner.clone();
         ConnManagerHandle { inner }
+    }
+}
+
+impl<M: ?Sized> ConnManagerHandle<M> {
+    /// Queues `trimmed` for the swarm to close and wakes it.
+    fn queue_closes(&self, trimmed: &Trimmed) {
+        if trimmed.is_empty() {
+            return;
+        }
+        let mut closes = self
+            .inner
+            .closes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        closes.trimmed.extend(trimmed.iter().cloned());
+        if let Some(w) = closes.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// For the swarm that owns the connections: the connections trimmed through handles
+    /// since the last call, to close now; `Pending` (with `cx`'s waker kept) when there are
+    /// none. Applications do not call this.
+    pub fn poll_closes(&self, cx: &mut Context<'_>) -> Poll<Trimmed> {
+        let mut closes = self
+            .inner
+            .closes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if closes.trimmed.is_empty() {
+            closes.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(std::mem::take(&mut closes.trimmed))
     }
 }
 
@@ -69,8 +128,15 @@ pub type DynConnManager = ConnManagerHandle<dyn ConnManager>;
 
 impl<M: ConnManager + ?Sized> ConnManagerHandle<M> {
     /// Locks the manager for direct access (inherent methods, several calls at once).
+    ///
+    /// Calls made on the locked manager itself go around the handle: a trim decided this way
+    /// is *not* queued for the swarm (the swarm uses this for its own trims, which it closes
+    /// itself). Applications trim through [`trim_open_conns`](Self::trim_open_conns).
     pub fn lock(&self) -> MutexGuard<'_, M> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .manager
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` with the manager locked.
@@ -98,9 +164,12 @@ impl<M: ConnManager + ?Sized> ConnManagerHandle<M> {
         self.lock().get_tag_info(peer)
     }
 
-    /// See [`ConnManager::trim_open_conns`].
+    /// See [`ConnManager::trim_open_conns`]. The swarm holding this manager closes the
+    /// trimmed connections at its next poll.
     pub fn trim_open_conns(&self, now: Instant) -> Trimmed {
-        self.lock().trim_open_conns(now)
+        let trimmed = self.lock().trim_open_conns(now);
+        self.queue_closes(&trimmed);
+        trimmed
     }
 
     /// See [`ConnManager::protect`].
@@ -171,7 +240,7 @@ impl<M: ConnManager + ?Sized> ConnManager for ConnManagerHandle<M> {
     }
 
     fn trim_open_conns(&mut self, now: Instant) -> Trimmed {
-        self.lock().trim_open_conns(now)
+        ConnManagerHandle::trim_open_conns(self, now)
     }
 
     fn notify_connected(
@@ -209,7 +278,9 @@ impl<M: ConnManager + ?Sized> ConnManager for ConnManagerHandle<M> {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Trimmed {
-        self.lock().handle_timeout(now)
+        let trimmed = self.lock().handle_timeout(now);
+        self.queue_closes(&trimmed);
+        trimmed
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

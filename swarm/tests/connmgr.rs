@@ -191,3 +191,77 @@ async fn a_flood_of_fresh_peers_is_trimmed_in_its_grace_period() {
     assert_eq!(metrics.connections_flood_trimmed(), 8);
     assert_eq!(hub.metrics.connections_trimmed.get(), 8);
 }
+
+/// A trim the application runs through its own handle to the connection manager closes the
+/// trimmed connections: the swarm and the manager agree afterwards, and a later trim from
+/// the swarm has nothing left to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_through_the_applications_handle_closes_what_it_trims() {
+    let cm = ConnManagerHandle::new(
+        BasicConnMgr::new(
+            Config {
+                low_water: 2,
+                // Never reached: no automatic trim interferes with the application's.
+                high_water: 100,
+                grace_period: Duration::from_millis(50),
+                silence_period: Duration::from_millis(100),
+                flood_headroom: None,
+                ..Config::default()
+            },
+            Instant::now(),
+        )
+        .expect("config"),
+    );
+    let mut hub = Node::start_with(&[], SwarmConfig::default(), Some(cm.to_dyn())).await;
+    let mut peers = Vec::new();
+    for _ in 0..6 {
+        let p = Node::start(&[], SwarmConfig::default()).await;
+        p.dial(hub.full_addr()).await.expect("dial");
+        peers.push(p);
+    }
+    let mut connected = HashSet::new();
+    while connected.len() < 6 {
+        connected.insert(
+            hub.wait_for(|e| match e {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // past the grace period
+
+    // The application trims from another task, through its typed handle.
+    let app = cm.clone();
+    let trimmed = tokio::spawn(async move { app.trim_open_conns(Instant::now()) })
+        .await
+        .expect("task");
+    let trimmed_peers: HashSet<_> = trimmed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        trimmed_peers.len(),
+        4,
+        "6 connections trimmed to the low watermark of 2"
+    );
+
+    // The swarm closes exactly those, with cause Trimmed.
+    let mut closed = HashSet::new();
+    while closed.len() < 4 {
+        let peer = hub
+            .wait_for(|e| match e {
+                SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                    assert_eq!(*cause, ConnectionCloseCause::Trimmed);
+                    Some(*peer_id)
+                }
+                _ => None,
+            })
+            .await;
+        closed.insert(peer);
+    }
+    assert_eq!(closed, trimmed_peers);
+    let remaining = hub.connections().await;
+    assert_eq!(remaining.len(), 2, "the swarm holds what the manager kept");
+    assert_eq!(cm.lock().conn_count(), 2, "the manager agrees");
+    // Nothing is left for a trim from the swarm to close.
+    assert_eq!(hub.trim_now().await, 0);
+    assert_eq!(hub.connections().await.len(), 2);
+}

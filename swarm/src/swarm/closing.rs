@@ -56,18 +56,26 @@ impl<B: NetworkBehaviour> Swarm<B> {
     /// its timeout, and closes what it selects.
     pub(super) fn run_trim(&mut self, explicit: bool) {
         let now = Instant::now();
+        // On the manager itself, not through the handle: the swarm closes what it trims here,
+        // so nothing is queued for it (see `ConnManagerHandle::poll_closes`).
         let trimmed = if explicit {
-            self.conn_manager.trim_open_conns(now)
+            self.conn_manager.with(|m| m.trim_open_conns(now))
         } else {
-            self.conn_manager.handle_timeout(now)
+            self.conn_manager.with(|m| m.handle_timeout(now))
         };
+        self.close_trimmed(trimmed);
+        self.arm_cm_timer();
+    }
+
+    /// Closes the connections a trim selected (ours, or one an application ran through the
+    /// connection manager's handle).
+    pub(super) fn close_trimmed(&mut self, trimmed: meshwire_connmgr::Trimmed) {
         for (peer, conns) in trimmed {
             tracing::debug!(%peer, connections = conns.len(), "connection manager trims peer");
             for id in conns {
                 self.pool.close(id, ConnectionCloseCause::Trimmed);
             }
         }
-        self.arm_cm_timer();
     }
 
     /// Sets the connection manager's timer to its [`ConnManager::poll_timeout`].

@@ -428,6 +428,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 self.on_transport_event(ev);
                 continue;
             }
+            if let Poll::Ready(trimmed) = self.conn_manager.poll_closes(cx) {
+                self.close_trimmed(trimmed);
+                self.arm_cm_timer();
+                continue;
+            }
             if let Poll::Ready(Some((id, out))) = self.pool.poll_pending(cx) {
                 self.on_pending_output(id, out);
                 continue;

@@ -54,6 +54,7 @@ pub enum Command {
     Close(ConnectionId),
     AddPeerAddress(PeerId, Multiaddr),
     Connections(oneshot::Sender<Vec<(ConnectionId, PeerId)>>),
+    Trim(oneshot::Sender<usize>),
     Stop,
 }
 
@@ -125,6 +126,7 @@ impl Node {
                         Some(Command::Connections(reply)) => {
                             let _ = reply.send(swarm.connections().map(|c| (c.id, c.peer)).collect());
                         }
+                        Some(Command::Trim(reply)) => { let _ = reply.send(swarm.trim_open_conns()); }
                         Some(Command::Stop) | None => break,
                     }
                 }
@@ -162,6 +164,13 @@ impl Node {
         self.commands
             .send(Command::Connections(tx))
             .expect("node alive");
+        rx.await.expect("reply")
+    }
+
+    /// Runs `Swarm::trim_open_conns` on the node's task; the number of connections closed.
+    pub async fn trim_now(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Trim(tx)).expect("node alive");
         rx.await.expect("reply")
     }
 

@@ -260,7 +260,9 @@ impl Behaviour {
         let granted = match result {
             Ok(g) => g,
             Err(error) => {
-                self.remove_listener(id, Err(CircuitError::Expired { relay }));
+                // The listener closes for the reason the reservation failed (a refusal, a bad
+                // voucher, ...), which its `ListenerClosed` reports.
+                self.remove_listener(id, Err(error.clone()));
                 let _ = self.outbox.event(Event::ReservationFailed { relay, error });
                 return;
             }

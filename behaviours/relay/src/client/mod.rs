@@ -95,7 +95,7 @@ pub fn new(key: Keypair, config: Config) -> (Transport, Behaviour) {
 }
 
 /// Why a circuit or a reservation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum CircuitError {
     /// The client behaviour is not part of a running swarm any more.
     #[error("the relay client behaviour is gone")]
@@ -118,7 +118,7 @@ pub enum CircuitError {
         error: StreamError,
     },
     /// The relay answered with an error status.
-    #[error("relay {relay} refused: {status:?}")]
+    #[error("relay {relay} refused: {status}")]
     Refused {
         /// The relay.
         relay: PeerId,

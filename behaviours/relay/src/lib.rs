@@ -1,7 +1,7 @@
 //! meshwire-relay: libp2p circuit relay v2 (`relay/circuit-v2.md` in `libp2p/specs`), byte
 //! for byte compatible with rust-libp2p 0.57 (`libp2p-relay` 0.22) and go-libp2p.
 //!
-//! This crate holds the parts of a relay that are not swarm plumbing:
+//! This crate holds:
 //!
 //! - [`protocol`]: the hop and stop messages, typed and validated, their bounded codecs, the
 //!   protocol ids, and (feature `swarm`) async helpers reading and writing them on streams.
@@ -11,6 +11,10 @@
 //!   reservations end, events, and [`RelayMetrics`].
 //! - [`circuit`]: circuit limits and ends, and (feature `swarm`, on by default)
 //!   `circuit::bridge`, the bounded byte copier between the two halves of a circuit.
+//! - (feature `swarm`) the relay server in a swarm, `Behaviour`, which answers hop streams
+//!   as the engine admits them and bridges circuits; and `client`, a transport composed with
+//!   QUIC and a behaviour that listen and dial through relays (reservations made, renewed and
+//!   protected in the connection manager; stop streams answered within bounds).
 //!
 //! A relay's driver admits a reservation, answers it with a voucher and the circuit limits,
 //! and later admits a circuit to the reserving peer:

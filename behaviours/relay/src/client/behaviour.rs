@@ -11,10 +11,11 @@ use meshwire_core::{ConnectionId, PeerId};
 use meshwire_swarm::toolkit::{Connections, Outbox, Tasks, Timeout};
 use meshwire_swarm::{
     ConnManagerCommand, ConnectionDenied, FromSwarm, InboundStream, NetworkBehaviour, OpenStream,
-    OutboundStreamResult, StreamProtocol, ToSwarm,
+    OutboundStreamResult, StreamProtocol, Timer, ToSwarm,
 };
 use meshwire_transport::{ListenerId, Multiaddr};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::addr::listen_addr;
@@ -37,7 +38,17 @@ pub struct Behaviour {
     /// Relays we protect in the connection manager (those we hold a reservation on).
     protected: HashSet<PeerId>,
     outbox: Outbox<Event, Purpose>,
+    /// Every exchange with relays. Its room is the sum of the shares of each kind, and each
+    /// kind is kept within its share, so that no kind (a flood of stop streams, many dials)
+    /// can starve another (the renewal of a reservation).
     tasks: Tasks<Key, Output>,
+    /// Stop requests being answered (at most [`Config::max_stop_streams`]).
+    stop_tasks: usize,
+    /// Circuit requests waiting for their relay's answer (at most
+    /// [`Config::max_pending_dials`]).
+    connect_tasks: usize,
+    /// Fires at the earliest renewal due ([`Listener::renew_at`]).
+    renew_timer: Timer,
     connections: Connections,
     next_task: u64,
 }
@@ -49,6 +60,8 @@ struct Listener {
     reservation: Option<Reservation>,
     /// A RESERVE exchange (first or renewal) is under way.
     requesting: bool,
+    /// When to renew the reservation.
+    renew_at: Option<Instant>,
 }
 
 struct Reservation {
@@ -71,7 +84,6 @@ enum Purpose {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Reserve(ListenerId),
-    Renew(ListenerId),
     Connect(u64),
     Stop(u64),
 }
@@ -81,7 +93,6 @@ enum Output {
         connection: ConnectionId,
         result: Result<Granted, CircuitError>,
     },
-    RenewDue,
     Connected {
         relay: PeerId,
         dst: PeerId,
@@ -102,9 +113,9 @@ fn unix_now() -> u64 {
 
 impl Behaviour {
     pub(super) fn new(local: PeerId, commands: mpsc::Receiver<Command>, config: Config) -> Self {
-        let tasks = Tasks::new(
-            2 * config.max_listeners + config.max_pending_dials + config.max_stop_streams,
-        );
+        // One RESERVE per listener, and each other kind within its own share.
+        let tasks =
+            Tasks::new(config.max_listeners + config.max_pending_dials + config.max_stop_streams);
         let outbox = Outbox::new(4 * config.max_listeners + config.max_pending_dials + 16);
         Behaviour {
             local,
@@ -115,6 +126,9 @@ impl Behaviour {
             protected: HashSet::new(),
             outbox,
             tasks,
+            stop_tasks: 0,
+            connect_tasks: 0,
+            renew_timer: Timer::default(),
             connections: Connections::default(),
             next_task: 0,
         }
@@ -165,6 +179,7 @@ impl Behaviour {
                         events,
                         reservation: None,
                         requesting: false,
+                        renew_at: None,
                     },
                 );
                 self.request_reservation(id);
@@ -260,7 +275,9 @@ impl Behaviour {
         let granted = match result {
             Ok(g) => g,
             Err(error) => {
-                self.remove_listener(id, Err(CircuitError::Expired { relay }));
+                // The listener closes for the reason the reservation failed (a refusal, a bad
+                // voucher, ...), which its `ListenerClosed` reports.
+                self.remove_listener(id, Err(error.clone()));
                 let _ = self.outbox.event(Event::ReservationFailed { relay, error });
                 return;
             }
@@ -291,16 +308,8 @@ impl Behaviour {
             .mul_f64(self.config.renew_when_left.clamp(0.0, 1.0))
             .max(self.config.renew_margin);
         let renew_in = left.saturating_sub(early).max(Duration::from_secs(1));
-        if self
-            .tasks
-            .try_push(
-                Key::Renew(id),
-                Duration::MAX,
-                tokio::time::sleep(renew_in).map(|()| Output::RenewDue),
-            )
-            .is_err()
-        {
-            warn!(%relay, "relay client task limit reached; reservation will not be renewed");
+        if let Some(l) = self.listeners.get_mut(&id) {
+            l.renew_at = Some(Instant::now() + renew_in);
         }
         self.update_protection(relay);
         let _ = self.outbox.event(Event::ReservationAccepted {
@@ -312,6 +321,11 @@ impl Behaviour {
     }
 
     fn on_task(&mut self, key: Key, out: Result<Output, Timeout>) {
+        match key {
+            Key::Stop(_) => self.stop_tasks = self.stop_tasks.saturating_sub(1),
+            Key::Connect(_) => self.connect_tasks = self.connect_tasks.saturating_sub(1),
+            Key::Reserve(_) => {}
+        }
         match (key, out) {
             (Key::Reserve(id), Ok(Output::Reserved { connection, result })) => {
                 self.on_reserved(id, connection, result)
@@ -323,15 +337,6 @@ impl Behaviour {
                         ConnectionId::next(),
                         Err(CircuitError::Timeout { relay }),
                     )
-                }
-            }
-            (Key::Renew(id), _) => {
-                if self
-                    .listeners
-                    .get(&id)
-                    .is_some_and(|l| l.reservation.is_some())
-                {
-                    self.request_reservation(id)
                 }
             }
             (_, Ok(Output::Connected { relay, dst, result })) => {
@@ -416,6 +421,23 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_inbound_stream(&mut self, inbound: InboundStream) {
         let relay = inbound.peer;
+        let mut stream = inbound.stream;
+        // Only relays we listen through deliver circuits. Anyone else's stop stream is reset
+        // unread, so that strangers cannot hold the room kept for our relays' requests.
+        if !self.listeners.values().any(|l| l.relay == relay) {
+            debug!(%relay, "stop stream from a peer we do not listen through; reset");
+            stream.reset();
+            let _ = self.outbox.event(Event::InboundCircuitDenied {
+                relay,
+                status: Status::NoReservation,
+            });
+            return;
+        }
+        if self.stop_tasks >= self.config.max_stop_streams {
+            debug!(%relay, "stop stream dropped: {} being answered", self.stop_tasks);
+            stream.reset();
+            return;
+        }
         let permit = self
             .listeners
             .values()
@@ -435,15 +457,16 @@ impl NetworkBehaviour for Behaviour {
         let n = self.task_id();
         let timeout = self.config.exchange_timeout;
         let fut = async move {
-            let outcome = tokio::time::timeout(
-                timeout,
-                exchange::answer_stop(inbound.stream, relay, permit),
-            )
-            .await
-            .unwrap_or(Err(CircuitError::Timeout { relay }));
+            let outcome =
+                tokio::time::timeout(timeout, exchange::answer_stop(stream, relay, permit))
+                    .await
+                    .unwrap_or(Err(CircuitError::Timeout { relay }));
             Output::Stop { relay, outcome }
         };
-        if self.tasks.try_push(Key::Stop(n), timeout * 2, fut).is_err() {
+        if self.tasks.try_push(Key::Stop(n), timeout * 2, fut).is_ok() {
+            self.stop_tasks += 1;
+        } else {
+            // Not reached: stop tasks stay within their share of the room.
             debug!(%relay, "stop stream dropped: task limit reached");
         }
     }
@@ -498,6 +521,16 @@ impl NetworkBehaviour for Behaviour {
                         return;
                     }
                 };
+                if self.connect_tasks >= self.config.max_pending_dials {
+                    let e = CircuitError::ClientBusy;
+                    let _ = self.outbox.event(Event::OutboundCircuitFailed {
+                        relay,
+                        dst,
+                        error: e.to_string(),
+                    });
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let fut = async move {
                     let answer =
                         tokio::time::timeout(timeout, exchange::connect(stream, relay, dst))
@@ -517,8 +550,10 @@ impl NetworkBehaviour for Behaviour {
                     Output::Connected { relay, dst, result }
                 };
                 let n = self.task_id();
-                if let Err(full) = self.tasks.try_push(Key::Connect(n), timeout * 2, fut) {
-                    debug!(%relay, %dst, "circuit request dropped: {full}");
+                match self.tasks.try_push(Key::Connect(n), timeout * 2, fut) {
+                    Ok(()) => self.connect_tasks += 1,
+                    // Not reached: circuit requests stay within their share of the room.
+                    Err(full) => debug!(%relay, %dst, "circuit request dropped: {full}"),
                 }
             }
         }
@@ -553,6 +588,23 @@ impl NetworkBehaviour for Behaviour {
             if !dropped.is_empty() {
                 for id in dropped {
                     self.remove_listener(id, Ok(()));
+                }
+                continue;
+            }
+            let renew_at = self.listeners.values().filter_map(|l| l.renew_at).min();
+            if self.renew_timer.poll_at(renew_at, cx).is_ready() {
+                let now = Instant::now();
+                let due: Vec<ListenerId> = self
+                    .listeners
+                    .iter()
+                    .filter(|(_, l)| l.renew_at.is_some_and(|t| t <= now))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    if let Some(l) = self.listeners.get_mut(&id) {
+                        l.renew_at = None;
+                    }
+                    self.request_reservation(id);
                 }
                 continue;
             }

@@ -41,12 +41,17 @@ use crate::protocol::{Limit, ProtocolError, Status};
 pub struct Config {
     /// Relays listened through at once (default 16).
     pub max_listeners: usize,
-    /// Circuit dials waiting for the behaviour or for their relay's answer (default 64).
+    /// Circuit dials waiting for the behaviour or for their relay's answer (default 64);
+    /// more fail at once with [`CircuitError::ClientBusy`].
     pub max_pending_dials: usize,
     /// Inbound circuits of one listener accepted by the relay's stop request but not yet
     /// taken by the swarm (default 16); more are refused with `RESOURCE_LIMIT_EXCEEDED`.
     pub max_pending_incoming: usize,
-    /// Stop requests being read at once (default 64); more streams are dropped.
+    /// Stop requests being read and answered at once (default 64); more streams are reset.
+    /// Only relays we listen through get that far: a stop stream from any other peer is
+    /// reset unread (and reported as [`Event::InboundCircuitDenied`] with
+    /// `NO_RESERVATION`), so strangers cannot take the room. Reservations and dials have
+    /// room of their own, so a flood of stop streams delays neither.
     pub max_stop_streams: usize,
     /// Time for one hop or stop exchange (write the request, read the answer; default 20 s).
     pub exchange_timeout: Duration,
@@ -95,7 +100,7 @@ pub fn new(key: Keypair, config: Config) -> (Transport, Behaviour) {
 }
 
 /// Why a circuit or a reservation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum CircuitError {
     /// The client behaviour is not part of a running swarm any more.
     #[error("the relay client behaviour is gone")]
@@ -118,7 +123,7 @@ pub enum CircuitError {
         error: StreamError,
     },
     /// The relay answered with an error status.
-    #[error("relay {relay} refused: {status:?}")]
+    #[error("relay {relay} refused: {status}")]
     Refused {
         /// The relay.
         relay: PeerId,
@@ -158,12 +163,6 @@ pub enum CircuitError {
     /// The connection to the relay closed, ending the reservation.
     #[error("connection to relay {relay} lost")]
     ConnectionLost {
-        /// The relay.
-        relay: PeerId,
-    },
-    /// The reservation expired and could not be renewed.
-    #[error("reservation on relay {relay} expired")]
-    Expired {
         /// The relay.
         relay: PeerId,
     },
@@ -217,9 +216,12 @@ pub enum Event {
         /// The relay's limit on it.
         limit: Option<Limit>,
     },
-    /// A relay's stop request was refused (no listener, too many pending, malformed).
+    /// A stop request was refused: from a peer we do not listen through (`NO_RESERVATION`,
+    /// the stream reset unread), with too many circuits of the listener pending
+    /// (`RESOURCE_LIMIT_EXCEEDED`), or malformed (`MALFORMED_MESSAGE`,
+    /// `UNEXPECTED_MESSAGE`).
     InboundCircuitDenied {
-        /// The relay.
+        /// The peer that opened the stop stream.
         relay: PeerId,
         /// The status answered.
         status: Status,

@@ -57,8 +57,10 @@ impl Default for BehaviourConfig {
     }
 }
 
-/// The relay server; see the [module docs](self). Its events are the engine's
-/// [`ServerEvent`]s.
+/// The relay server in a swarm: answers `hop` streams (RESERVE with a voucher, CONNECT by
+/// opening a `stop` stream to the destination) as the [`RelayServerEngine`] admits them, and
+/// copies each circuit's bytes with [`bridge`](crate::circuit::bridge) under the circuit
+/// limits. Its events are the engine's [`ServerEvent`]s.
 pub struct Behaviour {
     key: Keypair,
     engine: RelayServerEngine,

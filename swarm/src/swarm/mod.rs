@@ -7,12 +7,14 @@
 //! `router` (protocols, per-connection tasks, waiting stream requests) and
 //! `address_book`. The `impl Swarm` that ties a concern to the behaviour and the events is
 //! in `connecting` (dials, handshakes, establishing), `closing` (closes, trims, the
-//! idle rule and their timers), `streams` (inbound hand-over, outbound requests) and
-//! `addresses` (listen, external and peer addresses).
+//! idle rule and their timers), `streams` (inbound hand-over, outbound requests),
+//! `addresses` (listen, external and peer addresses) and `commands` (the commands of
+//! [`SwarmHandle`](crate::SwarmHandle)s, and [`Swarm::spawn`]).
 
 mod address_book;
 mod addresses;
 mod closing;
+mod commands;
 mod connecting;
 mod pool;
 mod router;
@@ -94,6 +96,11 @@ pub struct Swarm<B: NetworkBehaviour> {
     idle_at: Option<tokio::time::Instant>,
 
     metrics: SwarmMetrics,
+
+    /// The commands of this swarm's handles (made on the first [`Swarm::handle`]).
+    handles: Option<commands::HandleChannel<B>>,
+    /// A handle asked the spawned swarm to stop.
+    shutdown: bool,
 }
 
 // The swarm never pins its behaviour or any other field structurally.
@@ -144,6 +151,8 @@ impl<B: NetworkBehaviour> Swarm<B> {
             idle_timer: Timer::default(),
             idle_at: None,
             metrics: SwarmMetrics::default(),
+            handles: None,
+            shutdown: false,
         }
     }
 
@@ -426,6 +435,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
             }
             if let Poll::Ready(ev) = self.transport.poll_event(cx) {
                 self.on_transport_event(ev);
+                continue;
+            }
+            if let Poll::Ready(command) = self.poll_handles(cx) {
+                self.on_handle_command(command);
                 continue;
             }
             if let Poll::Ready(trimmed) = self.conn_manager.poll_closes(cx) {

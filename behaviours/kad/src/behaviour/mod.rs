@@ -240,18 +240,38 @@ impl Behaviour {
     }
 
     /// Looks up the record under `key`, until `quorum` (at least 1) copies are found.
+    ///
+    /// **Quorum rule**: a copy in the local store counts as one, so with `quorum` 1 a record
+    /// held locally is found without asking the network.
     pub fn get_value(&mut self, key: RecordKey, quorum: usize) -> QueryId {
         self.command(|e, _, now| e.get_value(key, quorum, now))
     }
 
+    /// [`get_value`](Self::get_value), by the name rust-libp2p users look for.
+    pub fn get_record(&mut self, key: RecordKey, quorum: usize) -> QueryId {
+        self.get_value(key, quorum)
+    }
+
     /// Stores `record` locally and at the `k` peers closest to its key; succeeds when
     /// `quorum` of them confirm.
+    ///
+    /// **Quorum rule**: only remote peers' confirmations count (the local copy does not), so
+    /// `quorum` 1 means at least one other peer stored it.
     ///
     /// # Errors
     ///
     /// The local store refused it (full, value too large).
     pub fn put_value(&mut self, record: Record, quorum: usize) -> Result<QueryId, StoreError> {
         self.command(|e, _, now| e.put_value(record, quorum, now))
+    }
+
+    /// [`put_value`](Self::put_value), by the name rust-libp2p users look for.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_value`](Self::put_value).
+    pub fn put_record(&mut self, record: Record, quorum: usize) -> Result<QueryId, StoreError> {
+        self.put_value(record, quorum)
     }
 
     /// Announces the local node as a provider of `key` to the `k` peers closest to it (and

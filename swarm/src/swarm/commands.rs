@@ -1,0 +1,111 @@
+//! The commands of [`SwarmHandle`]s, served in the swarm's poll, and [`Swarm::spawn`].
+
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+use super::Swarm;
+use crate::behaviour::NetworkBehaviour;
+use crate::event::SwarmEvent;
+use crate::handle::{Command, SwarmHandle, EVENT_QUEUE, HANDLE_QUEUE};
+
+/// Both ends of the handles' command channel: the swarm keeps a sender to make new handles.
+pub(super) struct HandleChannel<B> {
+    tx: mpsc::Sender<Command<B>>,
+    rx: mpsc::Receiver<Command<B>>,
+}
+
+impl<B: NetworkBehaviour> Swarm<B> {
+    /// A cloneable, `Send` handle commanding this swarm from other tasks (see
+    /// [`SwarmHandle`]). Commands are served while the swarm is polled, so drive it (e.g.
+    /// [`Swarm::spawn`], which returns a handle too).
+    pub fn handle(&mut self) -> SwarmHandle<B> {
+        let channel = self.handles.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(HANDLE_QUEUE);
+            HandleChannel { tx, rx }
+        });
+        SwarmHandle::new(
+            channel.tx.clone(),
+            self.local_peer_id,
+            self.conn_manager.clone(),
+        )
+    }
+
+    /// Runs the swarm on a task of its own: returns a handle to command it and the receiver
+    /// of its events (at most [`EVENT_QUEUE`](crate::handle::EVENT_QUEUE) wait; the swarm
+    /// waits while the receiver lags, and drops events once the receiver is dropped). The
+    /// task ends on [`SwarmHandle::shutdown`]. Call it within a Tokio runtime.
+    pub fn spawn(mut self) -> (SwarmHandle<B>, mpsc::Receiver<SwarmEvent<B::Event>>) {
+        let handle = self.handle();
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let next = std::future::poll_fn(|cx| match self.poll_inner(cx) {
+                    _ if self.shutdown => Poll::Ready(None),
+                    Poll::Ready(ev) => Poll::Ready(Some(ev)),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await;
+                let Some(ev) = next else {
+                    break;
+                };
+                if !tx.is_closed() {
+                    let _ = tx.send(ev).await;
+                }
+            }
+            tracing::debug!(peer = %self.local_peer_id, "spawned swarm shut down");
+        });
+        (handle, rx)
+    }
+
+    /// The next command of a handle, if one waits.
+    pub(super) fn poll_handles(&mut self, cx: &mut Context<'_>) -> Poll<Command<B>> {
+        match &mut self.handles {
+            // The swarm holds a sender itself, so the channel never reports its end.
+            Some(channel) => match channel.rx.poll_recv(cx) {
+                Poll::Ready(Some(command)) => Poll::Ready(command),
+                _ => Poll::Pending,
+            },
+            None => Poll::Pending,
+        }
+    }
+
+    pub(super) fn on_handle_command(&mut self, command: Command<B>) {
+        match command {
+            Command::Dial(opts, reply) => {
+                let _ = reply.send(self.dial(opts));
+            }
+            Command::ListenOn(addr, reply) => {
+                let _ = reply.send(self.listen_on(addr));
+            }
+            Command::RemoveListener(id, reply) => {
+                let _ = reply.send(self.remove_listener(id));
+            }
+            Command::AddPeerAddress(peer, addr, reply) => {
+                self.add_peer_address(peer, addr);
+                let _ = reply.send(());
+            }
+            Command::AddExternalAddress(addr, reply) => {
+                self.add_external_address(addr);
+                let _ = reply.send(());
+            }
+            Command::CloseConnection(id, reply) => {
+                let _ = reply.send(self.close_connection(id));
+            }
+            Command::Disconnect(peer, reply) => {
+                let _ = reply.send(self.disconnect_peer_id(peer));
+            }
+            Command::Connections(reply) => {
+                let _ = reply.send(self.connections().collect());
+            }
+            Command::Listeners(reply) => {
+                let _ = reply.send(self.listeners().cloned().collect());
+            }
+            Command::Trim(reply) => {
+                let _ = reply.send(self.trim_open_conns());
+            }
+            Command::Behaviour(f) => f(&mut self.behaviour),
+            Command::Shutdown => self.shutdown = true,
+        }
+    }
+}

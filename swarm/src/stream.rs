@@ -157,6 +157,28 @@ impl Stream {
         self.io.get_mut().reset()
     }
 
+    /// Whether `error`, from a read or write of a lazily negotiated stream, says the remote
+    /// refused the stream's protocol. Such an error also has the kind
+    /// [`io::ErrorKind::Unsupported`] and reads "the remote refused the protocol".
+    ///
+    /// ```
+    /// use meshwire_swarm::Stream;
+    /// use meshwire_transport::multistream::NegotiationError;
+    ///
+    /// let refused: std::io::Error = NegotiationError::Failed.into();
+    /// assert!(Stream::is_protocol_refused(&refused));
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::Unsupported);
+    /// assert!(!Stream::is_protocol_refused(&std::io::ErrorKind::BrokenPipe.into()));
+    /// ```
+    pub fn is_protocol_refused(error: &io::Error) -> bool {
+        matches!(
+            error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<NegotiationError>()),
+            Some(NegotiationError::Failed)
+        )
+    }
+
     /// Waits for the remote to confirm a lazily negotiated protocol (at once otherwise).
     ///
     /// # Errors
@@ -205,5 +227,45 @@ impl AsyncWrite for Stream {
     #[inline]
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+/// Tokio's I/O traits too, so `tokio::io::{AsyncReadExt, AsyncWriteExt, copy, BufReader}`
+/// work on a stream without a compat wrapper. (With both crates' extension traits imported
+/// in one scope, call the methods as `tokio::io::AsyncReadExt::read(&mut s, ..)`.)
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        match AsyncRead::poll_read(self, cx, unfilled) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    /// Finishes our side of the stream, as `futures`' `poll_close`.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
     }
 }

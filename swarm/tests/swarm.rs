@@ -94,12 +94,15 @@ async fn unknown_protocol_is_refused_with_a_typed_error() {
     .await;
 
     // Lazy (the default for one protocol): the stream comes at once and its first read
-    // carries the refusal, which StreamError::from_io classifies.
+    // carries the refusal: an error of kind Unsupported that says so.
     a.open(OpenStream::new(b.peer, unknown.clone()));
     let mut out = a.next_outbound().await.result.expect("lazy stream");
     let _ = out.stream.write_all(b"x").await;
     let mut buf = [0u8; 1];
     let err = out.stream.read(&mut buf).await.expect_err("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+    assert!(meshwire_swarm::Stream::is_protocol_refused(&err));
+    assert!(err.to_string().contains("refused the protocol"), "{err}");
     assert!(matches!(
         StreamError::from_io(err),
         StreamError::UnsupportedProtocols
@@ -282,4 +285,40 @@ async fn a_stream_request_dials_a_known_peer() {
         Err(StreamError::DialFailed(e)) => assert!(matches!(*e, DialError::NoAddresses), "{e}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A stream works with tokio's I/O traits as well as futures', with no compat wrapper.
+#[tokio::test]
+async fn streams_work_with_tokio_io() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let protos = ["/tokio/1"];
+    let mut a = Node::start(&protos, SwarmConfig::default()).await;
+    let mut b = Node::start(&protos, SwarmConfig::default()).await;
+    a.connect(&mut b).await;
+    a.open(OpenStream::new(b.peer, StreamProtocol::new("/tokio/1")));
+    let mut out = a.next_outbound().await.result.expect("stream").stream;
+    tokio::io::AsyncWriteExt::write_all(&mut out, b"tokio bytes")
+        .await
+        .expect("write");
+    out.shutdown().await.expect("shutdown finishes our side");
+    let mut inbound = b.next_inbound().await.stream;
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut inbound, &mut got)
+        .await
+        .expect("read to the end");
+    assert_eq!(got, b"tokio bytes");
+    // A BufReader from tokio over the stream: lines in, one line back.
+    tokio::io::AsyncWriteExt::write_all(&mut inbound, b"one\ntwo\n")
+        .await
+        .expect("write");
+    inbound.shutdown().await.expect("shutdown");
+    let mut lines = tokio::io::BufReader::new(out);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+        .await
+        .expect("line");
+    assert_eq!(line, "one\n");
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).await.expect("rest");
+    assert_eq!(rest, "two\n");
 }

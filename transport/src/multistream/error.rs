@@ -16,7 +16,7 @@ pub enum NegotiationError {
     /// remote closed the stream between messages, or (listener side) the
     /// remote sent data that is not a negotiation message after a refusal,
     /// which is what a [`Version::V1Lazy`](super::Version::V1Lazy) dialer does.
-    #[error("protocol negotiation failed: no protocol could be agreed upon")]
+    #[error("the remote refused the protocol (no protocol could be agreed upon)")]
     Failed,
     /// The remote sent a malformed or unexpected negotiation message.
     #[error("received an invalid multistream-select message")]
@@ -53,7 +53,9 @@ impl From<NegotiationError> for io::Error {
             return e;
         }
         let kind = match &err {
-            NegotiationError::Io(_) | NegotiationError::Failed => io::ErrorKind::Other,
+            NegotiationError::Io(_) => io::ErrorKind::Other,
+            // A refused protocol reads as "unsupported" on a lazily negotiated stream.
+            NegotiationError::Failed => io::ErrorKind::Unsupported,
             NegotiationError::Timeout => io::ErrorKind::TimedOut,
             NegotiationError::InvalidMessage
             | NegotiationError::MessageTooLarge { .. }

@@ -5,15 +5,14 @@
 //! Every node dials every other node, pings it over `/ipfs/ping/1.0.0` and identifies it over
 //! `/ipfs/id/1.0.0`; the demo prints a table of peers, round-trip times and protocols, then
 //! exits 0. Any failure, or no full mesh within 30 s, exits non-zero.
+//!
+//! Each node is made by the `SwarmBuilder` and runs on its own task (`Swarm::spawn`); the
+//! demo commands it through its `SwarmHandle` and reads its event receiver.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use meshwire::core::{Keypair, PeerId};
-use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
-use meshwire::transport::quic::{QuicConfig, QuicTransport};
-use meshwire::transport::{with_peer_id, Multiaddr};
-use meshwire::{identify, ping};
+use meshwire::prelude::*;
 use tokio::sync::mpsc;
 
 /// Pings per peer before a node counts as done.
@@ -26,16 +25,19 @@ struct Node {
     identify: identify::Behaviour,
 }
 
-fn new_swarm(key: Keypair) -> Result<Swarm<Node>, Box<dyn std::error::Error + Send + Sync>> {
-    let behaviour = Node {
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100))),
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/meshwire-demo/1.0.0",
-            key.public(),
-        )),
-    };
-    let transport = QuicTransport::new(key, QuicConfig::default())?;
-    Ok(Swarm::new(transport, behaviour, SwarmConfig::default()))
+fn new_swarm() -> Result<Swarm<Node>, Box<dyn std::error::Error + Send + Sync>> {
+    let swarm = SwarmBuilder::with_new_identity()
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)
+        .build(|ctx| Node {
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_millis(100)),
+            ),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/meshwire-demo/1.0.0",
+                ctx.public(),
+            )),
+        })?;
+    Ok(swarm)
 }
 
 /// What the demo learns about one (node, peer) pair.
@@ -58,37 +60,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err("a mesh needs at least 2 nodes".into());
     }
 
-    // Start every node and learn its listen address.
-    let mut swarms = Vec::new();
+    // Start every node on its own task and learn its listen address.
+    let mut handles = Vec::new();
+    let mut receivers = Vec::new();
     let mut addrs: Vec<Multiaddr> = Vec::new();
     let mut ids: Vec<PeerId> = Vec::new();
     for _ in 0..n {
-        let key = Keypair::generate();
-        ids.push(key.peer_id());
-        let mut swarm = new_swarm(key)?;
-        swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+        let (handle, mut events) = new_swarm()?.spawn();
         let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
-                break address;
+            match events.recv().await {
+                Some(SwarmEvent::NewListenAddr { address, .. }) => break address,
+                Some(_) => {}
+                None => return Err("a node stopped".into()),
             }
         };
+        ids.push(handle.local_peer_id());
         addrs.push(addr);
-        swarms.push(swarm);
+        handles.push(handle);
+        receivers.push(events);
     }
 
-    // Node i dials every node before it; each swarm runs in its own task and forwards its
-    // behaviour's events.
+    // Node i dials every node before it, through its handle; every node's events are
+    // gathered into one channel.
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<NodeEvent, String>)>();
     let mut tasks = Vec::new();
-    for (i, mut swarm) in swarms.into_iter().enumerate() {
+    for (i, mut events) in receivers.into_iter().enumerate() {
         for j in 0..i {
-            swarm.dial(with_peer_id(&addrs[j], ids[j]))?;
+            handles[i].dial(with_peer_id(&addrs[j], ids[j])).await?;
         }
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            loop {
-                let sent = match swarm.next_event().await {
+            while let Some(ev) = events.recv().await {
+                let sent = match ev {
                     SwarmEvent::Behaviour(ev) => tx.send((i, Ok(ev))),
                     SwarmEvent::OutgoingConnectionError { error, .. } => {
                         tx.send((i, Err(format!("dial failed: {error}"))))
@@ -148,6 +152,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let elapsed = started.elapsed();
     for t in &tasks {
         t.abort();
+    }
+    for h in &handles {
+        h.shutdown().await?;
     }
 
     println!("meshwire mesh: {n} swarms on loopback, QUIC + libp2p TLS, ping + identify composed with #[derive(NetworkBehaviour)]");

@@ -16,12 +16,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use meshwire::core::{Keypair, PeerId};
-use meshwire::ping;
+use meshwire::prelude::*;
 use meshwire::relay::{client, Behaviour as RelayServer, ServerConfig};
-use meshwire::swarm::{DialOpts, NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
-use meshwire::transport::quic::{QuicConfig, QuicTransport};
-use meshwire::transport::{with_peer_id, Multiaddr, Protocol, TransportExt};
 
 #[derive(Parser, Debug)]
 #[command(about = "A relay, a peer behind it and a peer reaching it through the relay")]
@@ -41,16 +37,13 @@ fn pinger() -> ping::Behaviour {
     ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(500)))
 }
 
-/// A node with QUIC and the relay client's transport composed.
+/// A node with QUIC and, because its behaviour takes the relay client, the relay client's
+/// transport composed in by the builder.
 fn peer() -> Result<Swarm<Peer>, Box<dyn std::error::Error>> {
-    let key = Keypair::generate();
-    let (relay_transport, relay_client) = client::new(key.clone(), client::Config::default());
-    let transport = QuicTransport::new(key, QuicConfig::default())?.or_transport(relay_transport);
-    let behaviour = Peer {
-        relay_client,
+    Ok(SwarmBuilder::with_new_identity().build(|ctx| Peer {
+        relay_client: ctx.relay_client(),
         ping: pinger(),
-    };
-    Ok(Swarm::new(transport, behaviour, SwarmConfig::default()))
+    })?)
 }
 
 fn short(peer: &PeerId) -> String {
@@ -63,14 +56,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     // 1. The relay: QUIC only, the relay server with its default limits.
-    let relay_key = Keypair::generate();
-    let server = RelayServer::new(relay_key.clone(), ServerConfig::default())?;
-    let mut relay = Swarm::new(
-        QuicTransport::new(relay_key, QuicConfig::default())?,
-        server,
-        SwarmConfig::default(),
-    );
-    relay.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+    let mut relay = SwarmBuilder::with_new_identity()
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)
+        .try_build(|ctx| RelayServer::new(ctx.key().clone(), ServerConfig::default()))?;
     let relay_addr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = relay.next_event().await {
             break with_peer_id(&address, relay.local_peer_id());

@@ -23,6 +23,10 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod builder;
+pub mod prelude;
+
+pub use builder::{BuildContext, BuildError, SwarmBuilder};
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
 #[cfg(feature = "identify")]

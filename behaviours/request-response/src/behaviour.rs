@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::FutureExt;
-use meshwire_swarm::toolkit::{Outbox, Tasks};
+use meshwire_swarm::toolkit::{Outbox, QueueFull, Tasks};
 use meshwire_swarm::{
     ConnectionId, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
     PeerId, Stream, StreamProtocol, ToSwarm,
@@ -219,6 +219,27 @@ impl<C: Codec, U> Behaviour<C, U> {
         request_id
     }
 
+    /// [`send_request_with`](Self::send_request_with), refusing at once instead of
+    /// reporting [`OutboundFailure::QueueFull`] as the request's event: for callers that
+    /// want backpressure where they send.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueFull`] while [`Config::max_outbound_in_flight`] requests are under way;
+    /// nothing was sent and no event will come.
+    pub fn try_send_request_with(
+        &mut self,
+        peer: PeerId,
+        request: C::Request,
+        user_data: U,
+    ) -> Result<OutboundRequestId, QueueFull> {
+        let limit = self.config.max_outbound_in_flight();
+        if self.pending.len() >= limit {
+            return Err(QueueFull { limit });
+        }
+        Ok(self.send_request_with(peer, request, user_data))
+    }
+
     /// Sends `request` to `peer` with the default user data (`()` for most behaviours);
     /// see [`send_request_with`](Self::send_request_with).
     pub fn send_request(&mut self, peer: PeerId, request: C::Request) -> OutboundRequestId
@@ -239,7 +260,7 @@ impl<C: Codec, U> Behaviour<C, U> {
         channel: ResponseChannel<C::Response>,
         response: C::Response,
     ) -> Result<(), C::Response> {
-        channel.sender.send(response)
+        channel.send(response)
     }
 
     /// The codec's protocol behind a negotiated name, if this behaviour serves it in the

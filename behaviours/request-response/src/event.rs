@@ -116,6 +116,19 @@ pub struct ResponseChannel<Resp> {
 }
 
 impl<Resp> ResponseChannel<Resp> {
+    /// Answers the request with `response`: the same as
+    /// [`Behaviour::send_response`](crate::Behaviour::send_response), for code that does
+    /// not hold the behaviour (another task, an event conversion). The swarm writes the
+    /// response at its next poll.
+    ///
+    /// # Errors
+    ///
+    /// `Err(response)` if the exchange no longer waits for it (it timed out or its
+    /// connection closed; its [`Event::InboundFailure`] says which).
+    pub fn send(self, response: Resp) -> Result<(), Resp> {
+        self.sender.send(response)
+    }
+
     /// Whether the exchange still waits for the response (false once it timed out or its
     /// connection closed).
     pub fn is_open(&self) -> bool {

@@ -107,3 +107,5 @@ pub use codec::{read_to_end_bounded, Codec, CodecError};
 pub use config::{Config, ProtocolSupport};
 pub use error::{InboundFailure, OutboundFailure};
 pub use event::{Event, InboundRequestId, Message, OutboundRequestId, ResponseChannel};
+/// What [`Behaviour::try_send_request_with`] refuses with (the swarm toolkit's).
+pub use meshwire_swarm::toolkit::QueueFull;

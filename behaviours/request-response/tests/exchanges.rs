@@ -11,7 +11,7 @@ use common::{Pair, Side};
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use meshwire_request_response::{
     bytes, json, read_to_end_bounded, Codec, CodecError, Config, Event, InboundFailure, Message,
-    OutboundFailure, ProtocolSupport,
+    OutboundFailure, ProtocolSupport, QueueFull,
 };
 use meshwire_swarm::{DummyBehaviour, StreamProtocol};
 
@@ -457,7 +457,14 @@ async fn requests_past_the_outbound_limit_fail_as_queue_full_at_once() {
     assert_eq!(answered, [1, 2]);
     // Room again.
     p.a.behaviour_mut().send_request_with(b_peer, ada(), 4);
-    assert_eq!(p.a.behaviour().outbound_in_flight(), 1);
+    p.a.behaviour_mut()
+        .try_send_request_with(b_peer, ada(), 5)
+        .unwrap();
+    assert_eq!(p.a.behaviour().outbound_in_flight(), 2);
+    // The refusal where the request is sent, with no event later.
+    let refused = p.a.behaviour_mut().try_send_request_with(b_peer, ada(), 6);
+    assert_eq!(refused, Err(QueueFull { limit: 2 }));
+    assert_eq!(p.a.behaviour().outbound_in_flight(), 2);
 }
 
 /// A protocol in a few lines: a request is a line of text, the response is the responder's

@@ -4,8 +4,8 @@
 //! (requests of at most 1 MiB, responses of at most 10 MiB, both configurable).
 //!
 //! Unlike rust-libp2p, a message over the limit is refused with
-//! [`CodecError::TooLarge`](crate::CodecError::TooLarge), a message that does not decode with
-//! [`CodecError::Malformed`](crate::CodecError::Malformed), and the writer refuses to send
+//! [`CodecError::TooLarge`], a message that does not decode with
+//! [`CodecError::Malformed`], and the writer refuses to send
 //! what is over its own limit. `cbor4ii` limits nesting depth (no input overflows the
 //! stack) and reads byte and text strings only from the bytes present. A collection's
 //! declared length reaches serde as a size hint, which serde caps at 1 MiB of preallocation

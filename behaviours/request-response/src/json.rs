@@ -4,9 +4,9 @@
 //! responses of at most 10 MiB, both configurable).
 //!
 //! Unlike rust-libp2p, a message over the limit is refused with
-//! [`CodecError::TooLarge`](crate::CodecError::TooLarge) (rust-libp2p cuts it at the limit
+//! [`CodecError::TooLarge`] (rust-libp2p cuts it at the limit
 //! and fails to parse the rest), a message that does not parse with
-//! [`CodecError::Malformed`](crate::CodecError::Malformed), and the writer refuses to send
+//! [`CodecError::Malformed`], and the writer refuses to send
 //! what is over its own limit. `serde_json` nests at most 128 levels, so no input overflows
 //! the stack.
 //!

@@ -55,9 +55,9 @@
 //! of its outbound protocols (several are proposed in order; one alone is proposed lazily,
 //! with the request in the same flight), writes the request and closes its write side; the
 //! responder reads the request, writes the response and closes. What a request or a
-//! response looks like is the codec's: [`json`] and [`cbor`] (features `json`, `cbor`)
-//! write one serde value each and read to the end of the stream, exactly as rust-libp2p's
-//! codecs of the same names; [`bytes`] writes raw bytes the same way. A responder that has
+//! response looks like is the codec's: modules `json` and `cbor` (behind the features of
+//! those names) write one serde value each and read to the end of the stream, exactly as
+//! rust-libp2p's codecs of the same names; [`bytes`] writes raw bytes the same way. A responder that has
 //! no answer (the [`ResponseChannel`] dropped, the timeout, a failure) resets the stream.
 //!
 //! # Events

@@ -11,7 +11,9 @@
 //!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator),
 //!   [`relay`] (feature `relay`: circuit relay v2 server and client; relayed connections are
 //!   Noise + Yamux over a relay stream, composed with QUIC by
-//!   [`transport::TransportExt::or_transport`]).
+//!   [`transport::TransportExt::or_transport`]), [`request_response`] (feature
+//!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -37,6 +39,8 @@ pub use meshwire_kad as kad;
 pub use meshwire_ping as ping;
 #[cfg(feature = "relay")]
 pub use meshwire_relay as relay;
+#[cfg(feature = "request-response")]
+pub use meshwire_request_response as request_response;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

@@ -96,7 +96,12 @@ pub struct Behaviour<C: Codec, U = ()> {
     waker: Option<Waker>,
     next_outbound: u64,
     next_inbound: u64,
+    /// Answers every remote's request itself when set ([`Behaviour::with_responder`]).
+    responder: Option<Responder<C>>,
 }
+
+/// A function answering remotes' requests on the swarm's task.
+type Responder<C> = Box<dyn FnMut(PeerId, <C as Codec>::Request) -> <C as Codec>::Response + Send>;
 
 impl<C: Codec + Default, U> Behaviour<C, U> {
     /// A behaviour speaking `protocols` (each with the directions it serves) with the
@@ -138,8 +143,21 @@ impl<C: Codec, U> Behaviour<C, U> {
             waker: None,
             next_outbound: 1,
             next_inbound: 1,
+            responder: None,
             config,
         }
+    }
+
+    /// Answers every remote's request with `respond(peer, request)`, run on the swarm's task
+    /// as the request arrives (keep it quick): no [`Message::Request`] event is reported
+    /// then, only the exchange's end ([`Event::ResponseSent`] or [`Event::InboundFailure`]).
+    /// For protocols whose answer needs nothing but the request, such as an echo.
+    pub fn with_responder(
+        mut self,
+        respond: impl FnMut(PeerId, C::Request) -> C::Response + Send + 'static,
+    ) -> Self {
+        self.responder = Some(Box::new(respond));
+        self
     }
 
     /// The configuration.
@@ -368,11 +386,19 @@ impl<C: Codec, U> Behaviour<C, U> {
         &mut self,
         key: InboundKey<C::Protocol>,
         result: Result<Step<C::Request>, InboundFailure>,
-    ) -> BehaviourEvent<C, U> {
+    ) -> Option<BehaviourEvent<C, U>> {
         let (peer, connection, request_id) = (key.peer, key.connection, key.request_id);
         let error = match result {
             Ok(Step::Read(request, stream)) => {
                 let (sender, receiver) = oneshot::channel();
+                // With a responder the answer is ready at once, and nothing is reported yet.
+                let (request, sender) = match &mut self.responder {
+                    Some(respond) => {
+                        let _ = sender.send(respond(peer, request));
+                        (None, None)
+                    }
+                    None => (Some(request), Some(sender)),
+                };
                 let respond = exchange::respond(
                     self.codec.clone(),
                     key.protocol.clone(),
@@ -386,7 +412,8 @@ impl<C: Codec, U> Behaviour<C, U> {
                 if self.inbound.try_push(key, Duration::MAX, respond).is_err() {
                     self.slots.release(peer);
                 }
-                return Event::Message {
+                let (request, sender) = request.zip(sender)?;
+                return Some(Event::Message {
                     peer,
                     connection,
                     message: Message::Request {
@@ -394,13 +421,13 @@ impl<C: Codec, U> Behaviour<C, U> {
                         request,
                         channel: ResponseChannel { sender },
                     },
-                };
+                });
             }
             Ok(Step::Responded) => None,
             Err(error) => Some(error),
         };
         self.slots.release(peer);
-        match error {
+        Some(match error {
             None => Event::ResponseSent {
                 peer,
                 connection,
@@ -412,7 +439,7 @@ impl<C: Codec, U> Behaviour<C, U> {
                 request_id,
                 error,
             },
-        }
+        })
     }
 }
 
@@ -519,7 +546,10 @@ impl<C: Codec, U: Send + 'static> NetworkBehaviour for Behaviour<C, U> {
                 }
             }
             if let Poll::Ready((key, result)) = self.inbound.poll_result(cx) {
-                return Poll::Ready(ToSwarm::GenerateEvent(self.inbound_step(key, result)));
+                match self.inbound_step(key, result) {
+                    Some(event) => return Poll::Ready(ToSwarm::GenerateEvent(event)),
+                    None => continue,
+                }
             }
             self.waker = Some(cx.waker().clone());
             return Poll::Pending;

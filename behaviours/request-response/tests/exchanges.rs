@@ -127,6 +127,40 @@ async fn requests_and_responses_flow_both_ways() {
 }
 
 #[tokio::test]
+async fn a_responder_answers_without_a_request_event() {
+    let answering = greeter::<()>(Config::default())
+        .with_responder(|peer, req: Greet| format!("{} from {peer}", req.name));
+    let mut p = Pair::new(greeter::<()>(Config::default()), answering).await;
+    let (a_peer, b_peer) = (p.a_peer(), p.b_peer());
+    let id = p.a.behaviour_mut().send_request(b_peer, ada());
+    let (mut answered, mut sent) = (None, false);
+    while answered.is_none() || !sent {
+        match p.next().await {
+            Side::B(Event::ResponseSent { peer, .. }) => {
+                assert_eq!(peer, a_peer);
+                sent = true;
+            }
+            Side::A(Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                        ..
+                    },
+                ..
+            }) => {
+                assert_eq!(request_id, id);
+                answered = Some(response);
+            }
+            // In particular no request event on b: the responder answered it.
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, Some(format!("ada from {a_peer}")));
+    assert_eq!(p.b.behaviour().inbound_in_flight(), 0);
+}
+
+#[tokio::test]
 async fn user_data_comes_back_with_the_response_and_with_failures() {
     let mut p = Pair::new(
         greeter::<&'static str>(Config::default()),

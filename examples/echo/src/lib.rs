@@ -126,13 +126,6 @@ pub enum EchoEvent {
         /// Why.
         error: EchoError,
     },
-    /// A peer asked us to echo `bytes` bytes; they are being written back.
-    Serving {
-        /// The peer.
-        peer: PeerId,
-        /// Bytes to echo.
-        bytes: usize,
-    },
     /// We echoed a peer's message back (written, and the stream closed).
     Served {
         /// The peer.
@@ -151,7 +144,8 @@ pub enum EchoEvent {
 type RrEvent = rr::Event<Vec<u8>, Vec<u8>, (Vec<u8>, Instant)>;
 
 // ---- The behaviour, to the end of the event conversion. ----
-/// The echo behaviour: [`Echo::send`] asks a peer to echo; every peer's requests are served.
+/// The echo behaviour: every peer's request is answered with its own bytes; [`Echo::send`]
+/// asks a peer to echo.
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "EchoEvent")]
 pub struct Echo {
@@ -164,8 +158,9 @@ impl Default for Echo {
         let config = Config::default().with_request_timeout(TIMEOUT);
         let config = config.with_max_inbound_streams(MAX_CONCURRENT_SERVED);
         let config = config.with_max_outbound_in_flight(MAX_IN_FLIGHT);
+        let rr = rr::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config);
         Echo {
-            rr: rr::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config),
+            rr: rr.with_responder(|_, request| request),
         }
     }
 }
@@ -183,47 +178,32 @@ impl Echo {
     }
 }
 
-/// Answers each request with its own bytes and checks each reply against the message sent.
+/// Checks each reply against the message sent.
 impl From<RrEvent> for EchoEvent {
     fn from(event: RrEvent) -> Self {
         match event {
             Event::Message {
                 peer,
-                message: Request {
-                    request, channel, ..
-                },
-                ..
-            } => {
-                let bytes = request.len();
-                // Refused only once the exchange failed, which is its own event.
-                let _ = channel.send(request);
-                EchoEvent::Serving { peer, bytes }
-            }
-            Event::Message {
-                peer,
                 message:
                     Response {
-                        request_id,
+                        request_id: id,
                         response,
                         user_data,
                     },
                 ..
-            } => {
-                let (id, rtt) = (request_id, user_data.1.elapsed());
-                match response == user_data.0 {
-                    true => EchoEvent::Reply {
-                        peer,
-                        id,
-                        data: response,
-                        rtt,
-                    },
-                    false => EchoEvent::Failed {
-                        peer,
-                        id,
-                        error: EchoError::Mismatch,
-                    },
-                }
-            }
+            } => match response == user_data.0 {
+                true => EchoEvent::Reply {
+                    peer,
+                    id,
+                    data: response,
+                    rtt: user_data.1.elapsed(),
+                },
+                false => EchoEvent::Failed {
+                    peer,
+                    id,
+                    error: EchoError::Mismatch,
+                },
+            },
             Event::OutboundFailure {
                 peer,
                 request_id: id,
@@ -238,7 +218,13 @@ impl From<RrEvent> for EchoEvent {
                 peer,
                 error: error.into(),
             },
-            Event::ResponseSent { peer, .. } => EchoEvent::Served { peer },
+            // With the responder, requests are answered without being reported.
+            Event::Message {
+                peer,
+                message: Request { .. },
+                ..
+            }
+            | Event::ResponseSent { peer, .. } => EchoEvent::Served { peer },
         }
     }
 }

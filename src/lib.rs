@@ -7,11 +7,14 @@
 //!   `macros`) `#[derive(NetworkBehaviour)]`.
 //! - [`connmgr`]: the tag-based connection manager (go-libp2p's interface).
 //! - [`ping`] (feature `ping`), [`identify`] (feature `identify`), [`kad`] (feature `kad`:
-//!   the Kademlia DHT behaviour, its sans-IO engine and service discovery), [`swim`] (feature
+//!   the Kademlia DHT behaviour — `kad::Behaviour`, `kad::Config`, `kad::Event` — its
+//!   sans-IO engine and service discovery), [`swim`] (feature
 //!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator),
 //!   [`relay`] (feature `relay`: circuit relay v2 server and client; relayed connections are
 //!   Noise + Yamux over a relay stream, composed with QUIC by
-//!   [`transport::TransportExt::or_transport`]).
+//!   [`transport::TransportExt::or_transport`]), [`request_response`] (feature
+//!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -31,12 +34,53 @@ pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
 #[cfg(feature = "identify")]
 pub use meshwire_identify as identify;
+/// The Kademlia DHT (feature `kad`): [`kad::Behaviour`], configured by one [`kad::Config`]
+/// (the engine's settings included), reporting one flat [`kad::Event`].
+///
+/// ```
+/// use meshwire::prelude::*;
+/// use meshwire::kad::{QueryOrigin, QueryResult};
+/// use std::time::Duration;
+///
+/// #[derive(NetworkBehaviour)]
+/// struct App {
+///     identify: identify::Behaviour,
+///     kad: kad::Behaviour,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut swarm = SwarmBuilder::new(Keypair::generate()).build(|ctx| App {
+///     identify: identify::Behaviour::new(identify::Config::from_public_key(ctx.public())),
+///     kad: kad::Behaviour::new(
+///         ctx.peer_id(),
+///         kad::Config::new().with_alpha(5).with_record_ttl(Duration::from_secs(3600)),
+///     ),
+/// })?;
+/// // No peer yet: the record is found in the local store (quorum 1 counts the local copy).
+/// swarm.behaviour_mut().kad.put_record(kad::Record::new("greeting", b"hello".to_vec()), 1)?;
+/// let query = swarm.behaviour_mut().kad.get_record("greeting".into(), 1);
+/// loop {
+///     if let SwarmEvent::Behaviour(AppEvent::Kad(kad::Event::QueryFinished {
+///         id,
+///         origin: QueryOrigin::User,
+///         result: QueryResult::GetValue(Ok(found)),
+///         ..
+///     })) = swarm.next_event().await
+///     {
+///         assert_eq!((id, found.records[0].record.value.as_slice()), (query, &b"hello"[..]));
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "kad")]
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
 #[cfg(feature = "relay")]
 pub use meshwire_relay as relay;
+#[cfg(feature = "request-response")]
+pub use meshwire_request_response as request_response;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

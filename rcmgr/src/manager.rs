@@ -235,6 +235,7 @@ impl ResourceManager {
         let amount = Amount::connection(direction.is_inbound());
         self.charge(&[Key::System, Key::Transient], amount)?;
         Ok(ConnectionScope {
+            muxer_memory: 0,
             rm: self.clone(),
             id: self.next_id(),
             amount,
@@ -367,6 +368,9 @@ pub struct ConnectionScope {
     amount: Amount,
     /// Memory reserved for it.
     memory: u64,
+    /// Memory of a stream-muxed transport beyond the connection's own limit, charged to the
+    /// peer and the system only ([`ConnectionScope::reserve_muxer_memory`]).
+    muxer_memory: u64,
     peer: Option<PeerId>,
 }
 
@@ -375,6 +379,7 @@ impl fmt::Debug for ConnectionScope {
         f.debug_struct("ConnectionScope")
             .field("peer", &self.peer)
             .field("memory", &self.memory)
+            .field("muxer_memory", &self.muxer_memory)
             .finish()
     }
 }
@@ -395,7 +400,8 @@ impl ConnectionScope {
         if self.peer.is_some() {
             return Ok(());
         }
-        let all = self.amount.plus(Amount::memory(self.memory));
+        let memory = self.memory.saturating_add(self.muxer_memory);
+        let all = self.amount.plus(Amount::memory(memory));
         self.rm.charge(&[Key::Peer(peer)], all)?;
         self.rm.release(&[Key::Transient], all);
         self.peer = Some(peer);
@@ -415,14 +421,30 @@ impl ConnectionScope {
         Ok(())
     }
 
+    /// Reserves `bytes` more for a connection whose transport buffers more than a QUIC
+    /// connection's window (a Yamux connection over a relay circuit: its connection receive
+    /// window), charged to the connection's peer and the system — not to the per-connection
+    /// memory limit, which sizes QUIC windows. Held until the scope is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The peer's or the system's scope has no room for it (close the connection).
+    pub fn reserve_muxer_memory(&mut self, bytes: u64) -> Result<(), ResourceError> {
+        let keys = [Key::System, self.owner()];
+        self.rm.charge(&keys, Amount::memory(bytes))?;
+        self.muxer_memory = self.muxer_memory.saturating_add(bytes);
+        Ok(())
+    }
+
     /// The peer, once set.
     pub fn peer(&self) -> Option<PeerId> {
         self.peer
     }
 
-    /// Memory reserved for the connection.
+    /// Memory reserved for the connection, [`reserve_muxer_memory`](Self::reserve_muxer_memory)'s
+    /// included.
     pub fn memory(&self) -> u64 {
-        self.memory
+        self.memory.saturating_add(self.muxer_memory)
     }
 }
 
@@ -430,6 +452,10 @@ impl Drop for ConnectionScope {
     fn drop(&mut self) {
         let owner = self.owner();
         self.rm.release(&[Key::System, owner.clone()], self.amount);
+        if self.muxer_memory > 0 {
+            let keys = [Key::System, owner.clone()];
+            self.rm.release(&keys, Amount::memory(self.muxer_memory));
+        }
         if self.memory > 0 {
             let keys = [Key::System, owner, Key::Connection(self.id)];
             self.rm.release(&keys, Amount::memory(self.memory));

@@ -82,6 +82,32 @@ fn connection_memory_moves_with_the_connection() {
 }
 
 #[test]
+fn muxer_memory_is_charged_to_the_peer_and_the_system_not_the_connection_limit() {
+    let mut limits = Limits::for_memory(256 << 20);
+    limits.connection_memory = 1 << 20;
+    limits.peer.memory = 20 << 20;
+    let rm = ResourceManager::new(limits);
+    let p = peer(1);
+    let mut c = rm.open_connection(Direction::Outbound).unwrap();
+    c.reserve_memory(1 << 20).unwrap();
+    c.set_peer(p).unwrap();
+    // A Yamux window of 16 MiB: past the per-connection limit, within the peer's.
+    c.reserve_muxer_memory(16 << 20).unwrap();
+    assert_eq!(c.memory(), 17 << 20);
+    assert_eq!(rm.peer_usage(&p).memory, 17 << 20);
+    assert_eq!(rm.system_usage().memory, 17 << 20);
+    // The peer's share bounds it: a second such connection does not fit.
+    let mut d = rm.open_connection(Direction::Outbound).unwrap();
+    d.set_peer(p).unwrap();
+    let e = d.reserve_muxer_memory(16 << 20).unwrap_err();
+    assert_eq!(refused(e), (ScopeKind::Peer, Resource::Memory));
+    drop(d);
+    drop(c);
+    assert!(rm.system_usage().is_empty(), "{:?}", rm.system_usage());
+    assert!(rm.peer_usage(&p).is_empty());
+}
+
+#[test]
 fn streams_per_peer_per_protocol_and_stream_memory() {
     let mut limits = Limits::for_memory(256 << 20);
     limits.protocol_peer = ScopeLimits::streams(2, 2, 4);

@@ -523,6 +523,48 @@ impl<E> ToSwarm<E> {
         }
     }
 
+    /// Splits an event from the other commands: `Ok(event)` for [`ToSwarm::GenerateEvent`],
+    /// otherwise `Err(command)` typed for any event type. A behaviour that wraps another and
+    /// translates its events passes every other command on unchanged:
+    ///
+    /// ```
+    /// # use meshwire_swarm::ToSwarm;
+    /// let inner: ToSwarm<u8> = ToSwarm::ProtocolsChanged;
+    /// let outer: ToSwarm<String> = match inner.into_event() {
+    ///     Ok(event) => ToSwarm::GenerateEvent(event.to_string()),
+    ///     Err(command) => command,
+    /// };
+    /// assert!(matches!(outer, ToSwarm::ProtocolsChanged));
+    /// assert_eq!(ToSwarm::<u8>::GenerateEvent(7).into_event::<()>().ok(), Some(7));
+    /// ```
+    pub fn into_event<F>(self) -> Result<E, ToSwarm<F>> {
+        Err(match self {
+            ToSwarm::GenerateEvent(e) => return Ok(e),
+            ToSwarm::Dial(d) => ToSwarm::Dial(d),
+            ToSwarm::OpenStream(o) => ToSwarm::OpenStream(o),
+            ToSwarm::CloseConnection { peer, connection } => {
+                ToSwarm::CloseConnection { peer, connection }
+            }
+            ToSwarm::NewExternalAddrCandidate(a) => ToSwarm::NewExternalAddrCandidate(a),
+            ToSwarm::ExternalAddrConfirmed(a) => ToSwarm::ExternalAddrConfirmed(a),
+            ToSwarm::ExternalAddrExpired(a) => ToSwarm::ExternalAddrExpired(a),
+            ToSwarm::NewExternalAddrOfPeer { peer, addr } => {
+                ToSwarm::NewExternalAddrOfPeer { peer, addr }
+            }
+            ToSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            } => ToSwarm::RemoteProtocolsChanged {
+                peer,
+                connection,
+                protocols,
+            },
+            ToSwarm::ConnManager(c) => ToSwarm::ConnManager(c),
+            ToSwarm::ProtocolsChanged => ToSwarm::ProtocolsChanged,
+        })
+    }
+
     /// Records that this command comes from the composed behaviour at `index` (used by
     /// `#[derive(NetworkBehaviour)]` so stream results find their way back).
     #[doc(hidden)]

@@ -8,6 +8,13 @@
 //! by default) drives it over a meshwire `Swarm`: streams, timers, routing-table feeding from
 //! identify and connection-manager tags (see the `behaviour` module).
 //!
+//! Applications reach this crate through the `meshwire` facade (feature `kad`) as
+//! `meshwire::kad`: `meshwire::kad::Behaviour`, `meshwire::kad::Config` (every setting, the
+//! engine's included), `meshwire::kad::Event` (the engine's events and the behaviour's, in
+//! one enum), `meshwire::kad::QueryResult`, ... The examples below name it `meshwire_kad`
+//! because this crate's doc tests cannot depend on the facade; with the facade,
+//! `use meshwire::kad;` replaces `use meshwire_kad as kad;`.
+//!
 //! # Over the network
 //!
 //! Three nodes with identify and kademlia on loopback QUIC: `b` and `c` bootstrap through `a`,
@@ -49,7 +56,7 @@
 //! /// Drives `swarm` until a query of its kademlia behaviour finishes.
 //! async fn finished(swarm: &mut Swarm<Node>) -> QueryResult {
 //!     loop {
-//!         if let SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::Kad(kad::KadEvent::QueryFinished { result, .. }))) =
+//!         if let SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::QueryFinished { result, .. })) =
 //!             swarm.next_event().await
 //!         {
 //!             return result;
@@ -72,12 +79,12 @@
 //! while !(bootstrapped && a_knows_b) {
 //!     tokio::select! {
 //!         ev = b.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
-//!             kad::Event::Kad(kad::KadEvent::QueryFinished { result: QueryResult::Bootstrap(r), .. }))) = ev {
+//!             kad::Event::QueryFinished { result: QueryResult::Bootstrap(r), .. })) = ev {
 //!             r?;
 //!             bootstrapped = true;
 //!         },
 //!         ev = a.next_event() => if let SwarmEvent::Behaviour(NodeEvent::Kad(
-//!             kad::Event::Kad(kad::KadEvent::RoutingUpdated { peer, .. }))) = ev {
+//!             kad::Event::RoutingUpdated { peer, .. })) = ev {
 //!             a_knows_b |= peer == b_id;
 //!         },
 //!     }
@@ -95,7 +102,7 @@
 //! assert_eq!(found.peers[0].id, b_id, "the closest peer to b's id is b");
 //!
 //! // A record stored by c is held by a and b (the k = 20 closest peers).
-//! c.behaviour_mut().kad.put_value(Record::new("greeting", b"hello".to_vec()), 2)?;
+//! c.behaviour_mut().kad.put_record(Record::new("greeting", b"hello".to_vec()), 2)?;
 //! let QueryResult::PutValue(Ok(put)) = finished(&mut c).await else { panic!() };
 //! assert_eq!(put.successes, 2);
 //! # a.abort();
@@ -106,7 +113,9 @@
 //!
 //! # Sans-IO
 //!
-//! Three engines wired together by hand, delivering every message instantly:
+//! The engine alone, configured with [`KadConfig`] and reporting [`KadEvent`]s (what the
+//! behaviour's `Config` and `Event` wrap for swarm users). Three engines wired together by
+//! hand, delivering every message instantly:
 //!
 //! ```
 //! use meshwire_core::{Keypair, PeerId};

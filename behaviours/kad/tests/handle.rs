@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use meshwire_core::Keypair;
 use meshwire_kad::protocol::Record;
-use meshwire_kad::{self as kad, KadEvent, QueryResult};
+use meshwire_kad::{self as kad, QueryResult};
 use meshwire_swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::{with_peer_id, Multiaddr};
@@ -113,13 +113,11 @@ async fn three_tasks_drive_one_swarm_through_its_handle() {
         let mut done = HashSet::new();
         while done.len() < ids.len() {
             match hub_events.recv().await.expect("hub runs") {
-                SwarmEvent::Behaviour(AppEvent::Kad(kad::Event::Kad(
-                    KadEvent::QueryFinished {
-                        id,
-                        result: QueryResult::PutValue(result),
-                        ..
-                    },
-                ))) if ids.contains(&id) => {
+                SwarmEvent::Behaviour(AppEvent::Kad(kad::Event::QueryFinished {
+                    id,
+                    result: QueryResult::PutValue(result),
+                    ..
+                })) if ids.contains(&id) => {
                     let ok = result.expect("put reached its quorum");
                     assert!(ok.successes >= 1);
                     done.insert(id);

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_kad::discovery::Lookup;
 use meshwire_kad::protocol::{KadCodec, KadRequest, KadResponse, ProtocolError, Record};
-use meshwire_kad::{self as kad, InboundRequest, KadConfig, Mode, QueryId, QueryResult};
+use meshwire_kad::{self as kad, InboundRequest, Mode, QueryId, QueryResult};
 use meshwire_swarm::connmgr::DynConnManager;
 use meshwire_swarm::{
     NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamProtocol, Swarm, SwarmConfig,
@@ -143,7 +143,7 @@ impl Node {
                 if let Some(r) = f(&ev) {
                     return r;
                 }
-                if let kad::Event::Kad(kad::KadEvent::QueryFinished { id, result, .. }) = ev {
+                if let kad::Event::QueryFinished { id, result, .. } = ev {
                     finished.insert(id, result);
                 }
             }
@@ -158,9 +158,7 @@ impl Node {
             return r;
         }
         self.wait(&format!("query {id}"), |e| match e {
-            kad::Event::Kad(kad::KadEvent::QueryFinished { id: q, result, .. }) if *q == id => {
-                Some(result.clone())
-            }
+            kad::Event::QueryFinished { id: q, result, .. } if *q == id => Some(result.clone()),
             _ => None,
         })
         .await
@@ -370,7 +368,7 @@ async fn ten_nodes_find_store_provide_and_tag() {
     let (victim, node) = (peers[1], &mut nodes[0]);
     assert!(node.kad(move |k| k.remove_peer(&victim)).await);
     node.wait("the removal", |e| match e {
-        kad::Event::Kad(kad::KadEvent::PeerRemoved { peer, .. }) if *peer == victim => Some(()),
+        kad::Event::PeerRemoved { peer, .. } if *peer == victim => Some(()),
         _ => None,
     })
     .await;
@@ -595,10 +593,10 @@ async fn hostile_requests_get_errors_not_panics() {
     assert_eq!(request(&mut s1, &KadRequest::Ping).await, KadResponse::Pong);
     let pings = node
         .wait("the served requests", |e| match e {
-            kad::Event::Kad(kad::KadEvent::InboundRequest {
+            kad::Event::InboundRequest {
                 from,
                 request: InboundRequest::Ping,
-            }) if *from == client => Some(()),
+            } if *from == client => Some(()),
             _ => None,
         })
         .await;
@@ -657,10 +655,7 @@ async fn hostile_requests_get_errors_not_panics() {
 async fn client_mode_and_switching_modes() {
     let mut nodes = start_nodes(4, |i| {
         let mode = if i == 3 { Mode::Client } else { Mode::Server };
-        kad::Config::default().with_kad(KadConfig {
-            mode,
-            ..KadConfig::default()
-        })
+        kad::Config::default().with_mode(mode)
     })
     .await;
     let servers: Vec<PeerId> = nodes[..3].iter().map(|n| n.peer).collect();
@@ -689,17 +684,17 @@ async fn client_mode_and_switching_modes() {
     nodes[3].kad(|k| k.set_mode(Mode::Server)).await;
     nodes[3]
         .wait("the mode change", |e| match e {
-            kad::Event::Kad(kad::KadEvent::ModeChanged { mode: Mode::Server }) => Some(()),
+            kad::Event::ModeChanged { mode: Mode::Server } => Some(()),
             _ => None,
         })
         .await;
     nodes[0]
         .wait("node 0 adding the new server", |e| match e {
-            kad::Event::Kad(kad::KadEvent::RoutingUpdated {
+            kad::Event::RoutingUpdated {
                 peer,
                 is_new_peer: true,
                 ..
-            }) if *peer == client => Some(()),
+            } if *peer == client => Some(()),
             _ => None,
         })
         .await;
@@ -712,7 +707,7 @@ async fn client_mode_and_switching_modes() {
     nodes[3].kad(|k| k.set_mode(Mode::Client)).await;
     nodes[0]
         .wait("node 0 removing the client", |e| match e {
-            kad::Event::Kad(kad::KadEvent::PeerRemoved { peer, .. }) if *peer == client => Some(()),
+            kad::Event::PeerRemoved { peer, .. } if *peer == client => Some(()),
             _ => None,
         })
         .await;

@@ -264,12 +264,10 @@ async fn kademlia_works_between_peers_reachable_only_through_the_relay() {
     assert_eq!(put.successes, 1);
     let stored = listener
         .find_or_wait("the listener stores the record", |e| match e {
-            SwarmEvent::Behaviour(KadNodeEvent::Kad(kad::Event::Kad(
-                kad::KadEvent::InboundRequest {
-                    from,
-                    request: kad::InboundRequest::PutValue { result, .. },
-                },
-            ))) => Some((*from, result.is_ok())),
+            SwarmEvent::Behaviour(KadNodeEvent::Kad(kad::Event::InboundRequest {
+                from,
+                request: kad::InboundRequest::PutValue { result, .. },
+            })) => Some((*from, result.is_ok())),
             _ => None,
         })
         .await;
@@ -302,9 +300,9 @@ async fn kademlia_works_between_peers_reachable_only_through_the_relay() {
 
 async fn kad_result(node: &mut Node<KadNode>, query: kad::QueryId) -> QueryResult {
     node.wait_for("the query to finish", |e| match e {
-        SwarmEvent::Behaviour(KadNodeEvent::Kad(kad::Event::Kad(
-            kad::KadEvent::QueryFinished { id, result, .. },
-        ))) if *id == query => Some(result.clone()),
+        SwarmEvent::Behaviour(KadNodeEvent::Kad(kad::Event::QueryFinished {
+            id, result, ..
+        })) if *id == query => Some(result.clone()),
         _ => None,
     })
     .await

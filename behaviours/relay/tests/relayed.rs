@@ -62,6 +62,16 @@ async fn relay_circuit_between_two_meshwire_nodes_carries_ping() {
                 } if peer_id == listener_id => {
                     assert!(endpoint.is_relayed(), "{endpoint:?}");
                     assert_eq!(endpoint.relay_peer_id(), Some(relay_id));
+                    // The resource manager holds what the Yamux connection can buffer, not
+                    // only a QUIC connection's window.
+                    let window = meshwire_transport::upgrade::UpgradeConfig::default()
+                        .yamux
+                        .max_connection_receive_window as u64;
+                    let held = dialer.resource_manager().peer_usage(&listener_id).memory;
+                    assert!(
+                        held >= window,
+                        "{held} bytes reserved for a {window}-byte window"
+                    );
                     connected = true;
                 }
                 SwarmEvent::Behaviour(ClientNodeEvent::Ping(meshwire_ping::Event {

@@ -1,9 +1,15 @@
-//! An echo protocol written as a downstream crate would write a meshwire behaviour: no
-//! connection handler, one struct that sees every peer, stream IO in futures it owns.
+//! An echo protocol written as a downstream crate would write a meshwire behaviour: on
+//! meshwire's request-response building block (`meshwire::request_response`), composed by
+//! `#[derive(NetworkBehaviour)]`, its events turned into the crate's own by a `From`
+//! conversion that also answers each request with its own bytes. No stream, queue, limit
+//! or timeout is handled here: the building block does all of it. The behaviour is what lies
+//! between the markers in `src/lib.rs` (the public constants, the error and event types are
+//! above them); most of its lines are the event conversion, one struct literal per outcome.
 //!
-//! `/meshwire-example/echo/1.0.0`: the dialer writes a message (at most
-//! [`MAX_MESSAGE`] bytes) and closes its side; the listener writes the same bytes back and
-//! closes.
+//! `/meshwire-example/echo/1.0.0`, request-response with the raw bytes codec: the dialer
+//! writes a message (at most [`MAX_MESSAGE`] bytes) and closes its side; the listener
+//! writes the same bytes back and closes. (The same bytes on the wire as the hand-written
+//! echo this crate had before.)
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -36,16 +42,15 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use meshwire::core::PeerId;
-use meshwire::swarm::toolkit::{Outbox, QueueFull, Tasks, Timeout};
-use meshwire::swarm::{
-    InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, Stream, StreamError,
-    StreamProtocol, StreamRequestId, ToSwarm,
-};
+use meshwire::request_response::Message::{Request, Response};
+use meshwire::request_response::{self as rr, Config, Event, ProtocolSupport};
+use meshwire::request_response::{InboundFailure, OutboundFailure, QueueFull};
+use meshwire::swarm::{NetworkBehaviour, StreamProtocol};
+
+pub use meshwire::request_response::OutboundRequestId;
 
 /// The protocol id.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshwire-example/echo/1.0.0");
@@ -66,23 +71,35 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Why an echo failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EchoError {
-    /// The stream could not be opened, or failed.
-    #[error("stream: {0}")]
-    Stream(#[from] StreamError),
+    /// Our request failed (dial, stream, timeout, ...).
+    #[error("echo request: {0}")]
+    Outbound(OutboundFailure),
+    /// Serving a peer's request failed.
+    #[error("serving an echo: {0}")]
+    Inbound(InboundFailure),
     /// The reply is not what was sent.
     #[error("reply differs from the message")]
     Mismatch,
     /// The message or the reply is longer than [`MAX_MESSAGE`].
     #[error("message longer than {MAX_MESSAGE} bytes")]
     TooLarge,
-    /// The exchange took longer than [`TIMEOUT`].
-    #[error(transparent)]
-    Timeout(#[from] Timeout),
 }
 
-impl From<std::io::Error> for EchoError {
-    fn from(e: std::io::Error) -> Self {
-        EchoError::Stream(e.into())
+impl From<OutboundFailure> for EchoError {
+    fn from(e: OutboundFailure) -> Self {
+        match e {
+            OutboundFailure::TooLarge { .. } => EchoError::TooLarge,
+            e => EchoError::Outbound(e),
+        }
+    }
+}
+
+impl From<InboundFailure> for EchoError {
+    fn from(e: InboundFailure) -> Self {
+        match e {
+            InboundFailure::TooLarge { .. } => EchoError::TooLarge,
+            e => EchoError::Inbound(e),
+        }
     }
 }
 
@@ -94,10 +111,10 @@ pub enum EchoEvent {
         /// The peer.
         peer: PeerId,
         /// The request.
-        id: StreamRequestId,
+        id: OutboundRequestId,
         /// The echoed bytes.
         data: Vec<u8>,
-        /// Time from asking for the stream to the full reply.
+        /// Time from the request to the full reply.
         rtt: Duration,
     },
     /// Our echo request failed.
@@ -105,16 +122,14 @@ pub enum EchoEvent {
         /// The peer.
         peer: PeerId,
         /// The request.
-        id: StreamRequestId,
+        id: OutboundRequestId,
         /// Why.
         error: EchoError,
     },
-    /// We echoed a peer's message back.
+    /// We echoed a peer's message back (written, and the stream closed).
     Served {
         /// The peer.
         peer: PeerId,
-        /// Bytes echoed.
-        bytes: usize,
     },
     /// Serving a peer's request failed.
     ServeFailed {
@@ -125,25 +140,27 @@ pub enum EchoEvent {
     },
 }
 
-/// One request of ours: the peer, the request, when it was asked for.
-type Request = (PeerId, StreamRequestId, Instant);
+/// What the building block reports: its user data is each request's message and start.
+type RrEvent = rr::Event<Vec<u8>, Vec<u8>, (Vec<u8>, Instant)>;
 
-/// The echo behaviour: [`Echo::send`] asks a peer to echo; every peer's requests are served.
+// ---- The behaviour, to the end of the event conversion. ----
+/// The echo behaviour: every peer's request is answered with its own bytes; [`Echo::send`]
+/// asks a peer to echo.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "EchoEvent")]
 pub struct Echo {
-    /// Stream requests (with the message each will carry) and events.
-    outbox: Outbox<EchoEvent, (Vec<u8>, Instant)>,
-    /// Our exchanges, yielding the reply.
-    exchanges: Tasks<Request, Result<Vec<u8>, EchoError>>,
-    /// Remotes' exchanges, yielding the bytes echoed.
-    served: Tasks<PeerId, Result<usize, EchoError>>,
+    rr: rr::bytes::Behaviour<(Vec<u8>, Instant)>, // user data: the message, when it was sent
 }
 
 impl Default for Echo {
     fn default() -> Self {
+        let codec = rr::bytes::Codec::new(MAX_MESSAGE as u64, MAX_MESSAGE as u64);
+        let config = Config::default().with_request_timeout(TIMEOUT);
+        let config = config.with_max_inbound_streams(MAX_CONCURRENT_SERVED);
+        let config = config.with_max_outbound_in_flight(MAX_IN_FLIGHT);
+        let rr = rr::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config);
         Echo {
-            outbox: Outbox::new(MAX_IN_FLIGHT),
-            exchanges: Tasks::new(MAX_IN_FLIGHT),
-            served: Tasks::new(MAX_CONCURRENT_SERVED),
+            rr: rr.with_responder(|_, request| request),
         }
     }
 }
@@ -155,112 +172,60 @@ impl Echo {
     /// # Errors
     ///
     /// [`QueueFull`] while [`MAX_IN_FLIGHT`] requests are under way.
-    pub fn send(&mut self, peer: PeerId, data: Vec<u8>) -> Result<StreamRequestId, QueueFull> {
-        // Requests queued or opening plus exchanges running stay within one limit, so every
-        // stream that comes back finds room in `exchanges`.
-        if self.outbox.len() + self.exchanges.len() >= MAX_IN_FLIGHT {
-            return Err(QueueFull {
-                limit: MAX_IN_FLIGHT,
-            });
-        }
-        let req = OpenStream::new(peer, PROTOCOL);
-        if data.len() > MAX_MESSAGE {
-            let id = req.id;
-            let error = EchoError::TooLarge;
-            self.outbox.event(EchoEvent::Failed { peer, id, error })?;
-            return Ok(id);
-        }
-        self.outbox.open_stream(req, (data, Instant::now()))
+    pub fn send(&mut self, peer: PeerId, data: Vec<u8>) -> Result<OutboundRequestId, QueueFull> {
+        self.rr
+            .try_send_request_with(peer, data.clone(), (data, Instant::now()))
     }
 }
 
-/// Reads the remote's whole message, refusing more than [`MAX_MESSAGE`] bytes.
-async fn read_bounded(stream: &mut Stream) -> Result<Vec<u8>, EchoError> {
-    let mut buf = Vec::new();
-    let n = (&mut *stream)
-        .take(MAX_MESSAGE as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if n > MAX_MESSAGE {
-        stream.reset();
-        return Err(EchoError::TooLarge);
-    }
-    Ok(buf)
-}
-
-impl NetworkBehaviour for Echo {
-    type Event = EchoEvent;
-
-    fn protocols(&self) -> Vec<StreamProtocol> {
-        vec![PROTOCOL]
-    }
-
-    fn on_inbound_stream(&mut self, inbound: InboundStream) {
-        let mut stream = inbound.stream;
-        let serve = async move {
-            let data = read_bounded(&mut stream).await?;
-            stream.write_all(&data).await?;
-            stream.close().await?;
-            Ok(data.len())
-        };
-        // At the limit the future, and with it the stream, is dropped.
-        let _ = self.served.try_push(inbound.peer, TIMEOUT, serve);
-    }
-
-    fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some((data, started)) = self.outbox.take_stream(result.id) else {
-            return;
-        };
-        let (peer, id) = (result.peer, result.id);
-        let mut stream = match result.result {
-            Ok(out) => out.stream,
-            Err(e) => {
-                let _ = self.outbox.event(EchoEvent::Failed {
+/// Checks each reply against the message sent.
+impl From<RrEvent> for EchoEvent {
+    fn from(event: RrEvent) -> Self {
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Response {
+                        request_id: id,
+                        response,
+                        user_data,
+                    },
+                ..
+            } => match response == user_data.0 {
+                true => EchoEvent::Reply {
                     peer,
                     id,
-                    error: e.into(),
-                });
-                return;
-            }
-        };
-        let exchange = async move {
-            stream.write_all(&data).await?;
-            stream.close().await?;
-            let reply = read_bounded(&mut stream).await?;
-            if reply != data {
-                return Err(EchoError::Mismatch);
-            }
-            Ok(reply)
-        };
-        // `send` keeps room for every stream it asked for.
-        let _ = self
-            .exchanges
-            .try_push((peer, id, started), TIMEOUT, exchange);
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<EchoEvent>> {
-        if let Poll::Ready(command) = self.outbox.poll(cx) {
-            return Poll::Ready(command);
-        }
-        if let Poll::Ready(((peer, id, started), result)) = self.exchanges.poll_result(cx) {
-            let event = match result {
-                Ok(data) => EchoEvent::Reply {
-                    peer,
-                    id,
-                    data,
-                    rtt: started.elapsed(),
+                    data: response,
+                    rtt: user_data.1.elapsed(),
                 },
-                Err(error) => EchoEvent::Failed { peer, id, error },
-            };
-            return Poll::Ready(ToSwarm::GenerateEvent(event));
+                false => EchoEvent::Failed {
+                    peer,
+                    id,
+                    error: EchoError::Mismatch,
+                },
+            },
+            Event::OutboundFailure {
+                peer,
+                request_id: id,
+                error,
+                ..
+            } => EchoEvent::Failed {
+                peer,
+                id,
+                error: error.into(),
+            },
+            Event::InboundFailure { peer, error, .. } => EchoEvent::ServeFailed {
+                peer,
+                error: error.into(),
+            },
+            // With the responder, requests are answered without being reported.
+            Event::Message {
+                peer,
+                message: Request { .. },
+                ..
+            }
+            | Event::ResponseSent { peer, .. } => EchoEvent::Served { peer },
         }
-        if let Poll::Ready((peer, result)) = self.served.poll_result(cx) {
-            let event = match result {
-                Ok(bytes) => EchoEvent::Served { peer, bytes },
-                Err(error) => EchoEvent::ServeFailed { peer, error },
-            };
-            return Poll::Ready(ToSwarm::GenerateEvent(event));
-        }
-        Poll::Pending
     }
 }
+// ---- End of the behaviour. ----

@@ -4,11 +4,7 @@
 
 use std::time::Duration;
 
-use meshwire::core::Keypair;
-use meshwire::ping;
-use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
-use meshwire::transport::quic::{QuicConfig, QuicTransport};
-use meshwire::transport::with_peer_id;
+use meshwire::prelude::*;
 use meshwire_echo::{Echo, EchoEvent};
 
 /// The application's behaviour: ping and this crate's echo, side by side.
@@ -38,49 +34,47 @@ impl From<EchoEvent> for AppEvent {
     }
 }
 
-fn new_swarm() -> Result<Swarm<App>, Box<dyn std::error::Error>> {
-    let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default())?;
-    let app = App {
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200))),
-        echo: Echo::default(),
-    };
-    Ok(Swarm::new(transport, app, SwarmConfig::default()))
+/// A node on its own task: its handle, its events and its address.
+async fn node(
+) -> Result<(SwarmHandle<App>, Receiver<SwarmEvent<AppEvent>>, Multiaddr), Box<dyn std::error::Error>>
+{
+    let swarm = SwarmBuilder::with_new_identity()
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)
+        .build(|_| App {
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_millis(200)),
+            ),
+            echo: Echo::default(),
+        })?;
+    let (handle, mut events) = swarm.spawn();
+    loop {
+        match events.recv().await {
+            Some(SwarmEvent::NewListenAddr { address, .. }) => {
+                let addr = with_peer_id(&address, handle.local_peer_id());
+                return Ok((handle, events, addr));
+            }
+            Some(_) => {}
+            None => return Err("the node stopped".into()),
+        }
+    }
 }
+
+type Receiver<T> = tokio::sync::mpsc::Receiver<T>;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let mut s = new_swarm()?;
-        s.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
-        let addr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = s.next_event().await {
-                break address;
-            }
-        };
-        nodes.push((s, addr));
-    }
-    let (mut a, _) = nodes.remove(0);
-    let mut others = nodes;
+    let (a, mut a_events, _) = node().await?;
+    // The other two nodes answer on their own tasks; their events are not read.
     let mut expected = Vec::new();
-    for (s, addr) in &others {
-        let peer = s.local_peer_id();
-        a.dial(with_peer_id(addr, peer))?;
+    for _ in 0..2 {
+        let (other, _events, addr) = node().await?;
+        let peer = other.local_peer_id();
+        a.dial(addr).await?;
         let msg = format!("hello {peer}").into_bytes();
-        a.behaviour_mut().echo.send(peer, msg.clone())?;
-        expected.push((peer, msg));
+        let sent = msg.clone();
+        a.with_behaviour(move |b| b.echo.send(peer, sent)).await??;
+        expected.push((peer, msg, other));
     }
-    // The other nodes run in their own tasks.
-    let tasks: Vec<_> = others
-        .drain(..)
-        .map(|(mut s, _)| {
-            tokio::spawn(async move {
-                loop {
-                    s.next_event().await;
-                }
-            })
-        })
-        .collect();
 
     let mut replies = 0;
     let mut pinged = std::collections::HashSet::new();
@@ -88,9 +82,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::pin!(deadline);
     while replies < expected.len() || pinged.len() < expected.len() {
         tokio::select! {
-            ev = a.next_event() => match ev {
+            ev = a_events.recv() => match ev.ok_or("node a stopped")? {
                 SwarmEvent::Behaviour(AppEvent::Echo(EchoEvent::Reply { peer, data, rtt, .. })) => {
-                    let want = expected.iter().find(|(p, _)| *p == peer).map(|(_, m)| m);
+                    let want = expected.iter().find(|(p, _, _)| *p == peer).map(|(_, m, _)| m);
                     if want != Some(&data) {
                         return Err(format!("wrong echo from {peer}").into());
                     }
@@ -113,9 +107,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = &mut deadline => return Err("timed out".into()),
         }
     }
-    for t in tasks {
-        t.abort();
+    for (_, _, other) in &expected {
+        other.shutdown().await?;
     }
+    a.shutdown().await?;
     println!(
         "{replies} echoes and {} pinged peers over one derived behaviour",
         pinged.len()

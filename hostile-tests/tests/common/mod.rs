@@ -177,7 +177,7 @@ pub fn honest_peer(victim: &Victim) -> (Arc<Mutex<Seen>>, tokio::sync::oneshot::
                             Err(_) => s.ping_failures += 1,
                         }
                     }
-                    SwarmEvent::Behaviour(HonestEvent::Kad(kad::Event::Kad(kad::KadEvent::QueryFinished { result, stats, .. }))) => {
+                    SwarmEvent::Behaviour(HonestEvent::Kad(kad::Event::QueryFinished { result, stats, .. })) => {
                         let ok = matches!(result, kad::QueryResult::FindNode(Ok(_))) && stats.successes >= 1;
                         let mut s = s.lock().unwrap();
                         if ok { s.lookups_ok += 1 } else { s.lookups_failed += 1 }

@@ -243,12 +243,12 @@ pub async fn mw_finished(
     id: mw_kad::QueryId,
 ) -> (mw_kad::QueryResult, mw_kad::QueryStats, Instant) {
     node.wait(&format!("meshwire query {id}"), |at, e| match e {
-        mw_kad::Event::Kad(mw_kad::KadEvent::QueryFinished {
+        mw_kad::Event::QueryFinished {
             id: q,
             result,
             stats,
             ..
-        }) if *q == id => Some((result.clone(), *stats, at)),
+        } if *q == id => Some((result.clone(), *stats, at)),
         _ => None,
     })
     .await

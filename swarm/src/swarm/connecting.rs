@@ -146,7 +146,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 .check_limits(peer, Direction::Outbound, &self.config)
                 .map_err(DialError::from)
                 .and_then(|()| {
-                    self.scope_set_peer(connection, peer)
+                    self.scope_set_peer(connection, &conn)
                         .map_err(DialError::from)
                 })
                 .and_then(|()| {
@@ -195,7 +195,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
                     .check_limits(peer, Direction::Inbound, &self.config)
                     .map_err(ListenError::from)
                     .and_then(|()| {
-                        self.scope_set_peer(connection, peer)
+                        self.scope_set_peer(connection, &conn)
                             .map_err(ListenError::from)
                     })
                     .and_then(|()| {
@@ -284,14 +284,26 @@ impl<B: NetworkBehaviour> Swarm<B> {
         Ok(scope)
     }
 
-    /// The handshake named the peer: the connection's share moves into the peer's scope.
+    /// The handshake named the peer: the connection's share moves into the peer's scope, and
+    /// grows to what the connection can buffer when that is more than was reserved before the
+    /// handshake (a Yamux connection's window, [`Connection::receive_buffer_limit`]).
     fn scope_set_peer(
         &mut self,
         connection: ConnectionId,
-        peer: PeerId,
+        conn: &Connection,
     ) -> Result<(), meshwire_rcmgr::ResourceError> {
+        let unlimited = self.resources.limits().connection_reservation() == 0;
         match self.conn_scopes.get_mut(&connection) {
-            Some(scope) => scope.set_peer(peer),
+            Some(scope) => {
+                scope.set_peer(conn.peer_id())?;
+                let extra = conn
+                    .receive_buffer_limit()
+                    .map_or(0, |limit| limit.saturating_sub(scope.memory()));
+                if extra > 0 && !unlimited {
+                    scope.reserve_muxer_memory(extra)?;
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }

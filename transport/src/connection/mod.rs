@@ -243,6 +243,18 @@ impl Connection {
         }
     }
 
+    /// What the peer can make this connection buffer, in bytes, when the transport does not
+    /// size that from the resource manager's connection reservation: `Some` for Yamux
+    /// connections (their receive window plus the Noise buffers), `None` for QUIC (whose
+    /// windows come from the limits, see `QuicConfig`) and in-memory ones. The swarm reserves
+    /// the difference in the connection's resource scope once the connection is established.
+    pub fn receive_buffer_limit(&self) -> Option<u64> {
+        match &self.inner {
+            ConnInner::Yamux(y) => Some(y.receive_buffer_limit()),
+            ConnInner::Quic(_) | ConnInner::Memory(_) => None,
+        }
+    }
+
     /// The Yamux backend, for connections made by [`crate::upgrade`].
     pub fn as_yamux(&self) -> Option<&YamuxConnection> {
         match &self.inner {

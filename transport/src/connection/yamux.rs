@@ -52,6 +52,9 @@ pub(crate) struct YamuxParams {
     pub close_timeout: Duration,
     /// The handshake's round-trip time, reported by `Connection::rtt`.
     pub rtt: Duration,
+    /// What the peer can make this connection buffer, in bytes (the Yamux connection receive
+    /// window plus the Noise buffers), reported by `Connection::receive_buffer_limit`.
+    pub receive_buffer: u64,
 }
 
 type OpenReply = oneshot::Sender<Result<yamux::Stream, ConnectionError>>;
@@ -66,6 +69,7 @@ pub struct YamuxConnection {
     alive: Arc<Alive>,
     inbound: Arc<tokio::sync::Mutex<mpsc::Receiver<yamux::Stream>>>,
     rtt: Duration,
+    receive_buffer: u64,
 }
 
 impl fmt::Debug for YamuxConnection {
@@ -194,7 +198,14 @@ impl YamuxConnection {
             alive: Arc::new(Alive { open_tx }),
             inbound: Arc::new(tokio::sync::Mutex::new(inbound_rx)),
             rtt: params.rtt,
+            receive_buffer: params.receive_buffer,
         }
+    }
+
+    /// What the peer can make this connection buffer, in bytes: the Yamux connection receive
+    /// window plus the Noise buffers.
+    pub fn receive_buffer_limit(&self) -> u64 {
+        self.receive_buffer
     }
 
     /// Inbound streams dropped (reset) so far because the accept queue was full.

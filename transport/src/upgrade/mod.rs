@@ -235,12 +235,17 @@ fn complete<S>(
         .map_err(|_| NegotiationError::InvalidMessage)
 }
 
+/// The Noise layer's buffers per connection: a decrypted and an encrypted frame each way.
+const NOISE_BUFFERS: u64 = 4 * 65_536;
+
 fn params(cfg: &UpgradeConfig, config: yamux::Config, rtt: Duration) -> YamuxParams {
     YamuxParams {
         config,
         max_inbound_pending: cfg.max_inbound_streams_pending,
         close_timeout: cfg.close_timeout,
         rtt,
+        receive_buffer: (cfg.yamux.max_connection_receive_window as u64)
+            .saturating_add(NOISE_BUFFERS),
     }
 }
 

@@ -8,7 +8,7 @@
 //!   addresses of the request, the routing table and identify given to the swarm through
 //!   [`NetworkBehaviour::handle_pending_outbound_connection`]). On the stream it writes the
 //!   length-prefixed request, reads one response (bounded by
-//!   [`KadConfig::max_message_size`], within [`KadConfig::request_timeout`]) and reports it to
+//!   [`Config::max_message_size`], within [`Config::request_timeout`]) and reports it to
 //!   [`KadEngine::handle_response`] with the address we dialed if the stream's connection is one we
 //!   dialed (the only address a response puts in the routing table), or the failure to
 //!   [`KadEngine::handle_request_failed`]. A request that cannot be encoded is a local problem,
@@ -39,7 +39,7 @@
 //!   connection comes from: QUIC implementations that listen (meshwire, rust-libp2p) dial from
 //!   their listening socket, so that address is where the peer listens. Other transports'
 //!   inbound addresses (e.g. a TCP connection's ephemeral port) are never used. At most
-//!   [`KadConfig::max_addrs_per_peer`] addresses of each kind are remembered per peer, for at
+//!   [`Config::max_addrs_per_peer`] addresses of each kind are remembered per peer, for at
 //!   most [`Config::max_address_cache_peers`] peers, connected peers being forgotten last.
 //!   A peer whose protocols no longer include it is removed. Bootstrap peers are added with
 //!   [`Behaviour::add_address`].
@@ -56,11 +56,12 @@
 //!   given to [`KadEngine::set_external_addresses`], so ADD_PROVIDER announces them.
 
 //!
-//! Files: `config` (settings, errors, events), `streams` (stream exchanges and the inbound
+//! Files: `config` (settings, errors), `event` (events), `streams` (stream exchanges and the inbound
 //! bound), `routing` (addresses and connections feeding the routing table and the dial hook),
 //! `tags` (connection-manager tags); this module is the public API and the swarm glue.
 
 mod config;
+mod event;
 mod routing;
 mod streams;
 mod tags;
@@ -79,7 +80,8 @@ use meshwire_swarm::{
 };
 use multiaddr::Multiaddr;
 
-pub use self::config::{Config, Error, Event};
+pub use self::config::{Config, Error};
+pub use self::event::Event;
 use self::routing::Routing;
 use self::streams::{Done, Inbound, PendingRequest, StreamTasks, Task};
 use self::tags::Tags;
@@ -91,7 +93,7 @@ use crate::query::{QueryError, QueryId};
 use crate::store::StoreError;
 
 #[cfg(doc)]
-use crate::engine::KadConfig;
+use crate::engine::KadTransmit;
 
 /// The Kademlia stream protocol, `/ipfs/kad/1.0.0`.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
@@ -133,21 +135,19 @@ fn now() -> Instant {
 impl Behaviour {
     /// A behaviour for the local peer `local` (the swarm's identity) with `config`.
     pub fn new(local: PeerId, config: Config) -> Self {
-        let engine = KadEngine::new(local, config.kad.clone());
+        let engine = KadEngine::new(local, config.engine_config());
         Self::with_engine(engine, config)
     }
 
-    /// A behaviour driving `engine` (e.g. one made with [`KadEngine::with_seed`]);
-    /// `config.kad` is replaced by the engine's configuration.
-    pub fn with_engine(engine: KadEngine, mut config: Config) -> Self {
-        config.kad = engine.config().clone();
+    /// A behaviour driving `engine` (e.g. one made with [`KadEngine::with_seed`] from
+    /// [`Config::engine_config`]); the engine settings of `config` are replaced by the
+    /// engine's configuration.
+    pub fn with_engine(engine: KadEngine, config: Config) -> Self {
+        let config = config.with_engine_config(engine.config().clone());
         Behaviour {
-            codec: config.kad.codec(),
+            codec: config.codec(),
             discovery: Discovery::new(config.discovery.clone()),
-            routing: Routing::new(
-                config.kad.max_addrs_per_peer,
-                config.max_address_cache_peers,
-            ),
+            routing: Routing::new(config.max_addrs_per_peer, config.max_address_cache_peers),
             tags: Tags::new(config.conn_manager_tag.clone()),
             inbound: Inbound::default(),
             tasks: Tasks::new(config.max_stream_tasks),
@@ -202,7 +202,7 @@ impl Behaviour {
 
     /// Switches between server mode (claims `/ipfs/kad/1.0.0`, answers requests) and client
     /// mode (claims nothing); on a change the swarm is told with
-    /// [`ToSwarm::ProtocolsChanged`] and [`KadEvent::ModeChanged`] is reported.
+    /// [`ToSwarm::ProtocolsChanged`] and [`Event::ModeChanged`] is reported.
     pub fn set_mode(&mut self, mode: Mode) {
         self.command(|e, _, _| e.set_mode(mode));
     }
@@ -219,7 +219,7 @@ impl Behaviour {
     }
 
     /// Refreshes the routing table (self lookup, then one lookup per bucket further out) and
-    /// starts the periodic bootstrap ([`KadConfig::bootstrap_interval`]).
+    /// starts the periodic bootstrap ([`Config::bootstrap_interval`]).
     ///
     /// # Errors
     ///
@@ -441,7 +441,7 @@ impl Behaviour {
             KadEvent::QueryFinished { id, .. } => Some(*id),
             _ => None,
         };
-        self.push(ToSwarm::GenerateEvent(Event::Kad(event)));
+        self.push(ToSwarm::GenerateEvent(event.into()));
         if let (Some(DiscoveryEvent::Found { service, providers }), Some(id)) = (found, finished_id)
         {
             self.push(ToSwarm::GenerateEvent(Event::ServiceFound {
@@ -790,7 +790,7 @@ impl NetworkBehaviour for Behaviour {
         let error = match result.result {
             Ok(out) => {
                 let addr = self.routing.dialed_addr(out.connection);
-                let timeout = self.config.kad.request_timeout;
+                let timeout = self.config.request_timeout;
                 match streams::spawn_outbound(
                     &mut self.tasks,
                     out.stream,

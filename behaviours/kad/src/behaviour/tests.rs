@@ -27,9 +27,9 @@ fn protocols_follow_the_mode() {
     assert!(matches!(log.next(), Some(ToSwarm::ProtocolsChanged)));
     assert!(matches!(
         log.next(),
-        Some(ToSwarm::GenerateEvent(Event::Kad(KadEvent::ModeChanged {
+        Some(ToSwarm::GenerateEvent(Event::ModeChanged {
             mode: Mode::Client
-        })))
+        }))
     ));
 }
 
@@ -89,10 +89,7 @@ fn address_cache_is_bounded() {
         peer(0),
         Config::new()
             .with_max_address_cache_peers(2)
-            .with_kad(KadConfig {
-                max_addrs_per_peer: 2,
-                ..KadConfig::default()
-            }),
+            .with_max_addrs_per_peer(2),
     );
     for n in 0..5 {
         b.routing.remember_peer_addr(peer(1), &addr(n));
@@ -312,11 +309,7 @@ fn responses_record_only_the_dialed_address() {
 fn a_request_we_cannot_encode_is_not_blamed_on_the_peer() {
     let mut b = Behaviour::new(
         peer(0),
-        Config::new().with_kad(KadConfig {
-            max_message_size: 64,
-            max_failures: 1,
-            ..KadConfig::default()
-        }),
+        Config::new().with_max_message_size(64).with_max_failures(1),
     );
     b.add_address(peer(1), addr(1));
     let q = b.find_node(vec![0; 100]);
@@ -325,11 +318,11 @@ fn a_request_we_cannot_encode_is_not_blamed_on_the_peer() {
     assert!(b.routing_table().contains(&peer(1)), "the peer stays");
     assert!(!log.iter().any(|c| matches!(c, ToSwarm::OpenStream(_))));
     assert!(log.iter().any(|c| matches!(c,
-        ToSwarm::GenerateEvent(Event::Kad(KadEvent::QueryFinished {
+        ToSwarm::GenerateEvent(Event::QueryFinished {
             id,
             result: QueryResult::FindNode(Err(QueryError::Unsendable(ProtocolError::MessageTooLarge { .. }))),
             ..
-        })) if *id == q)));
+        }) if *id == q)));
     // A record no message could carry is refused up front.
     let big = Record::new("k", vec![0; 100]);
     assert!(matches!(
@@ -371,4 +364,29 @@ fn inbound_streams_past_the_total_come_out_of_the_heaviest_peer() {
         Err(Error::TooManyStreams { limit: 4 })
     ));
     assert_eq!(inbound.len(), 4);
+}
+
+#[test]
+fn config_settings_reach_the_engine() {
+    // The defaults are the engine's.
+    assert_eq!(
+        format!("{:?}", Config::new().engine_config()),
+        format!("{:?}", KadConfig::default())
+    );
+    let config = Config::new()
+        .with_k(7)
+        .with_alpha(5)
+        .with_lookup_retries(2)
+        .with_record_ttl(std::time::Duration::from_secs(60))
+        .with_mode(Mode::Client);
+    let b = Behaviour::new(peer(0), config);
+    let engine = b.engine().config();
+    assert_eq!((engine.k, engine.alpha, engine.lookup_retries), (7, 5, 2));
+    assert_eq!(engine.store.record_ttl, std::time::Duration::from_secs(60));
+    assert_eq!(b.mode(), Mode::Client);
+    assert!(b.protocols().is_empty());
+    // A behaviour around a given engine reports that engine's settings, keeps its own.
+    let engine = KadEngine::with_seed(peer(1), Config::new().with_k(3).engine_config(), 1);
+    let b = Behaviour::with_engine(engine, Config::new().with_k(9).with_max_stream_tasks(4));
+    assert_eq!((b.config().k, b.config().max_stream_tasks), (3, 4));
 }

@@ -438,22 +438,15 @@ impl NetworkBehaviour for Behaviour {
             stream.reset();
             return;
         }
+        // Any listener through this relay takes it, also one whose first RESERVE answer is
+        // still being read: the relay sends stop requests only for reservations it granted, so
+        // one may overtake our reading of the grant.
         let permit = self
             .listeners
             .values()
-            .filter(|l| l.relay == relay && l.reservation.is_some())
+            .filter(|l| l.relay == relay)
             .find_map(|l| l.events.clone().try_reserve_owned().ok())
-            .ok_or_else(|| {
-                let reserved = self
-                    .listeners
-                    .values()
-                    .any(|l| l.relay == relay && l.reservation.is_some());
-                if reserved {
-                    Status::ResourceLimitExceeded
-                } else {
-                    Status::NoReservation
-                }
-            });
+            .ok_or(Status::ResourceLimitExceeded);
         let n = self.task_id();
         let timeout = self.config.exchange_timeout;
         let fut = async move {

@@ -64,12 +64,16 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "swarm")]
+pub mod behaviour;
 pub mod engine;
 pub mod metrics;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+#[cfg(feature = "swarm")]
+pub use behaviour::{AutoRelayError, Behaviour, Event};
 pub use engine::{
     Action, AutoRelayConfig, ConfigError, FindOpts, NoRelaysAvailable, RegisterError, RegisterOpts,
     RegistryConfig, RegistryEngine, RegistryEvent, RejectReason, RelayInfo, RemovalReason,

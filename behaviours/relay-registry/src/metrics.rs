@@ -140,3 +140,31 @@ impl RegistryMetrics {
         self.failover_seconds.observe(elapsed.as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_metrics_are_exported_under_their_names() {
+        let mut registry = Registry::default();
+        let m = RegistryMetrics::register(&mut registry);
+        m.known_relays.set(3);
+        m.selected("auto");
+        m.selected("find");
+        m.failed_over(Duration::from_millis(120));
+        m.record("invalid");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "relay_registry_known_relays 3",
+            "relay_registry_selections_total{by=\"auto\"} 1",
+            "relay_registry_selections_total{by=\"find\"} 1",
+            "relay_registry_failovers_total 1",
+            "relay_registry_failover_seconds_count 1",
+            "relay_registry_records_total{outcome=\"invalid\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}

@@ -4,8 +4,11 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
+use meshwire_core::Keypair;
 use meshwire_relay_registry::{
-    AutoRelayError, FindOpts, RegisterError, RegisterOpts, RegistryConfig,
+    AutoRelayError, ConfigError, FindOpts, RegisterError, RegisterOpts, RegistryConfig,
 };
 use meshwire_swarm::SwarmEvent;
 use meshwire_transport::Protocol;
@@ -51,6 +54,17 @@ async fn registry_swarm_register_needs_reachability_and_a_relay_server() {
     assert_eq!((info.capacity, info.current_load), (10, 0));
     assert!(relay.registry(move |r| r.is_relay(&me)).await);
     assert!(relay.metrics.published() >= 1);
+
+    // A TTL that a refresh cannot cover through the DHT is refused.
+    let short = RegistryConfig {
+        record_ttl: Duration::from_secs(2),
+        ..fast_config()
+    };
+    let kad = meshwire_kad::Behaviour::new(relay.peer, meshwire_kad::Config::default());
+    assert!(matches!(
+        meshwire_relay_registry::Behaviour::new(Keypair::generate(), short, kad),
+        Err(ConfigError::TtlTooShortForDht { .. })
+    ));
 
     let plain = start(NodeOpts::default()).await;
     plain

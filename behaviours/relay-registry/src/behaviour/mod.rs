@@ -134,13 +134,23 @@ impl Behaviour {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for settings that cannot work.
+    /// [`ConfigError`] for settings that cannot work, among them
+    /// [`ConfigError::TtlTooShortForDht`]: a record TTL shorter than the refresh interval
+    /// plus twice kademlia's request timeout (a refresh stored behind a lookup that waits for
+    /// dead peers would land after the previous record expired).
     pub fn new(
         key: Keypair,
         mut config: RegistryConfig,
         kad: kad::Behaviour,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let needed = config.refresh_interval + 2 * kad.config().request_timeout;
+        if config.record_ttl < needed {
+            return Err(ConfigError::TtlTooShortForDht {
+                ttl: config.record_ttl,
+                needed,
+            });
+        }
         let pending_auto = config.auto_relay.take();
         let now = now();
         Ok(Behaviour {

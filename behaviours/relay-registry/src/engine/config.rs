@@ -14,7 +14,9 @@ pub struct RegistryConfig {
     /// [`MAX_REALM_LEN`] bytes).
     pub realm: String,
     /// Validity of a relay's record (default 120 s): a relay that stops refreshing
-    /// disappears from every index this long after its last refresh.
+    /// disappears from every index this long after its last refresh. It must cover a refresh
+    /// and its way through the DHT (the swarm behaviour checks it is at least
+    /// `refresh_interval` plus twice kademlia's request timeout).
     pub record_ttl: Duration,
     /// How often a registered relay republishes its record with its current load (default
     /// 30 s; less than `record_ttl`).
@@ -150,6 +152,16 @@ pub enum ConfigError {
     /// Auto relay needs at least one reservation.
     #[error("auto relay needs reservations >= 1")]
     NoReservations,
+    /// `record_ttl` leaves no room for a refresh to reach the DHT: it must be at least
+    /// `refresh_interval` plus twice the DHT's request timeout (a store waits for the lookup
+    /// before it, and a lookup for the peers that do not answer).
+    #[error("record_ttl {ttl:?} below refresh_interval + 2 x DHT request timeout = {needed:?}")]
+    TtlTooShortForDht {
+        /// The record TTL.
+        ttl: Duration,
+        /// The least TTL that works.
+        needed: Duration,
+    },
 }
 
 impl RegistryConfig {

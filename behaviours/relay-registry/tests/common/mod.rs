@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meshwire_core::{Keypair, PeerId};
 use meshwire_kad as kad;
@@ -28,10 +28,10 @@ pub struct App {
     pub registry: Behaviour,
 }
 
-/// Registry settings for tests: records valid 6 s, refreshed and searched every second.
+/// Registry settings for tests: records valid 8 s, refreshed and searched every second.
 pub fn fast_config() -> RegistryConfig {
     RegistryConfig {
-        record_ttl: Duration::from_secs(6),
+        record_ttl: Duration::from_secs(8),
         refresh_interval: Duration::from_secs(1),
         announce_interval: Duration::from_secs(5),
         discovery_interval: Duration::from_secs(1),
@@ -75,13 +75,20 @@ pub struct Node {
     /// Its QUIC listen address (without `/p2p`).
     pub addr: Multiaddr,
     pub handle: SwarmHandle<App>,
-    pub events: mpsc::UnboundedReceiver<SwarmEvent<AppEvent>>,
+    /// Its events, each with when the swarm emitted it.
+    pub events: mpsc::UnboundedReceiver<(Instant, SwarmEvent<AppEvent>)>,
     pub metrics: RegistryMetrics,
 }
+
+/// Kademlia's requests and the swarm's dials give up on a dead peer after 2 s (loopback), so
+/// that a refresh stored behind a lookup that waits for a killed relay lands within the
+/// records' 8 s.
+pub const DHT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn swarm_config() -> SwarmConfig {
     SwarmConfig {
         idle_connection_timeout: Some(Duration::from_secs(120)),
+        dial_timeout: DHT_TIMEOUT,
         ..SwarmConfig::default()
     }
 }
@@ -92,7 +99,10 @@ pub async fn start(opts: NodeOpts) -> Node {
         None => Keypair::generate(),
     };
     let peer = key.peer_id();
-    let kad = kad::Behaviour::new(peer, kad::Config::default());
+    let kad = kad::Behaviour::new(
+        peer,
+        kad::Config::default().with_request_timeout(DHT_TIMEOUT),
+    );
     let metrics = RegistryMetrics::default();
     let mut registry = Behaviour::new(key.clone(), opts.registry, kad)
         .expect("registry config")
@@ -139,7 +149,7 @@ pub async fn start(opts: NodeOpts) -> Node {
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
-            if tx.send(ev).is_err() {
+            if tx.send((Instant::now(), ev)).is_err() {
                 // Keep draining so that the swarm never waits for us.
                 while rx.recv().await.is_some() {}
             }
@@ -191,12 +201,21 @@ impl Node {
         what: &str,
         mut f: impl FnMut(&SwarmEvent<AppEvent>) -> Option<R>,
     ) -> R {
+        self.wait_for_at(what, |_, ev| f(ev)).await.1
+    }
+
+    /// Like [`Node::wait_for`], with when the event was emitted.
+    pub async fn wait_for_at<R>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(Instant, &SwarmEvent<AppEvent>) -> Option<R>,
+    ) -> (Instant, R) {
         let peer = self.peer;
         tokio::time::timeout(T, async {
             loop {
-                let ev = self.events.recv().await.expect("node alive");
-                if let Some(r) = f(&ev) {
-                    return r;
+                let (at, ev) = self.events.recv().await.expect("node alive");
+                if let Some(r) = f(at, &ev) {
+                    return (at, r);
                 }
             }
         })

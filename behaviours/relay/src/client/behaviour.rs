@@ -299,13 +299,12 @@ impl Behaviour {
         l.requesting = false;
         let relay = l.relay;
         // A grant that arrives after its connection closed holds nothing at the relay.
-        let result = result.and_then(|g| {
-            if self.connections.of(&relay).contains(&connection) {
-                Ok(g)
-            } else {
+        let result = match result {
+            Ok(_) if !self.connections.of(&relay).contains(&connection) => {
                 Err(CircuitError::ConnectionLost { relay })
             }
-        });
+            other => other,
+        };
         let Some(l) = self.listeners.get_mut(&id) else {
             return;
         };

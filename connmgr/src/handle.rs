@@ -46,6 +46,10 @@ pub struct ConnManagerHandle<M: ?Sized> {
     inner: Arc<Shared<M>>,
 }
 
+/// Peers whose trimmed connections wait for the swarm at most
+/// ([`ConnManagerHandle::poll_closes`]).
+pub const MAX_QUEUED_CLOSES: usize = 16_384;
+
 /// What the clones of a handle share: the manager, and the closes decided through handles
 /// that the swarm has not carried out yet.
 #[derive(Debug, Default)]
@@ -90,7 +94,8 @@ impl<M: ConnManager + 'static> ConnManagerHandle<M> {
 }
 
 impl<M: ?Sized> ConnManagerHandle<M> {
-    /// Queues `trimmed` for the swarm to close and wakes it.
+    /// Queues `trimmed` for the swarm to close and wakes it. At most [`MAX_QUEUED_CLOSES`]
+    /// peers wait (a manager no swarm polls drops the oldest): a manager serves one swarm.
     fn queue_closes(&self, trimmed: &Trimmed) {
         if trimmed.is_empty() {
             return;
@@ -101,6 +106,8 @@ impl<M: ?Sized> ConnManagerHandle<M> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         closes.trimmed.extend(trimmed.iter().cloned());
+        let excess = closes.trimmed.len().saturating_sub(MAX_QUEUED_CLOSES);
+        closes.trimmed.drain(..excess);
         if let Some(w) = closes.waker.take() {
             w.wake();
         }

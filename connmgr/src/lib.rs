@@ -139,7 +139,7 @@ pub use decay::{
     bump_overwrite, bump_sum_bounded, bump_sum_unbounded, decay_expire_when_inactive, decay_fixed,
     decay_linear, decay_none, BumpFn, DecayFn, DecayingTagId, DecayingValue,
 };
-pub use handle::{ConnManagerHandle, DynConnManager};
+pub use handle::{ConnManagerHandle, DynConnManager, MAX_QUEUED_CLOSES};
 pub use meshwire_core::{ConnectionId, Direction, PeerId};
 pub use metrics::ConnMgrMetrics;
 pub use null::NullConnMgr;

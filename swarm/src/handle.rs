@@ -238,7 +238,9 @@ impl<B: NetworkBehaviour> SwarmHandle<B> {
 
     /// Ends a swarm started with [`Swarm::spawn`](crate::Swarm::spawn): its task stops and
     /// the swarm is dropped (closing its connections). Other handles then fail with
-    /// [`HandleError::SwarmGone`].
+    /// [`HandleError::SwarmGone`]. A swarm the application drives itself (a handle from
+    /// [`Swarm::handle`](crate::Swarm::handle)) is not stopped by it: the application owns
+    /// it and drops it.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         self.commands
             .send(Command::Shutdown)

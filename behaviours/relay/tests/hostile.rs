@@ -651,3 +651,32 @@ async fn stop_stream_floods_do_not_stop_renewals_or_dials() {
         .await;
     drop(strangers);
 }
+
+/// A relay naming an absurd expiry (u64::MAX seconds) gets a reservation bounded by the
+/// client's own renewal limit, not a panic of its timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_expiry_does_not_break_the_client() {
+    let mut fake = FakeRelay::start().await;
+    let mut node = Node::spawn(bare_client(client::Config::default()));
+    let listen = circuit(&fake.addr);
+    let id = node
+        .call(move |s| s.listen_on(listen))
+        .await
+        .expect("listen through the fake relay");
+    let conn = fake.connection().await;
+    answer_reserve(
+        &conn,
+        u64::MAX,
+        Voucher::sign(&fake.key, node.peer, u64::MAX),
+    )
+    .await;
+    node.wait_for("the relayed address", |e| match e {
+        SwarmEvent::NewListenAddr { listener_id, .. } if *listener_id == id => Some(()),
+        _ => None,
+    })
+    .await;
+    // The client still runs and answers.
+    let held = node.call(|s| s.behaviour().reservations()).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].1, u64::MAX);
+}

@@ -49,6 +49,8 @@ pub struct Behaviour {
     /// Circuit requests waiting for their relay's answer (at most
     /// [`Config::max_pending_dials`]).
     connect_tasks: usize,
+    /// Circuit requests waiting for their stream to the relay.
+    dials_opening: usize,
     /// Fires at the earliest renewal due ([`Listener::renew_at`]).
     renew_timer: Timer,
     connections: Connections,
@@ -106,6 +108,9 @@ enum Output {
     },
 }
 
+/// The longest wait before a renewal, whatever expiry the relay names: one day.
+const MAX_RENEW_SECS: u64 = 24 * 60 * 60;
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -136,6 +141,7 @@ impl Behaviour {
             tasks,
             stop_tasks: 0,
             connect_tasks: 0,
+            dials_opening: 0,
             renew_timer: Timer::default(),
             connections: Connections::default(),
             next_task: 0,
@@ -221,10 +227,23 @@ impl Behaviour {
 
     fn remember_relay_addr(&mut self, relay: PeerId, addr: Multiaddr) {
         let bound = self.config.max_listeners + self.config.max_pending_dials;
-        if addr.is_empty()
-            || (self.relay_addrs.len() >= bound && !self.relay_addrs.contains_key(&relay))
-        {
+        if addr.is_empty() {
             return;
+        }
+        if self.relay_addrs.len() >= bound && !self.relay_addrs.contains_key(&relay) {
+            // Make room: forget a relay no listener uses (its dials have long been made).
+            let listened: HashSet<PeerId> = self.listeners.values().map(|l| l.relay).collect();
+            let stale = self
+                .relay_addrs
+                .keys()
+                .find(|r| !listened.contains(r))
+                .copied();
+            match stale {
+                Some(r) => {
+                    self.relay_addrs.remove(&r);
+                }
+                None => return,
+            }
         }
         self.relay_addrs.insert(relay, addr);
     }
@@ -258,13 +277,20 @@ impl Behaviour {
                 dst,
                 reply,
             } => {
+                // Dials count from their arrival: waiting for a stream to the relay, then in
+                // their CONNECT exchange.
+                if self.dials_opening + self.connect_tasks >= self.config.max_pending_dials {
+                    let _ = reply.send(Err(CircuitError::ClientBusy));
+                    return;
+                }
                 self.remember_relay_addr(relay, relay_addr);
                 let request = OpenStream::new(relay, HOP);
-                if let Err(e) = self
+                match self
                     .outbox
                     .open_stream(request, Purpose::Connect { relay, dst, reply })
                 {
-                    debug!(%relay, "relay client outbox full: {e}");
+                    Ok(_) => self.dials_opening += 1,
+                    Err(e) => debug!(%relay, "relay client outbox full: {e}"),
                 }
             }
         }
@@ -339,6 +365,16 @@ impl Behaviour {
         };
         l.requesting = false;
         let relay = l.relay;
+        // A grant that arrives after its connection closed holds nothing at the relay.
+        let result = match result {
+            Ok(_) if !self.connections.of(&relay).contains(&connection) => {
+                Err(CircuitError::ConnectionLost { relay })
+            }
+            other => other,
+        };
+        let Some(l) = self.listeners.get_mut(&id) else {
+            return;
+        };
         let granted = match result {
             Ok(g) => g,
             Err(error) => {
@@ -370,13 +406,20 @@ impl Behaviour {
                 }
             }
         }
-        let left = Duration::from_secs(granted.expire.saturating_sub(unix_now()));
+        // The relay's expiry is its word: bounded here, so that no value of it can overflow
+        // the timer (a reservation is renewed at least once a day).
+        let left = Duration::from_secs(
+            granted
+                .expire
+                .saturating_sub(unix_now())
+                .min(MAX_RENEW_SECS),
+        );
         let early = left
             .mul_f64(self.config.renew_when_left.clamp(0.0, 1.0))
             .max(self.config.renew_margin);
         let renew_in = left.saturating_sub(early).max(Duration::from_secs(1));
         if let Some(l) = self.listeners.get_mut(&id) {
-            l.renew_at = Some(Instant::now() + renew_in);
+            l.renew_at = Instant::now().checked_add(renew_in);
         }
         self.update_protection(relay);
         let _ = self.outbox.event(Event::ReservationAccepted {
@@ -568,6 +611,7 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             Purpose::Connect { relay, dst, reply } => {
+                self.dials_opening = self.dials_opening.saturating_sub(1);
                 let stream = match res.result {
                     Ok(s) => s.stream,
                     Err(error) => {

@@ -40,8 +40,12 @@ pub struct BehaviourConfig {
     /// Time for one exchange: reading a hop request and answering it, or the stop exchange
     /// with the destination (default 10 s, as rust-libp2p).
     pub exchange_timeout: Duration,
-    /// Hop streams being read or answered at once (default 256); more are dropped.
+    /// Hop requests being read at once (default 256); more streams are dropped. Answers and
+    /// stop exchanges have room of their own, so readers cannot crowd them out.
     pub max_exchanges: usize,
+    /// Hop requests of one peer being read at once (default 8); its further streams are
+    /// dropped, so a few peers holding idle streams cannot take every reader.
+    pub max_exchanges_per_peer: usize,
     /// The copy buffer of each direction of a circuit (default
     /// [`DEFAULT_BUFFER_SIZE`](crate::circuit::DEFAULT_BUFFER_SIZE)).
     pub circuit_buffer: usize,
@@ -52,6 +56,7 @@ impl Default for BehaviourConfig {
         BehaviourConfig {
             exchange_timeout: Duration::from_secs(10),
             max_exchanges: 256,
+            max_exchanges_per_peer: 8,
             circuit_buffer: DEFAULT_BUFFER_SIZE,
         }
     }
@@ -66,7 +71,13 @@ pub struct Behaviour {
     engine: RelayServerEngine,
     config: BehaviourConfig,
     outbox: Outbox<ServerEvent, PendingStop>,
-    exchanges: Tasks<Key, Exchange>,
+    /// Hop requests being read; `reading` counts them per peer.
+    reads: Tasks<Key, Exchange>,
+    reading: HashMap<PeerId, usize>,
+    /// Answers being written (each follows a read or a refused circuit).
+    answers: Tasks<Key, Exchange>,
+    /// Stop exchanges with destinations (at most one per admitted circuit).
+    stops: Tasks<Key, Exchange>,
     circuits: Tasks<CircuitId, CircuitEnd>,
     /// Every connection: its peer, remote IP and whether it is itself relayed.
     connections: HashMap<ConnectionId, Remote>,
@@ -93,7 +104,7 @@ struct PendingStop {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Read(u64),
+    Read(PeerId, u64),
     Answer(u64),
     Stop(CircuitId),
 }
@@ -138,7 +149,10 @@ impl Behaviour {
             key,
             engine: RelayServerEngine::new(config)?,
             outbox: Outbox::new(circuits + 64),
-            exchanges: Tasks::new(io.max_exchanges),
+            reads: Tasks::new(io.max_exchanges),
+            reading: HashMap::new(),
+            answers: Tasks::new(io.max_exchanges.saturating_add(circuits)),
+            stops: Tasks::new(circuits.max(1)),
             circuits: Tasks::new(circuits.max(1)),
             config: io,
             connections: HashMap::new(),
@@ -174,7 +188,7 @@ impl Behaviour {
             Exchange::Answered
         };
         if self
-            .exchanges
+            .answers
             .try_push(Key::Answer(n), self.config.exchange_timeout, fut)
             .is_err()
         {
@@ -433,13 +447,20 @@ impl NetworkBehaviour for Behaviour {
                 request,
             }
         };
+        let reading = self.reading.get(&peer).copied().unwrap_or(0);
+        if reading >= self.config.max_exchanges_per_peer {
+            debug!(%peer, "relay: the peer's hop requests being read are at their limit; stream dropped");
+            return;
+        }
         if self
-            .exchanges
-            .try_push(Key::Read(n), self.config.exchange_timeout, fut)
+            .reads
+            .try_push(Key::Read(peer, n), self.config.exchange_timeout, fut)
             .is_err()
         {
             debug!(%peer, "relay: exchange limit reached; hop stream dropped");
+            return;
         }
+        *self.reading.entry(peer).or_insert(0) += 1;
     }
 
     fn on_outbound_stream(&mut self, res: OutboundStreamResult) {
@@ -456,7 +477,7 @@ impl NetworkBehaviour for Behaviour {
             Ok(dst) => {
                 let fut = stop_exchange(id, src, src_stream, dst.stream, limit);
                 if self
-                    .exchanges
+                    .stops
                     .try_push(Key::Stop(id), self.config.exchange_timeout, fut)
                     .is_err()
                 {
@@ -483,7 +504,23 @@ impl NetworkBehaviour for Behaviour {
             if let Poll::Ready(command) = self.outbox.poll(cx) {
                 return Poll::Ready(command);
             }
-            if let Poll::Ready((key, out)) = self.exchanges.poll_next(cx) {
+            if let Poll::Ready((key, out)) = self.stops.poll_next(cx) {
+                self.on_exchange(key, out);
+                continue;
+            }
+            if let Poll::Ready((key, out)) = self.answers.poll_next(cx) {
+                self.on_exchange(key, out);
+                continue;
+            }
+            if let Poll::Ready((key, out)) = self.reads.poll_next(cx) {
+                if let Key::Read(peer, _) = key {
+                    if let Some(n) = self.reading.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.reading.remove(&peer);
+                        }
+                    }
+                }
                 self.on_exchange(key, out);
                 continue;
             }

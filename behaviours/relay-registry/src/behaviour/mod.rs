@@ -105,7 +105,8 @@ pub struct Behaviour {
     engine: RegistryEngine,
     parts: Parts,
     rtts: Option<RttTable>,
-    /// The registry's kademlia queries (bounded: one per engine action, which are bounded).
+    /// The registry's kademlia queries under way (searches and reads at most
+    /// `4 * max_fetches + 16`).
     queries: HashMap<QueryId, Query>,
     /// Auto relay's listeners, by relay and by id.
     listeners: HashMap<PeerId, ListenerId>,
@@ -362,6 +363,15 @@ impl Behaviour {
     }
 
     fn on_action(&mut self, now: Instant, action: Action) {
+        // Kademlia ends every query (its query timeout); this bound only guards against a
+        // backlog: a search or a read skipped now is made again at the next round.
+        let max_queries = 4 * self.engine.config().max_fetches + 16;
+        if matches!(action, Action::Discover { .. } | Action::Fetch { .. })
+            && self.queries.len() >= max_queries
+        {
+            debug!("registry queries at their bound ({max_queries}); {action:?} skipped");
+            return;
+        }
         let kad = &mut self.parts.kad;
         let query = match action {
             Action::Publish { key, value, ttl } => {

@@ -12,7 +12,9 @@
 //!   `swim`: SWIM + Lifeguard membership over QUIC datagrams, its sans-IO core and simulator),
 //!   [`relay`] (feature `relay`: circuit relay v2 server and client; relayed connections are
 //!   Noise + Yamux over a relay stream, composed with QUIC by
-//!   [`transport::TransportExt::or_transport`]), [`request_response`] (feature
+//!   [`transport::TransportExt::or_transport`]), `relay_registry` (feature `relay-registry`:
+//!   relays announced in the DHT, chosen by RTT and load, auto relay with failover;
+//!   `docs/relay-registry.md`), [`request_response`] (feature
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
 //!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
 //!
@@ -79,6 +81,9 @@ pub use meshwire_kad as kad;
 pub use meshwire_ping as ping;
 #[cfg(feature = "relay")]
 pub use meshwire_relay as relay;
+/// The relay registry (feature `relay-registry`): see `docs/relay-registry.md`.
+#[cfg(feature = "relay-registry")]
+pub use meshwire_relay_registry as relay_registry;
 #[cfg(feature = "request-response")]
 pub use meshwire_request_response as request_response;
 pub use meshwire_swarm as swarm;

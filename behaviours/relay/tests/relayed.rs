@@ -123,3 +123,102 @@ async fn relay_circuit_between_two_meshwire_nodes_carries_ping() {
     .await
     .expect("within the time limit");
 }
+
+#[tokio::test]
+async fn relay_listen_via_opens_a_listener_from_the_behaviour() {
+    tokio::time::timeout(LIMIT, async {
+        let (relay, relay_addr) = relay(ServerConfig::default()).await;
+        let _relay_events = spawn(relay);
+
+        // The behaviour (not the swarm) opens the listener; the swarm learns of it from the
+        // client's transport like of any other listener.
+        let mut listener = client_node(client::Config::default());
+        let listener_id = listener.local_peer_id();
+        let id = listener
+            .behaviour_mut()
+            .relay_client
+            .listen_via(&relay_addr)
+            .expect("listen through the relay");
+        let address = loop {
+            if let SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } = listener.next_event().await
+            {
+                assert_eq!(listener_id, id);
+                break address;
+            }
+        };
+        assert_eq!(address, circuit(&relay_addr));
+        assert!(listener.listeners().any(|a| *a == address));
+        assert_eq!(
+            listener.behaviour().relay_client.reservations().len(),
+            1,
+            "the reservation is held"
+        );
+        // Not through ourselves, not through a circuit destination.
+        let own = meshwire_transport::with_peer_id(&relay_addr, listener_id);
+        assert!(matches!(
+            listener.behaviour_mut().relay_client.listen_via(&own),
+            Err(client::ListenViaError::NotARelayAddress(_))
+        ));
+
+        // Reachable through the relay: a dialer connects.
+        let mut dialer = client_node(client::Config::default());
+        dialer
+            .dial(DialOpts::peer(listener_id).address(circuit_to(&relay_addr, listener_id)))
+            .expect("dial through the relay");
+        let _listener_events = spawn(listener);
+        loop {
+            match dialer.next_event().await {
+                SwarmEvent::ConnectionEstablished {
+                    peer_id, endpoint, ..
+                } if peer_id == listener_id => {
+                    assert!(endpoint.is_relayed());
+                    break;
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{error}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn relay_stop_listening_closes_the_listener() {
+    tokio::time::timeout(LIMIT, async {
+        let (relay, relay_addr) = relay(ServerConfig::default()).await;
+        let _relay_events = spawn(relay);
+        let mut listener = client_node(client::Config::default());
+        let id = listener
+            .behaviour_mut()
+            .relay_client
+            .listen_via(&circuit(&relay_addr))
+            .expect("listen through the relay");
+        loop {
+            if let SwarmEvent::NewListenAddr { .. } = listener.next_event().await {
+                break;
+            }
+        }
+        assert!(listener.behaviour_mut().relay_client.stop_listening(id));
+        assert!(!listener.behaviour_mut().relay_client.stop_listening(id));
+        loop {
+            if let SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } = listener.next_event().await
+            {
+                assert_eq!(listener_id, id);
+                assert!(reason.is_ok(), "{reason:?}");
+                break;
+            }
+        }
+        assert!(listener.behaviour().relay_client.reservations().is_empty());
+        assert_eq!(listener.listeners().count(), 0);
+    })
+    .await
+    .expect("test timed out");
+}

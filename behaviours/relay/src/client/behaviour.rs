@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::addr::listen_addr;
+use super::addr::{listen_addr, CircuitAddr};
 use super::exchange::{self, Granted, StopOutcome};
-use super::{Circuit, CircuitError, Command, Config, Event, ListenerEvent};
+use super::{Adopt, Circuit, CircuitError, Command, Config, Event, ListenViaError, ListenerEvent};
 use crate::protocol::{Limit, Status, HOP_PROTOCOL, STOP_PROTOCOL};
 
 const HOP: StreamProtocol = StreamProtocol::new(HOP_PROTOCOL);
@@ -32,6 +32,8 @@ pub struct Behaviour {
     local: PeerId,
     config: Config,
     commands: mpsc::Receiver<Command>,
+    /// Listeners opened by [`Behaviour::listen_via`], handed to the transport.
+    adopt: mpsc::Sender<Adopt>,
     listeners: HashMap<ListenerId, Listener>,
     /// Where to dial relays the transport named (for dials the swarm starts to reach them).
     relay_addrs: HashMap<PeerId, Multiaddr>,
@@ -117,7 +119,12 @@ fn unix_now() -> u64 {
 }
 
 impl Behaviour {
-    pub(super) fn new(local: PeerId, commands: mpsc::Receiver<Command>, config: Config) -> Self {
+    pub(super) fn new(
+        local: PeerId,
+        commands: mpsc::Receiver<Command>,
+        adopt: mpsc::Sender<Adopt>,
+        config: Config,
+    ) -> Self {
         // One RESERVE per listener, and each other kind within its own share.
         let tasks =
             Tasks::new(config.max_listeners + config.max_pending_dials + config.max_stop_streams);
@@ -126,6 +133,7 @@ impl Behaviour {
             local,
             config,
             commands,
+            adopt,
             listeners: HashMap::new(),
             relay_addrs: HashMap::new(),
             protected: HashSet::new(),
@@ -151,6 +159,65 @@ impl Behaviour {
         held.sort();
         held.dedup_by_key(|(relay, _)| *relay);
         held
+    }
+
+    /// Listens through the relay at `relay_addr` (`<address>/p2p/<relay>`, optionally
+    /// followed by `/p2p-circuit`) without going through the swarm: what
+    /// `swarm.listen_on(<relay_addr>/p2p-circuit)` does, for behaviours that pick relays
+    /// themselves (auto relay). The listener is reported to the swarm by the client's
+    /// transport like any other (`NewListenAddr` once the reservation is accepted,
+    /// `ListenerClosed` when it ends, with a [`CircuitError`] as the reason).
+    ///
+    /// # Errors
+    ///
+    /// [`ListenViaError`].
+    pub fn listen_via(&mut self, relay_addr: &Multiaddr) -> Result<ListenerId, ListenViaError> {
+        let mut addr = relay_addr.clone();
+        if !addr
+            .iter()
+            .any(|p| p == meshwire_transport::Protocol::P2pCircuit)
+        {
+            addr.push(meshwire_transport::Protocol::P2pCircuit);
+        }
+        let circuit = CircuitAddr::parse(&addr, None)
+            .map_err(|_| ListenViaError::NotARelayAddress(relay_addr.clone()))?;
+        if circuit.dst.is_some() || circuit.relay == self.local {
+            return Err(ListenViaError::NotARelayAddress(relay_addr.clone()));
+        }
+        if self.listeners.len() >= self.config.max_listeners {
+            return Err(ListenViaError::TooManyListeners {
+                limit: self.config.max_listeners,
+            });
+        }
+        let id = ListenerId::next();
+        let (tx, rx) = mpsc::channel(self.config.max_pending_incoming.max(1));
+        let (relay, relay_addr) = (circuit.relay, circuit.relay_addr.clone());
+        self.adopt
+            .try_send(Adopt {
+                id,
+                circuit,
+                events: rx,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ListenViaError::ClientBusy,
+                mpsc::error::TrySendError::Closed(_) => ListenViaError::ClientGone,
+            })?;
+        self.on_command(Command::Listen {
+            id,
+            relay,
+            relay_addr,
+            events: tx,
+        });
+        Ok(id)
+    }
+
+    /// Stops listener `id` (one of [`listen_via`](Self::listen_via) or of the swarm): its
+    /// reservation is dropped and the swarm reports the listener closed. Returns whether it
+    /// existed.
+    pub fn stop_listening(&mut self, id: ListenerId) -> bool {
+        let known = self.listeners.contains_key(&id);
+        self.remove_listener(id, Ok(()));
+        known
     }
 
     fn task_id(&mut self) -> u64 {

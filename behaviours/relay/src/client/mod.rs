@@ -88,14 +88,18 @@ impl Default for Config {
 pub fn new(key: Keypair, config: Config) -> (Transport, Behaviour) {
     // Listen and unlisten commands come at most once per listener; dials are bounded.
     let (tx, rx) = mpsc::channel(config.max_pending_dials + 2 * config.max_listeners);
+    // Listeners the behaviour opens itself ([`Behaviour::listen_via`]), at most
+    // `max_listeners` in flight.
+    let (adopt_tx, adopt_rx) = mpsc::channel(config.max_listeners.max(1));
     let transport = Transport::new(
         key.clone(),
         config.upgrade.clone(),
         tx,
+        adopt_rx,
         config.max_listeners,
         config.max_pending_incoming,
     );
-    let behaviour = Behaviour::new(key.peer_id(), rx, config);
+    let behaviour = Behaviour::new(key.peer_id(), rx, adopt_tx, config);
     (transport, behaviour)
 }
 
@@ -166,6 +170,26 @@ pub enum CircuitError {
         /// The relay.
         relay: PeerId,
     },
+}
+
+/// Why [`Behaviour::listen_via`] could not open a listener.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ListenViaError {
+    /// Not `<address>/p2p/<relay>[/p2p-circuit]` of another peer.
+    #[error("not a relay address: {0}")]
+    NotARelayAddress(Multiaddr),
+    /// [`Config::max_listeners`] relays are listened through already.
+    #[error("listener limit of {limit} reached")]
+    TooManyListeners {
+        /// The limit.
+        limit: usize,
+    },
+    /// The transport half has not yet taken the listeners opened before.
+    #[error("the relay client transport is busy")]
+    ClientBusy,
+    /// The transport half is gone.
+    #[error("the relay client transport is gone")]
+    ClientGone,
 }
 
 /// What the relay client reports.
@@ -245,6 +269,14 @@ pub(crate) enum Command {
         dst: PeerId,
         reply: oneshot::Sender<Result<Circuit, CircuitError>>,
     },
+}
+
+/// Behaviour → transport: a listener the behaviour opened itself
+/// ([`Behaviour::listen_via`]), for the transport to report to the swarm.
+pub(crate) struct Adopt {
+    pub(crate) id: ListenerId,
+    pub(crate) circuit: CircuitAddr,
+    pub(crate) events: mpsc::Receiver<ListenerEvent>,
 }
 
 /// Behaviour → one listener of the transport.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::addr::CircuitAddr;
-use super::{CircuitError, Command, ListenerEvent};
+use super::{Adopt, CircuitError, Command, ListenerEvent};
 
 /// The relay client as a [`meshwire_transport::Transport`]: listens on
 /// `<relay>/p2p-circuit` addresses (through a reservation the client behaviour makes) and
@@ -27,6 +27,8 @@ pub struct Transport {
     key: Keypair,
     upgrade: UpgradeConfig,
     commands: mpsc::Sender<Command>,
+    /// Listeners the behaviour opened itself.
+    adopt: mpsc::Receiver<Adopt>,
     listeners: HashMap<ListenerId, Listener>,
     /// Listeners in the order they are polled (rotated for fairness).
     order: Vec<ListenerId>,
@@ -54,6 +56,7 @@ impl Transport {
         key: Keypair,
         upgrade: UpgradeConfig,
         commands: mpsc::Sender<Command>,
+        adopt: mpsc::Receiver<Adopt>,
         max_listeners: usize,
         listener_queue: usize,
     ) -> Self {
@@ -61,6 +64,7 @@ impl Transport {
             key,
             upgrade,
             commands,
+            adopt,
             listeners: HashMap::new(),
             order: Vec::new(),
             max_listeners,
@@ -187,6 +191,18 @@ impl meshwire_transport::Transport for Transport {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<TransportEvent> {
+        // Listeners the behaviour opened (auto relay): from now on like any other.
+        while let Poll::Ready(Some(a)) = self.adopt.poll_recv(cx) {
+            self.listeners.insert(
+                a.id,
+                Listener {
+                    circuit: a.circuit,
+                    events: a.events,
+                    addrs: Vec::new(),
+                },
+            );
+            self.order.push(a.id);
+        }
         for i in 0..self.order.len() {
             let id = self.order[i];
             let Some(listener) = self.listeners.get_mut(&id) else {

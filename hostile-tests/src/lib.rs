@@ -1,14 +1,31 @@
 //! meshwire under attack. The `victim` binary is a default node (ping, identify and kademlia
 //! with default configs, the default resource limits) that prints what it holds every 200 ms;
-//! `tests/hostile.rs` runs it in its own process (so its memory is its own), attacks it from
-//! the test process on loopback and checks, while an honest peer keeps pinging it and looking
+//! the tests run it in its own process (so its memory and CPU are its own) and attack it on
+//! loopback — the floods (`tests/floods.rs`) from the `attacker` binary, a process of its own
+//! running one of the attacks of [`attack`], the protocol abuses (`tests/hostile.rs`) from
+//! swarms in the test process — and check, while an honest peer keeps pinging it and looking
 //! up keys through it, that its memory stays bounded, the honest peer is answered in time and
 //! the defence's counter moved.
 //!
-//! `cargo test -p hostile-tests -- --nocapture` prints each attack's figures.
+//! The victim and the attacker talk to the tests in lines: [`Status`] and [`AttackerStatus`].
+//! The attacker writes its streams' bytes by hand:
+//!
+//! ```
+//! use hostile_tests::{propose, AttackerStatus};
+//!
+//! let line = AttackerStatus { connected: 3, ..Default::default() }.to_line();
+//! assert_eq!(AttackerStatus::parse(&line).map(|s| s.connected), Some(3));
+//! // What a lazy dialer sends to open a ping stream: the header and the proposal at once.
+//! assert!(propose("/ipfs/ping/1.0.0").ends_with(b"/ipfs/ping/1.0.0\n"));
+//! ```
+//!
+//! `cargo test -p hostile-tests -- --nocapture --test-threads 1` prints each attack's figures
+//! (`docs/security.md` has them).
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod attack;
 
 /// One status line of the victim: `status key=value ...`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +149,80 @@ impl Status {
     }
 }
 
+/// One status line of the `attacker` binary: `attacker key=value ...`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttackerStatus {
+    /// Connections established so far.
+    pub connected: u64,
+    /// Dials that failed (handshake refused or timed out).
+    pub dial_failures: u64,
+    /// Established connections that the victim closed (or that timed out) so far.
+    pub closed: u64,
+    /// Streams opened so far.
+    pub streams_opened: u64,
+    /// Streams open now.
+    pub streams_open: u64,
+}
+
+impl AttackerStatus {
+    /// Formats the status as the attacker prints it.
+    pub fn to_line(&self) -> String {
+        format!(
+            "attacker connected={} dial_failures={} closed={} streams_opened={} streams_open={}",
+            self.connected, self.dial_failures, self.closed, self.streams_opened, self.streams_open
+        )
+    }
+
+    /// Parses a line printed by [`AttackerStatus::to_line`]; `None` for any other line.
+    pub fn parse(line: &str) -> Option<AttackerStatus> {
+        let rest = line.strip_prefix("attacker ")?;
+        let mut s = AttackerStatus::default();
+        for pair in rest.split_whitespace() {
+            let (k, v) = pair.split_once('=')?;
+            let v: u64 = v.parse().ok()?;
+            match k {
+                "connected" => s.connected = v,
+                "dial_failures" => s.dial_failures = v,
+                "closed" => s.closed = v,
+                "streams_opened" => s.streams_opened = v,
+                "streams_open" => s.streams_open = v,
+                _ => {}
+            }
+        }
+        Some(s)
+    }
+}
+
+/// An unsigned varint.
+pub fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// One multistream-select message: `msg` and a newline, length-prefixed.
+pub fn ms(msg: &str) -> Vec<u8> {
+    let mut out = varint(msg.len() as u64 + 1);
+    out.extend_from_slice(msg.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// The dialer's side of multistream-select for `protocol`, sent at once (header and
+/// proposal), as a lazy dialer does.
+pub fn propose(protocol: &str) -> Vec<u8> {
+    let mut out = ms("/multistream/1.0.0");
+    out.extend(ms(protocol));
+    out
+}
+
 /// This process's resident memory (KiB) and CPU time (clock ticks), from `/proc/self`.
 pub fn self_usage() -> (u64, u64) {
     let rss = std::fs::read_to_string("/proc/self/status")
@@ -182,6 +273,16 @@ mod tests {
         };
         assert_eq!(Status::parse(&s.to_line()), Some(s));
         assert_eq!(Status::parse("listening /ip4/1.2.3.4"), None);
+        let a = AttackerStatus {
+            connected: 1,
+            dial_failures: 2,
+            closed: 3,
+            streams_opened: 4,
+            streams_open: 5,
+        };
+        assert_eq!(AttackerStatus::parse(&a.to_line()), Some(a));
+        assert_eq!(AttackerStatus::parse(&s.to_line()), None);
+        assert_eq!(propose("/a"), b"\x13/multistream/1.0.0\n\x03/a\n");
         let (rss, _cpu) = self_usage();
         assert!(rss > 0);
     }

@@ -2,15 +2,19 @@
 //! default configs and the default resource limits — that prints `listening <addr>/p2p/<id>`
 //! once and then a [`hostile_tests::Status`] line every 200 ms.
 //!
-//! `victim [--listen <multiaddr>] [--echo-timeout-ms <ms>] [--watermarks <low>:<high>]` (the
-//! tests shorten ping's echo time limit, or lower the connection manager's watermarks, so
-//! that a defence's effect shows within a short run).
+//! `victim [--listen <multiaddr>] [--echo-timeout-ms <ms>] [--watermarks <low>:<high>]
+//! [--flood-headroom <n>|off] [--memory-mib <n>]`: the tests shorten ping's echo time limit
+//! so that a defence's effect shows within a short run, or turn one defence off (the
+//! connection manager's flood rule) and give the resource manager the limits of a given
+//! memory budget (`Limits::for_memory`, instead of an eighth of the machine's memory) so
+//! that another defence's effect shows the same on every machine.
 
 use std::time::{Duration, Instant};
 
 use hostile_tests::{self_usage, Status};
 use meshwire::connmgr::{self, BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
 use meshwire::core::Keypair;
+use meshwire::swarm::rcmgr::Limits;
 use meshwire::swarm::{NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent};
 use meshwire::transport::quic::{QuicConfig, QuicTransport};
 use meshwire::{identify, kad, ping};
@@ -27,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen = "/ip4/127.0.0.1/udp/0/quic-v1".to_string();
     let mut ping_config = ping::Config::default();
     let mut cm_config = connmgr::Config::default();
+    let mut swarm_config = SwarmConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -48,6 +53,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cm_config.low_water = low?;
                 cm_config.high_water = high?;
             }
+            "--flood-headroom" => {
+                cm_config.flood_headroom = match args.next().as_deref() {
+                    Some("off") => None,
+                    Some(n) => Some(n.parse()?),
+                    None => return Err("--flood-headroom needs a value or off".into()),
+                };
+            }
+            "--memory-mib" => {
+                let mib: u64 = args.next().ok_or("--memory-mib needs a value")?.parse()?;
+                swarm_config.resource_limits = Limits::for_memory(mib << 20);
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -67,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cm_metrics = ConnMgrMetrics::register(&mut registry);
     let cm = BasicConnMgr::new(cm_config, Instant::now())?.with_metrics(cm_metrics.clone());
     let cm = ConnManagerHandle::new(cm);
-    let mut swarm = Swarm::with_conn_manager(transport, node, SwarmConfig::default(), cm.to_dyn());
+    let mut swarm = Swarm::with_conn_manager(transport, node, swarm_config, cm.to_dyn());
     let metrics = swarm.register_metrics(&mut registry);
     swarm.listen_on(listen.parse()?)?;
 

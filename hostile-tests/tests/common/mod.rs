@@ -3,16 +3,14 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use hostile_tests::Status;
-use meshwire::core::ConnectionId;
+use hostile_tests::{AttackerStatus, Status};
 use meshwire::core::{Keypair, PeerId};
 use meshwire::swarm::toolkit::Outbox;
 use meshwire::swarm::{
@@ -20,7 +18,6 @@ use meshwire::swarm::{
     SwarmConfig, SwarmEvent, ToSwarm,
 };
 use meshwire::transport::quic::{QuicConfig, QuicTransport};
-use meshwire::transport::Connection;
 use meshwire::transport::Multiaddr;
 use meshwire::{kad, ping};
 
@@ -97,6 +94,29 @@ impl Victim {
             .unwrap_or(0)
     }
 
+    /// The most streams held at once since `mark`.
+    pub fn peak_streams_since(&self, mark: usize) -> u64 {
+        let s = self.statuses.lock().unwrap();
+        s[mark.min(s.len())..]
+            .iter()
+            .map(|s| s.streams)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits up to `limit` for a status that satisfies `ok`; returns the first that does,
+    /// or the latest.
+    pub async fn wait_for(&self, limit: Duration, ok: impl Fn(&Status) -> bool) -> Status {
+        let deadline = Instant::now() + limit;
+        loop {
+            let latest = self.latest();
+            if ok(&latest) || Instant::now() >= deadline {
+                return latest;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// CPU ticks used between `mark` and now.
     pub fn cpu_since(&self, mark: usize) -> u64 {
         let s = self.statuses.lock().unwrap();
@@ -139,7 +159,8 @@ impl Seen {
 
 /// An honest peer on its own thread and runtime (so the attackers' tasks in this process do
 /// not delay it): pings the victim every 100 ms and looks up a random key through it every
-/// 500 ms, until the returned sender is dropped.
+/// 500 ms, until the returned sender is dropped; then it closes its connection (so the victim
+/// holds nothing of it) and ends.
 pub fn honest_peer(victim: &Victim) -> (Arc<Mutex<Seen>>, tokio::sync::oneshot::Sender<()>) {
     let key = Keypair::generate();
     let local = key.peer_id();
@@ -164,7 +185,7 @@ pub fn honest_peer(victim: &Victim) -> (Arc<Mutex<Seen>>, tokio::sync::oneshot::
         let mut lookup = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = &mut stopped => return,
+                _ = &mut stopped => break,
                 _ = lookup.tick() => {
                     let key: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
                     swarm.behaviour_mut().kad.find_node(key);
@@ -185,6 +206,18 @@ pub fn honest_peer(victim: &Victim) -> (Arc<Mutex<Seen>>, tokio::sync::oneshot::
                     _ => {}
                 }
             }
+        }
+        // Leave cleanly, so that the victim holds nothing of ours once we are gone.
+        if swarm.disconnect_peer_id(victim_peer) {
+            let closed = async {
+                while !matches!(
+                    swarm.next_event().await,
+                    SwarmEvent::ConnectionClosed { .. }
+                ) {}
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+            // Let the close frame leave before the runtime goes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     std::thread::spawn(move || {
@@ -306,6 +339,19 @@ pub fn attackers(
         .collect()
 }
 
+/// What an attack's run measured.
+pub struct Outcome {
+    /// What the honest peer saw during the attack.
+    pub seen: Seen,
+    /// The victim's peak resident memory during the attack, KiB.
+    pub peak_rss_kib: u64,
+    /// The most streams the victim held at once during the attack.
+    pub peak_streams: u64,
+    /// The victim's status before the attack and at its end.
+    pub before: Status,
+    pub after: Status,
+}
+
 /// Runs the attack `name` for `duration` with an honest peer beside it, prints its figures
 /// ([`report`]) and returns what the honest peer saw during the attack, the victim's peak
 /// memory (KiB) meanwhile, and the victim's status before and after.
@@ -315,24 +361,178 @@ pub async fn under_attack(
     duration: Duration,
     start: impl FnOnce() -> Vec<tokio::task::JoinHandle<()>>,
 ) -> (Seen, u64, Status, Status) {
+    let o = measure(name, victim, duration, start, |tasks| {
+        for t in tasks {
+            t.abort();
+        }
+    })
+    .await;
+    (o.seen, o.peak_rss_kib, o.before, o.after)
+}
+
+/// [`under_attack`] with the attack in its own process: `attacker`, started (and ready)
+/// before, is told to go once the honest peer has settled. The attack goes on after this
+/// returns, until [`AttackerProcess::stop`] or the attacker is dropped.
+pub async fn under_process_attack(
+    name: &str,
+    victim: &Victim,
+    duration: Duration,
+    attacker: &mut AttackerProcess,
+) -> Outcome {
+    let outcome = measure(name, victim, duration, || attacker.go(), |()| ()).await;
+    let a = attacker.latest();
+    println!(
+        "{name}: attacker connected {} (dials failed {}, closed by the victim {}), streams opened {}, open at the end {}",
+        a.connected, a.dial_failures, a.closed, a.streams_opened, a.streams_open
+    );
+    outcome
+}
+
+async fn measure<T>(
+    name: &str,
+    victim: &Victim,
+    duration: Duration,
+    start: impl FnOnce() -> T,
+    end: impl FnOnce(T),
+) -> Outcome {
     let (seen, stop_honest) = honest_peer(victim);
     // Let the honest peer connect and settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = victim.latest();
     seen.lock().unwrap().rtts.clear();
     let mark = victim.mark();
-    let tasks = start();
+    let attack = start();
     tokio::time::sleep(duration).await;
     let after = victim.latest();
-    let peak = victim.peak_rss_since(mark);
+    let peak_rss_kib = victim.peak_rss_since(mark);
+    let peak_streams = victim.peak_streams_since(mark);
     let cpu = victim.cpu_since(mark);
-    for t in tasks {
-        t.abort();
-    }
+    end(attack);
     drop(stop_honest);
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    report(name, &seen, peak, cpu, duration, &before, &after);
-    (seen, peak, before, after)
+    report(name, &seen, peak_rss_kib, cpu, duration, &before, &after);
+    Outcome {
+        seen,
+        peak_rss_kib,
+        peak_streams,
+        before,
+        after,
+    }
+}
+
+/// The `attacker` binary running one attack against a victim; the attack ends (its
+/// connections closed) when this is dropped.
+pub struct AttackerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    statuses: Arc<Mutex<Vec<AttackerStatus>>>,
+}
+
+impl AttackerProcess {
+    /// Starts `attacker <victim> <attack> <args>` and waits until it has made its
+    /// identities (it prints `ready`).
+    pub fn start(victim: &Victim, attack: &str, args: &[&str]) -> AttackerProcess {
+        let target = meshwire::transport::with_peer_id(&victim.addr, victim.peer);
+        let exe = env!("CARGO_BIN_EXE_attacker");
+        // The attacker runs at the victim's priority, its looping attacks paced (on a free
+        // core a debug attacker outruns a debug victim, and the figures would measure the
+        // victim's share of two cores). `ATTACKER_NICE=<n>` runs it under `nice -n <n>`.
+        let mut command = match std::env::var("ATTACKER_NICE") {
+            Ok(nice) => {
+                let mut c = Command::new("nice");
+                c.args(["-n", &nice, exe]);
+                c
+            }
+            Err(_) => Command::new(exe),
+        };
+        // `ATTACKER_RATE` replaces the pace of a looping attack (`--rate`; 0: as fast as
+        // it goes), for measuring what an unpaced attack does.
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Ok(rate) = std::env::var("ATTACKER_RATE") {
+            match args.iter().position(|a| a == "--rate") {
+                Some(i) if i + 1 < args.len() => args[i + 1] = rate,
+                _ => args.extend(["--rate".to_string(), rate]),
+            }
+        }
+        let mut child = command
+            .arg(target.to_string())
+            .arg(attack)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("attacker starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let s = statuses.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                } else if let Some(status) = AttackerStatus::parse(&line) {
+                    s.lock().unwrap().push(status);
+                }
+            }
+        });
+        ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("attacker ready");
+        AttackerProcess {
+            child,
+            stdin,
+            statuses,
+        }
+    }
+
+    fn command(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("attacker running");
+        writeln!(stdin, "{command}").expect("attacker listens");
+        stdin.flush().expect("attacker listens");
+    }
+
+    /// Starts the attack.
+    pub fn go(&mut self) {
+        self.command("go");
+    }
+
+    /// Ends the attack's streams and dials; its connections stay.
+    pub fn stop(&mut self) {
+        self.command("stop");
+    }
+
+    /// The latest status.
+    pub fn latest(&self) -> AttackerStatus {
+        self.statuses
+            .lock()
+            .unwrap()
+            .last()
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The most streams the attacker held open at once so far.
+    pub fn peak_streams_open(&self) -> u64 {
+        let s = self.statuses.lock().unwrap();
+        s.iter().map(|s| s.streams_open).max().unwrap_or(0)
+    }
+}
+
+impl Drop for AttackerProcess {
+    fn drop(&mut self) {
+        // The end of its stdin closes its connections and ends it; kill it if it hangs.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub fn report(
@@ -380,127 +580,4 @@ pub fn report(
         before.pushes_delayed,
         after.pushes_delayed,
     );
-}
-
-/// What a raw attacker does with each connection it gets: raw streams, bytes of its choice.
-pub type RawWork = Arc<dyn Fn(Connection) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// An attacker that works on its connections directly (raw streams, hand-made
-/// multistream-select and frames), inside its swarm's task so that aborting the task ends
-/// it all. It keeps its connections alive.
-struct RawAttacker {
-    work: RawWork,
-    running: FuturesUnordered<BoxFuture<'static, ()>>,
-}
-
-impl NetworkBehaviour for RawAttacker {
-    type Event = ();
-
-    fn protocols(&self) -> Vec<StreamProtocol> {
-        Vec::new()
-    }
-
-    fn connection_keep_alive(&self, _peer: PeerId, _connection: ConnectionId) -> bool {
-        true
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
-        if let FromSwarm::ConnectionEstablished { handle, .. } = event {
-            self.running.push((self.work)(handle.clone()));
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<()>> {
-        while let Poll::Ready(Some(())) = futures::StreamExt::poll_next_unpin(&mut self.running, cx)
-        {
-        }
-        Poll::Pending
-    }
-}
-
-/// `n` raw attackers, each its own swarm and identity, that will run `work` on their
-/// connection; built ahead of an attack so that the attack's window measures the victim,
-/// not the making of identities. Start them with [`launch`].
-pub fn raw_attackers(n: usize, work: RawWork) -> Vec<Swarm<impl NetworkBehaviour<Event = ()>>> {
-    (0..n)
-        .map(|_| {
-            let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
-            let behaviour = RawAttacker {
-                work: work.clone(),
-                running: FuturesUnordered::new(),
-            };
-            Swarm::new(transport, behaviour, SwarmConfig::default())
-        })
-        .collect()
-}
-
-/// Dials `victim` from each of `swarms`, `spacing` apart, and runs them. Returns their
-/// tasks (and the task dialing them).
-pub fn launch<B: NetworkBehaviour + Send + 'static>(
-    victim: &Victim,
-    swarms: Vec<Swarm<B>>,
-    spacing: Duration,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let addr = meshwire::transport::with_peer_id(&victim.addr, victim.peer);
-    let tasks = Arc::new(Mutex::new(Vec::new()));
-    let t = tasks.clone();
-    let dialer = tokio::spawn(async move {
-        for mut swarm in swarms {
-            swarm.dial(addr.clone()).unwrap();
-            let task = tokio::spawn(async move {
-                loop {
-                    swarm.next_event().await;
-                }
-            });
-            t.lock().unwrap().push(task);
-            if !spacing.is_zero() {
-                tokio::time::sleep(spacing).await;
-            }
-        }
-    });
-    // The dialer's handle aborts the dialing; the swarms' handles are collected as they
-    // start, so return a task that aborts them all when aborted.
-    let reaper = tokio::spawn(async move {
-        struct AbortAll(Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>);
-        impl Drop for AbortAll {
-            fn drop(&mut self) {
-                for t in self.0.lock().unwrap().drain(..) {
-                    t.abort();
-                }
-            }
-        }
-        let _guard = AbortAll(tasks);
-        futures::future::pending::<()>().await;
-    });
-    vec![dialer, reaper]
-}
-
-/// An unsigned varint.
-pub fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// One multistream-select message: `msg` and a newline, length-prefixed.
-pub fn ms(msg: &str) -> Vec<u8> {
-    let mut out = varint(msg.len() as u64 + 1);
-    out.extend_from_slice(msg.as_bytes());
-    out.push(b'\n');
-    out
-}
-
-/// The dialer's side of multistream-select for `protocol`, sent at once (header and
-/// proposal), as a lazy dialer does.
-pub fn propose(protocol: &str) -> Vec<u8> {
-    let mut out = ms("/multistream/1.0.0");
-    out.extend(ms(protocol));
-    out
 }

@@ -496,30 +496,9 @@ pub enum ToSwarm<E> {
 impl<E> ToSwarm<E> {
     /// Maps the event of [`ToSwarm::GenerateEvent`], keeping every other command.
     pub fn map_event<F>(self, f: impl FnOnce(E) -> F) -> ToSwarm<F> {
-        match self {
-            ToSwarm::GenerateEvent(e) => ToSwarm::GenerateEvent(f(e)),
-            ToSwarm::Dial(d) => ToSwarm::Dial(d),
-            ToSwarm::OpenStream(o) => ToSwarm::OpenStream(o),
-            ToSwarm::CloseConnection { peer, connection } => {
-                ToSwarm::CloseConnection { peer, connection }
-            }
-            ToSwarm::NewExternalAddrCandidate(a) => ToSwarm::NewExternalAddrCandidate(a),
-            ToSwarm::ExternalAddrConfirmed(a) => ToSwarm::ExternalAddrConfirmed(a),
-            ToSwarm::ExternalAddrExpired(a) => ToSwarm::ExternalAddrExpired(a),
-            ToSwarm::NewExternalAddrOfPeer { peer, addr } => {
-                ToSwarm::NewExternalAddrOfPeer { peer, addr }
-            }
-            ToSwarm::RemoteProtocolsChanged {
-                peer,
-                connection,
-                protocols,
-            } => ToSwarm::RemoteProtocolsChanged {
-                peer,
-                connection,
-                protocols,
-            },
-            ToSwarm::ConnManager(c) => ToSwarm::ConnManager(c),
-            ToSwarm::ProtocolsChanged => ToSwarm::ProtocolsChanged,
+        match self.into_event() {
+            Ok(event) => ToSwarm::GenerateEvent(f(event)),
+            Err(command) => command,
         }
     }
 

@@ -425,6 +425,13 @@ impl<B: NetworkBehaviour> Swarm<B> {
         if !self.router.protocols_announced {
             self.announce_protocols();
         }
+        // Trims an application ran through the connection manager's handle: checked once per
+        // poll (a mutex, kept off the loop below that every stream task's wake-up runs); a
+        // trim queued later wakes the swarm.
+        if let Poll::Ready(trimmed) = self.conn_manager.poll_closes(cx) {
+            self.close_trimmed(trimmed);
+            self.arm_cm_timer();
+        }
         for _ in 0..POLL_BUDGET {
             if let Some(ev) = self.events.pop_front() {
                 return Poll::Ready(ev);
@@ -439,11 +446,6 @@ impl<B: NetworkBehaviour> Swarm<B> {
             }
             if let Poll::Ready(command) = self.poll_handles(cx) {
                 self.on_handle_command(command);
-                continue;
-            }
-            if let Poll::Ready(trimmed) = self.conn_manager.poll_closes(cx) {
-                self.close_trimmed(trimmed);
-                self.arm_cm_timer();
                 continue;
             }
             if let Poll::Ready(Some((id, out))) = self.pool.poll_pending(cx) {

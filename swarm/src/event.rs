@@ -40,9 +40,7 @@ impl ConnectedPoint {
     /// Whether the connection runs through a circuit relay (its remote address is a
     /// `<relay>/p2p-circuit` address).
     pub fn is_relayed(&self) -> bool {
-        self.remote_addr()
-            .iter()
-            .any(|p| matches!(p, meshwire_transport::Protocol::P2pCircuit))
+        meshwire_transport::is_circuit_addr(self.remote_addr())
     }
 
     /// The relay a relayed connection runs through (the `/p2p/<relay>` before
@@ -63,17 +61,7 @@ impl ConnectedPoint {
     /// assert_eq!(direct.relay_peer_id(), None);
     /// ```
     pub fn relay_peer_id(&self) -> Option<PeerId> {
-        let mut last_peer = None;
-        for p in self.remote_addr().iter() {
-            match p {
-                meshwire_transport::Protocol::P2p(mh) => {
-                    last_peer = PeerId::from_bytes(&mh.to_bytes()).ok()
-                }
-                meshwire_transport::Protocol::P2pCircuit => return last_peer,
-                _ => {}
-            }
-        }
-        None
+        meshwire_transport::circuit_relay(self.remote_addr())
     }
 
     /// Whether we dialed.

@@ -364,3 +364,39 @@ pub fn with_peer_id(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
         Err(_) => addr,
     }
 }
+
+/// Whether `addr` goes through a circuit relay: it contains `/p2p-circuit`
+/// (`<relay addr>/p2p/<relay>/p2p-circuit[/p2p/<peer>]`).
+pub fn is_circuit_addr(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The relay of a circuit address: the `/p2p/<relay>` right before the first `/p2p-circuit`;
+/// `None` for a direct address or a circuit address without it.
+///
+/// ```
+/// use meshwire_transport::{circuit_relay, is_circuit_addr, Multiaddr};
+///
+/// let relay = meshwire_core::Keypair::generate().peer_id();
+/// let addr: Multiaddr = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit")
+///     .parse()
+///     .unwrap();
+/// assert!(is_circuit_addr(&addr));
+/// assert_eq!(circuit_relay(&addr), Some(relay));
+/// assert_eq!(circuit_relay(&"/ip4/10.0.0.1/udp/4001/quic-v1".parse().unwrap()), None);
+/// ```
+pub fn circuit_relay(addr: &Multiaddr) -> Option<PeerId> {
+    let mut previous = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => {
+                return match previous {
+                    Some(Protocol::P2p(relay)) => PeerId::from_bytes(&relay.to_bytes()).ok(),
+                    _ => None,
+                }
+            }
+            other => previous = Some(other),
+        }
+    }
+    None
+}

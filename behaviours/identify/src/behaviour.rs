@@ -393,7 +393,7 @@ impl Behaviour {
         }));
         // An address observed over a relayed connection names the relay's circuit, not a
         // way to reach us directly: it is no candidate for our external address.
-        if !observed.is_empty() && !is_circuit(&observed) {
+        if !observed.is_empty() && !meshwire_transport::is_circuit_addr(&observed) {
             self.emit(ToSwarm::NewExternalAddrCandidate(observed));
         }
     }
@@ -631,12 +631,6 @@ impl NetworkBehaviour for Behaviour {
             return Poll::Pending;
         }
     }
-}
-
-/// Whether `addr` goes through a circuit relay (`.../p2p-circuit/...`).
-fn is_circuit(addr: &Multiaddr) -> bool {
-    addr.iter()
-        .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
 use meshwire_core::{Direction, PeerId};
-use multiaddr::{Multiaddr, Protocol};
+use multiaddr::Multiaddr;
 
 use self::yamux::YamuxStream;
 use crate::multistream::{self, Negotiated, Version};
@@ -75,15 +75,13 @@ impl Connection {
     /// Whether the connection goes through a relay: its remote address is a circuit address,
     /// `<relay addr>/p2p/<relay>/p2p-circuit[/p2p/<peer>]`.
     pub fn is_relayed(&self) -> bool {
-        self.remote_addr
-            .iter()
-            .any(|p| matches!(p, Protocol::P2pCircuit))
+        crate::is_circuit_addr(&self.remote_addr)
     }
 
     /// The relay of a relayed connection: the `/p2p/<relay>` right before `/p2p-circuit` in
     /// the remote address. `None` for a direct connection or a circuit address without it.
     pub fn relay_peer_id(&self) -> Option<PeerId> {
-        relay_of(&self.remote_addr)
+        crate::circuit_relay(&self.remote_addr)
     }
 
     /// Opens a new bidirectional stream. Waits while the peer's stream limit is reached.
@@ -262,23 +260,6 @@ impl Connection {
             ConnInner::Quic(_) | ConnInner::Memory(_) => None,
         }
     }
-}
-
-/// The relay of a circuit address: the `/p2p/<relay>` right before the first `/p2p-circuit`.
-pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
-    let mut previous = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::P2pCircuit => {
-                return match previous {
-                    Some(Protocol::P2p(relay)) => PeerId::from_bytes(&relay.to_bytes()).ok(),
-                    _ => None,
-                }
-            }
-            other => previous = Some(other),
-        }
-    }
-    None
 }
 
 #[derive(Debug)]

@@ -79,7 +79,7 @@ async fn relayed_remote_addresses_name_the_relay() {
     assert_eq!(inb.relay_peer_id(), Some(relay));
 
     // Without the trailing peer, and with the relay's /p2p missing.
-    let c = crate::connection::relay_of;
+    let c = crate::circuit_relay;
     assert_eq!(
         c(&addr(&format!(
             "/ip4/1.2.3.4/tcp/1/p2p/{relay}/p2p-circuit"

@@ -173,10 +173,7 @@ impl Behaviour {
     /// [`ListenViaError`].
     pub fn listen_via(&mut self, relay_addr: &Multiaddr) -> Result<ListenerId, ListenViaError> {
         let mut addr = relay_addr.clone();
-        if !addr
-            .iter()
-            .any(|p| p == meshwire_transport::Protocol::P2pCircuit)
-        {
+        if !meshwire_transport::is_circuit_addr(&addr) {
             addr.push(meshwire_transport::Protocol::P2pCircuit);
         }
         let circuit = CircuitAddr::parse(&addr, None)

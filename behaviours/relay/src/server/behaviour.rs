@@ -362,8 +362,7 @@ async fn stop_exchange(
 /// Whether peers can dial `addr` directly: an IP address that is not a wildcard (`0.0.0.0`,
 /// `::`) and not itself a circuit.
 fn is_direct(addr: &Multiaddr) -> bool {
-    ip_of(addr).is_some_and(|ip| !ip.is_unspecified())
-        && !addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+    ip_of(addr).is_some_and(|ip| !ip.is_unspecified()) && !meshwire_transport::is_circuit_addr(addr)
 }
 
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {

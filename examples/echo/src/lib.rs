@@ -4,7 +4,7 @@
 //! conversion that also answers each request with its own bytes. No stream, queue, limit
 //! or timeout is handled here: the building block does all of it. The behaviour is what lies
 //! between the markers in `src/lib.rs` (the public constants, the error and event types are
-//! above them); most of its lines are the event conversion, one struct literal per outcome.
+//! above them): 39 lines of code, half of them the event conversion, one line per outcome.
 //!
 //! `/meshwire-example/echo/1.0.0`, request-response with the raw bytes codec: the dialer
 //! writes a message (at most [`MAX_MESSAGE`] bytes) and closes its side; the listener
@@ -15,11 +15,11 @@
 //! use meshwire::core::Keypair;
 //! use meshwire::swarm::{Swarm, SwarmConfig, SwarmEvent};
 //! use meshwire::transport::quic::{QuicConfig, QuicTransport};
-//! use meshwire_echo::{Echo, EchoEvent};
+//! use meshwire_echo::{Echo, EchoEvent, MAX_MESSAGE};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut a = Swarm::new(QuicTransport::new(Keypair::generate(), QuicConfig::default())?, Echo::default(), SwarmConfig::default());
-//! let mut b = Swarm::new(QuicTransport::new(Keypair::generate(), QuicConfig::default())?, Echo::default(), SwarmConfig::default());
+//! let mut a = Swarm::new(QuicTransport::new(Keypair::generate(), QuicConfig::default())?, Echo::new(MAX_MESSAGE), SwarmConfig::default());
+//! let mut b = Swarm::new(QuicTransport::new(Keypair::generate(), QuicConfig::default())?, Echo::new(MAX_MESSAGE), SwarmConfig::default());
 //! b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
 //! let addr = loop {
 //!     if let SwarmEvent::NewListenAddr { address, .. } = b.next_event().await { break address; }
@@ -29,7 +29,8 @@
 //! a.behaviour_mut().send(b.local_peer_id(), b"hello".to_vec())?;
 //! loop {
 //!     tokio::select! {
-//!         ev = a.next_event() => if let SwarmEvent::Behaviour(EchoEvent::Reply { data, .. }) = ev {
+//!         ev = a.next_event() => if let SwarmEvent::Behaviour(EchoEvent::Reply { result, .. }) = ev {
+//!             let (data, _rtt) = result?;
 //!             assert_eq!(data, b"hello");
 //!             break;
 //!         },
@@ -56,7 +57,7 @@ pub use meshwire::request_response::OutboundRequestId;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshwire-example/echo/1.0.0");
 
 /// Largest message echoed; longer ones are refused by both sides.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub const MAX_MESSAGE: u64 = 64 * 1024;
 
 /// Echoes served at once; more inbound streams are reset.
 pub const MAX_CONCURRENT_SERVED: usize = 64;
@@ -106,37 +107,23 @@ impl From<InboundFailure> for EchoError {
 /// What the echo behaviour reports.
 #[derive(Debug)]
 pub enum EchoEvent {
-    /// A peer echoed our message.
+    /// How our request `id` to `peer` ended: the echoed bytes (checked equal to the message)
+    /// and the time from the request to the full reply, or why not.
     Reply {
-        /// The peer.
+        /// The peer asked.
         peer: PeerId,
-        /// The request.
+        /// The id [`Echo::send`] returned.
         id: OutboundRequestId,
-        /// The echoed bytes.
-        data: Vec<u8>,
-        /// Time from the request to the full reply.
-        rtt: Duration,
+        /// The echoed bytes and the round trip, or the failure.
+        result: Result<(Vec<u8>, Duration), EchoError>,
     },
-    /// Our echo request failed.
-    Failed {
-        /// The peer.
-        peer: PeerId,
-        /// The request.
-        id: OutboundRequestId,
-        /// Why.
-        error: EchoError,
-    },
-    /// We echoed a peer's message back (written, and the stream closed).
+    /// A peer's request was echoed back (written, and the stream closed), or serving it
+    /// failed.
     Served {
-        /// The peer.
+        /// The peer served.
         peer: PeerId,
-    },
-    /// Serving a peer's request failed.
-    ServeFailed {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        error: EchoError,
+        /// `Ok` once the echo is written.
+        result: Result<(), EchoError>,
     },
 }
 
@@ -152,79 +139,44 @@ pub struct Echo {
     rr: rr::bytes::Behaviour<(Vec<u8>, Instant)>, // user data: the message, when it was sent
 }
 
-impl Default for Echo {
-    fn default() -> Self {
-        let codec = rr::bytes::Codec::new(MAX_MESSAGE as u64, MAX_MESSAGE as u64);
+impl Echo {
+    /// An echo behaviour for messages of at most `max_message` bytes (the examples use
+    /// [`MAX_MESSAGE`]): longer ones are refused by this side, asking or answering.
+    pub fn new(max_message: u64) -> Self {
         let config = Config::default().with_request_timeout(TIMEOUT);
         let config = config.with_max_inbound_streams(MAX_CONCURRENT_SERVED);
         let config = config.with_max_outbound_in_flight(MAX_IN_FLIGHT);
+        let codec = rr::bytes::Codec::new(max_message, max_message);
         let rr = rr::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config);
-        Echo {
-            rr: rr.with_responder(|_, request| request),
-        }
+        let rr = rr.with_responder(|_, request| request); // each request is its own answer
+        Echo { rr }
     }
-}
 
-impl Echo {
-    /// Asks `peer` to echo `data` (dialing it if needed). The answer is an
-    /// [`EchoEvent::Reply`] or [`EchoEvent::Failed`] with the returned id.
-    ///
-    /// # Errors
-    ///
-    /// [`QueueFull`] while [`MAX_IN_FLIGHT`] requests are under way.
+    /// Asks `peer` to echo `data` (dialing it if needed): an [`EchoEvent::Reply`] with the
+    /// returned id follows. [`QueueFull`] while [`MAX_IN_FLIGHT`] requests are under way.
     pub fn send(&mut self, peer: PeerId, data: Vec<u8>) -> Result<OutboundRequestId, QueueFull> {
-        self.rr
-            .try_send_request_with(peer, data.clone(), (data, Instant::now()))
+        (self.rr).try_send_request_with(peer, data.clone(), (data, Instant::now()))
     }
 }
 
-/// Checks each reply against the message sent.
+/// Checks each reply against the message sent. (A table, kept one outcome a line.)
+#[rustfmt::skip]
 impl From<RrEvent> for EchoEvent {
     fn from(event: RrEvent) -> Self {
+        use {EchoError::Mismatch, EchoEvent::{Reply, Served}};
         match event {
-            Event::Message {
-                peer,
-                message:
-                    Response {
-                        request_id: id,
-                        response,
-                        user_data,
-                    },
-                ..
-            } => match response == user_data.0 {
-                true => EchoEvent::Reply {
-                    peer,
-                    id,
-                    data: response,
-                    rtt: user_data.1.elapsed(),
-                },
-                false => EchoEvent::Failed {
-                    peer,
-                    id,
-                    error: EchoError::Mismatch,
-                },
+            Event::Message { peer, message, .. } => match message {
+                Response { request_id: id, response: r, user_data: (sent, at) } if r == sent => {
+                    Reply { peer, id, result: Ok((r, at.elapsed())) }
+                }
+                Response { request_id: id, .. } => Reply { peer, id, result: Err(Mismatch) },
+                Request { .. } => Served { peer, result: Ok(()) }, // answered by the responder
             },
-            Event::OutboundFailure {
-                peer,
-                request_id: id,
-                error,
-                ..
-            } => EchoEvent::Failed {
-                peer,
-                id,
-                error: error.into(),
-            },
-            Event::InboundFailure { peer, error, .. } => EchoEvent::ServeFailed {
-                peer,
-                error: error.into(),
-            },
-            // With the responder, requests are answered without being reported.
-            Event::Message {
-                peer,
-                message: Request { .. },
-                ..
+            Event::OutboundFailure { peer, request_id: id, error, .. } => {
+                Reply { peer, id, result: Err(error.into()) }
             }
-            | Event::ResponseSent { peer, .. } => EchoEvent::Served { peer },
+            Event::InboundFailure { peer, error, .. } => Served { peer, result: Err(error.into()) },
+            Event::ResponseSent { peer, .. } => Served { peer, result: Ok(()) },
         }
     }
 }

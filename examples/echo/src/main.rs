@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use meshwire::prelude::*;
-use meshwire_echo::{Echo, EchoEvent};
+use meshwire_echo::{Echo, EchoEvent, MAX_MESSAGE};
 
 /// The application's behaviour: ping and this crate's echo, side by side.
 #[derive(NetworkBehaviour)]
@@ -44,7 +44,7 @@ async fn node(
             ping: ping::Behaviour::new(
                 ping::Config::new().with_interval(Duration::from_millis(200)),
             ),
-            echo: Echo::default(),
+            echo: Echo::new(MAX_MESSAGE),
         })?;
     let (handle, mut events) = swarm.spawn();
     loop {
@@ -83,16 +83,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while replies < expected.len() || pinged.len() < expected.len() {
         tokio::select! {
             ev = a_events.recv() => match ev.ok_or("node a stopped")? {
-                SwarmEvent::Behaviour(AppEvent::Echo(EchoEvent::Reply { peer, data, rtt, .. })) => {
+                SwarmEvent::Behaviour(AppEvent::Echo(EchoEvent::Reply { peer, result, .. })) => {
+                    let (data, rtt) = result.map_err(|e| format!("echo to {peer} failed: {e}"))?;
                     let want = expected.iter().find(|(p, _, _)| *p == peer).map(|(_, m, _)| m);
                     if want != Some(&data) {
                         return Err(format!("wrong echo from {peer}").into());
                     }
                     println!("echo {peer}: {:?} in {:.3}ms", String::from_utf8_lossy(&data), rtt.as_secs_f64() * 1e3);
                     replies += 1;
-                }
-                SwarmEvent::Behaviour(AppEvent::Echo(EchoEvent::Failed { peer, error, .. })) => {
-                    return Err(format!("echo to {peer} failed: {error}").into());
                 }
                 SwarmEvent::Behaviour(AppEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }))
                     if pinged.insert(peer) =>

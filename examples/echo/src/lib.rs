@@ -1,7 +1,7 @@
 //! An echo protocol written as a downstream crate would write a meshwire behaviour: on
 //! meshwire's request-response building block (`meshwire::request_response`), composed by
-//! `#[derive(NetworkBehaviour)]`, its events turned into the crate's own by a `From`
-//! conversion that also answers each request with its own bytes. No stream, queue, limit
+//! `#[derive(NetworkBehaviour)]`; a responder answers each request with its own bytes, and a
+//! `From` conversion turns the building block's events into the crate's own. No stream, queue, limit
 //! or timeout is handled here: the building block does all of it. The behaviour is what lies
 //! between the markers in `src/lib.rs` (the public constants, the error and event types are
 //! above them): 39 lines of code, half of them the event conversion, one line per outcome.

@@ -19,7 +19,7 @@ use super::protocol_name::ProtocolName;
 ///
 /// With [`Version::V1Lazy`] and exactly one protocol, this returns as soon as
 /// the header and proposal are written and flushed; the listener's answer is
-/// read on the first read from (or close of) the [`Negotiated`] stream, where
+/// read on the first read from (or close of, after our end is sent) the [`Negotiated`] stream, where
 /// a refusal shows up as an [`std::io::Error`] wrapping
 /// [`NegotiationError::Failed`]. In every other case the dialer waits for the
 /// listener's answers and the returned stream is already complete.

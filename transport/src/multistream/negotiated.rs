@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite, IoSlice, IoSliceMut};
+use futures::ready;
 
 use super::codec::{is_echo_of, FrameReader, HEADER_LINE, NA_LINE};
 use super::error::NegotiationError;
@@ -21,12 +22,15 @@ use super::protocol_name::ProtocolName;
 /// [`Version::V1Lazy`](super::Version::V1Lazy) dialer's stream starts out incomplete: writes go
 /// straight through, and the first read (or close, or
 /// [`complete`](Negotiated::complete)) first consumes the listener's header
-/// and confirmation. If the listener refused the protocol, that read fails
+/// and confirmation. A close sends our end of the stream at once and then waits for that
+/// answer, so a request closed before its response is read costs no extra round trip. If the listener refused the protocol, that read fails
 /// with an [`io::Error`] wrapping [`NegotiationError::Failed`], and so does
 /// every later read or write.
 pub struct Negotiated<S> {
     io: S,
     state: NegotiatedState,
+    /// Our side is closed (closing twice is a no-op, as the state's answer may come later).
+    write_closed: bool,
 }
 
 /// Progress of the (lazy) confirmation of a [`Negotiated`] stream.
@@ -75,6 +79,7 @@ impl<S> Negotiated<S> {
         Negotiated {
             io,
             state: NegotiatedState::Completed,
+            write_closed: false,
         }
     }
 
@@ -87,6 +92,7 @@ impl<S> Negotiated<S> {
                 header_pending: true,
                 reader: FrameReader::new(max),
             }),
+            write_closed: false,
         }
     }
 
@@ -97,6 +103,7 @@ impl<S> Negotiated<S> {
         Negotiated {
             io: f(self.io),
             state: self.state,
+            write_closed: self.write_closed,
         }
     }
 
@@ -276,13 +283,21 @@ where
     /// stream is simply closed.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let NegotiatedState::Expecting(_) = this.state {
-            match this.poll_negotiate(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                Poll::Pending => return Poll::Pending,
-            }
+        // Our end of the stream goes at once, before the listener's confirmation of a lazy
+        // proposal: waiting for it first would cost a round trip on every request that
+        // closes its side before reading the response (rust-libp2p does not wait either).
+        if !this.write_closed {
+            ready!(Pin::new(&mut this.io).poll_close(cx))?;
+            this.write_closed = true;
         }
-        Pin::new(&mut this.io).poll_close(cx)
+        // A refusal is still reported by the close, once the answer is read.
+        if let NegotiatedState::Expecting(_) = this.state {
+            return match this.poll_negotiate(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Poll::Ready(Ok(()))
     }
 }

@@ -514,7 +514,7 @@ fn lazy_na_after_header_via_complete() {
 }
 
 #[test]
-fn lazy_close_waits_for_confirmation_and_reports_refusal() {
+fn lazy_close_closes_first_and_reports_refusal() {
     let input = concat(&[&header(), &frame(NA_LINE)]);
     let (_, mut n) = block_on(dialer_select(
         ScriptIo::new(&input),
@@ -527,6 +527,45 @@ fn lazy_close_waits_for_confirmation_and_reports_refusal() {
         negotiation_error(&err),
         Some(NegotiationError::Failed)
     ));
+    assert!(n.get_ref().closed);
+}
+
+/// A request closed before its response is read: the listener sees the end of the request
+/// while the dialer's close still waits for the confirmation (no round trip in between),
+/// and the close completes once the answer arrives.
+#[tokio::test]
+async fn lazy_close_does_not_wait_for_the_confirmation_to_send_the_end() {
+    use futures::FutureExt;
+    let (a, b) = duplex();
+    let (_, mut dialer) = dialer_select(a, ["/x"], Version::V1Lazy).await.unwrap();
+    dialer.write_all(b"request").await.unwrap();
+    let mut closing = Box::pin(async move {
+        dialer.close().await.unwrap();
+        dialer
+    });
+    assert!(
+        (&mut closing).now_or_never().is_none(),
+        "the answer has not been written"
+    );
+    // The listener has the whole request, end included, before it answers anything.
+    let mut listener = Box::pin(async move {
+        let (_, mut l) = listener_select(b, &["/x"]).await.unwrap();
+        let mut request = Vec::new();
+        l.read_to_end(&mut request).await.unwrap();
+        (l, request)
+    });
+    let (mut listener, request) = (&mut listener).await;
+    assert_eq!(request, b"request");
+    // The listener's confirmation was written by `listener_select`: the close completes.
+    let mut dialer = closing.await;
+    assert!(dialer.is_complete());
+    listener.write_all(b"response").await.unwrap();
+    listener.close().await.unwrap();
+    let mut response = Vec::new();
+    dialer.read_to_end(&mut response).await.unwrap();
+    assert_eq!(response, b"response");
+    // Closing again is a no-op.
+    dialer.close().await.unwrap();
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! * `raw-quinn`   — one quinn connection, `open_bi` per exchange: the ceiling.
 //! * `meshwire`    — two `Swarm`s; a behaviour asks for `OpenStream` and hands the negotiated
 //!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
+//! * `meshwire (control)` — the same two swarms, streams opened with `StreamControl::open_stream`
+//!   in the benchmark task and taken from `StreamControl::accept` by a server task: no hop
+//!   through either swarm's task.
 //! * `rust-libp2p` — two libp2p `Swarm`s with `libp2p-stream` (`Control::open_stream`,
 //!   `accept`), rust-libp2p's own way to get raw streams out of a swarm.
 //!
@@ -33,6 +36,8 @@ use meshwire_transport::with_peer_id;
 use tokio::sync::{mpsc, oneshot};
 
 const PROTO: StreamProtocol = StreamProtocol::new("/bench/1");
+/// The protocol of the stream-control stack.
+const PROTO_CONTROL: StreamProtocol = StreamProtocol::new("/bench/control/1");
 const CHUNK: usize = 64 * 1024;
 const MSG: usize = 32;
 
@@ -230,6 +235,7 @@ impl NetworkBehaviour for Bench {
 }
 
 struct Meshwire {
+    control: meshwire_swarm::StreamControl,
     peer: PeerId,
     requests: mpsc::UnboundedSender<StreamRequest>,
 }
@@ -270,6 +276,15 @@ impl Meshwire {
             }
         };
         let peer = server.local_peer_id();
+        let mut incoming = server
+            .stream_control()
+            .accept(PROTO_CONTROL)
+            .expect("first registration");
+        tokio::spawn(async move {
+            while let Some(s) = incoming.next().await {
+                tokio::spawn(serve(s.stream));
+            }
+        });
         tokio::spawn(async move {
             loop {
                 server.next_event().await;
@@ -281,6 +296,7 @@ impl Meshwire {
             }
         });
         let (mut client, requests, _in) = meshwire_swarm();
+        let control = client.stream_control();
         client.dial(with_peer_id(&addr, peer)).expect("dial");
         loop {
             if let SwarmEvent::ConnectionEstablished { .. } = client.next_event().await {
@@ -293,7 +309,18 @@ impl Meshwire {
                 client.next_event().await;
             }
         });
-        Meshwire { peer, requests }
+        Meshwire {
+            control,
+            peer,
+            requests,
+        }
+    }
+
+    async fn control_stream(&self) -> meshwire_swarm::Stream {
+        self.control
+            .open_stream(self.peer, PROTO_CONTROL)
+            .await
+            .expect("stream")
     }
 
     async fn stream(&self) -> meshwire_swarm::Stream {
@@ -408,9 +435,10 @@ async fn bench() {
         exchange(raw.stream().await).await;
         exchange(mesh.stream().await).await;
         exchange(p2p.stream().await).await;
+        exchange(mesh.control_stream().await).await;
     }
 
-    let (mut r, mut m, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r, mut m, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..exchanges / 100 {
         for _ in 0..100 {
             let t = Instant::now();
@@ -426,6 +454,11 @@ async fn bench() {
             let t = Instant::now();
             exchange(p2p.stream().await).await;
             p.push(t.elapsed());
+        }
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(mesh.control_stream().await).await;
+            c.push(t.elapsed());
         }
     }
     let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
@@ -454,6 +487,15 @@ async fn bench() {
     println!(
         "meshwire / rust-libp2p exchange latency: {:.2}x",
         us(m50) / us(p50)
+    );
+    let (c50, c99) = (pct(&mut c, 0.5), pct(&mut c, 0.99));
+    println!(
+        "exchange meshwire (control) median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2} (p99 {:.2})  vs rust-libp2p {:.2}x",
+        us(c50),
+        us(c99),
+        us(c50) / us(r50),
+        us(c99) / us(r99),
+        us(c50) / us(p50)
     );
 
     let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();

@@ -32,6 +32,10 @@ pub struct SwarmConfig {
     pub dial_concurrency: usize,
     /// Time to open and negotiate one stream (default 10 s).
     pub negotiation_timeout: Duration,
+    /// Inbound streams that wait, per protocol registered with
+    /// [`StreamControl::accept`](crate::StreamControl::accept), to be taken from its
+    /// [`IncomingStreams`](crate::IncomingStreams); past that a new one is reset (default 32).
+    pub incoming_stream_buffer: usize,
     /// How long a connection stays open with nothing keeping it alive (see the idle rule in
     /// the crate docs); `None` keeps idle connections (default 30 s).
     pub idle_connection_timeout: Option<Duration>,
@@ -61,6 +65,7 @@ impl Default for SwarmConfig {
             dial_timeout: Duration::from_secs(10),
             dial_concurrency: 8,
             negotiation_timeout: Duration::from_secs(10),
+            incoming_stream_buffer: 32,
             idle_connection_timeout: Some(Duration::from_secs(30)),
             max_addresses_per_peer: 8,
             max_address_book_peers: 4096,

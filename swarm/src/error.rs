@@ -129,6 +129,14 @@ pub enum StreamError {
         /// The limit.
         limit: usize,
     },
+    /// The [`IncomingStreams`](crate::IncomingStreams) of the stream's protocol already holds
+    /// [`SwarmConfig::incoming_stream_buffer`](crate::SwarmConfig::incoming_stream_buffer)
+    /// streams nobody took; the stream was reset.
+    #[error("{capacity} inbound streams already wait to be taken")]
+    ReceiverFull {
+        /// The buffer's capacity.
+        capacity: usize,
+    },
     /// The stream failed after it was handed over.
     #[error("stream I/O: {0}")]
     Io(Arc<std::io::Error>),

@@ -54,6 +54,7 @@
 
 pub mod behaviour;
 mod config;
+pub mod control;
 pub mod dial;
 mod error;
 mod event;
@@ -70,6 +71,7 @@ pub use behaviour::{
     NetworkBehaviour, OpenStream, OutboundStream, OutboundStreamResult, StreamRequestId, ToSwarm,
 };
 pub use config::SwarmConfig;
+pub use control::{AlreadyRegistered, IncomingStreams, StreamControl};
 pub use dial::{DialOpts, PeerCondition};
 pub use error::{ConnectionDenied, DialError, LimitExceeded, LimitKind, ListenError, StreamError};
 pub use event::{ConnectedPoint, ConnectionCloseCause, SwarmEvent};

@@ -40,6 +40,7 @@ use self::pool::Pool;
 use self::router::Router;
 use crate::behaviour::{CloseConnection, ConnManagerCommand, FromSwarm, NetworkBehaviour, ToSwarm};
 use crate::config::SwarmConfig;
+use crate::control::{self, StreamControl};
 use crate::dial::DialOpts;
 use crate::error::DialError;
 use crate::event::{ConnectedPoint, ConnectionCloseCause, SwarmEvent};
@@ -101,6 +102,8 @@ pub struct Swarm<B: NetworkBehaviour> {
     handles: Option<commands::HandleChannel<B>>,
     /// A handle asked the spawned swarm to stop.
     shutdown: bool,
+    /// What the swarm shares with its [`StreamControl`]s.
+    control: Arc<control::Shared>,
 }
 
 // The swarm never pins its behaviour or any other field structurally.
@@ -132,6 +135,11 @@ impl<B: NetworkBehaviour> Swarm<B> {
         let local_peer_id = transport.local_peer_id();
         let router = Router::new(behaviour.protocols());
         let resources = ResourceManager::new(config.resource_limits.clone());
+        let control = control::Shared::new(
+            resources.clone(),
+            config.negotiation_timeout,
+            config.incoming_stream_buffer,
+        );
         Swarm {
             resources,
             conn_scopes: HashMap::new(),
@@ -140,7 +148,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             config,
             local_peer_id,
             conn_manager,
-            pool: Pool::default(),
+            pool: Pool::new(control.clone()),
             router,
             listeners: HashMap::new(),
             external_addrs: Vec::new(),
@@ -153,6 +161,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             metrics: SwarmMetrics::default(),
             handles: None,
             shutdown: false,
+            control,
         }
     }
 
@@ -194,7 +203,22 @@ impl<B: NetworkBehaviour> Swarm<B> {
         m.connections
             .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
         self.metrics = m.clone();
+        self.control.set_metrics(m.clone());
         m
+    }
+
+    /// A [`StreamControl`] of this swarm: opens and accepts streams from any task, without a
+    /// round trip through the swarm's task (see [`control`](crate::control)).
+    pub fn stream_control(&self) -> StreamControl {
+        StreamControl::new(self.control.clone())
+    }
+
+    /// The protocols inbound streams are negotiated against: the behaviour's and those
+    /// registered with a [`StreamControl`].
+    fn local_protocols(&self) -> Vec<StreamProtocol> {
+        let mut protocols = self.control.protocols();
+        protocols.extend(self.behaviour.protocols());
+        protocols
     }
 
     /// The configuration.
@@ -397,7 +421,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
                 self.arm_cm_timer();
             }
             ToSwarm::ProtocolsChanged => {
-                if self.router.set_protocols(self.behaviour.protocols()) {
+                if self.router.set_protocols(self.local_protocols()) {
                     self.announce_protocols();
                 }
             }
@@ -422,6 +446,13 @@ impl<B: NetworkBehaviour> Swarm<B> {
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<SwarmEvent<B::Event>> {
+        if self.control.poll_changed(cx) {
+            // Set first, so the first announcement below carries them too.
+            let changed = self.router.set_protocols(self.local_protocols());
+            if changed && self.router.protocols_announced {
+                self.announce_protocols();
+            }
+        }
         if !self.router.protocols_announced {
             self.announce_protocols();
         }

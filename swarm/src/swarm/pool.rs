@@ -13,6 +13,7 @@ use meshwire_core::{ConnectionId, Direction, PeerId};
 use meshwire_transport::{Connection, Multiaddr, PendingConnection, Transport, TransportError};
 
 use crate::config::SwarmConfig;
+use crate::control;
 use crate::error::{DialError, LimitExceeded, LimitKind};
 use crate::event::{ConnectedPoint, ConnectionCloseCause};
 use crate::stream::StreamCounters;
@@ -99,15 +100,27 @@ pub(super) struct InboundHandshake {
 }
 
 /// Established and pending connections.
-#[derive(Default)]
 pub(super) struct Pool {
     connections: HashMap<ConnectionId, Established>,
     peers: HashMap<PeerId, Vec<ConnectionId>>,
     pending: HashMap<ConnectionId, Pending>,
     pending_futs: FuturesUnordered<BoxFuture<'static, (ConnectionId, PendingOutput)>>,
+    /// The live connections the swarm's [`StreamControl`](crate::StreamControl)s open on:
+    /// kept here, where connections are added, closed and removed.
+    control: Arc<control::Shared>,
 }
 
 impl Pool {
+    pub(super) fn new(control: Arc<control::Shared>) -> Self {
+        Pool {
+            connections: HashMap::new(),
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            pending_futs: FuturesUnordered::new(),
+            control,
+        }
+    }
+
     // ---- queries -------------------------------------------------------------------------
 
     pub(super) fn get(&self, id: &ConnectionId) -> Option<&Established> {
@@ -492,6 +505,8 @@ impl Pool {
         now: Instant,
     ) {
         let peer = conn.peer_id();
+        let counters = StreamCounters::new();
+        self.control.add_connection(connection, &conn, &counters);
         self.peers.entry(peer).or_default().push(connection);
         self.connections.insert(
             connection,
@@ -500,7 +515,7 @@ impl Pool {
                 conn,
                 endpoint,
                 established_at: now,
-                counters: StreamCounters::new(),
+                counters,
                 last_busy: now,
                 closing: None,
                 reported_streams: 0,
@@ -512,6 +527,7 @@ impl Pool {
     /// peer still open.
     pub(super) fn remove(&mut self, id: ConnectionId) -> Option<(Established, usize)> {
         let c = self.connections.remove(&id)?;
+        self.control.remove_connection(&c.peer, id);
         let remaining = match self.peers.get_mut(&c.peer) {
             Some(list) => {
                 list.retain(|x| *x != id);
@@ -540,6 +556,7 @@ impl Pool {
             };
             tracing::debug!(connection = %id, peer = %c.peer, %cause, "closing connection");
             c.closing = Some(cause);
+            self.control.remove_connection(&c.peer, id);
             c.conn
                 .close(meshwire_transport::connection::CLOSE_CODE_NORMAL, reason);
         }
@@ -585,6 +602,7 @@ impl Pool {
     /// `disconnected` for each connection.
     pub(super) fn shut_down(&mut self, mut disconnected: impl FnMut(PeerId, ConnectionId)) {
         for (id, c) in &self.connections {
+            self.control.remove_connection(&c.peer, *id);
             c.conn.close(
                 meshwire_transport::connection::CLOSE_CODE_NORMAL,
                 "swarm closed",

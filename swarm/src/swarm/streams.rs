@@ -10,6 +10,7 @@ use super::Swarm;
 use crate::behaviour::{
     InboundStream, NetworkBehaviour, OpenStream, OutboundStream, OutboundStreamResult,
 };
+use crate::control::Delivery;
 use crate::dial::{DialOpts, PeerCondition};
 use crate::error::StreamError;
 use crate::event::SwarmEvent;
@@ -167,13 +168,23 @@ impl<B: NetworkBehaviour> Swarm<B> {
                             io.get_mut().reset();
                             return self.inbound_stream_error(peer, conn, e.into());
                         }
-                        self.metrics.inbound_streams.inc();
-                        self.behaviour.on_inbound_stream(InboundStream {
+                        let stream = InboundStream {
                             peer,
                             connection: conn,
                             protocol,
                             stream: Stream::new(io, guard),
-                        });
+                        };
+                        // A protocol registered with a stream control goes there first.
+                        match self.control.deliver(stream) {
+                            Delivery::NotRegistered(stream) => {
+                                self.metrics.inbound_streams.inc();
+                                self.behaviour.on_inbound_stream(stream);
+                            }
+                            Delivery::Delivered => {
+                                self.metrics.inbound_streams.inc();
+                            }
+                            Delivery::Refused(e) => self.inbound_stream_error(peer, conn, e),
+                        }
                     }
                     Err(error) => {
                         tracing::debug!(connection = %conn, %peer, %error, "inbound stream negotiation failed");

@@ -287,7 +287,8 @@ pub struct OpenStream {
     pub peer: PeerId,
     /// Protocols to propose, in order of preference.
     pub protocols: Vec<StreamProtocol>,
-    /// Use this connection; `None` picks an established connection to the peer.
+    /// Use this connection; `None` picks a live connection to the peer: a direct one over a
+    /// relayed one, then the one with the fewest open streams.
     pub connection: Option<ConnectionId>,
     /// Dial the peer if it is not connected (default `true`).
     pub dial: bool,

@@ -10,7 +10,8 @@
 //! `Control`, under the same rules as the swarm's own streams:
 //!
 //! - [`StreamControl::open_stream`] opens and negotiates a stream in the caller's task on the
-//!   least busy live connection to the peer. It is counted on that connection (keep-alive,
+//!   live connection to the peer the swarm would choose (a direct one over a relayed one,
+//!   then the least busy). It is counted on that connection (keep-alive,
 //!   [`ConnectionInfo::streams`](crate::ConnectionInfo)) and reserved in the resource
 //!   manager, outbound, exactly as a behaviour's stream is; the negotiation has the swarm's
 //!   [`SwarmConfig::negotiation_timeout`](crate::SwarmConfig::negotiation_timeout). It does
@@ -378,13 +379,14 @@ impl Shared {
         }
     }
 
-    /// The live connection to `peer` with the fewest open streams (the swarm's rule too).
+    /// The live connection to `peer` new streams go on, by the swarm's rule: a direct one
+    /// over a relayed one, then the one with the fewest open streams.
     fn least_busy(&self, peer: &PeerId) -> Option<(Connection, Arc<StreamCounters>)> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.get(peer)?
             .iter()
             .filter(|c| c.conn.close_reason().is_none())
-            .min_by_key(|c| c.counters.open())
+            .min_by_key(|c| (c.conn.is_relayed(), c.counters.open()))
             .map(|c| (c.conn.clone(), c.counters.clone()))
     }
 }

@@ -222,3 +222,116 @@ async fn relay_stop_listening_closes_the_listener() {
     .await
     .expect("test timed out");
 }
+
+/// A peer reached through the relay and then dialed directly: new streams go on the direct
+/// connection, however busy, not on the relayed one.
+#[tokio::test]
+async fn new_streams_prefer_a_direct_connection_over_the_relayed_one() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    const PROTO: meshwire_swarm::StreamProtocol =
+        meshwire_swarm::StreamProtocol::new("/test/which-connection/1");
+    tokio::time::timeout(LIMIT, async {
+        let (relay, relay_addr) = relay(ServerConfig::default()).await;
+        let relay_id = relay.local_peer_id();
+        let _relay_events = spawn(relay);
+
+        let mut listener = client_node(client::Config::default());
+        let listener_id = listener.local_peer_id();
+        let mut incoming = listener.stream_control().accept(PROTO).unwrap();
+        listener.listen_on(circuit(&relay_addr)).unwrap();
+        listener
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .unwrap();
+        let mut direct_addr = None;
+        let mut relayed = false;
+        while direct_addr.is_none() || !relayed {
+            if let SwarmEvent::NewListenAddr { address, .. } = listener.next_event().await {
+                if address == circuit(&relay_addr) {
+                    relayed = true;
+                } else {
+                    direct_addr = Some(address);
+                }
+            }
+        }
+        let mut listener_events = spawn(listener);
+
+        let mut dialer = client_node(client::Config::default());
+        let control = dialer.stream_control();
+        dialer
+            .dial(DialOpts::peer(listener_id).address(circuit_to(&relay_addr, listener_id)))
+            .unwrap();
+        let relayed_conn = loop {
+            if let SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } = dialer.next_event().await
+            {
+                if peer_id == listener_id {
+                    assert!(endpoint.is_relayed());
+                    break connection_id;
+                }
+            }
+        };
+        dialer
+            .dial(
+                DialOpts::peer(listener_id)
+                    .address(direct_addr.unwrap())
+                    .condition(meshwire_swarm::PeerCondition::Always),
+            )
+            .unwrap();
+        let direct_conn = loop {
+            if let SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } = dialer.next_event().await
+            {
+                if peer_id == listener_id {
+                    assert!(!endpoint.is_relayed());
+                    break connection_id;
+                }
+            }
+        };
+        assert_ne!(relayed_conn, direct_conn);
+        let _dialer_events = spawn(dialer);
+
+        // Which of the listener's connections is direct.
+        let mut direct_on_listener = None;
+        while direct_on_listener.is_none() {
+            if let SwarmEvent::ConnectionEstablished {
+                connection_id,
+                endpoint,
+                peer_id,
+                ..
+            } = listener_events.recv().await.unwrap()
+            {
+                if !endpoint.is_relayed() && peer_id != relay_id {
+                    direct_on_listener = Some(connection_id);
+                }
+            }
+        }
+        // Five streams held open at once: all on the direct connection, though the relayed
+        // one carries fewer.
+        let mut held = Vec::new();
+        for i in 0..5u8 {
+            let mut s = control.open_stream(listener_id, PROTO).await.unwrap();
+            s.write_all(&[i]).await.unwrap();
+            s.flush().await.unwrap();
+            let mut inbound = incoming.next().await.unwrap();
+            assert_eq!(
+                inbound.connection,
+                direct_on_listener.unwrap(),
+                "stream {i}"
+            );
+            let mut b = [0u8; 1];
+            inbound.stream.read_exact(&mut b).await.unwrap();
+            assert_eq!(b[0], i);
+            held.push((s, inbound));
+        }
+    })
+    .await
+    .expect("within the time limit");
+}

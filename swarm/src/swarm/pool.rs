@@ -176,12 +176,18 @@ impl Pool {
     }
 
     /// The live connection to `peer` with the fewest open streams.
+    /// The connection new streams to `peer` go on: a direct one over a relayed one, then the
+    /// one with the fewest open streams.
     pub(super) fn least_busy(&self, peer: &PeerId) -> Option<ConnectionId> {
         self.connections_of(peer)
             .iter()
             .copied()
             .filter(|id| self.is_live(id))
-            .min_by_key(|id| self.connections.get(id).map_or(0, |c| c.counters.open()))
+            .min_by_key(|id| {
+                self.connections
+                    .get(id)
+                    .map_or((true, 0), |c| (c.conn.is_relayed(), c.counters.open()))
+            })
     }
 
     /// Connections we are closing.

@@ -1,6 +1,7 @@
 //! Stream routing: inbound streams are accepted (within the per-connection limit),
 //! negotiated and handed to the behaviour that claimed the protocol; outbound
-//! [`OpenStream`] requests are opened on the least busy live connection, or wait for a dial
+//! [`OpenStream`] requests are opened on a live connection (a direct one over a relayed one,
+//! then the least busy), or wait for a dial
 //! of their peer.
 
 use meshwire_core::{Direction, PeerId};

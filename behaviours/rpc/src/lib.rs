@@ -1,0 +1,43 @@
+//! RPC: named procedures discovered through the DHT, provider selection, failover and a
+//! result cache, on `/meshwire/rpc/1.0.0` (spec: `docs/rpc.md`).
+//!
+//! ```
+//! use std::time::Instant;
+//! use meshwire_core::Keypair;
+//! use meshwire_rpc::{CallOpts, ProcedureName, RpcAction, RpcConfig, RpcEngine};
+//!
+//! let me = Keypair::from_seed_for_tests(1).peer_id();
+//! let mut engine = RpcEngine::new(me, RpcConfig::default());
+//! let name: ProcedureName = "org.example.billing.charge".parse()?;
+//! engine.call(Instant::now(), name.clone(), b"42".to_vec(), CallOpts::default().idempotent())?;
+//! // The providers are not known yet: the driver looks them up in the DHT.
+//! assert_eq!(engine.poll_action(), Some(RpcAction::FindProviders { name }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`name`]: reverse-DNS [`ProcedureName`]s and [`Realm`]s, validated with typed errors.
+//! - [`wire`]: the request and response messages, bounded, typed decode errors.
+//! - [`engine`]: [`RpcEngine`], the sans-IO caller side (selection, failover, caches,
+//!   interests).
+//! - `behaviour` (feature `swarm`, default): [`Behaviour`], the engine over kademlia
+//!   (provider announcements and lookups) and request-response (the exchanges), with the
+//!   local handler registry.
+//! - [`metrics`]: [`RpcMetrics`].
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod engine;
+pub mod metrics;
+pub mod name;
+pub mod wire;
+
+pub use engine::{
+    AttemptError, CallError, CallId, CallOpts, Candidate, RpcAction, RpcConfig, RpcEngine,
+    RpcEvent, Selector, Strategy,
+};
+pub use metrics::RpcMetrics;
+pub use name::{NameError, ProcedureName, Realm};
+pub use wire::{RemoteError, WireError, PROTOCOL};

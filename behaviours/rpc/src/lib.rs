@@ -24,16 +24,23 @@
 //! - `behaviour` (feature `swarm`, default): [`Behaviour`], the engine over kademlia
 //!   (provider announcements and lookups) and request-response (the exchanges), with the
 //!   local handler registry.
-//! - [`metrics`]: [`RpcMetrics`].
+//! - [`metrics`]: the Prometheus metrics ([`RpcMetrics`]).
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "swarm")]
+mod behaviour;
 pub mod engine;
 pub mod metrics;
 pub mod name;
 pub mod wire;
 
+#[cfg(feature = "swarm")]
+pub use behaviour::{
+    Behaviour, Config, Event, HandlerFuture, HandlerId, HandlerResult, PendingCall, RegisterError,
+    RTT_POLL_INTERVAL,
+};
 pub use engine::{
     AttemptError, CallError, CallId, CallOpts, Candidate, RpcAction, RpcConfig, RpcEngine,
     RpcEvent, Selector, Strategy,

@@ -724,9 +724,13 @@ impl RpcEngine {
             Ok(value) => {
                 let sample = now.saturating_duration_since(sent);
                 let stats = self.peers.entry(peer).or_default();
+                // A peak EWMA: a slower sample is taken at once, faster ones decay into it,
+                // so a provider that slows down is avoided from its first slow answer.
                 stats.ewma = Some(match stats.ewma {
-                    None => sample,
-                    Some(old) => old.mul_f64(1.0 - EWMA_ALPHA) + sample.mul_f64(EWMA_ALPHA),
+                    Some(old) if sample < old => {
+                        old.mul_f64(1.0 - EWMA_ALPHA) + sample.mul_f64(EWMA_ALPHA)
+                    }
+                    _ => sample,
                 });
                 self.finish(now, id, Ok(value), Some(peer));
             }

@@ -17,8 +17,9 @@ pub struct Candidate {
     pub peer: PeerId,
     /// Whether it is this node (a local handler).
     pub is_local: bool,
-    /// The latency estimate: an EWMA of its call latencies seeded by ping's RTT; `None`
-    /// before either is known.
+    /// The latency estimate: a peak EWMA of its call latencies (a slower sample replaces
+    /// it, faster ones decay into it with weight 0.3), seeded by ping's RTT; `None` before
+    /// either is known.
     pub latency: Option<Duration>,
     /// Our calls to it under way.
     pub outstanding: usize,

@@ -27,16 +27,16 @@ fn request(name: &str, payload: Vec<u8>) -> Vec<u8> {
     .encode()
 }
 
+/// The attacker's events.
+type Events = tokio::sync::mpsc::Receiver<SwarmEvent<Event<Vec<u8>, Vec<u8>, u64>>>;
+
 type Answer = (
     u64,
     Result<Result<Vec<u8>, RemoteError>, rr::OutboundFailure>,
 );
 
 /// Waits for the answers to `n` requests: (tag, decoded response or the failure), by tag.
-async fn answers(
-    events: &mut tokio::sync::mpsc::Receiver<SwarmEvent<Event<Vec<u8>, Vec<u8>, u64>>>,
-    n: usize,
-) -> Vec<Answer> {
+async fn answers(events: &mut Events, n: usize) -> Vec<Answer> {
     let mut out = Vec::new();
     tokio::time::timeout(T, async {
         while out.len() < n {

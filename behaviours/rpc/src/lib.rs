@@ -41,6 +41,8 @@ pub use behaviour::{
     Behaviour, Config, Event, HandlerFuture, HandlerId, HandlerResult, PendingCall, RegisterError,
     RTT_POLL_INTERVAL,
 };
+#[cfg(feature = "serde")]
+pub use behaviour::{TypedCall, TypedCallError};
 pub use engine::{
     AttemptError, CallError, CallId, CallOpts, Candidate, RpcAction, RpcConfig, RpcEngine,
     RpcEvent, Selector, Strategy,

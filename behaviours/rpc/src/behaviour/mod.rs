@@ -20,6 +20,8 @@
 mod codec;
 mod handlers;
 mod pending;
+#[cfg(feature = "serde")]
+mod typed;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -45,6 +47,8 @@ use self::codec::RpcCodec;
 use self::handlers::{Handler, Handlers};
 pub use self::handlers::{HandlerFuture, HandlerId, HandlerResult};
 pub use self::pending::PendingCall;
+#[cfg(feature = "serde")]
+pub use self::typed::{TypedCall, TypedCallError};
 use crate::engine::{
     AttemptError, CallError, CallId, CallOpts, RpcAction, RpcConfig, RpcEngine, RpcEvent,
 };

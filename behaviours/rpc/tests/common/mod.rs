@@ -26,6 +26,8 @@ pub struct Node {
     pub addr: Multiaddr,
     pub handle: SwarmHandle<App>,
     pub metrics: RpcMetrics,
+    /// The swarm's events.
+    pub events: tokio::sync::mpsc::UnboundedReceiver<SwarmEvent<AppEvent>>,
 }
 
 pub async fn start(config: Config) -> Node {
@@ -64,13 +66,21 @@ pub async fn start(config: Config) -> Node {
         }
     };
     let (handle, mut rx) = swarm.spawn();
-    // Drain the events: the tests use futures and metrics.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if tx.send(ev).is_err() {
+                // Keep draining so that the swarm never waits for us.
+                while rx.recv().await.is_some() {}
+            }
+        }
+    });
     Node {
         peer,
         addr,
         handle,
         metrics,
+        events,
     }
 }
 
@@ -84,6 +94,20 @@ impl Node {
             .await
             .expect("swarm answers in time")
             .expect("swarm alive")
+    }
+
+    /// Reads events until `f` picks one (within [`T`]).
+    pub async fn wait_for<R>(&mut self, mut f: impl FnMut(SwarmEvent<AppEvent>) -> Option<R>) -> R {
+        tokio::time::timeout(T, async {
+            loop {
+                let ev = self.events.recv().await.expect("node alive");
+                if let Some(r) = f(ev) {
+                    return r;
+                }
+            }
+        })
+        .await
+        .expect("event in time")
     }
 
     /// Joins the DHT through `boot`.

@@ -227,11 +227,7 @@ impl Behaviour {
 
     /// Reports into `metrics` (e.g. from [`RpcMetrics::register`]).
     pub fn with_metrics(mut self, metrics: RpcMetrics) -> Self {
-        self.engine = std::mem::replace(
-            &mut self.engine,
-            RpcEngine::new(self.parts.kad.local_peer_id(), self.config.engine.clone()),
-        )
-        .with_metrics(metrics.clone());
+        self.engine.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }
@@ -748,18 +744,10 @@ impl NetworkBehaviour for Behaviour {
                 progressed = true;
             }
             if let Poll::Ready(command) = self.parts.poll(cx) {
-                match command {
-                    ToSwarm::GenerateEvent(ev) => self.on_part_event(ev),
-                    other => {
-                        return Poll::Ready(other.map_event(|e| match e {
-                            PartEvent::Kad(e) => Event::Kad(e),
-                            // Request-response's events are all generated ones; kept total.
-                            PartEvent::Rr(_) => Event::InboundFailure {
-                                peer: self.parts.kad.local_peer_id(),
-                                error: InboundFailure::ConnectionClosed,
-                            },
-                        }));
-                    }
+                match command.into_event() {
+                    Ok(ev) => self.on_part_event(ev),
+                    // Every other command passes through unchanged.
+                    Err(command) => return Poll::Ready(command),
                 }
                 continue;
             }

@@ -337,6 +337,10 @@ enum Timer {
     Interest(ProcedureName),
 }
 
+/// Providers whose statistics (latency, calls under way, back-off) are kept, beyond which
+/// idle ones are forgotten: 4096.
+pub const MAX_PEER_STATS: usize = 4096;
+
 /// Weight of a new latency sample in the EWMA.
 const EWMA_ALPHA: f64 = 0.3;
 
@@ -401,6 +405,11 @@ impl RpcEngine {
         self
     }
 
+    /// Reports into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: RpcMetrics) {
+        self.metrics = metrics;
+    }
+
     /// The settings.
     pub fn config(&self) -> &RpcConfig {
         &self.config
@@ -445,7 +454,26 @@ impl RpcEngine {
 
     /// Ping's latest RTT to `peer`: seeds its latency estimate.
     pub fn handle_rtt(&mut self, peer: PeerId, rtt: Duration) {
-        self.peers.entry(peer).or_default().rtt = Some(rtt);
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.rtt = Some(rtt);
+        } else if self.peers.len() < MAX_PEER_STATS {
+            self.peers.insert(
+                peer,
+                PeerStats {
+                    rtt: Some(rtt),
+                    ..PeerStats::default()
+                },
+            );
+        }
+    }
+
+    /// Past [`MAX_PEER_STATS`] providers known, forgets those with nothing under way and
+    /// no back-off (their latency estimates are measured again if they come back).
+    fn prune_peers(&mut self, now: Instant) {
+        if self.peers.len() > MAX_PEER_STATS {
+            self.peers
+                .retain(|_, s| s.outstanding > 0 || s.backoff_until.is_some_and(|t| t > now));
+        }
     }
 
     fn timer(&mut self, at: Instant, t: Timer) {
@@ -680,6 +708,7 @@ impl RpcEngine {
                 });
             }
         }
+        self.prune_peers(now);
         // Only non-empty results are cached: a provider appearing is found by the next call.
         if !peers.is_empty() {
             self.providers.insert(name.clone(), peers, now);

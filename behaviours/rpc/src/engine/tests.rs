@@ -343,3 +343,17 @@ fn least_latency_follows_measured_call_latencies() {
     }
     assert!(count.get(&slow).copied().unwrap_or(0) <= 1, "{count:?}");
 }
+
+#[test]
+fn peer_statistics_are_bounded() {
+    let now = Instant::now();
+    let mut e = engine();
+    for i in 1..=(MAX_PEER_STATS as u64 + 10) {
+        e.handle_rtt(peer(i), Duration::from_millis(1));
+    }
+    assert_eq!(e.peers.len(), MAX_PEER_STATS);
+    // Past the bound, idle ones are forgotten at the next lookup's answer.
+    e.peers.insert(peer(99_999), PeerStats::default());
+    e.handle_providers(now, &name(), vec![peer(1)]);
+    assert!(e.peers.is_empty());
+}

@@ -287,6 +287,15 @@ async fn bench() {
     let size = env_u64("MESHWIRE_BENCH_PAYLOAD").unwrap_or(256) as usize;
     let payload = vec![0xa5u8; size];
     let mw = Meshwire::start().await;
+    if std::env::var("MESHWIRE_BENCH_ONLY").is_ok_and(|v| v == "meshwire") {
+        let (rate, mut lat) = concurrent(&mw, calls, tasks, &payload).await;
+        println!(
+            "concurrent meshwire     {rate:8.0} calls/s  p50 {:7.1} us  p99 {:7.1} us",
+            us(pct(&mut lat, 0.5)),
+            us(pct(&mut lat, 0.99))
+        );
+        return;
+    }
     let lp = RustLibp2p::start().await;
     println!("rpc bench: {size}-byte payloads, {exchanges} sequential calls, {calls} calls from {tasks} tasks");
 

@@ -121,3 +121,28 @@ impl RpcMetrics {
         self.served.get_or_create(&label("outcome", outcome)).get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_registered_under_the_rpc_prefix() {
+        let mut registry = Registry::default();
+        let m = RpcMetrics::register(&mut registry);
+        m.failovers.inc();
+        m.cache_hits.inc();
+        m.errors.get_or_create(&label("kind", "timeout")).inc();
+        m.observe_latency(Duration::from_millis(3));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for name in [
+            "rpc_failovers_total 1",
+            "rpc_cache_hits_total 1",
+            "rpc_errors_total{kind=\"timeout\"} 1",
+            "rpc_call_latency_seconds_count 1",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

@@ -168,3 +168,78 @@ async fn rpc_typed_calls_interests_events_and_unregister() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Sets its flag when dropped: tells that a handler's future was cancelled.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_a_timeout_cancels_the_providers_handler() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let name: ProcedureName = "org.example.slow.report".parse().unwrap();
+    let boot = start(config()).await;
+    let provider = start(config()).await;
+    let caller = start(config()).await;
+    provider.join(&boot).await;
+    caller.join(&boot).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (d, f, n) = (dropped.clone(), finished.clone(), name.clone());
+    provider
+        .rpc(move |r| {
+            r.register(n, move |_| {
+                let guard = DropFlag(d.clone());
+                let f = f.clone();
+                async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    f.store(true, Ordering::SeqCst);
+                    Ok(Vec::new())
+                }
+            })
+            .unwrap()
+        })
+        .await;
+    // Wait until the provider is found (a quick call on another name would not do: use
+    // the interest).
+    let n = name.clone();
+    caller.rpc(move |r| r.add_interest(n)).await;
+    let mut caller = caller;
+    caller
+        .wait_for(|ev| match ev {
+            SwarmEvent::Behaviour(AppEvent::Rpc(Event::Rpc(RpcEvent::ProviderAppeared {
+                ..
+            }))) => Some(()),
+            _ => None,
+        })
+        .await;
+    let started = Instant::now();
+    let n = name.clone();
+    let result = caller
+        .rpc(move |r| {
+            let opts = CallOpts::default().with_timeout(Duration::from_millis(300));
+            r.call_async(n, Vec::new(), opts)
+        })
+        .await
+        .await;
+    assert_eq!(result, Err(CallError::Timeout));
+    // The provider dropped the handler at the caller's deadline, long before it would
+    // have finished.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dropped.load(Ordering::SeqCst), "handler still running");
+    assert!(!finished.load(Ordering::SeqCst));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(provider.metrics.served("cancelled"), 1);
+    assert_eq!(caller.metrics.errors("timeout"), 1);
+}

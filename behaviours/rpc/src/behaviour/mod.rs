@@ -156,7 +156,26 @@ enum Done {
     },
 }
 
-/// RPC over a swarm. See the [module docs](self) and the [crate docs](crate).
+/// RPC over a swarm: the [`RpcEngine`] driven over kademlia and request-response.
+/// `swarm`).
+///
+/// - **Kademlia** (given to [`Behaviour::new`]; [`Behaviour::kad_mut`] to bootstrap): a
+///   registration announces the node as a provider of the name's service key in its realm
+///   (`kad::Behaviour::announce("rpc/<realm>/<name>")`, re-announced by kademlia while
+///   registered, withdrawn on unregister); the engine's lookups are `get_providers` of that
+///   key, and the providers' addresses are offered to the swarm's dials. Other kademlia
+///   events are passed on ([`Event::Kad`]).
+/// - **Request-response** with the RPC codec on [`PROTOCOL`]: the engine's attempts go out
+///   as requests; remotes' requests run the local handlers.
+/// - **Serving**: at most [`Config::max_handlers`] handlers run at once, at most
+///   [`Config::max_handlers_per_peer`] for one caller; past either the caller gets
+///   [`RemoteError::Overloaded`] (the handler did not run, so it may fail over). A handler
+///   is cancelled (dropped) at the caller's timeout, carried in the request, and at most
+///   after [`Config::max_call_time`].
+/// - **Ping's RTT table** ([`Behaviour::with_rtt_table`]): seeds the latency estimates of
+///   [`Strategy::LeastLatency`](crate::Strategy::LeastLatency).
+///
+/// See the [crate docs](crate) for the API as a whole.
 pub struct Behaviour {
     parts: Parts,
     engine: RpcEngine,

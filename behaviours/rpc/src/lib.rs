@@ -21,7 +21,7 @@
 //! - [`wire`]: the request and response messages, bounded, typed decode errors.
 //! - [`engine`]: [`RpcEngine`], the sans-IO caller side (selection, failover, caches,
 //!   interests).
-//! - `behaviour` (feature `swarm`, default): [`Behaviour`], the engine over kademlia
+//! - `behaviour` (feature `swarm`, default): `Behaviour`, the engine over kademlia
 //!   (provider announcements and lookups) and request-response (the exchanges), with the
 //!   local handler registry.
 //! - [`metrics`]: the Prometheus metrics ([`RpcMetrics`]).

@@ -15,6 +15,46 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Over swarms (feature `swarm`, default): a provider registers a handler, a caller that
+//! knows the provider only as a kademlia peer finds it through the DHT and calls it:
+//!
+//! ```
+//! use meshwire_core::Keypair;
+//! use meshwire_rpc::{Behaviour, CallOpts, Config, Event, ProcedureName, RpcEvent};
+//! use meshwire_swarm::{Swarm, SwarmConfig, SwarmEvent};
+//! use meshwire_transport::memory::MemoryTransport;
+//!
+//! fn node() -> Swarm<Behaviour> {
+//!     let peer = Keypair::generate().peer_id();
+//!     let kad = meshwire_kad::Behaviour::new(peer, meshwire_kad::Config::default());
+//!     Swarm::new(MemoryTransport::new(peer), Behaviour::new(kad, Config::default()), SwarmConfig::default())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name: ProcedureName = "org.example.greeter.hello".parse()?;
+//! let (mut provider, mut caller) = (node(), node());
+//! provider.behaviour_mut().register(name.clone(), |who: Vec<u8>| async move {
+//!     Ok([b"hello, ".as_slice(), &who].concat())
+//! })?;
+//! provider.listen_on("/memory/0".parse()?)?;
+//! let addr = loop {
+//!     if let SwarmEvent::NewListenAddr { address, .. } = provider.next_event().await { break address; }
+//! };
+//! caller.behaviour_mut().kad_mut().add_address(provider.local_peer_id(), addr);
+//! let id = caller.behaviour_mut().call(name, b"ada".to_vec(), CallOpts::default())?;
+//! let greeting = loop {
+//!     tokio::select! {
+//!         ev = caller.next_event() => if let SwarmEvent::Behaviour(Event::Rpc(
+//!             RpcEvent::CallFinished { id: done, result, .. })) = ev {
+//!             if done == id { break result?; }
+//!         },
+//!         _ = provider.next_event() => {}
+//!     }
+//! };
+//! assert_eq!(greeting, b"hello, ada");
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`name`]: reverse-DNS [`ProcedureName`]s and [`Realm`]s, validated with typed errors.

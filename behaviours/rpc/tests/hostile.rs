@@ -113,17 +113,26 @@ async fn rpc_hostile_requests_get_typed_errors_and_bounded_work() {
                 .unwrap()
         }
     };
-    // Malformed and unknown: typed refusals; the handler never ran.
+    // Malformed, unknown, wrong realm: typed refusals; the handler never ran.
     send(vec![9, 9, 9], 1).await;
     send(vec![1, 3, b'a', b'b'], 2).await;
     send(request("org.example.nobody.here", vec![]), 3).await;
-    let a = answers(&mut events, 3).await;
+    // A served name, asked in another realm: not served there.
+    let other_realm = WireRequest {
+        realm: Realm::new("staging").unwrap(),
+        name: ProcedureName::new("org.example.slow.op").unwrap(),
+        timeout_ms: 5000,
+        payload: vec![],
+    };
+    send(other_realm.encode(), 4).await;
+    let a = answers(&mut events, 4).await;
     assert!(matches!(&a[0].1, Ok(Err(RemoteError::BadRequest(m))) if m.contains("version")));
     assert!(matches!(&a[1].1, Ok(Err(RemoteError::BadRequest(_)))));
     assert_eq!(a[2].1.as_ref().unwrap(), &Err(RemoteError::NoSuchProcedure));
+    assert_eq!(a[3].1.as_ref().unwrap(), &Err(RemoteError::NoSuchProcedure));
 
     // Oversized (2 MiB against the 1 MiB + 512 limit): reset unread.
-    send(request("org.example.slow.op", vec![0; 2 << 20]), 4).await;
+    send(request("org.example.slow.op", vec![0; 2 << 20]), 5).await;
     let a = answers(&mut events, 1).await;
     assert!(a[0].1.is_err(), "{:?}", a[0].1);
     assert_eq!(peak.load(Ordering::SeqCst), 0);

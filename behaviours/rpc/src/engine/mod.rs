@@ -316,8 +316,18 @@ struct Call {
     started: Instant,
     failures: Vec<(PeerId, AttemptError)>,
     /// The attempt in flight: its number, provider and start.
-    current: Option<(u32, PeerId, Instant)>,
+    current: Option<Attempt>,
     attempts: u32,
+}
+
+/// The attempt of a call in flight.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    number: u32,
+    peer: PeerId,
+    sent: Instant,
+    /// Its key in the timer set.
+    timer: (Instant, u64),
 }
 
 /// What the engine knows of a provider.
@@ -555,7 +565,14 @@ impl RpcEngine {
         let Some(call) = self.calls.remove(&id) else {
             return false;
         };
-        if let Some((attempt, peer, _)) = call.current {
+        if let Some(Attempt {
+            number: attempt,
+            peer,
+            timer,
+            ..
+        }) = call.current
+        {
+            self.timers.remove(&timer);
             self.release(&peer);
             self.actions
                 .push_back(RpcAction::Abandon { call: id, attempt });
@@ -656,9 +673,16 @@ impl RpcEngine {
         };
         call.attempts += 1;
         let attempt = call.attempts;
-        call.current = Some((attempt, peer, now));
+        self.next_timer += 1;
+        let timer = (now + timeout, self.next_timer);
+        call.current = Some(Attempt {
+            number: attempt,
+            peer,
+            sent: now,
+            timer,
+        });
+        self.timers.insert(timer, Timer::Attempt(id, attempt));
         self.peers.entry(peer).or_default().outstanding += 1;
-        self.timer(now + timeout, Timer::Attempt(id, attempt));
         self.actions.push_back(if peer == self.local {
             RpcAction::CallLocal {
                 call: id,
@@ -741,13 +765,21 @@ impl RpcEngine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some((current, peer, sent)) = call.current else {
+        let Some(Attempt {
+            number,
+            peer,
+            sent,
+            timer,
+        }) = call.current
+        else {
             return;
         };
-        if current != attempt {
+        if number != attempt {
             return;
         }
         call.current = None;
+        // The attempt's timer goes with it: the timer set holds only live attempts.
+        self.timers.remove(&timer);
         self.release(&peer);
         match result {
             Ok(value) => {
@@ -885,7 +917,7 @@ impl RpcEngine {
                         .calls
                         .get(&id)
                         .and_then(|c| c.current)
-                        .is_some_and(|(a, _, _)| a == attempt);
+                        .is_some_and(|a| a.number == attempt);
                     if live {
                         self.actions
                             .push_back(RpcAction::Abandon { call: id, attempt });

@@ -357,3 +357,21 @@ fn peer_statistics_are_bounded() {
     e.handle_providers(now, &name(), vec![peer(1)]);
     assert!(e.peers.is_empty());
 }
+
+#[test]
+fn finished_attempts_leave_no_timers_behind() {
+    let now = Instant::now();
+    let mut e = with_providers(3, now);
+    for i in 0..1000u32 {
+        e.call(now, name(), i.to_be_bytes().to_vec(), CallOpts::default())
+            .unwrap();
+        for (call, attempt, _) in sends(&mut e) {
+            e.handle_result(now, call, attempt, Ok(vec![]));
+        }
+    }
+    assert!(e.timers.is_empty(), "{} timers", e.timers.len());
+    let id = e.call(now, name(), vec![], CallOpts::default()).unwrap();
+    assert_eq!(e.timers.len(), 1);
+    assert!(e.cancel(id));
+    assert!(e.timers.is_empty());
+}

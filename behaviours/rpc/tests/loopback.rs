@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start, Node, T};
+use common::{start, start_with, Node, T};
 use meshwire_rpc::{CallError, CallOpts, Config, ProcedureName, Strategy};
 
 const CALLS: usize = 3000;
@@ -81,6 +81,9 @@ async fn rpc_ten_swarms_strategies_failover_cache_and_no_providers() {
         engine: meshwire_rpc::RpcConfig {
             // Short, so that the setup sees all three providers soon.
             provider_ttl: Duration::from_secs(2),
+            // The strategies, not the per-provider cap, decide here (the swarm's stream
+            // limits are raised to match in `common`).
+            max_outstanding_per_provider: 512,
             ..Default::default()
         },
         max_handlers_per_peer: 256,
@@ -220,4 +223,41 @@ async fn rpc_ten_swarms_strategies_failover_cache_and_no_providers() {
     assert_eq!(r[0], Err(CallError::NoProviders));
     assert!(took < Duration::from_secs(5), "{took:?}");
     println!("total: {:?}", started.elapsed());
+}
+
+/// With every default (the swarm's 32 streams per peer and protocol, RPC's 32 calls per
+/// provider), 600 calls at once to one provider all succeed: the caller queues past its
+/// per-provider limit instead of having its streams reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_many_calls_to_one_provider_with_default_limits() {
+    let provider = start_with(Config::default(), false).await;
+    let caller = start_with(Config::default(), false).await;
+    caller.join(&provider).await;
+    provider
+        .rpc(|r| {
+            r.register(name(), |p| async move { Ok(p) })
+                .expect("register")
+        })
+        .await;
+    let n = 600;
+    let pending = caller
+        .rpc(move |r| {
+            (0..n)
+                .map(|i: u32| r.call_async(name(), i.to_be_bytes().to_vec(), CallOpts::default()))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let results = tokio::time::timeout(T, futures::future::join_all(pending))
+        .await
+        .expect("calls finish in time");
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed[0]
+    );
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.as_ref().unwrap(), &(i as u32).to_be_bytes().to_vec());
+    }
 }

@@ -397,7 +397,7 @@ impl Behaviour {
     /// [`CallError::Dropped`]). Returns whether it was under way.
     pub fn cancel(&mut self, id: CallId) -> bool {
         self.replies.remove(&id);
-        let cancelled = self.engine.cancel(id);
+        let cancelled = self.engine.cancel(Instant::now(), id);
         self.wake();
         cancelled
     }

@@ -59,6 +59,10 @@ pub struct RpcConfig {
     pub cache_ttl: Duration,
     /// Calls under way at most (past it `call` refuses with [`CallError::Busy`]) \[4096\].
     pub max_calls: usize,
+    /// Our attempts under way to one remote provider at most \[32, the swarm's default
+    /// limit of inbound streams per peer and protocol\]: a call whose candidates are all at
+    /// it waits, in order, for one of them to finish an attempt.
+    pub max_outstanding_per_provider: usize,
     /// Largest payload of a call, in bytes \[1 MiB\].
     pub max_payload: usize,
     /// How often the providers of a name of interest are looked up \[5 s\].
@@ -84,6 +88,7 @@ impl Default for RpcConfig {
             cache_max_bytes: 16 * 1024 * 1024,
             cache_ttl: Duration::from_secs(10),
             max_calls: 4096,
+            max_outstanding_per_provider: 32,
             max_payload: 1024 * 1024,
             interest_interval: Duration::from_secs(5),
             max_interests: 256,
@@ -351,6 +356,9 @@ enum Timer {
 /// idle ones are forgotten: 4096.
 pub const MAX_PEER_STATS: usize = 4096;
 
+/// Waiting calls tried per freed slot: 4.
+const DEQUEUE_BATCH: usize = 4;
+
 /// Weight of a new latency sample in the EWMA.
 const EWMA_ALPHA: f64 = 0.3;
 
@@ -367,6 +375,8 @@ pub struct RpcEngine {
     turns: HashMap<ProcedureName, usize>,
     results: ResultCache,
     interests: HashMap<ProcedureName, HashSet<PeerId>>,
+    /// Calls waiting for a provider below `max_outstanding_per_provider`, in order.
+    queued: VecDeque<CallId>,
     local_names: HashSet<ProcedureName>,
     timers: BTreeMap<(Instant, u64), Timer>,
     actions: VecDeque<RpcAction>,
@@ -398,6 +408,7 @@ impl RpcEngine {
             peers: HashMap::new(),
             turns: HashMap::new(),
             interests: HashMap::new(),
+            queued: VecDeque::new(),
             local_names: HashSet::new(),
             timers: BTreeMap::new(),
             actions: VecDeque::new(),
@@ -561,7 +572,7 @@ impl RpcEngine {
     }
 
     /// Gives up on call `id` now (its event is not reported). Returns whether it was under way.
-    pub fn cancel(&mut self, id: CallId) -> bool {
+    pub fn cancel(&mut self, now: Instant, id: CallId) -> bool {
         let Some(call) = self.calls.remove(&id) else {
             return false;
         };
@@ -576,6 +587,7 @@ impl RpcEngine {
             self.release(&peer);
             self.actions
                 .push_back(RpcAction::Abandon { call: id, attempt });
+            self.dequeue(now);
         }
         true
     }
@@ -583,6 +595,19 @@ impl RpcEngine {
     fn release(&mut self, peer: &PeerId) {
         if let Some(s) = self.peers.get_mut(peer) {
             s.outstanding = s.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// A slot freed: moves waiting calls on (a few at most, so that a long queue costs
+    /// nothing per result; a call that still finds no slot goes to the back).
+    fn dequeue(&mut self, now: Instant) {
+        for _ in 0..DEQUEUE_BATCH.min(self.queued.len()) {
+            let Some(id) = self.queued.pop_front() else {
+                return;
+            };
+            if self.calls.contains_key(&id) {
+                self.dispatch(now, id);
+            }
         }
     }
 
@@ -649,6 +674,16 @@ impl RpcEngine {
                 }
             };
             self.finish(now, id, Err(error), None);
+            return;
+        }
+        let limit = self.config.max_outstanding_per_provider;
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| c.is_local || c.outstanding < limit)
+            .collect();
+        if candidates.is_empty() {
+            // Every candidate is at its limit: wait for a slot.
+            self.queued.push_back(id);
             return;
         }
         let pick = match candidates.iter().position(|c| c.is_local) {
@@ -781,6 +816,7 @@ impl RpcEngine {
         // The attempt's timer goes with it: the timer set holds only live attempts.
         self.timers.remove(&timer);
         self.release(&peer);
+        self.dequeue(now);
         match result {
             Ok(value) => {
                 let sample = now.saturating_duration_since(sent);

@@ -372,6 +372,38 @@ fn finished_attempts_leave_no_timers_behind() {
     assert!(e.timers.is_empty(), "{} timers", e.timers.len());
     let id = e.call(now, name(), vec![], CallOpts::default()).unwrap();
     assert_eq!(e.timers.len(), 1);
-    assert!(e.cancel(id));
+    assert!(e.cancel(now, id));
     assert!(e.timers.is_empty());
+}
+
+#[test]
+fn calls_wait_while_every_provider_is_at_its_limit() {
+    let now = Instant::now();
+    let mut e = RpcEngine::new(
+        peer(0),
+        RpcConfig {
+            max_outstanding_per_provider: 2,
+            ..RpcConfig::default()
+        },
+    );
+    e.handle_providers(now, &name(), vec![peer(1), peer(2)]);
+    for i in 0..6u8 {
+        e.call(now, name(), vec![i], CallOpts::default()).unwrap();
+    }
+    // Two per provider go out; two wait.
+    let first = sends(&mut e);
+    assert_eq!(first.len(), 4);
+    assert_eq!(e.outstanding(&peer(1)), 2);
+    assert_eq!(e.outstanding(&peer(2)), 2);
+    // Each finished attempt lets one waiting call go, to the provider with room.
+    let (call, attempt, p) = first[0];
+    e.handle_result(now, call, attempt, Ok(vec![]));
+    let next = sends(&mut e);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].2, p);
+    // A cancelled attempt frees its slot too.
+    let (call, _, _) = first[1];
+    assert!(e.cancel(now, call));
+    assert_eq!(sends(&mut e).len(), 1);
+    assert_eq!(e.calls_in_flight(), 4);
 }

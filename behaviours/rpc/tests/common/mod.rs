@@ -30,7 +30,13 @@ pub struct Node {
     pub events: tokio::sync::mpsc::UnboundedReceiver<SwarmEvent<AppEvent>>,
 }
 
+/// A node with the swarm's stream limits raised (see below).
 pub async fn start(config: Config) -> Node {
+    start_with(config, true).await
+}
+
+/// A node; with `raise_limits` the swarm's stream limits per peer are raised.
+pub async fn start_with(config: Config, raise_limits: bool) -> Node {
     let key = Keypair::generate();
     let peer = key.peer_id();
     let kad = kad::Behaviour::new(
@@ -48,8 +54,10 @@ pub async fn start(config: Config) -> Node {
     let mut limits = meshwire_swarm::rcmgr::Limits::from_machine();
     // The default lets one peer hold 16 streams under negotiation and 32 per protocol:
     // the strategy runs put up to `CONCURRENCY` calls on one provider.
-    limits.transient_peer = meshwire_swarm::rcmgr::ScopeLimits::streams(512, 512, 1024);
-    limits.protocol_peer = meshwire_swarm::rcmgr::ScopeLimits::streams(512, 512, 1024);
+    if raise_limits {
+        limits.transient_peer = meshwire_swarm::rcmgr::ScopeLimits::streams(512, 512, 1024);
+        limits.protocol_peer = meshwire_swarm::rcmgr::ScopeLimits::streams(512, 512, 1024);
+    }
     let swarm_config = SwarmConfig {
         resource_limits: limits,
         idle_connection_timeout: Some(Duration::from_secs(120)),

@@ -16,7 +16,9 @@
 //!   relays announced in the DHT, chosen by RTT and load, auto relay with failover;
 //!   `docs/relay-registry.md`), [`request_response`] (feature
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
-//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`), `rpc`
+//!   (feature `rpc`: named procedures discovered through the DHT, provider selection,
+//!   failover, result cache; `docs/rpc.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -86,6 +88,9 @@ pub use meshwire_relay as relay;
 pub use meshwire_relay_registry as relay_registry;
 #[cfg(feature = "request-response")]
 pub use meshwire_request_response as request_response;
+/// RPC (feature `rpc`): named procedures over the DHT; see `docs/rpc.md`.
+#[cfg(feature = "rpc")]
+pub use meshwire_rpc as rpc;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

@@ -18,5 +18,7 @@ pub use crate::kad;
 pub use crate::ping;
 #[cfg(feature = "relay")]
 pub use crate::relay;
+#[cfg(feature = "rpc")]
+pub use crate::rpc;
 #[cfg(feature = "swim")]
 pub use crate::swim;

@@ -63,6 +63,7 @@ pub mod protocol;
 pub mod stream;
 mod swarm;
 pub mod timer;
+pub mod toggle;
 pub mod toolkit;
 
 pub use behaviour::{
@@ -83,6 +84,7 @@ pub use protocol::StreamProtocol;
 pub use stream::Stream;
 pub use swarm::{ConnectionInfo, Swarm};
 pub use timer::Timer;
+pub use toggle::Toggle;
 
 #[cfg(feature = "macros")]
 pub use meshwire_swarm_derive::NetworkBehaviour;

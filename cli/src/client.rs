@@ -29,6 +29,9 @@ impl From<HandleError> for ClientError {
     }
 }
 
+/// How long `kad provide` keeps its node up after the lookup, for the ADD_PROVIDER messages.
+const PROVIDE_LINGER: Duration = Duration::from_millis(500);
+
 type Events = mpsc::Receiver<SwarmEvent<NodeEvent>>;
 
 async fn start(config: &Config, key: Keypair) -> Result<(SwarmHandle<Node>, Events), ClientError> {
@@ -218,6 +221,12 @@ pub async fn kad(
         | QueryResult::GetProviders(Err(e)) => Err(e.to_string()),
         other => Err(format!("unexpected result {other:?}")),
     };
+    if matches!(op, KadOp::Provide { .. }) {
+        // ADD_PROVIDER is sent without an answer once the lookup finished: give the streams
+        // a moment to be written before the node goes away.
+        let linger = tokio::time::Instant::now() + PROVIDE_LINGER;
+        while let Ok(Some(_)) = tokio::time::timeout_at(linger, events.recv()).await {}
+    }
     handle.shutdown().await?;
     match out {
         Ok(s) => {

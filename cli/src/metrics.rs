@@ -8,6 +8,8 @@
 //! | `meshwire_connections{kind}` | gauge | connections, `kind` = `direct` or `relayed` |
 //! | `meshwire_ping_rtt_seconds_mean` | gauge | mean of the peers' last ping RTTs |
 //! | `meshwire_kad_routing_table_peers` | gauge | peers in kademlia's routing table |
+//! | `meshwire_kad_records` | gauge | records in kademlia's local store |
+//! | `meshwire_kad_provider_keys` | gauge | keys with provider records in kademlia's local store |
 //! | `meshwire_swim_members{realm,state}` | gauge | SWIM members by state (`alive`, `suspect`, `failed`, `left`) |
 //! | `meshwire_swim_datagrams_sent` / `_received` | gauge | SWIM datagrams since start |
 //! | `meshwire_relay_client_reservations` | gauge | reservations we hold on relays |
@@ -31,6 +33,8 @@ pub struct Metrics {
     connections: Family<Labels, Gauge>,
     rtt_mean: Gauge<f64, AtomicU64>,
     kad_routing: Gauge,
+    kad_records: Gauge,
+    kad_provider_keys: Gauge,
     swim_members: Family<Labels, Gauge>,
     swim_sent: Gauge,
     swim_received: Gauge,
@@ -47,6 +51,8 @@ impl Metrics {
             connections: Family::default(),
             rtt_mean: Gauge::default(),
             kad_routing: Gauge::default(),
+            kad_records: Gauge::default(),
+            kad_provider_keys: Gauge::default(),
             swim_members: Family::default(),
             swim_sent: Gauge::default(),
             swim_received: Gauge::default(),
@@ -69,6 +75,16 @@ impl Metrics {
             "kad_routing_table_peers",
             "Peers in the kademlia routing table",
             m.kad_routing.clone(),
+        );
+        r.register(
+            "kad_records",
+            "Records in the kademlia store",
+            m.kad_records.clone(),
+        );
+        r.register(
+            "kad_provider_keys",
+            "Keys with provider records in the kademlia store",
+            m.kad_provider_keys.clone(),
         );
         r.register(
             "swim_members",
@@ -118,6 +134,8 @@ impl Metrics {
             rtts.iter().sum::<f64>() / rtts.len() as f64 / 1e3
         });
         self.kad_routing.set(n(s.kad_routing_table));
+        self.kad_records.set(n(s.kad_records));
+        self.kad_provider_keys.set(n(s.kad_provider_keys));
         for realm in &s.realms {
             for state in ["alive", "suspect", "failed", "left"] {
                 let count = realm.members.iter().filter(|m| m.state == state).count();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle};
 use meshwire::prelude::*;
+use meshwire::swarm::DialError;
 use meshwire::swim::SwimEvent;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -154,11 +155,14 @@ pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
     // Bootstrap: kademlia learns the peers and looks itself up; SWIM joins through them.
     if !bootstrap.is_empty() {
         for (peer, addr) in &bootstrap {
-            if let Err(e) = handle
+            match handle
                 .dial(DialOpts::peer(*peer).address(addr.clone()))
                 .await
             {
-                println!("meshwire: bootstrap: dial {addr}: {e}");
+                // Already connected or being dialed: nothing to do.
+                Ok(_) => {}
+                Err(HandleError::Dial(e)) if matches!(*e, DialError::ConditionFalse(_)) => {}
+                Err(e) => println!("meshwire: bootstrap: dial {addr}: {e}"),
             }
         }
         let peers = bootstrap.clone();
@@ -186,11 +190,14 @@ pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
             println!("meshwire: {e}");
         }
         for (peer, addr) in &bootstrap {
-            if let Err(e) = handle
+            match handle
                 .dial(DialOpts::peer(*peer).address(addr.clone()))
                 .await
             {
-                println!("meshwire: bootstrap: dial {addr}: {e}");
+                // Already connected or being dialed: nothing to do.
+                Ok(_) => {}
+                Err(HandleError::Dial(e)) if matches!(*e, DialError::ConditionFalse(_)) => {}
+                Err(e) => println!("meshwire: bootstrap: dial {addr}: {e}"),
             }
         }
     }

@@ -34,6 +34,10 @@ pub struct Status {
     pub kad_routing_table: usize,
     /// `server` or `client`.
     pub kad_mode: String,
+    /// Records in kademlia's local store.
+    pub kad_records: usize,
+    /// Keys kademlia's local store holds provider records for.
+    pub kad_provider_keys: usize,
     /// SWIM datagrams sent and received since start.
     pub swim_datagrams: (u64, u64),
     /// The connection manager's watermarks and connection count.
@@ -147,7 +151,7 @@ pub async fn collect(
         p
     };
     let peers_for_b = peers_of.clone();
-    let (per_peer, realm_status, reservations, server, kad_size, kad_mode, io) = handle
+    let (per_peer, realm_status, reservations, server, kad, io) = handle
         .with_behaviour(move |b: &mut Node| {
             let per_peer: Vec<_> = peers_for_b
                 .iter()
@@ -195,8 +199,12 @@ pub async fn collect(
                 realm_status,
                 b.relay_client.reservations(),
                 server,
-                b.kad.routing_table().len(),
-                format!("{:?}", b.kad.mode()).to_lowercase(),
+                (
+                    b.kad.routing_table().len(),
+                    format!("{:?}", b.kad.mode()).to_lowercase(),
+                    b.kad.engine().record_store().len(),
+                    b.kad.engine().provider_store().len(),
+                ),
                 io,
             )
         })
@@ -258,8 +266,10 @@ pub async fn collect(
             .collect(),
         relay_server_reservations: server.0,
         relay_server_circuits: server.1,
-        kad_routing_table: kad_size,
-        kad_mode,
+        kad_routing_table: kad.0,
+        kad_mode: kad.1,
+        kad_records: kad.2,
+        kad_provider_keys: kad.3,
         swim_datagrams: io,
         connmgr: ConnMgrStatus {
             low_water: info.low_water,

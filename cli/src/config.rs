@@ -109,6 +109,7 @@ pub struct Config {
     pub swim: SwimSection,
     pub relay_server: RelayServerSection,
     pub relay_client: RelayClientSection,
+    pub resources: ResourcesSection,
 }
 
 /// `[node]`: identity, addresses, peers and realms.
@@ -203,6 +204,7 @@ pub struct QuicSection {
     pub receive_window: Option<u32>,
     pub send_window: Option<u64>,
     pub max_pending_incoming: Option<usize>,
+    pub datagram_receive_buffer: Option<usize>,
 }
 
 /// `[ping]`.
@@ -226,6 +228,10 @@ pub struct IdentifySection {
     pub max_listen_addrs: Option<usize>,
     pub max_protocols: Option<usize>,
     pub max_exchanges: Option<usize>,
+    pub cache_size: Option<usize>,
+    pub max_queued: Option<usize>,
+    pub min_push_interval: Option<Dur>,
+    pub push_listen_addr_updates: Option<bool>,
 }
 
 /// `kad.mode`.
@@ -257,6 +263,18 @@ pub struct KadSection {
     pub max_provider_keys: Option<usize>,
     pub max_providers_per_key: Option<usize>,
     pub provider_ttl: Option<Dur>,
+    pub max_failures: Option<u32>,
+    pub lookup_retries: Option<u32>,
+    pub max_addrs_per_peer: Option<usize>,
+    pub caching: Option<bool>,
+    pub inbound_timeout: Option<Dur>,
+    pub max_address_cache_peers: Option<usize>,
+    pub max_stream_tasks: Option<usize>,
+    pub max_queued_commands: Option<usize>,
+    pub publication_interval: Option<Dur>,
+    pub replication_interval: Option<Dur>,
+    pub max_addrs_per_provider: Option<usize>,
+    pub provider_publication_interval: Option<Dur>,
 }
 
 /// `[swim]`.
@@ -276,6 +294,31 @@ pub struct SwimSection {
     pub rejoin_interval: Option<Dur>,
     pub max_inbound_push_pulls: Option<usize>,
     pub max_inbound_push_pulls_per_peer: Option<usize>,
+    pub suspicion_max_timeout_mult: Option<u32>,
+    pub retransmit_mult: Option<u32>,
+    pub gossip_fresh_transmits: Option<u32>,
+    pub push_pull_timeout: Option<Dur>,
+    pub dead_retention: Option<Dur>,
+    pub mtu: Option<usize>,
+    pub max_metadata_bytes: Option<usize>,
+    pub max_push_pull_members: Option<usize>,
+    pub max_push_pull_bytes: Option<usize>,
+    pub max_pending_relays: Option<usize>,
+    pub max_queued_outputs: Option<usize>,
+    pub max_queued_datagrams_per_peer: Option<usize>,
+    pub max_queued_peers: Option<usize>,
+    pub queued_datagram_ttl: Option<Dur>,
+    pub max_announced_addresses: Option<usize>,
+    pub traffic_keep_alive: Option<Dur>,
+    pub max_inbound_push_pull_bytes: Option<usize>,
+    pub dial_backoff: Option<Dur>,
+    pub dial_backoff_max: Option<Dur>,
+    pub max_fallback_streams: Option<usize>,
+    pub max_inbound_fallback_streams: Option<usize>,
+    pub max_inbound_fallback_streams_per_peer: Option<usize>,
+    pub max_queued_fallback_messages_per_peer: Option<usize>,
+    pub fallback_stream_idle_timeout: Option<Dur>,
+    pub fallback_stream_write_timeout: Option<Dur>,
 }
 
 /// `[relay_server]`.
@@ -292,6 +335,15 @@ pub struct RelayServerSection {
     pub max_circuits_per_peer: Option<usize>,
     pub max_circuit_duration: Option<Dur>,
     pub max_circuit_bytes: Option<u64>,
+    pub reservation_rate_per_peer: Option<RateSection>,
+    pub reservation_rate_per_ip: Option<RateSection>,
+    pub circuit_rate_per_peer: Option<RateSection>,
+    pub circuit_rate_per_ip: Option<RateSection>,
+    pub rate_limiter_max_tracked: Option<usize>,
+    pub exchange_timeout: Option<Dur>,
+    pub max_exchanges: Option<usize>,
+    pub max_exchanges_per_peer: Option<usize>,
+    pub circuit_buffer: Option<usize>,
 }
 
 /// `[relay_client]`.
@@ -302,6 +354,49 @@ pub struct RelayClientSection {
     pub max_listeners: Option<usize>,
     pub max_pending_dials: Option<usize>,
     pub exchange_timeout: Option<Dur>,
+    pub max_pending_incoming: Option<usize>,
+    pub max_stop_streams: Option<usize>,
+    pub renew_margin: Option<Dur>,
+}
+
+/// A token bucket of the relay server: `{ limit = 30, interval = "2m" }`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RateSection {
+    pub limit: u32,
+    pub interval: Dur,
+}
+
+/// `[resources]`: the resource manager's limits. `memory` sizes every scope from one budget
+/// (`Limits::for_memory`; default: from the machine's memory); the scope tables then
+/// override single limits.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ResourcesSection {
+    pub memory: Option<u64>,
+    pub system: ScopeSection,
+    pub transient: ScopeSection,
+    pub transient_peer: ScopeSection,
+    pub peer: ScopeSection,
+    pub protocol: ScopeSection,
+    pub protocol_peer: ScopeSection,
+    pub service: ScopeSection,
+}
+
+/// One scope of `[resources]`, e.g. `[resources.peer]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ScopeSection {
+    pub conns_inbound: Option<u32>,
+    pub conns_outbound: Option<u32>,
+    pub conns: Option<u32>,
+    pub streams_inbound: Option<u32>,
+    pub streams_outbound: Option<u32>,
+    pub streams: Option<u32>,
+    pub memory: Option<u64>,
 }
 
 /// The file's text and where it came from, kept to point errors at lines.

@@ -83,9 +83,13 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             relay_client: ctx.relay_client(),
             relay_server: Toggle::from(if config.relay_server.enabled.unwrap_or(true) {
                 Some(
-                    relay::Behaviour::new(ctx.key().clone(), settings::relay_server(config))
-                        .map_err(|e| BehaviourError(format!("relay_server: {e}")))?
-                        .with_metrics(relay_metrics),
+                    relay::Behaviour::with_config(
+                        ctx.key().clone(),
+                        settings::relay_server(config),
+                        settings::relay_server_io(config),
+                    )
+                    .map_err(|e| BehaviourError(format!("relay_server: {e}")))?
+                    .with_metrics(relay_metrics),
                 )
             } else {
                 None

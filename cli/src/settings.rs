@@ -4,11 +4,13 @@
 use meshwire::connmgr;
 use meshwire::core::PublicKey;
 use meshwire::prelude::*;
-use meshwire::relay::{client, ServerConfig};
+use meshwire::relay::server::RateLimit;
+use meshwire::relay::{client, BehaviourConfig, ServerConfig};
+use meshwire::swarm::rcmgr::Limits;
 use meshwire::transport::quic::QuicConfig;
 use meshwire::transport::split_peer_id;
 
-use crate::config::{Config, ConfigError, Dur, KadMode, Source};
+use crate::config::{Config, ConfigError, Dur, KadMode, RateSection, Source};
 
 /// Copies each `Some` field of a section onto the target's field of the same name.
 macro_rules! apply {
@@ -110,6 +112,34 @@ pub fn swarm(config: &Config) -> SwarmConfig {
     if let Some(Dur(d)) = s.idle_connection_timeout {
         c.idle_connection_timeout = Some(d);
     }
+    let r = &config.resources;
+    if let Some(m) = r.memory {
+        c.resource_limits = Limits::for_memory(m);
+    }
+    let l = &mut c.resource_limits;
+    for (scope, section) in [
+        (&mut l.system, &r.system),
+        (&mut l.transient, &r.transient),
+        (&mut l.transient_peer, &r.transient_peer),
+        (&mut l.peer, &r.peer),
+        (&mut l.protocol, &r.protocol),
+        (&mut l.protocol_peer, &r.protocol_peer),
+        (&mut l.service, &r.service),
+    ] {
+        apply!(
+            scope,
+            section,
+            [
+                conns_inbound,
+                conns_outbound,
+                conns,
+                streams_inbound,
+                streams_outbound,
+                streams,
+                memory,
+            ]
+        );
+    }
     c
 }
 
@@ -129,6 +159,9 @@ pub fn quic(config: &Config) -> QuicConfig {
         ]
     );
     apply!(dur c, s, [handshake_timeout, max_idle_timeout, keep_alive_interval]);
+    if let Some(b) = s.datagram_receive_buffer {
+        c.datagram_receive_buffer = Some(b);
+    }
     c
 }
 
@@ -156,13 +189,12 @@ pub fn ping(config: &Config) -> ping::Config {
 
 /// `[identify]` and `node.agent_version`.
 pub fn identify(config: &Config, key: PublicKey) -> identify::Config {
-    let mut c = identify::Config::new("/meshwire/1.0.0", key).with_agent_version(
-        config
-            .node
-            .agent_version
-            .clone()
-            .unwrap_or_else(|| format!("meshwire-cli/{}", env!("CARGO_PKG_VERSION"))),
-    );
+    let agent = config
+        .node
+        .agent_version
+        .clone()
+        .unwrap_or_else(|| format!("meshwire-cli/{}", env!("CARGO_PKG_VERSION")));
+    let mut c = identify::Config::new("/meshwire/1.0.0", key).with_agent_version(agent);
     let s = &config.identify;
     apply!(
         c,
@@ -171,10 +203,13 @@ pub fn identify(config: &Config, key: PublicKey) -> identify::Config {
             max_message_size,
             max_listen_addrs,
             max_protocols,
-            max_exchanges
+            max_exchanges,
+            cache_size,
+            max_queued,
+            push_listen_addr_updates,
         ]
     );
-    apply!(dur c, s, [interval, timeout]);
+    apply!(dur c, s, [interval, timeout, min_push_interval]);
     c
 }
 
@@ -190,10 +225,17 @@ pub fn kad(config: &Config) -> kad::Config {
             alpha,
             max_message_size,
             max_inbound_streams,
-            max_inbound_streams_per_peer
+            max_inbound_streams_per_peer,
+            max_failures,
+            lookup_retries,
+            max_addrs_per_peer,
+            caching,
+            max_address_cache_peers,
+            max_stream_tasks,
+            max_queued_commands,
         ]
     );
-    apply!(dur c, s, [request_timeout, query_timeout]);
+    apply!(dur c, s, [request_timeout, query_timeout, inbound_timeout]);
     if let Some(Dur(d)) = s.bootstrap_interval {
         c.bootstrap_interval = Some(d);
     }
@@ -210,10 +252,20 @@ pub fn kad(config: &Config) -> kad::Config {
             max_records,
             max_value_bytes,
             max_provider_keys,
-            max_providers_per_key
+            max_providers_per_key,
+            max_addrs_per_provider,
         ]
     );
     apply!(dur c.store, s, [record_ttl, provider_ttl]);
+    if let Some(Dur(d)) = s.publication_interval {
+        c.store.publication_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.replication_interval {
+        c.store.replication_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.provider_publication_interval {
+        c.store.provider_publication_interval = Some(d);
+    }
     c
 }
 
@@ -229,10 +281,19 @@ pub fn swim(config: &Config) -> swim::Config {
             suspicion_mult,
             gossip_nodes,
             max_members,
-            leave_fanout
+            leave_fanout,
+            suspicion_max_timeout_mult,
+            retransmit_mult,
+            gossip_fresh_transmits,
+            mtu,
+            max_metadata_bytes,
+            max_push_pull_members,
+            max_push_pull_bytes,
+            max_pending_relays,
+            max_queued_outputs,
         ]
     );
-    apply!(dur c.swim, s, [probe_interval, probe_timeout]);
+    apply!(dur c.swim, s, [probe_interval, probe_timeout, push_pull_timeout, dead_retention]);
     if let Some(Dur(d)) = s.gossip_interval {
         c.swim.gossip_interval = Some(d);
     }
@@ -245,12 +306,28 @@ pub fn swim(config: &Config) -> swim::Config {
     apply!(
         c,
         s,
-        [max_inbound_push_pulls, max_inbound_push_pulls_per_peer]
+        [
+            max_inbound_push_pulls,
+            max_inbound_push_pulls_per_peer,
+            max_queued_datagrams_per_peer,
+            max_queued_peers,
+            max_announced_addresses,
+            max_inbound_push_pull_bytes,
+            max_fallback_streams,
+            max_inbound_fallback_streams,
+            max_inbound_fallback_streams_per_peer,
+            max_queued_fallback_messages_per_peer,
+        ]
     );
+    apply!(dur c, s, [
+        queued_datagram_ttl, traffic_keep_alive, dial_backoff, dial_backoff_max,
+        fallback_stream_idle_timeout, fallback_stream_write_timeout,
+    ]);
     c
 }
 
-/// `[relay_server]` (whether it runs at all is `enabled`, read by [`crate::node::build`]).
+/// `[relay_server]`: what the server admits (whether it runs at all is `enabled`, read by
+/// [`crate::node::build`]).
 pub fn relay_server(config: &Config) -> ServerConfig {
     let s = &config.relay_server;
     let mut c = ServerConfig::default();
@@ -261,7 +338,8 @@ pub fn relay_server(config: &Config) -> ServerConfig {
             max_reservations,
             max_reservations_per_peer,
             max_circuits,
-            max_circuits_per_peer
+            max_circuits_per_peer,
+            rate_limiter_max_tracked,
         ]
     );
     apply!(dur c, s, [reservation_duration]);
@@ -274,6 +352,37 @@ pub fn relay_server(config: &Config) -> ServerConfig {
     if let Some(b) = s.max_circuit_bytes {
         c.max_circuit_bytes = Some(b);
     }
+    let rate = |r: RateSection| {
+        Some(RateLimit {
+            limit: r.limit,
+            interval: r.interval.0,
+        })
+    };
+    if let Some(r) = s.reservation_rate_per_peer {
+        c.reservation_rate_per_peer = rate(r);
+    }
+    if let Some(r) = s.reservation_rate_per_ip {
+        c.reservation_rate_per_ip = rate(r);
+    }
+    if let Some(r) = s.circuit_rate_per_peer {
+        c.circuit_rate_per_peer = rate(r);
+    }
+    if let Some(r) = s.circuit_rate_per_ip {
+        c.circuit_rate_per_ip = rate(r);
+    }
+    c
+}
+
+/// `[relay_server]`: the server's stream handling.
+pub fn relay_server_io(config: &Config) -> BehaviourConfig {
+    let s = &config.relay_server;
+    let mut c = BehaviourConfig::default();
+    apply!(
+        c,
+        s,
+        [max_exchanges, max_exchanges_per_peer, circuit_buffer]
+    );
+    apply!(dur c, s, [exchange_timeout]);
     c
 }
 
@@ -281,7 +390,124 @@ pub fn relay_server(config: &Config) -> ServerConfig {
 pub fn relay_client(config: &Config) -> client::Config {
     let s = &config.relay_client;
     let mut c = client::Config::default();
-    apply!(c, s, [max_listeners, max_pending_dials]);
-    apply!(dur c, s, [exchange_timeout]);
+    apply!(
+        c,
+        s,
+        [
+            max_listeners,
+            max_pending_dials,
+            max_pending_incoming,
+            max_stop_streams
+        ]
+    );
+    apply!(dur c, s, [exchange_timeout, renew_margin]);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(text: &str) -> Config {
+        let source = Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        crate::config::finish(crate::config::parse(&source).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn set_keys_replace_defaults_and_absent_keys_keep_them() {
+        let c = config(
+            r#"
+[connmgr]
+low_water = 10
+high_water = 20
+grace_period = "5s"
+flood_rule = false
+[swarm]
+max_established_per_peer = 2
+idle_connection_timeout = "1m"
+[kad]
+mode = "client"
+k = 30
+record_ttl = "1h"
+caching = false
+publication_interval = "2h"
+max_addrs_per_provider = 3
+[swim]
+probe_interval = "250ms"
+max_fallback_streams = 7
+dial_backoff = "3s"
+mtu = 900
+[relay_server]
+max_reservations = 3
+circuit_rate_per_ip = { limit = 5, interval = "10s" }
+circuit_buffer = 4096
+[relay_client]
+renew_margin = "1m"
+max_stop_streams = 3
+[quic]
+datagram_receive_buffer = 1000
+max_idle_timeout = "3s"
+[identify]
+cache_size = 7
+push_listen_addr_updates = true
+min_push_interval = "2s"
+[ping]
+interval = "1s"
+[resources]
+memory = 268435456
+[resources.peer]
+streams = 99
+"#,
+        );
+        let cm = connmgr(&c);
+        assert_eq!((cm.low_water, cm.high_water), (10, 20));
+        assert_eq!(cm.grace_period, Duration::from_secs(5));
+        assert_eq!(cm.flood_headroom, None);
+        assert_eq!(cm.silence_period, connmgr::Config::default().silence_period);
+        let s = swarm(&c);
+        assert_eq!(s.max_established_per_peer, 2);
+        assert_eq!(s.idle_connection_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(s.resource_limits.peer.streams, 99);
+        assert_eq!(s.resource_limits.system.memory, 268_435_456);
+        let k = kad(&c);
+        assert_eq!((k.k, k.mode), (30, kad::Mode::Client));
+        assert_eq!(k.store.record_ttl, Duration::from_secs(3600));
+        assert_eq!(k.alpha, kad::Config::new().alpha);
+        let w = swim(&c);
+        assert_eq!(w.swim.probe_interval, Duration::from_millis(250));
+        assert_eq!(w.max_fallback_streams, 7);
+        let r = relay_server(&c);
+        assert_eq!(r.max_reservations, 3);
+        assert_eq!(
+            r.circuit_rate_per_ip,
+            Some(RateLimit {
+                limit: 5,
+                interval: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(relay_server_io(&c).circuit_buffer, 4096);
+        assert_eq!(relay_client(&c).renew_margin, Duration::from_secs(60));
+        assert_eq!(relay_client(&c).max_stop_streams, 3);
+        let q = quic(&c);
+        assert_eq!(q.datagram_receive_buffer, Some(1000));
+        assert_eq!(q.max_idle_timeout, Duration::from_secs(3));
+        let key = meshwire::core::Keypair::generate().public();
+        let i = identify(&c, key);
+        assert_eq!(i.cache_size, 7);
+        assert!(i.push_listen_addr_updates);
+        assert_eq!(i.min_push_interval, Duration::from_secs(2));
+        assert_eq!(ping(&c).interval, Duration::from_secs(1));
+        assert!(!k.caching);
+        assert_eq!(
+            k.store.publication_interval,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(k.store.max_addrs_per_provider, 3);
+        assert_eq!(w.dial_backoff, Duration::from_secs(3));
+        assert_eq!(w.swim.mtu, 900);
+    }
 }

@@ -25,6 +25,12 @@ use crate::{http, keyfile, settings};
 /// Default of `node.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// At most this long for the connections to close and the swarm to stop at shutdown.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Time for QUIC to send the close frames once the swarm is gone.
+const CLOSE_FLUSH: Duration = Duration::from_millis(100);
+
 /// Default of `metrics.refresh`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);
 
@@ -261,7 +267,21 @@ async fn shutdown(
     for c in &conns {
         handle.close_connection(c.id).await?;
     }
+    // Each close reported, then the swarm stopped and gone (the receiver ends), then a moment
+    // for QUIC to send the CONNECTION_CLOSE frames: the peers learn at once, not at their
+    // idle timeout, and a relay frees our reservation.
+    let until = tokio::time::Instant::now() + CLOSE_WAIT;
+    let mut open = conns.len();
+    while open > 0 {
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Some(SwarmEvent::ConnectionClosed { .. })) => open -= 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
     handle.shutdown().await?;
+    while let Ok(Some(_)) = tokio::time::timeout_at(until, events.recv()).await {}
+    tokio::time::sleep(CLOSE_FLUSH).await;
     println!(
         "meshwire: left {} realms, released {reservations} relay reservations, closed {} connections (shutdown)",
         config.node.realms.len(),

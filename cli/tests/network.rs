@@ -56,7 +56,17 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
     let (kc, _) = new_key(dir.path(), "c.key");
     let a = NodeProc::start(&node_config(dir.path(), "a.toml", &ka, None, ""));
     let b = NodeProc::start(&node_config(dir.path(), "b.toml", &kb, Some(&a.addr), ""));
-    let mut c = NodeProc::start(&node_config(dir.path(), "c.toml", &kc, Some(&a.addr), ""));
+    // C listens through A as a relay too, and logs JSON (from the environment).
+    let c_cfg = node_config(dir.path(), "c.toml", &kc, Some(&a.addr), "");
+    let text = std::fs::read_to_string(&c_cfg).unwrap().replace(
+        "realms = [",
+        &format!("relay_listen = [\"{}\"]\nrealms = [", a.addr),
+    );
+    std::fs::write(&c_cfg, text).unwrap();
+    let mut c = NodeProc::start_with(
+        &c_cfg,
+        &[("MESHWIRE_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    );
     let nodes = [&a, &b, &c];
 
     // A DHT and a realm: every routing table and every member list holds the two others.
@@ -66,6 +76,10 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
             metric_in(&m, "meshwire_kad_routing_table_peers") == Some(2.0)
                 && metric_in(&m, ALIVE) == Some(2.0)
         })
+    });
+    eventually(Duration::from_secs(10), "C's reservation on A", || {
+        a.metric("relay_reservations") == Some(1.0)
+            && c.metric("meshwire_relay_client_reservations") == Some(1.0)
     });
     let boot = b.wait_line("meshwire: bootstrap: ");
     assert!(
@@ -103,6 +117,26 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
         2,
         "{stdout}"
     );
+
+    // ping through the relay: a short-lived node dials C's relayed address.
+    let relayed = c.wait_containing("/p2p-circuit/p2p/");
+    let relayed = relayed.strip_prefix("meshwire: listening on ").unwrap();
+    let out = run(&["ping", relayed, "--count", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ping {} rtt=", c.peer)));
+    // C logs JSON objects on stderr (MESHWIRE_LOG_FORMAT=json, RUST_LOG=info).
+    let json_lines: Vec<String> = c
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("stderr: ").map(str::to_string))
+        .collect();
+    assert!(!json_lines.is_empty());
+    for l in &json_lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
 
     // kad: a value put through A is read through C; a provider announced through B is found
     // through C.
@@ -149,7 +183,14 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
         "{status:?}: {:#?}",
         c.lines.lock().unwrap()
     );
-    assert!(c.wait_line("meshwire: left 1 realms").contains("closed"));
+    let summary = c.wait_line("meshwire: left 1 realms");
+    assert!(
+        summary.contains("released 1 relay reservations"),
+        "{summary}"
+    );
+    eventually(Duration::from_secs(5), "A released C's reservation", || {
+        a.metric("relay_reservations") == Some(0.0)
+    });
     for n in [&a, &b] {
         eventually(Duration::from_secs(10), "C reported left", || {
             n.metric(LEFT) == Some(1.0)

@@ -51,8 +51,14 @@ impl NodeProc {
     /// Starts `meshwire node --config <config>` and waits for its peer id, listen address and
     /// metrics address.
     pub fn start(config: &Path) -> NodeProc {
+        Self::start_with(config, &[])
+    }
+
+    /// [`NodeProc::start`] with extra environment variables.
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> NodeProc {
         let mut child = bin()
             .args(["node", "--config", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -102,6 +108,28 @@ impl NodeProc {
             assert!(
                 Instant::now() < deadline,
                 "no line {prefix:?} in {:#?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The first output line containing `needle`, waiting up to 20 s for it.
+    pub fn wait_containing(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} in {:#?}",
                 self.lines.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(20));

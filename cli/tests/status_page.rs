@@ -72,63 +72,71 @@ fn status_page_shows_peers_members_and_reservations_in_a_browser() {
     );
     std::fs::write(&b_cfg, text).unwrap();
     let b = NodeProc::start(&b_cfg);
-    let c = NodeProc::start(&node_config(dir.path(), "c.toml", &kc, Some(&a.addr), ""));
+    // C reaches the network only through B's relayed address: a relayed connection.
+    let line = b.wait_containing("/p2p-circuit/p2p/");
+    let b_relayed = line.strip_prefix("meshwire: listening on ").unwrap();
+    let c = NodeProc::start(&node_config(dir.path(), "c.toml", &kc, Some(b_relayed), ""));
+    let alive = r#"meshwire_swim_members{realm="org.meshwire.test",state="alive"}"#;
+    let relayed = r#"meshwire_connections{kind="relayed"}"#;
     eventually(
         Duration::from_secs(20),
-        "A sees B and C, B holds a reservation on A",
+        "a realm of three, C relayed to B",
         || {
-            a.metric("meshwire_peers") == Some(2.0)
-                && a.metric(r#"meshwire_swim_members{realm="org.meshwire.test",state="alive"}"#)
-                    == Some(2.0)
+            a.metric(alive) == Some(2.0)
                 && a.metric("relay_reservations") == Some(1.0)
                 && b.metric("meshwire_relay_client_reservations") == Some(1.0)
+                && b.metric(relayed) >= Some(1.0)
         },
     );
 
     let profile = dir.path().join("chromium");
-    let dom = browse(
-        &chromium,
-        &profile,
-        &format!("http://{}/", a.http),
-        &["--dump-dom"],
+    let page = |n: &NodeProc| {
+        browse(
+            &chromium,
+            &profile,
+            &format!("http://{}/", n.http),
+            &["--dump-dom"],
+        )
+    };
+    let row = |peer: &str| format!("<tr class=\"peer\" data-peer=\"{peer}\">");
+
+    // A (the relay): B in the peers table with RTT, protocols and tags; both members; the
+    // reservation held on it.
+    let dom = page(&a);
+    assert!(
+        dom.contains(&row(&b.peer)),
+        "B not in A's peers table:\n{dom}"
     );
-    // The script rendered one row per peer, and the members.
-    for peer in [&b.peer, &c.peer] {
-        assert!(
-            dom.contains(&format!("<tr class=\"peer\" data-peer=\"{peer}\">")),
-            "{peer} not in the peers table:\n{dom}"
-        );
-    }
-    assert_eq!(dom.matches("<tr class=\"peer\"").count(), 2, "{dom}");
     assert_eq!(dom.matches("<tr class=\"member\"").count(), 2, "{dom}");
+    assert!(dom.contains(&c.peer), "C not on A's page:\n{dom}");
     assert!(dom.contains("as a relay: 1 reservations"), "{dom}");
     assert!(dom.contains(&a.peer), "{dom}");
     assert!(dom.contains("/ipfs/kad/1.0.0"), "protocols: {dom}");
     assert!(dom.contains("kad="), "connection-manager tags: {dom}");
     assert!(dom.contains(" ms</td>"), "RTTs: {dom}");
 
-    let dom_b = browse(
-        &chromium,
-        &profile,
-        &format!("http://{}/", b.http),
-        &["--dump-dom"],
+    // B: its reservation on A, A protected (tag `relay`), and C connected through A.
+    let dom_b = page(&b);
+    let held = format!("reservations held on relays: {} (expires in", a.peer);
+    assert!(dom_b.contains(&held), "{dom_b}");
+    assert!(dom_b.contains("<td>relay</td>"), "protection: {dom_b}");
+    assert!(
+        dom_b.contains(&row(&a.peer)),
+        "A not in B's peers table:\n{dom_b}"
     );
     assert!(
-        dom_b.contains(&format!(
-            "reservations held on relays: {} (expires in",
-            a.peer
-        )),
-        "{dom_b}"
+        dom_b.contains(&row(&c.peer)),
+        "C not in B's peers table:\n{dom_b}"
     );
-    // The relay is protected while B holds a reservation on it.
-    assert!(dom_b.contains("<td>relay</td>"), "protection: {dom_b}");
+    let via = format!("inbound relayed via {}", a.peer);
+    assert!(dom_b.contains(&via), "{dom_b}");
 
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     browse(
         &chromium,
         &profile,
-        &format!("http://{}/", a.http),
+        &format!("http://{}/", b.http),
         &[&format!("--screenshot={}", shot.display())],
     );
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);

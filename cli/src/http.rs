@@ -1,9 +1,12 @@
 //! The HTTP server of `--metrics <ip:port>`: `/metrics` (Prometheus text), `/` (the status
 //! page, `status.html`, which renders `/status.json` and refreshes itself), `/status.json`.
+//! At most [`MAX_CONNECTIONS`] at once, each for at most [`CONNECTION_TIMEOUT`], request
+//! heads bounded by hyper's 16 KiB buffer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -12,8 +15,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::status::Status;
+
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A connection is closed after this long, whatever it is doing.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// hyper's read buffer (bounds a request's head).
+const MAX_BUF: usize = 16 * 1024;
 
 /// The status page.
 pub const STATUS_PAGE: &str = include_str!("status.html");
@@ -36,20 +49,28 @@ pub trait Source: Send + Sync + 'static {
 pub async fn serve<S: Source>(addr: SocketAddr, source: Arc<S>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "http: {MAX_CONNECTIONS} connections open, refusing");
                 continue;
             };
             let source = source.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| answer(req, source.clone()));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!("http: {e}");
+                let conn = http1::Builder::new()
+                    .max_buf_size(MAX_BUF)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(%peer, "http: {e}"),
+                    Err(_) => tracing::debug!(%peer, "http: connection timed out"),
                 }
+                drop(slot);
             });
         }
     });

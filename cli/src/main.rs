@@ -37,7 +37,7 @@ enum Command {
     Node(NodeArgs),
     /// Pings a peer (`<address>/p2p/<peer id>`) from a short-lived node.
     Ping {
-        /// The peer's address, ending in /p2p/<peer id>.
+        /// The peer's address, ending in `/p2p/<peer id>`.
         addr: String,
         /// Pings to show.
         #[arg(long, default_value_t = 3)]
@@ -136,7 +136,7 @@ struct NodeArgs {
     /// Relays to listen through, `<address>/p2p/<relay id>` (`node.relay_listen`).
     #[arg(long, value_delimiter = ',', env = "MESHWIRE_RELAY_LISTEN")]
     relay_listen: Vec<String>,
-    /// Serves /metrics and the status page on <ip:port> (`metrics.listen`).
+    /// Serves /metrics and the status page on `<ip:port>` (`metrics.listen`).
     #[arg(long, env = "MESHWIRE_METRICS")]
     metrics: Option<String>,
 }

@@ -4,7 +4,8 @@
 //! `bootstrap:`); logs go to stderr through `tracing`. Shutdown: leave every SWIM realm (the
 //! others see `left`, not `failed`), close the relay listeners (their reservations end with
 //! them), give both [`node.shutdown_grace`](crate::config::NodeSection) to go out, then close
-//! every connection and stop the swarm.
+//! every connection with the reason `meshwire node shutting down (SIGTERM)` (QUIC's close
+//! reason phrase, which the peers log) and stop the swarm.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,8 +265,11 @@ async fn shutdown(
     // Keep the swarm's events flowing while the leave and the closes go out.
     while let Ok(Some(_)) = tokio::time::timeout_at(until, events.recv()).await {}
     let conns = handle.connections().await?;
+    let reason = format!("meshwire node shutting down ({why})");
     for c in &conns {
-        handle.close_connection(c.id).await?;
+        handle
+            .close_connection_with_reason(c.id, reason.as_str())
+            .await?;
     }
     // Each close reported, then the swarm stopped and gone (the receiver ends), then a moment
     // for QUIC to send the CONNECTION_CLOSE frames: the peers learn at once, not at their

@@ -54,7 +54,11 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
     let (ka, _) = new_key(dir.path(), "a.key");
     let (kb, _) = new_key(dir.path(), "b.key");
     let (kc, _) = new_key(dir.path(), "c.key");
-    let a = NodeProc::start(&node_config(dir.path(), "a.toml", &ka, None, ""));
+    // A logs its connections (info), so the reason C closes with shows.
+    let a = NodeProc::start_with(
+        &node_config(dir.path(), "a.toml", &ka, None, ""),
+        &[("RUST_LOG", "warn,meshwire_cli=info")],
+    );
     let b = NodeProc::start(&node_config(dir.path(), "b.toml", &kb, Some(&a.addr), ""));
     // C listens through A as a relay too, and logs JSON (from the environment).
     let c_cfg = node_config(dir.path(), "c.toml", &kc, Some(&a.addr), "");
@@ -188,6 +192,7 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
         summary.contains("released 1 relay reservations"),
         "{summary}"
     );
+    a.wait_containing("meshwire node shutting down (SIGTERM)");
     eventually(Duration::from_secs(5), "A released C's reservation", || {
         a.metric("relay_reservations") == Some(0.0)
     });

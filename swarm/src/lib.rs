@@ -82,7 +82,7 @@ pub use meshwire_transport::{CloseReason, ListenerId, Multiaddr, TransportError}
 pub use metrics::SwarmMetrics;
 pub use protocol::StreamProtocol;
 pub use stream::Stream;
-pub use swarm::{ConnectionInfo, Swarm};
+pub use swarm::{ConnectionInfo, Swarm, MAX_CLOSE_REASON};
 pub use timer::Timer;
 pub use toggle::Toggle;
 

@@ -175,3 +175,23 @@ fn garbage_or_missing_key_file_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn flags_are_read_from_their_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = new_key(dir.path(), "node.key");
+    // MESHWIRE_KEY names the key file, MESHWIRE_LISTEN the listen addresses (comma-separated):
+    // the listen address is refused, so the key was found and loaded.
+    let out = common::bin()
+        .arg("node")
+        .env("MESHWIRE_KEY", &key)
+        .env("MESHWIRE_LISTEN", "/ip4/127.0.0.1/udp/0/quic-v1,bogus")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "meshwire: error: node.listen: \"bogus\" is not a multiaddr (invalid multiaddr); expected e.g. \"/ip4/127.0.0.1/udp/4001/quic-v1\""
+    );
+}

@@ -6,7 +6,7 @@ pub use crate::builder::{BuildContext, BuildError, SwarmBuilder};
 pub use crate::core::{Keypair, PeerId};
 pub use crate::swarm::{
     ConnectedPoint, ConnectionId, DialOpts, HandleError, NetworkBehaviour, OpenStream, Stream,
-    StreamProtocol, Swarm, SwarmConfig, SwarmEvent, SwarmHandle, ToSwarm,
+    StreamProtocol, Swarm, SwarmConfig, SwarmEvent, SwarmHandle, ToSwarm, Toggle,
 };
 pub use crate::transport::{with_peer_id, Multiaddr, Protocol};
 

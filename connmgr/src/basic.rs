@@ -158,6 +158,18 @@ impl BasicConnMgr {
         self.connected_peers
     }
 
+    /// The tags `peer` is protected under, sorted (empty if it is not protected): what a
+    /// status page shows next to [`ConnManager::is_protected`], which only answers yes or no.
+    pub fn protections(&self, peer: PeerId) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .protected
+            .get(&peer)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+
     /// Configuration and status, like go-libp2p's `GetInfo`.
     pub fn info(&self) -> CmInfo {
         CmInfo {

@@ -402,8 +402,11 @@ fn two_protection_tags_need_two_unprotects() {
     let out = cm.trim_open_conns(t0);
     assert!((0..5).all(|i| !trimmed_peers(&out).contains(&peer(i))));
 
+    assert_eq!(cm.protections(peer(0)), ["tag1", "tag2"]);
+    assert!(cm.protections(peer(10)).is_empty());
     for i in 0..5 {
         assert!(cm.unprotect(peer(i), "tag1"), "still protected by tag2");
+        assert_eq!(cm.protections(peer(i)), ["tag2"]);
         assert!(cm.is_protected(peer(i), None));
         assert!(!cm.is_protected(peer(i), Some("tag1")));
         assert!(cm.is_protected(peer(i), Some("tag2")));

@@ -95,6 +95,7 @@ pub(crate) enum Command<B> {
     AddPeerAddress(PeerId, Multiaddr, oneshot::Sender<()>),
     AddExternalAddress(Multiaddr, oneshot::Sender<()>),
     CloseConnection(ConnectionId, oneshot::Sender<bool>),
+    CloseConnectionWithReason(ConnectionId, String, oneshot::Sender<bool>),
     Disconnect(PeerId, oneshot::Sender<bool>),
     Connections(oneshot::Sender<Vec<ConnectionInfo>>),
     Listeners(oneshot::Sender<Vec<Multiaddr>>),
@@ -203,6 +204,17 @@ impl<B: NetworkBehaviour> SwarmHandle<B> {
     /// [`Swarm::close_connection`](crate::Swarm::close_connection).
     pub async fn close_connection(&self, id: ConnectionId) -> Result<bool, HandleError> {
         self.ask(|tx| Command::CloseConnection(id, tx)).await
+    }
+
+    /// [`Swarm::close_connection_with_reason`](crate::Swarm::close_connection_with_reason).
+    pub async fn close_connection_with_reason(
+        &self,
+        id: ConnectionId,
+        reason: impl Into<String>,
+    ) -> Result<bool, HandleError> {
+        let reason = reason.into();
+        self.ask(|tx| Command::CloseConnectionWithReason(id, reason, tx))
+            .await
     }
 
     /// [`Swarm::disconnect_peer_id`](crate::Swarm::disconnect_peer_id).

@@ -64,6 +64,7 @@ pub mod protocol;
 pub mod stream;
 mod swarm;
 pub mod timer;
+pub mod toggle;
 pub mod toolkit;
 
 pub use behaviour::{
@@ -83,8 +84,9 @@ pub use meshwire_transport::{CloseReason, ListenerId, Multiaddr, TransportError}
 pub use metrics::SwarmMetrics;
 pub use protocol::StreamProtocol;
 pub use stream::Stream;
-pub use swarm::{ConnectionInfo, Swarm};
+pub use swarm::{ConnectionInfo, Swarm, MAX_CLOSE_REASON};
 pub use timer::Timer;
+pub use toggle::Toggle;
 
 #[cfg(feature = "macros")]
 pub use meshwire_swarm_derive::NetworkBehaviour;

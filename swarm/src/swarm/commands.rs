@@ -148,6 +148,9 @@ impl<B: NetworkBehaviour> Swarm<B> {
             Command::CloseConnection(id, reply) => {
                 let _ = reply.send(self.close_connection(id));
             }
+            Command::CloseConnectionWithReason(id, reason, reply) => {
+                let _ = reply.send(self.close_connection_with_reason(id, &reason));
+            }
             Command::Disconnect(peer, reply) => {
                 let _ = reply.send(self.disconnect_peer_id(peer));
             }

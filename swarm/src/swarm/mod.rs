@@ -66,6 +66,10 @@ pub struct ConnectionInfo {
     pub streams: usize,
 }
 
+/// The longest reason phrase [`Swarm::close_connection_with_reason`] sends, in bytes (it
+/// must fit a QUIC packet with the rest of the CONNECTION_CLOSE frame).
+pub const MAX_CLOSE_REASON: usize = 256;
+
 /// Drives a [`NetworkBehaviour`] over a [`Transport`]: listens, dials, negotiates and routes
 /// streams, applies limits and the connection manager's trims. Poll it with
 /// [`Swarm::next_event`] (or as a [`futures::Stream`]) for it to make progress.
@@ -324,6 +328,20 @@ impl<B: NetworkBehaviour> Swarm<B> {
     /// as [`SwarmEvent::ConnectionClosed`] with cause [`ConnectionCloseCause::Requested`].
     pub fn close_connection(&mut self, id: ConnectionId) -> bool {
         self.pool.close(id, ConnectionCloseCause::Requested)
+    }
+
+    /// [`close_connection`](Self::close_connection), telling the remote why: `reason` is the
+    /// reason phrase of QUIC's CONNECTION_CLOSE (the remote's
+    /// [`ConnectionCloseCause::Transport`] carries it as `CloseReason::Remote`); transports
+    /// without a reason phrase (Yamux over a relay) close as usual. At most
+    /// [`MAX_CLOSE_REASON`] bytes are sent.
+    pub fn close_connection_with_reason(&mut self, id: ConnectionId, reason: &str) -> bool {
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.pool
+            .close_with_reason(id, ConnectionCloseCause::Requested, Some(&reason[..end]))
     }
 
     /// Closes every connection to `peer`. Returns `false` if there is none.

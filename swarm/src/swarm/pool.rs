@@ -550,16 +550,26 @@ impl Pool {
 
     /// Starts closing `id` for `cause`. Returns `false` if it is not established.
     pub(super) fn close(&mut self, id: ConnectionId, cause: ConnectionCloseCause) -> bool {
+        self.close_with_reason(id, cause, None)
+    }
+
+    /// [`close`](Self::close), telling the remote `reason` instead of the cause's word.
+    pub(super) fn close_with_reason(
+        &mut self,
+        id: ConnectionId,
+        cause: ConnectionCloseCause,
+        reason: Option<&str>,
+    ) -> bool {
         let Some(c) = self.connections.get_mut(&id) else {
             return false;
         };
         // Already closed by the remote or the transport: its reason stands.
         if c.closing.is_none() && c.conn.close_reason().is_none() {
-            let reason = match &cause {
+            let reason = reason.unwrap_or(match &cause {
                 ConnectionCloseCause::Trimmed => "trimmed",
                 ConnectionCloseCause::Idle => "idle",
                 _ => "closed",
-            };
+            });
             tracing::debug!(connection = %id, peer = %c.peer, %cause, "closing connection");
             c.closing = Some(cause);
             self.control.remove_connection(&c.peer, id);

@@ -1,0 +1,121 @@
+//! The node: every behaviour that has landed, composed with `#[derive(NetworkBehaviour)]`,
+//! built from the configuration with all metrics in one registry.
+//!
+//! Extension points: a protocol that lands later (pubsub, rpc, hole punching) is one more
+//! field of [`Node`], one section in `config.rs`/`settings.rs` (and the example config), its
+//! metrics registered in [`build`], and its rows in `status.rs`.
+
+use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
+use meshwire::prelude::*;
+use meshwire::relay::{self, client, RelayMetrics};
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+use crate::config::{Config, ConfigError, Source};
+use crate::settings;
+
+/// Every behaviour of a `meshwire node`.
+#[derive(NetworkBehaviour)]
+pub struct Node {
+    /// Circuit relay v2 client: listen through relays (`node.relay_listen`), dial circuits.
+    pub relay_client: client::Behaviour,
+    /// Circuit relay v2 server (`[relay_server]`; off with `enabled = false`).
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// `/ipfs/ping/1.0.0`: RTTs of every connection.
+    pub ping: ping::Behaviour,
+    /// `/ipfs/id/1.0.0`: agents, protocols and addresses of peers.
+    pub identify: identify::Behaviour,
+    /// The Kademlia DHT.
+    pub kad: kad::Behaviour,
+    /// SWIM membership of `node.realms` (off without realms).
+    pub swim: Toggle<swim::Behaviour>,
+}
+
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A configuration value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The swarm (transport, listen address, connection manager, a behaviour's settings).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The connection manager's settings.
+    #[error("connmgr: {0}")]
+    ConnMgr(#[from] meshwire::connmgr::ConnMgrError),
+}
+
+/// A built node, not yet running.
+pub struct Built {
+    /// The swarm.
+    pub swarm: Swarm<Node>,
+    /// Every crate's metrics (`swarm_*`, `rcmgr_*`, `connmgr_*`, `relay_*`; the CLI's
+    /// `meshwire_*` gauges are added by [`crate::metrics::Metrics::new`]).
+    pub registry: Registry,
+    /// The connection manager, typed.
+    pub conn_manager: ConnManagerHandle<BasicConnMgr>,
+}
+
+/// Builds the node of `config` with identity `key`, listening on `node.listen`.
+///
+/// # Errors
+///
+/// [`NodeError`].
+pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, NodeError> {
+    let mut registry = Registry::default();
+    let listen = settings::addrs(&config.node.listen, "node.listen", source)?;
+    let realms = settings::realms(config, source)?;
+    let conn_manager = ConnManagerHandle::new(
+        BasicConnMgr::new(settings::connmgr(config), Instant::now())?
+            .with_metrics(ConnMgrMetrics::register(&mut registry)),
+    );
+    let relay_metrics = RelayMetrics::register(&mut registry);
+    let mut builder = SwarmBuilder::new(key)
+        .quic(settings::quic(config))
+        .config(|_| settings::swarm(config))
+        .conn_manager(&conn_manager)
+        .relay_client_config(settings::relay_client(config));
+    for addr in listen {
+        builder = builder.listen_on(addr);
+    }
+    let mut swarm = builder.try_build(|ctx| {
+        Ok::<_, BehaviourError>(Node {
+            relay_client: ctx.relay_client(),
+            relay_server: Toggle::from(if config.relay_server.enabled.unwrap_or(true) {
+                Some(
+                    relay::Behaviour::with_config(
+                        ctx.key().clone(),
+                        settings::relay_server(config),
+                        settings::relay_server_io(config),
+                    )
+                    .map_err(|e| BehaviourError(format!("relay_server: {e}")))?
+                    .with_metrics(relay_metrics),
+                )
+            } else {
+                None
+            }),
+            ping: ping::Behaviour::new(settings::ping(config)),
+            identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
+            kad: kad::Behaviour::new(ctx.peer_id(), settings::kad(config)),
+            swim: Toggle::from(if realms.is_empty() {
+                None
+            } else {
+                Some(
+                    swim::Behaviour::new(ctx.key(), realms, settings::swim(config))
+                        .map_err(|e| BehaviourError(format!("swim: {e}")))?,
+                )
+            }),
+        })
+    })?;
+    swarm.register_metrics(&mut registry);
+    Ok(Built {
+        swarm,
+        registry,
+        conn_manager,
+    })
+}
+
+/// A behaviour's settings were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BehaviourError(String);

@@ -1,0 +1,513 @@
+//! From the checked [`Config`] to the library's settings: each key set in the file replaces
+//! the library default it names; absent keys keep the defaults.
+
+use meshwire::connmgr;
+use meshwire::core::PublicKey;
+use meshwire::prelude::*;
+use meshwire::relay::server::RateLimit;
+use meshwire::relay::{client, BehaviourConfig, ServerConfig};
+use meshwire::swarm::rcmgr::Limits;
+use meshwire::transport::quic::QuicConfig;
+use meshwire::transport::split_peer_id;
+
+use crate::config::{Config, ConfigError, Dur, KadMode, RateSection, Source};
+
+/// Copies each `Some` field of a section onto the target's field of the same name.
+macro_rules! apply {
+    ($target:expr, $section:expr, [$($field:ident),* $(,)?]) => {
+        $(if let Some(v) = $section.$field { $target.$field = v; })*
+    };
+    (dur $target:expr, $section:expr, [$($field:ident),* $(,)?]) => {
+        $(if let Some(Dur(v)) = $section.$field { $target.$field = v; })*
+    };
+}
+
+/// The multiaddrs of `values`, each error naming `key` (and its line in the file).
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for the first value that is not a multiaddr.
+pub fn addrs(values: &[String], key: &str, source: &Source) -> Result<Vec<Multiaddr>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<Multiaddr>().map_err(|e| ConfigError::Value {
+                at: source.locate(v),
+                key: key.to_string(),
+                message: format!("{v:?} is not a multiaddr ({e}); expected e.g. \"/ip4/127.0.0.1/udp/4001/quic-v1\""),
+            })
+        })
+        .collect()
+}
+
+/// The peers of `values` (`<address>/p2p/<peer id>`), for bootstrap and SWIM seeds.
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for a value that is not a multiaddr ending in `/p2p/<peer id>`.
+pub fn peers(
+    values: &[String],
+    key: &str,
+    source: &Source,
+) -> Result<Vec<(PeerId, Multiaddr)>, ConfigError> {
+    addrs(values, key, source)?
+        .into_iter()
+        .zip(values)
+        .map(|(addr, v)| match split_peer_id(&addr, None) {
+            Ok((_, Some(peer))) => Ok((peer, addr)),
+            _ => Err(ConfigError::Value {
+                at: source.locate(v),
+                key: key.to_string(),
+                message: format!(
+                    "{v:?} names no peer; expected an address ending in /p2p/<peer id>"
+                ),
+            }),
+        })
+        .collect()
+}
+
+/// The SWIM realms of `node.realms`.
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an invalid realm name.
+pub fn realms(config: &Config, source: &Source) -> Result<Vec<swim::Realm>, ConfigError> {
+    config
+        .node
+        .realms
+        .iter()
+        .map(|r| {
+            r.parse::<swim::Realm>().map_err(|e| ConfigError::Value {
+                at: source.locate(r),
+                key: "node.realms".into(),
+                message: format!("{r:?}: {e}"),
+            })
+        })
+        .collect()
+}
+
+/// `[swarm]`.
+pub fn swarm(config: &Config) -> SwarmConfig {
+    let s = &config.swarm;
+    let mut c = SwarmConfig::default();
+    apply!(
+        c,
+        s,
+        [
+            max_established_total,
+            max_established_per_peer,
+            max_established_incoming,
+            max_established_outgoing,
+            max_pending_incoming,
+            max_pending_outgoing,
+            max_inbound_streams_per_connection,
+            max_pending_stream_requests,
+            max_pending_stream_requests_per_peer,
+            dial_concurrency,
+            max_addresses_per_peer,
+            max_address_book_peers,
+        ]
+    );
+    apply!(dur c, s, [dial_timeout, negotiation_timeout]);
+    if let Some(Dur(d)) = s.idle_connection_timeout {
+        c.idle_connection_timeout = Some(d);
+    }
+    let r = &config.resources;
+    if let Some(m) = r.memory {
+        c.resource_limits = Limits::for_memory(m);
+    }
+    let l = &mut c.resource_limits;
+    for (scope, section) in [
+        (&mut l.system, &r.system),
+        (&mut l.transient, &r.transient),
+        (&mut l.transient_peer, &r.transient_peer),
+        (&mut l.peer, &r.peer),
+        (&mut l.protocol, &r.protocol),
+        (&mut l.protocol_peer, &r.protocol_peer),
+        (&mut l.service, &r.service),
+    ] {
+        apply!(
+            scope,
+            section,
+            [
+                conns_inbound,
+                conns_outbound,
+                conns,
+                streams_inbound,
+                streams_outbound,
+                streams,
+                memory,
+            ]
+        );
+    }
+    c
+}
+
+/// `[quic]`.
+pub fn quic(config: &Config) -> QuicConfig {
+    let s = &config.quic;
+    let mut c = QuicConfig::default();
+    apply!(
+        c,
+        s,
+        [
+            max_concurrent_streams,
+            stream_receive_window,
+            receive_window,
+            send_window,
+            max_pending_incoming
+        ]
+    );
+    apply!(dur c, s, [handshake_timeout, max_idle_timeout, keep_alive_interval]);
+    if let Some(b) = s.datagram_receive_buffer {
+        c.datagram_receive_buffer = Some(b);
+    }
+    c
+}
+
+/// `[connmgr]`.
+pub fn connmgr(config: &Config) -> connmgr::Config {
+    let s = &config.connmgr;
+    let mut c = connmgr::Config::default();
+    apply!(c, s, [low_water, high_water]);
+    apply!(dur c, s, [grace_period, silence_period]);
+    if let Some(h) = s.flood_headroom {
+        c.flood_headroom = Some(h);
+    }
+    if s.flood_rule == Some(false) {
+        c.flood_headroom = None;
+    }
+    c
+}
+
+/// `[ping]`.
+pub fn ping(config: &Config) -> ping::Config {
+    let mut c = ping::Config::new();
+    apply!(dur c, config.ping, [interval, timeout, echo_timeout]);
+    c
+}
+
+/// `[identify]` and `node.agent_version`.
+pub fn identify(config: &Config, key: PublicKey) -> identify::Config {
+    let agent = config
+        .node
+        .agent_version
+        .clone()
+        .unwrap_or_else(|| format!("meshwire-cli/{}", env!("CARGO_PKG_VERSION")));
+    let mut c = identify::Config::new("/meshwire/1.0.0", key).with_agent_version(agent);
+    let s = &config.identify;
+    apply!(
+        c,
+        s,
+        [
+            max_message_size,
+            max_listen_addrs,
+            max_protocols,
+            max_exchanges,
+            cache_size,
+            max_queued,
+            push_listen_addr_updates,
+        ]
+    );
+    apply!(dur c, s, [interval, timeout, min_push_interval]);
+    c
+}
+
+/// `[kad]`.
+pub fn kad(config: &Config) -> kad::Config {
+    let s = &config.kad;
+    let mut c = kad::Config::new();
+    apply!(
+        c,
+        s,
+        [
+            k,
+            alpha,
+            max_message_size,
+            max_inbound_streams,
+            max_inbound_streams_per_peer,
+            max_failures,
+            lookup_retries,
+            max_addrs_per_peer,
+            caching,
+            max_address_cache_peers,
+            max_stream_tasks,
+            max_queued_commands,
+        ]
+    );
+    apply!(dur c, s, [request_timeout, query_timeout, inbound_timeout]);
+    if let Some(Dur(d)) = s.bootstrap_interval {
+        c.bootstrap_interval = Some(d);
+    }
+    if let Some(mode) = s.mode {
+        c.mode = match mode {
+            KadMode::Server => kad::Mode::Server,
+            KadMode::Client => kad::Mode::Client,
+        };
+    }
+    apply!(
+        c.store,
+        s,
+        [
+            max_records,
+            max_value_bytes,
+            max_provider_keys,
+            max_providers_per_key,
+            max_addrs_per_provider,
+        ]
+    );
+    apply!(dur c.store, s, [record_ttl, provider_ttl]);
+    if let Some(Dur(d)) = s.publication_interval {
+        c.store.publication_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.replication_interval {
+        c.store.replication_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.provider_publication_interval {
+        c.store.provider_publication_interval = Some(d);
+    }
+    c
+}
+
+/// `[swim]`.
+pub fn swim(config: &Config) -> swim::Config {
+    let s = &config.swim;
+    let mut c = swim::Config::default();
+    apply!(
+        c.swim,
+        s,
+        [
+            indirect_checks,
+            suspicion_mult,
+            gossip_nodes,
+            max_members,
+            leave_fanout,
+            suspicion_max_timeout_mult,
+            retransmit_mult,
+            gossip_fresh_transmits,
+            mtu,
+            max_metadata_bytes,
+            max_push_pull_members,
+            max_push_pull_bytes,
+            max_pending_relays,
+            max_queued_outputs,
+        ]
+    );
+    apply!(dur c.swim, s, [probe_interval, probe_timeout, push_pull_timeout, dead_retention]);
+    if let Some(Dur(d)) = s.gossip_interval {
+        c.swim.gossip_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.push_pull_interval {
+        c.swim.push_pull_interval = Some(d);
+    }
+    if let Some(Dur(d)) = s.rejoin_interval {
+        c.rejoin_interval = Some(d);
+    }
+    apply!(
+        c,
+        s,
+        [
+            max_inbound_push_pulls,
+            max_inbound_push_pulls_per_peer,
+            max_queued_datagrams_per_peer,
+            max_queued_peers,
+            max_announced_addresses,
+            max_inbound_push_pull_bytes,
+            max_fallback_streams,
+            max_inbound_fallback_streams,
+            max_inbound_fallback_streams_per_peer,
+            max_queued_fallback_messages_per_peer,
+        ]
+    );
+    apply!(dur c, s, [
+        queued_datagram_ttl, traffic_keep_alive, dial_backoff, dial_backoff_max,
+        fallback_stream_idle_timeout, fallback_stream_write_timeout,
+    ]);
+    c
+}
+
+/// `[relay_server]`: what the server admits (whether it runs at all is `enabled`, read by
+/// [`crate::node::build`]).
+pub fn relay_server(config: &Config) -> ServerConfig {
+    let s = &config.relay_server;
+    let mut c = ServerConfig::default();
+    apply!(
+        c,
+        s,
+        [
+            max_reservations,
+            max_reservations_per_peer,
+            max_circuits,
+            max_circuits_per_peer,
+            rate_limiter_max_tracked,
+        ]
+    );
+    apply!(dur c, s, [reservation_duration]);
+    if let Some(n) = s.max_reservations_per_ip {
+        c.max_reservations_per_ip = Some(n);
+    }
+    if let Some(Dur(d)) = s.max_circuit_duration {
+        c.max_circuit_duration = Some(d);
+    }
+    if let Some(b) = s.max_circuit_bytes {
+        c.max_circuit_bytes = Some(b);
+    }
+    let rate = |r: RateSection| {
+        Some(RateLimit {
+            limit: r.limit,
+            interval: r.interval.0,
+        })
+    };
+    if let Some(r) = s.reservation_rate_per_peer {
+        c.reservation_rate_per_peer = rate(r);
+    }
+    if let Some(r) = s.reservation_rate_per_ip {
+        c.reservation_rate_per_ip = rate(r);
+    }
+    if let Some(r) = s.circuit_rate_per_peer {
+        c.circuit_rate_per_peer = rate(r);
+    }
+    if let Some(r) = s.circuit_rate_per_ip {
+        c.circuit_rate_per_ip = rate(r);
+    }
+    c
+}
+
+/// `[relay_server]`: the server's stream handling.
+pub fn relay_server_io(config: &Config) -> BehaviourConfig {
+    let s = &config.relay_server;
+    let mut c = BehaviourConfig::default();
+    apply!(
+        c,
+        s,
+        [max_exchanges, max_exchanges_per_peer, circuit_buffer]
+    );
+    apply!(dur c, s, [exchange_timeout]);
+    c
+}
+
+/// `[relay_client]`.
+pub fn relay_client(config: &Config) -> client::Config {
+    let s = &config.relay_client;
+    let mut c = client::Config::default();
+    apply!(
+        c,
+        s,
+        [
+            max_listeners,
+            max_pending_dials,
+            max_pending_incoming,
+            max_stop_streams
+        ]
+    );
+    apply!(dur c, s, [exchange_timeout, renew_margin]);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(text: &str) -> Config {
+        let source = Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        crate::config::finish(crate::config::parse(&source).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn set_keys_replace_defaults_and_absent_keys_keep_them() {
+        let c = config(
+            r#"
+[connmgr]
+low_water = 10
+high_water = 20
+grace_period = "5s"
+flood_rule = false
+[swarm]
+max_established_per_peer = 2
+idle_connection_timeout = "1m"
+[kad]
+mode = "client"
+k = 30
+record_ttl = "1h"
+caching = false
+publication_interval = "2h"
+max_addrs_per_provider = 3
+[swim]
+probe_interval = "250ms"
+max_fallback_streams = 7
+dial_backoff = "3s"
+mtu = 900
+[relay_server]
+max_reservations = 3
+circuit_rate_per_ip = { limit = 5, interval = "10s" }
+circuit_buffer = 4096
+[relay_client]
+renew_margin = "1m"
+max_stop_streams = 3
+[quic]
+datagram_receive_buffer = 1000
+max_idle_timeout = "3s"
+[identify]
+cache_size = 7
+push_listen_addr_updates = true
+min_push_interval = "2s"
+[ping]
+interval = "1s"
+[resources]
+memory = 268435456
+[resources.peer]
+streams = 99
+"#,
+        );
+        let cm = connmgr(&c);
+        assert_eq!((cm.low_water, cm.high_water), (10, 20));
+        assert_eq!(cm.grace_period, Duration::from_secs(5));
+        assert_eq!(cm.flood_headroom, None);
+        assert_eq!(cm.silence_period, connmgr::Config::default().silence_period);
+        let s = swarm(&c);
+        assert_eq!(s.max_established_per_peer, 2);
+        assert_eq!(s.idle_connection_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(s.resource_limits.peer.streams, 99);
+        assert_eq!(s.resource_limits.system.memory, 268_435_456);
+        let k = kad(&c);
+        assert_eq!((k.k, k.mode), (30, kad::Mode::Client));
+        assert_eq!(k.store.record_ttl, Duration::from_secs(3600));
+        assert_eq!(k.alpha, kad::Config::new().alpha);
+        let w = swim(&c);
+        assert_eq!(w.swim.probe_interval, Duration::from_millis(250));
+        assert_eq!(w.max_fallback_streams, 7);
+        let r = relay_server(&c);
+        assert_eq!(r.max_reservations, 3);
+        assert_eq!(
+            r.circuit_rate_per_ip,
+            Some(RateLimit {
+                limit: 5,
+                interval: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(relay_server_io(&c).circuit_buffer, 4096);
+        assert_eq!(relay_client(&c).renew_margin, Duration::from_secs(60));
+        assert_eq!(relay_client(&c).max_stop_streams, 3);
+        let q = quic(&c);
+        assert_eq!(q.datagram_receive_buffer, Some(1000));
+        assert_eq!(q.max_idle_timeout, Duration::from_secs(3));
+        let key = meshwire::core::Keypair::generate().public();
+        let i = identify(&c, key);
+        assert_eq!(i.cache_size, 7);
+        assert!(i.push_listen_addr_updates);
+        assert_eq!(i.min_push_interval, Duration::from_secs(2));
+        assert_eq!(ping(&c).interval, Duration::from_secs(1));
+        assert!(!k.caching);
+        assert_eq!(
+            k.store.publication_interval,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(k.store.max_addrs_per_provider, 3);
+        assert_eq!(w.dial_backoff, Duration::from_secs(3));
+        assert_eq!(w.swim.mtu, 900);
+    }
+}

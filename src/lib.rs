@@ -16,7 +16,8 @@
 //!   relays announced in the DHT, chosen by RTT and load, auto relay with failover;
 //!   `docs/relay-registry.md`), [`request_response`] (feature
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
-//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`), [`pubsub`]
+//!   (feature `pubsub`: gossipsub v1.1 on `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -86,6 +87,9 @@ pub use meshwire_relay as relay;
 pub use meshwire_relay_registry as relay_registry;
 #[cfg(feature = "request-response")]
 pub use meshwire_request_response as request_response;
+/// Gossipsub v1.1 (feature `pubsub`): see `docs/pubsub.md`.
+#[cfg(feature = "pubsub")]
+pub use meshwire_pubsub as pubsub;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

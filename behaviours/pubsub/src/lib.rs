@@ -1,0 +1,22 @@
+//! Gossipsub v1.1 for meshwire, on libp2p's wire (`/meshsub/1.1.0`, `/meshsub/1.0.0`).
+//!
+//! - [`wire`]: the messages of libp2p's pubsub `rpc.proto`, bounded framing with typed
+//!   errors, and message signing exactly as libp2p signs (`docs/pubsub.md`).
+//!
+//! # Example: sign a message, frame it, read it back and verify it
+//!
+//! ```
+//! use meshwire_core::Keypair;
+//! use meshwire_pubsub::wire::{self, sign};
+//!
+//! let key = Keypair::generate();
+//! let message = sign::sign(&key, 1, "chat".into(), b"hello".to_vec());
+//! let frame = wire::encode_frame(&wire::Rpc { publish: vec![message], ..Default::default() });
+//! let (rpc, _) = wire::decode_frame(&frame, wire::DEFAULT_MAX_TRANSMIT_SIZE)?.expect("whole frame");
+//! assert_eq!(sign::verify(&rpc.publish[0])?.source, key.peer_id());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod wire;

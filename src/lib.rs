@@ -80,6 +80,9 @@ pub use meshwire_identify as identify;
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
+/// Gossipsub v1.1 (feature `pubsub`): see `docs/pubsub.md`.
+#[cfg(feature = "pubsub")]
+pub use meshwire_pubsub as pubsub;
 #[cfg(feature = "relay")]
 pub use meshwire_relay as relay;
 /// The relay registry (feature `relay-registry`): see `docs/relay-registry.md`.
@@ -87,9 +90,6 @@ pub use meshwire_relay as relay;
 pub use meshwire_relay_registry as relay_registry;
 #[cfg(feature = "request-response")]
 pub use meshwire_request_response as request_response;
-/// Gossipsub v1.1 (feature `pubsub`): see `docs/pubsub.md`.
-#[cfg(feature = "pubsub")]
-pub use meshwire_pubsub as pubsub;
 pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;

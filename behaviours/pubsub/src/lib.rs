@@ -2,6 +2,10 @@
 //!
 //! - [`wire`]: the messages of libp2p's pubsub `rpc.proto`, bounded framing with typed
 //!   errors, and message signing exactly as libp2p signs (`docs/pubsub.md`).
+//! - [`engine`]: the router as a sans-IO state machine ([`GossipsubEngine`]): subscriptions,
+//!   mesh maintenance, fanout, heartbeat, IHAVE/IWANT gossip, GRAFT/PRUNE with backoff and
+//!   peer exchange, flood publishing, the seen and message caches, the validation hook and
+//!   bounded per-peer queues with control before data.
 //!
 //! # Example: sign a message, frame it, read it back and verify it
 //!
@@ -19,4 +23,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod engine;
+mod rng;
 pub mod wire;
+
+pub use engine::{
+    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, MessageId,
+    PeerKind, PublishError, TopicHash,
+};

@@ -23,11 +23,15 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "swarm")]
+pub mod behaviour;
 pub mod engine;
 mod rng;
 pub mod wire;
 
+#[cfg(feature = "swarm")]
+pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1};
 pub use engine::{
-    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, MessageId,
-    PeerKind, PublishError, TopicHash,
+    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, InvalidReason,
+    MessageId, PeerKind, PublishError, TopicHash,
 };

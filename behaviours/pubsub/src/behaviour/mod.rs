@@ -69,6 +69,8 @@ pub struct Config {
     pub max_inbound_streams: usize,
     /// Remotes' streams read at once per peer. Default 4.
     pub max_inbound_streams_per_peer: usize,
+    /// Our streams (one per peer) written at once. Default 1,024.
+    pub max_outbound_streams: usize,
     /// Stream requests and events waiting for the swarm. Default 256.
     pub max_pending_commands: usize,
 }
@@ -83,6 +85,7 @@ impl Default for Config {
             reopen_delay: Duration::from_secs(1),
             max_inbound_streams: 1024,
             max_inbound_streams_per_peer: 4,
+            max_outbound_streams: 1024,
             max_pending_commands: 256,
         }
     }
@@ -150,7 +153,7 @@ impl Behaviour {
         Ok(Behaviour {
             engine,
             outbox: Outbox::new(config.max_pending_commands),
-            writers: Tasks::new(config.max_inbound_streams),
+            writers: Tasks::new(config.max_outbound_streams),
             readers: FrameReaders::new(config.max_inbound_streams),
             senders: HashMap::new(),
             inbound: HashMap::new(),
@@ -251,9 +254,9 @@ impl Behaviour {
                 self.senders.remove(&peer);
             }
             if !self.senders.contains_key(&peer) {
-                if self.reopen_after.get(&peer).is_some_and(|t| *t > now)
-                    || !self.connections.is_connected(&peer)
-                {
+                let waiting = self.reopen_after.get(&peer).is_some_and(|t| *t > now);
+                let full = self.senders.len() >= self.config.max_outbound_streams;
+                if waiting || full || !self.connections.is_connected(&peer) {
                     continue;
                 }
                 let (tx, rx) = mpsc::channel(self.config.writer_queue.saturating_sub(1));

@@ -5,6 +5,8 @@
 //!   a message published by each of the ten reaches the nine others, with the author the
 //!   publisher (signatures verified by every receiver of the other implementation) and the
 //!   message id the one the publisher computed (both implementations name messages alike).
+//!   The meshwire nodes score their peers: no libp2p peer ends below 0, and they earn
+//!   credit.
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
@@ -17,6 +19,7 @@ use libp2p::gossipsub as lp_gs;
 use libp2p::swarm::SwarmEvent as LpSwarmEvent;
 use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
+use meshwire_pubsub::engine::{PeerScoreParams, TopicScoreParams};
 use meshwire_pubsub::{Behaviour, Config, Event, GossipsubConfig};
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
@@ -141,6 +144,23 @@ impl Node {
     }
 }
 
+/// Scoring for the test topic: first deliveries count (P2, decaying slowly so one message
+/// still shows at the end of the test), invalid messages cost (P4), no mesh delivery quota
+/// (P3 off: the test is too short and quiet for one); P5–P7 at defaults.
+fn score_params() -> PeerScoreParams {
+    let mut params = PeerScoreParams::default();
+    params.topics.insert(
+        TOPIC.into(),
+        TopicScoreParams {
+            first_message_deliveries_decay: 0.99,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..TopicScoreParams::default()
+        },
+    );
+    params
+}
+
 async fn meshwire_node(
     flood_publish: bool,
     receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
@@ -151,6 +171,7 @@ async fn meshwire_node(
         heartbeat_interval: HEARTBEAT,
         heartbeat_initial_delay: HEARTBEAT,
         flood_publish,
+        score_params: Some(score_params()),
         ..GossipsubConfig::default()
     });
     let behaviour = Behaviour::new(&key, config).expect("config");
@@ -314,6 +335,21 @@ async fn gossipsub_mixed_mesh_five_meshwire_five_libp2p() {
             assert!(
                 mesh.iter().any(|p| lp.contains(p)),
                 "no libp2p peer in the mesh"
+            );
+            // With scoring on, no libp2p peer lost score (its messages all verified and were
+            // valid), and libp2p peers earned credit (time in mesh, first deliveries). Which
+            // peer delivers a given message first is a race, so not every one need have.
+            let scores: Vec<f64> = handle
+                .with_behaviour(move |b| {
+                    lp.iter()
+                        .map(|p| b.engine().peer_score(p).unwrap_or(-1.0))
+                        .collect()
+                })
+                .await
+                .unwrap();
+            assert!(
+                scores.iter().all(|s| *s >= 0.0) && scores.iter().any(|s| *s > 0.0),
+                "scores of libp2p peers {scores:?}"
             );
         }
     }

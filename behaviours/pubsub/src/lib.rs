@@ -4,8 +4,10 @@
 //!   errors, and message signing exactly as libp2p signs (`docs/pubsub.md`).
 //! - [`engine`]: the router as a sans-IO state machine ([`GossipsubEngine`]): subscriptions,
 //!   mesh maintenance, fanout, heartbeat, IHAVE/IWANT gossip, GRAFT/PRUNE with backoff and
-//!   peer exchange, flood publishing, the seen and message caches, the validation hook and
-//!   bounded per-peer queues with control before data.
+//!   peer exchange, flood publishing, the seen and message caches, the validation hook,
+//!   bounded per-peer queues with control before data, and peer scoring v1.1
+//!   ([`engine::score`]).
+//! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
 //! # Example: sign a message, frame it, read it back and verify it
 //!

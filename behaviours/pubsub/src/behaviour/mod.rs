@@ -22,6 +22,7 @@
 //! rust-libp2p's gossipsub keeps its peers' connections.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -37,6 +38,7 @@ use meshwire_swarm::{
     ConnectedPoint, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
     StreamProtocol, Timer, ToSwarm,
 };
+use multiaddr::Protocol;
 
 use crate::engine::{
     Acceptance, ConfigError, GossipsubConfig, GossipsubEngine, GossipsubEvent, MessageId, PeerKind,
@@ -222,6 +224,12 @@ impl Behaviour {
         done
     }
 
+    /// Sets a peer's application-specific score (P5, with scoring on); `false` if scoring is
+    /// off or the peer unknown.
+    pub fn set_application_score(&mut self, peer: &PeerId, score: f64) -> bool {
+        self.engine.set_application_score(peer, score)
+    }
+
     fn on_frame(&mut self, peer: PeerId, frame: Result<Vec<u8>, FrameError>) {
         let now = Instant::now();
         match frame {
@@ -293,6 +301,27 @@ impl Behaviour {
     }
 }
 
+/// The remote's IP address of a connection (none for relayed or non-IP ones).
+fn remote_ip(endpoint: &ConnectedPoint) -> Option<IpAddr> {
+    let addr = match endpoint {
+        ConnectedPoint::Dialer { address } => address,
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+    };
+    if is_circuit(addr) {
+        return None;
+    }
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+/// Whether `addr` goes through a relay (its IP is the relay's, not the peer's).
+fn is_circuit(addr: &meshwire_swarm::Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
 impl NetworkBehaviour for Behaviour {
     type Event = Event;
 
@@ -315,26 +344,41 @@ impl NetworkBehaviour for Behaviour {
             }
             _ => false,
         };
-        match self.connections.on_swarm_event(&event) {
-            Some(ConnectionChange::Opened {
-                peer, first: true, ..
-            }) => {
-                self.engine.handle_peer_connected(
-                    Instant::now(),
-                    peer,
-                    PeerKind::Gossipsub1_1,
-                    outbound,
-                );
+        let change = self.connections.on_swarm_event(&event);
+        // The remote's IP feeds the score's IP colocation factor (P6). The engine must know
+        // the peer first (its score entry), so a new peer is added before its IP.
+        if let Some(ConnectionChange::Opened {
+            peer, first: true, ..
+        }) = change
+        {
+            self.engine.handle_peer_connected(
+                Instant::now(),
+                peer,
+                PeerKind::Gossipsub1_1,
+                outbound,
+            );
+        }
+        match &event {
+            FromSwarm::ConnectionEstablished { peer, endpoint, .. } => {
+                if let Some(ip) = remote_ip(endpoint) {
+                    self.engine.add_peer_ip(*peer, ip);
+                }
             }
-            Some(ConnectionChange::Closed {
-                peer, last: true, ..
-            }) => {
-                self.engine.handle_peer_disconnected(Instant::now(), &peer);
-                self.senders.remove(&peer);
-                self.reopen_after.remove(&peer);
-                self.inbound.remove(&peer);
+            FromSwarm::ConnectionClosed { peer, endpoint, .. } => {
+                if let Some(ip) = remote_ip(endpoint) {
+                    self.engine.remove_peer_ip(peer, &ip);
+                }
             }
             _ => {}
+        }
+        if let Some(ConnectionChange::Closed {
+            peer, last: true, ..
+        }) = change
+        {
+            self.engine.handle_peer_disconnected(Instant::now(), &peer);
+            self.senders.remove(&peer);
+            self.reopen_after.remove(&peer);
+            self.inbound.remove(&peer);
         }
         self.wake();
     }

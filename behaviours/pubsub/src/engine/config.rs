@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::event::{GossipMessage, MessageId};
+use super::score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError};
 use crate::wire::DEFAULT_MAX_TRANSMIT_SIZE;
 
 /// A function naming messages (the default is the author and sequence number,
@@ -84,6 +85,20 @@ pub struct GossipsubConfig {
     pub max_topics_per_peer: usize,
     /// The message id function; `None` is rust-libp2p's default (author + sequence number).
     pub message_id_fn: Option<MessageIdFn>,
+    /// Peer scoring v1.1: `None` (the default, as rust-libp2p) scores every peer 0.
+    pub score_params: Option<PeerScoreParams>,
+    /// The thresholds acted on when scoring is on.
+    pub score_thresholds: PeerScoreThresholds,
+    /// Heartbeats between opportunistic grafting rounds (scoring on). Default 60.
+    pub opportunistic_graft_ticks: u64,
+    /// Peers grafted per opportunistic round. Default 2.
+    pub opportunistic_graft_peers: usize,
+    /// How long a peer has to deliver what it advertised once we ask (IWANT) before the
+    /// promise counts as broken (a P7 penalty). Default 3 s.
+    pub iwant_followup_time: Duration,
+    /// A GRAFT this soon after our PRUNE's backoff began costs an extra P7 penalty.
+    /// Default 10 s.
+    pub graft_flood_threshold: Duration,
     /// The seed of the engine's random choices.
     pub seed: u64,
 }
@@ -123,6 +138,12 @@ impl Default for GossipsubConfig {
             max_messages_per_rpc: 5000,
             max_topics_per_peer: 1000,
             message_id_fn: None,
+            score_params: None,
+            score_thresholds: PeerScoreThresholds::default(),
+            opportunistic_graft_ticks: 60,
+            opportunistic_graft_peers: 2,
+            iwant_followup_time: Duration::from_secs(3),
+            graft_flood_threshold: Duration::from_secs(10),
             seed: 0,
         }
     }
@@ -139,6 +160,7 @@ impl fmt::Debug for GossipsubConfig {
             .field("flood_publish", &self.flood_publish)
             .field("validate_messages", &self.validate_messages)
             .field("custom_message_id_fn", &self.message_id_fn.is_some())
+            .field("scoring", &self.score_params.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +184,9 @@ pub enum ConfigError {
     /// Every queue and cache bound must be at least 1.
     #[error("queue and cache bounds must be at least 1")]
     Bounds,
+    /// The score parameters or thresholds are inconsistent.
+    #[error(transparent)]
+    Score(#[from] ScoreParamsError),
 }
 
 impl GossipsubConfig {
@@ -196,8 +221,12 @@ impl GossipsubConfig {
             self.max_messages_per_rpc,
             self.max_topics_per_peer,
         ];
-        if bounds.contains(&0) {
+        if bounds.contains(&0) || self.opportunistic_graft_ticks == 0 {
             return Err(ConfigError::Bounds);
+        }
+        if let Some(params) = &self.score_params {
+            params.validate()?;
+            self.score_thresholds.validate()?;
         }
         Ok(())
     }

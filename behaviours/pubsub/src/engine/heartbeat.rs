@@ -1,4 +1,6 @@
-//! The heartbeat: mesh maintenance, fanout upkeep, gossip emission, cache shifting.
+//! The heartbeat: score decay and broken promises, mesh maintenance (negative scores out,
+//! D_lo/D_hi/D_score/D_out, opportunistic grafting), fanout upkeep, gossip emission, cache
+//! shifting.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -10,6 +12,13 @@ use crate::wire;
 
 impl GossipsubEngine {
     pub(super) fn heartbeat(&mut self, now: Instant) {
+        self.heartbeat_ticks += 1;
+        if let Some(score) = &mut self.score {
+            score.refresh(now);
+            for (peer, count) in self.promises.broken(now) {
+                score.add_penalty(&peer, count);
+            }
+        }
         for state in self.peers.values_mut() {
             state.ihave_received = 0;
             state.iasked = 0;
@@ -30,10 +39,13 @@ impl GossipsubEngine {
         self.peers.get(peer).is_some_and(|s| s.outbound)
     }
 
-    fn graft(&mut self, topic: &TopicHash, peers: Vec<PeerId>) {
+    fn graft(&mut self, now: Instant, topic: &TopicHash, peers: Vec<PeerId>) {
         for peer in peers {
             if let Some(mesh) = self.mesh.get_mut(topic) {
                 mesh.insert(peer);
+            }
+            if let Some(score) = &mut self.score {
+                score.graft(now, &peer, topic);
             }
             self.control(peer).graft.push(wire::ControlGraft {
                 topic_id: Some(topic.as_str().to_string()),
@@ -41,43 +53,60 @@ impl GossipsubEngine {
         }
     }
 
+    /// Whether the heartbeat may graft `peer` on `topic` now.
+    fn graftable(&self, topic: &TopicHash, peer: &PeerId, now: Instant) -> bool {
+        !self.in_backoff(topic, peer, now, true) && self.score_of(peer) >= 0.0
+    }
+
     fn maintain_mesh(&mut self, now: Instant, topic: &TopicHash) {
         let d = self.config.mesh_n;
-        let mesh: BTreeSet<PeerId> = self.mesh.get(topic).cloned().unwrap_or_default();
+        let backoff = self.config.prune_backoff;
 
-        // Too few: graft up to D.
-        if mesh.len() < self.config.mesh_n_low {
-            let candidates = self.topic_candidates(topic, |p| {
-                !mesh.contains(p) && !self.in_backoff(topic, p, now, true)
-            });
-            let chosen = self.pick(candidates, d - mesh.len());
-            self.graft(topic, chosen);
-        }
-
-        // Too many: keep D — D_score by score (every peer scores 0 until scoring exists, so
-        // these are random), then at least D_out outbound peers, then random ones.
-        let mesh: Vec<PeerId> = self
-            .mesh
-            .get(topic)
-            .into_iter()
-            .flatten()
+        // Peers with a negative score leave the mesh (without peer exchange).
+        let negative: Vec<PeerId> = self
+            .mesh_peers(topic)
+            .filter(|p| self.score_of(p) < 0.0)
             .copied()
             .collect();
+        for peer in negative {
+            if let Some(m) = self.mesh.get_mut(topic) {
+                m.remove(&peer);
+            }
+            self.prune(now, topic, peer, backoff, false);
+        }
+
+        // Too few: graft up to D.
+        let mesh: BTreeSet<PeerId> = self.mesh.get(topic).cloned().unwrap_or_default();
+        if mesh.len() < self.config.mesh_n_low {
+            let candidates = self.topic_candidates(topic, |p| {
+                !mesh.contains(p) && self.graftable(topic, p, now)
+            });
+            let chosen = self.pick(candidates, d - mesh.len());
+            self.graft(now, topic, chosen);
+        }
+
+        // Too many: keep D — the D_score best by score (equal scores in random order), then
+        // at least D_out outbound peers, then random ones.
+        let mesh: Vec<PeerId> = self.mesh_peers(topic).copied().collect();
         if mesh.len() > self.config.mesh_n_high {
             let mut shuffled = mesh;
             self.rng.shuffle(&mut shuffled);
-            let mut keep: Vec<PeerId> = shuffled.drain(..self.config.retain_scores).collect();
+            let mut scored: Vec<(f64, PeerId)> =
+                shuffled.iter().map(|p| (self.score_of(p), *p)).collect();
+            // Stable: equal scores keep their shuffled order.
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut ranked: Vec<PeerId> = scored.into_iter().map(|(_, p)| p).collect();
+            let mut keep: Vec<PeerId> = ranked.drain(..self.config.retain_scores).collect();
             let outbound_kept = keep.iter().filter(|p| self.is_outbound(p)).count();
             let need_outbound = self.config.mesh_outbound_min.saturating_sub(outbound_kept);
             let (outbound, inbound): (Vec<PeerId>, Vec<PeerId>) =
-                shuffled.into_iter().partition(|p| self.is_outbound(p));
+                ranked.into_iter().partition(|p| self.is_outbound(p));
             let mut outbound = outbound.into_iter();
             keep.extend(outbound.by_ref().take(need_outbound));
             let mut rest: Vec<PeerId> = outbound.chain(inbound).collect();
             self.rng.shuffle(&mut rest);
             let room = d.saturating_sub(keep.len());
             keep.extend(rest.drain(..room.min(rest.len())));
-            let backoff = self.config.prune_backoff;
             for peer in rest {
                 if let Some(m) = self.mesh.get_mut(topic) {
                     m.remove(&peer);
@@ -92,12 +121,31 @@ impl GossipsubEngine {
             let outbound = mesh.iter().filter(|p| self.is_outbound(p)).count();
             if outbound < self.config.mesh_outbound_min {
                 let candidates = self.topic_candidates(topic, |p| {
-                    !mesh.contains(p)
-                        && self.is_outbound(p)
-                        && !self.in_backoff(topic, p, now, true)
+                    !mesh.contains(p) && self.is_outbound(p) && self.graftable(topic, p, now)
                 });
                 let chosen = self.pick(candidates, self.config.mesh_outbound_min - outbound);
-                self.graft(topic, chosen);
+                self.graft(now, topic, chosen);
+            }
+        }
+
+        // Opportunistic grafting (scoring on): a mesh whose median score is below the
+        // threshold takes up to `opportunistic_graft_peers` peers scoring above the median.
+        let ticks = self.config.opportunistic_graft_ticks;
+        if self.score.is_some() && self.heartbeat_ticks % ticks == 0 {
+            let mesh: BTreeSet<PeerId> = self.mesh.get(topic).cloned().unwrap_or_default();
+            if mesh.len() > 1 {
+                let mut scores: Vec<f64> = mesh.iter().map(|p| self.score_of(p)).collect();
+                scores.sort_by(f64::total_cmp);
+                let median = scores[scores.len() / 2];
+                if median < self.config.score_thresholds.opportunistic_graft_threshold {
+                    let candidates = self.topic_candidates(topic, |p| {
+                        !mesh.contains(p)
+                            && self.graftable(topic, p, now)
+                            && self.score_of(p) > median
+                    });
+                    let chosen = self.pick(candidates, self.config.opportunistic_graft_peers);
+                    self.graft(now, topic, chosen);
+                }
             }
         }
     }
@@ -114,12 +162,18 @@ impl GossipsubEngine {
             self.fanout.remove(&topic);
             self.fanout_last_pub.remove(&topic);
         }
+        let publish_threshold = self.config.score_thresholds.publish_threshold;
         let topics: Vec<TopicHash> = self.fanout.keys().cloned().collect();
         for topic in topics {
             let mut set = self.fanout.remove(&topic).unwrap_or_default();
-            set.retain(|p| self.topic_peers.get(&topic).is_some_and(|s| s.contains(p)));
+            set.retain(|p| {
+                self.topic_peers.get(&topic).is_some_and(|s| s.contains(p))
+                    && self.score_of(p) >= publish_threshold
+            });
             if set.len() < self.config.mesh_n {
-                let candidates = self.topic_candidates(&topic, |p| !set.contains(p));
+                let candidates = self.topic_candidates(&topic, |p| {
+                    !set.contains(p) && self.score_of(p) >= publish_threshold
+                });
                 let chosen = self.pick(candidates, self.config.mesh_n - set.len());
                 set.extend(chosen);
             }
@@ -134,6 +188,7 @@ impl GossipsubEngine {
             .chain(self.fanout.keys())
             .cloned()
             .collect();
+        let gossip_threshold = self.config.score_thresholds.gossip_threshold;
         for topic in topics {
             let mut ids: Vec<Vec<u8>> = self
                 .mcache
@@ -150,18 +205,19 @@ impl GossipsubEngine {
                 .or_else(|| self.fanout.get(&topic))
                 .cloned()
                 .unwrap_or_default();
-            let candidates = self.topic_candidates(&topic, |p| !exclude.contains(p));
+            let candidates = self.topic_candidates(&topic, |p| {
+                !exclude.contains(p) && self.score_of(p) >= gossip_threshold
+            });
             let by_factor = (self.config.gossip_factor * candidates.len() as f64) as usize;
             let n = self.config.gossip_lazy.max(by_factor);
             let chosen = self.pick(candidates, n);
             for peer in chosen {
-                let mut ids = if ids.len() > self.config.max_ihave_length {
+                let ids = if ids.len() > self.config.max_ihave_length {
                     self.rng.shuffle(&mut ids);
                     ids[..self.config.max_ihave_length].to_vec()
                 } else {
                     ids.clone()
                 };
-                ids.sort();
                 self.control(peer).ihave.push(wire::ControlIHave {
                     topic_id: Some(topic.as_str().to_string()),
                     message_ids: ids,

@@ -23,6 +23,12 @@ impl GossipsubEngine {
         if !self.peers.contains_key(&peer) {
             self.handle_peer_connected(now, peer, PeerKind::Gossipsub1_1, false);
         }
+        if self.score.is_some()
+            && self.score_of(&peer) < self.config.score_thresholds.graylist_threshold
+        {
+            // Graylisted: nothing it says is taken.
+            return;
+        }
         let limit = self.config.max_messages_per_rpc;
         if rpc.subscriptions.len() > limit || rpc.publish.len() > limit {
             self.penalize(peer, InvalidReason::OverLimit);
@@ -94,11 +100,18 @@ impl GossipsubEngine {
         let verified = match sign::verify(&message) {
             Ok(v) => v,
             Err(e) => {
+                if let Some(score) = &mut self.score {
+                    score.reject_invalid_message(&peer, &topic);
+                }
                 self.penalize(peer, InvalidReason::Message(e));
                 return;
             }
         };
         if verified.source == self.local && !self.config.allow_self_origin {
+            // Our own message sent back to us: as rust-libp2p, a P4 penalty and nothing else.
+            if let Some(score) = &mut self.score {
+                score.reject_invalid_message(&peer, &topic);
+            }
             return;
         }
         let id = self.message_id(&message, Some(verified.source), Some(verified.seqno));
@@ -106,9 +119,19 @@ impl GossipsubEngine {
             .seen
             .insert(id.clone(), now + self.config.duplicate_cache_time)
         {
+            if let Some(score) = &mut self.score {
+                score.duplicated_message(now, &peer, &id, &topic);
+            }
             return;
         }
+        self.promises.delivered(&id);
         let validated = !self.config.validate_messages;
+        if let Some(score) = &mut self.score {
+            score.validate_message(now, &id);
+            if validated {
+                score.deliver_message(now, &peer, &id, &topic);
+            }
+        }
         let cached = self.mcache.put(&id, message.clone(), validated);
         if !validated && !cached {
             // Nowhere to hold it while the application decides: dropped.
@@ -130,11 +153,15 @@ impl GossipsubEngine {
     }
 
     fn handle_control(&mut self, now: Instant, peer: PeerId, control: ControlMessage) {
-        for ihave in control.ihave {
-            self.handle_ihave(peer, ihave);
-        }
-        for iwant in control.iwant {
-            self.handle_iwant(peer, iwant);
+        // IHAVE and IWANT only from peers above the gossip threshold.
+        let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
+        if gossip_ok {
+            for ihave in control.ihave {
+                self.handle_ihave(now, peer, ihave);
+            }
+            for iwant in control.iwant {
+                self.handle_iwant(peer, iwant);
+            }
         }
         for graft in control.graft {
             if let Some(topic) = graft.topic_id {
@@ -146,7 +173,7 @@ impl GossipsubEngine {
         }
     }
 
-    fn handle_ihave(&mut self, peer: PeerId, ihave: wire::ControlIHave) {
+    fn handle_ihave(&mut self, now: Instant, peer: PeerId, ihave: wire::ControlIHave) {
         let max_ihave_messages = self.config.max_ihave_messages;
         let max_ihave_length = self.config.max_ihave_length;
         let Some(topic) = ihave.topic_id.map(TopicHash::from) else {
@@ -179,6 +206,10 @@ impl GossipsubEngine {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.iasked += wanted.len();
         }
+        if self.score.is_some() {
+            let expires = now + self.config.iwant_followup_time;
+            self.promises.add(peer, &wanted, expires);
+        }
         self.control(peer).iwant.push(wire::ControlIWant {
             message_ids: wanted,
         });
@@ -208,7 +239,24 @@ impl GossipsubEngine {
             return;
         }
         if self.in_backoff(&topic, &peer, now, false) {
+            // P7: one penalty, two if the GRAFT comes within graft_flood_threshold of the
+            // PRUNE that started the backoff (rust-libp2p's rule).
+            let flood = self
+                .backoffs
+                .get(&(topic.clone(), peer))
+                .is_some_and(|until| {
+                    now + self.config.prune_backoff < *until + self.config.graft_flood_threshold
+                });
+            if let Some(score) = &mut self.score {
+                score.add_penalty(&peer, if flood { 2 } else { 1 });
+            }
             self.penalize(peer, InvalidReason::GraftDuringBackoff);
+            let backoff = self.config.prune_backoff;
+            self.prune(now, &topic, peer, backoff, false);
+            return;
+        }
+        if self.score_of(&peer) < 0.0 {
+            // A peer with a negative score is not grafted (no penalty, no peer exchange).
             let backoff = self.config.prune_backoff;
             self.prune(now, &topic, peer, backoff, false);
             return;
@@ -223,6 +271,9 @@ impl GossipsubEngine {
             self.prune(now, &topic, peer, backoff, true);
             return;
         }
+        if let Some(score) = &mut self.score {
+            score.graft(now, &peer, &topic);
+        }
         self.mesh.entry(topic).or_default().insert(peer);
     }
 
@@ -230,8 +281,10 @@ impl GossipsubEngine {
         let Some(topic) = prune.topic_id.map(TopicHash::from) else {
             return;
         };
-        if let Some(mesh) = self.mesh.get_mut(&topic) {
-            mesh.remove(&peer);
+        if self.mesh.get_mut(&topic).is_some_and(|m| m.remove(&peer)) {
+            if let Some(score) = &mut self.score {
+                score.prune(&peer, &topic);
+            }
         }
         let backoff = prune
             .backoff
@@ -240,7 +293,9 @@ impl GossipsubEngine {
             // A peer cannot make us wait more than a day (and overflow an `Instant`).
             .min(Duration::from_secs(86_400));
         self.set_backoff(&topic, peer, now + backoff);
-        if self.config.prune_peers > 0 && !prune.peers.is_empty() {
+        let px_ok = self.score.is_none()
+            || self.score_of(&peer) >= self.config.score_thresholds.accept_px_threshold;
+        if px_ok && self.config.prune_peers > 0 && !prune.peers.is_empty() {
             let mut offered: Vec<PeerId> = prune
                 .peers
                 .iter()

@@ -37,9 +37,21 @@
 //!   control goes first; a full queue drops what comes next ([`GossipsubEngine::queue_stats`]).
 //!   Control RPCs are split to stay within `max_transmit_size`.
 //!
-//! Peer scoring (v1.1's P1–P7, thresholds, opportunistic grafting) is not implemented yet:
-//! every peer scores 0, and invalid input is counted per peer
-//! ([`GossipsubEngine::invalid_messages`]) for the score's P4 to use.
+//! - **Peer scoring v1.1** ([`GossipsubConfig::score_params`], off by default as in
+//!   rust-libp2p; module `score` has the formula): P1 time in mesh, P2 first deliveries, P3
+//!   mesh delivery deficit and P3b its sticky penalty, P4 invalid messages (bad signatures,
+//!   rejected by the application, copies of rejected messages), P5 the application's score,
+//!   P6 IP colocation, P7 behaviour penalties (GRAFT in backoff, doubled when flooding right
+//!   after a PRUNE; broken IWANT promises) and rust-libp2p's slow-peer penalty (data dropped
+//!   at a full queue). The router acts on it: graylisted peers' RPCs are ignored; gossip and
+//!   IHAVE/IWANT need `gossip_threshold`; publishing (flood, fanout) needs
+//!   `publish_threshold`; peer exchange is taken from peers at `accept_px_threshold`; peers
+//!   with a negative score are pruned from meshes, never grafted and get no peer exchange; an
+//!   oversubscribed mesh keeps its D_score best; every `opportunistic_graft_ticks` a mesh
+//!   whose median score is below `opportunistic_graft_threshold` grafts better peers.
+//!
+//! Invalid input is also counted per peer whether scoring is on or not
+//! ([`GossipsubEngine::invalid_messages`]).
 
 mod cache;
 mod config;
@@ -47,10 +59,12 @@ mod event;
 mod heartbeat;
 mod inbound;
 mod queue;
+pub mod score;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use meshwire_core::{Keypair, PeerId};
@@ -60,11 +74,13 @@ pub use event::{
     Acceptance, GossipMessage, GossipsubEvent, InvalidReason, MessageId, PublishError, TopicHash,
 };
 pub use queue::QueueStats;
+pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
 use crate::rng::Rng;
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
 use cache::{MessageCache, SeenCache};
 use queue::PeerQueue;
+use score::{GossipPromises, PeerScore};
 
 /// The protocol a peer speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +125,9 @@ pub struct GossipsubEngine {
     ready: VecDeque<PeerId>,
     events: VecDeque<GossipsubEvent>,
     next_heartbeat: Option<Instant>,
+    heartbeat_ticks: u64,
+    score: Option<PeerScore>,
+    promises: GossipPromises,
 }
 
 impl GossipsubEngine {
@@ -146,6 +165,12 @@ impl GossipsubEngine {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             next_heartbeat: None,
+            heartbeat_ticks: 0,
+            score: config
+                .score_params
+                .clone()
+                .map(|p| PeerScore::new(p, config.max_seen_messages)),
+            promises: GossipPromises::default(),
             config,
         })
     }
@@ -175,6 +200,9 @@ impl GossipsubEngine {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.kind = kind;
             return;
+        }
+        if let Some(score) = &mut self.score {
+            score.add_peer(peer);
         }
         self.peers.insert(
             peer,
@@ -222,6 +250,9 @@ impl GossipsubEngine {
         let Some(state) = self.peers.remove(peer) else {
             return;
         };
+        if let Some(score) = &mut self.score {
+            score.remove_peer(now, peer);
+        }
         for topic in state.topics {
             if let Some(set) = self.topic_peers.get_mut(&topic) {
                 set.remove(peer);
@@ -271,6 +302,41 @@ impl GossipsubEngine {
         self.peers.get(peer).map_or(0, |s| s.invalid)
     }
 
+    /// A peer's score; `None` when scoring is off.
+    pub fn peer_score(&self, peer: &PeerId) -> Option<f64> {
+        self.score.as_ref().map(|s| s.score(peer))
+    }
+
+    /// Sets a peer's application-specific score (P5); `false` if scoring is off or the peer
+    /// is unknown to it.
+    pub fn set_application_score(&mut self, peer: &PeerId, score: f64) -> bool {
+        self.score
+            .as_mut()
+            .is_some_and(|s| s.set_application_score(peer, score))
+    }
+
+    /// A connection of `peer` comes from `ip` (P6, IP colocation).
+    pub fn add_peer_ip(&mut self, peer: PeerId, ip: IpAddr) {
+        if let Some(score) = &mut self.score {
+            score.add_ip(peer, ip);
+        }
+    }
+
+    /// The connection of `peer` from `ip` closed.
+    pub fn remove_peer_ip(&mut self, peer: &PeerId, ip: &IpAddr) {
+        if let Some(score) = &mut self.score {
+            score.remove_ip(peer, ip);
+        }
+    }
+
+    /// Peers tracked by the score (connected or retained) and outstanding IWANT promises.
+    pub fn score_sizes(&self) -> (usize, usize) {
+        (
+            self.score.as_ref().map_or(0, PeerScore::tracked),
+            self.promises.len(),
+        )
+    }
+
     /// A peer's queue counters.
     pub fn queue_stats(&self, peer: &PeerId) -> Option<QueueStats> {
         self.peers.get(peer).map(|s| s.queue.stats())
@@ -301,7 +367,7 @@ impl GossipsubEngine {
             mesh.extend(
                 fanout
                     .into_iter()
-                    .filter(|p| !self.in_backoff(&topic, p, now, false))
+                    .filter(|p| !self.in_backoff(&topic, p, now, false) && self.score_of(p) >= 0.0)
                     .take(self.config.mesh_n),
             );
         }
@@ -309,7 +375,9 @@ impl GossipsubEngine {
         if mesh.len() < self.config.mesh_n {
             let need = self.config.mesh_n - mesh.len();
             let candidates = self.topic_candidates(&topic, |p| {
-                !mesh.contains(p) && !self.in_backoff(&topic, p, now, false)
+                !mesh.contains(p)
+                    && !self.in_backoff(&topic, p, now, false)
+                    && self.score_of(p) >= 0.0
             });
             let extra = self.pick(candidates, need);
             mesh.extend(extra);
@@ -318,6 +386,9 @@ impl GossipsubEngine {
             self.control(*peer).graft.push(wire::ControlGraft {
                 topic_id: Some(topic.as_str().to_string()),
             });
+            if let Some(score) = &mut self.score {
+                score.graft(now, peer, &topic);
+            }
         }
         self.mesh.insert(topic, mesh);
         self.flush_control();
@@ -372,13 +443,15 @@ impl GossipsubEngine {
         if self.seen.contains(&id) {
             return Err(PublishError::Duplicate);
         }
+        let publish_threshold = self.config.score_thresholds.publish_threshold;
         let recipients: Vec<PeerId> = if self.config.flood_publish {
-            self.topic_peers(&topic).copied().collect()
+            self.topic_candidates(&topic, |p| self.score_of(p) >= publish_threshold)
         } else if let Some(mesh) = self.mesh.get(&topic) {
             mesh.iter().copied().collect()
         } else {
             if !self.fanout.contains_key(&topic) {
-                let candidates = self.topic_candidates(&topic, |_| true);
+                let candidates =
+                    self.topic_candidates(&topic, |p| self.score_of(p) >= publish_threshold);
                 let peers = self.pick(candidates, self.config.mesh_n);
                 if !peers.is_empty() {
                     self.fanout
@@ -422,26 +495,30 @@ impl GossipsubEngine {
         acceptance: Acceptance,
     ) -> bool {
         self.start(now);
+        // Only a message still waiting: a validated one is not taken back.
+        let Some(message) = self.mcache.validate(id) else {
+            return false;
+        };
+        let topic = TopicHash::from(message.topic.clone());
         match acceptance {
-            Acceptance::Accept => match self.mcache.validate(id) {
-                Some(message) => {
-                    self.forward(&message, Some(*propagation_source));
-                    true
+            Acceptance::Accept => {
+                if let Some(score) = &mut self.score {
+                    score.deliver_message(now, propagation_source, id, &topic);
                 }
-                None => false,
-            },
+                self.forward(&message, Some(*propagation_source));
+            }
             Acceptance::Reject | Acceptance::Ignore => {
-                // Only a message still waiting: a validated one is not taken back.
-                if self.mcache.validate(id).is_none() {
-                    return false;
-                }
                 self.mcache.remove(id);
-                if acceptance == Acceptance::Reject {
+                let ignore = acceptance == Acceptance::Ignore;
+                if let Some(score) = &mut self.score {
+                    score.reject_message(now, propagation_source, id, &topic, ignore);
+                }
+                if !ignore {
                     self.penalize(*propagation_source, InvalidReason::Rejected);
                 }
-                true
             }
         }
+        true
     }
 
     // ---- Outputs ----
@@ -498,6 +575,11 @@ impl GossipsubEngine {
     }
 
     // ---- Internals shared by the submodules ----
+
+    /// A peer's score, 0 when scoring is off.
+    fn score_of(&self, peer: &PeerId) -> f64 {
+        self.score.as_ref().map_or(0.0, |s| s.score(peer))
+    }
 
     fn start(&mut self, now: Instant) {
         if self.next_heartbeat.is_none() {
@@ -586,13 +668,17 @@ impl GossipsubEngine {
         px: bool,
     ) {
         self.set_backoff(topic, peer, now + backoff);
+        if let Some(score) = &mut self.score {
+            score.prune(&peer, topic);
+        }
         let v11 = self
             .peers
             .get(&peer)
             .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
-        let peers = if px && v11 && self.config.do_px {
+        let peers = if px && v11 && self.config.do_px && self.score_of(&peer) >= 0.0 {
             let n = self.config.prune_peers;
-            let candidates = self.topic_candidates(topic, |p| *p != peer);
+            let candidates =
+                self.topic_candidates(topic, |p| *p != peer && self.score_of(p) >= 0.0);
             self.pick(candidates, n)
                 .into_iter()
                 .map(|p| wire::PeerInfo {
@@ -661,6 +747,11 @@ impl GossipsubEngine {
         let queued = state.queue.push_data(rpc);
         if queued && was_empty {
             self.ready.push_back(peer);
+        }
+        if !queued {
+            if let Some(score) = &mut self.score {
+                score.slow_peer(&peer);
+            }
         }
         queued
     }

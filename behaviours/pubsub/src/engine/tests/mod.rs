@@ -8,6 +8,8 @@ use meshwire_core::{Keypair, PeerId};
 
 use super::*;
 use crate::wire::WireError;
+
+mod scoring;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};
 
 const TOPIC: &str = "t";

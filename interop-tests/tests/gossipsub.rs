@@ -7,6 +7,8 @@
 //!   message id the one the publisher computed (both implementations name messages alike).
 //!   The meshwire nodes score their peers: no libp2p peer ends below 0, and they earn
 //!   credit.
+//! - `gossipsub_v1_0_*`: a rust-libp2p node speaking `/meshsub/1.0.0` only, with two
+//!   meshwire nodes: messages flow every way and meshwire knows the peer as v1.0.
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
@@ -20,7 +22,7 @@ use libp2p::swarm::SwarmEvent as LpSwarmEvent;
 use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_pubsub::engine::{PeerScoreParams, TopicScoreParams};
-use meshwire_pubsub::{Behaviour, Config, Event, GossipsubConfig};
+use meshwire_pubsub::{Behaviour, Config, Event, GossipsubConfig, PeerKind};
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::Multiaddr;
@@ -206,17 +208,29 @@ async fn libp2p_node(
     flood_publish: bool,
     receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
 ) -> Node {
+    libp2p_node_speaking(flood_publish, false, receipts).await
+}
+
+/// A rust-libp2p node; `v1_0_only` makes it speak `/meshsub/1.0.0` alone (an old peer).
+async fn libp2p_node_speaking(
+    flood_publish: bool,
+    v1_0_only: bool,
+    receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
+) -> Node {
     let mut swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_quic()
         .with_behaviour(|key| {
-            let config = lp_gs::ConfigBuilder::default()
+            let mut builder = lp_gs::ConfigBuilder::default();
+            builder
                 .heartbeat_interval(HEARTBEAT)
                 .heartbeat_initial_delay(HEARTBEAT)
                 .validation_mode(lp_gs::ValidationMode::Strict)
-                .flood_publish(flood_publish)
-                .build()
-                .expect("gossipsub config");
+                .flood_publish(flood_publish);
+            if v1_0_only {
+                builder.protocol_id("/meshsub/1.0.0", lp_gs::Version::V1_0);
+            }
+            let config = builder.build().expect("gossipsub config");
             lp_gs::Behaviour::new(lp_gs::MessageAuthenticity::Signed(key.clone()), config)
                 .expect("gossipsub")
         })
@@ -367,4 +381,31 @@ async fn gossipsub_line_alternating_implementations_forwards_through_meshes() {
         nodes[a].dial(&nodes[a + 1]).await;
     }
     run(&nodes, rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_v1_0_libp2p_peer_joins_the_mesh() {
+    // Two meshwire nodes and a rust-libp2p node speaking /meshsub/1.0.0 only.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nodes = vec![
+        meshwire_node(true, tx.clone()).await,
+        meshwire_node(true, tx.clone()).await,
+        libp2p_node_speaking(true, true, tx.clone()).await,
+    ];
+    for a in 0..nodes.len() {
+        for b in a + 1..nodes.len() {
+            nodes[a].dial(&nodes[b]).await;
+        }
+    }
+    run(&nodes, rx).await;
+    let old = nodes[2].peer();
+    for n in &nodes[..2] {
+        if let Node::Mw { handle, .. } = n {
+            let kind = handle
+                .with_behaviour(move |b| b.engine().peer_kind(&old))
+                .await
+                .unwrap();
+            assert_eq!(kind, Some(PeerKind::Gossipsub1_0));
+        }
+    }
 }

@@ -268,6 +268,11 @@ impl GossipsubEngine {
         self.ready.retain(|p| p != peer);
     }
 
+    /// The protocol a peer speaks, as learned from its streams.
+    pub fn peer_kind(&self, peer: &PeerId) -> Option<PeerKind> {
+        self.peers.get(peer).map(|s| s.kind)
+    }
+
     /// The peers connected (as the engine knows them).
     pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
         self.peers.keys()

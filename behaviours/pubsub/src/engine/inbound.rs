@@ -153,22 +153,33 @@ impl GossipsubEngine {
     }
 
     fn handle_control(&mut self, now: Instant, peer: PeerId, control: ControlMessage) {
+        // At most `max_messages_per_rpc` entries of each kind are taken.
+        let limit = self.config.max_messages_per_rpc;
+        let counts = [
+            control.ihave.len(),
+            control.iwant.len(),
+            control.graft.len(),
+            control.prune.len(),
+        ];
+        if counts.iter().any(|n| *n > limit) {
+            self.penalize(peer, InvalidReason::OverLimit);
+        }
         // IHAVE and IWANT only from peers above the gossip threshold.
         let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
         if gossip_ok {
-            for ihave in control.ihave {
+            for ihave in control.ihave.into_iter().take(limit) {
                 self.handle_ihave(now, peer, ihave);
             }
-            for iwant in control.iwant {
+            for iwant in control.iwant.into_iter().take(limit) {
                 self.handle_iwant(peer, iwant);
             }
         }
-        for graft in control.graft {
+        for graft in control.graft.into_iter().take(limit) {
             if let Some(topic) = graft.topic_id {
                 self.handle_graft(now, peer, TopicHash::from(topic));
             }
         }
-        for prune in control.prune {
+        for prune in control.prune.into_iter().take(limit) {
             self.handle_prune(now, peer, prune);
         }
     }
@@ -230,9 +241,18 @@ impl GossipsubEngine {
 
     fn handle_graft(&mut self, now: Instant, peer: PeerId, topic: TopicHash) {
         if !self.subscriptions.contains(&topic) {
-            // Not in the topic: PRUNE without peer exchange.
-            let backoff = self.config.prune_backoff;
-            self.prune(now, &topic, peer, backoff, false);
+            // Not in the topic: PRUNE without peer exchange, and no state kept (a peer
+            // grafting made-up topics must not grow our backoff table).
+            let v11 = self
+                .peers
+                .get(&peer)
+                .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
+            let backoff = self.config.prune_backoff.as_secs();
+            self.control(peer).prune.push(wire::ControlPrune {
+                topic_id: Some(topic.into_string()),
+                peers: Vec::new(),
+                backoff: v11.then_some(backoff),
+            });
             return;
         }
         if self.mesh_peers(&topic).any(|p| *p == peer) {
@@ -281,6 +301,11 @@ impl GossipsubEngine {
         let Some(topic) = prune.topic_id.map(TopicHash::from) else {
             return;
         };
+        // Backoffs matter only for topics we are in (and so cannot be grown with made-up
+        // topics).
+        if !self.subscriptions.contains(&topic) {
+            return;
+        }
         if self.mesh.get_mut(&topic).is_some_and(|m| m.remove(&peer)) {
             if let Some(score) = &mut self.score {
                 score.prune(&peer, &topic);

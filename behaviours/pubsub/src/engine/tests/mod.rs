@@ -831,3 +831,44 @@ fn config_is_validated() {
     assert_eq!(bad.validate(), Err(ConfigError::History));
     assert_eq!(GossipsubConfig::default().validate(), Ok(()));
 }
+
+#[test]
+fn control_for_made_up_topics_keeps_no_state_and_is_bounded() {
+    let mut net = Net::new(2, |_| GossipsubConfig {
+        max_messages_per_rpc: 100,
+        ..fast()
+    });
+    net.connect(0, 1);
+    let topics = |n: usize| (0..n).map(|i| Some(format!("made-up-{i}")));
+    let rpc = Rpc {
+        control: Some(ControlMessage {
+            graft: topics(150).map(|t| ControlGraft { topic_id: t }).collect(),
+            prune: topics(150)
+                .map(|t| ControlPrune {
+                    topic_id: t,
+                    peers: vec![],
+                    backoff: Some(60),
+                })
+                .collect(),
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    net.inject(1, 0, rpc);
+    assert!(
+        net.nodes[0].backoffs.is_empty(),
+        "no backoff for topics we are not in"
+    );
+    assert_eq!(
+        net.nodes[0].invalid_messages(&net.ids[1]),
+        1,
+        "over the per-RPC limit"
+    );
+    net.held.insert(1);
+    net.deliver();
+    let prunes: usize = net.sent(0, 1).map(|r| control(r).prune.len()).sum();
+    assert_eq!(
+        prunes, 100,
+        "each GRAFT taken answered with PRUNE, up to the limit"
+    );
+}

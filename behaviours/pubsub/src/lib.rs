@@ -9,6 +9,58 @@
 //!   ([`engine::score`]).
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
+//! # Example: two swarms on loopback exchange a message (feature `swarm`)
+//!
+//! ```
+//! # #[cfg(feature = "swarm")]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use meshwire_core::Keypair;
+//! use meshwire_pubsub::{Behaviour, Config, Event};
+//! use meshwire_swarm::{Swarm, SwarmConfig, SwarmEvent};
+//! use meshwire_transport::quic::{QuicConfig, QuicTransport};
+//!
+//! let config = Config::default().with_heartbeat(Duration::from_millis(100), Duration::from_millis(100));
+//! let mut swarms = Vec::new();
+//! for _ in 0..2 {
+//!     let key = Keypair::generate();
+//!     let behaviour = Behaviour::new(&key, config.clone())?;
+//!     let transport = QuicTransport::new(key, QuicConfig::default())?;
+//!     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+//!     swarm.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse()?)?;
+//!     swarm.behaviour_mut().subscribe("chat");
+//!     swarms.push(swarm);
+//! }
+//! let addr = loop {
+//!     if let SwarmEvent::NewListenAddr { address, .. } = swarms[1].next_event().await {
+//!         break address;
+//!     }
+//! };
+//! let b = swarms[1].local_peer_id();
+//! swarms[0].add_peer_address(b, addr);
+//! swarms[0].dial(b)?;
+//! // Publish once `b`'s subscription has arrived; drive both swarms until `b` has the message.
+//! let (mut a, mut b) = (swarms.remove(0), swarms.remove(0));
+//! let mut published = false;
+//! loop {
+//!     tokio::select! {
+//!         ev = a.next_event() => if let SwarmEvent::Behaviour(Event::Subscribed { .. }) = ev {
+//!             if !published {
+//!                 a.behaviour_mut().publish("chat", b"hello".to_vec())?;
+//!                 published = true;
+//!             }
+//!         },
+//!         ev = b.next_event() => if let SwarmEvent::Behaviour(Event::Message { message, .. }) = ev {
+//!             assert_eq!(message.data, b"hello");
+//!             assert_eq!(message.source, Some(a.local_peer_id()));
+//!             break;
+//!         },
+//!     }
+//! }
+//! # Ok(()) }
+//! # #[cfg(not(feature = "swarm"))] fn main() {}
+//! ```
+//!
 //! # Example: sign a message, frame it, read it back and verify it
 //!
 //! ```

@@ -21,8 +21,7 @@ use libp2p::gossipsub as lp_gs;
 use libp2p::swarm::SwarmEvent as LpSwarmEvent;
 use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
-use meshwire_pubsub::engine::{PeerScoreParams, TopicScoreParams};
-use meshwire_pubsub::{Behaviour, Config, Event, GossipsubConfig, PeerKind};
+use meshwire_pubsub::{Behaviour, Config, Event, PeerKind, PeerScoreParams, TopicScoreParams};
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::Multiaddr;
@@ -169,13 +168,11 @@ async fn meshwire_node(
 ) -> Node {
     let key = Keypair::generate();
     let peer = key.peer_id();
-    let config = Config::default().with_gossipsub(GossipsubConfig {
-        heartbeat_interval: HEARTBEAT,
-        heartbeat_initial_delay: HEARTBEAT,
-        flood_publish,
-        score_params: Some(score_params()),
-        ..GossipsubConfig::default()
-    });
+    let config = Config::default()
+        .with_heartbeat_interval(HEARTBEAT)
+        .with_heartbeat_initial_delay(HEARTBEAT)
+        .with_flood_publish(flood_publish)
+        .with_score_params(Some(score_params()));
     let behaviour = Behaviour::new(&key, config).expect("config");
     let transport = QuicTransport::new(key, QuicConfig::default()).expect("quic");
     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());

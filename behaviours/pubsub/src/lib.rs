@@ -20,7 +20,9 @@
 //! use meshwire_swarm::{Swarm, SwarmConfig, SwarmEvent};
 //! use meshwire_transport::quic::{QuicConfig, QuicTransport};
 //!
-//! let config = Config::default().with_heartbeat(Duration::from_millis(100), Duration::from_millis(100));
+//! let config = Config::default()
+//!     .with_heartbeat_interval(Duration::from_millis(100))
+//!     .with_heartbeat_initial_delay(Duration::from_millis(100));
 //! let mut swarms = Vec::new();
 //! for _ in 0..2 {
 //!     let key = Keypair::generate();
@@ -87,5 +89,6 @@ pub mod wire;
 pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1};
 pub use engine::{
     Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, InvalidReason,
-    MessageId, PeerKind, PublishError, TopicHash,
+    MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds, PublishError,
+    TopicHash, TopicScoreParams,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use meshwire_core::{Keypair, PeerId};
-use meshwire_pubsub::{Behaviour, Config, Event, GossipsubConfig, InvalidReason, TopicHash};
+use meshwire_pubsub::{Behaviour, Config, Event, InvalidReason, TopicHash};
 use meshwire_swarm::{
     DialOpts, Multiaddr, OpenStream, Swarm, SwarmConfig, SwarmEvent, SwarmHandle,
 };
@@ -24,12 +24,10 @@ struct Node {
 }
 
 fn config(flood_publish: bool) -> Config {
-    Config::default().with_gossipsub(GossipsubConfig {
-        heartbeat_interval: Duration::from_millis(200),
-        heartbeat_initial_delay: Duration::from_millis(100),
-        flood_publish,
-        ..GossipsubConfig::default()
-    })
+    Config::default()
+        .with_heartbeat_interval(Duration::from_millis(200))
+        .with_heartbeat_initial_delay(Duration::from_millis(100))
+        .with_flood_publish(flood_publish)
 }
 
 async fn start(config: Config) -> Node {

@@ -41,8 +41,8 @@ use meshwire_swarm::{
 use multiaddr::Protocol;
 
 use crate::engine::{
-    Acceptance, ConfigError, GossipsubConfig, GossipsubEngine, GossipsubEvent, MessageId, PeerKind,
-    PublishError, TopicHash,
+    Acceptance, ConfigError, GossipsubEngine, GossipsubEvent, MessageId, PeerKind, PublishError,
+    TopicHash,
 };
 use crate::wire::{self, WireError};
 
@@ -54,59 +54,8 @@ pub const PROTOCOL_V1_0: StreamProtocol = StreamProtocol::new("/meshsub/1.0.0");
 /// The behaviour's events: the engine's.
 pub type Event = GossipsubEvent;
 
-/// The behaviour's settings: the engine's and the streams'.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The engine's parameters (degrees, heartbeat, caches, limits, ...).
-    pub gossipsub: GossipsubConfig,
-    /// RPCs handed to a peer's writer ahead of its stream. Default 16.
-    pub writer_queue: usize,
-    /// The longest one write may take before the stream is dropped. Default 10 s.
-    pub write_timeout: Duration,
-    /// How long a stream may carry nothing before it ends (each side's). Default 1 h.
-    pub idle_timeout: Duration,
-    /// The least time between two attempts to open a stream to one peer. Default 1 s.
-    pub reopen_delay: Duration,
-    /// Remotes' streams read at once, in total. Default 1,024.
-    pub max_inbound_streams: usize,
-    /// Remotes' streams read at once per peer. Default 4.
-    pub max_inbound_streams_per_peer: usize,
-    /// Our streams (one per peer) written at once. Default 1,024.
-    pub max_outbound_streams: usize,
-    /// Stream requests and events waiting for the swarm. Default 256.
-    pub max_pending_commands: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            gossipsub: GossipsubConfig::default(),
-            writer_queue: 16,
-            write_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(3600),
-            reopen_delay: Duration::from_secs(1),
-            max_inbound_streams: 1024,
-            max_inbound_streams_per_peer: 4,
-            max_outbound_streams: 1024,
-            max_pending_commands: 256,
-        }
-    }
-}
-
-impl Config {
-    /// With these engine parameters.
-    pub fn with_gossipsub(mut self, gossipsub: GossipsubConfig) -> Self {
-        self.gossipsub = gossipsub;
-        self
-    }
-
-    /// With this heartbeat interval and initial delay.
-    pub fn with_heartbeat(mut self, interval: Duration, initial_delay: Duration) -> Self {
-        self.gossipsub.heartbeat_interval = interval;
-        self.gossipsub.heartbeat_initial_delay = initial_delay;
-        self
-    }
-}
+mod config;
+pub use config::Config;
 
 /// A remote's stream with its peer's token: the count of a peer's tokens is its streams.
 struct Counted<S> {
@@ -151,7 +100,14 @@ impl Behaviour {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
-        let engine = GossipsubEngine::new(key.clone(), config.gossipsub.clone(), first_seqno)?;
+        // Each node's random choices differ: the seed mixes the time and the peer id.
+        let mut engine_config = config.engine_config();
+        engine_config.seed = key
+            .peer_id()
+            .as_bytes()
+            .iter()
+            .fold(first_seqno, |h, b| h.rotate_left(8) ^ u64::from(*b));
+        let engine = GossipsubEngine::new(key.clone(), engine_config, first_seqno)?;
         Ok(Behaviour {
             engine,
             outbox: Outbox::new(config.max_pending_commands),
@@ -233,7 +189,7 @@ impl Behaviour {
     fn on_frame(&mut self, peer: PeerId, frame: Result<Vec<u8>, FrameError>) {
         let now = Instant::now();
         match frame {
-            Ok(bytes) => match wire::decode_rpc(&bytes, self.config.gossipsub.max_transmit_size) {
+            Ok(bytes) => match wire::decode_rpc(&bytes, self.config.max_transmit_size) {
                 Ok(rpc) => self.engine.handle_rpc(now, peer, rpc),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "gossipsub: undecodable RPC");
@@ -403,7 +359,7 @@ impl NetworkBehaviour for Behaviour {
         if protocol == PROTOCOL_V1_0 {
             self.engine.set_peer_kind(&peer, PeerKind::Gossipsub1_0);
         }
-        let max = self.config.gossipsub.max_transmit_size;
+        let max = self.config.max_transmit_size;
         if self
             .readers
             .push(peer, counted, max, self.config.idle_timeout)

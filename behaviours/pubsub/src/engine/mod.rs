@@ -547,8 +547,11 @@ impl GossipsubEngine {
     /// The next RPC for `peer` (control first), for a driver that sends to each peer as fast
     /// as that peer reads.
     pub fn poll_transmit_to(&mut self, peer: &PeerId) -> Option<Rpc> {
-        let rpc = self.peers.get_mut(peer)?.queue.pop();
-        if rpc.is_none() {
+        let queue = &mut self.peers.get_mut(peer)?.queue;
+        let rpc = queue.pop();
+        if queue.is_empty() {
+            // Off the ready list as soon as its queue is empty, so the list holds each
+            // peer at most once.
             self.ready.retain(|p| p != peer);
         }
         rpc

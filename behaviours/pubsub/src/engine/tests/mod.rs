@@ -9,6 +9,7 @@ use meshwire_core::{Keypair, PeerId};
 use super::*;
 use crate::wire::WireError;
 
+mod lossy;
 mod scoring;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};
 
@@ -34,6 +35,9 @@ struct Net {
     log: Vec<(usize, usize, Rpc)>,
     /// Nodes whose outbound traffic is held (a slow reader on the other end).
     held: HashSet<usize>,
+    /// The share of RPCs lost in transit, drawn from `loss_rng`.
+    loss: f64,
+    loss_rng: crate::rng::Rng,
 }
 
 impl Net {
@@ -56,6 +60,8 @@ impl Net {
             now,
             log: Vec::new(),
             held: HashSet::new(),
+            loss: 0.0,
+            loss_rng: crate::rng::Rng::new(7),
         }
     }
 
@@ -89,6 +95,11 @@ impl Net {
                     assert!(frame.len() <= max + 10, "an RPC over max_transmit_size");
                     let (decoded, _) = wire::decode_frame(&frame, max).unwrap().unwrap();
                     let j = self.index[&peer];
+                    if self.loss > 0.0
+                        && (self.loss_rng.next_u64() % 10_000) < (self.loss * 10_000.0) as u64
+                    {
+                        continue;
+                    }
                     self.log.push((i, j, decoded.clone()));
                     let from = self.ids[i];
                     self.nodes[j].handle_rpc(self.now, from, decoded);

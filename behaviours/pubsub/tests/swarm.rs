@@ -231,11 +231,113 @@ async fn garbage_from_a_peer_is_counted_and_the_mesh_keeps_working() {
     assert!(got.iter().all(|g| g.len() == 2), "{got:?}");
 }
 
-/// A raw peer writing given bytes on fresh `/meshsub/1.1.0` streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_loses_its_own_messages_and_delays_nobody() {
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(start(config(true)).await);
+    }
+    dial(&nodes[0], &nodes[1]).await;
+    subscribe_all(&nodes).await;
+    // A raw subscriber of node 0 that never reads what node 0 sends it.
+    let key = Keypair::generate();
+    let stalled = key.peer_id();
+    let transport = QuicTransport::new(key, QuicConfig::default()).unwrap();
+    let raw = Raw {
+        accept: true,
+        ..Raw::default()
+    };
+    let mut raw: Swarm<Raw> = Swarm::new(transport, raw, SwarmConfig::default());
+    raw.add_peer_address(nodes[0].peer, nodes[0].addr.clone());
+    let subscribe = meshwire_pubsub::wire::Rpc {
+        subscriptions: vec![meshwire_pubsub::wire::SubOpts {
+            subscribe: Some(true),
+            topic_id: Some(TOPIC.into()),
+        }],
+        ..Default::default()
+    };
+    raw.behaviour_mut().send(
+        nodes[0].peer,
+        meshwire_pubsub::wire::encode_frame(&subscribe),
+    );
+    let drive = tokio::spawn(async move {
+        loop {
+            raw.next_event().await;
+        }
+    });
+    let topic = TopicHash::from(TOPIC);
+    loop {
+        let t = topic.clone();
+        let known = nodes[0]
+            .handle
+            .with_behaviour(move |b| b.engine().topic_peers(&t).any(|p| *p == stalled))
+            .await
+            .unwrap();
+        if known {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The fast peer's application reads its events all along.
+    let total = 4000;
+    let mut events = std::mem::replace(&mut nodes[1].events, mpsc::channel(1).1);
+    let reader = tokio::spawn(async move {
+        let mut got = HashSet::new();
+        while got.len() < total {
+            match events.recv().await {
+                Some(SwarmEvent::Behaviour(Event::Message { message, .. })) => {
+                    got.insert(message.data[..4].to_vec());
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got.len()
+    });
+    // 4,000 messages of 1 KiB (more than the stalled peer's stream window and queues), in
+    // batches so the fast peer's queue is drained between them.
+    for batch in 0..40 {
+        nodes[0]
+            .handle
+            .with_behaviour(move |b| {
+                for k in 0..100 {
+                    let mut data = vec![0u8; 1024];
+                    data[..4].copy_from_slice(&((batch * 100 + k) as u32).to_be_bytes());
+                    b.publish(TOPIC, data).expect("publish");
+                }
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast peer got everything in time")
+        .unwrap();
+    assert_eq!(got, total);
+    let stats = nodes[0]
+        .handle
+        .with_behaviour(move |b| b.engine().queue_stats(&stalled))
+        .await
+        .unwrap()
+        .expect("the stalled peer is known");
+    assert!(
+        stats.dropped_messages > 0,
+        "the stalled peer's own messages were dropped: {stats:?}"
+    );
+    assert!(stats.queued_messages <= 1024);
+    println!("stalled peer: {stats:?}");
+    drive.abort();
+}
+
+/// A raw peer writing given bytes on fresh `/meshsub/1.1.0` streams; with `accept`, it also
+/// accepts the remote's streams and never reads them (a stalled reader).
 #[derive(Default)]
 struct Raw {
     outbox: meshwire_swarm::toolkit::Outbox<(), Vec<u8>>,
     tasks: meshwire_swarm::toolkit::Tasks<PeerId, Result<(), meshwire_swarm::toolkit::FrameError>>,
+    accept: bool,
+    held: Vec<meshwire_swarm::Stream>,
 }
 
 impl Raw {
@@ -248,7 +350,14 @@ impl Raw {
 impl meshwire_swarm::NetworkBehaviour for Raw {
     type Event = ();
     fn protocols(&self) -> Vec<meshwire_swarm::StreamProtocol> {
-        vec![]
+        if self.accept {
+            vec![meshwire_pubsub::PROTOCOL_V1_1]
+        } else {
+            vec![]
+        }
+    }
+    fn on_inbound_stream(&mut self, inbound: meshwire_swarm::InboundStream) {
+        self.held.push(inbound.stream);
     }
     fn on_outbound_stream(&mut self, res: meshwire_swarm::OutboundStreamResult) {
         if let Some(bytes) = self.outbox.take_stream(res.id) {
@@ -256,11 +365,11 @@ impl meshwire_swarm::NetworkBehaviour for Raw {
             let mut stream = out.stream;
             let _ = self
                 .tasks
-                .try_push(res.peer, Duration::from_secs(5), async move {
+                .try_push(res.peer, Duration::from_secs(10), async move {
                     stream.write_all(&bytes).await?;
                     stream.flush().await?;
                     // Hold the stream open a little so the reader sees the frame, not a reset.
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(Duration::from_secs(4)).await;
                     Ok(())
                 });
         }

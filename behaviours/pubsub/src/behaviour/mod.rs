@@ -187,6 +187,11 @@ impl Behaviour {
     }
 
     fn on_frame(&mut self, peer: PeerId, frame: Result<Vec<u8>, FrameError>) {
+        if !self.connections.is_connected(&peer) {
+            // A frame read after the peer's last connection closed: the engine has forgotten
+            // the peer and must not learn of it again from a stale stream.
+            return;
+        }
         let now = Instant::now();
         match frame {
             Ok(bytes) => match wire::decode_rpc(&bytes, self.config.max_transmit_size) {

@@ -18,7 +18,8 @@
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
 //!   CBOR codecs with features `request-response-json` / `request-response-cbor`), `rpc`
 //!   (feature `rpc`: named procedures discovered through the DHT, provider selection,
-//!   failover, result cache; `docs/rpc.md`).
+//!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.1 on
+//!   `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -81,6 +82,9 @@ pub use meshwire_identify as identify;
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
+/// Gossipsub v1.1 (feature `pubsub`): see `docs/pubsub.md`.
+#[cfg(feature = "pubsub")]
+pub use meshwire_pubsub as pubsub;
 #[cfg(feature = "relay")]
 pub use meshwire_relay as relay;
 /// The relay registry (feature `relay-registry`): see `docs/relay-registry.md`.

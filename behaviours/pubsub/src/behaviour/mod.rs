@@ -1,0 +1,463 @@
+//! [`Behaviour`]: the engine driven over meshwire-swarm streams, `/meshsub/1.1.0` (preferred)
+//! and `/meshsub/1.0.0`.
+//!
+//! - **Peers**: a peer's first connection makes it known to the engine (outbound if we
+//!   dialed it), its last one closing forgets it. A peer that refuses both protocols is
+//!   forgotten until it opens a stream to us.
+//! - **Ours**: one long-lived stream per peer, opened (without dialing, confirmed so the
+//!   version is known) when the engine has something for the peer. A writer task drains a
+//!   small channel ([`Config::writer_queue`] frames) into it, each write bounded by
+//!   [`Config::write_timeout`]. The behaviour moves RPCs from the engine's per-peer queue into
+//!   the channel only while it has room, so a slow reader fills its own queues, whose bounds
+//!   then drop its data (never anyone else's), control always first. A stream that fails is
+//!   reopened on the next RPC, not sooner than [`Config::reopen_delay`].
+//! - **Remotes'**: every inbound stream is read frame by frame ([`FrameReaders`]), each frame
+//!   bounded by `max_transmit_size` before it is buffered; at most
+//!   [`Config::max_inbound_streams`] in total and [`Config::max_inbound_streams_per_peer`] per
+//!   peer (more are reset). A frame that does not decode, or is too large, counts against the
+//!   peer ([`GossipsubEvent::Invalid`]); a too-large frame also ends the stream.
+//! - **Time**: one timer at the engine's next heartbeat.
+//!
+//! The streams keep their connections open (the swarm's default for a stream), as
+//! rust-libp2p's gossipsub keeps its peers' connections.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::channel::mpsc;
+use futures::AsyncRead;
+use meshwire_core::{Keypair, PeerId};
+use meshwire_swarm::toolkit::{
+    write_frames, ConnectionChange, Connections, FrameError, FrameReaders, Outbox, Tasks,
+};
+use meshwire_swarm::{
+    ConnectedPoint, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
+    StreamProtocol, Timer, ToSwarm,
+};
+use multiaddr::Protocol;
+
+use crate::engine::{
+    Acceptance, ConfigError, GossipsubEngine, GossipsubEvent, MessageId, PeerKind, PublishError,
+    TopicHash,
+};
+use crate::wire::{self, WireError};
+
+/// Gossipsub v1.1's protocol id.
+pub const PROTOCOL_V1_1: StreamProtocol = StreamProtocol::new("/meshsub/1.1.0");
+/// Gossipsub v1.0's protocol id.
+pub const PROTOCOL_V1_0: StreamProtocol = StreamProtocol::new("/meshsub/1.0.0");
+
+/// The behaviour's events: the engine's.
+pub type Event = GossipsubEvent;
+
+mod config;
+pub use config::Config;
+
+/// A remote's stream with its peer's token: the count of a peer's tokens is its streams.
+struct Counted<S> {
+    io: S,
+    _token: Arc<()>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+/// Gossipsub over the swarm: see the [module docs](self).
+pub struct Behaviour {
+    engine: GossipsubEngine,
+    config: Config,
+    outbox: Outbox<Event, mpsc::Receiver<Vec<u8>>>,
+    writers: Tasks<PeerId, Result<(), FrameError>>,
+    readers: FrameReaders<PeerId>,
+    senders: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
+    inbound: HashMap<PeerId, Arc<()>>,
+    reopen_after: HashMap<PeerId, Instant>,
+    connections: Connections,
+    timer: Timer,
+    waker: Option<Waker>,
+}
+
+impl Behaviour {
+    /// A behaviour publishing as `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if the engine's parameters are inconsistent.
+    pub fn new(key: &Keypair, config: Config) -> Result<Self, ConfigError> {
+        // rust-libp2p's rule: sequence numbers start at the Unix time in nanoseconds.
+        let first_seqno = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        // Each node's random choices differ: the seed mixes the time and the peer id.
+        let mut engine_config = config.engine_config();
+        engine_config.seed = key
+            .peer_id()
+            .as_bytes()
+            .iter()
+            .fold(first_seqno, |h, b| h.rotate_left(8) ^ u64::from(*b));
+        let engine = GossipsubEngine::new(key.clone(), engine_config, first_seqno)?;
+        Ok(Behaviour {
+            engine,
+            outbox: Outbox::new(config.max_pending_commands),
+            writers: Tasks::new(config.max_outbound_streams),
+            readers: FrameReaders::new(config.max_inbound_streams),
+            senders: HashMap::new(),
+            inbound: HashMap::new(),
+            reopen_after: HashMap::new(),
+            connections: Connections::default(),
+            timer: Timer::default(),
+            waker: None,
+            config,
+        })
+    }
+
+    /// The engine (mesh, fanout and topic peers, counters).
+    pub fn engine(&self) -> &GossipsubEngine {
+        &self.engine
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Subscribes to `topic`; `false` if already subscribed.
+    pub fn subscribe(&mut self, topic: impl Into<TopicHash>) -> bool {
+        let done = self.engine.subscribe(Instant::now(), topic.into());
+        self.wake();
+        done
+    }
+
+    /// Unsubscribes from `topic`; `false` if not subscribed.
+    pub fn unsubscribe(&mut self, topic: impl Into<TopicHash>) -> bool {
+        let done = self.engine.unsubscribe(Instant::now(), &topic.into());
+        self.wake();
+        done
+    }
+
+    /// Signs and publishes `data` on `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`].
+    pub fn publish(
+        &mut self,
+        topic: impl Into<TopicHash>,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, PublishError> {
+        let result = self
+            .engine
+            .publish(Instant::now(), topic.into(), data.into());
+        self.wake();
+        result
+    }
+
+    /// The application's verdict on a message received with `validate_messages` on
+    /// ([`GossipsubEngine::report_validation`]).
+    pub fn report_message_validation_result(
+        &mut self,
+        id: &MessageId,
+        propagation_source: &PeerId,
+        acceptance: Acceptance,
+    ) -> bool {
+        let done =
+            self.engine
+                .report_validation(Instant::now(), id, propagation_source, acceptance);
+        self.wake();
+        done
+    }
+
+    /// Sets a peer's application-specific score (P5, with scoring on); `false` if scoring is
+    /// off or the peer unknown.
+    pub fn set_application_score(&mut self, peer: &PeerId, score: f64) -> bool {
+        self.engine.set_application_score(peer, score)
+    }
+
+    fn on_frame(&mut self, peer: PeerId, frame: Result<Vec<u8>, FrameError>) {
+        if !self.connections.is_connected(&peer) {
+            // A frame read after the peer's last connection closed: the engine has forgotten
+            // the peer and must not learn of it again from a stale stream.
+            return;
+        }
+        let now = Instant::now();
+        match frame {
+            Ok(bytes) => match wire::decode_rpc(&bytes, self.config.max_transmit_size) {
+                Ok(rpc) => self.engine.handle_rpc(now, peer, rpc),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "gossipsub: undecodable RPC");
+                    self.engine.handle_invalid_rpc(now, peer, e);
+                }
+            },
+            Err(FrameError::TooLarge { len, max }) => {
+                tracing::debug!(%peer, len, max, "gossipsub: frame over max_transmit_size");
+                self.engine
+                    .handle_invalid_rpc(now, peer, WireError::TooLarge { len, max });
+            }
+            Err(FrameError::InvalidPrefix) => {
+                self.engine
+                    .handle_invalid_rpc(now, peer, WireError::InvalidPrefix);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "gossipsub: inbound stream ended"),
+        }
+    }
+
+    /// Moves RPCs from the engine into the writers with room, asking for streams as needed.
+    fn flush_transmits(&mut self, cx: &mut Context<'_>) {
+        let now = Instant::now();
+        let peers: Vec<PeerId> = self.engine.peers_with_transmits().copied().collect();
+        for peer in peers {
+            if self.senders.get(&peer).is_some_and(|tx| tx.is_closed()) {
+                self.senders.remove(&peer);
+            }
+            if !self.senders.contains_key(&peer) {
+                let waiting = self.reopen_after.get(&peer).is_some_and(|t| *t > now);
+                let full = self.senders.len() >= self.config.max_outbound_streams;
+                if waiting || full || !self.connections.is_connected(&peer) {
+                    continue;
+                }
+                let (tx, rx) = mpsc::channel(self.config.writer_queue.saturating_sub(1));
+                let request = OpenStream::new(peer, PROTOCOL_V1_1)
+                    .with_protocols(vec![PROTOCOL_V1_1, PROTOCOL_V1_0])
+                    .no_dial()
+                    .confirmed();
+                if self.outbox.open_stream(request, rx).is_err() {
+                    continue;
+                }
+                self.senders.insert(peer, tx);
+            }
+            let Some(tx) = self.senders.get_mut(&peer) else {
+                continue;
+            };
+            loop {
+                match tx.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.engine.poll_transmit_to(&peer) {
+                        Some(rpc) => {
+                            if tx.start_send(wire::encode_rpc(&rpc)).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    Poll::Ready(Err(_)) => {
+                        self.senders.remove(&peer);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+    }
+}
+
+/// The remote's IP address of a connection (none for relayed or non-IP ones).
+fn remote_ip(endpoint: &ConnectedPoint) -> Option<IpAddr> {
+    let addr = match endpoint {
+        ConnectedPoint::Dialer { address } => address,
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+    };
+    if is_circuit(addr) {
+        return None;
+    }
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+/// Whether `addr` goes through a relay (its IP is the relay's, not the peer's).
+fn is_circuit(addr: &meshwire_swarm::Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+impl NetworkBehaviour for Behaviour {
+    type Event = Event;
+
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        vec![PROTOCOL_V1_1, PROTOCOL_V1_0]
+    }
+
+    fn connection_keep_alive(
+        &self,
+        peer: PeerId,
+        _connection: meshwire_core::ConnectionId,
+    ) -> bool {
+        self.engine.peer_topics(&peer).next().is_some()
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let outbound = match &event {
+            FromSwarm::ConnectionEstablished { endpoint, .. } => {
+                matches!(endpoint, ConnectedPoint::Dialer { .. })
+            }
+            _ => false,
+        };
+        let change = self.connections.on_swarm_event(&event);
+        // The remote's IP feeds the score's IP colocation factor (P6). The engine must know
+        // the peer first (its score entry), so a new peer is added before its IP.
+        if let Some(ConnectionChange::Opened {
+            peer, first: true, ..
+        }) = change
+        {
+            self.engine.handle_peer_connected(
+                Instant::now(),
+                peer,
+                PeerKind::Gossipsub1_1,
+                outbound,
+            );
+        }
+        match &event {
+            FromSwarm::ConnectionEstablished { peer, endpoint, .. } => {
+                if let Some(ip) = remote_ip(endpoint) {
+                    self.engine.add_peer_ip(*peer, ip);
+                }
+            }
+            FromSwarm::ConnectionClosed { peer, endpoint, .. } => {
+                if let Some(ip) = remote_ip(endpoint) {
+                    self.engine.remove_peer_ip(peer, &ip);
+                }
+            }
+            _ => {}
+        }
+        if let Some(ConnectionChange::Closed {
+            peer, last: true, ..
+        }) = change
+        {
+            self.engine.handle_peer_disconnected(Instant::now(), &peer);
+            self.senders.remove(&peer);
+            self.reopen_after.remove(&peer);
+            self.inbound.remove(&peer);
+        }
+        self.wake();
+    }
+
+    fn on_inbound_stream(&mut self, inbound: InboundStream) {
+        let InboundStream {
+            peer,
+            protocol,
+            mut stream,
+            ..
+        } = inbound;
+        let token = self.inbound.entry(peer).or_insert_with(|| Arc::new(()));
+        if Arc::strong_count(token) > self.config.max_inbound_streams_per_peer {
+            tracing::debug!(%peer, "gossipsub: too many inbound streams; reset");
+            stream.reset();
+            return;
+        }
+        let counted = Counted {
+            io: stream,
+            _token: token.clone(),
+        };
+        if protocol == PROTOCOL_V1_0 {
+            self.engine.set_peer_kind(&peer, PeerKind::Gossipsub1_0);
+        }
+        let max = self.config.max_transmit_size;
+        if self
+            .readers
+            .push(peer, counted, max, self.config.idle_timeout)
+            .is_err()
+        {
+            tracing::debug!(%peer, "gossipsub: inbound stream limit reached; dropped");
+        }
+        self.wake();
+    }
+
+    fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
+        let Some(mut queue) = self.outbox.take_stream(result.id) else {
+            return;
+        };
+        let peer = result.peer;
+        match result.result {
+            Ok(out) => {
+                if out.protocol == PROTOCOL_V1_0 {
+                    self.engine.set_peer_kind(&peer, PeerKind::Gossipsub1_0);
+                }
+                let mut stream = out.stream;
+                let (idle, timeout) = (self.config.idle_timeout, self.config.write_timeout);
+                let write = async move {
+                    let result = write_frames(&mut stream, &mut queue, idle, timeout).await;
+                    if result.is_err() {
+                        stream.reset();
+                    }
+                    result
+                };
+                if self.writers.try_push(peer, Duration::MAX, write).is_err() {
+                    self.senders.remove(&peer);
+                }
+            }
+            Err(e) => {
+                self.senders.remove(&peer);
+                self.reopen_after
+                    .insert(peer, Instant::now() + self.config.reopen_delay);
+                if e.is_unsupported() {
+                    tracing::debug!(%peer, "gossipsub: peer does not speak /meshsub");
+                    self.engine.handle_peer_disconnected(Instant::now(), &peer);
+                } else {
+                    tracing::debug!(%peer, error = %e, "gossipsub: stream not opened");
+                }
+            }
+        }
+        self.wake();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
+        // Frames and writer ends handled per call, so one busy peer cannot hold the task.
+        let mut budget = 64;
+        loop {
+            if let Poll::Ready(command) = self.outbox.poll(cx) {
+                return Poll::Ready(command);
+            }
+            if let Some(event) = self.engine.poll_event() {
+                return Poll::Ready(ToSwarm::GenerateEvent(event));
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            let due = self
+                .engine
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            if self.timer.poll_at(due, cx).is_ready() {
+                self.engine.handle_timeout(Instant::now());
+                continue;
+            }
+            if let Poll::Ready((peer, frame)) = self.readers.poll_next(cx) {
+                self.on_frame(peer, frame);
+                continue;
+            }
+            if let Poll::Ready((peer, result)) = self.writers.poll_result(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "gossipsub: outbound stream ended");
+                    self.reopen_after
+                        .insert(peer, Instant::now() + self.config.reopen_delay);
+                }
+                if self.senders.get(&peer).is_some_and(|tx| tx.is_closed()) {
+                    self.senders.remove(&peer);
+                }
+                continue;
+            }
+            let queued = self.outbox.len();
+            self.flush_transmits(cx);
+            if self.outbox.len() > queued {
+                continue;
+            }
+            self.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+    }
+}

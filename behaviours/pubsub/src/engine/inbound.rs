@@ -1,0 +1,341 @@
+//! RPCs from peers: subscriptions, messages and control messages.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use meshwire_core::PeerId;
+
+use super::{
+    GossipMessage, GossipsubEngine, GossipsubEvent, InvalidReason, MessageId, PeerKind, TopicHash,
+};
+use crate::wire::{self, sign, ControlMessage, Message, Rpc, WireError};
+
+impl GossipsubEngine {
+    /// A frame from `peer` that failed to decode: counted against the peer.
+    pub fn handle_invalid_rpc(&mut self, now: Instant, peer: PeerId, error: WireError) {
+        self.start(now);
+        self.penalize(peer, InvalidReason::Decode(error));
+    }
+
+    /// A decoded RPC from `peer`. A peer not yet known is added as inbound, speaking v1.1.
+    pub fn handle_rpc(&mut self, now: Instant, peer: PeerId, rpc: Rpc) {
+        self.start(now);
+        if !self.peers.contains_key(&peer) {
+            self.handle_peer_connected(now, peer, PeerKind::Gossipsub1_1, false);
+        }
+        if self.score.is_some()
+            && self.score_of(&peer) < self.config.score_thresholds.graylist_threshold
+        {
+            // Graylisted: nothing it says is taken.
+            return;
+        }
+        let limit = self.config.max_messages_per_rpc;
+        if rpc.subscriptions.len() > limit || rpc.publish.len() > limit {
+            self.penalize(peer, InvalidReason::OverLimit);
+        }
+        for sub in rpc.subscriptions.into_iter().take(limit) {
+            self.handle_subscription(peer, sub);
+        }
+        for message in rpc.publish.into_iter().take(limit) {
+            self.handle_message(now, peer, message);
+        }
+        if let Some(control) = rpc.control {
+            self.handle_control(now, peer, control);
+        }
+        self.flush_control();
+    }
+
+    fn handle_subscription(&mut self, peer: PeerId, sub: wire::SubOpts) {
+        let (Some(subscribe), Some(topic)) = (sub.subscribe, sub.topic_id) else {
+            return;
+        };
+        let topic = TopicHash::from(topic);
+        let max_topics = self.config.max_topics_per_peer;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if subscribe {
+            if state.topics.contains(&topic) {
+                return;
+            }
+            if state.topics.len() >= max_topics {
+                self.penalize(peer, InvalidReason::OverLimit);
+                return;
+            }
+            state.topics.insert(topic.clone());
+            self.topic_peers
+                .entry(topic.clone())
+                .or_default()
+                .insert(peer);
+            self.events
+                .push_back(GossipsubEvent::Subscribed { peer, topic });
+        } else {
+            if !state.topics.remove(&topic) {
+                return;
+            }
+            if let Some(set) = self.topic_peers.get_mut(&topic) {
+                set.remove(&peer);
+                if set.is_empty() {
+                    self.topic_peers.remove(&topic);
+                }
+            }
+            if let Some(mesh) = self.mesh.get_mut(&topic) {
+                mesh.remove(&peer);
+            }
+            if let Some(fanout) = self.fanout.get_mut(&topic) {
+                fanout.remove(&peer);
+            }
+            self.events
+                .push_back(GossipsubEvent::Unsubscribed { peer, topic });
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, peer: PeerId, message: Message) {
+        // Messages on topics we are not in are neither delivered nor forwarded (as
+        // rust-libp2p), and cost the sender nothing.
+        let topic = TopicHash::from(message.topic.clone());
+        if !self.subscriptions.contains(&topic) {
+            return;
+        }
+        let verified = match sign::verify(&message) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(score) = &mut self.score {
+                    score.reject_invalid_message(&peer, &topic);
+                }
+                self.penalize(peer, InvalidReason::Message(e));
+                return;
+            }
+        };
+        if verified.source == self.local && !self.config.allow_self_origin {
+            // Our own message sent back to us: as rust-libp2p, a P4 penalty and nothing else.
+            if let Some(score) = &mut self.score {
+                score.reject_invalid_message(&peer, &topic);
+            }
+            return;
+        }
+        let id = self.message_id(&message, Some(verified.source), Some(verified.seqno));
+        if !self
+            .seen
+            .insert(id.clone(), now + self.config.duplicate_cache_time)
+        {
+            if let Some(score) = &mut self.score {
+                score.duplicated_message(now, &peer, &id, &topic);
+            }
+            return;
+        }
+        self.promises.delivered(&id);
+        let validated = !self.config.validate_messages;
+        if let Some(score) = &mut self.score {
+            score.validate_message(now, &id);
+            if validated {
+                score.deliver_message(now, &peer, &id, &topic);
+            }
+        }
+        let cached = self.mcache.put(&id, message.clone(), validated);
+        if !validated && !cached {
+            // Nowhere to hold it while the application decides: dropped.
+            return;
+        }
+        if validated {
+            self.forward(&message, Some(peer));
+        }
+        self.events.push_back(GossipsubEvent::Message {
+            propagation_source: peer,
+            message_id: id,
+            message: GossipMessage {
+                source: Some(verified.source),
+                data: message.data.unwrap_or_default(),
+                sequence_number: Some(verified.seqno),
+                topic,
+            },
+        });
+    }
+
+    fn handle_control(&mut self, now: Instant, peer: PeerId, control: ControlMessage) {
+        // At most `max_messages_per_rpc` entries of each kind are taken.
+        let limit = self.config.max_messages_per_rpc;
+        let counts = [
+            control.ihave.len(),
+            control.iwant.len(),
+            control.graft.len(),
+            control.prune.len(),
+        ];
+        if counts.iter().any(|n| *n > limit) {
+            self.penalize(peer, InvalidReason::OverLimit);
+        }
+        // IHAVE and IWANT only from peers above the gossip threshold.
+        let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
+        if gossip_ok {
+            for ihave in control.ihave.into_iter().take(limit) {
+                self.handle_ihave(now, peer, ihave);
+            }
+            for iwant in control.iwant.into_iter().take(limit) {
+                self.handle_iwant(peer, iwant);
+            }
+        }
+        for graft in control.graft.into_iter().take(limit) {
+            if let Some(topic) = graft.topic_id {
+                self.handle_graft(now, peer, TopicHash::from(topic));
+            }
+        }
+        for prune in control.prune.into_iter().take(limit) {
+            self.handle_prune(now, peer, prune);
+        }
+    }
+
+    fn handle_ihave(&mut self, now: Instant, peer: PeerId, ihave: wire::ControlIHave) {
+        let max_ihave_messages = self.config.max_ihave_messages;
+        let max_ihave_length = self.config.max_ihave_length;
+        let Some(topic) = ihave.topic_id.map(TopicHash::from) else {
+            return;
+        };
+        if !self.mesh.contains_key(&topic) {
+            return;
+        }
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.ihave_received >= max_ihave_messages || state.iasked >= max_ihave_length {
+            return;
+        }
+        state.ihave_received += 1;
+        let room = max_ihave_length - state.iasked;
+        let mut distinct = HashSet::new();
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        for id in ihave.message_ids {
+            let mid = MessageId(id);
+            if !self.seen.contains(&mid) && distinct.insert(mid.0.clone()) {
+                wanted.push(mid.0);
+            }
+        }
+        self.rng.shuffle(&mut wanted);
+        wanted.truncate(room);
+        if wanted.is_empty() {
+            return;
+        }
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.iasked += wanted.len();
+        }
+        if self.score.is_some() {
+            let expires = now + self.config.iwant_followup_time;
+            self.promises.add(peer, &wanted, expires);
+        }
+        self.control(peer).iwant.push(wire::ControlIWant {
+            message_ids: wanted,
+        });
+    }
+
+    fn handle_iwant(&mut self, peer: PeerId, iwant: wire::ControlIWant) {
+        let limit = self.config.gossip_retransmission;
+        for id in iwant.message_ids {
+            let message = self
+                .mcache
+                .get_for_iwant(&MessageId(id), peer, limit)
+                .cloned();
+            if let Some(message) = message {
+                self.push_data(peer, message);
+            }
+        }
+    }
+
+    fn handle_graft(&mut self, now: Instant, peer: PeerId, topic: TopicHash) {
+        if !self.subscriptions.contains(&topic) {
+            // Not in the topic: PRUNE without peer exchange, and no state kept (a peer
+            // grafting made-up topics must not grow our backoff table).
+            let v11 = self
+                .peers
+                .get(&peer)
+                .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
+            let backoff = self.config.prune_backoff.as_secs();
+            self.control(peer).prune.push(wire::ControlPrune {
+                topic_id: Some(topic.into_string()),
+                peers: Vec::new(),
+                backoff: v11.then_some(backoff),
+            });
+            return;
+        }
+        if self.mesh_peers(&topic).any(|p| *p == peer) {
+            return;
+        }
+        if self.in_backoff(&topic, &peer, now, false) {
+            // P7: one penalty, two if the GRAFT comes within graft_flood_threshold of the
+            // PRUNE that started the backoff (rust-libp2p's rule).
+            let flood = self
+                .backoffs
+                .get(&(topic.clone(), peer))
+                .is_some_and(|until| {
+                    now + self.config.prune_backoff < *until + self.config.graft_flood_threshold
+                });
+            if let Some(score) = &mut self.score {
+                score.add_penalty(&peer, if flood { 2 } else { 1 });
+            }
+            self.penalize(peer, InvalidReason::GraftDuringBackoff);
+            let backoff = self.config.prune_backoff;
+            self.prune(now, &topic, peer, backoff, false);
+            return;
+        }
+        if self.score_of(&peer) < 0.0 {
+            // A peer with a negative score is not grafted (no penalty, no peer exchange).
+            let backoff = self.config.prune_backoff;
+            self.prune(now, &topic, peer, backoff, false);
+            return;
+        }
+        let outbound = self.peers.get(&peer).is_some_and(|s| s.outbound);
+        let full = self
+            .mesh
+            .get(&topic)
+            .is_some_and(|m| m.len() >= self.config.mesh_n_high);
+        if full && !outbound {
+            let backoff = self.config.prune_backoff;
+            self.prune(now, &topic, peer, backoff, true);
+            return;
+        }
+        if let Some(score) = &mut self.score {
+            score.graft(now, &peer, &topic);
+        }
+        self.mesh.entry(topic).or_default().insert(peer);
+    }
+
+    fn handle_prune(&mut self, now: Instant, peer: PeerId, prune: wire::ControlPrune) {
+        let Some(topic) = prune.topic_id.map(TopicHash::from) else {
+            return;
+        };
+        // Backoffs matter only for topics we are in (and so cannot be grown with made-up
+        // topics).
+        if !self.subscriptions.contains(&topic) {
+            return;
+        }
+        if self.mesh.get_mut(&topic).is_some_and(|m| m.remove(&peer)) {
+            if let Some(score) = &mut self.score {
+                score.prune(&peer, &topic);
+            }
+        }
+        let backoff = prune
+            .backoff
+            .map(Duration::from_secs)
+            .unwrap_or(self.config.prune_backoff)
+            // A peer cannot make us wait more than a day (and overflow an `Instant`).
+            .min(Duration::from_secs(86_400));
+        self.set_backoff(&topic, peer, now + backoff);
+        let px_ok = self.score.is_none()
+            || self.score_of(&peer) >= self.config.score_thresholds.accept_px_threshold;
+        if px_ok && self.config.prune_peers > 0 && !prune.peers.is_empty() {
+            let mut offered: Vec<PeerId> = prune
+                .peers
+                .iter()
+                .take(self.config.prune_peers)
+                .filter_map(|info| info.peer_id.as_deref())
+                .filter_map(|b| PeerId::from_bytes(b).ok())
+                .filter(|p| *p != self.local && !self.peers.contains_key(p))
+                .collect();
+            offered.dedup();
+            if !offered.is_empty() {
+                self.events.push_back(GossipsubEvent::PeerExchange {
+                    topic,
+                    peers: offered,
+                });
+            }
+        }
+    }
+}

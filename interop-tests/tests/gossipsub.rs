@@ -1,0 +1,408 @@
+//! meshwire's gossipsub against rust-libp2p 0.57's (`libp2p-gossipsub`, strict signing and
+//! validation on both sides) on loopback QUIC, in one mesh:
+//!
+//! - `gossipsub_mixed_mesh_*`: 5 meshwire and 5 rust-libp2p nodes, every pair connected;
+//!   a message published by each of the ten reaches the nine others, with the author the
+//!   publisher (signatures verified by every receiver of the other implementation) and the
+//!   message id the one the publisher computed (both implementations name messages alike).
+//!   The meshwire nodes score their peers: no libp2p peer ends below 0, and they earn
+//!   credit.
+//! - `gossipsub_v1_0_*`: a rust-libp2p node speaking `/meshsub/1.0.0` only, with two
+//!   meshwire nodes: messages flow every way and meshwire knows the peer as v1.0.
+//! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
+//!   publishing: every message crosses the line hop by hop through the meshes, so each
+//!   implementation forwards the other's messages.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub as lp_gs;
+use libp2p::swarm::SwarmEvent as LpSwarmEvent;
+use libp2p::SwarmBuilder;
+use meshwire_core::{Keypair, PeerId};
+use meshwire_pubsub::{Behaviour, Config, Event, PeerKind, PeerScoreParams, TopicScoreParams};
+use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
+use meshwire_transport::quic::{QuicConfig, QuicTransport};
+use meshwire_transport::Multiaddr;
+use tokio::sync::mpsc;
+
+const TOPIC: &str = "interop/gossip";
+const HEARTBEAT: Duration = Duration::from_millis(200);
+const WAIT: Duration = Duration::from_secs(30);
+
+fn mw_peer(p: &libp2p::PeerId) -> PeerId {
+    PeerId::from_bytes(&p.to_bytes()).expect("peer id bytes")
+}
+
+fn lp_addr(a: &Multiaddr) -> libp2p::Multiaddr {
+    a.to_string().parse().expect("address")
+}
+
+fn mw_addr(a: &libp2p::Multiaddr) -> Multiaddr {
+    a.to_string().parse().expect("address")
+}
+
+/// A message as a receiver saw it: data, author, message id.
+type Receipt = (Vec<u8>, PeerId, Vec<u8>);
+
+/// One node of either implementation, running on its own task.
+enum Node {
+    Mw {
+        peer: PeerId,
+        addr: Multiaddr,
+        handle: SwarmHandle<Behaviour>,
+    },
+    Lp {
+        peer: PeerId,
+        addr: Multiaddr,
+        commands: mpsc::UnboundedSender<LpCommand>,
+    },
+}
+
+type LpCommand = Box<dyn FnOnce(&mut libp2p::Swarm<lp_gs::Behaviour>) + Send>;
+
+impl Node {
+    fn peer(&self) -> PeerId {
+        match self {
+            Node::Mw { peer, .. } | Node::Lp { peer, .. } => *peer,
+        }
+    }
+
+    fn addr(&self) -> Multiaddr {
+        match self {
+            Node::Mw { addr, .. } | Node::Lp { addr, .. } => addr.clone(),
+        }
+    }
+
+    async fn lp_call<R: Send + 'static>(
+        commands: &mpsc::UnboundedSender<LpCommand>,
+        f: impl FnOnce(&mut libp2p::Swarm<lp_gs::Behaviour>) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        commands
+            .send(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            }))
+            .expect("libp2p node running");
+        rx.await.expect("libp2p node answered")
+    }
+
+    async fn dial(&self, to: &Node) {
+        match self {
+            Node::Mw { handle, .. } => {
+                handle
+                    .dial(DialOpts::peer(to.peer()).address(to.addr()))
+                    .await
+                    .expect("meshwire dial");
+            }
+            Node::Lp { commands, .. } => {
+                let addr = lp_addr(&to.addr());
+                Self::lp_call(commands, move |s| s.dial(addr).expect("libp2p dial")).await;
+            }
+        }
+    }
+
+    async fn subscribe(&self) {
+        match self {
+            Node::Mw { handle, .. } => {
+                assert!(handle.with_behaviour(|b| b.subscribe(TOPIC)).await.unwrap());
+            }
+            Node::Lp { commands, .. } => {
+                let subscribed = Self::lp_call(commands, |s| {
+                    s.behaviour_mut().subscribe(&lp_gs::IdentTopic::new(TOPIC))
+                })
+                .await;
+                assert!(matches!(subscribed, Ok(true)));
+            }
+        }
+    }
+
+    /// Publishes `data`, retrying while no peer is known to subscribe; the message id.
+    async fn publish(&self, data: Vec<u8>) -> Vec<u8> {
+        for _ in 0..200 {
+            let d = data.clone();
+            let id = match self {
+                Node::Mw { handle, .. } => handle
+                    .with_behaviour(move |b| b.publish(TOPIC, d))
+                    .await
+                    .unwrap()
+                    .map(|id| id.0)
+                    .ok(),
+                Node::Lp { commands, .. } => Self::lp_call(commands, move |s| {
+                    s.behaviour_mut().publish(lp_gs::IdentTopic::new(TOPIC), d)
+                })
+                .await
+                .map(|id| id.0)
+                .ok(),
+            };
+            if let Some(id) = id {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("could not publish from {}", self.peer());
+    }
+}
+
+/// Scoring for the test topic: first deliveries count (P2, decaying slowly so one message
+/// still shows at the end of the test), invalid messages cost (P4), no mesh delivery quota
+/// (P3 off: the test is too short and quiet for one); P5–P7 at defaults.
+fn score_params() -> PeerScoreParams {
+    let mut params = PeerScoreParams::default();
+    params.topics.insert(
+        TOPIC.into(),
+        TopicScoreParams {
+            first_message_deliveries_decay: 0.99,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..TopicScoreParams::default()
+        },
+    );
+    params
+}
+
+async fn meshwire_node(
+    flood_publish: bool,
+    receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
+) -> Node {
+    let key = Keypair::generate();
+    let peer = key.peer_id();
+    let config = Config::default()
+        .with_heartbeat_interval(HEARTBEAT)
+        .with_heartbeat_initial_delay(HEARTBEAT)
+        .with_flood_publish(flood_publish)
+        .with_score_params(Some(score_params()));
+    let behaviour = Behaviour::new(&key, config).expect("config");
+    let transport = QuicTransport::new(key, QuicConfig::default()).expect("quic");
+    let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
+            break address;
+        }
+    };
+    let (handle, mut events) = swarm.spawn();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let SwarmEvent::Behaviour(Event::Message {
+                message,
+                message_id,
+                ..
+            }) = event
+            {
+                let source = message.source.expect("strict: signed");
+                let _ = receipts.send((peer, (message.data, source, message_id.0)));
+            }
+        }
+    });
+    Node::Mw { peer, addr, handle }
+}
+
+async fn libp2p_node(
+    flood_publish: bool,
+    receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
+) -> Node {
+    libp2p_node_speaking(flood_publish, false, receipts).await
+}
+
+/// A rust-libp2p node; `v1_0_only` makes it speak `/meshsub/1.0.0` alone (an old peer).
+async fn libp2p_node_speaking(
+    flood_publish: bool,
+    v1_0_only: bool,
+    receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
+) -> Node {
+    let mut swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let mut builder = lp_gs::ConfigBuilder::default();
+            builder
+                .heartbeat_interval(HEARTBEAT)
+                .heartbeat_initial_delay(HEARTBEAT)
+                .validation_mode(lp_gs::ValidationMode::Strict)
+                .flood_publish(flood_publish);
+            if v1_0_only {
+                builder.protocol_id("/meshsub/1.0.0", lp_gs::Version::V1_0);
+            }
+            let config = builder.build().expect("gossipsub config");
+            lp_gs::Behaviour::new(lp_gs::MessageAuthenticity::Signed(key.clone()), config)
+                .expect("gossipsub")
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .expect("listen");
+    let addr = loop {
+        if let LpSwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = mw_peer(swarm.local_peer_id());
+    let (commands, mut rx) = mpsc::unbounded_channel::<LpCommand>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(f) => f(&mut swarm),
+                    None => break,
+                },
+                ev = swarm.select_next_some() => {
+                    if let LpSwarmEvent::Behaviour(lp_gs::Event::Message { message, message_id, .. }) = ev {
+                        let source = mw_peer(&message.source.expect("strict: signed"));
+                        let _ = receipts.send((peer, (message.data, source, message_id.0)));
+                    }
+                }
+            }
+        }
+    });
+    Node::Lp {
+        peer,
+        addr: mw_addr(&addr),
+        commands,
+    }
+}
+
+/// Subscribes all, publishes one message from each, and checks that every node received the
+/// nine others' messages with the publisher's author and id.
+async fn run(nodes: &[Node], mut receipts: mpsc::UnboundedReceiver<(PeerId, Receipt)>) {
+    for n in nodes {
+        n.subscribe().await;
+    }
+    // Subscriptions travel and meshes form over a few heartbeats.
+    tokio::time::sleep(HEARTBEAT * 6).await;
+    let mut published: HashMap<Vec<u8>, (PeerId, Vec<u8>)> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let data = format!("message {i} from {}", n.peer()).into_bytes();
+        let id = n.publish(data.clone()).await;
+        published.insert(data, (n.peer(), id));
+    }
+    let mut got: HashMap<PeerId, HashSet<Vec<u8>>> = HashMap::new();
+    let expected = nodes.len() - 1;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes
+        .iter()
+        .any(|n| got.get(&n.peer()).map_or(0, |s| s.len()) < expected)
+    {
+        let Ok(Some((receiver, (data, source, id)))) =
+            tokio::time::timeout_at(deadline, receipts.recv()).await
+        else {
+            let counts: Vec<usize> = nodes
+                .iter()
+                .map(|n| got.get(&n.peer()).map_or(0, |s| s.len()))
+                .collect();
+            panic!("not every message arrived in time: per node {counts:?}");
+        };
+        let (author, published_id) = published.get(&data).expect("a message we published");
+        assert_eq!(
+            &source,
+            author,
+            "author of {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        assert_eq!(
+            &id, published_id,
+            "both implementations compute the same message id"
+        );
+        assert_ne!(receiver, *author, "no delivery to the publisher");
+        assert!(
+            got.entry(receiver).or_default().insert(data),
+            "a message delivered twice"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_mixed_mesh_five_meshwire_five_libp2p() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(meshwire_node(true, tx.clone()).await);
+        nodes.push(libp2p_node(true, tx.clone()).await);
+    }
+    for a in 0..nodes.len() {
+        for b in a + 1..nodes.len() {
+            nodes[a].dial(&nodes[b]).await;
+        }
+    }
+    run(&nodes, rx).await;
+    // Every meshwire node's mesh holds libp2p peers too (mesh degree within D_lo..=D_hi of 9).
+    for n in &nodes {
+        if let Node::Mw { handle, .. } = n {
+            let lp: HashSet<PeerId> = nodes
+                .iter()
+                .filter(|m| matches!(m, Node::Lp { .. }))
+                .map(Node::peer)
+                .collect();
+            let mesh: Vec<PeerId> = handle
+                .with_behaviour(|b| b.engine().mesh_peers(&TOPIC.into()).copied().collect())
+                .await
+                .unwrap();
+            assert!((5..=12).contains(&mesh.len()), "mesh of {}", mesh.len());
+            assert!(
+                mesh.iter().any(|p| lp.contains(p)),
+                "no libp2p peer in the mesh"
+            );
+            // With scoring on, no libp2p peer lost score (its messages all verified and were
+            // valid), and libp2p peers earned credit (time in mesh, first deliveries). Which
+            // peer delivers a given message first is a race, so not every one need have.
+            let scores: Vec<f64> = handle
+                .with_behaviour(move |b| {
+                    lp.iter()
+                        .map(|p| b.engine().peer_score(p).unwrap_or(-1.0))
+                        .collect()
+                })
+                .await
+                .unwrap();
+            assert!(
+                scores.iter().all(|s| *s >= 0.0) && scores.iter().any(|s| *s > 0.0),
+                "scores of libp2p peers {scores:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_line_alternating_implementations_forwards_through_meshes() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(meshwire_node(false, tx.clone()).await);
+        nodes.push(libp2p_node(false, tx.clone()).await);
+    }
+    for a in 0..nodes.len() - 1 {
+        nodes[a].dial(&nodes[a + 1]).await;
+    }
+    run(&nodes, rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_v1_0_libp2p_peer_joins_the_mesh() {
+    // Two meshwire nodes and a rust-libp2p node speaking /meshsub/1.0.0 only.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nodes = vec![
+        meshwire_node(true, tx.clone()).await,
+        meshwire_node(true, tx.clone()).await,
+        libp2p_node_speaking(true, true, tx.clone()).await,
+    ];
+    for a in 0..nodes.len() {
+        for b in a + 1..nodes.len() {
+            nodes[a].dial(&nodes[b]).await;
+        }
+    }
+    run(&nodes, rx).await;
+    let old = nodes[2].peer();
+    for n in &nodes[..2] {
+        if let Node::Mw { handle, .. } = n {
+            let kind = handle
+                .with_behaviour(move |b| b.engine().peer_kind(&old))
+                .await
+                .unwrap();
+            assert_eq!(kind, Some(PeerKind::Gossipsub1_0));
+        }
+    }
+}

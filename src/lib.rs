@@ -16,7 +16,9 @@
 //!   relays announced in the DHT, chosen by RTT and load, auto relay with failover;
 //!   `docs/relay-registry.md`), [`request_response`] (feature
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
-//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`),
+//!   `holepunch` (feature `holepunch`: DCUtR, `/libp2p/dcutr`, upgrading relayed connections
+//!   to direct QUIC connections; `docs/holepunch.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -34,8 +36,6 @@ pub mod prelude;
 pub use builder::{BuildContext, BuildError, SwarmBuilder};
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
-#[cfg(feature = "identify")]
-pub use meshwire_identify as identify;
 /// The Kademlia DHT (feature `kad`): [`kad::Behaviour`], configured by one [`kad::Config`]
 /// (the engine's settings included), reporting one flat [`kad::Event`].
 ///
@@ -75,6 +75,11 @@ pub use meshwire_identify as identify;
 /// }
 /// # Ok(()) }
 /// ```
+/// Hole punching (feature `holepunch`): DCUtR, see `docs/holepunch.md`.
+#[cfg(feature = "holepunch")]
+pub use meshwire_holepunch as holepunch;
+#[cfg(feature = "identify")]
+pub use meshwire_identify as identify;
 #[cfg(feature = "kad")]
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]

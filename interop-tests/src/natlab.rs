@@ -442,15 +442,32 @@ impl Lab {
         ns: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
+        Lab::spawn_in(ns, f)?
+            .join()
+            .map_err(|_| "the thread in the namespace panicked".to_string())?
+    }
+
+    /// Starts `f` on a new thread inside the network namespace `ns` (a whole node, say,
+    /// with its own tokio runtime); the handle yields `f`'s result, or why the namespace
+    /// could not be entered.
+    ///
+    /// # Errors
+    ///
+    /// The namespace does not exist or the thread cannot be started.
+    pub fn spawn_in<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T, String>>, String> {
         let path = format!("/var/run/netns/{ns}");
         let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns {path}: {e}"))?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| "the thread in the namespace panicked".to_string())?
+        std::thread::Builder::new()
+            .name(format!("netns {ns}"))
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns {path}: {e}"))?;
+                Ok(f())
+            })
+            .map_err(|e| format!("thread for {ns}: {e}"))
     }
 
     /// A UDP socket bound to `addr` inside namespace `ns`.

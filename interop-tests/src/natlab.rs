@@ -40,6 +40,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The public host's first address (relay, first observer).
 pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -255,7 +256,8 @@ fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
 }
 
 impl Lab {
-    /// Builds the topology with one site per entry of `kinds` (at most 200).
+    /// Builds the topology with one site per entry of `kinds` (at most 200). Labs built at
+    /// once in one process (parallel tests) get distinct names.
     ///
     /// # Errors
     ///
@@ -264,8 +266,11 @@ impl Lab {
         if kinds.len() > 200 {
             return Err("at most 200 sites".into());
         }
-        let pid = std::process::id();
-        let tag = format!("mwn{pid}");
+        // Interface names are at most 15 bytes: the tag (≤ 9: "n", the pid and a counter of
+        // labs in this process, in hex) and a suffix of at most 5 ("w199a").
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let n = LABS.fetch_add(1, Ordering::Relaxed) % 16;
+        let tag = format!("n{:x}{n:x}", std::process::id() % 0x100_0000);
         let mut lab = Lab {
             public_ns: format!("{tag}-pub"),
             inet_ns: format!("{tag}-inet"),

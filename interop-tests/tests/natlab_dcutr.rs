@@ -1,7 +1,12 @@
-//! Hole punching in the NAT lab (`interop_tests::natlab`): two meshwire peers, each behind its
-//! own port-restricted cone NAT (Linux `masquerade`, routers dropping unsolicited inbound),
-//! meet through a meshwire relay on the public host (198.51.100.10) and DCUtR upgrades their
-//! relayed connection to a direct QUIC connection between the NATs' public addresses.
+//! Hole punching in the NAT lab (`interop_tests::natlab`):
+//!
+//! - `natlab_dcutr_port_restricted_pair`: two meshwire peers, each behind its own
+//!   port-restricted cone NAT (Linux `masquerade`, routers dropping unsolicited inbound), meet
+//!   through a meshwire relay on the public host (198.51.100.10) and DCUtR upgrades their
+//!   relayed connection to a direct QUIC connection between the NATs' public addresses.
+//! - `natlab_dcutr_matrix`: every pair of the five NAT kinds at once; prints the table of
+//!   verdicts and checks each against what plain DCUtR (no port prediction) can do
+//!   ([`expect_direct`]).
 //!
 //! Each node is a whole meshwire swarm (relay client, identify, holepunch) on its own thread
 //! and tokio runtime inside its host's namespace, listening on its private address, port
@@ -214,11 +219,11 @@ fn spawn_relay(ns: &str) -> Node {
     )
 }
 
-fn spawn_peer(ns: &str) -> Node {
+fn spawn_peer(ns: &str, config: holepunch::Config) -> Node {
     spawn(
         ns,
         Keypair::generate(),
-        |key| {
+        move |key| {
             let (relay_transport, relay_client) =
                 client::new(key.clone(), client::Config::default());
             let transport = QuicTransport::new(key.clone(), QuicConfig::default())
@@ -227,7 +232,7 @@ fn spawn_peer(ns: &str) -> Node {
             let behaviour = Peer {
                 relay_client,
                 identify: identify(&key),
-                holepunch: holepunch::Behaviour::new(holepunch::Config::default()),
+                holepunch: holepunch::Behaviour::new(config),
             };
             Swarm::new(transport, behaviour, SwarmConfig::default())
         },
@@ -237,8 +242,14 @@ fn spawn_peer(ns: &str) -> Node {
 
 /// A peer on `ip` connected to the relay and identified by it (so it knows the address its
 /// NAT gives it).
-async fn join(ns: &str, ip: Ipv4Addr, relay: PeerId, relay_addr: &Multiaddr) -> Node {
-    let mut node = spawn_peer(ns);
+async fn join(
+    ns: &str,
+    ip: Ipv4Addr,
+    relay: PeerId,
+    relay_addr: &Multiaddr,
+    config: holepunch::Config,
+) -> Node {
+    let mut node = spawn_peer(ns, config);
     node.send(Cmd::Listen(quic(ip)));
     node.wait("listening", |o| {
         matches!(o, Obs::ListenAddr(_)).then_some(())
@@ -287,42 +298,73 @@ impl Seen {
     }
 }
 
-async fn punch(lab: &Lab) {
-    let relay_ip = PUBLIC_IP;
+/// The public relay; returns it (keep it alive) and its address.
+async fn start_relay(lab: &Lab) -> (Node, Multiaddr) {
     let mut relay = spawn_relay(&lab.public_ns);
-    relay.send(Cmd::Listen(quic(relay_ip)));
+    relay.send(Cmd::Listen(quic(PUBLIC_IP)));
     relay
         .wait("the relay listening", |o| {
             matches!(o, Obs::ListenAddr(_)).then_some(())
         })
         .await;
-    let relay_addr = with_peer_id(&quic(relay_ip), relay.id);
-    let (site_l, site_d) = (&lab.sites[0], &lab.sites[1]);
+    let addr = with_peer_id(&quic(PUBLIC_IP), relay.id);
+    (relay, addr)
+}
 
-    // The listener reserves on the relay: it accepts the relayed connection, so it is DCUtR's
-    // initiator.
-    let mut listener = join(&site_l.host_ns, site_l.host_ip, relay.id, &relay_addr).await;
-    listener.send(Cmd::Listen(relay_addr.clone().with(Protocol::P2pCircuit)));
+/// The peer of site `l` reserves on the relay (it accepts the relayed connection, so it is
+/// DCUtR's initiator), the peer of site `d` reaches it through the relay; returns what each
+/// saw of the other once the initiator's session ended (and, on success, both saw the
+/// direct connection).
+async fn run_pair(
+    lab: &Lab,
+    (l, d): (usize, usize),
+    relay_addr: &Multiaddr,
+    config: holepunch::Config,
+) -> (Seen, Seen) {
+    let relay_id = meshwire_transport::split_peer_id(relay_addr, None)
+        .expect("relay address")
+        .1
+        .expect("relay id");
+    let (site_l, site_d) = (&lab.sites[l], &lab.sites[d]);
+    let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
+    let mut listener = join(
+        &site_l.host_ns,
+        site_l.host_ip,
+        relay_id,
+        relay_addr,
+        config.clone(),
+    )
+    .await;
+    listener.send(Cmd::Listen(circuit.clone()));
     listener
         .wait("the relayed listen address", |o| match o {
             Obs::ListenAddr(a) if a.iter().any(|p| p == Protocol::P2pCircuit) => Some(()),
             _ => None,
         })
         .await;
-    let mut dialer = join(&site_d.host_ns, site_d.host_ip, relay.id, &relay_addr).await;
-    dialer.send(Cmd::Dial(
-        listener.id,
-        relay_addr.clone().with(Protocol::P2pCircuit),
-    ));
-
+    let mut dialer = join(
+        &site_d.host_ns,
+        site_d.host_ip,
+        relay_id,
+        relay_addr,
+        config,
+    )
+    .await;
+    dialer.send(Cmd::Dial(listener.id, circuit));
     let (mut at_l, mut at_d) = (Seen::default(), Seen::default());
     while !(at_l.done() && at_d.done()) {
         tokio::select! {
             Some(o) = listener.obs.recv() => at_l.take(o, dialer.id),
             Some(o) = dialer.obs.recv() => at_d.take(o, listener.id),
-            Some(_) = relay.obs.recv() => {}
         }
     }
+    (at_l, at_d)
+}
+
+async fn port_restricted_pair(lab: &Lab) {
+    let (_relay, relay_addr) = start_relay(lab).await;
+    let (at_l, at_d) = run_pair(lab, (0, 1), &relay_addr, holepunch::Config::default()).await;
+    let (site_l, site_d) = (&lab.sites[0], &lab.sites[1]);
     println!(
         "listener ({:?} NAT {}): {at_l:?}",
         site_l.kind, site_l.wan_ip
@@ -352,7 +394,108 @@ async fn natlab_dcutr_port_restricted_pair() {
         }
     }
     let lab = Lab::new(&[NatKind::PortRestrictedCone, NatKind::PortRestrictedCone]).expect("lab");
-    tokio::time::timeout(TEST_TIMEOUT, punch(&lab))
+    tokio::time::timeout(TEST_TIMEOUT, port_restricted_pair(&lab))
+        .await
+        .expect("test timed out");
+}
+
+/// Whether plain DCUtR (no port prediction) can connect a peer behind `a` with one behind
+/// `b`: always with a full or restricted cone on either side (the cone accepts the other's
+/// packets from any port of an address it sent to, or from anywhere); never when both NATs
+/// filter by address and port and at least one of them maps per destination (the port the
+/// other side learnt is not the one the packets come from or are accepted on).
+fn expect_direct(a: NatKind, b: NatKind) -> bool {
+    let apdf = |k| {
+        matches!(
+            k,
+            NatKind::PortRestrictedCone | NatKind::SymmetricSequential | NatKind::SymmetricRandom
+        )
+    };
+    let apdm = |k| matches!(k, NatKind::SymmetricSequential | NatKind::SymmetricRandom);
+    !(apdf(a) && apdf(b) && (apdm(a) || apdm(b)))
+}
+
+fn short(k: NatKind) -> &'static str {
+    match k {
+        NatKind::FullCone => "full cone",
+        NatKind::RestrictedCone => "restricted",
+        NatKind::PortRestrictedCone => "port-restr.",
+        NatKind::SymmetricSequential => "sym. seq.",
+        NatKind::SymmetricRandom => "sym. random",
+    }
+}
+
+async fn matrix() {
+    let pairs: Vec<(NatKind, NatKind)> = NatKind::ALL
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| NatKind::ALL[i..].iter().map(move |b| (*a, *b)))
+        .collect();
+    let kinds: Vec<NatKind> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
+    let lab = Lab::new(&kinds).expect("lab");
+    let (_relay, relay_addr) = start_relay(&lab).await;
+    // Short attempts: a pair that cannot punch gives up after 3 × 3 s.
+    let config = holepunch::Config {
+        attempt_timeout: Duration::from_secs(3),
+        responder_wait: Duration::from_secs(5),
+        exchange_timeout: Duration::from_secs(5),
+        ..holepunch::Config::default()
+    };
+    let results = futures::future::join_all(
+        (0..pairs.len()).map(|p| run_pair(&lab, (2 * p, 2 * p + 1), &relay_addr, config.clone())),
+    )
+    .await;
+    println!(
+        "DCUtR in the NAT lab: initiator (rows) × responder (columns), the initiator's verdict"
+    );
+    print!("{:>12} |", "");
+    for k in NatKind::ALL {
+        print!(" {:>22} |", short(k));
+    }
+    println!();
+    for a in NatKind::ALL {
+        print!("{:>12} |", short(a));
+        for b in NatKind::ALL {
+            let cell = pairs
+                .iter()
+                .position(|p| *p == (a, b))
+                .map(|i| match &results[i].0.upgrade {
+                    Some((true, d)) => {
+                        format!("direct: {}", d.split(',').nth(1).unwrap_or("").trim())
+                    }
+                    Some((false, _)) => "relayed (3 attempts)".to_string(),
+                    None => "?".to_string(),
+                })
+                .unwrap_or_default();
+            print!(" {cell:>22} |");
+        }
+        println!();
+    }
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        let (at_l, at_d) = &results[i];
+        let ok = at_l.upgrade.as_ref().is_some_and(|(ok, _)| *ok);
+        assert_eq!(
+            ok,
+            expect_direct(*a, *b),
+            "{a:?} (initiator) × {b:?} (responder): initiator {at_l:?}, responder {at_d:?}"
+        );
+        if ok {
+            assert!(
+                at_l.direct.is_some() && at_d.direct.is_some(),
+                "{a:?} × {b:?}: both see the direct connection"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natlab_dcutr_matrix() {
+    if let Some(reason) = natlab::missing_prerequisite() {
+        if natlab::skip(&reason) {
+            return;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(90), matrix())
         .await
         .expect("test timed out");
 }

@@ -16,6 +16,10 @@
 //! handshakes gets through: a QUIC simultaneous open. An attempt succeeds when **any** direct
 //! (non-relayed) connection to the peer is established while it runs, whichever side dialed.
 //!
+//! From the second attempt on, both sides also dial a window of ports after each public
+//! address of the remote ([`HolepunchConfig::port_windows`], [`with_predicted_ports`]): the
+//! mapping a sequential symmetric NAT made towards us.
+//!
 //! An attempt fails when the stream exchange fails, when our dial fails, or when no direct
 //! connection appeared within [`HolepunchConfig::attempt_timeout`] of the dial. The initiator
 //! then starts the next attempt on a new stream, up to [`HolepunchConfig::max_attempts`]
@@ -55,8 +59,11 @@
 //! ));
 //! ```
 
+mod predict;
 #[cfg(test)]
 mod tests;
+
+pub use predict::with_predicted_ports;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -124,6 +131,13 @@ pub struct HolepunchConfig {
     /// The initiator's dial timing of attempt `n` is `timings[min(n, len) - 1]` (default
     /// half RTT, full RTT, immediate: each retry changes strategy).
     pub timings: Vec<DialTiming>,
+    /// Port prediction window of attempt `n`, `port_windows[min(n, len) - 1]`, both roles:
+    /// each public address of the remote is also dialed with the next that many ports
+    /// ([`with_predicted_ports`]), for a sequential symmetric NAT (default 0, 5, 5: plain
+    /// DCUtR first, then the window).
+    pub port_windows: Vec<u16>,
+    /// Addresses dialed in one attempt, predicted ports included (default 16).
+    pub max_dial_addrs: usize,
     /// Sessions at once; relayed connections beyond it are not upgraded (default 256).
     pub max_sessions: usize,
 }
@@ -140,12 +154,23 @@ impl Default for HolepunchConfig {
                 DialTiming::FullRtt,
                 DialTiming::Immediate,
             ],
+            port_windows: vec![0, 5, 5],
+            max_dial_addrs: 16,
             max_sessions: 256,
         }
     }
 }
 
 impl HolepunchConfig {
+    /// The port prediction window of attempt `attempt` (1-based).
+    pub fn port_window(&self, attempt: u8) -> u16 {
+        let i = usize::from(attempt.max(1)) - 1;
+        self.port_windows
+            .get(i.min(self.port_windows.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The initiator's dial timing of attempt `attempt` (1-based).
     pub fn timing(&self, attempt: u8) -> DialTiming {
         let i = usize::from(attempt.max(1)) - 1;
@@ -177,6 +202,9 @@ pub enum AttemptOutcome {
     /// No direct connection within the attempt timeout.
     #[error("no direct connection within the attempt timeout")]
     TimedOut,
+    /// Responder: the initiator started its next attempt before this one ended.
+    #[error("superseded by the initiator's next attempt")]
+    Superseded,
     /// Cancelled by the application.
     #[error("cancelled")]
     Cancelled,
@@ -195,6 +223,7 @@ impl AttemptOutcome {
             AttemptOutcome::NoAddresses => "no_addresses",
             AttemptOutcome::DialFailed(_) => "dial_failed",
             AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Superseded => "superseded",
             AttemptOutcome::Cancelled => "cancelled",
             AttemptOutcome::RelayedConnectionClosed => "relayed_closed",
         }
@@ -207,6 +236,7 @@ impl AttemptOutcome {
             self,
             AttemptOutcome::DialFailed(_)
                 | AttemptOutcome::TimedOut
+                | AttemptOutcome::Superseded
                 | AttemptOutcome::ExchangeFailed(_)
         )
     }
@@ -416,17 +446,24 @@ impl HolepunchEngine {
 
     /// A `/libp2p/dcutr` stream from `peer` arrived on `connection`. Returns the attempt
     /// number to run the responder's exchange under, or `None` to refuse the stream (no
-    /// responder session on that connection, or one already exchanging or dialing).
+    /// responder session on that connection, one already exchanging, or no attempt left).
+    /// A stream while we still dial for the previous attempt ends that attempt as
+    /// [`AttemptOutcome::Superseded`]: the initiator gave up on it.
     pub fn handle_inbound_stream(
         &mut self,
         now: Instant,
         peer: PeerId,
         connection: ConnectionId,
     ) -> Option<u8> {
-        let s = self.sessions.get_mut(&peer)?;
+        let s = self.sessions.get(&peer)?;
         if s.role != Role::Responder || s.relayed != connection {
             return None;
         }
+        if matches!(s.phase, Phase::Dialing { .. }) {
+            // The initiator gave up on the attempt we are dialing for and starts the next.
+            self.finish_attempt(now, peer, AttemptOutcome::Superseded);
+        }
+        let s = self.sessions.get_mut(&peer)?;
         if !matches!(s.phase, Phase::AwaitingConnect { .. }) {
             return None;
         }
@@ -456,6 +493,11 @@ impl HolepunchEngine {
             self.finish_attempt(now, peer, AttemptOutcome::NoAddresses);
             return;
         }
+        let addrs = with_predicted_ports(
+            addrs,
+            self.config.port_window(attempt),
+            self.config.max_dial_addrs,
+        );
         match s.role {
             Role::Initiator => {
                 let delay = self

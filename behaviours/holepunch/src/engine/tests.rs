@@ -1,7 +1,14 @@
 use super::*;
 
+/// A private address: no predicted ports.
 fn addr() -> Multiaddr {
-    "/ip4/198.51.100.7/udp/4001/quic-v1".parse().unwrap()
+    "/ip4/10.9.0.7/udp/4001/quic-v1".parse().unwrap()
+}
+
+fn public(port: u16) -> Multiaddr {
+    format!("/ip4/198.51.100.7/udp/{port}/quic-v1")
+        .parse()
+        .unwrap()
 }
 
 fn ms(n: u64) -> Duration {
@@ -347,4 +354,79 @@ fn sessions_are_bounded() {
         );
     }
     assert_eq!(std::iter::from_fn(|| e.poll_action()).count(), 2);
+}
+
+#[test]
+fn retries_also_dial_predicted_ports_of_public_addresses() {
+    let mut f = fixture(Role::Initiator);
+    let _ = f.e.poll_action();
+    f.e.handle_exchange_succeeded(f.t0, f.peer, 1, vec![public(20000), addr()], Some(ms(2)));
+    f.e.handle_timeout(f.t0 + ms(1));
+    // Attempt 1: plain DCUtR.
+    let Some(Action::Dial { addrs, .. }) = f.e.poll_action() else {
+        panic!("dial")
+    };
+    assert_eq!(addrs, vec![public(20000), addr()]);
+    let d = ConnectionId::next();
+    f.e.handle_dial_issued(f.peer, d);
+    f.e.handle_dial_failed(f.t0 + ms(5), d, "timeout".into());
+    // Attempt 2: the next 5 ports of the public address, right after it.
+    let _ = f.e.poll_action();
+    f.e.handle_exchange_succeeded(
+        f.t0 + ms(6),
+        f.peer,
+        2,
+        vec![public(20000), addr()],
+        Some(ms(2)),
+    );
+    f.e.handle_timeout(f.t0 + ms(8));
+    let Some(Action::Dial {
+        addrs, attempt: 2, ..
+    }) = f.e.poll_action()
+    else {
+        panic!("dial")
+    };
+    let mut expected: Vec<Multiaddr> = (20000..=20005).map(public).collect();
+    expected.push(addr());
+    assert_eq!(addrs, expected);
+}
+
+#[test]
+fn predicted_ports_are_bounded() {
+    let many: Vec<Multiaddr> = (0..10).map(|i| public(1000 * i + 1)).collect();
+    assert_eq!(with_predicted_ports(many.clone(), 5, 16).len(), 16);
+    // No wrap past the last port, no duplicates, loopback untouched.
+    assert_eq!(
+        with_predicted_ports(vec![public(65534), public(65535)], 3, 16),
+        vec![public(65534), public(65535)]
+    );
+    let lo: Multiaddr = "/ip4/127.0.0.1/udp/9/quic-v1".parse().unwrap();
+    assert_eq!(with_predicted_ports(vec![lo.clone()], 5, 16), vec![lo]);
+    assert_eq!(with_predicted_ports(many, 0, 64).len(), 10);
+}
+
+#[test]
+fn a_new_connect_supersedes_the_responders_dial() {
+    let mut f = fixture(Role::Responder);
+    assert_eq!(f.e.handle_inbound_stream(f.t0, f.peer, f.relayed), Some(1));
+    f.e.handle_exchange_succeeded(f.t0, f.peer, 1, vec![addr()], None);
+    let _ = f.e.poll_action();
+    f.e.handle_dial_issued(f.peer, ConnectionId::next());
+    // The initiator's attempt timed out first: its next CONNECT arrives while we dial.
+    assert_eq!(
+        f.e.handle_inbound_stream(f.t0 + ms(100), f.peer, f.relayed),
+        Some(2)
+    );
+    assert!(matches!(
+        &events(&mut f.e)[..],
+        [HolepunchEvent::AttemptFinished {
+            attempt: 1,
+            outcome: AttemptOutcome::Superseded,
+            ..
+        }]
+    ));
+    // The stale timeout of attempt 1 does not end attempt 2.
+    f.e.handle_timeout(f.t0 + Duration::from_secs(9));
+    assert!(events(&mut f.e).is_empty());
+    assert!(f.e.is_active(&f.peer));
 }

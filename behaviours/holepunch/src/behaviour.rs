@@ -135,11 +135,19 @@ fn remote_addrs(peer: PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
         .collect()
 }
 
+/// An exchange: the peer, its session's generation and the attempt.
+type ExchangeKey = (PeerId, u64, u8);
+
 /// DCUtR hole punching. See the [module docs](self) and the [crate docs](crate).
 pub struct Behaviour {
     engine: HolepunchEngine,
-    outbox: Outbox<Event, (PeerId, u8)>,
-    tasks: Tasks<(PeerId, u8), ExchangeResult>,
+    outbox: Outbox<Event, ExchangeKey>,
+    tasks: Tasks<ExchangeKey, ExchangeResult>,
+    /// The generation of each running session (at most one per peer): an exchange of an
+    /// ended session that finishes late is ignored instead of being taken for the same
+    /// attempt of a newer session.
+    generations: HashMap<PeerId, u64>,
+    last_generation: u64,
     timer: Timer,
     relayed: HashMap<ConnectionId, PeerId>,
     direct: HashMap<PeerId, usize>,
@@ -158,6 +166,8 @@ impl Behaviour {
             engine: HolepunchEngine::new(config),
             outbox: Outbox::new(limit * 2 + 8),
             tasks: Tasks::new(limit),
+            generations: HashMap::new(),
+            last_generation: 0,
             timer: Timer::default(),
             relayed: HashMap::new(),
             direct: HashMap::new(),
@@ -201,7 +211,26 @@ impl Behaviour {
         )
     }
 
-    fn exchange_done(&mut self, peer: PeerId, attempt: u8, result: ExchangeResult) {
+    /// The generation of `peer`'s session; `u64::MAX` (no exchange has it) without one.
+    fn generation(&self, peer: &PeerId) -> u64 {
+        self.generations.get(peer).copied().unwrap_or(u64::MAX)
+    }
+
+    /// Keeps `generations` in step with the engine's sessions of `peer`.
+    fn sync_generation(&mut self, peer: PeerId) {
+        if !self.engine.is_active(&peer) {
+            self.generations.remove(&peer);
+        } else if !self.generations.contains_key(&peer) {
+            self.last_generation += 1;
+            self.generations.insert(peer, self.last_generation);
+        }
+    }
+
+    fn exchange_done(&mut self, (peer, generation, attempt): ExchangeKey, result: ExchangeResult) {
+        if generation != self.generation(&peer) {
+            debug!(%peer, attempt, "dcutr: result of an ended session ignored");
+            return;
+        }
         let now = now();
         match result {
             Ok((addrs, rtt)) => {
@@ -231,7 +260,8 @@ impl Behaviour {
                 let open = OpenStream::new(peer, PROTOCOL)
                     .on_connection(relayed)
                     .no_dial();
-                if self.outbox.open_stream(open, (peer, attempt)).is_err() {
+                let key = (peer, self.generation(&peer), attempt);
+                if self.outbox.open_stream(open, key).is_err() {
                     self.engine.handle_exchange_failed(
                         now(),
                         peer,
@@ -299,10 +329,12 @@ impl NetworkBehaviour for Behaviour {
                         role,
                         has_direct,
                     );
+                    self.sync_generation(peer);
                 } else {
                     *self.direct.entry(peer).or_default() += 1;
                     self.engine
                         .handle_direct_connection(now(), peer, connection);
+                    self.sync_generation(peer);
                 }
             }
             FromSwarm::ConnectionClosed {
@@ -314,6 +346,7 @@ impl NetworkBehaviour for Behaviour {
                 if endpoint.is_relayed() {
                     self.relayed.remove(&connection);
                     self.engine.handle_relayed_closed(now(), peer, connection);
+                    self.sync_generation(peer);
                 } else if let Some(n) = self.direct.get_mut(&peer) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -364,9 +397,10 @@ impl NetworkBehaviour for Behaviour {
         };
         let ours = self.announced_addrs();
         let timeout = self.engine.config().exchange_timeout;
+        let key = (peer, self.generation(&peer), attempt);
         if self
             .tasks
-            .try_push((peer, attempt), timeout, respond(stream, ours))
+            .try_push(key, timeout, respond(stream, ours))
             .is_err()
         {
             self.engine.handle_exchange_failed(
@@ -379,16 +413,20 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some((peer, attempt)) = self.outbox.take_stream(result.id) else {
+        let Some(key) = self.outbox.take_stream(result.id) else {
             return;
         };
+        let (peer, generation, attempt) = key;
+        if generation != self.generation(&peer) {
+            return;
+        }
         match result.result {
             Ok(out) => {
                 let ours = self.announced_addrs();
                 let timeout = self.engine.config().exchange_timeout;
                 if self
                     .tasks
-                    .try_push((peer, attempt), timeout, initiate(out.stream, ours))
+                    .try_push(key, timeout, initiate(out.stream, ours))
                     .is_err()
                 {
                     self.engine.handle_exchange_failed(
@@ -414,8 +452,8 @@ impl NetworkBehaviour for Behaviour {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event>> {
         self.waker = Some(cx.waker().clone());
         loop {
-            while let Poll::Ready(((peer, attempt), result)) = self.tasks.poll_result(cx) {
-                self.exchange_done(peer, attempt, result);
+            while let Poll::Ready((key, result)) = self.tasks.poll_result(cx) {
+                self.exchange_done(key, result);
             }
             while let Some(action) = self.engine.poll_action() {
                 self.run_action(action);
@@ -423,6 +461,13 @@ impl NetworkBehaviour for Behaviour {
             while let Some(event) = self.engine.poll_event() {
                 if let Some(m) = &self.metrics {
                     m.record(&event);
+                }
+                if let HolepunchEvent::DirectConnectionUpgradeSucceeded { peer, .. }
+                | HolepunchEvent::DirectConnectionUpgradeFailed { peer, .. } = &event
+                {
+                    // The session ended: its generation is retired.
+                    self.generations.remove(peer);
+                    self.sync_generation(*peer);
                 }
                 if self.outbox.event(event).is_err() {
                     debug!("dcutr: event queue full; event dropped");

@@ -1,15 +1,17 @@
 //! DCUtR (`/libp2p/dcutr`) between meshwire's `meshwire-holepunch` and rust-libp2p 0.57's
-//! `libp2p-dcutr` 0.15, whole swarms on loopback QUIC: a meshwire relay, a client reserving
+//! `libp2p-dcutr` 0.15, whole swarms on loopback QUIC: a relay (meshwire's or rust-libp2p's), a client reserving
 //! on it (the *listener*: it accepts the relayed connection, so it is DCUtR's initiator) and
 //! a client reaching it through the relay (the *dialer*: DCUtR's responder). Both clients
 //! listen on loopback QUIC, so the hole punch dials go from their listening sockets; the
 //! relayed connection must be upgraded to a direct one, reported by both implementations.
 //!
-//! | test | initiator (listener) | responder (dialer) |
-//! | --- | --- | --- |
-//! | `dcutr_meshwire_initiator_rust_libp2p_responder` | meshwire | rust-libp2p |
-//! | `dcutr_rust_libp2p_initiator_meshwire_responder` | rust-libp2p | meshwire |
-//! | `dcutr_meshwire_to_meshwire` | meshwire | meshwire |
+//! | test | relay | initiator (listener) | responder (dialer) |
+//! | --- | --- | --- | --- |
+//! | `dcutr_meshwire_initiator_rust_libp2p_responder` | meshwire | meshwire | rust-libp2p |
+//! | `dcutr_rust_libp2p_initiator_meshwire_responder` | meshwire | rust-libp2p | meshwire |
+//! | `dcutr_meshwire_to_meshwire` | meshwire | meshwire | meshwire |
+//! | `dcutr_through_rust_libp2p_relay_meshwire_initiator` | rust-libp2p | meshwire | rust-libp2p |
+//! | `dcutr_through_rust_libp2p_relay_rust_libp2p_initiator` | rust-libp2p | rust-libp2p | meshwire |
 
 use std::time::Duration;
 
@@ -247,6 +249,51 @@ async fn mw_client() -> Node {
 // rust-libp2p
 
 #[derive(LpBehaviour)]
+struct LpRelay {
+    relay: lp_relay::Behaviour,
+    identify: lp_identify::Behaviour,
+}
+
+/// A rust-libp2p relay; its listen address confirmed as external (a rust-libp2p relay offers
+/// only confirmed addresses in reservations).
+async fn lp_relay() -> (Node, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| LpRelay {
+            relay: lp_relay::Behaviour::new(key.public().to_peer_id(), Default::default()),
+            identify: lp_identify::Behaviour::new(lp_identify::Config::new(
+                "/libp2p-interop/1.0.0".into(),
+                key.public(),
+            )),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.listen_on(lp_addr(&loopback())).expect("listen");
+    let addr = loop {
+        if let LpEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    swarm.add_external_address(addr.clone());
+    let id = mw_peer(swarm.local_peer_id());
+    let (cmd, _cmd_rx) = mpsc::unbounded_channel();
+    let (_tx, obs) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            if let LpEvent::Behaviour(LpRelayEvent::Relay(e)) = swarm.select_next_some().await {
+                println!("rust-libp2p relay: {e:?}");
+            }
+        }
+    });
+    (
+        Node { id, cmd, obs, task },
+        with_peer_id(&mw_addr(&addr), id),
+    )
+}
+
+#[derive(LpBehaviour)]
 struct LpClient {
     relay_client: lp_relay::client::Behaviour,
     identify: lp_identify::Behaviour,
@@ -359,9 +406,13 @@ impl Seen {
 
 /// `listener` reserves on a meshwire relay, `dialer` reaches it through the relay; DCUtR
 /// must upgrade the relayed connection: both see a direct connection and report success.
-async fn upgrade(listener_kind: Kind, dialer_kind: Kind) {
-    let case = format!("initiator {listener_kind:?}, responder {dialer_kind:?}");
-    let (_relay, relay_addr) = mw_relay().await;
+async fn upgrade(relay_kind: Kind, listener_kind: Kind, dialer_kind: Kind) {
+    let case =
+        format!("relay {relay_kind:?}, initiator {listener_kind:?}, responder {dialer_kind:?}");
+    let (_relay, relay_addr) = match relay_kind {
+        Kind::Meshwire => mw_relay().await,
+        Kind::RustLibp2p => lp_relay().await,
+    };
     let relay_id = meshwire_transport::split_peer_id(&relay_addr, None)
         .expect("relay address")
         .1
@@ -430,23 +481,33 @@ async fn upgrade(listener_kind: Kind, dialer_kind: Kind) {
     }
 }
 
-async fn run(listener: Kind, dialer: Kind) {
-    tokio::time::timeout(TEST_TIMEOUT, upgrade(listener, dialer))
+async fn run(relay: Kind, listener: Kind, dialer: Kind) {
+    tokio::time::timeout(TEST_TIMEOUT, upgrade(relay, listener, dialer))
         .await
         .expect("test timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcutr_meshwire_initiator_rust_libp2p_responder() {
-    run(Kind::Meshwire, Kind::RustLibp2p).await;
+    run(Kind::Meshwire, Kind::Meshwire, Kind::RustLibp2p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcutr_rust_libp2p_initiator_meshwire_responder() {
-    run(Kind::RustLibp2p, Kind::Meshwire).await;
+    run(Kind::Meshwire, Kind::RustLibp2p, Kind::Meshwire).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcutr_meshwire_to_meshwire() {
-    run(Kind::Meshwire, Kind::Meshwire).await;
+    run(Kind::Meshwire, Kind::Meshwire, Kind::Meshwire).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcutr_through_rust_libp2p_relay_meshwire_initiator() {
+    run(Kind::RustLibp2p, Kind::Meshwire, Kind::RustLibp2p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcutr_through_rust_libp2p_relay_rust_libp2p_initiator() {
+    run(Kind::RustLibp2p, Kind::RustLibp2p, Kind::Meshwire).await;
 }

@@ -437,6 +437,81 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops `percent` % of the UDP packets the internet router forwards, at random, both
+    /// ways (nftables `numgen random`, in the kernel: no netem here); 0 removes the loss.
+    /// Every path between sites and the public host crosses that router once.
+    ///
+    /// # Errors
+    ///
+    /// `percent` over 100, or nft failed.
+    pub fn set_loss(&self, percent: u8) -> Result<(), String> {
+        if percent > 100 {
+            return Err(format!("loss of {percent} %"));
+        }
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.inet_ns,
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                "impair",
+            ],
+        );
+        if percent == 0 {
+            return Ok(());
+        }
+        nft_in(
+            &self.inet_ns,
+            &format!(
+                "table ip impair {{
+  chain loss {{ type filter hook forward priority -10; policy accept;
+    meta l4proto udp numgen random mod 100 < {percent} counter drop
+  }}
+}}
+"
+            ),
+        )
+    }
+
+    /// UDP packets dropped by [`Lab::set_loss`] so far (0 without loss).
+    ///
+    /// # Errors
+    ///
+    /// nft failed or printed no counter.
+    pub fn loss_dropped(&self) -> Result<u64, String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.inet_ns,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "impair",
+            ])
+            .output()
+            .map_err(|e| format!("nft list: {e}"))?;
+        if !out.status.success() {
+            return Ok(0);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "packets" {
+                return words
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("no packet count in {text}"));
+            }
+        }
+        Err(format!("no counter in {text}"))
+    }
+
     /// Runs `f` on a new thread inside the network namespace `ns` and returns its result.
     /// Sockets `f` opens belong to `ns` for their whole life, whichever thread uses them.
     ///

@@ -433,7 +433,7 @@ fn short(k: NatKind) -> &'static str {
     }
 }
 
-async fn matrix() {
+async fn matrix(loss: u8) {
     let pairs: Vec<(NatKind, NatKind)> = NatKind::ALL
         .iter()
         .enumerate()
@@ -441,6 +441,7 @@ async fn matrix() {
         .collect();
     let kinds: Vec<NatKind> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let lab = Lab::new(&kinds).expect("lab");
+    lab.set_loss(loss).expect("loss");
     let (_relay, relay_addr) = start_relay(&lab).await;
     // Short attempts: a pair that cannot punch gives up after 3 × 3 s.
     let config = holepunch::Config {
@@ -453,9 +454,12 @@ async fn matrix() {
         (0..pairs.len()).map(|p| run_pair(&lab, (2 * p, 2 * p + 1), &relay_addr, config.clone())),
     )
     .await;
+    let dropped = lab.loss_dropped().expect("loss counter");
     println!(
-        "DCUtR in the NAT lab: initiator (rows) × responder (columns), the initiator's verdict"
+        "DCUtR in the NAT lab, {loss} % UDP loss ({dropped} packets dropped): initiator (rows) \
+         × responder (columns), the initiator's verdict"
     );
+    assert_eq!(dropped > 0, loss > 0, "the loss is applied");
     print!("{:>12} |", "");
     for k in NatKind::ALL {
         print!(" {:>22} |", short(k));
@@ -503,7 +507,19 @@ async fn natlab_dcutr_matrix() {
             return;
         }
     }
-    tokio::time::timeout(Duration::from_secs(90), matrix())
+    tokio::time::timeout(Duration::from_secs(90), matrix(0))
+        .await
+        .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natlab_dcutr_matrix_with_loss() {
+    if let Some(reason) = natlab::missing_prerequisite() {
+        if natlab::skip(&reason) {
+            return;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(90), matrix(5))
         .await
         .expect("test timed out");
 }

@@ -1,19 +1,5 @@
 //! The swarm behaviour: the [`HolepunchEngine`] driven by relayed connections, streams and
-//! dials.
-//!
-//! * A relayed connection we accepted makes us the initiator: a `/libp2p/dcutr` stream is
-//!   opened on it (no dial), `CONNECT` sent, the remote's `CONNECT` timed, `SYNC` sent, and
-//!   the remote's addresses dialed after the attempt's timing. A relayed connection we
-//!   dialed makes us the responder: the remote's stream is answered and its addresses
-//!   dialed when `SYNC` arrives.
-//! * Dials are ordinary [`ToSwarm::Dial`]s (condition [`PeerCondition::Always`], only the
-//!   addresses from `CONNECT`). meshwire's QUIC transport dials from the listening endpoint,
-//!   so the remote (and its NAT) sees our listening port: the address we announced.
-//! * The addresses we announce: confirmed external addresses, then the candidates observed
-//!   by peers (identify; the 20 latest), then our listen addresses; relayed ones never.
-//! * Any direct connection to the peer while a session runs is its success; the relayed
-//!   connection is left to the swarm's idle rule (it is kept alive only while a session
-//!   runs on it).
+//! dials (documented on [`Behaviour`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
@@ -138,7 +124,24 @@ fn remote_addrs(peer: PeerId, addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
 /// An exchange: the peer, its session's generation and the attempt.
 type ExchangeKey = (PeerId, u64, u8);
 
-/// DCUtR hole punching. See the [module docs](self) and the [crate docs](crate).
+/// DCUtR hole punching: the [`HolepunchEngine`] driven by relayed connections, streams and
+/// dials.
+///
+/// * A relayed connection we accepted makes us the initiator: a `/libp2p/dcutr` stream is
+///   opened on it (no dial), `CONNECT` sent, the remote's `CONNECT` timed, `SYNC` sent, and
+///   the remote's addresses dialed after the attempt's timing. A relayed connection we
+///   dialed makes us the responder: the remote's stream is answered and its addresses
+///   dialed when `SYNC` arrives.
+/// * Dials are ordinary [`ToSwarm::Dial`]s (condition [`PeerCondition::Always`], only the
+///   addresses from `CONNECT`, plus predicted ports on retries). meshwire's QUIC transport dials from the listening endpoint,
+///   so the remote (and its NAT) sees our listening port: the address we announced.
+/// * The addresses we announce: confirmed external addresses, then the candidates observed
+///   by peers (identify; the 20 latest), then our listen addresses; relayed ones never.
+/// * Any direct connection to the peer while a session runs is its success; the relayed
+///   connection is left to the swarm's idle rule (it is kept alive only while a session
+///   runs on it).
+///
+/// `docs/holepunch.md` has the whole picture.
 pub struct Behaviour {
     engine: HolepunchEngine,
     outbox: Outbox<Event, ExchangeKey>,
@@ -200,7 +203,7 @@ impl Behaviour {
         self.engine.is_active(peer)
     }
 
-    /// The addresses sent in our `CONNECT`s (see the [module docs](self)).
+    /// The addresses sent in our `CONNECT`s (see [`Behaviour`]).
     pub fn announced_addrs(&self) -> Vec<Multiaddr> {
         let listen = self.listen.values().flatten();
         connect_addrs(

@@ -6,7 +6,7 @@
 //!   typed and bounded (4 KiB), with golden-byte tests.
 //! * [`engine`]: the sans-IO state machine of both roles — RTT measured over the relayed
 //!   connection, the initiator dialing at RTT/2 after `SYNC`, up to 3 attempts each with
-//!   its own timing, cancellation, a typed [`AttemptOutcome`](engine::AttemptOutcome) for
+//!   its own timing, cancellation, a typed [`AttemptOutcome`] for
 //!   every attempt.
 //! * [`Behaviour`] (feature `swarm`, default): the engine on a swarm, with
 //!   [`HolepunchMetrics`]. Put it next to the relay client; every relayed connection is

@@ -12,6 +12,9 @@
 //! | symmetric sequential | p, p+1, p+2 | yes / no / no |
 //! | symmetric random | three ports, not sequential | yes / no / no |
 //!
+//! The same observations go through `meshwire_nat::classify`, which must name each NAT:
+//! mapping EIM / APDM-sequential (delta 1) / APDM-random, filtering EIF / ADF / APDF.
+//!
 //! Needs root, iproute2 and nftables; skipped with the reason printed otherwise, a failure
 //! under `MESHWIRE_REQUIRE_NETNS=1`. Run: `cargo test -p interop-tests --test natlab --
 //! --nocapture`.
@@ -20,6 +23,9 @@ use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use interop_tests::natlab::{self, Lab, NatKind, PUBLIC_IP, PUBLIC_IP2};
+use meshwire_nat::{
+    classify, Filtering, Mapping, MappingObservation, NatProfile, Observations, PortAllocation,
+};
 
 const HOST_PORT: u16 = 5000;
 /// How long a packet that should arrive may take; packets that should not arrive are
@@ -82,7 +88,27 @@ fn expected(kind: NatKind) -> Behaviour {
     }
 }
 
-fn probe(lab: &Lab, site: usize, observers: &[UdpSocket; 3]) -> Behaviour {
+/// What `meshwire_nat::classify` must make of each kind's observations.
+fn expected_profile(kind: NatKind) -> (Mapping, Filtering) {
+    match kind {
+        NatKind::FullCone => (Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+        NatKind::RestrictedCone => (Mapping::EndpointIndependent, Filtering::AddressDependent),
+        NatKind::PortRestrictedCone => (
+            Mapping::EndpointIndependent,
+            Filtering::AddressAndPortDependent,
+        ),
+        NatKind::SymmetricSequential => (
+            Mapping::AddressAndPortDependent(PortAllocation::Sequential { delta: 1 }),
+            Filtering::AddressAndPortDependent,
+        ),
+        NatKind::SymmetricRandom => (
+            Mapping::AddressAndPortDependent(PortAllocation::Random),
+            Filtering::AddressAndPortDependent,
+        ),
+    }
+}
+
+fn probe(lab: &Lab, site: usize, observers: &[UdpSocket; 3]) -> (Behaviour, NatProfile) {
     let s = &lab.sites[site];
     let host =
         Lab::udp_socket(&s.host_ns, SocketAddrV4::new(s.host_ip, HOST_PORT)).expect("host socket");
@@ -104,11 +130,30 @@ fn probe(lab: &Lab, site: usize, observers: &[UdpSocket; 3]) -> Behaviour {
         "{:?}: mappings {m1} {m2} {m3}, inbound from O1/O2/O3: {inbound:?}",
         s.kind
     );
-    Behaviour {
+    let local = host.local_addr().expect("host address");
+    let servers = observers
+        .iter()
+        .map(|o| o.local_addr().expect("observer address"));
+    let profile = classify(&Observations {
+        mappings: servers
+            .zip([m1, m2, m3])
+            .map(|(server, mapped)| MappingObservation {
+                local,
+                server,
+                mapped,
+            })
+            .collect(),
+        from_other_address: Some(inbound[2]),
+        from_other_port: Some(inbound[1]),
+    })
+    .expect("classified");
+    println!("{:?}: classified as {profile:?}", s.kind);
+    let behaviour = Behaviour {
         endpoint_independent_mapping: ports[0] == ports[1] && ports[1] == ports[2],
         sequential: ports[1] == ports[0].wrapping_add(1) && ports[2] == ports[1].wrapping_add(1),
         inbound,
-    }
+    };
+    (behaviour, profile)
 }
 
 #[test]
@@ -126,7 +171,12 @@ fn natlab_nat_kinds_behave_as_their_kind() {
     ]
     .map(|a| Lab::udp_socket(&lab.public_ns, a).expect("observer socket"));
     for (i, kind) in NatKind::ALL.iter().enumerate() {
-        let seen = probe(&lab, i, &observers);
+        let (seen, profile) = probe(&lab, i, &observers);
         assert_eq!(seen, expected(*kind), "{kind:?}");
+        assert_eq!(
+            (profile.mapping, profile.filtering),
+            expected_profile(*kind),
+            "{kind:?}: the classifier"
+        );
     }
 }

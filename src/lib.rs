@@ -19,7 +19,9 @@
 //!   CBOR codecs with features `request-response-json` / `request-response-cbor`), `rpc`
 //!   (feature `rpc`: named procedures discovered through the DHT, provider selection,
 //!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.1 on
-//!   `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`).
+//!   `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`), `holepunch` (feature `holepunch`:
+//!   DCUtR, `/libp2p/dcutr`, upgrading relayed connections to direct QUIC connections;
+//!   `docs/holepunch.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -37,8 +39,6 @@ pub mod prelude;
 pub use builder::{BuildContext, BuildError, SwarmBuilder};
 pub use meshwire_connmgr as connmgr;
 pub use meshwire_core as core;
-#[cfg(feature = "identify")]
-pub use meshwire_identify as identify;
 /// The Kademlia DHT (feature `kad`): [`kad::Behaviour`], configured by one [`kad::Config`]
 /// (the engine's settings included), reporting one flat [`kad::Event`].
 ///
@@ -78,6 +78,11 @@ pub use meshwire_identify as identify;
 /// }
 /// # Ok(()) }
 /// ```
+/// Hole punching (feature `holepunch`): DCUtR, see `docs/holepunch.md`.
+#[cfg(feature = "holepunch")]
+pub use meshwire_holepunch as holepunch;
+#[cfg(feature = "identify")]
+pub use meshwire_identify as identify;
 #[cfg(feature = "kad")]
 pub use meshwire_kad as kad;
 #[cfg(feature = "ping")]

@@ -1,1 +1,6 @@
-//! Tests of meshwire against real rust-libp2p peers live in `tests/`.
+//! Tests of meshwire against real rust-libp2p peers live in `tests/`; this library holds
+//! their shared support: [`natlab`], the network-namespace NAT lab.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod natlab;

@@ -1,0 +1,42 @@
+//! Hole punching for meshwire: DCUtR (`/libp2p/dcutr`, libp2p/specs `relay/DCUtR.md`)
+//! upgrades a relayed connection to a direct QUIC connection, wire-compatible with
+//! rust-libp2p's `libp2p-dcutr` and go-libp2p's `holepunch`.
+//!
+//! * [`protocol`]: the `HolePunch` message (`CONNECT` = 100, `SYNC` = 300, `ObsAddrs`),
+//!   typed and bounded (4 KiB), with golden-byte tests.
+//! * [`engine`]: the sans-IO state machine of both roles — RTT measured over the relayed
+//!   connection, the initiator dialing at RTT/2 after `SYNC`, up to 3 attempts each with
+//!   its own timing, cancellation, a typed [`AttemptOutcome`] for
+//!   every attempt.
+//! * [`Behaviour`] (feature `swarm`, default): the engine on a swarm, with
+//!   [`HolepunchMetrics`]. Put it next to the relay client; every relayed connection is
+//!   upgraded when both sides run it. `docs/holepunch.md` tells how it runs.
+//!
+//! ```
+//! # #[cfg(feature = "swarm")] {
+//! use meshwire_holepunch as holepunch;
+//! use meshwire_swarm::NetworkBehaviour;
+//!
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let behaviour = holepunch::Behaviour::new(holepunch::Config::default())
+//!     .with_metrics(holepunch::HolepunchMetrics::register(&mut registry));
+//! assert_eq!(behaviour.protocols(), vec![holepunch::PROTOCOL]);
+//! assert_eq!(holepunch::PROTOCOL.as_str(), "/libp2p/dcutr");
+//! # }
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod engine;
+pub mod protocol;
+
+#[cfg(feature = "swarm")]
+mod behaviour;
+#[cfg(feature = "swarm")]
+mod metrics;
+
+#[cfg(feature = "swarm")]
+pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
+pub use engine::{AttemptOutcome, DialTiming, HolepunchConfig, HolepunchEvent, Role, UpgradeError};
+#[cfg(feature = "swarm")]
+pub use metrics::HolepunchMetrics;

@@ -1,0 +1,571 @@
+//! The NAT lab: Linux network namespaces joined by veth pairs, one NAT router per site
+//! (nftables), a public host, documentation prefixes on the public side. Test support: it
+//! builds the topology in [`Lab::new`] and removes every namespace (and with them every veth
+//! and nftables table) when the [`Lab`] is dropped, also when a test panics.
+//!
+//! ```text
+//!   host ns "<tag>-pub": 198.51.100.10/24 + 203.0.113.10/24 (relay, observers)
+//!        │ veth
+//!   router ns "<tag>-inet": 198.51.100.1/24 + 203.0.113.1/24 ─ bridge "br0" 192.0.2.1/24
+//!        │ veth per site                                       (forwards between them)
+//!   NAT ns "<tag>-nat<i>": wan 192.0.2.(11+i)/24 ── lan 10.(i+1).0.1/24   (nftables: the kind)
+//!        │ veth
+//!   host ns "<tag>-host<i>": 10.(i+1).0.2/24, default via the NAT
+//! ```
+//!
+//! The NAT kinds ([`NatKind`]), as RFC 4787 names their mapping and filtering:
+//!
+//! | kind | mapping | filtering | nftables |
+//! | --- | --- | --- | --- |
+//! | full cone | endpoint-independent (port kept) | endpoint-independent | `masquerade` + inbound UDP `dnat` to the host |
+//! | restricted cone | endpoint-independent | address-dependent | `masquerade` + inbound `dnat` from addresses the host sent to (a timed set) |
+//! | port-restricted cone | endpoint-independent | address-and-port-dependent | `masquerade` (conntrack) |
+//! | symmetric sequential | address-and-port-dependent, ports +1 per mapping from 20000 | address-and-port-dependent | `snat to <wan>:numgen inc` (a 256-port map) |
+//! | symmetric random | address-and-port-dependent, random ports | address-and-port-dependent | `masquerade fully-random` |
+//!
+//! Every NAT router drops unsolicited inbound packets on its WAN side, forwarded or addressed
+//! to itself (what home routers do; without it Linux conntrack lets the first inbound punch
+//! claim the mapping, and the router's own answer to a packet for an unmapped port would
+//! occupy that port's tuple). The public host has no NAT.
+//!
+//! Sockets are opened inside a namespace by [`Lab::udp_socket`] (a short-lived thread enters
+//! the namespace with `setns` and binds; the socket stays in that namespace wherever it is
+//! used), and [`Lab::enter`] runs a closure on a thread inside a namespace (for whole
+//! meshwire nodes with their own tokio runtime).
+//!
+//! Needs Linux, root, `ip` (iproute2) and `nft` (nftables): [`missing_prerequisite`] tells
+//! why not, [`skip`] prints it or, with `MESHWIRE_REQUIRE_NETNS=1` (CI), panics.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The public host's first address (relay, first observer).
+pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// The public host's second address (an observer on another IP).
+pub const PUBLIC_IP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// First port of the symmetric sequential NAT's mappings.
+pub const SEQUENTIAL_BASE_PORT: u16 = 20000;
+/// Ports of the symmetric sequential NAT before it wraps.
+pub const SEQUENTIAL_PORTS: u16 = 256;
+
+/// A kind of NAT (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NatKind {
+    /// EIM + EIF.
+    FullCone,
+    /// EIM + ADF.
+    RestrictedCone,
+    /// EIM + APDF (Linux `masquerade`).
+    PortRestrictedCone,
+    /// APDM with sequential ports + APDF.
+    SymmetricSequential,
+    /// APDM with random ports + APDF (`masquerade fully-random`).
+    SymmetricRandom,
+}
+
+impl NatKind {
+    /// The five kinds.
+    pub const ALL: [NatKind; 5] = [
+        NatKind::FullCone,
+        NatKind::RestrictedCone,
+        NatKind::PortRestrictedCone,
+        NatKind::SymmetricSequential,
+        NatKind::SymmetricRandom,
+    ];
+
+    /// The NAT's source translation (postrouting) for packets leaving on "wan".
+    fn snat(self, wan: Ipv4Addr) -> String {
+        match self {
+            NatKind::FullCone | NatKind::RestrictedCone | NatKind::PortRestrictedCone => {
+                "masquerade".into()
+            }
+            NatKind::SymmetricRandom => "masquerade fully-random".into(),
+            NatKind::SymmetricSequential => {
+                // numgen yields a host-order number; a map gives properly typed ports.
+                let entries: Vec<String> = (0..SEQUENTIAL_PORTS)
+                    .map(|i| format!("{i} : {}", SEQUENTIAL_BASE_PORT + i))
+                    .collect();
+                // UDP gets the sequential ports, anything else plain masquerade.
+                format!(
+                    "meta l4proto udp snat to {wan} : numgen inc mod {SEQUENTIAL_PORTS} \
+                     map {{ {} }}\n    oifname \"wan\" masquerade",
+                    entries.join(", ")
+                )
+            }
+        }
+    }
+
+    /// The nftables ruleset of a NAT router of this kind.
+    fn ruleset(self, wan: Ipv4Addr, host: Ipv4Addr) -> String {
+        let inbound_dnat = match self {
+            NatKind::FullCone => format!("iifname \"wan\" udp dport 1024-65535 dnat to {host}"),
+            NatKind::RestrictedCone => {
+                format!("iifname \"wan\" ip saddr @contacted udp dport 1024-65535 dnat to {host}")
+            }
+            _ => String::new(),
+        };
+        let remember = if self == NatKind::RestrictedCone {
+            "iifname \"lan\" oifname \"wan\" update @contacted { ip daddr }"
+        } else {
+            ""
+        };
+        format!(
+            "table ip natlab {{
+  set contacted {{ type ipv4_addr; flags timeout; timeout 120s; }}
+  chain pre {{ type nat hook prerouting priority -100; policy accept;
+    {inbound_dnat}
+  }}
+  chain post {{ type nat hook postrouting priority 100; policy accept;
+    oifname \"wan\" {snat}
+  }}
+  chain filter_forward {{ type filter hook forward priority 0; policy accept;
+    {remember}
+    iifname \"wan\" ct state established,related accept
+    iifname \"wan\" ct status dnat accept
+    iifname \"wan\" drop
+  }}
+  chain filter_input {{ type filter hook input priority 0; policy accept;
+    iifname \"wan\" ct state established,related accept
+    iifname \"wan\" drop
+  }}
+}}
+",
+            snat = self.snat(wan)
+        )
+    }
+}
+
+/// One site: a host behind a NAT router.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// The NAT's kind.
+    pub kind: NatKind,
+    /// The NAT router's namespace.
+    pub router_ns: String,
+    /// The host's namespace.
+    pub host_ns: String,
+    /// The host's (private) address.
+    pub host_ip: Ipv4Addr,
+    /// The NAT's public address.
+    pub wan_ip: Ipv4Addr,
+}
+
+/// The topology; removed on drop. See the [module docs](self).
+#[derive(Debug)]
+pub struct Lab {
+    /// The public host's namespace.
+    pub public_ns: String,
+    /// The internet router's namespace.
+    pub inet_ns: String,
+    /// The sites, in the order of the kinds given to [`Lab::new`].
+    pub sites: Vec<Site>,
+    namespaces: Vec<String>,
+    tag: String,
+}
+
+/// Why the lab cannot be built here, if it cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return Some("network namespaces need Linux".into());
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|u| u.parse::<u32>().ok())
+        });
+    match uid {
+        Some(0) => {}
+        Some(uid) => return Some(format!("not root (effective uid {uid})")),
+        None => return Some("cannot read the effective uid".into()),
+    }
+    for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
+        match Command::new(tool).arg(arg).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Some(format!("`{tool} {arg}` failed: {}", o.status)),
+            Err(e) => return Some(format!("`{tool}` is missing: {e}")),
+        }
+    }
+    None
+}
+
+/// Skips (returns `true`) with `reason` printed on standard error, or panics when
+/// `MESHWIRE_REQUIRE_NETNS=1` forbids skipping.
+pub fn skip(reason: &str) -> bool {
+    if std::env::var("MESHWIRE_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("NAT lab cannot run: {reason} (MESHWIRE_REQUIRE_NETNS=1 forbids skipping)");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "natlab: SKIPPED: {reason} (run as root with iproute2 and nftables; \
+         MESHWIRE_REQUIRE_NETNS=1 makes this a failure)"
+    );
+    true
+}
+
+fn run(tool: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{tool} {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args)
+}
+
+fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("nft stdin")?
+        .write_all(ruleset.as_bytes())
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Lab {
+    /// Builds the topology with one site per entry of `kinds` (at most 200). Labs built at
+    /// once in one process (parallel tests) get distinct names.
+    ///
+    /// # Errors
+    ///
+    /// The failing command and its message; whatever was built is removed.
+    pub fn new(kinds: &[NatKind]) -> Result<Lab, String> {
+        if kinds.len() > 200 {
+            return Err("at most 200 sites".into());
+        }
+        // Interface names are at most 15 bytes: the tag (≤ 9: "n", the pid and a counter of
+        // labs in this process, in hex) and a suffix of at most 5 ("w199a").
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let n = LABS.fetch_add(1, Ordering::Relaxed) % 16;
+        let tag = format!("n{:x}{n:x}", std::process::id() % 0x100_0000);
+        let mut lab = Lab {
+            public_ns: format!("{tag}-pub"),
+            inet_ns: format!("{tag}-inet"),
+            sites: Vec::new(),
+            namespaces: Vec::new(),
+            tag,
+        };
+        lab.build(kinds)?;
+        Ok(lab)
+    }
+
+    fn add_ns(&mut self, name: &str) -> Result<(), String> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"])
+    }
+
+    /// A veth pair with one end in each namespace, renamed `a_name` / `b_name` there.
+    fn veth(&self, suffix: &str, a: (&str, &str), b: (&str, &str)) -> Result<(), String> {
+        let (ta, tb) = (
+            format!("{}{suffix}a", self.tag),
+            format!("{}{suffix}b", self.tag),
+        );
+        ip(&["link", "add", &ta, "type", "veth", "peer", "name", &tb])?;
+        for ((ns, name), tmp) in [(a, &ta), (b, &tb)] {
+            if let Err(e) = ip(&["link", "set", tmp, "netns", ns]) {
+                let _ = ip(&["link", "del", &ta]);
+                return Err(e);
+            }
+            ip(&["-n", ns, "link", "set", tmp, "name", name])?;
+            ip(&["-n", ns, "link", "set", name, "up"])?;
+        }
+        Ok(())
+    }
+
+    fn build(&mut self, kinds: &[NatKind]) -> Result<(), String> {
+        let (public, inet) = (self.public_ns.clone(), self.inet_ns.clone());
+        self.add_ns(&public)?;
+        self.add_ns(&inet)?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &inet,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        ip(&["-n", &inet, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &inet, "addr", "add", "192.0.2.1/24", "dev", "br0"])?;
+        ip(&["-n", &inet, "link", "set", "br0", "up"])?;
+        self.veth("p", (&public, "eth0"), (&inet, "pub"))?;
+        ip(&["-n", &inet, "addr", "add", "198.51.100.1/24", "dev", "pub"])?;
+        ip(&["-n", &inet, "addr", "add", "203.0.113.1/24", "dev", "pub"])?;
+        ip(&[
+            "-n",
+            &public,
+            "addr",
+            "add",
+            "198.51.100.10/24",
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &public,
+            "addr",
+            "add",
+            "203.0.113.10/24",
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &public,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.51.100.1",
+        ])?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let router = format!("{}-nat{i}", self.tag);
+            let host = format!("{}-host{i}", self.tag);
+            self.add_ns(&router)?;
+            self.add_ns(&host)?;
+            let wan_ip = Ipv4Addr::new(192, 0, 2, 11 + i as u8);
+            let host_ip = Ipv4Addr::new(10, i as u8 + 1, 0, 2);
+            let lan_gw = Ipv4Addr::new(10, i as u8 + 1, 0, 1);
+            self.veth(
+                &format!("w{i}"),
+                (&router, "wan"),
+                (&inet, &format!("s{i}")),
+            )?;
+            ip(&[
+                "-n",
+                &inet,
+                "link",
+                "set",
+                &format!("s{i}"),
+                "master",
+                "br0",
+            ])?;
+            self.veth(&format!("l{i}"), (&host, "eth0"), (&router, "lan"))?;
+            ip(&[
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("{wan_ip}/24"),
+                "dev",
+                "wan",
+            ])?;
+            ip(&[
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("{lan_gw}/24"),
+                "dev",
+                "lan",
+            ])?;
+            ip(&["-n", &router, "route", "add", "default", "via", "192.0.2.1"])?;
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &router,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+            )?;
+            ip(&[
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("{host_ip}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&[
+                "-n",
+                &host,
+                "route",
+                "add",
+                "default",
+                "via",
+                &lan_gw.to_string(),
+            ])?;
+            nft_in(&router, &kind.ruleset(wan_ip, host_ip))?;
+            self.sites.push(Site {
+                kind: *kind,
+                router_ns: router,
+                host_ns: host,
+                host_ip,
+                wan_ip,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops `percent` % of the UDP packets the internet router forwards, at random, both
+    /// ways (nftables `numgen random`, in the kernel: no netem here); 0 removes the loss.
+    /// Every path between sites and the public host crosses that router once.
+    ///
+    /// # Errors
+    ///
+    /// `percent` over 100, or nft failed.
+    pub fn set_loss(&self, percent: u8) -> Result<(), String> {
+        if percent > 100 {
+            return Err(format!("loss of {percent} %"));
+        }
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.inet_ns,
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                "impair",
+            ],
+        );
+        if percent == 0 {
+            return Ok(());
+        }
+        nft_in(
+            &self.inet_ns,
+            &format!(
+                "table ip impair {{
+  chain loss {{ type filter hook forward priority -10; policy accept;
+    meta l4proto udp numgen random mod 100 < {percent} counter drop
+  }}
+}}
+"
+            ),
+        )
+    }
+
+    /// UDP packets dropped by [`Lab::set_loss`] so far (0 without loss).
+    ///
+    /// # Errors
+    ///
+    /// nft failed or printed no counter.
+    pub fn loss_dropped(&self) -> Result<u64, String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.inet_ns,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "impair",
+            ])
+            .output()
+            .map_err(|e| format!("nft list: {e}"))?;
+        if !out.status.success() {
+            return Ok(0);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "packets" {
+                return words
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("no packet count in {text}"));
+            }
+        }
+        Err(format!("no counter in {text}"))
+    }
+
+    /// Runs `f` on a new thread inside the network namespace `ns` and returns its result.
+    /// Sockets `f` opens belong to `ns` for their whole life, whichever thread uses them.
+    ///
+    /// # Errors
+    ///
+    /// The namespace cannot be entered, or `f` panicked.
+    pub fn enter<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        Lab::spawn_in(ns, f)?
+            .join()
+            .map_err(|_| "the thread in the namespace panicked".to_string())?
+    }
+
+    /// Starts `f` on a new thread inside the network namespace `ns` (a whole node, say,
+    /// with its own tokio runtime); the handle yields `f`'s result, or why the namespace
+    /// could not be entered.
+    ///
+    /// # Errors
+    ///
+    /// The namespace does not exist or the thread cannot be started.
+    pub fn spawn_in<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T, String>>, String> {
+        let path = format!("/var/run/netns/{ns}");
+        let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        std::thread::Builder::new()
+            .name(format!("netns {ns}"))
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns {path}: {e}"))?;
+                Ok(f())
+            })
+            .map_err(|e| format!("thread for {ns}: {e}"))
+    }
+
+    /// A UDP socket bound to `addr` inside namespace `ns`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lab::enter`], or the bind failed.
+    pub fn udp_socket(ns: &str, addr: SocketAddrV4) -> Result<UdpSocket, String> {
+        Lab::enter(ns, move || UdpSocket::bind(SocketAddr::V4(addr)))?
+            .map_err(|e| format!("bind {addr} in {ns}: {e}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth ends (and the peers) and nftables tables.
+        for ns in self.namespaces.iter().rev() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}

@@ -62,8 +62,26 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "swarm")]
+mod behaviour;
+#[cfg(feature = "swarm")]
+mod driver;
 pub mod engine;
+#[cfg(feature = "swarm")]
+mod session;
+#[cfg(feature = "swarm")]
+pub mod stats;
 pub mod wire;
+
+#[cfg(feature = "swarm")]
+pub use behaviour::{
+    Behaviour, Config, Event, OpenError, RelayRegistration, UpgradeError, UpgradeFailure,
+    PROTOCOL_NAME,
+};
+#[cfg(feature = "swarm")]
+pub use session::{ChannelError, Session, SessionSender};
+#[cfg(feature = "swarm")]
+pub use stats::{UpgradeMetrics, UpgradeStats};
 
 pub use engine::{
     PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError, SessionEvent,

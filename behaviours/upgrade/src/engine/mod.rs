@@ -368,6 +368,16 @@ impl SessionEngine {
         self.closing = true;
     }
 
+    /// Whether the peer ended the session and all its messages were delivered.
+    pub fn peer_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether our `Fin` went out on the current path (after [`SessionEngine::close`]).
+    pub fn fin_sent(&self) -> bool {
+        self.fin_sent
+    }
+
     /// Whether every message we sent has been acknowledged.
     pub fn all_acknowledged(&self) -> bool {
         self.send.is_empty()
@@ -745,6 +755,8 @@ impl SessionEngine {
     fn check_finished(&mut self) {
         if !self.finished && self.peer_fin == Some(self.recv.next) {
             self.finished = true;
+            // The peer waits for this acknowledgement to end its side.
+            self.ack_now = true;
             self.events.push_back(SessionEvent::Finished);
         }
     }

@@ -373,19 +373,27 @@ impl Behaviour {
                 UpgradeFailure::NoDirectConnection,
             ));
         }
-        let started = self.upgrade_sessions(peer, direct_connection);
+        let started = self.upgrade_sessions(peer, direct_connection, None);
         if started == 0 {
             return Err(UpgradeError::UpgradeFailed(UpgradeFailure::NoSession));
         }
         Ok(())
     }
 
-    fn upgrade_sessions(&mut self, peer: PeerId, connection: ConnectionId) -> usize {
+    fn upgrade_sessions(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        role: Option<Role>,
+    ) -> usize {
         let keys: Vec<Key> = self
             .sessions
             .iter()
             .filter(|(k, e)| {
-                k.0 == peer && e.kind != Some(PathKind::Direct) && e.upgrade_started.is_none()
+                k.0 == peer
+                    && role.is_none_or(|r| r == k.2)
+                    && e.kind != Some(PathKind::Direct)
+                    && e.upgrade_started.is_none()
             })
             .map(|(k, _)| *k)
             .collect();
@@ -785,7 +793,9 @@ impl NetworkBehaviour for Behaviour {
                 if relayed {
                     self.register_relay(peer, connection, addr);
                 } else if self.config.auto_upgrade && self.relays.contains_key(&peer) {
-                    self.upgrade_sessions(peer, connection);
+                    // Both ends see the direct connection; the session's initiator upgrades,
+                    // so one direct path is opened, not two.
+                    self.upgrade_sessions(peer, connection, Some(Role::Initiator));
                 }
                 let kind = if relayed {
                     PathKind::Relayed

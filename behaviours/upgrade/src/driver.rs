@@ -92,38 +92,10 @@ pub(crate) async fn run<S, K>(
     let mut pending: Option<Bytes> = None;
     let mut app_closed = false;
     let mut app_gone = false;
+    // Paths removed since the last pass over the events (which may name them).
+    let mut just_closed: HashMap<PathId, PathKind> = HashMap::new();
     loop {
         let now = Instant::now();
-        // Frames to the writers, until one is full.
-        loop {
-            let Some(transmit) = held.take().or_else(|| engine.poll_transmit(now)) else {
-                break;
-            };
-            let path = match &transmit {
-                Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
-            };
-            let Some(io) = paths.get(&path) else {
-                continue;
-            };
-            let close = matches!(transmit, Transmit::Close { .. });
-            match io.writer.try_send(transmit) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(t)) => {
-                    held = Some(t);
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-            if close {
-                if let Some(io) = paths.remove(&path) {
-                    let _ = reports
-                        .send(report(Report::PathClosed {
-                            connection: io.connection,
-                        }))
-                        .await;
-                }
-            }
-        }
         // Messages to the application while it has room.
         while engine.readable() > 0 && !app_gone {
             match app_in.try_reserve() {
@@ -143,19 +115,25 @@ pub(crate) async fn run<S, K>(
                 pending = Some(message);
             }
         }
+        let kind_of = |path: &PathId| {
+            paths
+                .get(path)
+                .map(|io| io.kind)
+                .or_else(|| just_closed.get(path).copied())
+        };
         let mut ended = false;
         while let Some(event) = engine.poll_event() {
             let report = match event {
                 SessionEvent::NoPath => Some(Report::NeedPath),
                 SessionEvent::PathFailed { path } => {
-                    paths.get(&path).map(|io| Report::PathFailed {
-                        kind: io.kind,
+                    kind_of(&path).map(|kind| Report::PathFailed {
+                        kind,
                         refused: false,
                     })
                 }
                 SessionEvent::PathRefused { path, .. } => {
-                    paths.get(&path).map(|io| Report::PathFailed {
-                        kind: io.kind,
+                    kind_of(&path).map(|kind| Report::PathFailed {
+                        kind,
                         refused: true,
                     })
                 }
@@ -204,6 +182,38 @@ pub(crate) async fn run<S, K>(
                     s.kind = Some(*kind);
                 }
                 let _ = reports.send((key.clone(), report)).await;
+            }
+        }
+        just_closed.clear();
+        // Frames to the writers, until one is full.
+        loop {
+            let Some(transmit) = held.take().or_else(|| engine.poll_transmit(now)) else {
+                break;
+            };
+            let path = match &transmit {
+                Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
+            };
+            let Some(io) = paths.get(&path) else {
+                continue;
+            };
+            let close = matches!(transmit, Transmit::Close { .. });
+            match io.writer.try_send(transmit) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(t)) => {
+                    held = Some(t);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+            if close {
+                if let Some(io) = paths.remove(&path) {
+                    just_closed.insert(path, io.kind);
+                    let _ = reports
+                        .send(report(Report::PathClosed {
+                            connection: io.connection,
+                        }))
+                        .await;
+                }
             }
         }
         {
@@ -259,6 +269,7 @@ pub(crate) async fn run<S, K>(
                 None => {
                     engine.handle_path_closed(Instant::now(), path);
                     if let Some(io) = paths.remove(&path) {
+                        just_closed.insert(path, io.kind);
                         let _ = reports.send(report(Report::PathClosed { connection: io.connection })).await;
                     }
                 }

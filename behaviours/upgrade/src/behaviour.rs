@@ -654,8 +654,11 @@ impl Behaviour {
                 .filter(|(k, _)| k.0 == peer)
                 .map(|(_, e)| e)
         };
-        // Only after an upgrade: a session that ran over a relay and now runs direct.
-        let upgraded = sessions().any(|e| e.relayed && e.kind == Some(PathKind::Direct));
+        // Only after an upgrade: a session of ours (the initiator closes, so the two ends do
+        // not race) that ran over a relay and now runs direct.
+        let upgraded = self.sessions.iter().any(|(k, e)| {
+            k.0 == peer && k.2 == Role::Initiator && e.relayed && e.kind == Some(PathKind::Direct)
+        });
         if !upgraded {
             return;
         }

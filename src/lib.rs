@@ -16,7 +16,9 @@
 //!   relays announced in the DHT, chosen by RTT and load, auto relay with failover;
 //!   `docs/relay-registry.md`), [`request_response`] (feature
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
-//!   CBOR codecs with features `request-response-json` / `request-response-cbor`).
+//!   CBOR codecs with features `request-response-json` / `request-response-cbor`), [`upgrade`]
+//!   (feature `upgrade`: ordered, lossless message sessions that move from a relayed
+//!   connection to a direct one by themselves and back on failure; `docs/upgrade.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -90,3 +92,5 @@ pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;
 pub use meshwire_transport as transport;
+#[cfg(feature = "upgrade")]
+pub use meshwire_upgrade as upgrade;

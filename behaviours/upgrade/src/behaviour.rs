@@ -398,6 +398,7 @@ impl Behaviour {
             .map(|(k, _)| *k)
             .collect();
         let mut started = 0;
+        tracing::debug!(%peer, %connection, sessions = keys.len(), "upgrade to a direct connection");
         for key in keys {
             if self.open_path(key, connection, PathKind::Direct).is_ok() {
                 if let Some(entry) = self.sessions.get_mut(&key) {
@@ -522,6 +523,7 @@ impl Behaviour {
 
     fn on_report(&mut self, key: Key, report: Report) {
         let (peer, session) = (key.0, key.1);
+        tracing::debug!(%peer, session, role = ?key.2, ?report, "session report");
         match report {
             Report::NeedPath => {
                 let best = self.best_connection(&peer);
@@ -662,6 +664,7 @@ impl Behaviour {
         if !upgraded {
             return;
         }
+        tracing::debug!(%peer, ?relayed, "relayed connections after an upgrade");
         let idle: Vec<(ConnectionId, Multiaddr)> = relayed
             .into_iter()
             .filter(|(c, _)| !sessions().any(|e| e.paths.contains_key(c)))
@@ -793,6 +796,7 @@ impl NetworkBehaviour for Behaviour {
                     .or_default()
                     .insert(connection, addr.clone());
                 let relayed = endpoint.is_relayed();
+                tracing::debug!(%peer, %connection, relayed, "connection established");
                 if relayed {
                     self.register_relay(peer, connection, addr);
                 } else if self.config.auto_upgrade && self.relays.contains_key(&peer) {
@@ -861,6 +865,7 @@ impl NetworkBehaviour for Behaviour {
         if let Some(entry) = self.sessions.get_mut(&key) {
             entry.opening = entry.opening.saturating_sub(1);
         }
+        tracing::debug!(peer = %key.0, session = key.1, ?kind, ok = result.result.is_ok(), "path stream");
         match result.result {
             Ok(out) => {
                 let Some(entry) = self.sessions.get(&key) else {

@@ -98,7 +98,7 @@ where
             }
         })
         .await
-        .expect("event within the time limit")
+        .unwrap_or_else(|_| panic!("{}: event within the time limit", self.id))
     }
 
     /// Stops the swarm (its connections close with it).
@@ -158,6 +158,10 @@ pub struct Pair {
 }
 
 pub async fn pair(listener_config: upgrade::Config, dialer_config: upgrade::Config) -> Pair {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (relay, relay_addr) = relay().await;
     let mut listener = node(listener_config);
     listener.listen_on(circuit(&relay_addr)).unwrap();
@@ -213,11 +217,19 @@ pub async fn dial_direct(node: &Handle<Node>, peer: PeerId, addr: Multiaddr) {
         s.dial(
             DialOpts::peer(peer)
                 .address(addr)
+                // Only this address: the address book also knows the relayed one.
+                .extend_addresses_through_behaviour(false)
                 .condition(PeerCondition::Always),
         )
     })
     .await
     .expect("direct dial");
+}
+
+/// The clock both ends of a test share (one process): messages carry their send time.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Sends `count` numbered messages of `size` bytes at `rate` per second (in 1 ms batches).
@@ -238,8 +250,10 @@ pub fn pace(
             // Catch up with the schedule (the clock, not the ticks, sets the rate).
             let due = ((start.elapsed().as_micros() as u64 * rate) / 1_000_000 + per_ms).min(count);
             while i < due {
-                let mut m = vec![0u8; size.max(8)];
+                let mut m = vec![0u8; size.max(16)];
                 m[..8].copy_from_slice(&i.to_be_bytes());
+                let sent = epoch().elapsed().as_nanos() as u64;
+                m[8..16].copy_from_slice(&sent.to_be_bytes());
                 sender.send(m).await.expect("send");
                 i += 1;
             }
@@ -252,7 +266,7 @@ pub fn pace(
 pub fn check(
     mut session: upgrade::Session,
     count: u64,
-) -> tokio::task::JoinHandle<(upgrade::Session, Vec<Instant>)> {
+) -> tokio::task::JoinHandle<(upgrade::Session, Vec<(Instant, Duration)>)> {
     tokio::spawn(async move {
         let mut arrivals = Vec::with_capacity(count as usize);
         for expected in 0..count {
@@ -267,18 +281,28 @@ pub fn check(
                 });
             let n = u64::from_be_bytes(m[..8].try_into().unwrap());
             assert_eq!(n, expected, "lost, duplicated or reordered");
-            arrivals.push(Instant::now());
+            let sent = Duration::from_nanos(u64::from_be_bytes(m[8..16].try_into().unwrap()));
+            let now = Instant::now();
+            arrivals.push((now, (now - epoch()).saturating_sub(sent)));
         }
         (session, arrivals)
     })
 }
 
-/// The longest gap between consecutive arrivals within `[from, to]`.
-pub fn longest_gap(arrivals: &[Instant], from: Instant, to: Instant) -> Duration {
-    arrivals
-        .windows(2)
-        .filter(|w| w[1] >= from && w[0] <= to)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
+/// The longest delivery latency of a message arriving within `[from, to]`, and the median.
+pub fn latency(
+    arrivals: &[(Instant, Duration)],
+    from: Instant,
+    to: Instant,
+) -> (Duration, Duration) {
+    let mut l: Vec<Duration> = arrivals
+        .iter()
+        .filter(|(at, _)| *at >= from && *at <= to)
+        .map(|(_, l)| *l)
+        .collect();
+    l.sort();
+    (
+        l.last().copied().unwrap_or_default(),
+        l.get(l.len() / 2).copied().unwrap_or_default(),
+    )
 }

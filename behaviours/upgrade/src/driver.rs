@@ -3,7 +3,7 @@
 //! [`Command`]s (streams to use as paths) and [`Report`]s (what the behaviour must act on:
 //! a path wanted, a path closed, a switch, the end).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,10 +16,12 @@ use crate::engine::{PathId, PathKind, SessionEngine, SessionEvent, Transmit};
 use crate::session::SharedState;
 use crate::wire::{Frame, MAX_HEADER};
 
-/// Frames a path's writer may hold before the driver waits.
-const WRITER_QUEUE: usize = 256;
-/// Frames read from all paths the driver may hold before the readers wait.
-const READ_QUEUE: usize = 512;
+/// Batches of frames a path's writer may hold before the driver waits.
+const WRITER_QUEUE: usize = 16;
+/// Batches of frames read from all paths the driver may hold before the readers wait.
+const READ_QUEUE: usize = 16;
+/// Messages or frames taken at once from a channel before the driver's next pass.
+const BATCH: usize = 1024;
 /// Bytes gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -64,7 +66,7 @@ pub(crate) enum Report {
 }
 
 struct PathIo {
-    writer: mpsc::Sender<Transmit>,
+    writer: mpsc::Sender<Vec<Transmit>>,
     connection: ConnectionId,
     kind: PathKind,
 }
@@ -86,9 +88,10 @@ pub(crate) async fn run<S, K>(
 {
     let report = |r: Report| (key.clone(), r);
     let max_frame = engine.config().max_message + MAX_HEADER;
-    let (frames_tx, mut frames_rx) = mpsc::channel::<(PathId, Option<Frame>)>(READ_QUEUE);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<(PathId, Option<Frame>)>>(READ_QUEUE);
     let mut paths: HashMap<PathId, PathIo> = HashMap::new();
-    let mut held: Option<Transmit> = None;
+    // Batches taken from the engine whose writer had no room yet.
+    let mut held: VecDeque<(PathId, Vec<Transmit>)> = VecDeque::new();
     let mut pending: Option<Bytes> = None;
     let mut app_closed = false;
     let mut app_gone = false;
@@ -185,22 +188,37 @@ pub(crate) async fn run<S, K>(
             }
         }
         just_closed.clear();
-        // Frames to the writers, until one is full.
+        // Frames to the writers in batches (one per path and pass), until one is full.
         loop {
-            let Some(transmit) = held.take().or_else(|| engine.poll_transmit(now)) else {
+            if held.is_empty() {
+                let mut batch: Vec<Transmit> = Vec::new();
+                let mut batch_path = None;
+                while let Some(transmit) = engine.poll_transmit(now) {
+                    let path = path_of(&transmit);
+                    if batch_path.is_some_and(|p| p != path) {
+                        held.push_back((batch_path.unwrap_or(path), std::mem::take(&mut batch)));
+                    }
+                    batch_path = Some(path);
+                    batch.push(transmit);
+                    if batch.len() >= BATCH || held.len() >= 2 {
+                        break;
+                    }
+                }
+                if let Some(path) = batch_path.filter(|_| !batch.is_empty()) {
+                    held.push_back((path, batch));
+                }
+            }
+            let Some((path, batch)) = held.pop_front() else {
                 break;
-            };
-            let path = match &transmit {
-                Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
             };
             let Some(io) = paths.get(&path) else {
                 continue;
             };
-            let close = matches!(transmit, Transmit::Close { .. });
-            match io.writer.try_send(transmit) {
+            let close = batch.iter().any(|t| matches!(t, Transmit::Close { .. }));
+            match io.writer.try_send(batch) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(t)) => {
-                    held = Some(t);
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    held.push_front((path, batch));
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -232,12 +250,9 @@ pub(crate) async fn run<S, K>(
             break;
         }
         let deadline = engine.poll_timeout().map(tokio::time::Instant::from_std);
-        let held_writer = held.as_ref().and_then(|t| {
-            let path = match t {
-                Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
-            };
-            paths.get(&path).map(|io| io.writer.clone())
-        });
+        let held_writer = held
+            .front()
+            .and_then(|(path, _)| paths.get(path).map(|io| io.writer.clone()));
         let readable = engine.readable() > 0 && !app_gone;
         let want_app = pending.is_none() && !app_closed;
         tokio::select! {
@@ -262,28 +277,56 @@ pub(crate) async fn run<S, K>(
                     }
                 }
             },
-            Some((path, frame)) = frames_rx.recv() => match frame {
-                Some(frame) => {
-                    let _ = engine.handle_frame(Instant::now(), path, frame);
-                }
-                None => {
-                    engine.handle_path_closed(Instant::now(), path);
-                    if let Some(io) = paths.remove(&path) {
-                        just_closed.insert(path, io.kind);
-                        let _ = reports.send(report(Report::PathClosed { connection: io.connection })).await;
+            Some(batch) = frames_rx.recv() => {
+                let now = Instant::now();
+                for (path, frame) in batch {
+                    match frame {
+                        Some(frame) => {
+                            let _ = engine.handle_frame(now, path, frame);
+                        }
+                        None => {
+                            engine.handle_path_closed(now, path);
+                            if let Some(io) = paths.remove(&path) {
+                                just_closed.insert(path, io.kind);
+                                let _ = reports.send(report(Report::PathClosed { connection: io.connection })).await;
+                            }
+                        }
                     }
                 }
             },
             message = app_out.recv(), if want_app => match message {
-                Some(message) => pending = Some(message),
+                Some(message) => {
+                    // Every queued message the window takes, before the next pass.
+                    let mut next = Some(message);
+                    let mut budget = BATCH;
+                    while let Some(message) = next.take() {
+                        if !engine.can_send(message.len()) {
+                            pending = Some(message);
+                            break;
+                        }
+                        let _ = engine.send(message);
+                        budget -= 1;
+                        if budget == 0 {
+                            break;
+                        }
+                        match app_out.try_recv() {
+                            Ok(message) => next = Some(message),
+                            Err(mpsc::error::TryRecvError::Empty) => {}
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                app_closed = true;
+                                engine.close();
+                            }
+                        }
+                    }
+                }
                 None => {
                     app_closed = true;
                     engine.close();
                 }
             },
             permit = async { held_writer?.reserve_owned().await.ok() }, if held_writer.is_some() => {
-                if let (Some(permit), Some(t)) = (permit, held.take()) {
-                    permit.send(t);
+                if let (Some(permit), Some((_, batch))) = (permit, held.pop_front()) {
+                    permit.send(batch);
                 }
             },
             permit = app_in.reserve(), if readable => match permit {
@@ -317,17 +360,18 @@ fn spawn_io<S>(
     path: PathId,
     stream: S,
     max_frame: usize,
-    frames: mpsc::Sender<(PathId, Option<Frame>)>,
-) -> mpsc::Sender<Transmit>
+    frames: mpsc::Sender<Vec<(PathId, Option<Frame>)>>,
+) -> mpsc::Sender<Vec<Transmit>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (read, mut write) = stream.split();
-    let (tx, mut rx) = mpsc::channel::<Transmit>(WRITER_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<Transmit>>(WRITER_QUEUE);
     let reader_frames = frames.clone();
     let max_payload = max_frame - MAX_HEADER;
     tokio::spawn(async move {
         let mut read = BufReader::with_capacity(WRITE_BATCH, read);
+        let mut batch = Vec::new();
         loop {
             let frame = match read_frame(&mut read, max_frame).await {
                 Ok(Some(body)) => match Frame::decode(&body, max_payload) {
@@ -344,7 +388,17 @@ where
                 }
             };
             let end = frame.is_none();
-            if reader_frames.send((path, frame)).await.is_err() || end {
+            batch.push((path, frame));
+            // More frames in the batch only while a whole one is already buffered.
+            if !end && batch.len() < BATCH && whole_frame_buffered(read.buffer()) {
+                continue;
+            }
+            if reader_frames
+                .send(std::mem::take(&mut batch))
+                .await
+                .is_err()
+                || end
+            {
                 break;
             }
         }
@@ -358,21 +412,20 @@ where
                 break;
             };
             let mut next = Some(first);
-            while let Some(transmit) = next.take() {
-                match transmit {
-                    Transmit::Frame { frame, .. } => {
-                        body.clear();
-                        frame.encode_into(&mut body);
-                        let mut prefix = unsigned_varint::encode::usize_buffer();
-                        buf.put_slice(unsigned_varint::encode::usize(body.len(), &mut prefix));
-                        buf.put_slice(&body);
-                    }
-                    Transmit::Close { .. } => {
-                        open = false;
-                        break;
+            while let Some(batch) = next.take() {
+                for transmit in batch {
+                    match transmit {
+                        Transmit::Frame { frame, .. } => {
+                            body.clear();
+                            frame.encode_into(&mut body);
+                            let mut prefix = unsigned_varint::encode::usize_buffer();
+                            buf.put_slice(unsigned_varint::encode::usize(body.len(), &mut prefix));
+                            buf.put_slice(&body);
+                        }
+                        Transmit::Close { .. } => open = false,
                     }
                 }
-                if buf.len() >= WRITE_BATCH {
+                if buf.len() >= WRITE_BATCH || !open {
                     break;
                 }
                 next = rx.try_recv().ok();
@@ -385,11 +438,25 @@ where
             buf.clear();
             if let Err(error) = written {
                 tracing::debug!(path, %error, "upgrade path write failed");
-                let _ = frames.send((path, None)).await;
+                let _ = frames.send(vec![(path, None)]).await;
                 return;
             }
         }
         let _ = write.close().await;
     });
     tx
+}
+
+fn path_of(transmit: &Transmit) -> PathId {
+    match transmit {
+        Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
+    }
+}
+
+/// Whether `buf` starts with a whole length-prefixed frame.
+fn whole_frame_buffered(buf: &[u8]) -> bool {
+    match unsigned_varint::decode::usize(buf) {
+        Ok((len, rest)) => rest.len() >= len,
+        Err(_) => false,
+    }
 }

@@ -8,7 +8,12 @@
 //! - [`engine`]: [`SessionEngine`], the sans-IO session — sequence numbers, cumulative
 //!   acknowledgements, bounded send and receive windows (credit), the path switch that
 //!   re-sends the unacknowledged tail on the new path, duplicate drop, in-order delivery,
-//!   fallback to the previous path and the fence that drains it.
+//!   fallback to the previous path and the fence that drains it;
+//! - (feature `swarm`, default) [`Behaviour`]: sessions over relayed and direct connections
+//!   ([`Behaviour::open`], [`Event::InboundSession`], [`Session`] with `send`/`recv` and
+//!   backpressure), the automatic upgrade when a direct connection to a relayed peer
+//!   appears, fallback, the seed's `register_relay` / `unregister_relay` /
+//!   `upgrade_to_direct` / `upgrade_stats`, [`UpgradeMetrics`].
 //!
 //! Two engines wired back to back, the traffic moving from a relayed path to a direct one
 //! mid-flight:

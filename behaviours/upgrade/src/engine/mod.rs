@@ -114,7 +114,8 @@ pub enum SessionEvent {
     },
     /// No usable path is left; open one when a connection allows it.
     NoPath,
-    /// Messages became readable with [`SessionEngine::recv`].
+    /// Messages became readable with [`SessionEngine::recv`] (reported when none were
+    /// readable before).
     Readable,
     /// The peer ended the session and every message it sent has been delivered.
     Finished,
@@ -553,10 +554,13 @@ impl SessionEngine {
                 if self.peer_fin.is_some_and(|fin| seq >= fin) {
                     return Err(self.fail(SessionError::Protocol("Data after Fin")));
                 }
+                let was_readable = self.recv.readable() > 0;
                 match self.recv.handle_data(seq, payload) {
                     Received::Delivered => {
                         self.stats.messages_delivered = self.recv.next;
-                        self.events.push_back(SessionEvent::Readable);
+                        if !was_readable {
+                            self.events.push_back(SessionEvent::Readable);
+                        }
                         self.schedule_ack(Some(now));
                         self.check_finished();
                     }
@@ -662,6 +666,14 @@ impl SessionEngine {
 
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        let event = self.events.pop_front()?;
+        if !matches!(event, SessionEvent::Readable) {
+            self.forget_closed_paths();
+        }
+        Some(event)
+    }
+
+    fn forget_closed_paths(&mut self) {
         let retired = &mut self.retired;
         self.paths.retain(|id, p| {
             if p.state != PathState::Closed {
@@ -673,7 +685,6 @@ impl SessionEngine {
             retired.push_back(*id);
             false
         });
-        self.events.pop_front()
     }
 
     /// When [`SessionEngine::handle_timeout`] is due next.

@@ -117,6 +117,27 @@ async fn traffic_moves_to_a_direct_connection_mid_flight_without_loss() {
     }
     assert_eq!((stats.attempts, stats.successes, stats.failures), (1, 1, 0));
     assert_eq!(stats.duration_buckets.iter().sum::<u64>(), 1);
+    // The same figures as Prometheus metrics.
+    let metrics = pair
+        .dialer
+        .call(|s| s.behaviour().upgrade.metrics().clone())
+        .await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "upgrade_attempts_total 1",
+        "upgrade_successes_total 1",
+        "upgrade_failures_total 0",
+        "upgrade_duration_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(text.contains(&format!(
+        "upgrade_messages_migrated_total {}",
+        stats.messages_migrated
+    )));
 }
 
 fn upgrade_event(e: SwarmEvent<NodeEvent>) -> Option<upgrade::Event> {

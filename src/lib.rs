@@ -21,7 +21,9 @@
 //!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.1 on
 //!   `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`), `holepunch` (feature `holepunch`:
 //!   DCUtR, `/libp2p/dcutr`, upgrading relayed connections to direct QUIC connections;
-//!   `docs/holepunch.md`).
+//!   `docs/holepunch.md`), `upgrade` (feature `upgrade`: ordered, lossless message sessions
+//!   that move from a relayed connection to a direct one by themselves and back on failure;
+//!   `docs/upgrade.md`).
 //!
 //! ```
 //! use meshwire::core::Keypair;
@@ -104,3 +106,5 @@ pub use meshwire_swarm as swarm;
 #[cfg(feature = "swim")]
 pub use meshwire_swim as swim;
 pub use meshwire_transport as transport;
+#[cfg(feature = "upgrade")]
+pub use meshwire_upgrade as upgrade;

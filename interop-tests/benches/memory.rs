@@ -7,9 +7,9 @@
 //! Each node runs in a child process of its own (this binary, re-run with `--listen` or
 //! `--dial`), so that one stack's allocations never count against the other's; the parent
 //! reads the listening process's RSS from `/proc/<pid>/statm`. The listener accepts every
-//! stream (meshwire: `StreamControl::accept`; rust-libp2p: `libp2p_stream::Control::accept`)
-//! and keeps it without reading; each dialer writes one byte on each stream so it is
-//! negotiated on the listener. Neither side has limits that would refuse a connection or a
+//! stream (meshwire: `StreamControl::accept`; rust-libp2p: `libp2p_stream::Control::accept`),
+//! answers the one byte the dialer writes on it, and keeps it; the dialer opens the streams
+//! one after another, each once the previous one was answered. Neither side has limits that would refuse a connection or a
 //! stream at these counts, and no idle timeout.
 //!
 //! Run with `cargo bench -p interop-tests --bench memory`. Summary lines:
@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use meshwire_core::{Keypair, PeerId};
 use meshwire_swarm::connmgr::{ConnManagerHandle, NullConnMgr};
 use meshwire_swarm::rcmgr::Limits;
@@ -92,9 +92,40 @@ async fn listen_meshwire() {
         }
     });
     let mut held = Vec::new();
-    while let Some(s) = incoming.next().await {
-        held.push(s);
-        println!("HELD {}", held.len());
+    while let Some(mut s) = incoming.next().await {
+        if ack(&mut s.stream).await {
+            held.push(s);
+            println!("HELD {}", held.len());
+        }
+    }
+}
+
+/// Reads the dialer's byte and answers with one: the stream is then known to be held.
+async fn ack<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(s: &mut S) -> bool {
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.is_ok() && s.write_all(&b).await.is_ok() && s.flush().await.is_ok()
+}
+
+/// Opens streams one after another (rust-libp2p's `libp2p-stream` drops an inbound stream
+/// that arrives while the previous one is still being handed over): each is held once its
+/// byte is answered; a dropped one is opened again (counted).
+async fn open_held<S, F, Fut>(mut open: F) -> (S, usize)
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut retries = 0;
+    loop {
+        let mut s = open().await;
+        let mut b = [1u8; 1];
+        if s.write_all(&b).await.is_ok()
+            && s.flush().await.is_ok()
+            && s.read_exact(&mut b).await.is_ok()
+        {
+            return (s, retries);
+        }
+        retries += 1;
     }
 }
 
@@ -132,9 +163,11 @@ async fn listen_libp2p() {
         }
     });
     let mut held = Vec::new();
-    while let Some(s) = incoming.next().await {
-        held.push(s);
-        println!("HELD {}", held.len());
+    while let Some((peer, mut s)) = incoming.next().await {
+        if ack(&mut s).await {
+            held.push((peer, s));
+            println!("HELD {}", held.len());
+        }
     }
 }
 
@@ -179,19 +212,21 @@ async fn dial_meshwire(addr: Multiaddr, conns: usize, streams: usize) {
     }
     println!("CONNECTED");
     wait_for_line().await;
-    let mut held = Vec::new();
+    let (mut held, mut retries) = (Vec::new(), 0);
     for control in &controls {
         for _ in 0..streams {
-            let mut s = control
-                .open_stream(peer, StreamProtocol::new(PROTO))
-                .await
-                .expect("stream");
-            s.write_all(&[1]).await.expect("write");
-            s.flush().await.expect("flush");
+            let (s, r) = open_held(|| async {
+                control
+                    .open_stream(peer, StreamProtocol::new(PROTO))
+                    .await
+                    .expect("stream")
+            })
+            .await;
             held.push(s);
+            retries += r;
         }
     }
-    println!("OPENED");
+    println!("OPENED {retries}");
     std::future::pending::<()>().await;
 }
 
@@ -232,19 +267,24 @@ async fn dial_libp2p(addr: libp2p::Multiaddr, conns: usize, streams: usize) {
     }
     println!("CONNECTED");
     wait_for_line().await;
-    let mut held = Vec::new();
+    let (mut held, mut retries) = (Vec::new(), 0);
     for control in &mut controls {
         for _ in 0..streams {
-            let mut s = control
-                .open_stream(peer, libp2p::StreamProtocol::new(PROTO))
-                .await
-                .expect("stream");
-            s.write_all(&[1]).await.expect("write");
-            s.flush().await.expect("flush");
+            let (s, r) = open_held(|| {
+                let mut control = control.clone();
+                async move {
+                    control
+                        .open_stream(peer, libp2p::StreamProtocol::new(PROTO))
+                        .await
+                        .expect("stream")
+                }
+            })
+            .await;
             held.push(s);
+            retries += r;
         }
     }
-    println!("OPENED");
+    println!("OPENED {retries}");
     std::future::pending::<()>().await;
 }
 
@@ -337,7 +377,7 @@ fn measure(stack: &str, conns: usize, per_conn: usize) -> (f64, f64) {
     dialer.until("CONNECTED");
     let with_conns = settled_rss(pid);
     dialer.go();
-    dialer.until("OPENED");
+    let retries = dialer.until("OPENED");
     let streams = conns * per_conn;
     loop {
         let held: usize = listener.until("HELD").parse().unwrap_or(0);
@@ -349,7 +389,7 @@ fn measure(stack: &str, conns: usize, per_conn: usize) -> (f64, f64) {
     let per_connection = with_conns.saturating_sub(base) as f64 / conns as f64;
     let per_stream = with_streams.saturating_sub(with_conns) as f64 / streams.max(1) as f64;
     println!(
-        "memory {stack:<11} listener RSS {:.1} MiB idle, {:.1} MiB with {conns} connections, {:.1} MiB with {streams} streams",
+        "memory {stack:<11} listener RSS {:.1} MiB idle, {:.1} MiB with {conns} connections, {:.1} MiB with {streams} streams ({retries} streams opened again)",
         base as f64 / 1048576.0,
         with_conns as f64 / 1048576.0,
         with_streams as f64 / 1048576.0

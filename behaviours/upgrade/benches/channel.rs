@@ -1,0 +1,188 @@
+//! Message rate and latency through a [`Session`](meshwire_upgrade::Session) against a raw
+//! stream on the same direct QUIC connection (loopback), same message sizes, same framing
+//! (an unsigned-varint length prefix).
+//!
+//! `cargo bench -p meshwire-upgrade --bench channel` (`BENCH_MESSAGES`, default 200000;
+//! `BENCH_SIZE`, default 64 bytes; `BENCH_RATE`, the paced rate of the latency run, default
+//! 20000/s).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::io::{BufReader, BufWriter};
+use futures::AsyncWriteExt;
+use meshwire_swarm::toolkit::read_frame;
+use meshwire_swarm::{StreamProtocol, SwarmEvent};
+use meshwire_upgrade as upgrade;
+
+const RAW: StreamProtocol = StreamProtocol::new("/bench/raw/1");
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn message(i: u64, size: usize) -> Vec<u8> {
+    let mut m = vec![0u8; size.max(16)];
+    m[..8].copy_from_slice(&i.to_be_bytes());
+    let sent = epoch().elapsed().as_nanos() as u64;
+    m[8..16].copy_from_slice(&sent.to_be_bytes());
+    m
+}
+
+fn latency_of(m: &[u8]) -> Duration {
+    let sent = Duration::from_nanos(u64::from_be_bytes(m[8..16].try_into().unwrap()));
+    epoch().elapsed().saturating_sub(sent)
+}
+
+/// Sends `count` messages (all at once when `rate` is 0, else paced); the receiver's
+/// latencies and the time from the first send to the last delivery.
+async fn run_session(
+    a: &upgrade::Session,
+    b: &mut upgrade::Session,
+    count: u64,
+    size: usize,
+    rate: u64,
+) -> (Duration, Vec<Duration>) {
+    let sender = a.sender().unwrap();
+    let start = Instant::now();
+    let send = tokio::spawn(async move {
+        for i in 0..count {
+            if rate > 0 {
+                pace_to(start, i, rate).await;
+            }
+            sender.send(message(i, size)).await.unwrap();
+        }
+    });
+    let mut lat = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let m = b.recv().await.unwrap();
+        assert_eq!(u64::from_be_bytes(m[..8].try_into().unwrap()), i);
+        lat.push(latency_of(&m));
+    }
+    let took = start.elapsed();
+    send.await.unwrap();
+    (took, lat)
+}
+
+async fn pace_to(start: Instant, i: u64, rate: u64) {
+    let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+    if due > Instant::now() {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+async fn run_raw(
+    control: &meshwire_swarm::StreamControl,
+    incoming: &mut meshwire_swarm::IncomingStreams,
+    peer: meshwire_core::PeerId,
+    count: u64,
+    size: usize,
+    rate: u64,
+) -> (Duration, Vec<Duration>) {
+    let stream = control.open_stream(peer, RAW).await.unwrap();
+    let start = Instant::now();
+    let send = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(64 * 1024, stream);
+        for i in 0..count {
+            if rate > 0 {
+                pace_to(start, i, rate).await;
+            }
+            let body = message(i, size);
+            w.write_all(&meshwire_swarm::toolkit::encode_frame(&body))
+                .await
+                .unwrap();
+            // Flush what is written when the next message is not due yet (as the session's
+            // writer does when its queue is empty).
+            if rate > 0 || i % 256 == 255 || i + 1 == count {
+                w.flush().await.unwrap();
+            }
+        }
+        w.close().await.unwrap();
+    });
+    let inbound = incoming.next().await.unwrap();
+    let mut r = BufReader::with_capacity(64 * 1024, inbound.stream);
+    let mut lat = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let m = read_frame(&mut r, 1 << 16).await.unwrap().unwrap();
+        assert_eq!(u64::from_be_bytes(m[..8].try_into().unwrap()), i);
+        lat.push(latency_of(&m));
+    }
+    let took = start.elapsed();
+    send.await.unwrap();
+    (took, lat)
+}
+
+fn pct(l: &mut [Duration], p: f64) -> Duration {
+    l.sort();
+    l[((l.len() as f64 - 1.0) * p) as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let count = env("BENCH_MESSAGES", 200_000);
+    let size = env("BENCH_SIZE", 64) as usize;
+    let rate = env("BENCH_RATE", 20_000);
+    let mut b = node(upgrade::Config::default());
+    let b_id = b.local_peer_id();
+    let mut incoming = b.stream_control().accept(RAW).unwrap();
+    b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = b.next_event().await {
+            break address;
+        }
+    };
+    let mut b = Handle::spawn(b);
+    let a = node(upgrade::Config::default());
+    let control = a.stream_control();
+    let mut a = Handle::spawn(a);
+    dial_direct(&a, b_id, addr).await;
+    a.wait(|e| matches!(e, SwarmEvent::ConnectionEstablished { .. }).then_some(()))
+        .await;
+    let s_a = a
+        .call(move |s| s.behaviour_mut().upgrade.open(b_id))
+        .await
+        .unwrap();
+    let mut s_b = b
+        .wait(|e| match e {
+            SwarmEvent::Behaviour(NodeEvent::Upgrade(upgrade::Event::InboundSession(s))) => Some(s),
+            _ => None,
+        })
+        .await;
+    // Warm up both.
+    run_session(&s_a, &mut s_b, 10_000, size, 0).await;
+    run_raw(&control, &mut incoming, b_id, 10_000, size, 0).await;
+
+    println!("{count} messages of {size} bytes, one way, loopback QUIC, one direct connection");
+    let mut rates = Vec::new();
+    for round in 0..3 {
+        let (raw_t, _) = run_raw(&control, &mut incoming, b_id, count, size, 0).await;
+        let (ses_t, _) = run_session(&s_a, &mut s_b, count, size, 0).await;
+        let raw_rate = count as f64 / raw_t.as_secs_f64();
+        let ses_rate = count as f64 / ses_t.as_secs_f64();
+        println!(
+            "round {round}: raw stream {raw_rate:>10.0} msg/s, session {ses_rate:>10.0} msg/s ({:.2}x)",
+            ses_rate / raw_rate
+        );
+        rates.push(ses_rate / raw_rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("rate: session / raw stream, median of 3: {:.2}x", rates[1]);
+    let paced = rate.min(count);
+    let (_, mut raw_l) = run_raw(&control, &mut incoming, b_id, paced, size, rate).await;
+    let (_, mut ses_l) = run_session(&s_a, &mut s_b, paced, size, rate).await;
+    println!(
+        "latency at {rate} msg/s for {paced} messages: raw stream p50 {:?} p99 {:?}; session p50 {:?} p99 {:?}",
+        pct(&mut raw_l, 0.5),
+        pct(&mut raw_l, 0.99),
+        pct(&mut ses_l, 0.5),
+        pct(&mut ses_l, 0.99),
+    );
+}

@@ -1,0 +1,100 @@
+//! The session engine's limits and timers.
+
+use std::time::Duration;
+
+/// The limits and timers of one session; every field has a `with_*` builder.
+///
+/// Memory per session is bounded by `send_window_bytes` on the sending side and by
+/// `recv_window × max_message` on the receiving side (the receiver never grants credit past
+/// `recv_window` messages beyond what the application consumed).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The largest message, in bytes. Default 16 KiB.
+    pub max_message: usize,
+    /// Messages sent and not yet acknowledged, at most. Default 1024.
+    pub send_window: usize,
+    /// Bytes sent and not yet acknowledged, at most. Default 4 MiB.
+    pub send_window_bytes: usize,
+    /// Messages received and not yet consumed by the application (delivered or waiting for a
+    /// gap to fill), at most: the credit granted to the peer. Default 1024.
+    pub recv_window: u64,
+    /// How long an acknowledgement may wait to be coalesced with later ones. Default 5 ms.
+    /// An acknowledgement goes out at once when it covers `recv_window / 8` new messages or
+    /// new credit.
+    pub ack_delay: Duration,
+    /// How long a path we switched away from (a relayed one, once a direct one took over)
+    /// stays ready to take the traffic back before it is fenced and drained. Default 10 s.
+    pub fallback_window: Duration,
+    /// How long a fenced path waits for the peer's fence before its stream is closed anyway.
+    /// Default 5 s.
+    pub drain_timeout: Duration,
+    /// How long the session lives without any usable path before it fails. Default 30 s.
+    pub path_timeout: Duration,
+    /// Paths open at once (opening, active or draining), at most; a peer's `Hello` past it is
+    /// refused. Default 4.
+    pub max_paths: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_message: 16 * 1024,
+            send_window: 1024,
+            send_window_bytes: 4 * 1024 * 1024,
+            recv_window: 1024,
+            ack_delay: Duration::from_millis(5),
+            fallback_window: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            path_timeout: Duration::from_secs(30),
+            max_paths: 4,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets [`SessionConfig::max_message`].
+    pub fn with_max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+    /// Sets [`SessionConfig::send_window`].
+    pub fn with_send_window(mut self, messages: usize) -> Self {
+        self.send_window = messages.max(1);
+        self
+    }
+    /// Sets [`SessionConfig::send_window_bytes`].
+    pub fn with_send_window_bytes(mut self, bytes: usize) -> Self {
+        self.send_window_bytes = bytes;
+        self
+    }
+    /// Sets [`SessionConfig::recv_window`].
+    pub fn with_recv_window(mut self, messages: u64) -> Self {
+        self.recv_window = messages.max(1);
+        self
+    }
+    /// Sets [`SessionConfig::ack_delay`].
+    pub fn with_ack_delay(mut self, delay: Duration) -> Self {
+        self.ack_delay = delay;
+        self
+    }
+    /// Sets [`SessionConfig::fallback_window`].
+    pub fn with_fallback_window(mut self, window: Duration) -> Self {
+        self.fallback_window = window;
+        self
+    }
+    /// Sets [`SessionConfig::drain_timeout`].
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+    /// Sets [`SessionConfig::path_timeout`].
+    pub fn with_path_timeout(mut self, timeout: Duration) -> Self {
+        self.path_timeout = timeout;
+        self
+    }
+    /// Sets [`SessionConfig::max_paths`].
+    pub fn with_max_paths(mut self, paths: usize) -> Self {
+        self.max_paths = paths.max(1);
+        self
+    }
+}

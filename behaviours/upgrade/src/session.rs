@@ -1,0 +1,187 @@
+//! The application's end of a session: [`Session`], a bounded message channel to a peer.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use meshwire_core::PeerId;
+use tokio::sync::mpsc;
+
+use crate::engine::{PathKind, SessionError, SessionStats};
+
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The session ended (closed by the peer, failed, or its driver is gone).
+    #[error("session closed")]
+    Closed,
+    /// The message is larger than the session's `max_message`.
+    #[error("message of {len} bytes over the bound of {max}")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// [`Session::try_send`]: the send buffer is full (the backpressure); retry later.
+    #[error("send buffer full")]
+    Full,
+}
+
+/// What the driver publishes for the application.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) stats: SessionStats,
+    pub(crate) kind: Option<PathKind>,
+    pub(crate) error: Option<SessionError>,
+    /// The handshake of the path that became active last (for the upgrade duration).
+    pub(crate) last_handshake: Option<(PathKind, std::time::Duration)>,
+}
+
+pub(crate) type SharedState = Arc<Mutex<Shared>>;
+
+/// An ordered, lossless message channel to a peer that follows the best path (direct over
+/// relayed) by itself. `send` waits while the send window and buffer are full (the
+/// backpressure); `recv` returns messages in the order the peer sent them, each exactly once.
+/// Dropping the session (or [`Session::close`]) ends our sending; the peer's `recv` returns
+/// `None` after the last message.
+#[derive(Debug)]
+pub struct Session {
+    peer: PeerId,
+    id: u64,
+    max_message: usize,
+    tx: Option<mpsc::Sender<Bytes>>,
+    rx: mpsc::Receiver<Bytes>,
+    shared: SharedState,
+}
+
+impl Session {
+    pub(crate) fn new(
+        peer: PeerId,
+        id: u64,
+        max_message: usize,
+        tx: mpsc::Sender<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+        shared: SharedState,
+    ) -> Self {
+        Session {
+            peer,
+            id,
+            max_message,
+            tx: Some(tx),
+            rx,
+            shared,
+        }
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The session's id (chosen by the side that opened it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A sending handle (Clone + Send) for another task; the session's sending ends when the
+    /// session and every sender are dropped or closed.
+    pub fn sender(&self) -> Option<SessionSender> {
+        Some(SessionSender {
+            tx: self.tx.clone()?,
+            max_message: self.max_message,
+        })
+    }
+
+    /// Sends a message, waiting while the buffers are full.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::TooLarge`], or [`ChannelError::Closed`] once the session ended.
+    pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
+        let message = self.check(message.into())?;
+        let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
+        tx.send(message).await.map_err(|_| ChannelError::Closed)
+    }
+
+    /// Sends a message if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Full`] when the buffers are full, else as [`Session::send`].
+    pub fn try_send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
+        let message = self.check(message.into())?;
+        let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
+        tx.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ChannelError::Full,
+            mpsc::error::TrySendError::Closed(_) => ChannelError::Closed,
+        })
+    }
+
+    fn check(&self, message: Bytes) -> Result<Bytes, ChannelError> {
+        if message.len() > self.max_message {
+            return Err(ChannelError::TooLarge {
+                len: message.len(),
+                max: self.max_message,
+            });
+        }
+        Ok(message)
+    }
+
+    /// The next message from the peer, in order; `None` once the peer closed the session
+    /// (after its last message) or the session failed ([`Session::error`]).
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    /// Ends our sending (the peer's `recv` ends after our last message); receiving goes on.
+    pub fn close(&mut self) {
+        self.tx = None;
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> SessionStats {
+        self.lock().stats
+    }
+
+    /// What our current path runs over (`None` while there is none).
+    pub fn path_kind(&self) -> Option<PathKind> {
+        self.lock().kind
+    }
+
+    /// Why the session failed, if it did.
+    pub fn error(&self) -> Option<SessionError> {
+        self.lock().error.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A clone of a [`Session`]'s sending half ([`Session::sender`]).
+#[derive(Debug, Clone)]
+pub struct SessionSender {
+    tx: mpsc::Sender<Bytes>,
+    max_message: usize,
+}
+
+impl SessionSender {
+    /// As [`Session::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`].
+    pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
+        let message = message.into();
+        if message.len() > self.max_message {
+            return Err(ChannelError::TooLarge {
+                len: message.len(),
+                max: self.max_message,
+            });
+        }
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| ChannelError::Closed)
+    }
+}

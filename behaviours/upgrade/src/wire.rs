@@ -1,0 +1,372 @@
+//! The frames of `/meshwire/upgrade/1.0.0` (`docs/upgrade.md` is the spec).
+//!
+//! Each frame is carried as one length-prefixed message on a path's stream (the toolkit's
+//! `write_frame`/`read_frame`: an unsigned-varint length, then the body). The body is one type
+//! byte followed by unsigned varints (at most 10 bytes each) and, for `Data`, the payload:
+//!
+//! | type | frame | fields |
+//! | --- | --- | --- |
+//! | 0 | `Hello` | session, path, recv_next, recv_limit |
+//! | 1 | `Welcome` | path, recv_next, recv_limit |
+//! | 2 | `Refuse` | path, reason (1 unknown session, 2 too many paths, 3 policy) |
+//! | 3 | `Data` | seq, then the payload (the rest of the body) |
+//! | 4 | `Ack` | next, limit |
+//! | 5 | `Fence` | next_seq |
+//! | 6 | `Fin` | next_seq |
+//!
+//! [`Frame::decode`] is given the bound on a payload before it looks at the body and returns a
+//! typed [`WireError`] for every malformed body; it never panics and copies at most the
+//! (already received, bounded) body.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The protocol name negotiated on every path's stream.
+pub const PROTOCOL: &str = "/meshwire/upgrade/1.0.0";
+
+/// The largest header of any frame (a type byte and four varints of at most 10 bytes).
+pub const MAX_HEADER: usize = 1 + 4 * 10;
+
+/// One frame of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The first frame on a new path, from the side that opened it: which session the path
+    /// belongs to, the path's id, and what the sender has received (`recv_next`: every
+    /// message below it) and may receive (`recv_limit`: messages below it).
+    Hello {
+        /// The session's id (chosen by the side that created the session).
+        session: u64,
+        /// The path's id (even from the session's initiator, odd from its responder).
+        path: u64,
+        /// Every message with a lower sequence number has been received.
+        recv_next: u64,
+        /// Messages below this sequence number may be sent.
+        recv_limit: u64,
+    },
+    /// The answer to a `Hello` accepting the path, with the answerer's receive state.
+    Welcome {
+        /// The path accepted.
+        path: u64,
+        /// Every message with a lower sequence number has been received.
+        recv_next: u64,
+        /// Messages below this sequence number may be sent.
+        recv_limit: u64,
+    },
+    /// The answer to a `Hello` refusing the path; the stream is closed after it.
+    Refuse {
+        /// The path refused.
+        path: u64,
+        /// Why.
+        reason: RefuseReason,
+    },
+    /// One application message.
+    Data {
+        /// Its sequence number (the first message of a session is 0).
+        seq: u64,
+        /// The message.
+        payload: Bytes,
+    },
+    /// A cumulative acknowledgement and the receive credit.
+    Ack {
+        /// Every message with a lower sequence number has been received.
+        next: u64,
+        /// Messages below this sequence number may be sent.
+        limit: u64,
+    },
+    /// The sender sends no more `Data` on this path; all it sent here was below `next_seq`.
+    /// The last frame the sender writes on the path.
+    Fence {
+        /// The sender's next sequence number when it fenced the path.
+        next_seq: u64,
+    },
+    /// The sender's session ends: it sends no message numbered `next_seq` or above.
+    Fin {
+        /// The number of messages the sender sent in the session.
+        next_seq: u64,
+    },
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseReason {
+    /// The session named in the `Hello` is not known (and the `Hello` does not start one).
+    UnknownSession,
+    /// The session already has its maximum number of paths.
+    TooManyPaths,
+    /// The peer does not accept new paths (its configuration).
+    Policy,
+}
+
+impl RefuseReason {
+    fn code(self) -> u64 {
+        match self {
+            RefuseReason::UnknownSession => 1,
+            RefuseReason::TooManyPaths => 2,
+            RefuseReason::Policy => 3,
+        }
+    }
+
+    fn from_code(code: u64) -> Result<Self, WireError> {
+        match code {
+            1 => Ok(RefuseReason::UnknownSession),
+            2 => Ok(RefuseReason::TooManyPaths),
+            3 => Ok(RefuseReason::Policy),
+            other => Err(WireError::UnknownRefuseReason(other)),
+        }
+    }
+}
+
+/// A malformed frame body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body is empty.
+    #[error("empty frame")]
+    Empty,
+    /// The type byte names no frame.
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+    /// A varint is cut short, too long or overflows 64 bits.
+    #[error("bad varint in frame")]
+    BadVarint,
+    /// A frame other than `Data` has bytes after its fields.
+    #[error("{0} trailing bytes after the frame")]
+    Trailing(usize),
+    /// A `Data` payload is larger than the bound.
+    #[error("payload of {len} bytes over the bound of {max}")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A `Refuse` carries an unknown reason code.
+    #[error("unknown refuse reason {0}")]
+    UnknownRefuseReason(u64),
+}
+
+const HELLO: u8 = 0;
+const WELCOME: u8 = 1;
+const REFUSE: u8 = 2;
+const DATA: u8 = 3;
+const ACK: u8 = 4;
+const FENCE: u8 = 5;
+const FIN: u8 = 6;
+
+impl Frame {
+    /// The frame's body (to be written as one length-prefixed frame).
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// Appends the frame's body to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
+        match self {
+            Frame::Hello {
+                session,
+                path,
+                recv_next,
+                recv_limit,
+            } => {
+                out.put_u8(HELLO);
+                put_varints(out, &[*session, *path, *recv_next, *recv_limit]);
+            }
+            Frame::Welcome {
+                path,
+                recv_next,
+                recv_limit,
+            } => {
+                out.put_u8(WELCOME);
+                put_varints(out, &[*path, *recv_next, *recv_limit]);
+            }
+            Frame::Refuse { path, reason } => {
+                out.put_u8(REFUSE);
+                put_varints(out, &[*path, reason.code()]);
+            }
+            Frame::Data { seq, payload } => {
+                out.put_u8(DATA);
+                put_varints(out, &[*seq]);
+                out.put_slice(payload);
+            }
+            Frame::Ack { next, limit } => {
+                out.put_u8(ACK);
+                put_varints(out, &[*next, *limit]);
+            }
+            Frame::Fence { next_seq } => {
+                out.put_u8(FENCE);
+                put_varints(out, &[*next_seq]);
+            }
+            Frame::Fin { next_seq } => {
+                out.put_u8(FIN);
+                put_varints(out, &[*next_seq]);
+            }
+        }
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            Frame::Data { payload, .. } => 11 + payload.len(),
+            _ => MAX_HEADER,
+        }
+    }
+
+    /// Decodes a frame body; a `Data` payload over `max_payload` bytes is refused before it
+    /// is copied.
+    pub fn decode(body: &[u8], max_payload: usize) -> Result<Frame, WireError> {
+        let (&kind, mut rest) = body.split_first().ok_or(WireError::Empty)?;
+        let frame = match kind {
+            HELLO => {
+                let [session, path, recv_next, recv_limit] = take_varints(&mut rest)?;
+                Frame::Hello {
+                    session,
+                    path,
+                    recv_next,
+                    recv_limit,
+                }
+            }
+            WELCOME => {
+                let [path, recv_next, recv_limit] = take_varints(&mut rest)?;
+                Frame::Welcome {
+                    path,
+                    recv_next,
+                    recv_limit,
+                }
+            }
+            REFUSE => {
+                let [path, code] = take_varints(&mut rest)?;
+                Frame::Refuse {
+                    path,
+                    reason: RefuseReason::from_code(code)?,
+                }
+            }
+            DATA => {
+                let [seq] = take_varints(&mut rest)?;
+                if rest.len() > max_payload {
+                    return Err(WireError::PayloadTooLarge {
+                        len: rest.len(),
+                        max: max_payload,
+                    });
+                }
+                let payload = Bytes::copy_from_slice(rest);
+                rest = &[];
+                Frame::Data { seq, payload }
+            }
+            ACK => {
+                let [next, limit] = take_varints(&mut rest)?;
+                Frame::Ack { next, limit }
+            }
+            FENCE => {
+                let [next_seq] = take_varints(&mut rest)?;
+                Frame::Fence { next_seq }
+            }
+            FIN => {
+                let [next_seq] = take_varints(&mut rest)?;
+                Frame::Fin { next_seq }
+            }
+            other => return Err(WireError::UnknownType(other)),
+        };
+        if !rest.is_empty() {
+            return Err(WireError::Trailing(rest.len()));
+        }
+        Ok(frame)
+    }
+}
+
+fn put_varints(out: &mut BytesMut, values: &[u64]) {
+    for value in values {
+        let mut buf = unsigned_varint::encode::u64_buffer();
+        out.put_slice(unsigned_varint::encode::u64(*value, &mut buf));
+    }
+}
+
+fn take_varints<const N: usize>(rest: &mut &[u8]) -> Result<[u64; N], WireError> {
+    let mut values = [0u64; N];
+    for value in values.iter_mut() {
+        let (v, tail) = unsigned_varint::decode::u64(rest).map_err(|_| WireError::BadVarint)?;
+        *value = v;
+        *rest = tail;
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames() -> impl Strategy<Value = Frame> {
+        let reason = prop_oneof![
+            Just(RefuseReason::UnknownSession),
+            Just(RefuseReason::TooManyPaths),
+            Just(RefuseReason::Policy)
+        ];
+        prop_oneof![
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c, d)| {
+                Frame::Hello {
+                    session: a,
+                    path: b,
+                    recv_next: c,
+                    recv_limit: d,
+                }
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Frame::Welcome {
+                path: a,
+                recv_next: b,
+                recv_limit: c
+            }),
+            (any::<u64>(), reason).prop_map(|(path, reason)| Frame::Refuse { path, reason }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(seq, p)| {
+                Frame::Data {
+                    seq,
+                    payload: Bytes::from(p),
+                }
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(next, limit)| Frame::Ack { next, limit }),
+            any::<u64>().prop_map(|next_seq| Frame::Fence { next_seq }),
+            any::<u64>().prop_map(|next_seq| Frame::Fin { next_seq }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_frame_round_trips(frame in frames()) {
+            let body = frame.encode();
+            prop_assert_eq!(Frame::decode(&body, 64), Ok(frame));
+        }
+
+        #[test]
+        fn random_bytes_never_panic_and_respect_the_bound(body in proptest::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(Frame::Data { payload, .. }) = Frame::decode(&body, 16) {
+                prop_assert!(payload.len() <= 16);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_are_typed_errors() {
+        assert_eq!(Frame::decode(&[], 10), Err(WireError::Empty));
+        assert_eq!(Frame::decode(&[9], 10), Err(WireError::UnknownType(9)));
+        assert_eq!(Frame::decode(&[ACK, 1], 10), Err(WireError::BadVarint));
+        assert_eq!(
+            Frame::decode(&[FENCE, 1, 2], 10),
+            Err(WireError::Trailing(1))
+        );
+        assert_eq!(
+            Frame::decode(&[REFUSE, 0, 7], 10),
+            Err(WireError::UnknownRefuseReason(7))
+        );
+        let big = Frame::Data {
+            seq: 1,
+            payload: Bytes::from(vec![0u8; 11]),
+        }
+        .encode();
+        assert_eq!(
+            Frame::decode(&big, 10),
+            Err(WireError::PayloadTooLarge { len: 11, max: 10 })
+        );
+        // A varint of eleven continuation bytes overflows.
+        let mut long = vec![ACK];
+        long.extend([0xff; 11]);
+        assert_eq!(Frame::decode(&long, 10), Err(WireError::BadVarint));
+    }
+}

@@ -41,6 +41,9 @@ pub trait Source: Send + Sync + 'static {
     fn refresh_ms(&self) -> u64;
 }
 
+/// The pause after a failed accept (EMFILE, ENFILE, ...) before the next.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Binds `addr` and serves in the background; returns the bound address.
 ///
 /// # Errors
@@ -52,8 +55,14 @@ pub async fn serve<S: Source>(addr: SocketAddr, source: Arc<S>) -> std::io::Resu
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: retrying at once would spin a core.
+                    tracing::debug!("http: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "http: {MAX_CONNECTIONS} connections open, refusing");

@@ -71,7 +71,7 @@ fn meshwire_swarm() -> Swarm<DummyBehaviour> {
     Swarm::with_conn_manager(transport, DummyBehaviour, meshwire_config(), cm)
 }
 
-async fn listen_meshwire() {
+async fn listen_meshwire(total: usize) {
     let mut swarm = meshwire_swarm();
     let mut incoming = swarm
         .stream_control()
@@ -95,8 +95,16 @@ async fn listen_meshwire() {
     while let Some(mut s) = incoming.next().await {
         if ack(&mut s.stream).await {
             held.push(s);
-            println!("HELD {}", held.len());
+            report_held(held.len(), total);
         }
+    }
+}
+
+/// Prints `HELD <n>` every 100 streams and at `total` (the parent reads the listener's output only when
+/// it waits for it: a line per stream would fill the pipe and stall the listener).
+fn report_held(n: usize, total: usize) {
+    if n.is_multiple_of(100) || n == total {
+        println!("HELD {n}");
     }
 }
 
@@ -139,7 +147,7 @@ fn libp2p_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
         .build()
 }
 
-async fn listen_libp2p() {
+async fn listen_libp2p(total: usize) {
     let mut swarm = libp2p_swarm();
     let mut incoming = swarm
         .behaviour()
@@ -166,7 +174,7 @@ async fn listen_libp2p() {
     while let Some((peer, mut s)) = incoming.next().await {
         if ack(&mut s).await {
             held.push((peer, s));
-            println!("HELD {}", held.len());
+            report_held(held.len(), total);
         }
     }
 }
@@ -363,7 +371,8 @@ fn settled_rss(pid: u32) -> u64 {
 
 /// One stack: bytes per connection and per stream on the listener.
 fn measure(stack: &str, conns: usize, per_conn: usize) -> (f64, f64) {
-    let mut listener = ChildLines::spawn(&["--listen", stack]);
+    let streams = conns * per_conn;
+    let mut listener = ChildLines::spawn(&["--listen", stack, &streams.to_string()]);
     let addr = listener.until("ADDR");
     let pid = listener.child.id();
     let base = settled_rss(pid);
@@ -378,7 +387,6 @@ fn measure(stack: &str, conns: usize, per_conn: usize) -> (f64, f64) {
     let with_conns = settled_rss(pid);
     dialer.go();
     let retries = dialer.until("OPENED");
-    let streams = conns * per_conn;
     loop {
         let held: usize = listener.until("HELD").parse().unwrap_or(0);
         if held >= streams {
@@ -406,10 +414,11 @@ fn run_child(args: &[String]) -> bool {
             .expect("tokio runtime")
     };
     match args {
-        [flag, stack] if flag == "--listen" => {
+        [flag, stack, total] if flag == "--listen" => {
+            let total = total.parse().expect("streams");
             match stack.as_str() {
-                "meshwire" => rt().block_on(listen_meshwire()),
-                _ => rt().block_on(listen_libp2p()),
+                "meshwire" => rt().block_on(listen_meshwire(total)),
+                _ => rt().block_on(listen_libp2p(total)),
             }
             true
         }

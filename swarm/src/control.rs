@@ -229,17 +229,19 @@ impl futures::Stream for IncomingStreams {
 
 impl Drop for IncomingStreams {
     fn drop(&mut self) {
+        // Closed first: our sender then reads as closed, and a stream delivered meanwhile is
+        // refused rather than left in a receiver nobody reads.
+        self.rx.close();
         let mut incoming = self
             .shared
             .incoming
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        // Only ours: a later registration of the same protocol has its own sender.
+        // Only ours: a later registration of the same protocol has its own, open sender.
         if incoming.get(&self.protocol).is_some_and(|s| s.is_closed()) {
             incoming.remove(&self.protocol);
         }
         drop(incoming);
-        self.rx.close();
         self.shared.protocols_changed();
     }
 }

@@ -316,3 +316,73 @@ async fn the_resource_manager_limits_control_streams() {
     assert_eq!(exchange(&control, b.peer, b"ok").await, b"ok");
     let _ = b.events.try_recv();
 }
+
+/// A behaviour that claims the echo protocol and hands its inbound streams over.
+struct Claims(mpsc::UnboundedSender<meshwire_swarm::InboundStream>);
+
+impl NetworkBehaviour for Claims {
+    type Event = ();
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        vec![ECHO]
+    }
+    fn on_inbound_stream(&mut self, stream: meshwire_swarm::InboundStream) {
+        let _ = self.0.send(stream);
+    }
+    fn poll(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<ToSwarm<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A control's registration takes the protocol from a behaviour that claims it too; once
+/// the receiver is dropped, the behaviour gets its streams again.
+#[tokio::test]
+async fn the_behaviour_gets_its_protocol_back_when_the_receiver_is_dropped() {
+    let (btx, mut behaviour_streams) = mpsc::unbounded_channel();
+    let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    let mut b = Swarm::new(transport, Claims(btx), SwarmConfig::default());
+    let b_control = b.stream_control();
+    let mut incoming = b_control.accept(ECHO).unwrap();
+    b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let b_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = b.next_event().await {
+            break with_peer_id(&address, b.local_peer_id());
+        }
+    };
+    let b_peer = b.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            b.next_event().await;
+        }
+    });
+    let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    let mut a = Swarm::new(transport, DummyBehaviour, SwarmConfig::default());
+    let control = a.stream_control();
+    a.dial(b_addr).unwrap();
+    loop {
+        if let SwarmEvent::ConnectionEstablished { .. } = a.next_event().await {
+            break;
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            a.next_event().await;
+        }
+    });
+    let mut s = control.open_stream(b_peer, ECHO).await.unwrap();
+    s.write_all(b"1").await.unwrap();
+    s.flush().await.unwrap();
+    timeout(T, incoming.next()).await.unwrap().unwrap();
+    assert!(
+        behaviour_streams.try_recv().is_err(),
+        "the control comes first"
+    );
+    drop(incoming);
+    let mut s = control.open_stream(b_peer, ECHO).await.unwrap();
+    s.write_all(b"2").await.unwrap();
+    s.flush().await.unwrap();
+    let mut got = timeout(T, behaviour_streams.recv()).await.unwrap().unwrap();
+    let mut byte = [0u8; 1];
+    got.stream.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"2");
+}

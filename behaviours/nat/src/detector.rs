@@ -85,6 +85,8 @@ struct Round {
     primary: Option<(PeerId, ConnectionId)>,
     mappings: Vec<MappingObservation>,
     dial_backs_pending: usize,
+    /// The dial-backs were asked for (or could not be).
+    dial_backs_done: bool,
     other_port: Option<bool>,
     other_address: Option<bool>,
 }
@@ -164,6 +166,7 @@ impl NatDetector {
             primary: None,
             mappings: Vec::new(),
             dial_backs_pending: 0,
+            dial_backs_done: false,
             other_port: None,
             other_address: None,
         });
@@ -176,6 +179,23 @@ impl NatDetector {
         let Some(round) = self.round.as_mut() else {
             return;
         };
+        // RFC 5780's order: the filtering tests right after the first mapping, before we
+        // send to any other address (a restricted cone would then let that address in).
+        if round.next >= 1 && !round.dial_backs_done {
+            round.dial_backs_done = true;
+            if let Some((peer, conn)) = round.primary {
+                for from in [DialBackFrom::OtherPort, DialBackFrom::OtherAddress] {
+                    let key = (round.id, 0, Request::DialBack(from));
+                    let open = OpenStream::new(peer, PROTOCOL).on_connection(conn);
+                    if self.outbox.open_stream(open, key).is_ok() {
+                        round.dial_backs_pending += 1;
+                    }
+                }
+                if round.dial_backs_pending > 0 {
+                    return; // the last answer asks the next observer
+                }
+            }
+        }
         if let Some(o) = self.config.observers.get(round.next) {
             let opts = DialOpts::peer(o.peer)
                 .address(o.addr.clone())
@@ -185,21 +205,7 @@ impl NatDetector {
             let _ = self.outbox.push(ToSwarm::Dial(opts));
             return;
         }
-        match round.primary {
-            Some((peer, conn)) => {
-                for from in [DialBackFrom::OtherPort, DialBackFrom::OtherAddress] {
-                    let key = (round.id, 0, Request::DialBack(from));
-                    let open = OpenStream::new(peer, PROTOCOL).on_connection(conn);
-                    if self.outbox.open_stream(open, key).is_ok() {
-                        round.dial_backs_pending += 1;
-                    }
-                }
-                if round.dial_backs_pending == 0 {
-                    self.finish();
-                }
-            }
-            None => self.finish(),
-        }
+        self.finish();
     }
 
     /// Observer `index` is done (answered or failed): the next one.
@@ -297,7 +303,7 @@ impl NatDetector {
                 }
                 round.dial_backs_pending = round.dial_backs_pending.saturating_sub(1);
                 if round.dial_backs_pending == 0 {
-                    self.finish();
+                    self.ask_next();
                 }
             }
         }

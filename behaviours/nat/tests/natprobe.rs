@@ -170,3 +170,41 @@ async fn too_few_observers_is_a_typed_failure() {
     );
     assert_eq!(c.behaviour().nat_profile(), None);
 }
+
+#[tokio::test]
+async fn stale_profile_is_served_while_a_background_refresh_runs() {
+    let probe = NatProbeServer::default()
+        .with_dial_back(DialBackFrom::OtherPort, bound("127.0.0.1"))
+        .with_dial_back(DialBackFrom::OtherAddress, bound("127.0.0.2"));
+    let (mut s, observers) = server(probe).await;
+    let config = DetectorConfig {
+        observers,
+        cache: meshwire_nat::CacheConfig {
+            refresh_after: Duration::from_millis(300),
+            max_age: Duration::from_secs(60),
+            max_networks: 4,
+        },
+        ..DetectorConfig::default()
+    };
+    let mut c = Swarm::new(quic(), NatDetector::new(config), SwarmConfig::default());
+    listen(&mut c, "127.0.0.1").await;
+    let (first, _) = detect(&mut s, &mut c).await;
+    let DetectorEvent::Detected { profile, .. } = first else {
+        panic!("not detected: {first:?}");
+    };
+    // Nothing asked of the detector: past `refresh_after` it asks the servers again by
+    // itself, and the profile stays served meanwhile.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        c.behaviour().nat_profile(),
+        Some(profile),
+        "stale, still served"
+    );
+    let (second, served) = detect(&mut s, &mut c).await;
+    assert!(
+        matches!(second, DetectorEvent::Detected { profile: p, .. } if p == profile),
+        "{second:?}"
+    );
+    assert!(served.len() >= 3, "the refresh asked the server again");
+    assert_eq!(c.behaviour().nat_profile(), Some(profile));
+}

@@ -87,6 +87,8 @@ struct Round {
     dial_backs_pending: usize,
     /// The dial-backs were asked for (or could not be).
     dial_backs_done: bool,
+    /// A dial-back was refused by the server's rate limit: try again sooner.
+    refused: bool,
     other_port: Option<bool>,
     other_address: Option<bool>,
 }
@@ -167,6 +169,7 @@ impl NatDetector {
             mappings: Vec::new(),
             dial_backs_pending: 0,
             dial_backs_done: false,
+            refused: false,
             other_port: None,
             other_address: None,
         });
@@ -252,6 +255,11 @@ impl NatDetector {
             Ok(profile) => {
                 self.cache.insert(round.network.clone(), profile, now);
                 self.due = self.cache.refresh_at(&round.network);
+                if round.refused {
+                    // Filtering untested for now: ask again after `retry_after`.
+                    let retry = now + self.config.retry_after;
+                    self.due = self.due.map(|d| d.min(retry)).or(Some(retry));
+                }
                 tracing::info!(?profile, "natprobe: NAT profile detected");
                 DetectorEvent::Detected {
                     profile,
@@ -292,6 +300,9 @@ impl NatDetector {
                 self.observer_done(index);
             }
             Request::DialBack(from) => {
+                if matches!(answer, Ok(Response::DialBack(DialBackStatus::Refused))) {
+                    round.refused = true;
+                }
                 let reached = match answer {
                     Ok(Response::DialBack(DialBackStatus::Reached)) => Some(true),
                     Ok(Response::DialBack(DialBackStatus::NotReached)) => Some(false),

@@ -137,7 +137,12 @@ async fn refused_and_unavailable_dial_backs_leave_filtering_unknown() {
     let probe =
         NatProbeServer::new(config).with_dial_back(DialBackFrom::OtherPort, bound("127.0.0.1"));
     let (mut s, observers) = server(probe).await;
-    let mut c = client(observers);
+    let config = DetectorConfig {
+        observers,
+        retry_after: Duration::from_millis(200),
+        ..DetectorConfig::default()
+    };
+    let mut c = Swarm::new(quic(), NatDetector::new(config), SwarmConfig::default());
     listen(&mut c, "127.0.0.1").await;
     let (event, served) = detect(&mut s, &mut c).await;
     let DetectorEvent::Detected {
@@ -156,6 +161,9 @@ async fn refused_and_unavailable_dial_backs_leave_filtering_unknown() {
         .collect();
     assert!(answers.contains(&Response::DialBack(DialBackStatus::Refused)));
     assert!(answers.contains(&Response::DialBack(DialBackStatus::Unavailable)));
+    // Refused: the next round comes after `retry_after`, not `refresh_after` (10 min).
+    let (again, _) = detect(&mut s, &mut c).await;
+    assert!(matches!(again, DetectorEvent::Detected { .. }), "{again:?}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use meshwire_swarm::{
 use meshwire_transport::quic::multiaddr_to_socketaddr;
 
 use crate::cache::{CacheConfig, Lookup, NatCache, NetworkKey};
+use crate::metrics::NatProbeMetrics;
 use crate::server::{ServeError, PROTOCOL};
 use crate::wire::{DialBackFrom, DialBackStatus, Request, Response, MAX_MESSAGE};
 use crate::{classify, ClassifyError, MappingObservation, NatProfile, Observations};
@@ -106,6 +107,7 @@ pub struct NatDetector {
     /// When to start the next detection (`None`: not scheduled).
     due: Option<Instant>,
     timer: Timer,
+    metrics: Option<NatProbeMetrics>,
 }
 
 impl NatDetector {
@@ -122,7 +124,14 @@ impl NatDetector {
             tasks: Tasks::new(16),
             due: None,
             timer: Timer::default(),
+            metrics: None,
         }
+    }
+
+    /// Records detection rounds in `metrics`.
+    pub fn with_metrics(mut self, metrics: NatProbeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The current network's profile: fresh, or stale while a refresh runs.
@@ -251,7 +260,11 @@ impl NatDetector {
             from_other_port: round.other_port,
         };
         let now = Instant::now();
-        let event = match classify(&observations) {
+        let classified = classify(&observations);
+        if let Some(m) = &self.metrics {
+            m.detection(classified.is_ok());
+        }
+        let event = match classified {
             Ok(profile) => {
                 self.cache.insert(round.network.clone(), profile, now);
                 self.due = self.cache.refresh_at(&round.network);

@@ -46,6 +46,8 @@ mod classify;
 #[cfg(feature = "swarm")]
 pub mod detector;
 #[cfg(feature = "swarm")]
+mod metrics;
+#[cfg(feature = "swarm")]
 pub mod server;
 #[cfg(test)]
 mod tests;
@@ -58,5 +60,7 @@ pub use classify::{
 };
 #[cfg(feature = "swarm")]
 pub use detector::{DetectorConfig, DetectorEvent, NatDetector, Observer};
+#[cfg(feature = "swarm")]
+pub use metrics::NatProbeMetrics;
 #[cfg(feature = "swarm")]
 pub use server::{NatProbeServer, ServeError, ServerConfig, ServerEvent, PROTOCOL};

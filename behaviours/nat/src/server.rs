@@ -14,6 +14,7 @@ use meshwire_swarm::{
 use meshwire_transport::quic::{multiaddr_to_socketaddr, socketaddr_to_multiaddr, QuicTransport};
 use meshwire_transport::Transport;
 
+use crate::metrics::NatProbeMetrics;
 use crate::wire::{DialBackFrom, DialBackStatus, Request, Response, WireError, MAX_MESSAGE};
 
 /// The protocol name.
@@ -142,6 +143,7 @@ pub struct NatProbeServer {
     counts: HashMap<PeerId, (Instant, u32)>,
     tasks: Tasks<(PeerId, u64), Result<(Request, Response), ServeError>>,
     next: u64,
+    metrics: Option<NatProbeMetrics>,
 }
 
 impl NatProbeServer {
@@ -160,6 +162,7 @@ impl NatProbeServer {
             counts: HashMap::new(),
             tasks: Tasks::new(config.max_concurrent),
             next: 0,
+            metrics: None,
         }
     }
 
@@ -174,6 +177,18 @@ impl NatProbeServer {
             }
         }
         self
+    }
+
+    /// Records requests served and streams dropped in `metrics`.
+    pub fn with_metrics(mut self, metrics: NatProbeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn dropped(&self, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.dropped(reason);
+        }
     }
 
     /// Counts a request of `peer`; `false` past its limit.
@@ -268,10 +283,12 @@ impl NetworkBehaviour for NatProbeServer {
         let peer = inbound.peer;
         if !self.admit(peer, Instant::now()) {
             tracing::debug!(%peer, "natprobe: request limit, stream dropped");
+            self.dropped("rate_limit");
             return;
         }
         let Some(observed) = self.observed.get(&inbound.connection).copied() else {
             tracing::debug!(%peer, "natprobe: no observed address for the connection");
+            self.dropped("no_address");
             return;
         };
         self.next += 1;
@@ -288,12 +305,17 @@ impl NetworkBehaviour for NatProbeServer {
             .is_err()
         {
             tracing::debug!(%peer, "natprobe: too many requests at once, stream dropped");
+            self.dropped("busy");
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<ServerEvent>> {
-        self.tasks
-            .poll_result(cx)
-            .map(|((peer, _), outcome)| ToSwarm::GenerateEvent(ServerEvent { peer, outcome }))
+        let metrics = &self.metrics;
+        self.tasks.poll_result(cx).map(|((peer, _), outcome)| {
+            if let Some(m) = metrics {
+                m.served(outcome.as_ref().map_err(|_| ()));
+            }
+            ToSwarm::GenerateEvent(ServerEvent { peer, outcome })
+        })
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use meshwire_core::Keypair;
 use meshwire_nat::wire::{DialBackFrom, DialBackStatus, Request, Response};
 use meshwire_nat::{
-    DetectorConfig, DetectorEvent, Filtering, Mapping, NatDetector, NatProbeServer, Observer,
-    ServerConfig, ServerEvent,
+    DetectorConfig, DetectorEvent, Filtering, Mapping, NatDetector, NatProbeMetrics,
+    NatProbeServer, Observer, ServerConfig, ServerEvent,
 };
 use meshwire_swarm::{Multiaddr, Swarm, SwarmConfig, SwarmEvent};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
@@ -134,15 +134,19 @@ async fn refused_and_unavailable_dial_backs_leave_filtering_unknown() {
         dial_backs_per_second: 0,
         ..ServerConfig::default()
     };
-    let probe =
-        NatProbeServer::new(config).with_dial_back(DialBackFrom::OtherPort, bound("127.0.0.1"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = NatProbeMetrics::register(&mut registry);
+    let probe = NatProbeServer::new(config)
+        .with_dial_back(DialBackFrom::OtherPort, bound("127.0.0.1"))
+        .with_metrics(metrics.clone());
     let (mut s, observers) = server(probe).await;
     let config = DetectorConfig {
         observers,
         retry_after: Duration::from_millis(200),
         ..DetectorConfig::default()
     };
-    let mut c = Swarm::new(quic(), NatDetector::new(config), SwarmConfig::default());
+    let detector = NatDetector::new(config).with_metrics(metrics);
+    let mut c = Swarm::new(quic(), detector, SwarmConfig::default());
     listen(&mut c, "127.0.0.1").await;
     let (event, served) = detect(&mut s, &mut c).await;
     let DetectorEvent::Detected {
@@ -164,6 +168,16 @@ async fn refused_and_unavailable_dial_backs_leave_filtering_unknown() {
     // Refused: the next round comes after `retry_after`, not `refresh_after` (10 min).
     let (again, _) = detect(&mut s, &mut c).await;
     assert!(matches!(again, DetectorEvent::Detected { .. }), "{again:?}");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        r#"natprobe_requests_total{request="observe",result="observed"} 6"#,
+        r#"natprobe_requests_total{request="dial_back_other_port",result="refused"} 2"#,
+        r#"natprobe_requests_total{request="dial_back_other_address",result="unavailable"} 2"#,
+        r#"natprobe_detections_total{result="detected"} 2"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
 }
 
 #[tokio::test]

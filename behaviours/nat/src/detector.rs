@@ -36,7 +36,8 @@ pub struct DetectorConfig {
     /// among them there must be one on the first's IP with another port, and one on
     /// another IP ([`classify`]).
     pub observers: Vec<Observer>,
-    /// Time for one dial, request and response (default 10 s).
+    /// Time for one dial, request and response (default 10 s); a whole round ends after
+    /// `(observers + 2) ×` this.
     pub request_timeout: Duration,
     /// Wait before a failed detection is tried again (default 60 s).
     pub retry_after: Duration,
@@ -92,6 +93,8 @@ struct Round {
     refused: bool,
     other_port: Option<bool>,
     other_address: Option<bool>,
+    /// Past it the round ends with what it has (a dial the swarm never reports on).
+    deadline: Instant,
 }
 
 /// The detector behaviour.
@@ -181,8 +184,8 @@ impl NatDetector {
             refused: false,
             other_port: None,
             other_address: None,
+            deadline: now + self.config.request_timeout * (self.config.observers.len() as u32 + 2),
         });
-        let _ = now;
         self.ask_next();
     }
 
@@ -439,12 +442,22 @@ impl NetworkBehaviour for NatDetector {
                 self.on_answer(key, answer);
                 continue;
             }
-            if self.round.is_none() {
-                let due = self.due.map(tokio::time::Instant::from_std);
-                if self.timer.poll_at(due, cx).is_ready() {
+            let at = match &self.round {
+                Some(round) => Some(round.deadline),
+                None => self.due,
+            };
+            if self
+                .timer
+                .poll_at(at.map(tokio::time::Instant::from_std), cx)
+                .is_ready()
+            {
+                if self.round.is_some() {
+                    tracing::debug!("natprobe: round deadline, classifying what was gathered");
+                    self.finish();
+                } else {
                     self.start_round(Instant::now());
-                    continue;
                 }
+                continue;
             }
             return Poll::Pending;
         }

@@ -230,3 +230,31 @@ async fn stale_profile_is_served_while_a_background_refresh_runs() {
     assert!(served.len() >= 3, "the refresh asked the server again");
     assert_eq!(c.behaviour().nat_profile(), Some(profile));
 }
+
+#[tokio::test]
+async fn a_silent_observer_ends_the_round_at_its_deadline() {
+    let (mut s, mut observers) = server(NatProbeServer::default()).await;
+    // Observer 1 is a UDP socket that never answers: its dial hangs until the round's
+    // deadline, (3 observers + 2) × request_timeout.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    observers[1].addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        .parse()
+        .unwrap();
+    let config = DetectorConfig {
+        observers,
+        request_timeout: Duration::from_millis(200),
+        ..DetectorConfig::default()
+    };
+    let mut c = Swarm::new(quic(), NatDetector::new(config), SwarmConfig::default());
+    listen(&mut c, "127.0.0.1").await;
+    let started = std::time::Instant::now();
+    let (event, _) = detect(&mut s, &mut c).await;
+    assert_eq!(
+        event,
+        DetectorEvent::Failed(meshwire_nat::ClassifyError::NotEnoughMappings)
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

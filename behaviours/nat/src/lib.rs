@@ -4,10 +4,19 @@
 //! (endpoint-independent, address-dependent, address-and-port-dependent) — classified by
 //! [`classify`] from what observers report (RFC 5780's tests).
 //!
-//! This crate is the sans-IO classifier. The probe protocol that gathers the observations
-//! over QUIC (`/meshwire/natprobe/1.0.0`), AutoNAT v2 and the per-network cache are not built
-//! yet (`docs/holepunch.md`); the NAT lab (`interop-tests/tests/natlab.rs`) feeds the
-//! classifier plain UDP observations of its five NATs.
+//! The parts:
+//! - [`classify`]: the sans-IO classifier.
+//! - [`wire`]: the `/meshwire/natprobe/1.0.0` messages (observe, dial-back) and their codec.
+//! - [`NatProbeServer`] (feature `swarm`, default): reports the observed address of a
+//!   requesting connection and dials the requester back over QUIC from its other sockets
+//!   (another port, another IP), rate-limited.
+//! - [`NatDetector`] (feature `swarm`): asks several servers, classifies, emits
+//!   [`DetectorEvent::Detected`] and serves [`NatDetector::nat_profile`] from a
+//!   per-network [`NatCache`] (stale-while-revalidate; a change of listen addresses is a
+//!   new network).
+//!
+//! The protocol, its limits and why dial-backs are QUIC handshakes: `docs/natprobe.md`.
+//! AutoNAT v2 is not built (`docs/holepunch.md`).
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -32,11 +41,26 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cache;
 mod classify;
+#[cfg(feature = "swarm")]
+pub mod detector;
+#[cfg(feature = "swarm")]
+mod metrics;
+#[cfg(feature = "swarm")]
+pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
+pub use cache::{CacheConfig, Lookup, NatCache, NetworkKey};
 pub use classify::{
     classify, ClassifyError, Filtering, Mapping, MappingObservation, NatProfile, Observations,
     PortAllocation, MAX_SEQUENTIAL_DELTA,
 };
+#[cfg(feature = "swarm")]
+pub use detector::{DetectorConfig, DetectorEvent, NatDetector, Observer};
+#[cfg(feature = "swarm")]
+pub use metrics::NatProbeMetrics;
+#[cfg(feature = "swarm")]
+pub use server::{NatProbeServer, ServeError, ServerConfig, ServerEvent, PROTOCOL};

@@ -7,6 +7,7 @@
 //!   peer exchange, flood publishing, the seen and message caches, the validation hook,
 //!   bounded per-peer queues with control before data, and peer scoring v1.1
 //!   ([`engine::score`]).
+//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)
@@ -83,6 +84,7 @@
 pub mod behaviour;
 pub mod engine;
 mod rng;
+pub mod topic;
 pub mod wire;
 
 #[cfg(feature = "swarm")]

@@ -62,6 +62,7 @@ mod queue;
 pub mod score;
 #[cfg(test)]
 mod tests;
+mod wildcard;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -77,6 +78,7 @@ pub use queue::QueueStats;
 pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
 use crate::rng::Rng;
+use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
 use cache::{MessageCache, SeenCache};
 use queue::PeerQueue;
@@ -95,6 +97,8 @@ struct PeerState {
     kind: PeerKind,
     outbound: bool,
     topics: BTreeSet<TopicHash>,
+    /// Its wildcard subscriptions (at most `max_patterns_per_peer`), parsed.
+    patterns: Vec<(TopicHash, Realm, Pattern)>,
     queue: PeerQueue,
     /// IHAVE messages taken this heartbeat.
     ihave_received: usize,
@@ -113,6 +117,8 @@ pub struct GossipsubEngine {
     peers: HashMap<PeerId, PeerState>,
     topic_peers: HashMap<TopicHash, BTreeSet<PeerId>>,
     subscriptions: BTreeSet<TopicHash>,
+    /// Our wildcard subscriptions, parsed.
+    local_patterns: Vec<(TopicHash, Realm, Pattern)>,
     mesh: HashMap<TopicHash, BTreeSet<PeerId>>,
     fanout: HashMap<TopicHash, BTreeSet<PeerId>>,
     fanout_last_pub: HashMap<TopicHash, Instant>,
@@ -151,6 +157,7 @@ impl GossipsubEngine {
             peers: HashMap::new(),
             topic_peers: HashMap::new(),
             subscriptions: BTreeSet::new(),
+            local_patterns: Vec::new(),
             mesh: HashMap::new(),
             fanout: HashMap::new(),
             fanout_last_pub: HashMap::new(),
@@ -210,6 +217,7 @@ impl GossipsubEngine {
                 kind,
                 outbound,
                 topics: BTreeSet::new(),
+                patterns: Vec::new(),
                 queue: PeerQueue::new(
                     self.config.max_queued_control,
                     self.config.max_queued_messages,
@@ -365,6 +373,7 @@ impl GossipsubEngine {
         if !self.subscriptions.insert(topic.clone()) {
             return false;
         }
+        self.add_local_pattern(&topic);
         self.announce(&topic, true);
         // Join: the fanout peers first, then other topic peers, up to D.
         let mut mesh: BTreeSet<PeerId> = BTreeSet::new();
@@ -407,6 +416,7 @@ impl GossipsubEngine {
         if !self.subscriptions.remove(topic) {
             return false;
         }
+        self.local_patterns.retain(|(t, _, _)| t != topic);
         self.announce(topic, false);
         let mesh = self.mesh.remove(topic).unwrap_or_default();
         let backoff = self.config.unsubscribe_backoff;
@@ -449,7 +459,7 @@ impl GossipsubEngine {
             return Err(PublishError::Duplicate);
         }
         let publish_threshold = self.config.score_thresholds.publish_threshold;
-        let recipients: Vec<PeerId> = if self.config.flood_publish {
+        let mut recipients: Vec<PeerId> = if self.config.flood_publish {
             self.topic_candidates(&topic, |p| self.score_of(p) >= publish_threshold)
         } else if let Some(mesh) = self.mesh.get(&topic) {
             mesh.iter().copied().collect()
@@ -467,6 +477,12 @@ impl GossipsubEngine {
         };
         if !self.subscriptions.contains(&topic) && !self.config.flood_publish {
             self.fanout_last_pub.insert(topic.clone(), now);
+        }
+        // Wildcard subscribers whose patterns match, whether or not they are topic peers.
+        for peer in self.pattern_peers(&topic, |p| self.score_of(p) >= publish_threshold) {
+            if !recipients.contains(&peer) {
+                recipients.push(peer);
+            }
         }
         if recipients.is_empty() {
             return Err(PublishError::NoPeersSubscribedToTopic);
@@ -719,11 +735,17 @@ impl GossipsubEngine {
             .from
             .as_deref()
             .and_then(|b| PeerId::from_bytes(b).ok());
-        let targets: Vec<PeerId> = self
+        let mut targets: Vec<PeerId> = self
             .mesh_peers(&topic)
             .filter(|p| Some(**p) != from && Some(**p) != author)
             .copied()
             .collect();
+        // And to the peers whose wildcard patterns match (see `wildcard.rs`).
+        for peer in self.pattern_peers(&topic, |p| Some(*p) != from && Some(*p) != author) {
+            if !targets.contains(&peer) {
+                targets.push(peer);
+            }
+        }
         for peer in targets {
             self.push_data(peer, message.clone());
         }

@@ -11,6 +11,7 @@ use crate::wire::WireError;
 
 mod lossy;
 mod scoring;
+mod wildcard;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};
 
 const TOPIC: &str = "t";

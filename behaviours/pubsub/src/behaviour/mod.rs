@@ -44,6 +44,7 @@ use crate::engine::{
     Acceptance, ConfigError, GossipsubEngine, GossipsubEvent, MessageId, PeerKind, PublishError,
     TopicHash,
 };
+use crate::metrics::GossipsubMetrics;
 use crate::topic::{wire_pattern, wire_topic, Pattern, Realm, TopicName};
 use crate::wire::{self, WireError};
 
@@ -127,6 +128,11 @@ impl Behaviour {
     /// The engine (mesh, fanout and topic peers, counters).
     pub fn engine(&self) -> &GossipsubEngine {
         &self.engine
+    }
+
+    /// Counts into `metrics` from now on ([`GossipsubMetrics::register`]).
+    pub fn set_metrics(&mut self, metrics: GossipsubMetrics) {
+        self.engine.set_metrics(metrics);
     }
 
     fn wake(&mut self) {

@@ -105,6 +105,9 @@ impl GossipsubEngine {
                 if let Some(score) = &mut self.score {
                     score.reject_invalid_message(&peer, &topic);
                 }
+                if let Some(m) = &self.metrics {
+                    m.invalid(&topic);
+                }
                 self.penalize(peer, InvalidReason::Message(e));
                 return;
             }
@@ -124,6 +127,9 @@ impl GossipsubEngine {
             if let Some(score) = &mut self.score {
                 score.duplicated_message(now, &peer, &id, &topic);
             }
+            if let Some(m) = &self.metrics {
+                m.duplicate(&topic);
+            }
             return;
         }
         self.promises.delivered(&id);
@@ -141,6 +147,9 @@ impl GossipsubEngine {
         }
         if validated {
             self.forward(&message, Some(peer));
+        }
+        if let Some(m) = &self.metrics {
+            m.delivered(&topic);
         }
         self.events.push_back(GossipsubEvent::Message {
             propagation_source: peer,

@@ -77,6 +77,7 @@ pub use event::{
 pub use queue::QueueStats;
 pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
+use crate::metrics::GossipsubMetrics;
 use crate::rng::Rng;
 use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
@@ -134,6 +135,7 @@ pub struct GossipsubEngine {
     heartbeat_ticks: u64,
     score: Option<PeerScore>,
     promises: GossipPromises,
+    metrics: Option<GossipsubMetrics>,
 }
 
 impl GossipsubEngine {
@@ -178,6 +180,7 @@ impl GossipsubEngine {
                 .clone()
                 .map(|p| PeerScore::new(p, config.max_seen_messages)),
             promises: GossipPromises::default(),
+            metrics: None,
             config,
         })
     }
@@ -185,6 +188,16 @@ impl GossipsubEngine {
     /// The configuration.
     pub fn config(&self) -> &GossipsubConfig {
         &self.config
+    }
+
+    /// Counts into `metrics` from now on ([`GossipsubMetrics`]).
+    pub fn set_metrics(&mut self, metrics: GossipsubMetrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// The metrics set with [`Self::set_metrics`].
+    pub fn metrics(&self) -> Option<&GossipsubMetrics> {
+        self.metrics.as_ref()
     }
 
     /// Our peer id (the author of our messages).
@@ -501,6 +514,9 @@ impl GossipsubEngine {
         if queued == 0 {
             return Err(PublishError::AllQueuesFull);
         }
+        if let Some(m) = &self.metrics {
+            m.published(&topic);
+        }
         Ok(id)
     }
 
@@ -535,6 +551,9 @@ impl GossipsubEngine {
                     score.reject_message(now, propagation_source, id, &topic, ignore);
                 }
                 if !ignore {
+                    if let Some(m) = &self.metrics {
+                        m.invalid(&topic);
+                    }
                     self.penalize(*propagation_source, InvalidReason::Rejected);
                 }
             }
@@ -594,6 +613,7 @@ impl GossipsubEngine {
         self.start(now);
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             self.heartbeat(now);
+            self.record_heartbeat_metrics();
             self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         }
     }
@@ -601,6 +621,20 @@ impl GossipsubEngine {
     // ---- Internals shared by the submodules ----
 
     /// A peer's score, 0 when scoring is off.
+    fn record_heartbeat_metrics(&self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        for topic in &self.subscriptions {
+            m.mesh_size(topic, self.mesh.get(topic).map_or(0, BTreeSet::len));
+        }
+        if self.score.is_some() {
+            for peer in self.peers.keys() {
+                m.score(self.score_of(peer));
+            }
+        }
+    }
+
     fn score_of(&self, peer: &PeerId) -> f64 {
         self.score.as_ref().map_or(0.0, |s| s.score(peer))
     }

@@ -10,6 +10,7 @@ use super::*;
 use crate::wire::WireError;
 
 mod lossy;
+mod metrics;
 mod scoring;
 mod wildcard;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};

@@ -111,6 +111,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:<8} joined {room}", names[*i]);
     }
 
+    // Wait until alice and bob know each other in the lobby, so both see every lobby line.
+    let lobby = meshwire::pubsub::topic::wire_topic(&realm, &rooms[0].1);
+    for (i, _) in &rooms[..2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = lobby.clone();
+            let known = nodes[*i]
+                .0
+                .with_behaviour(move |b| b.engine().topic_peers(&t).count())
+                .await?;
+            if known > 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // Each chatter sends its lines, retrying while its room has nobody to send to yet.
     let mut sent = 0;
     for line in 1..=args.lines {
@@ -135,13 +152,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Print what arrives until the watcher has every line (or 10 s pass).
+    // Print what arrives until the watcher has every line and alice and bob each other's
+    // (or 10 s pass).
     let mut watched = HashSet::new();
+    let mut chatted = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while watched.len() < sent {
+    while watched.len() < sent || chatted < 2 * args.lines {
         match tokio::time::timeout_at(deadline, seen.recv()).await {
             Ok(Some((who, room, text))) => {
                 println!("{who:<8} [{room}] {text}");
+                if who != "watcher" {
+                    chatted += 1;
+                }
                 if who == "watcher" && !watched.insert((room, text)) {
                     return Err("the watcher saw a message twice".into());
                 }

@@ -9,6 +9,9 @@
 //!   credit.
 //! - `gossipsub_v1_0_*`: a rust-libp2p node speaking `/meshsub/1.0.0` only, with two
 //!   meshwire nodes: messages flow every way and meshwire knows the peer as v1.0.
+//! - `gossipsub_wildcard_*`: realm-scoped topics (`<realm>/<topic>`) are plain topics to
+//!   rust-libp2p: its messages reach a meshwire `sensors.#` pattern subscriber through a
+//!   meshwire exact subscriber, once, and the pattern subscriber's own messages reach it.
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
@@ -104,13 +107,20 @@ impl Node {
     }
 
     async fn subscribe(&self) {
+        self.subscribe_to(TOPIC).await;
+    }
+
+    async fn subscribe_to(&self, topic: &'static str) {
         match self {
             Node::Mw { handle, .. } => {
-                assert!(handle.with_behaviour(|b| b.subscribe(TOPIC)).await.unwrap());
+                assert!(handle
+                    .with_behaviour(move |b| b.subscribe(topic))
+                    .await
+                    .unwrap());
             }
             Node::Lp { commands, .. } => {
-                let subscribed = Self::lp_call(commands, |s| {
-                    s.behaviour_mut().subscribe(&lp_gs::IdentTopic::new(TOPIC))
+                let subscribed = Self::lp_call(commands, move |s| {
+                    s.behaviour_mut().subscribe(&lp_gs::IdentTopic::new(topic))
                 })
                 .await;
                 assert!(matches!(subscribed, Ok(true)));
@@ -120,17 +130,22 @@ impl Node {
 
     /// Publishes `data`, retrying while no peer is known to subscribe; the message id.
     async fn publish(&self, data: Vec<u8>) -> Vec<u8> {
+        self.publish_on(TOPIC, data).await
+    }
+
+    /// [`Self::publish`] on `topic`.
+    async fn publish_on(&self, topic: &'static str, data: Vec<u8>) -> Vec<u8> {
         for _ in 0..200 {
             let d = data.clone();
             let id = match self {
                 Node::Mw { handle, .. } => handle
-                    .with_behaviour(move |b| b.publish(TOPIC, d))
+                    .with_behaviour(move |b| b.publish(topic, d))
                     .await
                     .unwrap()
                     .map(|id| id.0)
                     .ok(),
                 Node::Lp { commands, .. } => Self::lp_call(commands, move |s| {
-                    s.behaviour_mut().publish(lp_gs::IdentTopic::new(TOPIC), d)
+                    s.behaviour_mut().publish(lp_gs::IdentTopic::new(topic), d)
                 })
                 .await
                 .map(|id| id.0)
@@ -405,4 +420,41 @@ async fn gossipsub_v1_0_libp2p_peer_joins_the_mesh() {
             assert_eq!(kind, Some(PeerKind::Gossipsub1_0));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_wildcard_subscriber_gets_libp2p_messages_through_meshwire() {
+    const KITCHEN: &str = "org.example.interop/sensors.kitchen.temp";
+    const GARAGE: &str = "org.example.interop/sensors.garage.temp";
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lp = libp2p_node(true, tx.clone()).await;
+    let exact = meshwire_node(true, tx.clone()).await;
+    let pattern = meshwire_node(true, tx.clone()).await;
+    lp.dial(&exact).await;
+    lp.dial(&pattern).await;
+    exact.dial(&pattern).await;
+    lp.subscribe_to(GARAGE).await;
+    exact.subscribe_to(KITCHEN).await;
+    pattern.subscribe_to("org.example.interop/sensors.#").await;
+    tokio::time::sleep(HEARTBEAT * 6).await;
+    // rust-libp2p publishes on a topic only the exact subscriber is in; the pattern
+    // subscriber gets it from the exact one. The pattern subscriber publishes on the garage
+    // topic rust-libp2p is in.
+    lp.publish_on(KITCHEN, b"21.5".to_vec()).await;
+    pattern.publish_on(GARAGE, b"12.0".to_vec()).await;
+    let mut got: Vec<(PeerId, Vec<u8>, PeerId)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + HEARTBEAT * 15;
+    while let Ok(Some((receiver, (data, source, _)))) =
+        tokio::time::timeout_at(deadline, rx.recv()).await
+    {
+        got.push((receiver, data, source));
+    }
+    got.sort();
+    let mut expected = vec![
+        (exact.peer(), b"21.5".to_vec(), lp.peer()),
+        (pattern.peer(), b"21.5".to_vec(), lp.peer()),
+        (lp.peer(), b"12.0".to_vec(), pattern.peer()),
+    ];
+    expected.sort();
+    assert_eq!(got, expected, "each message once at each subscriber");
 }

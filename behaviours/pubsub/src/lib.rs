@@ -7,6 +7,8 @@
 //!   peer exchange, flood publishing, the seen and message caches, the validation hook,
 //!   bounded per-peer queues with control before data, and peer scoring v1.1
 //!   ([`engine::score`]).
+//! - [`metrics`]: Prometheus metrics ([`GossipsubMetrics`]), topic labels bounded.
+//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)
@@ -82,7 +84,9 @@
 #[cfg(feature = "swarm")]
 pub mod behaviour;
 pub mod engine;
+pub mod metrics;
 mod rng;
+pub mod topic;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
@@ -92,3 +96,4 @@ pub use engine::{
     MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds, PublishError,
     TopicHash, TopicScoreParams,
 };
+pub use metrics::GossipsubMetrics;

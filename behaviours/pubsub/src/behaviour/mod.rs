@@ -44,6 +44,8 @@ use crate::engine::{
     Acceptance, ConfigError, GossipsubEngine, GossipsubEvent, MessageId, PeerKind, PublishError,
     TopicHash,
 };
+use crate::metrics::GossipsubMetrics;
+use crate::topic::{wire_pattern, wire_topic, Pattern, Realm, TopicName};
 use crate::wire::{self, WireError};
 
 /// Gossipsub v1.1's protocol id.
@@ -128,6 +130,11 @@ impl Behaviour {
         &self.engine
     }
 
+    /// Counts into `metrics` from now on ([`GossipsubMetrics::register`]).
+    pub fn set_metrics(&mut self, metrics: GossipsubMetrics) {
+        self.engine.set_metrics(metrics);
+    }
+
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -146,6 +153,33 @@ impl Behaviour {
         let done = self.engine.unsubscribe(Instant::now(), &topic.into());
         self.wake();
         done
+    }
+
+    /// Subscribes to every topic of `realm` matching `pattern` (`sensors.#`,
+    /// `sensors.*.temp`), including topics first used later: a subscription to the wire topic
+    /// [`wire_pattern`] (see `docs/pubsub.md`, "Wildcards"). `false` if already subscribed.
+    pub fn subscribe_pattern(&mut self, realm: &Realm, pattern: &Pattern) -> bool {
+        self.subscribe(wire_pattern(realm, pattern))
+    }
+
+    /// Subscribes to `topic` in `realm` (the wire topic `<realm>/<topic>`, [`wire_topic`]).
+    pub fn subscribe_topic(&mut self, realm: &Realm, topic: &TopicName) -> bool {
+        self.subscribe(wire_topic(realm, topic))
+    }
+
+    /// Publishes `data` on `topic` in `realm`: to the topic's subscribers and to the
+    /// neighbours whose patterns match.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`].
+    pub fn publish_topic(
+        &mut self,
+        realm: &Realm,
+        topic: &TopicName,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, PublishError> {
+        self.publish(wire_topic(realm, topic), data)
     }
 
     /// Signs and publishes `data` on `topic`.

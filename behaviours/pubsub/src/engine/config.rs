@@ -83,6 +83,10 @@ pub struct GossipsubConfig {
     pub max_messages_per_rpc: usize,
     /// The most topics one peer is recorded as subscribed to. Default 1,000.
     pub max_topics_per_peer: usize,
+    /// The most wildcard patterns (`<realm>/sensors.#`) recorded per peer: each message we
+    /// publish or forward is matched against every recorded pattern of every peer, so this
+    /// bounds that cost; a peer's further patterns are treated as plain topics. Default 32.
+    pub max_patterns_per_peer: usize,
     /// The message id function; `None` is rust-libp2p's default (author + sequence number).
     pub message_id_fn: Option<MessageIdFn>,
     /// Peer scoring v1.1: `None` (the default, as rust-libp2p) scores every peer 0.
@@ -137,6 +141,7 @@ impl Default for GossipsubConfig {
             max_queued_messages: 1024,
             max_messages_per_rpc: 5000,
             max_topics_per_peer: 1000,
+            max_patterns_per_peer: 32,
             message_id_fn: None,
             score_params: None,
             score_thresholds: PeerScoreThresholds::default(),
@@ -220,6 +225,7 @@ impl GossipsubConfig {
             self.max_queued_messages,
             self.max_messages_per_rpc,
             self.max_topics_per_peer,
+            self.max_patterns_per_peer,
         ];
         if bounds.contains(&0) || self.opportunistic_graft_ticks == 0 {
             return Err(ConfigError::Bounds);

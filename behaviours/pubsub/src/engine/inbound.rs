@@ -63,6 +63,7 @@ impl GossipsubEngine {
                 return;
             }
             state.topics.insert(topic.clone());
+            self.add_peer_pattern(peer, &topic);
             self.topic_peers
                 .entry(topic.clone())
                 .or_default()
@@ -73,6 +74,7 @@ impl GossipsubEngine {
             if !state.topics.remove(&topic) {
                 return;
             }
+            state.patterns.retain(|(t, _, _)| *t != topic);
             if let Some(set) = self.topic_peers.get_mut(&topic) {
                 set.remove(&peer);
                 if set.is_empty() {
@@ -91,10 +93,10 @@ impl GossipsubEngine {
     }
 
     fn handle_message(&mut self, now: Instant, peer: PeerId, message: Message) {
-        // Messages on topics we are not in are neither delivered nor forwarded (as
-        // rust-libp2p), and cost the sender nothing.
+        // Messages on topics we are not in (nor match with a pattern) are neither delivered
+        // nor forwarded (as rust-libp2p), and cost the sender nothing.
         let topic = TopicHash::from(message.topic.clone());
-        if !self.subscriptions.contains(&topic) {
+        if !self.wants(&topic) {
             return;
         }
         let verified = match sign::verify(&message) {
@@ -102,6 +104,9 @@ impl GossipsubEngine {
             Err(e) => {
                 if let Some(score) = &mut self.score {
                     score.reject_invalid_message(&peer, &topic);
+                }
+                if let Some(m) = &self.metrics {
+                    m.invalid(&topic);
                 }
                 self.penalize(peer, InvalidReason::Message(e));
                 return;
@@ -122,6 +127,9 @@ impl GossipsubEngine {
             if let Some(score) = &mut self.score {
                 score.duplicated_message(now, &peer, &id, &topic);
             }
+            if let Some(m) = &self.metrics {
+                m.duplicate(&topic);
+            }
             return;
         }
         self.promises.delivered(&id);
@@ -139,6 +147,9 @@ impl GossipsubEngine {
         }
         if validated {
             self.forward(&message, Some(peer));
+        }
+        if let Some(m) = &self.metrics {
+            m.delivered(&topic);
         }
         self.events.push_back(GossipsubEvent::Message {
             propagation_source: peer,

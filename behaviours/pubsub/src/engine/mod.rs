@@ -62,6 +62,7 @@ mod queue;
 pub mod score;
 #[cfg(test)]
 mod tests;
+mod wildcard;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -76,7 +77,9 @@ pub use event::{
 pub use queue::QueueStats;
 pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
+use crate::metrics::GossipsubMetrics;
 use crate::rng::Rng;
+use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
 use cache::{MessageCache, SeenCache};
 use queue::PeerQueue;
@@ -95,6 +98,8 @@ struct PeerState {
     kind: PeerKind,
     outbound: bool,
     topics: BTreeSet<TopicHash>,
+    /// Its wildcard subscriptions (at most `max_patterns_per_peer`), parsed.
+    patterns: Vec<(TopicHash, Realm, Pattern)>,
     queue: PeerQueue,
     /// IHAVE messages taken this heartbeat.
     ihave_received: usize,
@@ -113,6 +118,8 @@ pub struct GossipsubEngine {
     peers: HashMap<PeerId, PeerState>,
     topic_peers: HashMap<TopicHash, BTreeSet<PeerId>>,
     subscriptions: BTreeSet<TopicHash>,
+    /// Our wildcard subscriptions, parsed.
+    local_patterns: Vec<(TopicHash, Realm, Pattern)>,
     mesh: HashMap<TopicHash, BTreeSet<PeerId>>,
     fanout: HashMap<TopicHash, BTreeSet<PeerId>>,
     fanout_last_pub: HashMap<TopicHash, Instant>,
@@ -128,6 +135,7 @@ pub struct GossipsubEngine {
     heartbeat_ticks: u64,
     score: Option<PeerScore>,
     promises: GossipPromises,
+    metrics: Option<GossipsubMetrics>,
 }
 
 impl GossipsubEngine {
@@ -151,6 +159,7 @@ impl GossipsubEngine {
             peers: HashMap::new(),
             topic_peers: HashMap::new(),
             subscriptions: BTreeSet::new(),
+            local_patterns: Vec::new(),
             mesh: HashMap::new(),
             fanout: HashMap::new(),
             fanout_last_pub: HashMap::new(),
@@ -171,6 +180,7 @@ impl GossipsubEngine {
                 .clone()
                 .map(|p| PeerScore::new(p, config.max_seen_messages)),
             promises: GossipPromises::default(),
+            metrics: None,
             config,
         })
     }
@@ -178,6 +188,16 @@ impl GossipsubEngine {
     /// The configuration.
     pub fn config(&self) -> &GossipsubConfig {
         &self.config
+    }
+
+    /// Counts into `metrics` from now on ([`GossipsubMetrics`]).
+    pub fn set_metrics(&mut self, metrics: GossipsubMetrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// The metrics set with [`Self::set_metrics`].
+    pub fn metrics(&self) -> Option<&GossipsubMetrics> {
+        self.metrics.as_ref()
     }
 
     /// Our peer id (the author of our messages).
@@ -210,6 +230,7 @@ impl GossipsubEngine {
                 kind,
                 outbound,
                 topics: BTreeSet::new(),
+                patterns: Vec::new(),
                 queue: PeerQueue::new(
                     self.config.max_queued_control,
                     self.config.max_queued_messages,
@@ -365,6 +386,7 @@ impl GossipsubEngine {
         if !self.subscriptions.insert(topic.clone()) {
             return false;
         }
+        self.add_local_pattern(&topic);
         self.announce(&topic, true);
         // Join: the fanout peers first, then other topic peers, up to D.
         let mut mesh: BTreeSet<PeerId> = BTreeSet::new();
@@ -407,6 +429,7 @@ impl GossipsubEngine {
         if !self.subscriptions.remove(topic) {
             return false;
         }
+        self.local_patterns.retain(|(t, _, _)| t != topic);
         self.announce(topic, false);
         let mesh = self.mesh.remove(topic).unwrap_or_default();
         let backoff = self.config.unsubscribe_backoff;
@@ -449,7 +472,7 @@ impl GossipsubEngine {
             return Err(PublishError::Duplicate);
         }
         let publish_threshold = self.config.score_thresholds.publish_threshold;
-        let recipients: Vec<PeerId> = if self.config.flood_publish {
+        let mut recipients: Vec<PeerId> = if self.config.flood_publish {
             self.topic_candidates(&topic, |p| self.score_of(p) >= publish_threshold)
         } else if let Some(mesh) = self.mesh.get(&topic) {
             mesh.iter().copied().collect()
@@ -468,6 +491,12 @@ impl GossipsubEngine {
         if !self.subscriptions.contains(&topic) && !self.config.flood_publish {
             self.fanout_last_pub.insert(topic.clone(), now);
         }
+        // Wildcard subscribers whose patterns match, whether or not they are topic peers.
+        for peer in self.pattern_peers(&topic, |p| self.score_of(p) >= publish_threshold) {
+            if !recipients.contains(&peer) {
+                recipients.push(peer);
+            }
+        }
         if recipients.is_empty() {
             return Err(PublishError::NoPeersSubscribedToTopic);
         }
@@ -484,6 +513,9 @@ impl GossipsubEngine {
         }
         if queued == 0 {
             return Err(PublishError::AllQueuesFull);
+        }
+        if let Some(m) = &self.metrics {
+            m.published(&topic);
         }
         Ok(id)
     }
@@ -519,6 +551,9 @@ impl GossipsubEngine {
                     score.reject_message(now, propagation_source, id, &topic, ignore);
                 }
                 if !ignore {
+                    if let Some(m) = &self.metrics {
+                        m.invalid(&topic);
+                    }
                     self.penalize(*propagation_source, InvalidReason::Rejected);
                 }
             }
@@ -578,6 +613,7 @@ impl GossipsubEngine {
         self.start(now);
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             self.heartbeat(now);
+            self.record_heartbeat_metrics();
             self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         }
     }
@@ -585,6 +621,20 @@ impl GossipsubEngine {
     // ---- Internals shared by the submodules ----
 
     /// A peer's score, 0 when scoring is off.
+    fn record_heartbeat_metrics(&self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        for topic in &self.subscriptions {
+            m.mesh_size(topic, self.mesh.get(topic).map_or(0, BTreeSet::len));
+        }
+        if self.score.is_some() {
+            for peer in self.peers.keys() {
+                m.score(self.score_of(peer));
+            }
+        }
+    }
+
     fn score_of(&self, peer: &PeerId) -> f64 {
         self.score.as_ref().map_or(0.0, |s| s.score(peer))
     }
@@ -719,11 +769,17 @@ impl GossipsubEngine {
             .from
             .as_deref()
             .and_then(|b| PeerId::from_bytes(b).ok());
-        let targets: Vec<PeerId> = self
+        let mut targets: Vec<PeerId> = self
             .mesh_peers(&topic)
             .filter(|p| Some(**p) != from && Some(**p) != author)
             .copied()
             .collect();
+        // And to the peers whose wildcard patterns match (see `wildcard.rs`).
+        for peer in self.pattern_peers(&topic, |p| Some(*p) != from && Some(*p) != author) {
+            if !targets.contains(&peer) {
+                targets.push(peer);
+            }
+        }
         for peer in targets {
             self.push_data(peer, message.clone());
         }

@@ -10,7 +10,9 @@ use super::*;
 use crate::wire::WireError;
 
 mod lossy;
+mod metrics;
 mod scoring;
+mod wildcard;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};
 
 const TOPIC: &str = "t";

@@ -1,0 +1,87 @@
+//! Wildcard subscriptions on the wire.
+//!
+//! A wildcard subscription is a plain gossipsub subscription to the topic
+//! `<realm>/<pattern>` (`org.example.home/sensors.#`, [`crate::topic::wire_pattern`]),
+//! announced in SUBSCRIBE like any other: plain gossipsub peers keep it as a topic they do
+//! not share and are otherwise unaffected. A meshwire engine that learns a peer's pattern
+//! (at most [`GossipsubConfig::max_patterns_per_peer`](super::GossipsubConfig::max_patterns_per_peer) per peer) also sends that peer every
+//! message it publishes or forwards on a matching `<realm>/<topic>` of the same realm, next
+//! to the topic's own recipients; and it takes (delivers, forwards) messages on any topic one
+//! of its own patterns matches. The seen cache delivers each message once, however many
+//! patterns match or neighbours send it.
+//!
+//! So a pattern subscriber gets every message on a matching topic that reaches any of its
+//! meshwire neighbours (the publisher, the topic's mesh members, other pattern subscribers),
+//! with no per-topic configuration and for topics first used after it subscribed. The cost:
+//! matching each outgoing message against the neighbours' patterns (peers × patterns), and up
+//! to one copy per neighbour that sees the message (no mesh bounds the copies it is sent).
+
+use meshwire_core::PeerId;
+
+use super::{GossipsubEngine, TopicHash};
+use crate::topic::{parse_wire_topic, WireTopic};
+
+impl GossipsubEngine {
+    /// Records `topic` as one of our patterns if it is one.
+    pub(super) fn add_local_pattern(&mut self, topic: &TopicHash) {
+        if let Some(WireTopic::Pattern(realm, pattern)) = parse_wire_topic(topic.as_str()) {
+            self.local_patterns.push((topic.clone(), realm, pattern));
+        }
+    }
+
+    /// Records `topic` as one of `peer`'s patterns if it is one and the peer has room.
+    pub(super) fn add_peer_pattern(&mut self, peer: PeerId, topic: &TopicHash) {
+        let max = self.config.max_patterns_per_peer;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.patterns.len() >= max {
+            return;
+        }
+        if let Some(WireTopic::Pattern(realm, pattern)) = parse_wire_topic(topic.as_str()) {
+            state.patterns.push((topic.clone(), realm, pattern));
+        }
+    }
+
+    /// Whether we take messages on `topic`: subscribed to it, or one of our patterns matches.
+    pub(super) fn wants(&self, topic: &TopicHash) -> bool {
+        if self.subscriptions.contains(topic) {
+            return true;
+        }
+        if self.local_patterns.is_empty() {
+            return false;
+        }
+        match parse_wire_topic(topic.as_str()) {
+            Some(WireTopic::Topic(realm, name)) => self
+                .local_patterns
+                .iter()
+                .any(|(_, r, p)| *r == realm && p.matches(&name)),
+            _ => false,
+        }
+    }
+
+    /// The peers (kept by `keep`) with a pattern matching `topic`, in peer id order.
+    pub(super) fn pattern_peers(
+        &self,
+        topic: &TopicHash,
+        keep: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        let Some(WireTopic::Topic(realm, name)) = parse_wire_topic(topic.as_str()) else {
+            return Vec::new();
+        };
+        let mut peers: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(peer, state)| {
+                state
+                    .patterns
+                    .iter()
+                    .any(|(_, r, p)| *r == realm && p.matches(&name))
+                    && keep(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        peers.sort();
+        peers
+    }
+}

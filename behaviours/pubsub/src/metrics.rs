@@ -1,0 +1,160 @@
+//! Prometheus metrics of gossipsub ([`GossipsubMetrics`]).
+//!
+//! Topic labels are bounded: the first [`GossipsubMetrics::register`]`(.., max_topics)`
+//! distinct topics seen get their own `topic` label, every later one is counted under
+//! `topic="other"`, so a peer inventing topics cannot grow the label set.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::engine::TopicHash;
+
+/// The label of topics beyond the bound.
+pub const OTHER_TOPIC: &str = "other";
+
+/// The default bound on distinct `topic` labels.
+pub const DEFAULT_MAX_TOPIC_LABELS: usize = 64;
+
+type Labels = Vec<(String, String)>;
+
+/// Gossipsub's metrics, registered under the `pubsub` prefix:
+///
+/// | metric | kind | meaning |
+/// | --- | --- | --- |
+/// | `pubsub_messages_published_total{topic}` | counter | messages this node published |
+/// | `pubsub_messages_delivered_total{topic}` | counter | messages from peers delivered to the application (once each) |
+/// | `pubsub_messages_duplicate_total{topic}` | counter | copies of messages already seen, dropped |
+/// | `pubsub_messages_invalid_total{topic}` | counter | messages with a bad signature or rejected by the application |
+/// | `pubsub_mesh_peers{topic}` | gauge | mesh size of each subscribed topic, at each heartbeat |
+/// | `pubsub_peer_scores` | histogram | every connected peer's score, at each heartbeat (scoring on) |
+///
+/// Clones share the same values and the same topic labels.
+#[derive(Clone, Debug)]
+pub struct GossipsubMetrics {
+    published: Family<Labels, Counter>,
+    delivered: Family<Labels, Counter>,
+    duplicate: Family<Labels, Counter>,
+    invalid: Family<Labels, Counter>,
+    mesh_peers: Family<Labels, Gauge>,
+    scores: Histogram,
+    labelled: Arc<Mutex<HashSet<String>>>,
+    max_topics: usize,
+}
+
+impl GossipsubMetrics {
+    /// Creates the metrics with at most `max_topics` distinct topic labels (besides
+    /// `other`) and registers them in `registry` under the `pubsub` prefix.
+    pub fn register(registry: &mut Registry, max_topics: usize) -> Self {
+        let m = GossipsubMetrics {
+            published: Family::default(),
+            delivered: Family::default(),
+            duplicate: Family::default(),
+            invalid: Family::default(),
+            mesh_peers: Family::default(),
+            // Scores -100 .. 100 in steps of 10 (rust-libp2p's default thresholds lie inside).
+            scores: Histogram::new((-10..=10).map(|i| f64::from(i) * 10.0)),
+            labelled: Arc::new(Mutex::new(HashSet::new())),
+            max_topics,
+        };
+        let sub = registry.sub_registry_with_prefix("pubsub");
+        sub.register(
+            "messages_published",
+            "Messages published by this node",
+            m.published.clone(),
+        );
+        sub.register(
+            "messages_delivered",
+            "Messages delivered to the application",
+            m.delivered.clone(),
+        );
+        sub.register(
+            "messages_duplicate",
+            "Copies of seen messages dropped",
+            m.duplicate.clone(),
+        );
+        sub.register(
+            "messages_invalid",
+            "Messages with a bad signature or rejected",
+            m.invalid.clone(),
+        );
+        sub.register(
+            "mesh_peers",
+            "Mesh size per subscribed topic",
+            m.mesh_peers.clone(),
+        );
+        sub.register("peer_scores", "Scores of connected peers", m.scores.clone());
+        m
+    }
+
+    /// The label for `topic`: its own while fewer than `max_topics` topics have one, else
+    /// [`OTHER_TOPIC`].
+    fn label(&self, topic: &TopicHash) -> Labels {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let value = if labelled.contains(topic.as_str()) {
+            topic.as_str()
+        } else if labelled.len() < self.max_topics {
+            labelled.insert(topic.as_str().to_string());
+            topic.as_str()
+        } else {
+            OTHER_TOPIC
+        };
+        vec![("topic".to_string(), value.to_string())]
+    }
+
+    pub(crate) fn published(&self, topic: &TopicHash) {
+        self.published.get_or_create(&self.label(topic)).inc();
+    }
+
+    pub(crate) fn delivered(&self, topic: &TopicHash) {
+        self.delivered.get_or_create(&self.label(topic)).inc();
+    }
+
+    pub(crate) fn duplicate(&self, topic: &TopicHash) {
+        self.duplicate.get_or_create(&self.label(topic)).inc();
+    }
+
+    pub(crate) fn invalid(&self, topic: &TopicHash) {
+        self.invalid.get_or_create(&self.label(topic)).inc();
+    }
+
+    pub(crate) fn mesh_size(&self, topic: &TopicHash, n: usize) {
+        self.mesh_peers
+            .get_or_create(&self.label(topic))
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn score(&self, score: f64) {
+        self.scores.observe(score);
+    }
+
+    /// The `topic` label value `topic` is counted under.
+    pub fn topic_label(&self, topic: &TopicHash) -> String {
+        self.label(topic).remove(0).1
+    }
+
+    /// Messages published on `topic`'s label so far.
+    pub fn published_count(&self, topic: &TopicHash) -> u64 {
+        self.published.get_or_create(&self.label(topic)).get()
+    }
+
+    /// Messages delivered on `topic`'s label so far.
+    pub fn delivered_count(&self, topic: &TopicHash) -> u64 {
+        self.delivered.get_or_create(&self.label(topic)).get()
+    }
+
+    /// Duplicates dropped on `topic`'s label so far.
+    pub fn duplicate_count(&self, topic: &TopicHash) -> u64 {
+        self.duplicate.get_or_create(&self.label(topic)).get()
+    }
+
+    /// Invalid messages on `topic`'s label so far.
+    pub fn invalid_count(&self, topic: &TopicHash) -> u64 {
+        self.invalid.get_or_create(&self.label(topic)).get()
+    }
+}

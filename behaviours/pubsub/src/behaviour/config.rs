@@ -116,6 +116,7 @@ config! {
         max_transmit_size: usize, with_max_transmit_size;
         max_ihave_length: usize, with_max_ihave_length;
         max_ihave_messages: usize, with_max_ihave_messages;
+        max_message_id_len: usize, with_max_message_id_len;
         gossip_retransmission: u32, with_gossip_retransmission;
         prune_backoff: Duration, with_prune_backoff;
         unsubscribe_backoff: Duration, with_unsubscribe_backoff;

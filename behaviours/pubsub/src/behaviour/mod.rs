@@ -85,6 +85,9 @@ pub struct Behaviour {
     senders: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
     inbound: HashMap<PeerId, Arc<()>>,
     reopen_after: HashMap<PeerId, Instant>,
+    /// Open connections per (peer, remote IP), for the score's IP colocation (P6); bounded
+    /// by the swarm's connections.
+    ip_connections: HashMap<(PeerId, std::net::IpAddr), usize>,
     connections: Connections,
     timer: Timer,
     waker: Option<Waker>,
@@ -118,6 +121,7 @@ impl Behaviour {
             senders: HashMap::new(),
             inbound: HashMap::new(),
             reopen_after: HashMap::new(),
+            ip_connections: HashMap::new(),
             connections: Connections::default(),
             timer: Timer::default(),
             waker: None,
@@ -354,14 +358,26 @@ impl NetworkBehaviour for Behaviour {
             );
         }
         match &event {
+            // Counted per (peer, IP): a peer's IP leaves the score only with its last
+            // connection from that IP.
             FromSwarm::ConnectionEstablished { peer, endpoint, .. } => {
                 if let Some(ip) = remote_ip(endpoint) {
-                    self.engine.add_peer_ip(*peer, ip);
+                    let n = self.ip_connections.entry((*peer, ip)).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        self.engine.add_peer_ip(*peer, ip);
+                    }
                 }
             }
             FromSwarm::ConnectionClosed { peer, endpoint, .. } => {
                 if let Some(ip) = remote_ip(endpoint) {
-                    self.engine.remove_peer_ip(peer, &ip);
+                    if let Some(n) = self.ip_connections.get_mut(&(*peer, ip)) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.ip_connections.remove(&(*peer, ip));
+                            self.engine.remove_peer_ip(peer, &ip);
+                        }
+                    }
                 }
             }
             _ => {}

@@ -54,6 +54,10 @@ pub struct GossipsubConfig {
     pub max_ihave_length: usize,
     /// The most IHAVE messages taken from one peer per heartbeat. Default 10.
     pub max_ihave_messages: usize,
+    /// The longest message id taken from an IHAVE, in bytes; longer ones are ignored (they
+    /// would be echoed in IWANTs and held in promises). Default 256 (libp2p's default id, a
+    /// peer id and a sequence number, is under 64 bytes; a hash under 64).
+    pub max_message_id_len: usize,
     /// How many times one peer is sent one message in answer to IWANT. Default 3.
     pub gossip_retransmission: u32,
     /// The backoff set by a PRUNE (ours and, when it carries none, a peer's). Default 60 s.
@@ -128,6 +132,7 @@ impl Default for GossipsubConfig {
             max_transmit_size: DEFAULT_MAX_TRANSMIT_SIZE,
             max_ihave_length: 5000,
             max_ihave_messages: 10,
+            max_message_id_len: 256,
             gossip_retransmission: 3,
             prune_backoff: Duration::from_secs(60),
             unsubscribe_backoff: Duration::from_secs(10),

@@ -198,6 +198,7 @@ impl GossipsubEngine {
     fn handle_ihave(&mut self, now: Instant, peer: PeerId, ihave: wire::ControlIHave) {
         let max_ihave_messages = self.config.max_ihave_messages;
         let max_ihave_length = self.config.max_ihave_length;
+        let max_id_len = self.config.max_message_id_len;
         let Some(topic) = ihave.topic_id.map(TopicHash::from) else {
             return;
         };
@@ -215,6 +216,9 @@ impl GossipsubEngine {
         let mut distinct = HashSet::new();
         let mut wanted: Vec<Vec<u8>> = Vec::new();
         for id in ihave.message_ids {
+            if id.len() > max_id_len {
+                continue;
+            }
             let mid = MessageId(id);
             if !self.seen.contains(&mid) && distinct.insert(mid.0.clone()) {
                 wanted.push(mid.0);

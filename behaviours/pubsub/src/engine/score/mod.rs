@@ -193,8 +193,13 @@ impl PeerScore {
         }
     }
 
+    /// Records `ip` for a peer the score tracks; an unknown peer (never connected, or dropped
+    /// by the router) gets no entry, which nothing would ever expire.
     pub(crate) fn add_ip(&mut self, peer: PeerId, ip: IpAddr) {
-        self.stats.entry(peer).or_default().ips.insert(ip);
+        let Some(stats) = self.stats.get_mut(&peer) else {
+            return;
+        };
+        stats.ips.insert(ip);
         self.peer_ips.entry(ip).or_default().insert(peer);
     }
 

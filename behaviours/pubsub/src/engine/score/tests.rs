@@ -200,6 +200,13 @@ fn p5_p6_p7_and_slow_peer() {
     assert_eq!(s.score(&sybils[0]), -20.0);
     s.remove_ip(&sybils[11], &ip);
     assert_eq!(s.score(&sybils[0]), -5.0);
+    // An IP for a peer the score does not track creates no entry (nothing would expire it)
+    // and does not count against the others.
+    let stranger = peer(200);
+    s.add_ip(stranger, ip);
+    assert_eq!(s.score(&sybils[0]), -5.0);
+    assert_eq!(s.score(&stranger), 0.0);
+    assert!(!s.set_application_score(&stranger, 1.0), "still unknown");
     // Whitelisted IPs are exempt.
     params.ip_colocation_factor_whitelist.insert(ip);
     let mut w = PeerScore::new(params, 100);

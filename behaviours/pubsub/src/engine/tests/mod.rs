@@ -463,6 +463,38 @@ fn ihave_is_bounded_per_peer_and_heartbeat() {
 }
 
 #[test]
+fn ihave_ids_longer_than_the_bound_are_not_asked_for() {
+    let mut net = Net::new(2, |_| GossipsubConfig {
+        max_message_id_len: 64,
+        ..fast()
+    });
+    net.connect(0, 1);
+    net.subscribe_all();
+    net.log.clear();
+    net.inject(
+        1,
+        0,
+        Rpc {
+            control: Some(ControlMessage {
+                ihave: vec![ControlIHave {
+                    topic_id: Some(TOPIC.into()),
+                    message_ids: vec![vec![7; 64], vec![8; 65], vec![9; 60_000]],
+                }],
+                ..ControlMessage::default()
+            }),
+            ..Rpc::default()
+        },
+    );
+    net.deliver();
+    let asked: Vec<Vec<u8>> = net
+        .sent(0, 1)
+        .flat_map(|r| control(r).iwant)
+        .flat_map(|w| w.message_ids)
+        .collect();
+    assert_eq!(asked, vec![vec![7; 64]]);
+}
+
+#[test]
 fn iwant_is_served_at_most_gossip_retransmission_times() {
     let mut net = Net::new(2, |_| fast());
     net.connect(0, 1);

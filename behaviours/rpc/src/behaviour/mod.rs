@@ -185,6 +185,9 @@ pub struct Behaviour {
     serving: HashMap<PeerId, usize>,
     serving_total: usize,
     local_calls: HashMap<(CallId, u32), AbortHandle>,
+    /// The request-response request of each remote attempt whose exchange is open (as
+    /// many as request-response's requests under way at most).
+    remote_attempts: HashMap<(CallId, u32), rr::OutboundRequestId>,
     lookups: HashMap<QueryId, ProcedureName>,
     provider_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     replies: HashMap<CallId, oneshot::Sender<Result<Vec<u8>, CallError>>>,
@@ -232,6 +235,7 @@ impl Behaviour {
             serving: HashMap::new(),
             serving_total: 0,
             local_calls: HashMap::new(),
+            remote_attempts: HashMap::new(),
             lookups: HashMap::new(),
             provider_addrs: HashMap::new(),
             replies: HashMap::new(),
@@ -275,6 +279,12 @@ impl Behaviour {
     /// The metrics.
     pub fn metrics(&self) -> &RpcMetrics {
         &self.metrics
+    }
+
+    /// Attempts of our calls whose exchange with a remote provider is open: an attempt
+    /// abandoned (timed out, or its call cancelled) leaves at once, its stream reset.
+    pub fn remote_attempts_in_flight(&self) -> usize {
+        self.parts.rr.outbound_in_flight()
     }
 
     /// Handlers running for remote callers.
@@ -545,9 +555,11 @@ impl Behaviour {
                 peer,
                 request,
             } => {
-                self.parts
+                let id = self
+                    .parts
                     .rr
                     .send_request_with(peer, Ok(request), (call, attempt));
+                self.remote_attempts.insert((call, attempt), id);
             }
             RpcAction::CallLocal {
                 call,
@@ -557,6 +569,11 @@ impl Behaviour {
             RpcAction::Abandon { call, attempt } => {
                 if let Some(abort) = self.local_calls.remove(&(call, attempt)) {
                     abort.abort();
+                }
+                // The exchange ends now, not at `max_call_time`: the provider slot the
+                // engine frees is a stream freed, and the provider reads the reset.
+                if let Some(id) = self.remote_attempts.remove(&(call, attempt)) {
+                    self.parts.rr.cancel_request(id);
                 }
             }
         }
@@ -626,6 +643,7 @@ impl Behaviour {
                     },
                 ..
             } => {
+                self.remote_attempts.remove(&(call, attempt));
                 let result = response.map_err(AttemptError::Remote);
                 self.engine.handle_result(now, call, attempt, result);
             }
@@ -634,6 +652,7 @@ impl Behaviour {
                 user_data: (call, attempt),
                 ..
             } => {
+                self.remote_attempts.remove(&(call, attempt));
                 self.engine
                     .handle_result(now, call, attempt, Err(attempt_error(error)));
             }

@@ -257,10 +257,10 @@ async fn rpc_an_abandoned_remote_attempt_closes_its_exchange_at_once() {
     let n = name.clone();
     provider
         .rpc(move |r| {
-            // A partitioned provider: its swarm stalls for 1.5 s as the request arrives,
+            // A partitioned provider: its swarm stalls for 3 s as the request arrives,
             // so it neither answers nor cancels at the caller's deadline.
             r.register(n, |_| async {
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(3000));
                 Ok(Vec::new())
             })
             .unwrap()

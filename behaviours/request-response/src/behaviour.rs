@@ -11,6 +11,8 @@
 //!   per-peer limits;
 //! - `connections`: the handle of every open connection, so each exchange notices its
 //!   connection closing;
+//! - `opening` and `cancels`: how to cancel each of our requests under way (its stream
+//!   request, or its exchange's cancel channel), one entry per `pending` entry at most;
 //! - `refused`: requests refused at once (`QueueFull`, no outbound protocol), told at the
 //!   next poll. It grows only with the application's own calls made between two polls.
 
@@ -23,7 +25,7 @@ use futures::FutureExt;
 use meshwire_swarm::toolkit::{Outbox, QueueFull, Tasks};
 use meshwire_swarm::{
     ConnectionId, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
-    PeerId, Stream, StreamProtocol, ToSwarm,
+    PeerId, Stream, StreamProtocol, StreamRequestId, ToSwarm,
 };
 use meshwire_transport::Connection;
 
@@ -93,6 +95,10 @@ pub struct Behaviour<C: Codec, U = ()> {
     slots: InboundSlots,
     connections: HashMap<ConnectionId, Connection>,
     refused: VecDeque<Refused<U>>,
+    /// The stream request of each of our requests waiting for its stream.
+    opening: HashMap<OutboundRequestId, (PeerId, StreamRequestId)>,
+    /// The cancel channel of each of our exchanges running.
+    cancels: HashMap<OutboundRequestId, oneshot::Sender<()>>,
     waker: Option<Waker>,
     next_outbound: u64,
     next_inbound: u64,
@@ -140,6 +146,8 @@ impl<C: Codec, U> Behaviour<C, U> {
             ),
             connections: HashMap::new(),
             refused: VecDeque::new(),
+            opening: HashMap::new(),
+            cancels: HashMap::new(),
             waker: None,
             next_outbound: 1,
             next_inbound: 1,
@@ -212,7 +220,10 @@ impl<C: Codec, U> Behaviour<C, U> {
                     request,
                 };
                 match self.outbox.open_stream(open, outgoing) {
-                    Ok(_) => None,
+                    Ok(stream) => {
+                        self.opening.insert(request_id, (peer, stream));
+                        None
+                    }
                     // Cannot happen: the outbox has room for every request under way.
                     Err(_) => Some(OutboundFailure::QueueFull { limit }),
                 }
@@ -267,6 +278,39 @@ impl<C: Codec, U> Behaviour<C, U> {
         self.send_request_with(peer, request, U::default())
     }
 
+    /// Cancels our request `id`: if it is under way, its stream is reset (the remote reads
+    /// an error; a request still waiting for its stream is never sent) and its one final
+    /// event is [`Event::OutboundFailure`] with [`OutboundFailure::Cancelled`], returned
+    /// with its user data at the next poll. It leaves
+    /// [`outbound_in_flight`](Self::outbound_in_flight) then, not at once.
+    ///
+    /// Returns whether the request was under way (`false` once its final event is ready,
+    /// or if `id` is unknown: nothing changes then).
+    pub fn cancel_request(&mut self, id: OutboundRequestId) -> bool {
+        if let Some(cancel) = self.cancels.remove(&id) {
+            // The exchange ends at its next poll (`Tasks` wakes on the send).
+            return cancel.send(()).is_ok();
+        }
+        let Some((peer, stream)) = self.opening.remove(&id) else {
+            return false;
+        };
+        // The stream, when it comes, finds no request and is reset.
+        self.outbox.take_stream(stream);
+        let Some(user_data) = self.pending.remove(&id) else {
+            return false;
+        };
+        self.refused.push_back(Refused {
+            peer,
+            request_id: id,
+            error: OutboundFailure::Cancelled,
+            user_data,
+        });
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        true
+    }
+
     /// Answers a remote's request with `response`.
     ///
     /// # Errors
@@ -307,6 +351,8 @@ impl<C: Codec, U> Behaviour<C, U> {
         request_id: OutboundRequestId,
         result: Result<C::Response, OutboundFailure>,
     ) -> Option<BehaviourEvent<C, U>> {
+        self.cancels.remove(&request_id);
+        self.opening.remove(&request_id);
         let Some(user_data) = self.pending.remove(&request_id) else {
             tracing::error!(%request_id, "request-response: unknown request finished");
             return None;
@@ -478,8 +524,13 @@ impl<C: Codec, U: Send + 'static> NetworkBehaviour for Behaviour<C, U> {
             request,
         }) = self.outbox.take_stream(result.id)
         else {
+            // A cancelled request's stream (`cancel_request`): the remote reads a reset.
+            if let Ok(mut out) = result.result {
+                out.stream.reset();
+            }
             return;
         };
+        self.opening.remove(&request_id);
         let peer = result.peer;
         let out = match result.result {
             Ok(out) => out,
@@ -499,6 +550,7 @@ impl<C: Codec, U: Send + 'static> NetworkBehaviour for Behaviour<C, U> {
             }
             return;
         };
+        let (cancel, cancelled) = oneshot::channel();
         let exchange = exchange::outbound(
             self.codec.clone(),
             protocol,
@@ -506,7 +558,9 @@ impl<C: Codec, U: Send + 'static> NetworkBehaviour for Behaviour<C, U> {
             request,
             self.timeout(),
             self.connections.get(&connection).cloned(),
+            cancelled,
         );
+        self.cancels.insert(request_id, cancel);
         // `outbound` holds as many as `pending`, which counts this request.
         let key = (request_id, peer, connection);
         if self

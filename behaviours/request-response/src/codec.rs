@@ -158,15 +158,17 @@ impl CodecError {
     }
 }
 
-/// Bytes read from the stream at a time, and the first capacity of the buffer.
-const CHUNK: usize = 8 * 1024;
+/// The first capacity of the buffer (or the limit, if smaller).
+const FIRST_READ: usize = 8 * 1024;
 
 /// Reads `io` to its end and returns the bytes, refusing more than `limit` of them with
 /// [`CodecError::TooLarge`] (as an `io::Error`).
 ///
-/// Memory: the buffer grows with the bytes that actually arrive (doubling, never past
-/// `limit`), plus one fixed 8 KiB chunk; a peer announcing nothing can make it grow by
-/// sending, and only up to `limit`. At most `limit + 1` bytes are read.
+/// Memory: the stream is read straight into the message's buffer, which grows with the
+/// bytes that actually arrive (from 8 KiB, doubling, never past `limit`); the future holds
+/// no read chunk of its own, so an exchange future stays small. A peer announcing nothing
+/// can make the buffer grow by sending, and only up to `limit`. At most `limit + 1` bytes
+/// are read (the last one, into a one-byte probe, shows a message too large).
 ///
 /// ```
 /// use meshwire_request_response::{read_to_end_bounded, CodecError};
@@ -186,22 +188,29 @@ where
 {
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; CHUNK];
+    let mut len = 0;
     loop {
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(buf);
-        }
-        let len = buf.len().saturating_add(n);
-        if len > limit_usize {
+        if len == limit_usize {
+            // Full: one more byte means too large.
+            let mut probe = [0u8; 1];
+            if io.read(&mut probe).await? == 0 {
+                buf.truncate(len);
+                return Ok(buf);
+            }
             return Err(CodecError::TooLarge { limit }.into());
         }
-        if len > buf.capacity() {
+        if len == buf.len() {
             // Double, as `Vec` would, but never past the limit.
-            let want = buf.capacity().saturating_mul(2).max(CHUNK).max(len);
-            buf.reserve_exact(want.min(limit_usize) - buf.len());
+            let grow = len.saturating_mul(2).max(FIRST_READ).min(limit_usize);
+            buf.reserve_exact(grow - len);
+            buf.resize(grow, 0);
         }
-        buf.extend_from_slice(&chunk[..n]);
+        let n = io.read(&mut buf[len..]).await?;
+        if n == 0 {
+            buf.truncate(len);
+            return Ok(buf);
+        }
+        len += n;
     }
 }
 
@@ -229,6 +238,35 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty());
+        });
+    }
+
+    #[test]
+    fn a_bounded_read_holds_no_chunk_of_its_own() {
+        // Every exchange future carries this one; it used to hold an 8 KiB chunk.
+        let mut io = &[][..];
+        let read = read_to_end_bounded(&mut io, 1 << 20);
+        assert!(
+            std::mem::size_of_val(&read) < 256,
+            "{}",
+            std::mem::size_of_val(&read)
+        );
+        // Reading to exactly the limit, then the end, is a message; one byte more is not.
+        futures::executor::block_on(async {
+            let data = vec![1u8; 3 * FIRST_READ];
+            let limit = data.len() as u64;
+            assert_eq!(
+                read_to_end_bounded(&mut &data[..], limit).await.unwrap(),
+                data
+            );
+            let more = [&data[..], &[2]].concat();
+            let err = read_to_end_bounded(&mut &more[..], limit)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                CodecError::from_io(&err),
+                Some(&CodecError::TooLarge { limit })
+            );
         });
     }
 

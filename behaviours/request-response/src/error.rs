@@ -54,6 +54,11 @@ pub enum OutboundFailure {
     /// concurrency limit or dropped our request).
     #[error("stream I/O: {0}")]
     Io(Arc<io::Error>),
+    /// We cancelled the request ([`Behaviour::cancel_request`](crate::Behaviour::cancel_request)):
+    /// its stream, if it had one, was reset, so the remote reads an error. The remote may
+    /// have handled the request.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Why a remote's request got no response from us.

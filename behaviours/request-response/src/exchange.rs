@@ -61,7 +61,8 @@ async fn run<T>(
     }
 }
 
-/// Our request on `stream`: the response, or why there is none.
+/// Our request on `stream`: the response, or why there is none. A message on `cancel`
+/// ends it at once with [`OutboundFailure::Cancelled`] (the sender dropped does not).
 pub(crate) async fn outbound<C: Codec>(
     mut codec: C,
     protocol: C::Protocol,
@@ -69,17 +70,27 @@ pub(crate) async fn outbound<C: Codec>(
     request: C::Request,
     timeout: Duration,
     connection: Option<Connection>,
+    cancel: oneshot::Receiver<()>,
 ) -> Result<C::Response, OutboundFailure> {
+    let cancelled = async {
+        if cancel.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let exchange = async {
         codec.write_request(&protocol, &mut stream, request).await?;
         stream.close().await?;
         codec.read_response(&protocol, &mut stream).await
     };
-    let result = run(deadline(timeout), timeout, connection.as_ref(), exchange).await;
+    let result = tokio::select! {
+        biased;
+        () = cancelled => Err(OutboundFailure::Cancelled),
+        r = run(deadline(timeout), timeout, connection.as_ref(), exchange) => r.map_err(Into::into),
+    };
     if result.is_err() {
         stream.reset();
     }
-    result.map_err(Into::into)
+    result
 }
 
 /// A remote's request, read from `stream` (handed back for the response).

@@ -68,6 +68,13 @@
 //! [`Event::ResponseSent`] or [`Event::InboundFailure`]; one that could not be read (too
 //! large, malformed, too slow) is an [`Event::InboundFailure`] alone.
 //!
+//! # Cancelling
+//!
+//! [`Behaviour::cancel_request`] ends one of our requests under way: its stream is reset
+//! (the remote reads an error, so its [`Event::InboundFailure`] follows when it reads or
+//! answers; a request still waiting for its stream is never sent), and its one final event
+//! is [`Event::OutboundFailure`] with [`OutboundFailure::Cancelled`], with its user data.
+//!
 //! # Bounds
 //!
 //! [`Config`] bounds our requests under way (past it, [`OutboundFailure::QueueFull`]) and

@@ -744,3 +744,73 @@ async fn malformed_requests_and_responses_are_typed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_exchange_resets_its_stream_and_reports_cancelled() {
+    let config = Config::default().with_request_timeout(Duration::from_secs(10));
+    let mut p = Pair::new(greeter::<u8>(config.clone()), greeter::<u8>(config)).await;
+    let started = tokio::time::Instant::now();
+    let b_peer = p.b_peer();
+    let id = p.a.behaviour_mut().send_request_with(b_peer, ada(), 7);
+    // B holds the request; A cancels it.
+    let channel = match p.next().await {
+        Side::B(Event::Message {
+            message: Message::Request { channel, .. },
+            ..
+        }) => channel,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(p.a.behaviour_mut().cancel_request(id));
+    assert!(!p.a.behaviour_mut().cancel_request(id), "cancelled once");
+    match p.next().await {
+        Side::A(Event::OutboundFailure {
+            request_id,
+            error: OutboundFailure::Cancelled,
+            user_data: 7,
+            ..
+        }) => assert_eq!(request_id, id),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(p.a.behaviour().outbound_in_flight(), 0);
+    // The remote sees the reset: its response cannot be written.
+    let _ = p.b.behaviour_mut().send_response(channel, "late".into());
+    match p.next().await {
+        Side::B(Event::InboundFailure { error, .. }) => {
+            assert!(matches!(error, InboundFailure::Io(_)), "{error}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "not by timeout");
+}
+
+#[tokio::test]
+async fn a_request_cancelled_before_its_stream_is_never_sent() {
+    let mut p = Pair::new(
+        greeter::<u8>(Config::default()),
+        greeter::<u8>(Config::default()),
+    )
+    .await;
+    let b_peer = p.b_peer();
+    let id = p.a.behaviour_mut().send_request_with(b_peer, ada(), 3);
+    assert!(p.a.behaviour_mut().cancel_request(id));
+    match p.next().await {
+        Side::A(Event::OutboundFailure {
+            request_id,
+            error: OutboundFailure::Cancelled,
+            user_data: 3,
+            ..
+        }) => assert_eq!(request_id, id),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The stream, opened meanwhile, is reset: B reads no request.
+    for ev in p.run_for(Duration::from_millis(300)).await {
+        assert!(
+            !matches!(ev, Side::B(Event::Message { .. }) | Side::A(_)),
+            "unexpected {ev:?}"
+        );
+    }
+    assert!(!p.a.behaviour_mut().cancel_request(id), "already ended");
+    // The behaviour still works.
+    let next = p.a.behaviour_mut().send_request_with(b_peer, ada(), 4);
+    assert_ne!(next, id);
+}

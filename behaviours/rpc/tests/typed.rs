@@ -243,3 +243,59 @@ async fn rpc_a_timeout_cancels_the_providers_handler() {
     assert_eq!(provider.metrics.served("cancelled"), 1);
     assert_eq!(caller.metrics.errors("timeout"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_an_abandoned_remote_attempt_closes_its_exchange_at_once() {
+    use std::time::Instant;
+
+    let name: ProcedureName = "org.example.stuck.report".parse().unwrap();
+    let boot = start(config()).await;
+    let provider = start(config()).await;
+    let caller = start(config()).await;
+    provider.join(&boot).await;
+    caller.join(&boot).await;
+    let n = name.clone();
+    provider
+        .rpc(move |r| {
+            // A partitioned provider: its swarm stalls for 3 s as the request arrives,
+            // so it neither answers nor cancels at the caller's deadline.
+            r.register(n, |_| async {
+                std::thread::sleep(Duration::from_millis(3000));
+                Ok(Vec::new())
+            })
+            .unwrap()
+        })
+        .await;
+    let n = name.clone();
+    caller.rpc(move |r| r.add_interest(n)).await;
+    let mut caller = caller;
+    caller
+        .wait_for(|ev| match ev {
+            SwarmEvent::Behaviour(AppEvent::Rpc(Event::Rpc(RpcEvent::ProviderAppeared {
+                ..
+            }))) => Some(()),
+            _ => None,
+        })
+        .await;
+    let started = Instant::now();
+    let n = name.clone();
+    let result = caller
+        .rpc(move |r| {
+            let opts = CallOpts::default()
+                .with_timeout(Duration::from_millis(300))
+                .with_retries(0);
+            r.call_async(n, Vec::new(), opts)
+        })
+        .await
+        .await;
+    assert_eq!(result, Err(CallError::Timeout));
+    // The attempt's exchange closed with the timeout (its stream reset), well before the
+    // provider could answer: the slot the engine freed is a stream freed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let open = caller.rpc(|r| r.remote_attempts_in_flight()).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "checked too late"
+    );
+    assert_eq!(open, 0, "the abandoned exchange is still open");
+}

@@ -22,9 +22,10 @@ const FIRST_READ: usize = 512;
 
 /// Reads to the end of the stream, at most `limit` bytes (past it [`CodecError::TooLarge`]).
 ///
-/// Unlike `read_to_end_bounded` it reads straight into the message's buffer, so its future
+/// Like `read_to_end_bounded` it reads straight into the message's buffer, so its future
 /// holds no read chunk of its own: every exchange future (moved into the request-response
-/// task set, one per call) stays small, which is what a call costs at high rates.
+/// task set, one per call) stays small, which is what a call costs at high rates. Its first
+/// read is smaller (512 bytes, not 8 KiB): RPC messages are mostly small.
 async fn read_bounded<T>(io: &mut T, limit: u64) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + ?Sized,

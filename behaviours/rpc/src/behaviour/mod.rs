@@ -17,6 +17,7 @@
 //! - **Ping's RTT table** ([`Behaviour::with_rtt_table`]): seeds the latency estimates of
 //!   [`Strategy::LeastLatency`](crate::Strategy::LeastLatency).
 
+mod addrs;
 mod codec;
 mod handlers;
 mod pending;
@@ -43,6 +44,7 @@ use meshwire_swarm::{
     StreamProtocol, Timer, ToSwarm,
 };
 
+use self::addrs::ProviderAddrs;
 use self::codec::RpcCodec;
 use self::handlers::{Handler, Handlers};
 pub use self::handlers::{HandlerFuture, HandlerId, HandlerResult};
@@ -75,6 +77,14 @@ pub struct Config {
     pub max_handlers_per_peer: usize,
     /// Longest a handler runs, and longest an exchange is kept \[60 s\].
     pub max_call_time: Duration,
+    /// Providers whose addresses (from DHT provider records, to dial them) are kept at
+    /// most \[4096\]; past it the least recently stored or used is evicted.
+    pub max_provider_addrs: usize,
+    /// Addresses kept per provider at most, the first of its record \[8\].
+    pub max_addrs_per_provider: usize,
+    /// How long a provider's addresses are kept after the last record naming it \[5 min\];
+    /// a failed dial to the provider drops them at once.
+    pub provider_addrs_ttl: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +96,9 @@ impl Default for Config {
             max_handlers: 256,
             max_handlers_per_peer: 32,
             max_call_time: Duration::from_secs(60),
+            max_provider_addrs: 4096,
+            max_addrs_per_provider: 8,
+            provider_addrs_ttl: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -185,8 +198,11 @@ pub struct Behaviour {
     serving: HashMap<PeerId, usize>,
     serving_total: usize,
     local_calls: HashMap<(CallId, u32), AbortHandle>,
+    /// The request-response request of each remote attempt whose exchange is open (as
+    /// many as request-response's requests under way at most).
+    remote_attempts: HashMap<(CallId, u32), rr::OutboundRequestId>,
     lookups: HashMap<QueryId, ProcedureName>,
-    provider_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    provider_addrs: ProviderAddrs,
     replies: HashMap<CallId, oneshot::Sender<Result<Vec<u8>, CallError>>>,
     events: VecDeque<Event>,
     rtt: Option<RttTable>,
@@ -195,11 +211,6 @@ pub struct Behaviour {
     waker: Option<Waker>,
     metrics: RpcMetrics,
 }
-
-/// Addresses kept per provider at most.
-const MAX_ADDRS_PER_PROVIDER: usize = 8;
-/// Providers whose addresses are kept at most.
-const MAX_PROVIDER_ADDRS: usize = 4096;
 
 impl Behaviour {
     /// RPC for the node `kad` runs on.
@@ -223,6 +234,11 @@ impl Behaviour {
             [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
             rr_config,
         );
+        let provider_addrs = ProviderAddrs::new(
+            config.max_provider_addrs,
+            config.max_addrs_per_provider,
+            config.provider_addrs_ttl,
+        );
         Behaviour {
             parts: Parts { kad, rr },
             engine: RpcEngine::new(local, config.engine.clone()),
@@ -232,8 +248,9 @@ impl Behaviour {
             serving: HashMap::new(),
             serving_total: 0,
             local_calls: HashMap::new(),
+            remote_attempts: HashMap::new(),
             lookups: HashMap::new(),
-            provider_addrs: HashMap::new(),
+            provider_addrs,
             replies: HashMap::new(),
             events: VecDeque::new(),
             rtt: None,
@@ -275,6 +292,18 @@ impl Behaviour {
     /// The metrics.
     pub fn metrics(&self) -> &RpcMetrics {
         &self.metrics
+    }
+
+    /// Attempts of our calls whose exchange with a remote provider is open: an attempt
+    /// abandoned (timed out, or its call cancelled) leaves at once, its stream reset.
+    pub fn remote_attempts_in_flight(&self) -> usize {
+        self.parts.rr.outbound_in_flight()
+    }
+
+    /// Providers whose addresses (from DHT provider records) are kept, at most
+    /// [`Config::max_provider_addrs`].
+    pub fn provider_addrs_len(&self) -> usize {
+        self.provider_addrs.len()
     }
 
     /// Handlers running for remote callers.
@@ -545,9 +574,11 @@ impl Behaviour {
                 peer,
                 request,
             } => {
-                self.parts
+                let id = self
+                    .parts
                     .rr
                     .send_request_with(peer, Ok(request), (call, attempt));
+                self.remote_attempts.insert((call, attempt), id);
             }
             RpcAction::CallLocal {
                 call,
@@ -557,6 +588,11 @@ impl Behaviour {
             RpcAction::Abandon { call, attempt } => {
                 if let Some(abort) = self.local_calls.remove(&(call, attempt)) {
                     abort.abort();
+                }
+                // The exchange ends now, not at `max_call_time`: the provider slot the
+                // engine frees is a stream freed, and the provider reads the reset.
+                if let Some(id) = self.remote_attempts.remove(&(call, attempt)) {
+                    self.parts.rr.cancel_request(id);
                 }
             }
         }
@@ -586,14 +622,7 @@ impl Behaviour {
                 let providers = result.map(|ok| ok.providers).unwrap_or_default();
                 let mut peers = Vec::with_capacity(providers.len());
                 for p in providers {
-                    if !p.addrs.is_empty()
-                        && (self.provider_addrs.len() < MAX_PROVIDER_ADDRS
-                            || self.provider_addrs.contains_key(&p.id))
-                    {
-                        let mut addrs = p.addrs;
-                        addrs.truncate(MAX_ADDRS_PER_PROVIDER);
-                        self.provider_addrs.insert(p.id, addrs);
-                    }
+                    self.provider_addrs.insert(p.id, p.addrs, now);
                     peers.push(p.id);
                 }
                 self.engine.handle_providers(now, &name, peers);
@@ -626,6 +655,7 @@ impl Behaviour {
                     },
                 ..
             } => {
+                self.remote_attempts.remove(&(call, attempt));
                 let result = response.map_err(AttemptError::Remote);
                 self.engine.handle_result(now, call, attempt, result);
             }
@@ -634,6 +664,7 @@ impl Behaviour {
                 user_data: (call, attempt),
                 ..
             } => {
+                self.remote_attempts.remove(&(call, attempt));
                 self.engine
                     .handle_result(now, call, attempt, Err(attempt_error(error)));
             }
@@ -695,7 +726,8 @@ impl NetworkBehaviour for Behaviour {
         let mut addrs = self
             .parts
             .handle_pending_outbound_connection(connection, peer, addresses)?;
-        if let Some(known) = peer.and_then(|p| self.provider_addrs.get(&p)) {
+        let now = Instant::now();
+        if let Some(known) = peer.and_then(|p| self.provider_addrs.get(&p, now)) {
             for a in known {
                 if !addrs.contains(a) && !addresses.contains(a) {
                     addrs.push(a.clone());
@@ -720,6 +752,13 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::DialFailure {
+            peer: Some(peer), ..
+        } = &event
+        {
+            // Stale or false addresses: the next lookup brings fresh ones.
+            self.provider_addrs.remove(peer);
+        }
         self.parts.on_swarm_event(event);
     }
 
@@ -782,5 +821,56 @@ impl NetworkBehaviour for Behaviour {
             }
             return Poll::Pending;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwire_core::Keypair;
+    use meshwire_swarm::DialError;
+
+    fn behaviour(config: Config) -> Behaviour {
+        let local = Keypair::from_seed_for_tests(0).peer_id();
+        Behaviour::new(kad::Behaviour::new(local, kad::Config::default()), config)
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/10.0.0.1/udp/{port}/quic-v1").parse().unwrap()
+    }
+
+    #[test]
+    fn provider_addresses_are_dialed_until_a_dial_fails_and_bounded_by_config() {
+        let mut b = behaviour(Config {
+            max_provider_addrs: 2,
+            max_addrs_per_provider: 1,
+            ..Config::default()
+        });
+        let now = Instant::now();
+        let peers: Vec<PeerId> = (1..=3)
+            .map(|i| Keypair::from_seed_for_tests(i).peer_id())
+            .collect();
+        for (i, p) in peers.iter().enumerate() {
+            b.provider_addrs
+                .insert(*p, vec![addr(i as u16), addr(99)], now);
+        }
+        // Bounded: the oldest went for the newest, each with one address.
+        assert_eq!(b.provider_addrs_len(), 2);
+        let dial = |b: &mut Behaviour, p: PeerId| {
+            b.handle_pending_outbound_connection(ConnectionId::next(), Some(p), &[])
+                .unwrap()
+        };
+        assert!(dial(&mut b, peers[0]).is_empty());
+        assert_eq!(dial(&mut b, peers[2]), [addr(2)]);
+        // A failed dial drops the peer's addresses.
+        let error = DialError::NoAddresses;
+        b.on_swarm_event(FromSwarm::DialFailure {
+            peer: Some(peers[2]),
+            connection: ConnectionId::next(),
+            error: &error,
+        });
+        assert!(dial(&mut b, peers[2]).is_empty());
+        assert_eq!(dial(&mut b, peers[1]), [addr(1)]);
+        assert_eq!(b.provider_addrs_len(), 1);
     }
 }

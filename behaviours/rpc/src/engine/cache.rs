@@ -54,7 +54,8 @@ impl ProviderCache {
                 }
             }
         }
-        self.entries.insert(name, (peers, now + self.ttl));
+        self.entries
+            .insert(name, (peers, super::after(now, self.ttl)));
     }
 
     #[cfg(test)]
@@ -119,7 +120,8 @@ impl ResultCache {
         self.seq += 1;
         self.bytes += value.len();
         self.order.push_back((key.clone(), self.seq));
-        self.entries.insert(key, (value, now + ttl, self.seq));
+        self.entries
+            .insert(key, (value, super::after(now, ttl), self.seq));
         while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
             let Some((old, seq)) = self.order.pop_front() else {
                 break;

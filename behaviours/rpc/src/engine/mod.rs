@@ -102,7 +102,8 @@ impl Default for RpcConfig {
 /// 5 s timeout and 2 retries.
 #[derive(Debug, Clone)]
 pub struct CallOpts {
-    /// Time for one attempt (the provider cancels its handler past it).
+    /// Time for one attempt (the provider cancels its handler past it). Clamped to about a
+    /// century, as every duration of the engine is: `Duration::MAX` means "never".
     pub timeout: Duration,
     /// How a provider is picked.
     pub strategy: Strategy,
@@ -385,6 +386,15 @@ pub struct RpcEngine {
     next_id: u64,
     next_timer: u64,
     metrics: RpcMetrics,
+}
+
+/// A moment far enough away to stand for "never" (about a century).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d` after `now`, clamped to [`FAR`] (a user's `Duration::MAX` would overflow the
+/// `Instant`, and panic the swarm's task).
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(FAR)).unwrap_or(now)
 }
 
 impl RpcEngine {
@@ -709,7 +719,7 @@ impl RpcEngine {
         call.attempts += 1;
         let attempt = call.attempts;
         self.next_timer += 1;
-        let timer = (now + timeout, self.next_timer);
+        let timer = (after(now, timeout), self.next_timer);
         call.current = Some(Attempt {
             number: attempt,
             peer,
@@ -742,7 +752,7 @@ impl RpcEngine {
                 self.lookups
                     .insert(name.clone(), waiting.into_iter().collect());
                 self.timer(
-                    now + self.config.lookup_timeout,
+                    after(now, self.config.lookup_timeout),
                     Timer::Lookup(name.clone()),
                 );
                 self.actions.push_back(RpcAction::FindProviders { name });
@@ -852,7 +862,8 @@ impl RpcEngine {
         tracing::debug!(call = id.0, %peer, %error, may_move, "rpc: attempt failed");
         call.failures.push((peer, error.clone()));
         if peer != self.local {
-            self.peers.entry(peer).or_default().backoff_until = Some(now + self.config.backoff);
+            self.peers.entry(peer).or_default().backoff_until =
+                Some(after(now, self.config.backoff));
         }
         if may_move && retries_left {
             self.metrics.failovers.inc();
@@ -927,7 +938,10 @@ impl RpcEngine {
         }
         self.interests.insert(name.clone(), HashSet::new());
         self.lookup(now, name.clone(), None);
-        self.timer(now + self.config.interest_interval, Timer::Interest(name));
+        self.timer(
+            after(now, self.config.interest_interval),
+            Timer::Interest(name),
+        );
         true
     }
 
@@ -968,7 +982,10 @@ impl RpcEngine {
                 Timer::Interest(name) => {
                     if self.interests.contains_key(&name) {
                         self.lookup(now, name.clone(), None);
-                        self.timer(now + self.config.interest_interval, Timer::Interest(name));
+                        self.timer(
+                            after(now, self.config.interest_interval),
+                            Timer::Interest(name),
+                        );
                     }
                 }
             }

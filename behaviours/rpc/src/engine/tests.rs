@@ -407,3 +407,44 @@ fn calls_wait_while_every_provider_is_at_its_limit() {
     assert_eq!(sends(&mut e).len(), 1);
     assert_eq!(e.calls_in_flight(), 4);
 }
+
+#[test]
+fn durations_of_duration_max_mean_never_and_do_not_panic() {
+    let now = Instant::now();
+    let mut e = RpcEngine::new(
+        peer(0),
+        RpcConfig {
+            seed: 7,
+            provider_ttl: Duration::MAX,
+            lookup_timeout: Duration::MAX,
+            backoff: Duration::MAX,
+            cache_ttl: Duration::MAX,
+            interest_interval: Duration::MAX,
+            ..RpcConfig::default()
+        },
+    );
+    let forever = CallOpts {
+        timeout: Duration::MAX,
+        cache_ttl: Some(Duration::MAX),
+        ..CallOpts::default()
+    }
+    .idempotent();
+    // A lookup (no providers yet) and an interest, each with its timer.
+    e.call(now, name(), vec![1], forever.clone()).unwrap();
+    assert!(e.add_interest(now, name()));
+    e.handle_providers(now, &name(), vec![peer(1), peer(2)]);
+    let (id, a, p) = sends(&mut e)[0];
+    // A failure backs the provider off "forever"; the retry's attempt never times out.
+    e.handle_result(now, id, a, Err(AttemptError::NotDelivered("x".into())));
+    assert!(e.is_backed_off(&p, now + Duration::from_secs(3600)));
+    let (_, a2, _) = sends(&mut e)[0];
+    let year = now + Duration::from_secs(365 * 24 * 3600);
+    e.handle_timeout(year);
+    assert!(finished(&mut e).is_empty(), "nothing timed out in a year");
+    e.handle_result(year, id, a2, Ok(b"r".to_vec()));
+    assert_eq!(finished(&mut e), [(id, Ok(b"r".to_vec()), false)]);
+    // The result is cached "forever".
+    let hit = e.call(year, name(), vec![1], forever).unwrap();
+    assert_eq!(finished(&mut e), [(hit, Ok(b"r".to_vec()), true)]);
+    assert!(e.poll_timeout().is_some_and(|t| t > year));
+}

@@ -109,6 +109,7 @@ pub struct Config {
     pub swim: SwimSection,
     pub relay_server: RelayServerSection,
     pub relay_client: RelayClientSection,
+    pub rpc: RpcSection,
     pub resources: ResourcesSection,
 }
 
@@ -344,6 +345,33 @@ pub struct RelayServerSection {
     pub max_exchanges: Option<usize>,
     pub max_exchanges_per_peer: Option<usize>,
     pub circuit_buffer: Option<usize>,
+}
+
+/// `[rpc]`: named procedures found through the DHT (`meshwire rpc`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RpcSection {
+    pub realm: Option<String>,
+    pub provider_ttl: Option<Dur>,
+    pub max_cached_names: Option<usize>,
+    pub max_providers_per_name: Option<usize>,
+    pub lookup_timeout: Option<Dur>,
+    pub backoff: Option<Dur>,
+    pub cache_max_entries: Option<usize>,
+    pub cache_max_bytes: Option<usize>,
+    pub cache_ttl: Option<Dur>,
+    pub max_calls: Option<usize>,
+    pub max_outstanding_per_provider: Option<usize>,
+    pub max_payload: Option<usize>,
+    pub interest_interval: Option<Dur>,
+    pub max_interests: Option<usize>,
+    pub max_events: Option<usize>,
+    pub max_request_bytes: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+    pub max_handlers: Option<usize>,
+    pub max_handlers_per_peer: Option<usize>,
+    pub max_call_time: Option<Dur>,
 }
 
 /// `[relay_client]`.

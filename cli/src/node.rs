@@ -8,6 +8,7 @@
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
 use meshwire::prelude::*;
 use meshwire::relay::{self, client, RelayMetrics};
+use meshwire::rpc::{self, RpcMetrics};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
 
@@ -25,10 +26,17 @@ pub struct Node {
     pub ping: ping::Behaviour,
     /// `/ipfs/id/1.0.0`: agents, protocols and addresses of peers.
     pub identify: identify::Behaviour,
-    /// The Kademlia DHT.
-    pub kad: kad::Behaviour,
+    /// RPC (`[rpc]`) over the Kademlia DHT it owns (`[kad]`; reach it with [`Node::kad`]).
+    pub rpc: rpc::Behaviour,
     /// SWIM membership of `node.realms` (off without realms).
     pub swim: Toggle<swim::Behaviour>,
+}
+
+impl Node {
+    /// The Kademlia DHT (owned by [`Node::rpc`], which finds providers through it).
+    pub fn kad(&mut self) -> &mut kad::Behaviour {
+        self.rpc.kad_mut()
+    }
 }
 
 /// Why a node could not be built.
@@ -70,6 +78,8 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             .with_metrics(ConnMgrMetrics::register(&mut registry)),
     );
     let relay_metrics = RelayMetrics::register(&mut registry);
+    let rpc_metrics = RpcMetrics::register(&mut registry);
+    let rpc_config = settings::rpc(config, source)?;
     let mut builder = SwarmBuilder::new(key)
         .quic(settings::quic(config))
         .config(|_| settings::swarm(config))
@@ -79,6 +89,7 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
         builder = builder.listen_on(addr);
     }
     let mut swarm = builder.try_build(|ctx| {
+        let ping = ping::Behaviour::new(settings::ping(config));
         Ok::<_, BehaviourError>(Node {
             relay_client: ctx.relay_client(),
             relay_server: Toggle::from(if config.relay_server.enabled.unwrap_or(true) {
@@ -94,9 +105,14 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             } else {
                 None
             }),
-            ping: ping::Behaviour::new(settings::ping(config)),
+            rpc: rpc::Behaviour::new(
+                kad::Behaviour::new(ctx.peer_id(), settings::kad(config)),
+                rpc_config,
+            )
+            .with_metrics(rpc_metrics)
+            .with_rtt_table(ping.rtt_table()),
+            ping,
             identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
-            kad: kad::Behaviour::new(ctx.peer_id(), settings::kad(config)),
             swim: Toggle::from(if realms.is_empty() {
                 None
             } else {

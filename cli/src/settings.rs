@@ -404,6 +404,51 @@ pub fn relay_client(config: &Config) -> client::Config {
     c
 }
 
+/// `[rpc]`.
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an invalid `rpc.realm`.
+pub fn rpc(config: &Config, source: &Source) -> Result<meshwire::rpc::Config, ConfigError> {
+    let s = &config.rpc;
+    let mut c = meshwire::rpc::Config::default();
+    if let Some(r) = &s.realm {
+        c.engine.realm = meshwire::rpc::Realm::new(r).map_err(|e| ConfigError::Value {
+            at: source.locate(r),
+            key: "rpc.realm".into(),
+            message: format!("{r:?}: {e}"),
+        })?;
+    }
+    apply!(
+        c.engine,
+        s,
+        [
+            max_cached_names,
+            max_providers_per_name,
+            cache_max_entries,
+            cache_max_bytes,
+            max_calls,
+            max_outstanding_per_provider,
+            max_payload,
+            max_interests,
+            max_events,
+        ]
+    );
+    apply!(dur c.engine, s, [provider_ttl, lookup_timeout, backoff, cache_ttl, interest_interval]);
+    apply!(
+        c,
+        s,
+        [
+            max_request_bytes,
+            max_response_bytes,
+            max_handlers,
+            max_handlers_per_peer
+        ]
+    );
+    apply!(dur c, s, [max_call_time]);
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +502,11 @@ push_listen_addr_updates = true
 min_push_interval = "2s"
 [ping]
 interval = "1s"
+[rpc]
+realm = "blue"
+lookup_timeout = "3s"
+max_handlers = 9
+max_call_time = "5s"
 [resources]
 memory = 268435456
 [resources.peer]
@@ -509,5 +559,15 @@ streams = 99
         assert_eq!(k.store.max_addrs_per_provider, 3);
         assert_eq!(w.dial_backoff, Duration::from_secs(3));
         assert_eq!(w.swim.mtu, 900);
+        let r = rpc(&c, &Source::default()).unwrap();
+        assert_eq!(r.engine.realm.as_str(), "blue");
+        assert_eq!(r.engine.lookup_timeout, Duration::from_secs(3));
+        assert_eq!(
+            (r.max_handlers, r.max_call_time),
+            (9, Duration::from_secs(5))
+        );
+        let d = meshwire::rpc::Config::default();
+        assert_eq!(r.max_handlers_per_peer, d.max_handlers_per_peer);
+        assert_eq!(r.engine.cache_ttl, d.engine.cache_ttl);
     }
 }

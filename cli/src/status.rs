@@ -38,6 +38,8 @@ pub struct Status {
     pub kad_records: usize,
     /// Keys kademlia's local store holds provider records for.
     pub kad_provider_keys: usize,
+    /// The RPC procedures this node serves (`meshwire rpc serve`).
+    pub rpc_served: Vec<String>,
     /// SWIM datagrams sent and received since start.
     pub swim_datagrams: (u64, u64),
     /// The connection manager's watermarks and connection count.
@@ -200,10 +202,15 @@ pub async fn collect(
                 b.relay_client.reservations(),
                 server,
                 (
-                    b.kad.routing_table().len(),
-                    format!("{:?}", b.kad.mode()).to_lowercase(),
-                    b.kad.engine().record_store().len(),
-                    b.kad.engine().provider_store().len(),
+                    b.kad().routing_table().len(),
+                    format!("{:?}", b.kad().mode()).to_lowercase(),
+                    b.kad().engine().record_store().len(),
+                    b.kad().engine().provider_store().len(),
+                    b.rpc
+                        .registered()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
                 ),
                 io,
             )
@@ -270,6 +277,7 @@ pub async fn collect(
         kad_mode: kad.1,
         kad_records: kad.2,
         kad_provider_keys: kad.3,
+        rpc_served: kad.4,
         swim_datagrams: io,
         connmgr: ConnMgrStatus {
             low_water: info.low_water,

@@ -110,6 +110,7 @@ pub struct Config {
     pub relay_server: RelayServerSection,
     pub relay_client: RelayClientSection,
     pub rpc: RpcSection,
+    pub pubsub: PubsubSection,
     pub resources: ResourcesSection,
 }
 
@@ -372,6 +373,53 @@ pub struct RpcSection {
     pub max_handlers: Option<usize>,
     pub max_handlers_per_peer: Option<usize>,
     pub max_call_time: Option<Dur>,
+}
+
+/// `[pubsub]`: gossipsub v1.1 (`meshwire chat`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct PubsubSection {
+    pub enabled: Option<bool>,
+    pub topics: Vec<String>,
+    pub mesh_n: Option<usize>,
+    pub mesh_n_low: Option<usize>,
+    pub mesh_n_high: Option<usize>,
+    pub mesh_outbound_min: Option<usize>,
+    pub gossip_lazy: Option<usize>,
+    pub gossip_factor: Option<f64>,
+    pub heartbeat_interval: Option<Dur>,
+    pub heartbeat_initial_delay: Option<Dur>,
+    pub fanout_ttl: Option<Dur>,
+    pub history_length: Option<usize>,
+    pub history_gossip: Option<usize>,
+    pub duplicate_cache_time: Option<Dur>,
+    pub max_seen_messages: Option<usize>,
+    pub max_cached_messages: Option<usize>,
+    pub max_transmit_size: Option<usize>,
+    pub max_ihave_length: Option<usize>,
+    pub max_ihave_messages: Option<usize>,
+    pub gossip_retransmission: Option<u32>,
+    pub prune_backoff: Option<Dur>,
+    pub unsubscribe_backoff: Option<Dur>,
+    pub backoff_slack: Option<u32>,
+    pub do_px: Option<bool>,
+    pub prune_peers: Option<usize>,
+    pub flood_publish: Option<bool>,
+    pub max_queued_control: Option<usize>,
+    pub max_queued_messages: Option<usize>,
+    pub max_messages_per_rpc: Option<usize>,
+    pub max_topics_per_peer: Option<usize>,
+    pub iwant_followup_time: Option<Dur>,
+    pub graft_flood_threshold: Option<Dur>,
+    pub writer_queue: Option<usize>,
+    pub write_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub reopen_delay: Option<Dur>,
+    pub max_inbound_streams: Option<usize>,
+    pub max_inbound_streams_per_peer: Option<usize>,
+    pub max_outbound_streams: Option<usize>,
+    pub max_pending_commands: Option<usize>,
 }
 
 /// `[relay_client]`.

@@ -61,6 +61,19 @@ enum Command {
         #[arg(long, global = true, default_value = "15s")]
         timeout: Dur,
     },
+    /// Chat on a pubsub topic: stdin lines are published, messages printed with their author.
+    Chat {
+        /// The topic.
+        topic: String,
+        /// Peers to connect to (`<address>/p2p/<peer id>`); default `node.bootstrap`.
+        #[arg(long, value_delimiter = ',', env = "MESHWIRE_BOOTSTRAP")]
+        bootstrap: Vec<String>,
+        /// Addresses to listen on, so other chatters can connect (default: none).
+        #[arg(long, value_delimiter = ',')]
+        listen: Vec<String>,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
     /// RPC: call a procedure found through the DHT, or serve one.
     Rpc {
         #[command(subcommand)]
@@ -258,6 +271,22 @@ async fn main_inner(cli: Cli) -> Result<(), String> {
         Command::Node(args) => {
             let (config, source) = node_config(&cli, args)?;
             run::run(config, source).await.map_err(|e| e.to_string())?;
+        }
+        Command::Chat {
+            topic,
+            bootstrap,
+            listen,
+            common,
+        } => {
+            let (config, key) = client_config(&cli, common)?;
+            let bootstrap = if bootstrap.is_empty() {
+                config.node.bootstrap.clone()
+            } else {
+                bootstrap.clone()
+            };
+            meshwire_cli::chat::chat(&config, key, topic, listen, &bootstrap)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Command::Rpc {
             op:

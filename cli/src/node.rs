@@ -7,6 +7,7 @@
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
 use meshwire::prelude::*;
+use meshwire::pubsub;
 use meshwire::relay::{self, client, RelayMetrics};
 use meshwire::rpc::{self, RpcMetrics};
 use prometheus_client::registry::Registry;
@@ -28,6 +29,8 @@ pub struct Node {
     pub identify: identify::Behaviour,
     /// RPC (`[rpc]`) over the Kademlia DHT it owns (`[kad]`; reach it with [`Node::kad`]).
     pub rpc: rpc::Behaviour,
+    /// Gossipsub v1.1 (`[pubsub]`; off with `enabled = false`), subscribed to `pubsub.topics`.
+    pub pubsub: Toggle<pubsub::Behaviour>,
     /// SWIM membership of `node.realms` (off without realms).
     pub swim: Toggle<swim::Behaviour>,
 }
@@ -113,6 +116,16 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             .with_rtt_table(ping.rtt_table()),
             ping,
             identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
+            pubsub: Toggle::from(if config.pubsub.enabled.unwrap_or(true) {
+                let mut p = pubsub::Behaviour::new(ctx.key(), settings::pubsub(config))
+                    .map_err(|e| BehaviourError(format!("pubsub: {e}")))?;
+                for topic in &config.pubsub.topics {
+                    p.subscribe(topic.as_str());
+                }
+                Some(p)
+            } else {
+                None
+            }),
             swim: Toggle::from(if realms.is_empty() {
                 None
             } else {

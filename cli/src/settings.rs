@@ -449,6 +449,52 @@ pub fn rpc(config: &Config, source: &Source) -> Result<meshwire::rpc::Config, Co
     Ok(c)
 }
 
+/// `[pubsub]` (whether it runs is `enabled`, its topics `topics`: both read by
+/// [`crate::node::build`]).
+pub fn pubsub(config: &Config) -> meshwire::pubsub::Config {
+    let s = &config.pubsub;
+    let mut c = meshwire::pubsub::Config::default();
+    apply!(
+        c,
+        s,
+        [
+            mesh_n,
+            mesh_n_low,
+            mesh_n_high,
+            mesh_outbound_min,
+            gossip_lazy,
+            gossip_factor,
+            history_length,
+            history_gossip,
+            max_seen_messages,
+            max_cached_messages,
+            max_transmit_size,
+            max_ihave_length,
+            max_ihave_messages,
+            gossip_retransmission,
+            backoff_slack,
+            do_px,
+            prune_peers,
+            flood_publish,
+            max_queued_control,
+            max_queued_messages,
+            max_messages_per_rpc,
+            max_topics_per_peer,
+            writer_queue,
+            max_inbound_streams,
+            max_inbound_streams_per_peer,
+            max_outbound_streams,
+            max_pending_commands,
+        ]
+    );
+    apply!(dur c, s, [
+        heartbeat_interval, heartbeat_initial_delay, fanout_ttl, duplicate_cache_time,
+        prune_backoff, unsubscribe_backoff, iwant_followup_time, graft_flood_threshold,
+        write_timeout, idle_timeout, reopen_delay,
+    ]);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +548,10 @@ push_listen_addr_updates = true
 min_push_interval = "2s"
 [ping]
 interval = "1s"
+[pubsub]
+mesh_n = 7
+heartbeat_initial_delay = "100ms"
+writer_queue = 3
 [rpc]
 realm = "blue"
 lookup_timeout = "3s"
@@ -569,5 +619,13 @@ streams = 99
         let d = meshwire::rpc::Config::default();
         assert_eq!(r.max_handlers_per_peer, d.max_handlers_per_peer);
         assert_eq!(r.engine.cache_ttl, d.engine.cache_ttl);
+        let p = pubsub(&c);
+        assert_eq!((p.mesh_n, p.writer_queue), (7, 3));
+        assert_eq!(p.heartbeat_initial_delay, Duration::from_millis(100));
+        let d = meshwire::pubsub::Config::default();
+        assert_eq!(
+            (p.mesh_n_high, p.heartbeat_interval),
+            (d.mesh_n_high, d.heartbeat_interval)
+        );
     }
 }

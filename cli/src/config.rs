@@ -111,6 +111,7 @@ pub struct Config {
     pub relay_client: RelayClientSection,
     pub rpc: RpcSection,
     pub pubsub: PubsubSection,
+    pub holepunch: HolepunchSection,
     pub resources: ResourcesSection,
 }
 
@@ -420,6 +421,34 @@ pub struct PubsubSection {
     pub max_inbound_streams_per_peer: Option<usize>,
     pub max_outbound_streams: Option<usize>,
     pub max_pending_commands: Option<usize>,
+}
+
+/// `[holepunch]`: DCUtR, direct connections from relayed ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct HolepunchSection {
+    pub enabled: Option<bool>,
+    pub max_attempts: Option<u8>,
+    pub exchange_timeout: Option<Dur>,
+    pub attempt_timeout: Option<Dur>,
+    pub responder_wait: Option<Dur>,
+    pub timings: Option<Vec<DialTimingName>>,
+    pub port_windows: Option<Vec<u16>>,
+    pub max_dial_addrs: Option<usize>,
+    pub max_sessions: Option<usize>,
+}
+
+/// An entry of `holepunch.timings`: when the initiator dials after `SYNC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialTimingName {
+    /// Half the measured round trip (the spec's timing).
+    HalfRtt,
+    /// A full round trip.
+    FullRtt,
+    /// At once.
+    Immediate,
 }
 
 /// `[relay_client]`.

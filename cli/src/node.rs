@@ -6,6 +6,7 @@
 //! metrics registered in [`build`], and its rows in `status.rs`.
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
+use meshwire::holepunch::{self, HolepunchMetrics};
 use meshwire::prelude::*;
 use meshwire::pubsub;
 use meshwire::relay::{self, client, RelayMetrics};
@@ -29,6 +30,9 @@ pub struct Node {
     pub identify: identify::Behaviour,
     /// RPC (`[rpc]`) over the Kademlia DHT it owns (`[kad]`; reach it with [`Node::kad`]).
     pub rpc: rpc::Behaviour,
+    /// DCUtR hole punching (`[holepunch]`; off with `enabled = false`): relayed connections
+    /// upgraded to direct ones.
+    pub holepunch: Toggle<holepunch::Behaviour>,
     /// Gossipsub v1.1 (`[pubsub]`; off with `enabled = false`), subscribed to `pubsub.topics`.
     pub pubsub: Toggle<pubsub::Behaviour>,
     /// SWIM membership of `node.realms` (off without realms).
@@ -83,6 +87,14 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
     let relay_metrics = RelayMetrics::register(&mut registry);
     let rpc_metrics = RpcMetrics::register(&mut registry);
     let rpc_config = settings::rpc(config, source)?;
+    let holepunch = if config.holepunch.enabled.unwrap_or(true) {
+        Some(
+            holepunch::Behaviour::new(settings::holepunch(config)?)
+                .with_metrics(HolepunchMetrics::register(&mut registry)),
+        )
+    } else {
+        None
+    };
     let mut builder = SwarmBuilder::new(key)
         .quic(settings::quic(config))
         .config(|_| settings::swarm(config))
@@ -116,6 +128,7 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             .with_rtt_table(ping.rtt_table()),
             ping,
             identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
+            holepunch: Toggle::from(holepunch),
             pubsub: Toggle::from(if config.pubsub.enabled.unwrap_or(true) {
                 let mut p = pubsub::Behaviour::new(ctx.key(), settings::pubsub(config))
                     .map_err(|e| BehaviourError(format!("pubsub: {e}")))?;

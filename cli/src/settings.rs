@@ -495,6 +495,48 @@ pub fn pubsub(config: &Config) -> meshwire::pubsub::Config {
     c
 }
 
+/// `[holepunch]` (whether it runs is `enabled`, read by [`crate::node::build`]).
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an empty `timings` or `port_windows`, or `max_attempts = 0`.
+pub fn holepunch(config: &Config) -> Result<meshwire::holepunch::Config, ConfigError> {
+    use crate::config::DialTimingName;
+    use meshwire::holepunch::DialTiming;
+    let s = &config.holepunch;
+    let mut c = meshwire::holepunch::Config::default();
+    apply!(c, s, [max_attempts, max_dial_addrs, max_sessions]);
+    apply!(dur c, s, [exchange_timeout, attempt_timeout, responder_wait]);
+    let refuse = |key: &str, message: &str| ConfigError::Value {
+        at: String::new(),
+        key: format!("holepunch.{key}"),
+        message: message.into(),
+    };
+    if c.max_attempts == 0 {
+        return Err(refuse("max_attempts", "must be at least 1"));
+    }
+    if let Some(t) = &s.timings {
+        if t.is_empty() {
+            return Err(refuse("timings", "needs at least one entry"));
+        }
+        c.timings = t
+            .iter()
+            .map(|t| match t {
+                DialTimingName::HalfRtt => DialTiming::HalfRtt,
+                DialTimingName::FullRtt => DialTiming::FullRtt,
+                DialTimingName::Immediate => DialTiming::Immediate,
+            })
+            .collect();
+    }
+    if let Some(w) = &s.port_windows {
+        if w.is_empty() {
+            return Err(refuse("port_windows", "needs at least one entry"));
+        }
+        c.port_windows = w.clone();
+    }
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +594,11 @@ interval = "1s"
 mesh_n = 7
 heartbeat_initial_delay = "100ms"
 writer_queue = 3
+[holepunch]
+max_attempts = 2
+attempt_timeout = "4s"
+timings = ["immediate", "half_rtt"]
+port_windows = [0, 3]
 [rpc]
 realm = "blue"
 lookup_timeout = "3s"
@@ -627,5 +674,36 @@ streams = 99
             (p.mesh_n_high, p.heartbeat_interval),
             (d.mesh_n_high, d.heartbeat_interval)
         );
+        let h = holepunch(&c).unwrap();
+        assert_eq!(
+            (h.max_attempts, h.port_windows.as_slice()),
+            (2, &[0, 3][..])
+        );
+        assert_eq!(h.attempt_timeout, Duration::from_secs(4));
+        use meshwire::holepunch::DialTiming;
+        assert_eq!(h.timings, [DialTiming::Immediate, DialTiming::HalfRtt]);
+        let d = meshwire::holepunch::Config::default();
+        assert_eq!(
+            (h.max_sessions, h.exchange_timeout),
+            (d.max_sessions, d.exchange_timeout)
+        );
+    }
+
+    #[test]
+    fn holepunch_refuses_empty_lists_and_zero_attempts() {
+        for (text, key) in [
+            ("[holepunch]\ntimings = []\n", "holepunch.timings"),
+            ("[holepunch]\nport_windows = []\n", "holepunch.port_windows"),
+            ("[holepunch]\nmax_attempts = 0\n", "holepunch.max_attempts"),
+        ] {
+            let err = holepunch(&config(text)).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let bad = crate::config::parse(&Source {
+            path: "t.toml".into(),
+            text: "[holepunch]\ntimings = [\"soon\"]\n".into(),
+        })
+        .and_then(crate::config::finish);
+        assert!(bad.unwrap_err().to_string().contains("half_rtt"));
     }
 }

@@ -140,8 +140,8 @@ pub async fn kad(
     op: KadOp,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let (handle, mut events) = connect(config, key, bootstrap, timeout).await?;
     let deadline = tokio::time::Instant::now() + timeout;
+    let (handle, mut events) = connect(config, key, bootstrap, deadline).await?;
     let op2 = op.clone();
     let query = handle
         .with_behaviour(move |b: &mut Node| match op2 {
@@ -239,8 +239,8 @@ pub async fn rpc_call(
         .map_err(|e| ClientError::Failed(format!("procedure name {name:?}: {e}")))?;
     serde_json::from_str::<serde_json::Value>(json)
         .map_err(|e| ClientError::Failed(format!("the argument is not JSON: {e}")))?;
-    let (handle, mut events) = connect(config, key, bootstrap, timeout).await?;
     let deadline = tokio::time::Instant::now() + timeout;
+    let (handle, mut events) = connect(config, key, bootstrap, deadline).await?;
     // The events are drained so the swarm never waits on a full channel.
     let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
     let result = loop {
@@ -276,7 +276,7 @@ async fn connect(
     config: &Config,
     key: Keypair,
     bootstrap: &[String],
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<(SwarmHandle<Node>, Events), ClientError> {
     let peers =
         settings::peers(bootstrap, "--bootstrap", &Source::default()).map_err(RunError::from)?;
@@ -286,7 +286,6 @@ async fn connect(
         ));
     }
     let (handle, mut events) = start(config, key).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
     let known = peers.clone();
     handle
         .with_behaviour(move |b: &mut Node| {

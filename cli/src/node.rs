@@ -1,7 +1,7 @@
 //! The node: every behaviour that has landed, composed with `#[derive(NetworkBehaviour)]`,
 //! built from the configuration with all metrics in one registry.
 //!
-//! Extension points: a protocol that lands later (pubsub, rpc, hole punching) is one more
+//! Extension points: a protocol that lands later is one more
 //! field of [`Node`], one section in `config.rs`/`settings.rs` (and the example config), its
 //! metrics registered in [`build`], and its rows in `status.rs`.
 

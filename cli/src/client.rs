@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use meshwire::kad::{QueryOrigin, QueryResult};
 use meshwire::prelude::*;
+use meshwire::rpc;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, KadMode, Source};
@@ -139,59 +140,34 @@ pub async fn kad(
     op: KadOp,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let peers =
-        settings::peers(bootstrap, "--bootstrap", &Source::default()).map_err(RunError::from)?;
-    if peers.is_empty() {
-        return Err(ClientError::Failed(
-            "no --bootstrap peer given (or node.bootstrap in --config)".into(),
-        ));
-    }
-    let (handle, mut events) = start(config, key).await?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let known = peers.clone();
-    handle
-        .with_behaviour(move |b: &mut Node| {
-            for (p, a) in &known {
-                b.kad.add_address(*p, a.clone());
-            }
-        })
-        .await?;
-    for (p, a) in &peers {
-        handle.dial(DialOpts::peer(*p).address(a.clone())).await?;
-    }
-    // Wait for one bootstrap connection, so the query has someone to ask.
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(SwarmEvent::ConnectionEstablished { .. })) => break,
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(ClientError::Failed("the node stopped".into())),
-            Err(_) => return Err(ClientError::Failed("no bootstrap peer reachable".into())),
-        }
-    }
+    let (handle, mut events) = connect(config, key, bootstrap, deadline).await?;
     let op2 = op.clone();
     let query = handle
         .with_behaviour(move |b: &mut Node| match op2 {
             KadOp::Put { key, value } => b
-                .kad
+                .kad()
                 .put_record(kad::Record::new(key.as_str(), value.into_bytes()), 1)
                 .map_err(|e| e.to_string()),
-            KadOp::Get { key } => Ok(b.kad.get_record(key.as_str().into(), 1)),
+            KadOp::Get { key } => Ok(b.kad().get_record(key.as_str().into(), 1)),
             KadOp::Provide { key } => b
-                .kad
+                .kad()
                 .start_providing(key.as_str().into())
                 .map_err(|e| e.to_string()),
-            KadOp::Providers { key } => Ok(b.kad.get_providers(key.as_str().into())),
+            KadOp::Providers { key } => Ok(b.kad().get_providers(key.as_str().into())),
         })
         .await?
         .map_err(ClientError::Failed)?;
     let result = loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::QueryFinished {
-                id,
-                origin: QueryOrigin::User,
-                result,
-                ..
-            }))))
+            Ok(Some(SwarmEvent::Behaviour(NodeEvent::Rpc(rpc::Event::Kad(
+                kad::Event::QueryFinished {
+                    id,
+                    origin: QueryOrigin::User,
+                    result,
+                    ..
+                },
+            )))))
                 if id == query =>
             {
                 break result
@@ -235,4 +211,100 @@ pub async fn kad(
         }
         Err(e) => Err(ClientError::Failed(format!("{op:?}: {e}"))),
     }
+}
+
+/// How long `rpc call` waits before asking the DHT again when nobody provides the name yet
+/// (the provider's announcement may still be on its way).
+const NO_PROVIDERS_RETRY: Duration = Duration::from_millis(500);
+
+/// `meshwire rpc call <name> <json>`: connects to the `bootstrap` peers, finds a provider of
+/// `name` in the realm of `[rpc]` through the DHT, calls it with the JSON argument and
+/// prints the result (UTF-8, lossy). While nobody provides the name it asks again until
+/// `timeout`.
+///
+/// # Errors
+///
+/// [`ClientError`]: `json` is not JSON, `name` is not a procedure name, no bootstrap peer
+/// reachable, or the call failed.
+pub async fn rpc_call(
+    config: &Config,
+    key: Keypair,
+    bootstrap: &[String],
+    name: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let name: rpc::ProcedureName = name
+        .parse()
+        .map_err(|e| ClientError::Failed(format!("procedure name {name:?}: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(json)
+        .map_err(|e| ClientError::Failed(format!("the argument is not JSON: {e}")))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (handle, mut events) = connect(config, key, bootstrap, deadline).await?;
+    // The events are drained so the swarm never waits on a full channel.
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let result = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let opts = rpc::CallOpts::default().with_timeout(left.max(Duration::from_millis(1)));
+        let (n, payload) = (name.clone(), json.as_bytes().to_vec());
+        let result = handle
+            .with_behaviour(move |b: &mut Node| b.rpc.call_async(n, payload, opts))
+            .await?
+            .await;
+        match result {
+            Err(rpc::CallError::NoProviders)
+                if tokio::time::Instant::now() + NO_PROVIDERS_RETRY < deadline =>
+            {
+                tokio::time::sleep(NO_PROVIDERS_RETRY).await;
+            }
+            other => break other,
+        }
+    };
+    handle.shutdown().await?;
+    drain.abort();
+    match result {
+        Ok(bytes) => {
+            println!("{}", String::from_utf8_lossy(&bytes));
+            Ok(())
+        }
+        Err(e) => Err(ClientError::Failed(format!("rpc call {name}: {e}"))),
+    }
+}
+
+/// A short-lived node that knows the `bootstrap` peers (in kademlia) and is connected to one.
+async fn connect(
+    config: &Config,
+    key: Keypair,
+    bootstrap: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<(SwarmHandle<Node>, Events), ClientError> {
+    let peers =
+        settings::peers(bootstrap, "--bootstrap", &Source::default()).map_err(RunError::from)?;
+    if peers.is_empty() {
+        return Err(ClientError::Failed(
+            "no --bootstrap peer given (or node.bootstrap in --config)".into(),
+        ));
+    }
+    let (handle, mut events) = start(config, key).await?;
+    let known = peers.clone();
+    handle
+        .with_behaviour(move |b: &mut Node| {
+            for (p, a) in &known {
+                b.kad().add_address(*p, a.clone());
+            }
+        })
+        .await?;
+    for (p, a) in &peers {
+        handle.dial(DialOpts::peer(*p).address(a.clone())).await?;
+    }
+    // Wait for one bootstrap connection, so the queries have someone to ask.
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(SwarmEvent::ConnectionEstablished { .. })) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ClientError::Failed("the node stopped".into())),
+            Err(_) => return Err(ClientError::Failed("no bootstrap peer reachable".into())),
+        }
+    }
+    Ok((handle, events))
 }

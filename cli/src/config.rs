@@ -109,6 +109,9 @@ pub struct Config {
     pub swim: SwimSection,
     pub relay_server: RelayServerSection,
     pub relay_client: RelayClientSection,
+    pub rpc: RpcSection,
+    pub pubsub: PubsubSection,
+    pub holepunch: HolepunchSection,
     pub resources: ResourcesSection,
 }
 
@@ -344,6 +347,108 @@ pub struct RelayServerSection {
     pub max_exchanges: Option<usize>,
     pub max_exchanges_per_peer: Option<usize>,
     pub circuit_buffer: Option<usize>,
+}
+
+/// `[rpc]`: named procedures found through the DHT (`meshwire rpc`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RpcSection {
+    pub realm: Option<String>,
+    pub provider_ttl: Option<Dur>,
+    pub max_cached_names: Option<usize>,
+    pub max_providers_per_name: Option<usize>,
+    pub lookup_timeout: Option<Dur>,
+    pub backoff: Option<Dur>,
+    pub cache_max_entries: Option<usize>,
+    pub cache_max_bytes: Option<usize>,
+    pub cache_ttl: Option<Dur>,
+    pub max_calls: Option<usize>,
+    pub max_outstanding_per_provider: Option<usize>,
+    pub max_payload: Option<usize>,
+    pub interest_interval: Option<Dur>,
+    pub max_interests: Option<usize>,
+    pub max_events: Option<usize>,
+    pub max_request_bytes: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+    pub max_handlers: Option<usize>,
+    pub max_handlers_per_peer: Option<usize>,
+    pub max_call_time: Option<Dur>,
+}
+
+/// `[pubsub]`: gossipsub v1.1 (`meshwire chat`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct PubsubSection {
+    pub enabled: Option<bool>,
+    pub topics: Vec<String>,
+    pub mesh_n: Option<usize>,
+    pub mesh_n_low: Option<usize>,
+    pub mesh_n_high: Option<usize>,
+    pub mesh_outbound_min: Option<usize>,
+    pub gossip_lazy: Option<usize>,
+    pub gossip_factor: Option<f64>,
+    pub heartbeat_interval: Option<Dur>,
+    pub heartbeat_initial_delay: Option<Dur>,
+    pub fanout_ttl: Option<Dur>,
+    pub history_length: Option<usize>,
+    pub history_gossip: Option<usize>,
+    pub duplicate_cache_time: Option<Dur>,
+    pub max_seen_messages: Option<usize>,
+    pub max_cached_messages: Option<usize>,
+    pub max_transmit_size: Option<usize>,
+    pub max_ihave_length: Option<usize>,
+    pub max_ihave_messages: Option<usize>,
+    pub gossip_retransmission: Option<u32>,
+    pub prune_backoff: Option<Dur>,
+    pub unsubscribe_backoff: Option<Dur>,
+    pub backoff_slack: Option<u32>,
+    pub do_px: Option<bool>,
+    pub prune_peers: Option<usize>,
+    pub flood_publish: Option<bool>,
+    pub max_queued_control: Option<usize>,
+    pub max_queued_messages: Option<usize>,
+    pub max_messages_per_rpc: Option<usize>,
+    pub max_topics_per_peer: Option<usize>,
+    pub iwant_followup_time: Option<Dur>,
+    pub graft_flood_threshold: Option<Dur>,
+    pub writer_queue: Option<usize>,
+    pub write_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub reopen_delay: Option<Dur>,
+    pub max_inbound_streams: Option<usize>,
+    pub max_inbound_streams_per_peer: Option<usize>,
+    pub max_outbound_streams: Option<usize>,
+    pub max_pending_commands: Option<usize>,
+}
+
+/// `[holepunch]`: DCUtR, direct connections from relayed ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct HolepunchSection {
+    pub enabled: Option<bool>,
+    pub max_attempts: Option<u8>,
+    pub exchange_timeout: Option<Dur>,
+    pub attempt_timeout: Option<Dur>,
+    pub responder_wait: Option<Dur>,
+    pub timings: Option<Vec<DialTimingName>>,
+    pub port_windows: Option<Vec<u16>>,
+    pub max_dial_addrs: Option<usize>,
+    pub max_sessions: Option<usize>,
+}
+
+/// An entry of `holepunch.timings`: when the initiator dials after `SYNC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialTimingName {
+    /// Half the measured round trip (the spec's timing).
+    HalfRtt,
+    /// A full round trip.
+    FullRtt,
+    /// At once.
+    Immediate,
 }
 
 /// `[relay_client]`.

@@ -1,5 +1,6 @@
 //! The `meshwire` command (`cargo install --path cli`): a node with a key file and a config
-//! file, `/metrics` and a status page, client subcommands (`ping`, `kad`). Built only from
+//! file, `/metrics` and a status page, client subcommands (`ping`, `kad`, `rpc call`,
+//! `chat`) and `rpc serve` (a node serving a built-in procedure). Built only from
 //! the public API of the `meshwire` facade, so it is also the proof that the pieces compose.
 //!
 //! The configuration is TOML (`cli/meshwire.example.toml` documents every key), overridable
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod chat;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -61,6 +61,59 @@ enum Command {
         #[arg(long, global = true, default_value = "15s")]
         timeout: Dur,
     },
+    /// Chat on a pubsub topic: stdin lines are published, messages printed with their author.
+    Chat {
+        /// The topic.
+        topic: String,
+        /// Peers to connect to (`<address>/p2p/<peer id>`); default `node.bootstrap`.
+        #[arg(long, value_delimiter = ',', env = "MESHWIRE_BOOTSTRAP")]
+        bootstrap: Vec<String>,
+        /// Addresses to listen on, so other chatters can connect (default: none).
+        #[arg(long, value_delimiter = ',')]
+        listen: Vec<String>,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// RPC: call a procedure found through the DHT, or serve one.
+    Rpc {
+        #[command(subcommand)]
+        op: RpcCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RpcCmd {
+    /// Calls `<name>` with a JSON argument from a short-lived node; prints the result.
+    Call {
+        /// The procedure, reverse-DNS (`org.example.echo`).
+        name: String,
+        /// The argument, JSON (sent as its bytes).
+        json: String,
+        /// The realm to look in (`rpc.realm`; default `default`).
+        #[arg(long, alias = "rpc-realm")]
+        realm: Option<String>,
+        /// Peers to reach the DHT through (`<address>/p2p/<peer id>`); default `node.bootstrap`.
+        #[arg(long, value_delimiter = ',', env = "MESHWIRE_BOOTSTRAP")]
+        bootstrap: Vec<String>,
+        /// Give up after this long (providers are looked up again until then).
+        #[arg(long, default_value = "15s")]
+        timeout: Dur,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Runs a node (as `meshwire node`) that serves `<name>` with a built-in handler.
+    Serve {
+        /// The procedure, reverse-DNS (`org.example.echo`).
+        name: String,
+        /// The handler: answer with the JSON argument (the only built-in handler).
+        #[arg(long, required = true)]
+        echo: bool,
+        /// The realm to announce in (`rpc.realm`; `--realm` is the node's SWIM realms).
+        #[arg(long)]
+        rpc_realm: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +213,30 @@ fn init_logs(cli: &Cli, config: &Config) {
     }
 }
 
+/// The configuration of `meshwire node` (and `rpc serve`): file, environment, `--set`,
+/// flags; logs initialised.
+fn node_config(
+    cli: &Cli,
+    args: &NodeArgs,
+) -> Result<(Config, meshwire_cli::config::Source), String> {
+    let flags = Flags {
+        key: args.key.clone(),
+        listen: args.listen.clone(),
+        bootstrap: args.bootstrap.clone(),
+        realms: args.realms.clone(),
+        relay_listen: args.relay_listen.clone(),
+        metrics: args.metrics.clone(),
+    };
+    let (mut config, source) =
+        load_config(args.config.as_deref(), std::env::vars(), &args.set, &flags)
+            .map_err(|e| e.to_string())?;
+    if config.node.listen.is_empty() {
+        config.node.listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".into()];
+    }
+    init_logs(cli, &config);
+    Ok((config, source))
+}
+
 fn client_config(
     cli: &Cli,
     common: &ClientArgs,
@@ -192,22 +269,68 @@ async fn main_inner(cli: Cli) -> Result<(), String> {
             }
         },
         Command::Node(args) => {
-            let flags = Flags {
-                key: args.key.clone(),
-                listen: args.listen.clone(),
-                bootstrap: args.bootstrap.clone(),
-                realms: args.realms.clone(),
-                relay_listen: args.relay_listen.clone(),
-                metrics: args.metrics.clone(),
-            };
-            let (mut config, source) =
-                load_config(args.config.as_deref(), std::env::vars(), &args.set, &flags)
-                    .map_err(|e| e.to_string())?;
-            if config.node.listen.is_empty() {
-                config.node.listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".into()];
-            }
-            init_logs(&cli, &config);
+            let (config, source) = node_config(&cli, args)?;
             run::run(config, source).await.map_err(|e| e.to_string())?;
+        }
+        Command::Chat {
+            topic,
+            bootstrap,
+            listen,
+            common,
+        } => {
+            let (config, key) = client_config(&cli, common)?;
+            let bootstrap = if bootstrap.is_empty() {
+                config.node.bootstrap.clone()
+            } else {
+                bootstrap.clone()
+            };
+            meshwire_cli::chat::chat(&config, key, topic, listen, &bootstrap)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Command::Rpc {
+            op:
+                RpcCmd::Serve {
+                    name,
+                    echo: _,
+                    rpc_realm,
+                    node,
+                },
+        } => {
+            let (mut config, source) = node_config(&cli, node)?;
+            if let Some(r) = rpc_realm {
+                config.rpc.realm = Some(r.clone());
+            }
+            let name = name
+                .parse::<meshwire::rpc::ProcedureName>()
+                .map_err(|e| format!("procedure name {name:?}: {e}"))?;
+            run::run_serving(config, source, vec![(name, run::BuiltinHandler::Echo)])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Command::Rpc {
+            op:
+                RpcCmd::Call {
+                    name,
+                    json,
+                    realm,
+                    bootstrap,
+                    timeout,
+                    common,
+                },
+        } => {
+            let (mut config, key) = client_config(&cli, common)?;
+            if let Some(r) = realm {
+                config.rpc.realm = Some(r.clone());
+            }
+            let bootstrap = if bootstrap.is_empty() {
+                config.node.bootstrap.clone()
+            } else {
+                bootstrap.clone()
+            };
+            client::rpc_call(&config, key, &bootstrap, name, json, timeout.0)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Command::Ping {
             addr,

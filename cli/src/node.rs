@@ -1,13 +1,16 @@
 //! The node: every behaviour that has landed, composed with `#[derive(NetworkBehaviour)]`,
 //! built from the configuration with all metrics in one registry.
 //!
-//! Extension points: a protocol that lands later (pubsub, rpc, hole punching) is one more
+//! Extension points: a protocol that lands later is one more
 //! field of [`Node`], one section in `config.rs`/`settings.rs` (and the example config), its
 //! metrics registered in [`build`], and its rows in `status.rs`.
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
+use meshwire::holepunch::{self, HolepunchMetrics};
 use meshwire::prelude::*;
+use meshwire::pubsub;
 use meshwire::relay::{self, client, RelayMetrics};
+use meshwire::rpc::{self, RpcMetrics};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
 
@@ -25,10 +28,22 @@ pub struct Node {
     pub ping: ping::Behaviour,
     /// `/ipfs/id/1.0.0`: agents, protocols and addresses of peers.
     pub identify: identify::Behaviour,
-    /// The Kademlia DHT.
-    pub kad: kad::Behaviour,
+    /// RPC (`[rpc]`) over the Kademlia DHT it owns (`[kad]`; reach it with [`Node::kad`]).
+    pub rpc: rpc::Behaviour,
+    /// DCUtR hole punching (`[holepunch]`; off with `enabled = false`): relayed connections
+    /// upgraded to direct ones.
+    pub holepunch: Toggle<holepunch::Behaviour>,
+    /// Gossipsub v1.1 (`[pubsub]`; off with `enabled = false`), subscribed to `pubsub.topics`.
+    pub pubsub: Toggle<pubsub::Behaviour>,
     /// SWIM membership of `node.realms` (off without realms).
     pub swim: Toggle<swim::Behaviour>,
+}
+
+impl Node {
+    /// The Kademlia DHT (owned by [`Node::rpc`], which finds providers through it).
+    pub fn kad(&mut self) -> &mut kad::Behaviour {
+        self.rpc.kad_mut()
+    }
 }
 
 /// Why a node could not be built.
@@ -70,6 +85,16 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             .with_metrics(ConnMgrMetrics::register(&mut registry)),
     );
     let relay_metrics = RelayMetrics::register(&mut registry);
+    let rpc_metrics = RpcMetrics::register(&mut registry);
+    let rpc_config = settings::rpc(config, source)?;
+    let holepunch = if config.holepunch.enabled.unwrap_or(true) {
+        Some(
+            holepunch::Behaviour::new(settings::holepunch(config)?)
+                .with_metrics(HolepunchMetrics::register(&mut registry)),
+        )
+    } else {
+        None
+    };
     let mut builder = SwarmBuilder::new(key)
         .quic(settings::quic(config))
         .config(|_| settings::swarm(config))
@@ -79,6 +104,7 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
         builder = builder.listen_on(addr);
     }
     let mut swarm = builder.try_build(|ctx| {
+        let ping = ping::Behaviour::new(settings::ping(config));
         Ok::<_, BehaviourError>(Node {
             relay_client: ctx.relay_client(),
             relay_server: Toggle::from(if config.relay_server.enabled.unwrap_or(true) {
@@ -94,9 +120,25 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             } else {
                 None
             }),
-            ping: ping::Behaviour::new(settings::ping(config)),
+            rpc: rpc::Behaviour::new(
+                kad::Behaviour::new(ctx.peer_id(), settings::kad(config)),
+                rpc_config,
+            )
+            .with_metrics(rpc_metrics)
+            .with_rtt_table(ping.rtt_table()),
+            ping,
             identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
-            kad: kad::Behaviour::new(ctx.peer_id(), settings::kad(config)),
+            holepunch: Toggle::from(holepunch),
+            pubsub: Toggle::from(if config.pubsub.enabled.unwrap_or(true) {
+                let mut p = pubsub::Behaviour::new(ctx.key(), settings::pubsub(config))
+                    .map_err(|e| BehaviourError(format!("pubsub: {e}")))?;
+                for topic in &config.pubsub.topics {
+                    p.subscribe(topic.as_str());
+                }
+                Some(p)
+            } else {
+                None
+            }),
             swim: Toggle::from(if realms.is_empty() {
                 None
             } else {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle};
 use meshwire::prelude::*;
+use meshwire::rpc;
 use meshwire::swarm::DialError;
 use meshwire::swim::SwimEvent;
 use tokio::signal::unix::{signal, SignalKind};
@@ -90,6 +91,45 @@ impl http::Source for Served {
 ///
 /// [`RunError`].
 pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
+    run_serving(config, source, Vec::new()).await
+}
+
+/// The built-in handlers `meshwire rpc serve` registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltinHandler {
+    /// Answers with the JSON argument it was called with (refuses an argument that is not
+    /// JSON with a handler error).
+    Echo,
+}
+
+impl BuiltinHandler {
+    /// The handler's answer to `payload`.
+    ///
+    /// # Errors
+    ///
+    /// The message the caller gets as `RemoteError::Handler`.
+    pub fn answer(self, payload: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            BuiltinHandler::Echo => {
+                serde_json::from_slice::<serde_json::Value>(payload)
+                    .map_err(|e| format!("echo: the argument is not JSON: {e}"))?;
+                Ok(payload.to_vec())
+            }
+        }
+    }
+}
+
+/// [`run`], serving the RPC procedures `serve` (each with its built-in handler) once the
+/// node has bootstrapped: `meshwire rpc serve`.
+///
+/// # Errors
+///
+/// [`RunError`].
+pub async fn run_serving(
+    config: Config,
+    source: Source,
+    serve: Vec<(rpc::ProcedureName, BuiltinHandler)>,
+) -> Result<(), RunError> {
     let key_path = config.node.key.clone().ok_or_else(|| ConfigError::Value {
         at: String::new(),
         key: "node.key".into(),
@@ -177,7 +217,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
         let result = handle
             .with_behaviour(move |b: &mut Node| {
                 for (peer, addr) in &peers {
-                    b.kad.add_address(*peer, addr.clone());
+                    b.kad().add_address(*peer, addr.clone());
                 }
                 let mut errors = Vec::new();
                 if let Some(swim) = b.swim.as_mut() {
@@ -187,7 +227,7 @@ pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
                         }
                     }
                 }
-                (b.kad.bootstrap().map_err(|e| e.to_string()), errors)
+                (b.kad().bootstrap().map_err(|e| e.to_string()), errors)
             })
             .await?;
         if let Err(e) = result.0 {
@@ -206,6 +246,21 @@ pub async fn run(config: Config, source: Source) -> Result<(), RunError> {
                 Err(HandleError::Dial(e)) if matches!(*e, DialError::ConditionFalse(_)) => {}
                 Err(e) => println!("meshwire: bootstrap: dial {addr}: {e}"),
             }
+        }
+    }
+    let realm = settings::rpc(&config, &source)?.engine.realm;
+    for (name, handler) in serve {
+        let shown = name.clone();
+        let registered = handle
+            .with_behaviour(move |b: &mut Node| {
+                b.rpc.register(name, move |payload: Vec<u8>| async move {
+                    handler.answer(&payload)
+                })
+            })
+            .await?;
+        match registered {
+            Ok(_) => println!("meshwire: serving rpc {shown} in realm {realm}"),
+            Err(e) => println!("meshwire: serving rpc {shown} (not announced: {e})"),
         }
     }
     let mut relay_listeners = Vec::new();
@@ -308,10 +363,10 @@ fn report(me: PeerId, ev: SwarmEvent<NodeEvent>) {
         SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
             tracing::info!(peer = %peer_id, ?cause, "disconnected");
         }
-        SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::QueryFinished {
+        SwarmEvent::Behaviour(NodeEvent::Rpc(rpc::Event::Kad(kad::Event::QueryFinished {
             result: kad::QueryResult::Bootstrap(r),
             ..
-        })) => match r {
+        }))) => match r {
             Ok(ok) => println!(
                 "meshwire: bootstrap: {} peers in the routing table",
                 ok.table_size

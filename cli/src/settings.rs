@@ -404,6 +404,139 @@ pub fn relay_client(config: &Config) -> client::Config {
     c
 }
 
+/// `[rpc]`.
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an invalid `rpc.realm`.
+pub fn rpc(config: &Config, source: &Source) -> Result<meshwire::rpc::Config, ConfigError> {
+    let s = &config.rpc;
+    let mut c = meshwire::rpc::Config::default();
+    if let Some(r) = &s.realm {
+        c.engine.realm = meshwire::rpc::Realm::new(r).map_err(|e| ConfigError::Value {
+            at: source.locate(r),
+            key: "rpc.realm".into(),
+            message: format!("{r:?}: {e}"),
+        })?;
+    }
+    apply!(
+        c.engine,
+        s,
+        [
+            max_cached_names,
+            max_providers_per_name,
+            cache_max_entries,
+            cache_max_bytes,
+            max_calls,
+            max_outstanding_per_provider,
+            max_payload,
+            max_interests,
+            max_events,
+        ]
+    );
+    apply!(dur c.engine, s, [provider_ttl, lookup_timeout, backoff, cache_ttl, interest_interval]);
+    apply!(
+        c,
+        s,
+        [
+            max_request_bytes,
+            max_response_bytes,
+            max_handlers,
+            max_handlers_per_peer
+        ]
+    );
+    apply!(dur c, s, [max_call_time]);
+    Ok(c)
+}
+
+/// `[pubsub]` (whether it runs is `enabled`, its topics `topics`: both read by
+/// [`crate::node::build`]).
+pub fn pubsub(config: &Config) -> meshwire::pubsub::Config {
+    let s = &config.pubsub;
+    let mut c = meshwire::pubsub::Config::default();
+    apply!(
+        c,
+        s,
+        [
+            mesh_n,
+            mesh_n_low,
+            mesh_n_high,
+            mesh_outbound_min,
+            gossip_lazy,
+            gossip_factor,
+            history_length,
+            history_gossip,
+            max_seen_messages,
+            max_cached_messages,
+            max_transmit_size,
+            max_ihave_length,
+            max_ihave_messages,
+            gossip_retransmission,
+            backoff_slack,
+            do_px,
+            prune_peers,
+            flood_publish,
+            max_queued_control,
+            max_queued_messages,
+            max_messages_per_rpc,
+            max_topics_per_peer,
+            writer_queue,
+            max_inbound_streams,
+            max_inbound_streams_per_peer,
+            max_outbound_streams,
+            max_pending_commands,
+        ]
+    );
+    apply!(dur c, s, [
+        heartbeat_interval, heartbeat_initial_delay, fanout_ttl, duplicate_cache_time,
+        prune_backoff, unsubscribe_backoff, iwant_followup_time, graft_flood_threshold,
+        write_timeout, idle_timeout, reopen_delay,
+    ]);
+    c
+}
+
+/// `[holepunch]` (whether it runs is `enabled`, read by [`crate::node::build`]).
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an empty `timings` or `port_windows`, or `max_attempts = 0`.
+pub fn holepunch(config: &Config) -> Result<meshwire::holepunch::Config, ConfigError> {
+    use crate::config::DialTimingName;
+    use meshwire::holepunch::DialTiming;
+    let s = &config.holepunch;
+    let mut c = meshwire::holepunch::Config::default();
+    apply!(c, s, [max_attempts, max_dial_addrs, max_sessions]);
+    apply!(dur c, s, [exchange_timeout, attempt_timeout, responder_wait]);
+    let refuse = |key: &str, message: &str| ConfigError::Value {
+        at: String::new(),
+        key: format!("holepunch.{key}"),
+        message: message.into(),
+    };
+    if c.max_attempts == 0 {
+        return Err(refuse("max_attempts", "must be at least 1"));
+    }
+    if let Some(t) = &s.timings {
+        if t.is_empty() {
+            return Err(refuse("timings", "needs at least one entry"));
+        }
+        c.timings = t
+            .iter()
+            .map(|t| match t {
+                DialTimingName::HalfRtt => DialTiming::HalfRtt,
+                DialTimingName::FullRtt => DialTiming::FullRtt,
+                DialTimingName::Immediate => DialTiming::Immediate,
+            })
+            .collect();
+    }
+    if let Some(w) = &s.port_windows {
+        if w.is_empty() {
+            return Err(refuse("port_windows", "needs at least one entry"));
+        }
+        c.port_windows = w.clone();
+    }
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +590,20 @@ push_listen_addr_updates = true
 min_push_interval = "2s"
 [ping]
 interval = "1s"
+[pubsub]
+mesh_n = 7
+heartbeat_initial_delay = "100ms"
+writer_queue = 3
+[holepunch]
+max_attempts = 2
+attempt_timeout = "4s"
+timings = ["immediate", "half_rtt"]
+port_windows = [0, 3]
+[rpc]
+realm = "blue"
+lookup_timeout = "3s"
+max_handlers = 9
+max_call_time = "5s"
 [resources]
 memory = 268435456
 [resources.peer]
@@ -509,5 +656,54 @@ streams = 99
         assert_eq!(k.store.max_addrs_per_provider, 3);
         assert_eq!(w.dial_backoff, Duration::from_secs(3));
         assert_eq!(w.swim.mtu, 900);
+        let r = rpc(&c, &Source::default()).unwrap();
+        assert_eq!(r.engine.realm.as_str(), "blue");
+        assert_eq!(r.engine.lookup_timeout, Duration::from_secs(3));
+        assert_eq!(
+            (r.max_handlers, r.max_call_time),
+            (9, Duration::from_secs(5))
+        );
+        let d = meshwire::rpc::Config::default();
+        assert_eq!(r.max_handlers_per_peer, d.max_handlers_per_peer);
+        assert_eq!(r.engine.cache_ttl, d.engine.cache_ttl);
+        let p = pubsub(&c);
+        assert_eq!((p.mesh_n, p.writer_queue), (7, 3));
+        assert_eq!(p.heartbeat_initial_delay, Duration::from_millis(100));
+        let d = meshwire::pubsub::Config::default();
+        assert_eq!(
+            (p.mesh_n_high, p.heartbeat_interval),
+            (d.mesh_n_high, d.heartbeat_interval)
+        );
+        let h = holepunch(&c).unwrap();
+        assert_eq!(
+            (h.max_attempts, h.port_windows.as_slice()),
+            (2, &[0, 3][..])
+        );
+        assert_eq!(h.attempt_timeout, Duration::from_secs(4));
+        use meshwire::holepunch::DialTiming;
+        assert_eq!(h.timings, [DialTiming::Immediate, DialTiming::HalfRtt]);
+        let d = meshwire::holepunch::Config::default();
+        assert_eq!(
+            (h.max_sessions, h.exchange_timeout),
+            (d.max_sessions, d.exchange_timeout)
+        );
+    }
+
+    #[test]
+    fn holepunch_refuses_empty_lists_and_zero_attempts() {
+        for (text, key) in [
+            ("[holepunch]\ntimings = []\n", "holepunch.timings"),
+            ("[holepunch]\nport_windows = []\n", "holepunch.port_windows"),
+            ("[holepunch]\nmax_attempts = 0\n", "holepunch.max_attempts"),
+        ] {
+            let err = holepunch(&config(text)).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let bad = crate::config::parse(&Source {
+            path: "t.toml".into(),
+            text: "[holepunch]\ntimings = [\"soon\"]\n".into(),
+        })
+        .and_then(crate::config::finish);
+        assert!(bad.unwrap_err().to_string().contains("half_rtt"));
     }
 }

@@ -38,10 +38,23 @@ pub struct Status {
     pub kad_records: usize,
     /// Keys kademlia's local store holds provider records for.
     pub kad_provider_keys: usize,
+    /// The RPC procedures this node serves (`meshwire rpc serve`).
+    pub rpc_served: Vec<String>,
+    /// The pubsub topics this node is subscribed to, with their mesh peers.
+    pub pubsub_topics: Vec<TopicStatus>,
     /// SWIM datagrams sent and received since start.
     pub swim_datagrams: (u64, u64),
     /// The connection manager's watermarks and connection count.
     pub connmgr: ConnMgrStatus,
+}
+
+/// A pubsub topic we are subscribed to.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopicStatus {
+    /// The topic.
+    pub topic: String,
+    /// Peers in our mesh of the topic.
+    pub mesh_peers: usize,
 }
 
 /// A connected peer.
@@ -200,10 +213,24 @@ pub async fn collect(
                 b.relay_client.reservations(),
                 server,
                 (
-                    b.kad.routing_table().len(),
-                    format!("{:?}", b.kad.mode()).to_lowercase(),
-                    b.kad.engine().record_store().len(),
-                    b.kad.engine().provider_store().len(),
+                    b.kad().routing_table().len(),
+                    format!("{:?}", b.kad().mode()).to_lowercase(),
+                    b.kad().engine().record_store().len(),
+                    b.kad().engine().provider_store().len(),
+                    b.rpc
+                        .registered()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                    b.pubsub.as_ref().map_or_else(Vec::new, |p| {
+                        let e = p.engine();
+                        e.subscriptions()
+                            .map(|t| TopicStatus {
+                                topic: t.to_string(),
+                                mesh_peers: e.mesh_peers(t).count(),
+                            })
+                            .collect()
+                    }),
                 ),
                 io,
             )
@@ -270,6 +297,8 @@ pub async fn collect(
         kad_mode: kad.1,
         kad_records: kad.2,
         kad_provider_keys: kad.3,
+        rpc_served: kad.4,
+        pubsub_topics: kad.5,
         swim_datagrams: io,
         connmgr: ConnMgrStatus {
             low_water: info.low_water,

@@ -125,9 +125,13 @@ fn three_nodes_form_a_dht_and_a_realm_answer_ping_and_leave_cleanly() {
     // ping through the relay: a short-lived node dials C's relayed address.
     let relayed = c.wait_containing("/p2p-circuit/p2p/");
     let relayed = relayed.strip_prefix("meshwire: listening on ").unwrap();
-    let out = run(&["ping", relayed, "--count", "1"]);
+    let out = run(&["ping", relayed, "--count", "4"]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ping {} rtt=", c.peer)));
+    // C accepted the relayed connection, so it led a DCUtR upgrade to a direct one.
+    eventually(Duration::from_secs(10), "C's hole punch upgrade", || {
+        c.metric(r#"holepunch_upgrades_total{role="initiator",result="succeeded"}"#) >= Some(1.0)
+    });
     // C logs JSON objects on stderr (MESHWIRE_LOG_FORMAT=json, RUST_LOG=info).
     let json_lines: Vec<String> = c
         .lines

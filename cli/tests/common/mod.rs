@@ -56,8 +56,13 @@ impl NodeProc {
 
     /// [`NodeProc::start`] with extra environment variables.
     pub fn start_with(config: &Path, env: &[(&str, &str)]) -> NodeProc {
+        Self::spawn(&["node", "--config", config.to_str().unwrap()], env)
+    }
+
+    /// Starts `meshwire args…` (a node: `node` or `rpc serve`), waiting as [`NodeProc::start`].
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> NodeProc {
         let mut child = bin()
-            .args(["node", "--config", config.to_str().unwrap()])
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -433,8 +433,8 @@ impl Behaviour {
     }
 
     fn spawn_session(&mut self, key: Key) -> Session {
-        let (app_out_tx, app_out_rx) = mpsc::channel(self.config.channel_buffer);
-        let (app_in_tx, app_in_rx) = mpsc::channel(self.config.channel_buffer);
+        let app_out = crate::queue::Queue::new(self.config.channel_buffer);
+        let app_in = crate::queue::Queue::new(self.config.channel_buffer);
         let (commands_tx, commands_rx) = mpsc::channel(16);
         let shared = SharedState::default();
         let now = Instant::now();
@@ -450,8 +450,8 @@ impl Behaviour {
             engine,
             key,
             commands_rx,
-            app_out_rx,
-            app_in_tx,
+            crate::queue::Consumer(app_out.clone()),
+            crate::queue::Producer(app_in.clone()),
             self.reports_tx.clone(),
             shared.clone(),
         ));
@@ -473,8 +473,8 @@ impl Behaviour {
             key.0,
             key.1,
             self.config.session.max_message,
-            app_out_tx,
-            app_in_rx,
+            crate::queue::Producer(app_out),
+            crate::queue::Consumer(app_in),
             shared,
         )
     }

@@ -7,13 +7,13 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use meshwire_core::ConnectionId;
-use meshwire_swarm::toolkit::read_frame;
 use tokio::sync::mpsc;
 
 use crate::engine::{PathId, PathKind, SessionEngine, SessionEvent, Transmit};
 use crate::queue::{Consumer, Producer};
+use crate::reader::{FrameReader, ReadEnd};
 use crate::session::SharedState;
 use crate::wire::{Frame, MAX_HEADER};
 
@@ -345,35 +345,20 @@ where
     let reader_frames = frames.clone();
     let max_payload = max_frame - MAX_HEADER;
     tokio::spawn(async move {
-        let mut read = BufReader::with_capacity(WRITE_BATCH, read);
-        let mut batch = Vec::new();
+        let mut reader = FrameReader::new(read, WRITE_BATCH, max_frame, max_payload);
+        let mut frames = Vec::new();
         loop {
-            let frame = match read_frame(&mut read, max_frame).await {
-                Ok(Some(body)) => match Frame::decode(&body, max_payload) {
-                    Ok(frame) => Some(frame),
-                    Err(error) => {
-                        tracing::debug!(path, %error, "bad upgrade frame; path closed");
-                        None
-                    }
-                },
-                Ok(None) => None,
-                Err(error) => {
-                    tracing::debug!(path, %error, "upgrade path read failed");
-                    None
+            let result = reader.read_batch(&mut frames, BATCH).await;
+            let mut batch: Vec<(PathId, Option<Frame>)> =
+                frames.drain(..).map(|frame| (path, Some(frame))).collect();
+            let end = result.is_err();
+            if let Err(end) = result {
+                if !matches!(end, ReadEnd::Eof) {
+                    tracing::debug!(path, error = %end, "upgrade path read failed; path closed");
                 }
-            };
-            let end = frame.is_none();
-            batch.push((path, frame));
-            // More frames in the batch only while a whole one is already buffered.
-            if !end && batch.len() < BATCH && whole_frame_buffered(read.buffer()) {
-                continue;
+                batch.push((path, None));
             }
-            if reader_frames
-                .send(std::mem::take(&mut batch))
-                .await
-                .is_err()
-                || end
-            {
+            if reader_frames.send(batch).await.is_err() || end {
                 break;
             }
         }
@@ -425,13 +410,5 @@ where
 fn path_of(transmit: &Transmit) -> PathId {
     match transmit {
         Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
-    }
-}
-
-/// Whether `buf` starts with a whole length-prefixed frame.
-fn whole_frame_buffered(buf: &[u8]) -> bool {
-    match unsigned_varint::decode::usize(buf) {
-        Ok((len, rest)) => rest.len() >= len,
-        Err(_) => false,
     }
 }

@@ -75,6 +75,8 @@ pub mod engine;
 #[cfg(feature = "swarm")]
 mod queue;
 #[cfg(feature = "swarm")]
+mod reader;
+#[cfg(feature = "swarm")]
 mod session;
 #[cfg(feature = "swarm")]
 pub mod stats;

@@ -67,12 +67,22 @@ impl Queue {
     /// Appends `message` if there is room: `Ok(true)`; `Ok(false)` when full; `Err` when the
     /// consumer is gone.
     pub(crate) fn try_push(&self, message: Bytes) -> Result<bool, Bytes> {
+        match self.try_push_or_return(message) {
+            Ok(()) => Ok(true),
+            Err(Ok(_)) => Ok(false),
+            Err(Err(message)) => Err(message),
+        }
+    }
+
+    /// Appends `message` if there is room; else gives it back: `Ok` when full, `Err` when
+    /// the consumer is gone.
+    fn try_push_or_return(&self, message: Bytes) -> Result<(), Result<Bytes, Bytes>> {
         let mut inner = self.lock();
         if inner.consumer_gone {
-            return Err(message);
+            return Err(Err(message));
         }
         if !inner.has_room() {
-            return Ok(false);
+            return Err(Ok(message));
         }
         let was_empty = inner.items.is_empty();
         inner.items.push_back(message);
@@ -80,11 +90,17 @@ impl Queue {
         if was_empty {
             self.items.notify_one();
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Appends `message`, waiting for room; `Err` when the consumer is gone.
     pub(crate) async fn push(&self, message: Bytes) -> Result<(), Bytes> {
+        // With room (the usual case) no waiter is registered.
+        let message = match self.try_push_or_return(message) {
+            Ok(()) => return Ok(()),
+            Err(Ok(message)) => message,
+            Err(Err(message)) => return Err(message),
+        };
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

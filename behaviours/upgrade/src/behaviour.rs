@@ -4,7 +4,7 @@
 //! `upgrade_stats`), the relayed connection's close and the connection manager's protection.
 //!
 //! Each session runs in its own task (`driver.rs`): the application's [`Session`] talks to
-//! it over bounded channels and its paths' streams are read and written there, so messages
+//! it over bounded batch queues (`queue.rs`) and its paths' streams are read and written there, so messages
 //! never pass through the swarm's task. The behaviour only opens streams on the connection
 //! it chooses (`OpenStream::on_connection`: an upgrade needs *this* direct connection, which
 //! `StreamControl` does not let the caller name), reads the `Hello` of inbound ones, and acts
@@ -37,7 +37,8 @@ pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new(crate::wire::PROTO
 pub struct Config {
     /// Every session's limits and timers.
     pub session: SessionConfig,
-    /// Messages buffered between a [`Session`] and its task, each way. Default 256.
+    /// Messages queued between a [`Session`] and its task, each way (the receiving
+    /// application may hold one more batch of as many). Default 256.
     pub channel_buffer: usize,
     /// Sessions at once, ours and the peers', at most. Default 1024.
     pub max_sessions: usize,
@@ -433,8 +434,8 @@ impl Behaviour {
     }
 
     fn spawn_session(&mut self, key: Key) -> Session {
-        let (app_out_tx, app_out_rx) = mpsc::channel(self.config.channel_buffer);
-        let (app_in_tx, app_in_rx) = mpsc::channel(self.config.channel_buffer);
+        let app_out = crate::queue::Queue::new(self.config.channel_buffer);
+        let app_in = crate::queue::Queue::new(self.config.channel_buffer);
         let (commands_tx, commands_rx) = mpsc::channel(16);
         let shared = SharedState::default();
         let now = Instant::now();
@@ -450,8 +451,8 @@ impl Behaviour {
             engine,
             key,
             commands_rx,
-            app_out_rx,
-            app_in_tx,
+            crate::queue::Consumer(app_out.clone()),
+            crate::queue::Producer(app_in.clone()),
             self.reports_tx.clone(),
             shared.clone(),
         ));
@@ -473,8 +474,8 @@ impl Behaviour {
             key.0,
             key.1,
             self.config.session.max_message,
-            app_out_tx,
-            app_in_rx,
+            crate::queue::Producer(app_out),
+            crate::queue::Consumer(app_in),
             shared,
         )
     }

@@ -6,13 +6,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use bytes::{BufMut, BytesMut};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use meshwire_core::ConnectionId;
-use meshwire_swarm::toolkit::read_frame;
 use tokio::sync::mpsc;
 
 use crate::engine::{PathId, PathKind, SessionEngine, SessionEvent, Transmit};
+use crate::queue::{Consumer, Producer};
+use crate::reader::{FrameReader, ReadEnd};
 use crate::session::SharedState;
 use crate::wire::{Frame, MAX_HEADER};
 
@@ -78,8 +79,8 @@ pub(crate) async fn run<S, K>(
     mut engine: SessionEngine,
     key: K,
     mut commands: mpsc::Receiver<Command<S>>,
-    mut app_out: mpsc::Receiver<Bytes>,
-    app_in: mpsc::Sender<Bytes>,
+    app_out: Consumer,
+    app_in: Producer,
     reports: mpsc::Sender<(K, Report)>,
     shared: SharedState,
 ) where
@@ -92,30 +93,40 @@ pub(crate) async fn run<S, K>(
     let mut paths: HashMap<PathId, PathIo> = HashMap::new();
     // Batches taken from the engine whose writer had no room yet.
     let mut held: VecDeque<(PathId, Vec<Transmit>)> = VecDeque::new();
-    let mut pending: Option<Bytes> = None;
     let mut app_closed = false;
     let mut app_gone = false;
     // Paths removed since the last pass over the events (which may name them).
     let mut just_closed: HashMap<PathId, PathKind> = HashMap::new();
     loop {
         let now = Instant::now();
-        // Messages to the application while it has room.
-        while engine.readable() > 0 && !app_gone {
-            match app_in.try_reserve() {
-                Ok(permit) => {
-                    if let Some(message) = engine.recv() {
-                        permit.send(message);
-                    }
-                }
-                Err(mpsc::error::TrySendError::Full(())) => break,
-                Err(mpsc::error::TrySendError::Closed(())) => app_gone = true,
-            }
+        // Messages to the application while it has room (one lock, one wake-up).
+        if engine.readable() > 0 && !app_gone && app_in.0.push_batch(|| engine.recv()).is_err() {
+            app_gone = true;
         }
-        if let Some(message) = pending.take() {
-            if engine.can_send(message.len()) {
-                let _ = engine.send(message);
-            } else {
-                pending = Some(message);
+        // The application's messages into the engine while the window takes them (one lock;
+        // a message the window cannot take yet stays queued, holding back the application).
+        let mut app_out_empty = true;
+        if !app_closed {
+            let mut queue = app_out.0.lock();
+            let was_full = !queue.has_room();
+            while let Some(front) = queue.items.front() {
+                if !engine.can_send(front.len()) {
+                    break;
+                }
+                if let Some(message) = queue.items.pop_front() {
+                    let _ = engine.send(message);
+                }
+            }
+            app_out_empty = queue.items.is_empty();
+            let closed = app_out_empty && queue.closed();
+            let freed = was_full && queue.has_room();
+            drop(queue);
+            if freed {
+                app_out.0.room_freed();
+            }
+            if closed {
+                app_closed = true;
+                engine.close();
             }
         }
         let kind_of = |path: &PathId| {
@@ -254,7 +265,7 @@ pub(crate) async fn run<S, K>(
             .front()
             .and_then(|(path, _)| paths.get(path).map(|io| io.writer.clone()));
         let readable = engine.readable() > 0 && !app_gone;
-        let want_app = pending.is_none() && !app_closed;
+        let want_app = app_out_empty && !app_closed;
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Open { stream, kind, connection }) => {
@@ -294,49 +305,13 @@ pub(crate) async fn run<S, K>(
                     }
                 }
             },
-            message = app_out.recv(), if want_app => match message {
-                Some(message) => {
-                    // Every queued message the window takes, before the next pass.
-                    let mut next = Some(message);
-                    let mut budget = BATCH;
-                    while let Some(message) = next.take() {
-                        if !engine.can_send(message.len()) {
-                            pending = Some(message);
-                            break;
-                        }
-                        let _ = engine.send(message);
-                        budget -= 1;
-                        if budget == 0 {
-                            break;
-                        }
-                        match app_out.try_recv() {
-                            Ok(message) => next = Some(message),
-                            Err(mpsc::error::TryRecvError::Empty) => {}
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                app_closed = true;
-                                engine.close();
-                            }
-                        }
-                    }
-                }
-                None => {
-                    app_closed = true;
-                    engine.close();
-                }
-            },
+            () = app_out.0.wait_items(), if want_app => {},
             permit = async { held_writer?.reserve_owned().await.ok() }, if held_writer.is_some() => {
                 if let (Some(permit), Some((_, batch))) = (permit, held.pop_front()) {
                     permit.send(batch);
                 }
             },
-            permit = app_in.reserve(), if readable => match permit {
-                Ok(permit) => {
-                    if let Some(message) = engine.recv() {
-                        permit.send(message);
-                    }
-                }
-                Err(_) => app_gone = true,
-            },
+            () = app_in.0.wait_room(), if readable => {},
             () = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -370,35 +345,20 @@ where
     let reader_frames = frames.clone();
     let max_payload = max_frame - MAX_HEADER;
     tokio::spawn(async move {
-        let mut read = BufReader::with_capacity(WRITE_BATCH, read);
-        let mut batch = Vec::new();
+        let mut reader = FrameReader::new(read, WRITE_BATCH, max_frame, max_payload);
+        let mut frames = Vec::new();
         loop {
-            let frame = match read_frame(&mut read, max_frame).await {
-                Ok(Some(body)) => match Frame::decode(&body, max_payload) {
-                    Ok(frame) => Some(frame),
-                    Err(error) => {
-                        tracing::debug!(path, %error, "bad upgrade frame; path closed");
-                        None
-                    }
-                },
-                Ok(None) => None,
-                Err(error) => {
-                    tracing::debug!(path, %error, "upgrade path read failed");
-                    None
+            let result = reader.read_batch(&mut frames, BATCH).await;
+            let mut batch: Vec<(PathId, Option<Frame>)> =
+                frames.drain(..).map(|frame| (path, Some(frame))).collect();
+            let end = result.is_err();
+            if let Err(end) = result {
+                if !matches!(end, ReadEnd::Eof) {
+                    tracing::debug!(path, error = %end, "upgrade path read failed; path closed");
                 }
-            };
-            let end = frame.is_none();
-            batch.push((path, frame));
-            // More frames in the batch only while a whole one is already buffered.
-            if !end && batch.len() < BATCH && whole_frame_buffered(read.buffer()) {
-                continue;
+                batch.push((path, None));
             }
-            if reader_frames
-                .send(std::mem::take(&mut batch))
-                .await
-                .is_err()
-                || end
-            {
+            if reader_frames.send(batch).await.is_err() || end {
                 break;
             }
         }
@@ -450,13 +410,5 @@ where
 fn path_of(transmit: &Transmit) -> PathId {
     match transmit {
         Transmit::Frame { path, .. } | Transmit::Close { path } => *path,
-    }
-}
-
-/// Whether `buf` starts with a whole length-prefixed frame.
-fn whole_frame_buffered(buf: &[u8]) -> bool {
-    match unsigned_varint::decode::usize(buf) {
-        Ok((len, rest)) => rest.len() >= len,
-        Err(_) => false,
     }
 }

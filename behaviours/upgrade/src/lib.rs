@@ -73,6 +73,10 @@ mod behaviour;
 mod driver;
 pub mod engine;
 #[cfg(feature = "swarm")]
+mod queue;
+#[cfg(feature = "swarm")]
+mod reader;
+#[cfg(feature = "swarm")]
 mod session;
 #[cfg(feature = "swarm")]
 pub mod stats;

@@ -1,12 +1,13 @@
 //! The application's end of a session: [`Session`], a bounded message channel to a peer.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use meshwire_core::PeerId;
-use tokio::sync::mpsc;
 
 use crate::engine::{PathKind, SessionError, SessionStats};
+use crate::queue::{Consumer, Producer};
 
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,8 +50,10 @@ pub struct Session {
     peer: PeerId,
     id: u64,
     max_message: usize,
-    tx: Option<mpsc::Sender<Bytes>>,
-    rx: mpsc::Receiver<Bytes>,
+    tx: Option<Producer>,
+    rx: Consumer,
+    /// Messages taken from `rx` in one batch, not yet returned by `recv`.
+    inbox: VecDeque<Bytes>,
     shared: SharedState,
 }
 
@@ -59,8 +62,8 @@ impl Session {
         peer: PeerId,
         id: u64,
         max_message: usize,
-        tx: mpsc::Sender<Bytes>,
-        rx: mpsc::Receiver<Bytes>,
+        tx: Producer,
+        rx: Consumer,
         shared: SharedState,
     ) -> Self {
         Session {
@@ -69,6 +72,7 @@ impl Session {
             max_message,
             tx: Some(tx),
             rx,
+            inbox: VecDeque::new(),
             shared,
         }
     }
@@ -100,7 +104,7 @@ impl Session {
     pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
         let message = self.check(message.into())?;
         let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
-        tx.send(message).await.map_err(|_| ChannelError::Closed)
+        tx.0.push(message).await.map_err(|_| ChannelError::Closed)
     }
 
     /// Sends a message if there is room now.
@@ -111,10 +115,11 @@ impl Session {
     pub fn try_send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
         let message = self.check(message.into())?;
         let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
-        tx.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ChannelError::Full,
-            mpsc::error::TrySendError::Closed(_) => ChannelError::Closed,
-        })
+        match tx.0.try_push(message) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ChannelError::Full),
+            Err(_) => Err(ChannelError::Closed),
+        }
     }
 
     fn check(&self, message: Bytes) -> Result<Bytes, ChannelError> {
@@ -129,8 +134,21 @@ impl Session {
 
     /// The next message from the peer, in order; `None` once the peer closed the session
     /// (after its last message) or the session failed ([`Session::error`]).
+    ///
+    /// Messages are taken from the session's task in batches (one lock and at most one
+    /// wake-up per batch), so at most two [`Config::channel_buffer`](crate::Config)s of
+    /// messages wait on the application's side.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        loop {
+            if let Some(message) = self.inbox.pop_front() {
+                return Some(message);
+            }
+            match self.rx.0.take_all(&mut self.inbox) {
+                Some(true) => {}
+                Some(false) => self.rx.0.wait_items().await,
+                None => return None,
+            }
+        }
     }
 
     /// Ends our sending (the peer's `recv` ends after our last message); receiving goes on.
@@ -161,7 +179,7 @@ impl Session {
 /// A clone of a [`Session`]'s sending half ([`Session::sender`]).
 #[derive(Debug, Clone)]
 pub struct SessionSender {
-    tx: mpsc::Sender<Bytes>,
+    tx: Producer,
     max_message: usize,
 }
 
@@ -180,7 +198,8 @@ impl SessionSender {
             });
         }
         self.tx
-            .send(message)
+            .0
+            .push(message)
             .await
             .map_err(|_| ChannelError::Closed)
     }

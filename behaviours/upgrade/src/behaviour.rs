@@ -42,6 +42,18 @@ pub struct Config {
     pub channel_buffer: usize,
     /// Sessions at once, ours and the peers', at most. Default 1024.
     pub max_sessions: usize,
+    /// Sessions at once with one peer (ours and theirs), at most: one peer cannot take every
+    /// slot of [`Config::max_sessions`]. Default 32.
+    pub max_sessions_per_peer: usize,
+    /// Inbound streams waiting for their `Hello` at once, at most (more are reset).
+    /// Default 256.
+    pub max_pending_hellos: usize,
+    /// Of those, from one peer, at most. Default 8.
+    pub max_pending_hellos_per_peer: usize,
+    /// How long a session lingers once the application dropped its [`Session`] and every
+    /// sender: its messages go out and are acknowledged within this, or the session ends
+    /// anyway (a peer that never acknowledges cannot hold it). Default 30 s.
+    pub linger: Duration,
     /// Whether peers may open sessions to us (they arrive as [`Event::InboundSession`]).
     /// Default `true`.
     pub accept_sessions: bool,
@@ -64,6 +76,10 @@ impl Default for Config {
             session: SessionConfig::default(),
             channel_buffer: 256,
             max_sessions: 1024,
+            max_sessions_per_peer: 32,
+            max_pending_hellos: 256,
+            max_pending_hellos_per_peer: 8,
+            linger: Duration::from_secs(30),
             accept_sessions: true,
             auto_upgrade: true,
             close_relayed: true,
@@ -272,6 +288,7 @@ impl Behaviour {
     pub fn new(config: Config) -> Self {
         let (reports_tx, reports_rx) = mpsc::channel(1024);
         Behaviour {
+            hellos: Tasks::new(config.max_pending_hellos),
             config,
             metrics: UpgradeMetrics::default(),
             stats: UpgradeStats::default(),
@@ -279,7 +296,6 @@ impl Behaviour {
             relays: HashMap::new(),
             sessions: HashMap::new(),
             outbox: Outbox::new(1024),
-            hellos: Tasks::new(256),
             hello_origin: HashMap::new(),
             next_hello: 0,
             reports_tx,
@@ -303,6 +319,11 @@ impl Behaviour {
         stats
     }
 
+    /// Sessions with `peer`, ours and theirs.
+    fn sessions_with(&self, peer: &PeerId) -> usize {
+        self.sessions.keys().filter(|k| k.0 == *peer).count()
+    }
+
     /// Opens a session to a connected peer, on its best connection (direct over relayed).
     ///
     /// # Errors
@@ -310,7 +331,9 @@ impl Behaviour {
     /// [`OpenError`].
     pub fn open(&mut self, peer: PeerId) -> Result<Session, OpenError> {
         let (connection, kind) = self.best_connection(&peer).ok_or(OpenError::NotConnected)?;
-        if self.sessions.len() >= self.config.max_sessions {
+        if self.sessions.len() >= self.config.max_sessions
+            || self.sessions_with(&peer) >= self.config.max_sessions_per_peer
+        {
             return Err(OpenError::TooManySessions);
         }
         let id = rand::random::<u64>();
@@ -455,6 +478,7 @@ impl Behaviour {
             crate::queue::Producer(app_in.clone()),
             self.reports_tx.clone(),
             shared.clone(),
+            self.config.linger,
         ));
         self.sessions.insert(
             key,
@@ -596,12 +620,14 @@ impl Behaviour {
                     }
                 }
                 self.maybe_close_relayed(peer);
+                self.release_unused_relays();
             }
             Report::Ended => {
                 self.sync_resent(key);
                 self.sessions.remove(&key);
                 let _ = self.outbox.event(Event::SessionEnded { peer, session });
                 self.maybe_close_relayed(peer);
+                self.release_unused_relays();
             }
         }
     }
@@ -685,6 +711,16 @@ impl Behaviour {
         }
     }
 
+    /// Unprotects every relay no session's path runs through any more, whatever the role
+    /// and the configuration (a session that ended on the relay, a responder's session, a
+    /// relayed connection that closed).
+    fn release_unused_relays(&mut self) {
+        let protected: Vec<PeerId> = self.protected.iter().copied().collect();
+        for relay in protected {
+            self.unprotect_unused(Some(relay));
+        }
+    }
+
     fn unprotect_unused(&mut self, relay: Option<PeerId>) {
         let Some(relay) = relay else { return };
         let in_use = self.sessions.iter().any(|(k, e)| {
@@ -739,6 +775,7 @@ impl Behaviour {
             if !fresh
                 || !self.config.accept_sessions
                 || self.sessions.len() >= self.config.max_sessions
+                || self.sessions_with(&peer) >= self.config.max_sessions_per_peer
             {
                 refuse(stream, path, RefuseReason::UnknownSession);
                 return;
@@ -832,12 +869,23 @@ impl NetworkBehaviour for Behaviour {
                 if self.relays.get(&peer).map(|r| r.connection) == Some(connection) {
                     self.relays.remove(&peer);
                 }
+                self.release_unused_relays();
             }
             _ => {}
         }
     }
 
     fn on_inbound_stream(&mut self, stream: InboundStream) {
+        let from_peer = self
+            .hello_origin
+            .values()
+            .filter(|(p, _)| *p == stream.peer)
+            .count();
+        if from_peer >= self.config.max_pending_hellos_per_peer {
+            let mut io = stream.stream;
+            io.reset();
+            return;
+        }
         let id = self.next_hello;
         self.next_hello += 1;
         let max = self.config.session.max_message + MAX_HEADER;

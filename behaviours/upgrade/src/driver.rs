@@ -83,6 +83,7 @@ pub(crate) async fn run<S, K>(
     app_in: Producer,
     reports: mpsc::Sender<(K, Report)>,
     shared: SharedState,
+    linger: std::time::Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     K: Clone + Send + 'static,
@@ -95,10 +96,16 @@ pub(crate) async fn run<S, K>(
     let mut held: VecDeque<(PathId, Vec<Transmit>)> = VecDeque::new();
     let mut app_closed = false;
     let mut app_gone = false;
+    // When the application dropped its end entirely: the session lingers at most `linger`.
+    let mut gone_at: Option<tokio::time::Instant> = None;
     // Paths removed since the last pass over the events (which may name them).
     let mut just_closed: HashMap<PathId, PathKind> = HashMap::new();
     loop {
         let now = Instant::now();
+        // The application dropped its `Session`: nothing more will be read.
+        if !app_gone && app_in.0.consumer_gone() {
+            app_gone = true;
+        }
         // Messages to the application while it has room (one lock, one wake-up).
         if engine.readable() > 0 && !app_gone && app_in.0.push_batch(|| engine.recv()).is_err() {
             app_gone = true;
@@ -253,7 +260,12 @@ pub(crate) async fn run<S, K>(
             }
         }
         let peer_done = engine.peer_finished() && engine.readable() == 0;
+        if app_gone && app_closed && gone_at.is_none() {
+            gone_at = Some(tokio::time::Instant::now() + linger);
+        }
+        let lingered = gone_at.is_some_and(|at| tokio::time::Instant::now() >= at);
         if ended
+            || lingered
             || engine.is_terminated()
             || (app_gone && app_closed && engine.all_acknowledged())
             || (peer_done && app_closed && engine.all_acknowledged() && engine.fin_sent())
@@ -312,6 +324,13 @@ pub(crate) async fn run<S, K>(
                 }
             },
             () = app_in.0.wait_room(), if readable => {},
+            () = app_in.0.wait_gone(), if !app_gone => {},
+            () = async {
+                match gone_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            }, if gone_at.is_some() => {},
             () = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,

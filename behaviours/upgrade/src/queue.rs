@@ -42,6 +42,8 @@ pub(crate) struct Queue {
     items: Notify,
     /// Room freed (every waiting producer is woken).
     room: Notify,
+    /// The consumer is gone (one stored permit, for the producer that watches for it).
+    gone: Notify,
 }
 
 impl Queue {
@@ -56,6 +58,7 @@ impl Queue {
             }),
             items: Notify::new(),
             room: Notify::new(),
+            gone: Notify::new(),
         })
     }
 
@@ -203,6 +206,17 @@ impl Queue {
     pub(crate) fn drop_consumer(&self) {
         self.lock().consumer_gone = true;
         self.room.notify_waiters();
+        self.gone.notify_one();
+    }
+
+    /// Whether the consumer is gone.
+    pub(crate) fn consumer_gone(&self) -> bool {
+        self.lock().consumer_gone
+    }
+
+    /// Waits until the consumer is gone (at once if it went while nobody waited).
+    pub(crate) async fn wait_gone(&self) {
+        self.gone.notified().await;
     }
 }
 

@@ -44,11 +44,11 @@ use meshwire_relay::protocol::Status;
 use meshwire_relay::ServerEvent;
 use meshwire_swarm::{
     ConnectionDenied, DialError, DialOpts, FromSwarm, InboundStream, ListenerId, Multiaddr,
-    NetworkBehaviour, OutboundStreamResult, StreamProtocol, Timer, ToSwarm, TransportError,
+    NetworkBehaviour, OutboundStreamResult, StreamProtocol, Timer, ToSwarm, Toggle, TransportError,
 };
 use tracing::debug;
 
-use self::parts::{Maybe, PartEvent, Parts};
+use self::parts::{PartEvent, Parts};
 use crate::engine::{
     Action, AutoRelayConfig, ConfigError, FindOpts, NoRelaysAvailable, RegisterError, RegisterOpts,
     RegistryConfig, RegistryEngine, RegistryEvent, RelayInfo, ReservationFailure, ReservationState,
@@ -158,8 +158,8 @@ impl Behaviour {
             engine: RegistryEngine::new(key, config, now)?,
             parts: Parts {
                 kad,
-                server: Maybe(None),
-                client: Maybe(None),
+                server: Toggle::from(None),
+                client: Toggle::from(None),
             },
             rtts: None,
             queries: HashMap::new(),
@@ -175,14 +175,14 @@ impl Behaviour {
 
     /// Runs `server` (the node offers relaying; it may then [`register`](Self::register)).
     pub fn with_relay_server(mut self, server: meshwire_relay::Behaviour) -> Self {
-        self.parts.server = Maybe(Some(server));
+        self.parts.server = Toggle::from(Some(server));
         self
     }
 
     /// Runs `client` (the behaviour half of `meshwire_relay::client::new`, whose transport
     /// half is in the swarm's transport): auto relay reserves through it.
     pub fn with_relay_client(mut self, client: client::Behaviour) -> Self {
-        self.parts.client = Maybe(Some(client));
+        self.parts.client = Toggle::from(Some(client));
         if let Some(auto) = self.pending_auto.take() {
             // Validated in `new`.
             let _ = self.engine.set_auto_relay(now(), Some(auto));
@@ -218,7 +218,7 @@ impl Behaviour {
         endpoint: Multiaddr,
         opts: RegisterOpts,
     ) -> Result<(), RegisterError> {
-        let Some(server) = &self.parts.server.0 else {
+        let Some(server) = self.parts.server.as_ref() else {
             return Err(RegisterError::NoRelayServer);
         };
         let max = u32::try_from(server.engine().config().max_reservations).unwrap_or(u32::MAX);
@@ -294,7 +294,7 @@ impl Behaviour {
         &mut self,
         config: Option<AutoRelayConfig>,
     ) -> Result<(), AutoRelayError> {
-        if config.is_some() && self.parts.client.0.is_none() {
+        if config.is_some() && !self.parts.client.is_enabled() {
             return Err(AutoRelayError::NoRelayClient);
         }
         self.engine.set_auto_relay(now(), config)?;
@@ -335,12 +335,12 @@ impl Behaviour {
 
     /// The relay server, if any.
     pub fn relay_server(&self) -> Option<&meshwire_relay::Behaviour> {
-        self.parts.server.0.as_ref()
+        self.parts.server.as_ref()
     }
 
     /// The relay client, if any.
     pub fn relay_client(&self) -> Option<&client::Behaviour> {
-        self.parts.client.0.as_ref()
+        self.parts.client.as_ref()
     }
 
     // ----- driving ---------------------------------------------------------------------------
@@ -352,7 +352,7 @@ impl Behaviour {
     }
 
     fn update_load(&mut self) {
-        if let Some(s) = &self.parts.server.0 {
+        if let Some(s) = self.parts.server.as_ref() {
             let load = u32::try_from(s.engine().reservation_count()).unwrap_or(u32::MAX);
             self.engine.set_load(load);
         }
@@ -420,7 +420,7 @@ impl Behaviour {
             Action::Release { relay } => {
                 if let Some(id) = self.listeners.remove(&relay) {
                     self.listener_relays.remove(&id);
-                    if let Some(c) = &mut self.parts.client.0 {
+                    if let Some(c) = self.parts.client.as_mut() {
                         c.stop_listening(id);
                     }
                 }
@@ -433,7 +433,7 @@ impl Behaviour {
     }
 
     fn reserve(&mut self, now: Instant, relay: PeerId, addr: &Multiaddr) {
-        let Some(c) = &mut self.parts.client.0 else {
+        let Some(c) = self.parts.client.as_mut() else {
             let why = ReservationFailure::Refused("no relay client".into());
             self.engine.handle_reservation_failed(now, &relay, why);
             return;

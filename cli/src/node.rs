@@ -17,6 +17,10 @@ use std::time::Instant;
 use crate::config::{Config, ConfigError, Source};
 use crate::settings;
 
+/// Topics that keep their own label in the pubsub metrics; later ones are counted under
+/// `"other"` (the label set stays bounded whatever peers publish).
+const PUBSUB_METRIC_TOPICS: usize = 64;
+
 /// Every behaviour of a `meshwire node`.
 #[derive(NetworkBehaviour)]
 pub struct Node {
@@ -86,6 +90,7 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
     );
     let relay_metrics = RelayMetrics::register(&mut registry);
     let rpc_metrics = RpcMetrics::register(&mut registry);
+    let pubsub_metrics = pubsub::GossipsubMetrics::register(&mut registry, PUBSUB_METRIC_TOPICS);
     let rpc_config = settings::rpc(config, source)?;
     let holepunch = if config.holepunch.enabled.unwrap_or(true) {
         Some(
@@ -132,6 +137,7 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             pubsub: Toggle::from(if config.pubsub.enabled.unwrap_or(true) {
                 let mut p = pubsub::Behaviour::new(ctx.key(), settings::pubsub(config))
                     .map_err(|e| BehaviourError(format!("pubsub: {e}")))?;
+                p.set_metrics(pubsub_metrics);
                 for topic in &config.pubsub.topics {
                     p.subscribe(topic.as_str());
                 }

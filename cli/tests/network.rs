@@ -23,9 +23,16 @@ fn dashboard_metrics(json: &str) -> BTreeSet<String> {
             let expr = target["expr"].as_str().unwrap();
             for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
             {
-                if ["swarm_", "rcmgr_", "connmgr_", "relay_", "meshwire_"]
-                    .iter()
-                    .any(|p| token.starts_with(p))
+                if [
+                    "swarm_",
+                    "rcmgr_",
+                    "connmgr_",
+                    "relay_",
+                    "meshwire_",
+                    "pubsub_",
+                ]
+                .iter()
+                .any(|p| token.starts_with(p))
                 {
                     names.insert(token.to_string());
                 }

@@ -1,5 +1,7 @@
 //! `meshwire`: see `meshwire --help` and the `meshwire_cli` crate docs.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -7,6 +7,7 @@ use meshwire::prelude::*;
 use meshwire::relay::server::RateLimit;
 use meshwire::relay::{client, BehaviourConfig, ServerConfig};
 use meshwire::swarm::rcmgr::Limits;
+use meshwire::swarm::StreamRate;
 use meshwire::transport::quic::QuicConfig;
 use meshwire::transport::split_peer_id;
 
@@ -86,6 +87,27 @@ pub fn realms(config: &Config, source: &Source) -> Result<Vec<swim::Realm>, Conf
         .collect()
 }
 
+/// A stream rate from its keys: a rate of 0 turns the limit off; a burst alone changes the
+/// default's burst.
+fn rate(
+    default: Option<StreamRate>,
+    per_second: Option<u32>,
+    burst: Option<u32>,
+) -> Option<StreamRate> {
+    let mut r = match per_second {
+        Some(0) => return None,
+        Some(per_second) => Some(StreamRate {
+            per_second,
+            burst: default.map_or(per_second, |d| d.burst),
+        }),
+        None => default,
+    };
+    if let (Some(b), Some(r)) = (burst, r.as_mut()) {
+        r.burst = b.max(1);
+    }
+    r
+}
+
 /// `[swarm]`.
 pub fn swarm(config: &Config) -> SwarmConfig {
     let s = &config.swarm;
@@ -109,6 +131,16 @@ pub fn swarm(config: &Config) -> SwarmConfig {
         ]
     );
     apply!(dur c, s, [dial_timeout, negotiation_timeout]);
+    c.inbound_stream_rate = rate(
+        c.inbound_stream_rate,
+        s.inbound_stream_rate,
+        s.inbound_stream_burst,
+    );
+    c.inbound_stream_rate_total = rate(
+        c.inbound_stream_rate_total,
+        s.inbound_stream_rate_total,
+        s.inbound_stream_burst_total,
+    );
     if let Some(Dur(d)) = s.idle_connection_timeout {
         c.idle_connection_timeout = Some(d);
     }

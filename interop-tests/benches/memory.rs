@@ -60,6 +60,8 @@ fn meshwire_config() -> SwarmConfig {
         max_established_incoming: usize::MAX,
         max_established_outgoing: usize::MAX,
         max_inbound_streams_per_connection: 10_000,
+        // A load generator: no per-connection limit on the rate of new streams.
+        inbound_stream_rate: None,
         resource_limits: Limits::unlimited(),
         ..SwarmConfig::default()
     }

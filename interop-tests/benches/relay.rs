@@ -192,6 +192,8 @@ struct MwNode {
 fn no_idle() -> SwarmConfig {
     SwarmConfig {
         idle_connection_timeout: None,
+        // A load generator: no per-connection limit on the rate of new streams.
+        inbound_stream_rate: None,
         ..SwarmConfig::default()
     }
 }

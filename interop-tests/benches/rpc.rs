@@ -68,6 +68,8 @@ async fn meshwire_node() -> (
     let quic = QuicTransport::new(key, QuicConfig::default()).expect("quic");
     let config = SwarmConfig {
         idle_connection_timeout: Some(Duration::from_secs(600)),
+        // A load generator: no per-connection limit on the rate of new streams.
+        inbound_stream_rate: None,
         ..SwarmConfig::default()
     };
     let mut swarm = Swarm::new(quic, rpc, config);

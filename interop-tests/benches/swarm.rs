@@ -250,6 +250,8 @@ fn meshwire_swarm() -> (
     let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
     let config = SwarmConfig {
         idle_connection_timeout: None,
+        // A load generator: no per-connection limit on the rate of new streams.
+        inbound_stream_rate: None,
         ..SwarmConfig::default()
     };
     let swarm = Swarm::new(

@@ -21,6 +21,19 @@ pub struct SwarmConfig {
     pub max_pending_outgoing: usize,
     /// Inbound streams open or negotiating on one connection; more are reset (default 256).
     pub max_inbound_streams_per_connection: usize,
+    /// New inbound streams one connection may open per second (a token bucket; default
+    /// 5,000 a second with a burst of 1,000; `None`: no limit). Past it the swarm stops
+    /// accepting that connection's streams for a while: they wait in the transport, which
+    /// gives the remote no new stream credit meanwhile, so a peer churning streams is slowed
+    /// at its own end. An honest peer's request-response traffic stays far below the
+    /// default; raise it for bulk RPC over one connection or benchmarks.
+    pub inbound_stream_rate: Option<StreamRate>,
+    /// New inbound streams the whole node accepts per second, all connections together (a
+    /// token bucket every connection draws from; default 10,000 a second with a burst of
+    /// 2,000; `None`: no limit). Many connections churning streams at once are slowed the
+    /// same way as one; the default is about what a debug build's swarm negotiates on one
+    /// core, a fraction of a release build's — raise it for nodes serving bulk RPC.
+    pub inbound_stream_rate_total: Option<StreamRate>,
     /// Stream requests waiting for a dial to finish, in all (default 1,024).
     pub max_pending_stream_requests: usize,
     /// Stream requests waiting for a dial of one peer (default 64), so one unreachable
@@ -60,6 +73,14 @@ impl Default for SwarmConfig {
             max_pending_incoming: 256,
             max_pending_outgoing: 256,
             max_inbound_streams_per_connection: 256,
+            inbound_stream_rate: Some(StreamRate {
+                per_second: 5_000,
+                burst: 1_000,
+            }),
+            inbound_stream_rate_total: Some(StreamRate {
+                per_second: 10_000,
+                burst: 2_000,
+            }),
             max_pending_stream_requests: 1024,
             max_pending_stream_requests_per_peer: 64,
             dial_timeout: Duration::from_secs(10),
@@ -72,4 +93,14 @@ impl Default for SwarmConfig {
             resource_limits: Limits::from_machine(),
         }
     }
+}
+
+/// A rate of new streams: a token bucket refilled with `per_second` tokens a second, holding
+/// at most `burst` (see [`SwarmConfig::inbound_stream_rate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRate {
+    /// Streams a second, sustained (at least 1).
+    pub per_second: u32,
+    /// Streams let through at once after a quiet spell (at least 1).
+    pub burst: u32,
 }

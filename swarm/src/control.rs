@@ -266,7 +266,7 @@ pub(crate) struct Shared {
     resources: ResourceManager,
     negotiation_timeout: Duration,
     incoming_buffer: usize,
-    metrics: RwLock<SwarmMetrics>,
+    metrics: RwLock<Arc<SwarmMetrics>>,
 }
 
 /// What [`Shared::deliver`] did with an inbound stream. (Returned and matched at once, never
@@ -296,11 +296,11 @@ impl Shared {
             resources,
             negotiation_timeout,
             incoming_buffer,
-            metrics: RwLock::new(SwarmMetrics::default()),
+            metrics: RwLock::new(Arc::new(SwarmMetrics::default())),
         })
     }
 
-    fn metrics(&self) -> SwarmMetrics {
+    fn metrics(&self) -> Arc<SwarmMetrics> {
         self.metrics
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -308,7 +308,16 @@ impl Shared {
     }
 
     pub(crate) fn set_metrics(&self, metrics: SwarmMetrics) {
-        *self.metrics.write().unwrap_or_else(|e| e.into_inner()) = metrics;
+        *self.metrics.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(metrics);
+    }
+
+    /// Counts an inbound stream handed to an [`IncomingStreams`] (by a connection's acceptor).
+    pub(crate) fn count_inbound(&self) {
+        self.metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .inbound_streams
+            .inc();
     }
 
     fn protocols_changed(&self) {

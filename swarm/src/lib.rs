@@ -71,7 +71,7 @@ pub use behaviour::{
     CloseConnection, ConnManagerCommand, DummyBehaviour, FromSwarm, InboundStream,
     NetworkBehaviour, OpenStream, OutboundStream, OutboundStreamResult, StreamRequestId, ToSwarm,
 };
-pub use config::SwarmConfig;
+pub use config::{StreamRate, SwarmConfig};
 pub use control::{AlreadyRegistered, IncomingStreams, StreamControl};
 pub use dial::{DialOpts, PeerCondition};
 pub use error::{ConnectionDenied, DialError, LimitExceeded, LimitKind, ListenError, StreamError};

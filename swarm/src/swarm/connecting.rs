@@ -10,6 +10,7 @@ use meshwire_connmgr::ConnManager;
 use meshwire_core::{ConnectionId, Direction, PeerId};
 use meshwire_transport::{split_peer_id, Connection, Multiaddr, PendingConnection, TransportError};
 
+use super::acceptor::{Acceptor, AcceptorParams};
 use super::address_book::strip_p2p;
 use super::pool::{AttemptOutcome, PendingOutput};
 use super::Swarm;
@@ -381,7 +382,24 @@ impl<B: NetworkBehaviour> Swarm<B> {
             Direction::Outbound => self.metrics.connections_outgoing.inc(),
         };
         self.metrics.connections.inc();
-        self.pool.insert(connection, conn, endpoint.clone(), now);
+        let counters = self
+            .pool
+            .insert(connection, conn.clone(), endpoint.clone(), now);
+        let total = self.router.total_bucket(&self.config);
+        let acceptor = self.router.start_acceptor(Acceptor::new(AcceptorParams {
+            id: connection,
+            conn,
+            counters,
+            resources: self.resources.clone(),
+            protocols: self.router.shared_protocols().clone(),
+            control: self.control.clone(),
+            max_inbound: self.config.max_inbound_streams_per_connection,
+            negotiation_timeout: self.config.negotiation_timeout,
+            rate: self.config.inbound_stream_rate,
+            total,
+            tx: self.router.inbound_sender(),
+        }));
+        self.pool.set_acceptor(connection, acceptor);
         self.events.push_back(SwarmEvent::ConnectionEstablished {
             peer_id: peer,
             connection_id: connection,

@@ -11,6 +11,7 @@
 //! `addresses` (listen, external and peer addresses) and `commands` (the commands of
 //! [`SwarmHandle`](crate::SwarmHandle)s, and [`Swarm::spawn`]).
 
+mod acceptor;
 mod address_book;
 mod addresses;
 mod closing;
@@ -499,6 +500,10 @@ impl<B: NetworkBehaviour> Swarm<B> {
             }
             if let Poll::Ready(Some((id, out))) = self.pool.poll_pending(cx) {
                 self.on_pending_output(id, out);
+                continue;
+            }
+            if let Poll::Ready(Some(inbound)) = self.router.poll_inbound(cx) {
+                self.on_inbound(inbound);
                 continue;
             }
             if let Poll::Ready(Some(task)) = self.router.poll_task(cx) {

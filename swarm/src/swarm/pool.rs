@@ -18,6 +18,8 @@ use crate::error::{DialError, LimitExceeded, LimitKind};
 use crate::event::{ConnectedPoint, ConnectionCloseCause};
 use crate::stream::StreamCounters;
 
+use super::acceptor::AcceptorHandle;
+
 /// An established connection.
 pub(super) struct Established {
     pub(super) peer: PeerId,
@@ -30,6 +32,8 @@ pub(super) struct Established {
     /// Set when we close it, so the closed notification reports our cause.
     pub(super) closing: Option<ConnectionCloseCause>,
     reported_streams: usize,
+    /// Its acceptor task, stopped when the connection leaves the pool.
+    acceptor: Option<AcceptorHandle>,
 }
 
 enum PendingKind {
@@ -502,14 +506,14 @@ impl Pool {
 
     // ---- established connections ---------------------------------------------------------
 
-    /// Adds an established connection.
+    /// Adds an established connection; returns its stream counters.
     pub(super) fn insert(
         &mut self,
         connection: ConnectionId,
         conn: Connection,
         endpoint: ConnectedPoint,
         now: Instant,
-    ) {
+    ) -> Arc<StreamCounters> {
         let peer = conn.peer_id();
         let counters = StreamCounters::new();
         self.control.add_connection(connection, &conn, &counters);
@@ -521,12 +525,21 @@ impl Pool {
                 conn,
                 endpoint,
                 established_at: now,
-                counters,
+                counters: counters.clone(),
                 last_busy: now,
                 closing: None,
                 reported_streams: 0,
+                acceptor: None,
             },
         );
+        counters
+    }
+
+    /// Keeps the acceptor task of `connection` (stopped when it leaves the pool).
+    pub(super) fn set_acceptor(&mut self, connection: ConnectionId, acceptor: AcceptorHandle) {
+        if let Some(c) = self.connections.get_mut(&connection) {
+            c.acceptor = Some(acceptor);
+        }
     }
 
     /// Removes a connection that closed; returns it and the number of connections to its

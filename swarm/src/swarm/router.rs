@@ -1,9 +1,10 @@
-//! Stream routing state: the protocols the local node accepts, the per-connection tasks
-//! (accepting and negotiating inbound streams, opening outbound ones, noticing closes) and
-//! the stream requests waiting for a dial of their peer.
+//! Stream routing state: the protocols the local node accepts (shared with the
+//! per-connection [acceptors](super::acceptor)), the swarm's own tasks (opening outbound
+//! streams, noticing closes), the channel acceptors hand inbound streams over on, and the
+//! stream requests waiting for a dial of their peer.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use meshwire_core::{ConnectionId, PeerId};
-use meshwire_transport::multistream::{self, Negotiated};
-use meshwire_transport::{CloseReason, Connection, ConnectionError};
+use meshwire_transport::multistream::Negotiated;
+use meshwire_transport::{CloseReason, Connection};
+use tokio::sync::mpsc;
 
 use crate::behaviour::OpenStream;
 use crate::config::SwarmConfig;
@@ -20,23 +22,22 @@ use crate::error::StreamError;
 use crate::protocol::StreamProtocol;
 use crate::stream::StreamGuard;
 
+use super::acceptor::{
+    shared_bucket, Acceptor, AcceptorHandle, Inbound, SharedBucket, SharedProtocols,
+};
+
 pub(super) type NegotiatedStream = Negotiated<meshwire_transport::Stream>;
 
-/// Output of a per-connection task.
+/// Output of a per-connection task. (Returned and matched at once, never stored: boxing the
+/// large variant would cost an allocation per stream.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Task {
-    Accepted {
-        conn: ConnectionId,
-        result: Result<meshwire_transport::Stream, ConnectionError>,
-    },
     Closed {
         conn: ConnectionId,
         reason: CloseReason,
     },
-    InboundNegotiated {
-        conn: ConnectionId,
-        result: Result<(String, NegotiatedStream), StreamError>,
-        guard: StreamGuard,
-    },
+    /// An acceptor driven here (no Tokio runtime to spawn it on) ended.
+    AcceptorEnded,
     Outbound {
         conn: ConnectionId,
         request: OpenStream,
@@ -50,6 +51,16 @@ pub(super) enum Task {
 /// The protocols, the tasks and the waiting stream requests.
 pub(super) struct Router {
     protocols: Arc<[StreamProtocol]>,
+    /// The same, read by the acceptors.
+    shared_protocols: SharedProtocols,
+    /// Acceptors hand streams and errors to the swarm's task here. Unbounded, yet bounded:
+    /// every stream in it holds a place in its connection's inbound limit, and an acceptor
+    /// sends at most one error per stream it accepted.
+    inbound_tx: mpsc::UnboundedSender<Inbound>,
+    inbound_rx: mpsc::UnboundedReceiver<Inbound>,
+    /// The node-wide bucket of new inbound streams
+    /// ([`SwarmConfig::inbound_stream_rate_total`]), made on first use.
+    total_bucket: Option<SharedBucket>,
     /// Whether behaviours were told the protocols ([`FromSwarm::LocalProtocolsChanged`](crate::FromSwarm::LocalProtocolsChanged)).
     pub(super) protocols_announced: bool,
     tasks: FuturesUnordered<BoxFuture<'static, Task>>,
@@ -60,8 +71,14 @@ pub(super) struct Router {
 
 impl Router {
     pub(super) fn new(protocols: Vec<StreamProtocol>) -> Self {
+        let protocols: Arc<[StreamProtocol]> = dedup(protocols).into();
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         Router {
-            protocols: dedup(protocols).into(),
+            shared_protocols: Arc::new(RwLock::new(protocols.clone())),
+            inbound_tx,
+            inbound_rx,
+            total_bucket: None,
+            protocols,
             protocols_announced: false,
             tasks: FuturesUnordered::new(),
             waiting: HashMap::new(),
@@ -79,13 +96,53 @@ impl Router {
         if new == self.protocols {
             return false;
         }
-        self.protocols = new;
+        self.protocols = new.clone();
+        *self
+            .shared_protocols
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = new;
         true
     }
 
-    /// The accepted protocol called `name`.
-    pub(super) fn protocol(&self, name: &str) -> Option<StreamProtocol> {
-        self.protocols.iter().find(|p| p.as_str() == name).cloned()
+    /// The protocols as the acceptors read them.
+    pub(super) fn shared_protocols(&self) -> &SharedProtocols {
+        &self.shared_protocols
+    }
+
+    /// The node-wide bucket of new inbound streams, if `config` limits them.
+    pub(super) fn total_bucket(&mut self, config: &SwarmConfig) -> Option<SharedBucket> {
+        let rate = config.inbound_stream_rate_total?;
+        Some(
+            self.total_bucket
+                .get_or_insert_with(|| shared_bucket(rate))
+                .clone(),
+        )
+    }
+
+    /// Where acceptors send what they accepted.
+    pub(super) fn inbound_sender(&self) -> mpsc::UnboundedSender<Inbound> {
+        self.inbound_tx.clone()
+    }
+
+    /// The next stream or error an acceptor handed over.
+    pub(super) fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        self.inbound_rx.poll_recv(cx)
+    }
+
+    /// Runs `acceptor` as a task of its own (or among the swarm's tasks without a Tokio
+    /// runtime); dropping the handle stops it.
+    pub(super) fn start_acceptor(&mut self, acceptor: Acceptor) -> AcceptorHandle {
+        let (handle, local) = AcceptorHandle::spawn(acceptor);
+        if let Some(acceptor) = local {
+            self.tasks.push(
+                async move {
+                    acceptor.await;
+                    Task::AcceptorEnded
+                }
+                .boxed(),
+            );
+        }
+        handle
     }
 
     pub(super) fn poll_task(&mut self, cx: &mut Context<'_>) -> Poll<Option<Task>> {
@@ -94,52 +151,13 @@ impl Router {
 
     // ---- tasks ---------------------------------------------------------------------------
 
-    /// Starts the tasks of a new connection: accept the peer's streams, notice the close.
+    /// Notices the close of a new connection.
     pub(super) fn watch(&mut self, id: ConnectionId, conn: &Connection) {
-        self.accept_next(id, conn);
         let c = conn.clone();
         self.tasks.push(
             async move {
                 let reason = c.closed().await;
                 Task::Closed { conn: id, reason }
-            }
-            .boxed(),
-        );
-    }
-
-    /// Accepts the next stream the peer opens on `conn`.
-    pub(super) fn accept_next(&mut self, id: ConnectionId, conn: &Connection) {
-        let c = conn.clone();
-        self.tasks.push(
-            async move {
-                let result = c.accept_stream().await;
-                Task::Accepted { conn: id, result }
-            }
-            .boxed(),
-        );
-    }
-
-    /// Negotiates an inbound stream against the accepted protocols, within `timeout`.
-    pub(super) fn negotiate_inbound(
-        &mut self,
-        conn: ConnectionId,
-        stream: meshwire_transport::Stream,
-        guard: StreamGuard,
-        timeout: Duration,
-    ) {
-        let protocols = self.protocols.clone();
-        self.tasks.push(
-            async move {
-                let neg = multistream::listener_select(stream, &protocols[..]);
-                let result = match tokio::time::timeout(timeout, neg).await {
-                    Ok(r) => r.map_err(StreamError::from_negotiation),
-                    Err(_) => Err(StreamError::Timeout),
-                };
-                Task::InboundNegotiated {
-                    conn,
-                    result,
-                    guard,
-                }
             }
             .boxed(),
         );

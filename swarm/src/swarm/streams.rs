@@ -1,17 +1,15 @@
-//! Stream routing: inbound streams are accepted (within the per-connection limit),
-//! negotiated and handed to the behaviour that claimed the protocol; outbound
+//! Stream routing: inbound streams, accepted and negotiated by each connection's
+//! [acceptor](super::acceptor), are handed to the behaviour that claimed the protocol; outbound
 //! [`OpenStream`] requests are opened on a live connection (a direct one over a relayed one,
 //! then the least busy), or wait for a dial
 //! of their peer.
 
 use meshwire_core::{Direction, PeerId};
 
+use super::acceptor::Inbound;
 use super::router::Task;
 use super::Swarm;
-use crate::behaviour::{
-    InboundStream, NetworkBehaviour, OpenStream, OutboundStream, OutboundStreamResult,
-};
-use crate::control::Delivery;
+use crate::behaviour::{NetworkBehaviour, OpenStream, OutboundStream, OutboundStreamResult};
 use crate::dial::{DialOpts, PeerCondition};
 use crate::error::StreamError;
 use crate::event::SwarmEvent;
@@ -108,91 +106,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
     pub(super) fn on_task(&mut self, task: Task) {
         match task {
             Task::Closed { conn, reason } => self.on_closed(conn, reason),
-            Task::Accepted { conn, result } => {
-                let Some(c) = self.pool.get(&conn) else {
-                    return;
-                };
-                let stream = match result {
-                    Ok(s) => s,
-                    // The connection is closing; its `Closed` task reports it.
-                    Err(_) => return,
-                };
-                let peer = c.peer;
-                let counters = c.counters.clone();
-                // Accept the next one.
-                let handle = c.conn.clone();
-                self.router.accept_next(conn, &handle);
-                let limit = self.config.max_inbound_streams_per_connection;
-                if counters.inbound() >= limit {
-                    let mut stream = stream;
-                    stream.reset();
-                    self.inbound_stream_error(peer, conn, StreamError::TooManyStreams { limit });
-                    return;
-                }
-                let scope = match self.resources.open_stream(peer, Direction::Inbound) {
-                    Ok(scope) => scope,
-                    Err(e) => {
-                        let mut stream = stream;
-                        stream.reset();
-                        return self.inbound_stream_error(peer, conn, e.into());
-                    }
-                };
-                let guard = StreamGuard::new(counters, true, scope);
-                self.router
-                    .negotiate_inbound(conn, stream, guard, self.config.negotiation_timeout);
-            }
-            Task::InboundNegotiated {
-                conn,
-                result,
-                mut guard,
-            } => {
-                let Some(c) = self.pool.get(&conn) else {
-                    return;
-                };
-                let peer = c.peer;
-                match result {
-                    Ok((name, io)) => {
-                        let Some(protocol) = self.router.protocol(&name) else {
-                            // Negotiated against a protocol list that changed since: no
-                            // behaviour claims it any more.
-                            let mut io = io;
-                            io.get_mut().reset();
-                            self.inbound_stream_error(
-                                peer,
-                                conn,
-                                StreamError::UnsupportedProtocols,
-                            );
-                            return;
-                        };
-                        if let Err(e) = guard.set_protocol(&name) {
-                            let mut io = io;
-                            io.get_mut().reset();
-                            return self.inbound_stream_error(peer, conn, e.into());
-                        }
-                        let stream = InboundStream {
-                            peer,
-                            connection: conn,
-                            protocol,
-                            stream: Stream::new(io, guard),
-                        };
-                        // A protocol registered with a stream control goes there first.
-                        match self.control.deliver(stream) {
-                            Delivery::NotRegistered(stream) => {
-                                self.metrics.inbound_streams.inc();
-                                self.behaviour.on_inbound_stream(stream);
-                            }
-                            Delivery::Delivered => {
-                                self.metrics.inbound_streams.inc();
-                            }
-                            Delivery::Refused(e) => self.inbound_stream_error(peer, conn, e),
-                        }
-                    }
-                    Err(error) => {
-                        tracing::debug!(connection = %conn, %peer, %error, "inbound stream negotiation failed");
-                        self.inbound_stream_error(peer, conn, error);
-                    }
-                }
-            }
+            Task::AcceptorEnded => {}
             Task::Outbound {
                 conn,
                 request,
@@ -221,6 +135,43 @@ impl<B: NetworkBehaviour> Swarm<B> {
                     (Err(e), _) => Err(e),
                 };
                 self.deliver_stream_result(request, result);
+            }
+        }
+    }
+
+    /// A connection's acceptor handed over a negotiated stream for a behaviour, or reports
+    /// an inbound stream that failed.
+    pub(super) fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Error {
+                peer,
+                connection,
+                error,
+            } => {
+                // A failure on a connection gone meanwhile is its close, reported as such.
+                if self.pool.get(&connection).is_some() {
+                    self.inbound_stream_error(peer, connection, error)
+                }
+            }
+            Inbound::Stream(mut stream) => {
+                if self.pool.get(&stream.connection).is_none() {
+                    // Its connection closed meanwhile.
+                    stream.stream.reset();
+                    return;
+                }
+                if !self.router.protocols().contains(&stream.protocol) {
+                    // Negotiated against a protocol list that changed since: nobody claims
+                    // it any more.
+                    stream.stream.reset();
+                    let (peer, conn) = (stream.peer, stream.connection);
+                    return self.inbound_stream_error(
+                        peer,
+                        conn,
+                        StreamError::UnsupportedProtocols,
+                    );
+                }
+                self.metrics.inbound_streams.inc();
+                self.behaviour.on_inbound_stream(stream);
             }
         }
     }

@@ -36,7 +36,10 @@
 //! Inside: `certificate` generates and parses the certificate, `extension` encodes and checks
 //! the libp2p extension (the host key is decoded by meshwire-core's
 //! [`KeyMessage`](meshwire_core::identity::KeyMessage), the one decoder of libp2p key
-//! messages), `verifier` holds the rustls verifiers, and this module the configurations.
+//! messages), `verifier` holds the rustls verifiers, `cache` the certificates that passed
+//! every check (so a handshake verifies a known certificate's signatures once, not twice,
+//! and never skips the CertificateVerify check; bounded, validity re-checked on each use),
+//! and this module the configurations.
 //!
 //! ```
 //! use meshwire_transport::identity::Keypair;

@@ -9,6 +9,10 @@
 //! * `rust-libp2p` — `libp2p::quic::tokio::Transport` dial, an outbound substream negotiated
 //!   with `multistream-select` `V1Lazy` (what its swarm does for one protocol).
 //!
+//! * `swarm meshwire` / `swarm rust-libp2p` — whole swarms: a fresh client swarm per dial
+//!   (`Swarm::dial` → `ConnectionEstablished` → a stream opened through `StreamControl` /
+//!   `libp2p-stream`), the server swarm's stream handed to the echo task.
+//!
 //! One exchange: the dialer writes 32 bytes, finishes its side, reads the 32-byte echo;
 //! timed from the dial to the echo, divided by the relay's measured RTT (median of UDP pings
 //! through it). `MESHWIRE_BENCH_DIALS` (default 10) dials per stack, stacks alternating;
@@ -314,6 +318,180 @@ impl RustLibp2p {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Whole swarms: a fresh client swarm per dial, the server swarm behind the relay.
+
+/// meshwire swarms, streams through `StreamControl` (no behaviour in the way).
+struct MeshwireSwarm {
+    relay: DelayRelay,
+    server_peer: meshwire_core::PeerId,
+}
+
+fn meshwire_swarm() -> meshwire_swarm::Swarm<meshwire_swarm::DummyBehaviour> {
+    let transport = QuicTransport::new(meshwire_core::Keypair::generate(), QuicConfig::default())
+        .expect("quic");
+    meshwire_swarm::Swarm::new(
+        transport,
+        meshwire_swarm::DummyBehaviour,
+        meshwire_swarm::SwarmConfig::default(),
+    )
+}
+
+impl MeshwireSwarm {
+    async fn start(one_way: Duration) -> Self {
+        let mut server = meshwire_swarm();
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .expect("listen");
+        let addr = loop {
+            if let meshwire_swarm::SwarmEvent::NewListenAddr { address, .. } =
+                server.next_event().await
+            {
+                break address;
+            }
+        };
+        let relay = DelayRelay::start(multiaddr_to_socketaddr(&addr).expect("quic addr"), one_way)
+            .expect("relay");
+        let server_peer = server.local_peer_id();
+        let mut incoming = server
+            .stream_control()
+            .accept(meshwire_swarm::StreamProtocol::new(PROTO))
+            .expect("accept");
+        tokio::spawn(async move {
+            while let Some(s) = futures::StreamExt::next(&mut incoming).await {
+                tokio::spawn(serve(s.stream));
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                server.next_event().await;
+            }
+        });
+        MeshwireSwarm { relay, server_peer }
+    }
+
+    async fn run(&self) -> (Duration, Counts) {
+        let mut client = meshwire_swarm();
+        let control = client.stream_control();
+        self.relay.reset();
+        let target = meshwire_transport::with_peer_id(
+            &socketaddr_to_multiaddr(self.relay.local_addr()),
+            self.server_peer,
+        );
+        let t0 = Instant::now();
+        client.dial(target).expect("dial");
+        loop {
+            if let meshwire_swarm::SwarmEvent::ConnectionEstablished { .. } =
+                client.next_event().await
+            {
+                break;
+            }
+        }
+        let driver = tokio::spawn(async move {
+            loop {
+                client.next_event().await;
+            }
+        });
+        let mut s = control
+            .open_stream(self.server_peer, meshwire_swarm::StreamProtocol::new(PROTO))
+            .await
+            .expect("stream");
+        request(&mut s).await;
+        let took = t0.elapsed();
+        let counts = self.relay.counts();
+        driver.abort();
+        (took, counts)
+    }
+}
+
+/// rust-libp2p swarms with `libp2p-stream`.
+struct RustLibp2pSwarm {
+    relay: DelayRelay,
+    server_peer: libp2p::PeerId,
+}
+
+fn libp2p_swarm() -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+impl RustLibp2pSwarm {
+    async fn start(one_way: Duration) -> Self {
+        use futures::StreamExt;
+        let mut server = libp2p_swarm();
+        let mut incoming = server
+            .behaviour()
+            .new_control()
+            .accept(libp2p::StreamProtocol::new(PROTO))
+            .expect("accept");
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .expect("listen");
+        let addr = loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                server.select_next_some().await
+            {
+                break address;
+            }
+        };
+        let addr = multiaddr_to_socketaddr(&addr.to_string().parse().expect("multiaddr"))
+            .expect("quic addr");
+        let relay = DelayRelay::start(addr, one_way).expect("relay");
+        let server_peer = *server.local_peer_id();
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((_, s)) = incoming.next().await {
+                tokio::spawn(serve(s));
+            }
+        });
+        RustLibp2pSwarm { relay, server_peer }
+    }
+
+    async fn run(&self) -> (Duration, Counts) {
+        use futures::StreamExt;
+        let mut client = libp2p_swarm();
+        let mut control = client.behaviour().new_control();
+        self.relay.reset();
+        let target: libp2p::Multiaddr = socketaddr_to_multiaddr(self.relay.local_addr())
+            .to_string()
+            .parse::<libp2p::Multiaddr>()
+            .expect("multiaddr")
+            .with(libp2p::multiaddr::Protocol::P2p(self.server_peer));
+        let t0 = Instant::now();
+        client.dial(target).expect("dial");
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
+                client.select_next_some().await
+            {
+                break;
+            }
+        }
+        let driver = tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+        let mut s = control
+            .open_stream(self.server_peer, libp2p::StreamProtocol::new(PROTO))
+            .await
+            .expect("open stream");
+        request(&mut s).await;
+        let took = t0.elapsed();
+        let counts = self.relay.counts();
+        driver.abort();
+        (took, counts)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
@@ -381,13 +559,19 @@ async fn bench() {
     let raw = RawQuinn::start(one_way).await;
     let mut mesh = Meshwire::start(one_way).await;
     let mut p2p = RustLibp2p::start(one_way).await;
+    let mesh_swarm = MeshwireSwarm::start(one_way).await;
+    let p2p_swarm = RustLibp2pSwarm::start(one_way).await;
     // Warm-up (first-use costs: client endpoints, lazy statics).
     raw.run().await;
     mesh.run().await;
     p2p.run().await;
+    mesh_swarm.run().await;
+    p2p_swarm.run().await;
 
     let (mut t_raw, mut t_mesh, mut t_p2p) = (Vec::new(), Vec::new(), Vec::new());
     let (mut c_raw, mut c_mesh, mut c_p2p) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut t_mesh_swarm, mut c_mesh_swarm) = (Vec::new(), Vec::new());
+    let (mut t_p2p_swarm, mut c_p2p_swarm) = (Vec::new(), Vec::new());
     for _ in 0..dials {
         let (t, c) = raw.run().await;
         t_raw.push(t);
@@ -398,6 +582,12 @@ async fn bench() {
         let (t, c) = p2p.run().await;
         t_p2p.push(t);
         c_p2p.push(c);
+        let (t, c) = mesh_swarm.run().await;
+        t_mesh_swarm.push(t);
+        c_mesh_swarm.push(c);
+        let (t, c) = p2p_swarm.run().await;
+        t_p2p_swarm.push(t);
+        c_p2p_swarm.push(c);
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
@@ -432,11 +622,31 @@ async fn bench() {
         rtts(m_p2p),
         rtts(m_raw)
     );
+    let (m_mesh_swarm, m_p2p_swarm) = (median(&mut t_mesh_swarm), median(&mut t_p2p_swarm));
+    println!(
+        "dial+request swarm meshwire    {:7.2} ms = {:.2} RTT  {}  (Swarm::dial, ConnectionEstablished, StreamControl)",
+        ms(m_mesh_swarm),
+        rtts(m_mesh_swarm),
+        flights(&c_mesh_swarm)
+    );
+    println!(
+        "dial+request swarm rust-libp2p {:7.2} ms = {:.2} RTT  {}  (Swarm::dial, ConnectionEstablished, libp2p-stream)",
+        ms(m_p2p_swarm),
+        rtts(m_p2p_swarm),
+        flights(&c_p2p_swarm)
+    );
+    println!(
+        "dial+request through swarms: meshwire {:.2} RTT, rust-libp2p {:.2} RTT",
+        rtts(m_mesh_swarm),
+        rtts(m_p2p_swarm)
+    );
     if std::env::var("MESHWIRE_BENCH_LOG").is_ok() {
         for (name, relay) in [
             ("raw quinn", &raw.relay),
             ("meshwire", &mesh.relay),
             ("rust-libp2p", &p2p.relay),
+            ("meshwire swarm", &mesh_swarm.relay),
+            ("rust-libp2p swarm", &p2p_swarm.relay),
         ] {
             println!("last dial of {name}, datagrams as the relay received them:");
             for d in relay.log() {

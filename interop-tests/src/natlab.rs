@@ -28,6 +28,25 @@
 //! claim the mapping, and the router's own answer to a packet for an unmapped port would
 //! occupy that port's tuple). The public host has no NAT.
 //!
+//! Impairments, combinable: [`Lab::set_loss`] drops a share of the UDP packets the internet
+//! router forwards (nftables `numgen random`), and [`Lab::set_delay`] holds every UDP packet
+//! a NAT router forwards for a fixed time, both ways (the access links; no netem in this
+//! kernel, so nftables `queue` rules hand the packets to a user-space thread per router
+//! through `nfnetlink_queue`, which releases them in order after the delay). With a delay
+//! `d`, a host's round trip to the public host grows by `2d` and a round trip between two
+//! hosts behind NATs by `4d`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use interop_tests::natlab::{Lab, NatKind, DEFAULT_ACCESS_DELAY};
+//!
+//! let lab = Lab::new(&[NatKind::PortRestrictedCone, NatKind::FullCone]).unwrap();
+//! lab.set_delay(DEFAULT_ACCESS_DELAY).unwrap(); // 50 ms each way on each access link
+//! lab.set_loss(5).unwrap(); // and 5 % loss each way in the internet router
+//! // ... run the nodes; lab.delayed_packets() and lab.loss_dropped() tell what happened ...
+//! lab.set_delay(Duration::ZERO).unwrap(); // back to loopback speed
+//! ```
+//!
 //! Sockets are opened inside a namespace by [`Lab::udp_socket`] (a short-lived thread enters
 //! the namespace with `setns` and binds; the socket stays in that namespace wherever it is
 //! used), and [`Lab::enter`] runs a closure on a thread inside a namespace (for whole
@@ -41,6 +60,14 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::nfqueue::Delayer;
+
+/// The access-link delay the NAT lab's tests use by default with [`Lab::set_delay`] (50 ms
+/// each way, so 100 ms between a host and the public host).
+pub const DEFAULT_ACCESS_DELAY: Duration = Duration::from_millis(50);
 
 /// The public host's first address (relay, first observer).
 pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -165,6 +192,8 @@ pub struct Lab {
     pub sites: Vec<Site>,
     namespaces: Vec<String>,
     tag: String,
+    /// The NFQUEUE threads of [`Lab::set_delay`], one per NAT router.
+    delayers: Mutex<Vec<Delayer>>,
 }
 
 /// Why the lab cannot be built here, if it cannot.
@@ -255,6 +284,57 @@ fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
     }
 }
 
+/// The nftables table of [`Lab::set_delay`]'s rule, where the kernel has nftables' `queue`.
+const DELAY_TABLE: &str = "table ip natlab_delay {
+  chain delay { type filter hook forward priority -20; policy accept;
+    meta l4proto udp queue num 0
+  }
+}
+";
+/// The same rule for iptables, whose `NFQUEUE` target kernels without nftables' `queue`
+/// expression (`CONFIG_NFT_QUEUE`) may still have (`CONFIG_NETFILTER_XT_TARGET_NFQUEUE`).
+const DELAY_IPTABLES: [&str; 8] = [
+    "FORWARD",
+    "-p",
+    "udp",
+    "-j",
+    "NFQUEUE",
+    "--queue-num",
+    "0",
+    "-w",
+];
+
+/// Hands the UDP packets `ns` forwards to queue 0: nftables `queue`, or iptables `NFQUEUE`.
+fn queue_udp(ns: &str) -> Result<(), String> {
+    let nft = match nft_in(ns, DELAY_TABLE) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let mut args = vec!["netns", "exec", ns, "iptables", "-I"];
+    args.extend(DELAY_IPTABLES);
+    run("ip", &args).map_err(|ipt| format!("no queue rule: {nft}; {ipt}"))
+}
+
+/// Removes what [`queue_udp`] installed (either kind), if anything.
+fn unqueue_udp(ns: &str) {
+    let _ = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "natlab_delay",
+        ],
+    );
+    let mut args = vec!["netns", "exec", ns, "iptables", "-D"];
+    args.extend(DELAY_IPTABLES);
+    while run("ip", &args).is_ok() {}
+}
+
 impl Lab {
     /// Builds the topology with one site per entry of `kinds` (at most 200). Labs built at
     /// once in one process (parallel tests) get distinct names.
@@ -277,6 +357,7 @@ impl Lab {
             sites: Vec::new(),
             namespaces: Vec::new(),
             tag,
+            delayers: Mutex::new(Vec::new()),
         };
         lab.build(kinds)?;
         Ok(lab)
@@ -477,6 +558,65 @@ impl Lab {
         )
     }
 
+    /// Delays every UDP packet a NAT router forwards by `one_way`, both ways, on every site
+    /// (the access links): a host's round trip to the public host grows by `2 × one_way`,
+    /// a round trip between two hosts behind NATs by `4 × one_way`. Zero removes the delay.
+    /// Combines with [`Lab::set_loss`] (loss is applied by the internet router, after or
+    /// before the delay). Calling it again replaces the previous delay.
+    ///
+    /// The kernel here has no netem, so the delay is made in user space: a rule in each
+    /// router's forward hook (nftables `meta l4proto udp queue num 0`, or where the kernel
+    /// lacks nftables' `queue` expression, as here, iptables `-p udp -j NFQUEUE`, which
+    /// iptables-nft runs through nftables' xt compatibility) hands packets to a
+    /// netlink socket of `nfnetlink_queue` (the `nfqueue` module of this crate), whose
+    /// thread gives each packet its verdict `one_way` after it arrived, in arrival order:
+    /// packets are never reordered. Precision is that of a thread's sleep (~0.1–1 ms on a
+    /// loaded machine); up to 10,000 packets per router wait at once, beyond which the kernel
+    /// drops them like a full router queue.
+    ///
+    /// # Errors
+    ///
+    /// A namespace could not be entered, the queue could not be bound (no
+    /// `nfnetlink_queue` in the kernel), or neither nft nor iptables could add the rule; the
+    /// delay is then removed.
+    pub fn set_delay(&self, one_way: Duration) -> Result<(), String> {
+        let mut delayers = self.delayers.lock().unwrap_or_else(|e| e.into_inner());
+        // The rules go first, so no packet waits for a thread that is gone.
+        for site in &self.sites {
+            unqueue_udp(&site.router_ns);
+        }
+        delayers.clear();
+        if one_way.is_zero() {
+            return Ok(());
+        }
+        let result = self.install_delay(one_way, &mut delayers);
+        if result.is_err() {
+            drop(delayers);
+            let _ = self.set_delay(Duration::ZERO);
+        }
+        result
+    }
+
+    fn install_delay(&self, one_way: Duration, delayers: &mut Vec<Delayer>) -> Result<(), String> {
+        for site in &self.sites {
+            let delayer = Lab::enter(&site.router_ns, move || Delayer::start(0, one_way))?
+                .map_err(|e| format!("nfqueue in {}: {e}", site.router_ns))?;
+            delayers.push(delayer);
+            queue_udp(&site.router_ns)?;
+        }
+        Ok(())
+    }
+
+    /// UDP packets released by [`Lab::set_delay`]'s threads since the delay was last set.
+    pub fn delayed_packets(&self) -> u64 {
+        self.delayers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(Delayer::delayed)
+            .sum()
+    }
+
     /// UDP packets dropped by [`Lab::set_loss`] so far (0 without loss).
     ///
     /// # Errors
@@ -563,6 +703,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let _ = self.set_delay(Duration::ZERO);
         // Deleting a namespace deletes its veth ends (and the peers) and nftables tables.
         for ns in self.namespaces.iter().rev() {
             let _ = ip(&["netns", "del", ns]);

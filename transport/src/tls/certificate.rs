@@ -32,6 +32,8 @@ pub struct P2pCertificate {
     host_key: PublicKey,
     cert_key: CertKey,
     cert_scheme: SignatureScheme,
+    /// The validity period, in seconds since the Unix epoch (`notBefore`, `notAfter`).
+    validity: (i64, i64),
 }
 
 /// The certificate's own (TLS) key.
@@ -98,6 +100,16 @@ impl P2pCertificate {
     /// The host public key from the libp2p extension.
     pub fn public_key(&self) -> PublicKey {
         self.host_key
+    }
+
+    /// Whether `now` is inside the certificate's validity period (the check
+    /// [`parse_certificate_at`] made, for another time).
+    pub(crate) fn is_valid_at(&self, now: SystemTime) -> bool {
+        let secs = match now.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        };
+        self.validity.0 <= secs && secs <= self.validity.1
     }
 
     /// The scheme of the certificate's self-signature.
@@ -192,6 +204,10 @@ pub fn parse_certificate_at(der: &[u8], now: SystemTime) -> Result<P2pCertificat
     let (host_key_bytes, host_signature) = signed_key.ok_or(TlsError::MissingExtension)?;
 
     check_validity(&x509, now)?;
+    let validity = (
+        x509.validity().not_before.timestamp(),
+        x509.validity().not_after.timestamp(),
+    );
 
     if x509.signature_algorithm != tbs.signature {
         return Err(TlsError::BadCertificate(
@@ -212,6 +228,7 @@ pub fn parse_certificate_at(der: &[u8], now: SystemTime) -> Result<P2pCertificat
         host_key,
         cert_key,
         cert_scheme,
+        validity,
     })
 }
 

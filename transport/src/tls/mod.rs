@@ -36,7 +36,10 @@
 //! Inside: `certificate` generates and parses the certificate, `extension` encodes and checks
 //! the libp2p extension (the host key is decoded by meshwire-core's
 //! [`KeyMessage`](meshwire_core::identity::KeyMessage), the one decoder of libp2p key
-//! messages), `verifier` holds the rustls verifiers, and this module the configurations.
+//! messages), `verifier` holds the rustls verifiers, `cache` the certificates that passed
+//! every check (so a handshake verifies a known certificate's signatures once, not twice,
+//! and never skips the CertificateVerify check; bounded, validity re-checked on each use),
+//! and this module the configurations.
 //!
 //! ```
 //! use meshwire_transport::identity::Keypair;
@@ -48,6 +51,7 @@
 //! assert_eq!(parsed.peer_id(), key.peer_id());
 //! ```
 
+mod cache;
 mod certificate;
 mod error;
 mod extension;
@@ -136,6 +140,9 @@ impl rustls::server::ResolvesServerCert for AlwaysResolvesCert {
 pub struct LocalIdentity {
     provider: Arc<rustls::crypto::CryptoProvider>,
     resolver: Arc<AlwaysResolvesCert>,
+    /// Peer certificates that passed every check (shared by all handshakes of this
+    /// identity; see `cache`).
+    verified: Arc<cache::VerifiedCerts>,
 }
 
 impl LocalIdentity {
@@ -143,7 +150,11 @@ impl LocalIdentity {
     pub fn new(keypair: &Keypair) -> Result<Self, TlsError> {
         let provider = provider();
         let resolver = Arc::new(AlwaysResolvesCert::new(keypair, &provider)?);
-        Ok(LocalIdentity { provider, resolver })
+        Ok(LocalIdentity {
+            provider,
+            resolver,
+            verified: Arc::default(),
+        })
     }
 
     /// The server side: TLS 1.3 only, ALPN `libp2p`, our certificate, and a mandatory client
@@ -153,7 +164,9 @@ impl LocalIdentity {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(ClientVerifier))
+            .with_client_cert_verifier(Arc::new(ClientVerifier {
+                cache: self.verified.clone(),
+            }))
             .with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -173,6 +186,7 @@ impl LocalIdentity {
         let verifier = ServerVerifier {
             expected,
             outcome: outcome.clone(),
+            cache: self.verified.clone(),
         };
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -7,6 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{CertificateError, OtherError, SignatureScheme, SupportedCipherSuite};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::cache::VerifiedCerts;
 use super::extension::{decode_signed_key, encode_signed_key, SIGNING_PREFIX};
 use super::oid::oid_is;
 use super::verifier::{verify_chain, ClientVerifier, ServerVerifier};
@@ -340,7 +341,7 @@ fn two_certificates_are_rejected() {
     ));
     let now = UnixTime::now();
     assert!(matches!(
-        verify_chain(&a, &[b], now),
+        verify_chain(&VerifiedCerts::default(), &a, &[b], now),
         Err(TlsError::BadCertificate(_))
     ));
 }
@@ -373,6 +374,54 @@ fn expired_and_not_yet_valid_certificates_are_rejected() {
     // Inside the window it is fine.
     let in_window = UNIX_EPOCH + Duration::from_secs(978_307_200 + 86_400); // 2001-01-02
     assert!(parse_certificate_at(&make(2000, 2002), in_window).is_ok());
+}
+
+#[test]
+fn verified_certificate_cache_rechecks_validity_and_holds_only_good_certificates() {
+    let key = Keypair::generate();
+    let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut msg = SIGNING_PREFIX.to_vec();
+    msg.extend_from_slice(&cert_key.public_key_der());
+    let content = encode_signed_key(&key.public().encode_protobuf(), &key.sign(&msg));
+    let mut params = rcgen::CertificateParams::default();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &P2P_EXT_OID,
+        content,
+    )];
+    let der = params.self_signed(&cert_key).unwrap().der().clone();
+    let cache = VerifiedCerts::default();
+    let in_window = UNIX_EPOCH + Duration::from_secs(978_307_200 + 86_400); // 2001-01-02
+    assert_eq!(
+        cache.verify(&der, in_window).unwrap().peer_id(),
+        key.peer_id()
+    );
+    assert_eq!(cache.len(), 1);
+    // A second look answers the same, from the cache.
+    assert_eq!(
+        cache.verify(&der, in_window).unwrap().peer_id(),
+        key.peer_id()
+    );
+    assert_eq!(cache.len(), 1);
+    // Remembered bytes outside their validity period still fail, with the typed error.
+    match cache.verify(&der, SystemTime::now()) {
+        Err(TlsError::BadCertificate(msg)) => assert!(msg.contains("expired"), "{msg}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A certificate that fails a check never enters: one flipped bit in the self-signature.
+    let mut bad = der.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(cache.verify(&bad, in_window).is_err());
+    assert!(cache.verify(&bad, in_window).is_err());
+    assert_eq!(cache.len(), 1);
+    // Bounded: the oldest are forgotten.
+    for _ in 0..super::cache::CAPACITY + 5 {
+        let (cert, _) = generate_certificate(&key).unwrap();
+        cache.verify(&cert, SystemTime::now()).unwrap();
+    }
+    assert_eq!(cache.len(), super::cache::CAPACITY);
 }
 
 #[test]
@@ -648,6 +697,7 @@ fn server_requires_a_client_certificate() {
     let verifier = ServerVerifier {
         expected: None,
         outcome: VerifyOutcome::default(),
+        cache: Arc::default(),
     };
     let mut cfg = raw_client_config(verifier).with_no_client_auth();
     cfg.alpn_protocols = vec![ALPN.to_vec()];
@@ -662,6 +712,7 @@ fn server_rejects_client_certificate_without_extension() {
     let verifier = ServerVerifier {
         expected: None,
         outcome: VerifyOutcome::default(),
+        cache: Arc::default(),
     };
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut cfg = raw_client_config(verifier)
@@ -681,7 +732,9 @@ fn client_rejects_server_certificate_without_extension() {
     let mut server_cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
-        .with_client_cert_verifier(Arc::new(ClientVerifier))
+        .with_client_cert_verifier(Arc::new(ClientVerifier {
+            cache: Arc::default(),
+        }))
         .with_single_cert(vec![cert], key)
         .unwrap();
     server_cfg.alpn_protocols = vec![ALPN.to_vec()];

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshwire_core::PeerId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -13,9 +13,8 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
-use super::certificate::{
-    parse_certificate, parse_certificate_at, wrong_chain_length, P2pCertificate,
-};
+use super::cache::VerifiedCerts;
+use super::certificate::{wrong_chain_length, P2pCertificate};
 use super::error::TlsError;
 
 /// The signature schemes offered for (and accepted in) handshake and certificate signatures,
@@ -69,6 +68,7 @@ impl fmt::Debug for VerifyOutcome {
 
 /// Verifies a presented chain: exactly one certificate, fully valid at `now`.
 pub(crate) fn verify_chain(
+    cache: &VerifiedCerts,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
@@ -76,11 +76,12 @@ pub(crate) fn verify_chain(
     if !intermediates.is_empty() {
         return Err(wrong_chain_length(1 + intermediates.len()));
     }
-    parse_certificate_at(end_entity, UNIX_EPOCH + Duration::from_secs(now.as_secs()))
+    cache.verify(end_entity, UNIX_EPOCH + Duration::from_secs(now.as_secs()))
 }
 
 /// Verifies a TLS 1.3 CertificateVerify signature with the certificate's key.
 fn verify_tls13(
+    cache: &VerifiedCerts,
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
@@ -94,7 +95,9 @@ fn verify_tls13(
     ) {
         return Err(TlsError::UnsupportedSignatureScheme(dss.scheme));
     }
-    parse_certificate(cert)?.verify_signature(dss.scheme, message, dss.signature())
+    cache
+        .verify(cert, SystemTime::now())?
+        .verify_signature(dss.scheme, message, dss.signature())
 }
 
 fn to_rustls(err: TlsError) -> rustls::Error {
@@ -117,6 +120,7 @@ fn tls12_rejected() -> rustls::Error {
 pub(crate) struct ServerVerifier {
     pub(crate) expected: Option<PeerId>,
     pub(crate) outcome: VerifyOutcome,
+    pub(crate) cache: Arc<VerifiedCerts>,
 }
 
 impl ServerVerifier {
@@ -138,7 +142,7 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = verify_chain(end_entity, intermediates, now).and_then(|cert| {
+        let result = verify_chain(&self.cache, end_entity, intermediates, now).and_then(|cert| {
             let actual = cert.peer_id();
             match self.expected {
                 Some(expected) if expected != actual => {
@@ -165,7 +169,7 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.check(verify_tls13(message, cert, dss))
+        self.check(verify_tls13(&self.cache, message, cert, dss))
             .map(|()| HandshakeSignatureValid::assertion())
     }
 
@@ -177,7 +181,9 @@ impl ServerCertVerifier for ServerVerifier {
 /// The server's verifier of client certificates (mandatory); shared by all connections, so it
 /// records nothing and only logs rejections.
 #[derive(Debug)]
-pub(crate) struct ClientVerifier;
+pub(crate) struct ClientVerifier {
+    pub(crate) cache: Arc<VerifiedCerts>,
+}
 
 fn log_client_rejection(result: Result<(), TlsError>) -> Result<(), rustls::Error> {
     result.map_err(|e| {
@@ -205,7 +211,7 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        log_client_rejection(verify_chain(end_entity, intermediates, now).map(|_| ()))
+        log_client_rejection(verify_chain(&self.cache, end_entity, intermediates, now).map(|_| ()))
             .map(|()| ClientCertVerified::assertion())
     }
 
@@ -224,7 +230,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        log_client_rejection(verify_tls13(message, cert, dss))
+        log_client_rejection(verify_tls13(&self.cache, message, cert, dss))
             .map(|()| HandshakeSignatureValid::assertion())
     }
 

@@ -6,10 +6,13 @@
 //! | --- | --- | --- | --- |
 //! | `autonat_meshwire_client_rust_libp2p_server` | meshwire | rust-libp2p | both listen addresses reachable (the one the server did not observe costs dial data), a closed port unreachable |
 //! | `autonat_rust_libp2p_client_meshwire_server` | rust-libp2p | meshwire | the observed address reachable and confirmed |
+//! | `autonat_rust_libp2p_client_meshwire_server_dial_data_and_unreachable` | rust-libp2p | meshwire | an address of another IP reachable after dial data, a closed port unreachable |
 
 // The generated event enums carry identify's events, which these tests do not read.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -79,6 +82,67 @@ struct LpServer {
 struct LpClient {
     autonat: lp_autonat::client::Behaviour,
     identify: lp_identify::Behaviour,
+}
+
+/// Hands its addresses to the rust-libp2p swarm as external-address candidates (rust-libp2p's
+/// AutoNAT client tests candidates only; identify gives just the observed address).
+#[derive(Default)]
+struct Candidates {
+    queue: VecDeque<libp2p::Multiaddr>,
+}
+
+impl LpBehaviour for Candidates {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: libp2p::PeerId,
+        _: &libp2p::Multiaddr,
+        _: &libp2p::Multiaddr,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: libp2p::PeerId,
+        _: &libp2p::Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: libp2p::PeerId,
+        _: libp2p::swarm::ConnectionId,
+        event: libp2p::swarm::THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>> {
+        match self.queue.pop_front() {
+            Some(a) => Poll::Ready(libp2p::swarm::ToSwarm::NewExternalAddrCandidate(a)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[derive(LpBehaviour)]
+struct LpClientWithCandidates {
+    autonat: lp_autonat::client::Behaviour,
+    identify: lp_identify::Behaviour,
+    candidates: Candidates,
 }
 
 fn lp_identify(key: &libp2p::identity::Keypair) -> lp_identify::Behaviour {
@@ -306,5 +370,136 @@ async fn autonat_rust_libp2p_client_meshwire_server() {
     assert_eq!(
         e.data_received, 0,
         "the observed address costs no dial data"
+    );
+}
+
+#[tokio::test]
+async fn autonat_rust_libp2p_client_meshwire_server_dial_data_and_unreachable() {
+    // meshwire's server on 127.0.0.1.
+    let key = Keypair::generate();
+    let behaviour = MwServer {
+        autonat: Server::new(
+            ServerConfig {
+                dial_private: true,
+                dial_back_timeout: Duration::from_secs(1),
+                ..ServerConfig::default()
+            },
+            key.clone(),
+        )
+        .expect("server"),
+        identify: mw_identify(&key),
+    };
+    let mut server = Swarm::new(
+        QuicTransport::new(key, QuicConfig::default()).expect("quic"),
+        behaviour,
+        SwarmConfig::default(),
+    );
+    let server_addr = mw_listen(&mut server, "127.0.0.1").await;
+    let server_id = server.local_peer_id();
+
+    // rust-libp2p's client on every interface: it reaches the server from 127.0.0.1, and
+    // is reachable on 127.0.0.2 at the same port.
+    let mut client = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| LpClientWithCandidates {
+            autonat: lp_autonat::client::Behaviour::default(),
+            identify: lp_identify(key),
+            candidates: Candidates::default(),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    client
+        .listen_on("/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("addr"))
+        .expect("listen");
+    let port = loop {
+        if let LpEvent::NewListenAddr { address, .. } = client.select_next_some().await {
+            let port = address.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+                _ => None,
+            });
+            break port.expect("udp port");
+        }
+    };
+    let other_ip: libp2p::Multiaddr = format!("/ip4/127.0.0.2/udp/{port}/quic-v1")
+        .parse()
+        .expect("addr");
+    let closed: libp2p::Multiaddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        format!(
+            "/ip4/127.0.0.1/udp/{}/quic-v1",
+            s.local_addr().expect("addr").port()
+        )
+        .parse()
+        .expect("addr")
+    };
+    let queue = &mut client.behaviour_mut().candidates.queue;
+    queue.push_back(other_ip.clone());
+    queue.push_back(closed.clone());
+    client
+        .dial(lp_addr(&with_peer_id(&server_addr, server_id)))
+        .expect("dial");
+
+    let mut results: Vec<(libp2p::Multiaddr, usize, bool)> = Vec::new();
+    let mut confirmed = Vec::new();
+    let mut served = Vec::new();
+    let run = async {
+        loop {
+            tokio::select! {
+                ev = server.next_event() => {
+                    if let SwarmEvent::Behaviour(MwServerEvent::Autonat(e)) = ev {
+                        println!("meshwire server: {e:?}");
+                        served.push(e);
+                    }
+                }
+                ev = client.select_next_some() => match ev {
+                    LpEvent::Behaviour(LpClientWithCandidatesEvent::Autonat(e)) => {
+                        println!("rust-libp2p client: {e:?}");
+                        results.push((e.tested_addr, e.bytes_sent, e.result.is_ok()));
+                    }
+                    LpEvent::ExternalAddrConfirmed { address } => confirmed.push(address),
+                    _ => {}
+                },
+            }
+            let done = |a: &libp2p::Multiaddr| results.iter().any(|(t, _, _)| t == a);
+            if done(&other_ip) && done(&closed) && confirmed.contains(&other_ip) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(TEST_TIMEOUT, run)
+        .await
+        .expect("both candidates tested within the time limit");
+
+    let (_, bytes, ok) = results
+        .iter()
+        .find(|(t, _, _)| t == &other_ip)
+        .expect("result");
+    assert!(ok, "the address of the other IP is reachable");
+    assert!(
+        (30_000..=100_000).contains(bytes),
+        "{bytes} bytes of dial data"
+    );
+    let e = served
+        .iter()
+        .find(|e| e.tested.as_ref() == Some(&mw_addr(&other_ip)))
+        .expect("the meshwire server reported it");
+    assert_eq!(e.data_received, *bytes as u64);
+    assert_eq!(e.result, Ok(meshwire_nat::autonat::wire::DialStatus::Ok));
+
+    let (_, _, ok) = results
+        .iter()
+        .find(|(t, _, _)| t == &closed)
+        .expect("result");
+    assert!(!ok, "the closed port is not reachable");
+    assert!(!confirmed.contains(&closed));
+    let e = served
+        .iter()
+        .find(|e| e.tested.as_ref() == Some(&mw_addr(&closed)))
+        .expect("the meshwire server reported it");
+    assert_eq!(
+        e.result,
+        Ok(meshwire_nat::autonat::wire::DialStatus::DialError)
     );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meshwire_swarm::toolkit::{read_frame, write_frame, FrameError, Outbox, Tasks, Timeout};
 use meshwire_swarm::{
@@ -21,11 +21,6 @@ use super::wire::{
     MAX_DIAL_BACK_MESSAGE, MAX_MESSAGE, MIN_DIAL_DATA,
 };
 use super::{DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL};
-
-/// Time a server has to send its nonce on a dial-back stream and take our answer.
-const DIAL_BACK_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Dial-back streams read at once; more are dropped.
-const MAX_DIAL_BACK_STREAMS: usize = 16;
 
 /// The AutoNAT v2 client behaviour. Its events are [`TestResult`]s; a reachable address is
 /// also confirmed to the swarm (`ToSwarm::ExternalAddrConfirmed`) and one found
@@ -46,13 +41,14 @@ impl Client {
     /// A client with `config`.
     pub fn new(config: ClientConfig) -> Self {
         let in_flight = config.max_in_flight.max(1);
+        let dial_backs = config.max_dial_back_streams.max(1);
         Client {
             engine: ClientEngine::new(config, Instant::now(), rand::thread_rng().gen()),
             outbox: Outbox::new(in_flight * 2 + 8),
             probes: Tasks::new(in_flight),
             probe_connections: HashMap::new(),
-            dial_backs: Tasks::new(MAX_DIAL_BACK_STREAMS),
-            answers: Tasks::new(MAX_DIAL_BACK_STREAMS),
+            dial_backs: Tasks::new(dial_backs),
+            answers: Tasks::new(dial_backs),
             next: 0,
             timer: Timer::default(),
             metrics: None,
@@ -237,7 +233,7 @@ impl NetworkBehaviour for Client {
             .dial_backs
             .try_push(
                 key,
-                DIAL_BACK_STREAM_TIMEOUT,
+                self.engine.config().dial_back_stream_timeout,
                 read_dial_back(inbound.stream),
             )
             .is_err()
@@ -328,7 +324,7 @@ impl NetworkBehaviour for Client {
                             self.next += 1;
                             let _ = self.answers.try_push(
                                 self.next,
-                                DIAL_BACK_STREAM_TIMEOUT,
+                                self.engine.config().dial_back_stream_timeout,
                                 answer_dial_back(stream),
                             );
                         } else {

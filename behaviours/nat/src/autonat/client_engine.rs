@@ -31,6 +31,11 @@ pub struct ClientConfig {
     pub max_dial_data: u64,
     /// Servers tracked (default 256).
     pub max_servers: usize,
+    /// Dial-back streams read at once (default 16); more are dropped.
+    pub max_dial_back_streams: usize,
+    /// Time a server has to send its nonce on a dial-back stream and take our answer
+    /// (default 10 s).
+    pub dial_back_stream_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -43,6 +48,8 @@ impl Default for ClientConfig {
             retest_interval: Duration::from_secs(15 * 60),
             max_dial_data: MAX_DIAL_DATA,
             max_servers: 256,
+            max_dial_back_streams: 16,
+            dial_back_stream_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct ServerConfig {
     /// Requests in service at once, all peers together (default 32); more are answered
     /// `E_REQUEST_REJECTED`.
     pub max_concurrent: usize,
-    /// Requests in service at once for one peer (default 2).
+    /// Requests in service at once for one peer (default 4; rust-libp2p's client sends a
+    /// request for each untested candidate at once).
     pub max_concurrent_per_peer: usize,
     /// Requests one peer may make per [`ServerConfig::window`] (default 12).
     pub requests_per_peer: u32,
@@ -51,7 +52,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_concurrent: 32,
-            max_concurrent_per_peer: 2,
+            max_concurrent_per_peer: 4,
             requests_per_peer: 12,
             window: Duration::from_secs(60),
             requests_per_second: 8,

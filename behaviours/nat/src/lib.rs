@@ -16,7 +16,8 @@
 //!   new network).
 //!
 //! The protocol, its limits and why dial-backs are QUIC handshakes: `docs/natprobe.md`.
-//! AutoNAT v2 is not built (`docs/holepunch.md`).
+//! [`autonat`]: libp2p AutoNAT v2 — the reachability of individual addresses, client and
+//! server, wire-compatible with rust-libp2p (`docs/autonat.md`).
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -41,6 +42,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod autonat;
 pub mod cache;
 mod classify;
 #[cfg(feature = "swarm")]

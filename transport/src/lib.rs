@@ -65,6 +65,7 @@ pub mod memory;
 pub mod multistream;
 pub mod or;
 pub mod quic;
+pub mod quic_sockets;
 pub mod tls;
 pub mod upgrade;
 

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod connect;
 pub mod engine;
 pub mod protocol;
 
@@ -37,6 +38,15 @@ mod metrics;
 
 #[cfg(feature = "swarm")]
 pub use behaviour::{Behaviour, Config, Event, PROTOCOL};
+#[cfg(feature = "swarm")]
+pub use connect::behaviour::{
+    ConnectError, ConnectOutcome, Connector, ConnectorConfig, ConnectorEvent,
+    PROTOCOL as SPRAY_PROTOCOL,
+};
+#[cfg(feature = "swarm")]
+pub use connect::metrics::ConnectorMetrics;
+pub use connect::spray::SprayConfig;
+pub use connect::{choose, Method, SkipReason};
 pub use engine::{AttemptOutcome, DialTiming, HolepunchConfig, HolepunchEvent, Role, UpgradeError};
 #[cfg(feature = "swarm")]
 pub use metrics::HolepunchMetrics;

@@ -11,6 +11,11 @@
 //! * [`Behaviour`] (feature `swarm`, default): the engine on a swarm, with
 //!   [`HolepunchMetrics`]. Put it next to the relay client; every relayed connection is
 //!   upgraded when both sides run it. `docs/holepunch.md` tells how it runs.
+//! * [`connect`]: the strategy ([`choose`]: DCUtR, DCUtR with port prediction, the
+//!   birthday spray or skip, from both peers' NAT profiles), the sans-IO birthday spray
+//!   ([`SprayConfig`], [`connect::spray::ProbeSchedule`]), the `/meshwire/spray/1.0.0`
+//!   messages, and (feature `swarm`) the [`Connector`]: DCUtR inside, started only where
+//!   the table says, the spray run over the relayed connection, [`ConnectorMetrics`].
 //!
 //! ```
 //! # #[cfg(feature = "swarm")] {

@@ -65,7 +65,7 @@ pub enum ConnectError {
     #[error("DCUtR: {0}")]
     Holepunch(UpgradeError),
     /// No probe reached a mapping within the window.
-    #[error("spray: no probe got through ({sockets} mappings, {probes} probes)")]
+    #[error("no probe got through ({sockets} mappings, {probes} probes)")]
     NoHit {
         /// Mappings the sprayer opened (0 on the prober's side: not known there).
         sockets: u32,
@@ -73,13 +73,13 @@ pub enum ConnectError {
         probes: u32,
     },
     /// The dial from the socket a probe reached failed.
-    #[error("spray: dial from the hit socket failed: {0}")]
+    #[error("dial from the socket a probe reached failed: {0}")]
     Dial(String),
     /// The `HELLO`/`READY` exchange or a socket failed.
     #[error("exchange: {0}")]
     Exchange(String),
     /// A spray needs the other side's public address, which it did not send.
-    #[error("spray: no public address of the remote")]
+    #[error("no public address of the remote to spray at")]
     NoAddress,
     /// [`Connector::cancel`].
     #[error("cancelled")]

@@ -578,8 +578,10 @@ async fn setup(
         .1
         .expect("relay id");
     let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
+    let stage = std::cell::Cell::new("the opener joining the relay");
     let run = async {
         let mut listener = join_conn(sites.0, port, relay_id, relay_addr).await;
+        stage.set("the opener's reservation");
         listener.send(Cmd::Listen(circuit.clone()));
         listener
             .wait("the relayed listen address", |o| match o {
@@ -587,13 +589,23 @@ async fn setup(
                 _ => None,
             })
             .await;
+        stage.set("the answerer joining the relay");
         let dialer = join_conn(sites.1, port, relay_id, relay_addr).await;
         dialer.send(Cmd::Dial(listener.id, circuit));
         (listener, dialer)
     };
-    tokio::time::timeout(Duration::from_secs(15), run)
+    let nodes = tokio::time::timeout(Duration::from_secs(15), run)
         .await
-        .ok()
+        .ok();
+    if nodes.is_none() {
+        println!(
+            "setup of {:?} ↔ {:?} on port {port} timed out at {}",
+            sites.0.kind,
+            sites.1.kind,
+            stage.get()
+        );
+    }
+    nodes
 }
 
 /// One attempt, from the dial through the relay to the opener's verdict.

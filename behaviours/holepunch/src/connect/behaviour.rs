@@ -377,8 +377,9 @@ struct Session {
 /// * Skip ([`Method::Skip`]): nothing is tried; [`ConnectOutcome::Skipped`] tells why.
 /// * Any direct connection to the peer while a session runs is its success.
 ///
-/// Every session ends with one [`ConnectorEvent::Finished`]; [`Connector::cancel`] ends it
-/// early. `docs/holepunch.md` ("Strategy", "The spray protocol") has the table and the
+/// Every session that chose a method ends with one [`ConnectorEvent::Finished`] (one that
+/// a direct connection overtook before `HELLO` came back ends silently);
+/// [`Connector::cancel`] ends it early. `docs/holepunch.md` ("Strategy", "The spray protocol") has the table and the
 /// probability model.
 pub struct Connector {
     config: ConnectorConfig,
@@ -662,7 +663,8 @@ impl Connector {
             return;
         };
         if matches!(s.phase, Phase::Hello) {
-            // A direct connection before any method ran: nothing to upgrade.
+            // A direct connection before any method was chosen (the peer dialed us
+            // directly): nothing to upgrade, no outcome to report.
             self.sessions.remove(&peer);
             return;
         }
@@ -730,7 +732,12 @@ impl NetworkBehaviour for Connector {
                     self.direct_connection(peer);
                 } else if !endpoint.is_dialer() {
                     // We accepted it: we open the stream (and are DCUtR's initiator).
+                    if self.sessions.contains_key(&peer) {
+                        // Another relayed connection while a session runs: that one decides.
+                        return;
+                    }
                     let Some(generation) = self.new_session(peer, connection, true) else {
+                        // At the session limit: plain DCUtR, as without the connector.
                         self.dcutr.start(&peer);
                         return;
                     };

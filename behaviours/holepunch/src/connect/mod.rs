@@ -23,7 +23,9 @@ pub(crate) mod behaviour;
 #[cfg(feature = "swarm")]
 pub(crate) mod metrics;
 
-use meshwire_nat::{Filtering, Mapping, NatProfile, PortAllocation};
+/// The NAT profile types (`meshwire_nat`'s), re-exported for [`choose`] and
+/// `Connector::set_local_profile` callers.
+pub use meshwire_nat::{Filtering, Mapping, NatProfile, PortAllocation};
 
 /// How two peers on a relayed connection try to connect directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

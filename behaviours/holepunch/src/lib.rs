@@ -28,6 +28,25 @@
 //! assert_eq!(behaviour.protocols(), vec![holepunch::PROTOCOL]);
 //! assert_eq!(holepunch::PROTOCOL.as_str(), "/libp2p/dcutr");
 //! # }
+//!
+//! // The connector's choice for a random symmetric NAT facing a port-restricted cone: the
+//! // birthday spray, with a 95 % chance per try at the default numbers.
+//! use meshwire_holepunch::connect::{Filtering, Mapping, NatProfile, PortAllocation};
+//! use meshwire_holepunch::{choose, Method, SprayConfig};
+//! let random = NatProfile {
+//!     mapping: Mapping::AddressAndPortDependent(PortAllocation::Random),
+//!     filtering: Filtering::AddressAndPortDependent,
+//!     port_preserving: false,
+//! };
+//! let cone = NatProfile {
+//!     mapping: Mapping::EndpointIndependent,
+//!     filtering: Filtering::AddressAndPortDependent,
+//!     port_preserving: true,
+//! };
+//! assert_eq!(choose(Some(&random), Some(&cone)), Method::Spray { we_spray: true });
+//! assert_eq!(choose(Some(&random), Some(&random)).label(), "skip");
+//! let spray = SprayConfig::default();
+//! assert!(spray.hit_probability() > 0.95 && spray.packet_budget() == 1024);
 //! ```
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

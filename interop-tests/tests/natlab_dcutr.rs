@@ -11,6 +11,7 @@
 //!   success rate and median time to the direct connection per pair and asserts the
 //!   targets ([`target`]): 100 % for DCUtR pairs and port-restricted ↔ sequential, ≥ 50 %
 //!   within 10 s for port-restricted ↔ random (the spray), symmetric ↔ symmetric skipped.
+//! - `natlab_connector_spray_cancel`: a running spray cancelled on both sides ends at once.
 //!
 //! Each node is a whole meshwire swarm (relay client, identify, holepunch or the connector) on its own thread
 //! and tokio runtime inside its host's namespace, listening on its private address, port
@@ -37,6 +38,8 @@ const PORT: u16 = 4001;
 enum Cmd {
     Listen(Multiaddr),
     Dial(PeerId, Multiaddr),
+    /// Cancel the hole punch with the peer (the node's `cancel` function).
+    Cancel(PeerId),
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ fn spawn<B>(
     key: Keypair,
     make: impl FnOnce(Keypair) -> Swarm<B> + Send + 'static,
     observe: fn(&B::Event) -> Option<Obs>,
+    cancel: fn(&mut B, &PeerId),
 ) -> Node
 where
     B: NetworkBehaviour,
@@ -140,6 +144,7 @@ where
                         match c {
                             Some(Cmd::Listen(a)) => { swarm.listen_on(a).expect("listen"); }
                             Some(Cmd::Dial(p, a)) => { swarm.dial(DialOpts::peer(p).address(a)).expect("dial"); }
+                            Some(Cmd::Cancel(p)) => cancel(swarm.behaviour_mut(), &p),
                             None => return,
                         }
                         continue;
@@ -226,6 +231,7 @@ fn spawn_relay(ns: &str) -> Node {
             Swarm::new(transport, behaviour, SwarmConfig::default())
         },
         relay_event,
+        |_, _| {},
     )
 }
 
@@ -247,6 +253,9 @@ fn spawn_peer(ns: &str, config: holepunch::Config) -> Node {
             Swarm::new(transport, behaviour, SwarmConfig::default())
         },
         peer_event,
+        |b, p| {
+            b.holepunch.cancel(p);
+        },
     )
 }
 
@@ -482,7 +491,7 @@ fn connector_config() -> holepunch::ConnectorConfig {
     }
 }
 
-fn spawn_conn_peer(ns: &str, kind: NatKind) -> Node {
+fn spawn_conn_peer(ns: &str, kind: NatKind, config: holepunch::ConnectorConfig) -> Node {
     spawn(
         ns,
         Keypair::generate(),
@@ -490,7 +499,7 @@ fn spawn_conn_peer(ns: &str, kind: NatKind) -> Node {
             let (relay_transport, relay_client) =
                 client::new(key.clone(), client::Config::default());
             let quic = QuicTransport::new(key.clone(), QuicConfig::default()).expect("quic");
-            let mut connector = holepunch::Connector::new(connector_config(), quic.sockets());
+            let mut connector = holepunch::Connector::new(config, quic.sockets());
             connector.set_local_profile(Some(profile(kind)));
             let behaviour = ConnPeer {
                 relay_client,
@@ -504,6 +513,9 @@ fn spawn_conn_peer(ns: &str, kind: NatKind) -> Node {
             )
         },
         conn_event,
+        |b, p| {
+            b.connector.cancel(p);
+        },
     )
 }
 
@@ -531,6 +543,7 @@ fn spawn_matrix_relay(ns: &str) -> Node {
             Swarm::new(transport, behaviour, SwarmConfig::default())
         },
         relay_event,
+        |_, _| {},
     )
 }
 
@@ -545,8 +558,14 @@ enum Verdict {
 }
 
 /// A peer behind `site` on `port`, connected to the relay and identified by it.
-async fn join_conn(site: &natlab::Site, port: u16, relay: PeerId, relay_addr: &Multiaddr) -> Node {
-    let mut node = spawn_conn_peer(&site.host_ns, site.kind);
+async fn join_conn(
+    site: &natlab::Site,
+    port: u16,
+    relay: PeerId,
+    relay_addr: &Multiaddr,
+    config: holepunch::ConnectorConfig,
+) -> Node {
+    let mut node = spawn_conn_peer(&site.host_ns, site.kind, config);
     let addr: Multiaddr = format!("/ip4/{}/udp/{port}/quic-v1", site.host_ip)
         .parse()
         .expect("address");
@@ -572,6 +591,7 @@ async fn setup(
     sites: (&natlab::Site, &natlab::Site),
     port: u16,
     relay_addr: &Multiaddr,
+    config: &holepunch::ConnectorConfig,
 ) -> Option<(Node, Node)> {
     let relay_id = meshwire_transport::split_peer_id(relay_addr, None)
         .expect("relay address")
@@ -580,7 +600,7 @@ async fn setup(
     let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
     let stage = std::cell::Cell::new("the opener joining the relay");
     let run = async {
-        let mut listener = join_conn(sites.0, port, relay_id, relay_addr).await;
+        let mut listener = join_conn(sites.0, port, relay_id, relay_addr, config.clone()).await;
         stage.set("the opener's reservation");
         listener.send(Cmd::Listen(circuit.clone()));
         listener
@@ -590,7 +610,7 @@ async fn setup(
             })
             .await;
         stage.set("the answerer joining the relay");
-        let dialer = join_conn(sites.1, port, relay_id, relay_addr).await;
+        let dialer = join_conn(sites.1, port, relay_id, relay_addr, config.clone()).await;
         dialer.send(Cmd::Dial(listener.id, circuit));
         (listener, dialer)
     };
@@ -740,7 +760,7 @@ async fn run_matrix(impairment: Impairment) {
                 let sites = if i % 2 == 0 { (x, y) } else { (y, x) };
                 let nodes = loop {
                     port += 1;
-                    match setup(sites, port, relay_addr).await {
+                    match setup(sites, port, relay_addr, &connector_config()).await {
                         Some(nodes) => break nodes,
                         None => setups_lost += 1,
                     }
@@ -875,6 +895,89 @@ async fn natlab_connector_matrix_with_loss() {
     }
     let impairment = Impairment { access_loss: 5 };
     tokio::time::timeout(matrix_timeout(), run_matrix(impairment))
+        .await
+        .expect("test timed out");
+}
+
+/// A spray cancelled on both sides while it runs (numbers chosen so that a hit before the
+/// cancel is unlikely: 8 mappings, 20 probes a second) ends at once as `Cancelled` on both
+/// sides, and no direct connection follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natlab_connector_spray_cancel() {
+    if let Some(reason) = natlab::missing_prerequisite() {
+        if natlab::skip(&reason) {
+            return;
+        }
+    }
+    let run = async {
+        let lab = Lab::new(&[NatKind::PortRestrictedCone, NatKind::SymmetricRandom]).expect("lab");
+        let mut relay = spawn_matrix_relay(&lab.public_ns);
+        relay.send(Cmd::Listen(quic(PUBLIC_IP)));
+        relay
+            .wait("the relay listening", |o| {
+                matches!(o, Obs::ListenAddr(_)).then_some(())
+            })
+            .await;
+        let relay_addr = with_peer_id(&quic(PUBLIC_IP), relay.id);
+        let config = holepunch::ConnectorConfig {
+            spray: holepunch::SprayConfig {
+                sockets: 8,
+                probes: 600,
+                rate: 20,
+                window: Duration::from_secs(30),
+                ..holepunch::SprayConfig::default()
+            },
+            ..connector_config()
+        };
+        let (mut prober, mut sprayer) =
+            setup((&lab.sites[0], &lab.sites[1]), 4100, &relay_addr, &config)
+                .await
+                .expect("relayed connection");
+        // The spray runs once the relayed connection is up and the HELLOs are through.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cancelled_at = std::time::Instant::now();
+        prober.send(Cmd::Cancel(sprayer.id));
+        sprayer.send(Cmd::Cancel(prober.id));
+        let (p_id, s_id) = (prober.id, sprayer.id);
+        let (mut at_p, mut at_s) = (None, None);
+        let mut direct = false;
+        let quiet = tokio::time::sleep(Duration::from_secs(4));
+        tokio::pin!(quiet);
+        loop {
+            tokio::select! {
+                Some(o) = prober.obs.recv() => match o {
+                    Obs::Finished { peer, outcome } if peer == s_id => at_p = Some((outcome, cancelled_at.elapsed())),
+                    Obs::Connected { peer, relayed: false, .. } if peer == s_id => direct = true,
+                    _ => {}
+                },
+                Some(o) = sprayer.obs.recv() => match o {
+                    Obs::Finished { peer, outcome } if peer == p_id => at_s = Some((outcome, cancelled_at.elapsed())),
+                    Obs::Connected { peer, relayed: false, .. } if peer == p_id => direct = true,
+                    _ => {}
+                },
+                _ = &mut quiet => break,
+            }
+        }
+        for (who, seen) in [("prober", at_p), ("sprayer", at_s)] {
+            let (outcome, after) = seen.unwrap_or_else(|| panic!("{who}: no outcome"));
+            assert_eq!(
+                outcome,
+                holepunch::ConnectOutcome::Failed {
+                    method: holepunch::Method::Spray {
+                        we_spray: who == "sprayer"
+                    },
+                    error: holepunch::ConnectError::Cancelled,
+                },
+                "{who}"
+            );
+            assert!(
+                after < Duration::from_secs(1),
+                "{who}: ended {after:?} after the cancel"
+            );
+        }
+        assert!(!direct, "no direct connection after the cancel");
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("test timed out");
 }

@@ -137,6 +137,7 @@ where
             .expect("runtime");
         rt.block_on(async move {
             let mut swarm = make(key);
+            let mut peers = std::collections::HashSet::new();
             loop {
                 let ev = tokio::select! {
                     ev = swarm.next_event() => ev,
@@ -145,7 +146,16 @@ where
                             Some(Cmd::Listen(a)) => { swarm.listen_on(a).expect("listen"); }
                             Some(Cmd::Dial(p, a)) => { swarm.dial(DialOpts::peer(p).address(a)).expect("dial"); }
                             Some(Cmd::Cancel(p)) => cancel(swarm.behaviour_mut(), &p),
-                            None => return,
+                            None => {
+                                // Close our connections and let the close frames out, so
+                                // the relay does not hold them until their idle timeout.
+                                for p in peers.drain() {
+                                    swarm.disconnect_peer_id(p);
+                                }
+                                let flush = async { loop { swarm.next_event().await; } };
+                                let _ = tokio::time::timeout(Duration::from_millis(100), flush).await;
+                                return;
+                            }
                         }
                         continue;
                     }
@@ -155,11 +165,22 @@ where
                     SwarmEvent::ConnectionEstablished {
                         peer_id, endpoint, ..
                     } => Some(Obs::Connected {
-                        peer: peer_id,
+                        peer: {
+                            peers.insert(peer_id);
+                            peer_id
+                        },
                         relayed: endpoint.is_relayed(),
                         remote: endpoint.remote_addr().clone(),
                     }),
                     SwarmEvent::Behaviour(ev) => observe(&ev),
+                    SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                        println!("dial of {peer_id:?} failed: {error}");
+                        None
+                    }
+                    SwarmEvent::IncomingConnectionError { error, .. } => {
+                        println!("incoming connection failed: {error}");
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(o) = o {

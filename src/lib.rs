@@ -80,7 +80,8 @@ pub use meshwire_core as core;
 /// }
 /// # Ok(()) }
 /// ```
-/// Hole punching (feature `holepunch`): DCUtR, see `docs/holepunch.md`.
+/// Hole punching (feature `holepunch`): DCUtR and the connector (DCUtR, port prediction,
+/// the birthday spray or the relay, from both NAT profiles), see `docs/holepunch.md`.
 #[cfg(feature = "holepunch")]
 pub use meshwire_holepunch as holepunch;
 #[cfg(feature = "identify")]

@@ -607,6 +607,49 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops `percent` % of the UDP packets every NAT router forwards, at random, both ways:
+    /// loss on each site's access link, so a packet between two sites crosses two lossy
+    /// links (`1 − (1 − p)²` end to end) and one between a site and the public host one;
+    /// 0 removes it. Counted by [`Lab::access_loss_dropped`].
+    ///
+    /// # Errors
+    ///
+    /// `percent` over 100, or nft failed.
+    pub fn set_access_loss(&self, percent: u8) -> Result<(), String> {
+        if percent > 100 {
+            return Err(format!("loss of {percent} %"));
+        }
+        for site in &self.sites {
+            let _ = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &site.router_ns,
+                    "nft",
+                    "delete",
+                    "table",
+                    "ip",
+                    "impair",
+                ],
+            );
+            if percent > 0 {
+                nft_in(
+                    &site.router_ns,
+                    &format!(
+                        "table ip impair {{
+  chain loss {{ type filter hook forward priority -10; policy accept;
+    meta l4proto udp numgen random mod 100 < {percent} counter drop
+  }}
+}}
+"
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// UDP packets released by [`Lab::set_delay`]'s threads since the delay was last set.
     pub fn delayed_packets(&self) -> u64 {
         self.delayers
@@ -617,39 +660,26 @@ impl Lab {
             .sum()
     }
 
+    /// UDP packets dropped by [`Lab::set_access_loss`] so far, all sites together.
+    ///
+    /// # Errors
+    ///
+    /// nft failed or printed no counter.
+    pub fn access_loss_dropped(&self) -> Result<u64, String> {
+        let mut total = 0;
+        for site in &self.sites {
+            total += dropped_in(&site.router_ns)?;
+        }
+        Ok(total)
+    }
+
     /// UDP packets dropped by [`Lab::set_loss`] so far (0 without loss).
     ///
     /// # Errors
     ///
     /// nft failed or printed no counter.
     pub fn loss_dropped(&self) -> Result<u64, String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.inet_ns,
-                "nft",
-                "list",
-                "table",
-                "ip",
-                "impair",
-            ])
-            .output()
-            .map_err(|e| format!("nft list: {e}"))?;
-        if !out.status.success() {
-            return Ok(0);
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut words = text.split_whitespace();
-        while let Some(w) = words.next() {
-            if w == "packets" {
-                return words
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| format!("no packet count in {text}"));
-            }
-        }
-        Err(format!("no counter in {text}"))
+        dropped_in(&self.inet_ns)
     }
 
     /// Runs `f` on a new thread inside the network namespace `ns` and returns its result.
@@ -699,6 +729,28 @@ impl Lab {
         Lab::enter(ns, move || UdpSocket::bind(SocketAddr::V4(addr)))?
             .map_err(|e| format!("bind {addr} in {ns}: {e}"))
     }
+}
+
+/// The packets the `impair` table of `ns` dropped (0 without the table).
+fn dropped_in(ns: &str) -> Result<u64, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "impair"])
+        .output()
+        .map_err(|e| format!("nft list: {e}"))?;
+    if !out.status.success() {
+        return Ok(0);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            return words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("no packet count in {text}"));
+        }
+    }
+    Err(format!("no counter in {text}"))
 }
 
 impl Drop for Lab {

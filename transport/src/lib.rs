@@ -2,6 +2,9 @@
 //!
 //! - [`quic::QuicTransport`]: QUIC v1 over quinn with the libp2p TLS handshake
 //!   ([`tls`]), wire-compatible with rust-libp2p and go-libp2p (`/ip4/../udp/N/quic-v1`).
+//!   Its raw sockets ([`quic_sockets::QuicSockets`], from `QuicTransport::sockets`): datagrams
+//!   sent from a listener's socket, a socket handed over for the next dial (hole punching's
+//!   birthday spray).
 //! - [`memory::MemoryTransport`]: the same [`Transport`] trait in process memory
 //!   (`/memory/N`), for fast deterministic tests of the layers above.
 //! - [`multistream`]: per-stream protocol negotiation (`/multistream/1.0.0`).
@@ -65,6 +68,7 @@ pub mod memory;
 pub mod multistream;
 pub mod or;
 pub mod quic;
+pub mod quic_sockets;
 pub mod tls;
 pub mod upgrade;
 

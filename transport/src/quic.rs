@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::connection::{ConnInner, Connection};
+pub use crate::quic_sockets::{AdoptError, QuicSockets};
 use crate::tls::{self, LocalIdentity, TlsError};
 use crate::{ListenerId, PendingConnection, Transport, TransportError, TransportEvent};
 
@@ -142,6 +143,7 @@ pub struct QuicTransport {
     client_v4: Option<quinn::Endpoint>,
     client_v6: Option<quinn::Endpoint>,
     events: VecDeque<TransportEvent>,
+    sockets: QuicSockets,
 }
 
 impl QuicTransport {
@@ -163,6 +165,7 @@ impl QuicTransport {
             client_v4: None,
             client_v6: None,
             events: VecDeque::new(),
+            sockets: QuicSockets::default(),
         })
     }
 
@@ -171,12 +174,25 @@ impl QuicTransport {
         &self.config
     }
 
+    /// The raw sockets of this transport: listener sockets to send probes from, sockets
+    /// handed over for dials ([`QuicSockets`]). Clones share them.
+    pub fn sockets(&self) -> QuicSockets {
+        self.sockets.clone()
+    }
+
     fn new_endpoint(
         &self,
         bind: SocketAddr,
         server: bool,
     ) -> Result<quinn::Endpoint, TransportError> {
-        let socket = UdpSocket::bind(bind)?;
+        self.endpoint_on(UdpSocket::bind(bind)?, server)
+    }
+
+    fn endpoint_on(
+        &self,
+        socket: UdpSocket,
+        server: bool,
+    ) -> Result<quinn::Endpoint, TransportError> {
         let server_config = server.then(|| self.server_config.clone());
         let runtime = quinn::default_runtime().ok_or_else(|| {
             TransportError::Io(std::io::Error::other("no async runtime (tokio) found"))
@@ -286,8 +302,11 @@ impl Transport for QuicTransport {
             addr: addr.clone(),
             reason: "QUIC listens on /ip4|ip6/<ip>/udp/<port>/quic-v1",
         })?;
-        let endpoint = self.new_endpoint(sock, true)?;
+        let socket = UdpSocket::bind(sock)?;
+        let probe_socket = socket.try_clone()?;
+        let endpoint = self.endpoint_on(socket, true)?;
         let local = endpoint.local_addr()?;
+        self.sockets.add_listener(local, probe_socket);
         let (tx, rx) = mpsc::channel(self.config.max_pending_incoming.max(1));
         let accept_endpoint = endpoint.clone();
         let task = tokio::spawn(async move {
@@ -324,6 +343,7 @@ impl Transport for QuicTransport {
             return false;
         };
         l.task.abort();
+        self.sockets.remove_listener(l.local);
         // Stop accepting; connections already on this socket live on until they close.
         l.endpoint.set_server_config(None);
         self.events.push_back(TransportEvent::ListenerClosed {
@@ -349,7 +369,12 @@ impl Transport for QuicTransport {
                 reason: "cannot dial port 0 or an unspecified ip",
             });
         }
-        let endpoint = self.endpoint_for(target)?;
+        // A socket handed over for this target (a spray's hit) carries the dial, on an
+        // endpoint of its own that lives as long as its connection.
+        let endpoint = match self.sockets.take_adopted(target) {
+            Some(socket) => self.endpoint_on(socket, false)?,
+            None => self.endpoint_for(target)?,
+        };
         let local = endpoint.local_addr()?;
         let (tls_config, outcome) = self.identity.client_config(expected)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls_config))
@@ -445,7 +470,9 @@ impl Transport for QuicTransport {
             }
         }
         if let Some(id) = closed {
-            self.listeners.remove(&id);
+            if let Some(l) = self.listeners.remove(&id) {
+                self.sockets.remove_listener(l.local);
+            }
             return Poll::Ready(TransportEvent::ListenerClosed {
                 listener: id,
                 reason: Err(TransportError::Io(std::io::Error::other(

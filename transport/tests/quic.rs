@@ -276,3 +276,52 @@ async fn a_wildcard_listener_reports_interface_addresses() {
     assert_eq!(o.unwrap().peer_id(), t.local_peer_id());
     assert_eq!(i.unwrap().local_addr(), &lo);
 }
+
+#[tokio::test]
+async fn a_socket_handed_over_carries_the_next_dial_and_listeners_send_raw_datagrams() {
+    use meshwire_transport::quic::multiaddr_to_socketaddr;
+    let (mut a, a_addr) = listener().await;
+    let (mut b, b_addr) = listener().await;
+    let a_sock = multiaddr_to_socketaddr(&a_addr).unwrap();
+    let b_sock = multiaddr_to_socketaddr(&b_addr).unwrap();
+
+    // A raw datagram from b's listening socket leaves from b's listening port.
+    let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(T)).unwrap();
+    let sent = b
+        .sockets()
+        .send_from_listener(raw.local_addr().unwrap(), b"probe")
+        .unwrap();
+    assert_eq!(sent, 5);
+    let mut buf = [0u8; 16];
+    let (n, from) = raw.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"probe"[..], b_sock));
+    assert_eq!(b.sockets().listener_addrs(), vec![b_sock]);
+
+    // The handed-over socket (not b's listener) carries b's next dial to a, once.
+    let handed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let handed_addr = handed.local_addr().unwrap();
+    b.sockets().adopt_for_dial(a_sock, handed).unwrap();
+    let (out, inc) = connect(&mut b, &mut a, &a_addr).await;
+    assert_eq!(
+        multiaddr_to_socketaddr(inc.remote_addr()),
+        Some(handed_addr)
+    );
+    assert_eq!(out.peer_id(), a.local_peer_id());
+    assert!(b.sockets().take_adopted(a_sock).is_none(), "used once");
+    let (_out2, inc2) = connect(&mut b, &mut a, &a_addr).await;
+    assert_eq!(
+        inc2.remote_addr(),
+        &b_addr,
+        "later dials use the listener again"
+    );
+
+    // Bounded, and a socket of the wrong family is refused.
+    let few = meshwire_transport::quic::QuicSockets::new(1);
+    let s = |_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    few.adopt_for_dial(a_sock, s(0)).unwrap();
+    assert!(few.adopt_for_dial(b_sock, s(1)).is_err());
+    assert!(few
+        .adopt_for_dial("[::1]:1".parse().unwrap(), s(2))
+        .is_err());
+}

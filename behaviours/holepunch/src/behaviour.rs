@@ -152,7 +152,8 @@ pub struct Behaviour {
     generations: HashMap<PeerId, u64>,
     last_generation: u64,
     timer: Timer,
-    relayed: HashMap<ConnectionId, PeerId>,
+    /// Relayed connections: the peer and our role on it.
+    relayed: HashMap<ConnectionId, (PeerId, Role)>,
     direct: HashMap<PeerId, usize>,
     listen: HashMap<ListenerId, Vec<Multiaddr>>,
     confirmed: Vec<Multiaddr>,
@@ -196,6 +197,34 @@ impl Behaviour {
             w.wake();
         }
         cancelled
+    }
+
+    /// Starts the hole punch with `peer` on the relayed connection we accepted from it (we
+    /// are DCUtR's initiator), for a behaviour whose [`Config::automatic`] is `false`.
+    /// Returns whether a session runs now (`false`: no such relayed connection, a direct
+    /// connection exists, or the session limit is reached).
+    pub fn start(&mut self, peer: &PeerId) -> bool {
+        let Some(connection) = self
+            .relayed
+            .iter()
+            .find(|(_, (p, role))| p == peer && *role == Role::Initiator)
+            .map(|(c, _)| *c)
+        else {
+            return false;
+        };
+        let has_direct = self.direct.get(peer).is_some_and(|n| *n > 0);
+        self.engine.handle_relayed_connection(
+            now(),
+            *peer,
+            connection,
+            Role::Initiator,
+            has_direct,
+        );
+        self.sync_generation(*peer);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        self.engine.is_active(peer)
     }
 
     /// Whether a hole punch with `peer` is in progress.
@@ -318,12 +347,15 @@ impl NetworkBehaviour for Behaviour {
                 ..
             } => {
                 if endpoint.is_relayed() {
-                    self.relayed.insert(connection, peer);
                     let role = if endpoint.is_dialer() {
                         Role::Responder
                     } else {
                         Role::Initiator
                     };
+                    self.relayed.insert(connection, (peer, role));
+                    if role == Role::Initiator && !self.engine.config().automatic {
+                        return;
+                    }
                     let has_direct = self.direct.get(&peer).is_some_and(|n| *n > 0);
                     self.engine.handle_relayed_connection(
                         now(),

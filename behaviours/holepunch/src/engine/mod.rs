@@ -140,6 +140,11 @@ pub struct HolepunchConfig {
     pub max_dial_addrs: usize,
     /// Sessions at once; relayed connections beyond it are not upgraded (default 256).
     pub max_sessions: usize,
+    /// Whether the behaviour starts an initiator's session by itself on every relayed
+    /// connection it accepted (default `true`, as rust-libp2p). `false`: it waits for
+    /// `Behaviour::start` (the [`Connector`](crate::Connector) decides first); responder
+    /// sessions, which only answer, start by themselves either way. The engine ignores it.
+    pub automatic: bool,
 }
 
 impl Default for HolepunchConfig {
@@ -157,6 +162,7 @@ impl Default for HolepunchConfig {
             port_windows: vec![0, 5, 5],
             max_dial_addrs: 16,
             max_sessions: 256,
+            automatic: true,
         }
     }
 }

@@ -1,0 +1,847 @@
+//! The [`Connector`]: DCUtR, the birthday spray or the relay, chosen from both peers' NAT
+//! profiles (documented on [`Connector`]).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::{AsyncWriteExt, FutureExt};
+use meshwire_core::{ConnectionId, PeerId};
+use meshwire_nat::NatProfile;
+use meshwire_swarm::toolkit::{read_frame, write_frame, FrameError, Outbox, Tasks, Timeout};
+use meshwire_swarm::{
+    DialOpts, FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult,
+    PeerCondition, Stream, StreamProtocol, ToSwarm,
+};
+use meshwire_transport::quic::{socketaddr_to_multiaddr, QuicSockets};
+use multiaddr::{Multiaddr, Protocol};
+use tracing::debug;
+
+use super::metrics::ConnectorMetrics;
+use super::spray::{is_probe, probe_payload, ProbeSchedule, SprayConfig};
+use super::wire::{self, DecodeError, Hello, Message, MAX_MESSAGE_SIZE};
+use super::{choose, Method, SkipReason};
+use crate::engine::{HolepunchConfig, HolepunchEvent, UpgradeError};
+use crate::Behaviour as Dcutr;
+
+/// `/meshwire/spray/1.0.0`.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(wire::PROTOCOL_NAME);
+
+/// Observed addresses kept (the latest).
+const MAX_CANDIDATES: usize = 20;
+
+/// Settings of the [`Connector`].
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    /// DCUtR's settings; `automatic` is forced off (the connector starts it).
+    pub holepunch: HolepunchConfig,
+    /// The spray's numbers and limits (see [`SprayConfig`]).
+    pub spray: SprayConfig,
+    /// Time for the `HELLO` exchange, and for `READY` to follow (default 10 s).
+    pub hello_timeout: Duration,
+    /// Connector sessions at once (default 64); relayed connections beyond it get plain
+    /// DCUtR. Each spray holds up to `spray.sockets` sockets.
+    pub max_sessions: usize,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        ConnectorConfig {
+            holepunch: HolepunchConfig::default(),
+            spray: SprayConfig::default(),
+            hello_timeout: Duration::from_secs(10),
+            max_sessions: 64,
+        }
+    }
+}
+
+/// Why a session ended without a direct connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// DCUtR gave up.
+    #[error("DCUtR: {0}")]
+    Holepunch(UpgradeError),
+    /// No probe reached a mapping within the window.
+    #[error("no probe got through ({sockets} mappings, {probes} probes)")]
+    NoHit {
+        /// Mappings the sprayer opened (0 on the prober's side: not known there).
+        sockets: u32,
+        /// Probes sent (0 on the sprayer's side).
+        probes: u32,
+    },
+    /// The dial from the socket a probe reached failed.
+    #[error("dial from the socket a probe reached failed: {0}")]
+    Dial(String),
+    /// The `HELLO`/`READY` exchange or a socket failed.
+    #[error("exchange: {0}")]
+    Exchange(String),
+    /// A spray needs the other side's public address, which it did not send.
+    #[error("no public address of the remote to spray at")]
+    NoAddress,
+    /// [`Connector::cancel`].
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// A direct connection exists.
+    Direct {
+        /// How it came.
+        method: Method,
+        /// From the relayed connection to the direct one.
+        elapsed: Duration,
+    },
+    /// The method was tried and failed; the relayed connection stays.
+    Failed {
+        /// What was tried.
+        method: Method,
+        /// Why it failed.
+        error: ConnectError,
+    },
+    /// No punching was tried; the relayed connection stays.
+    Skipped(SkipReason),
+}
+
+/// What the [`Connector`] reports.
+#[derive(Clone, Debug)]
+pub enum ConnectorEvent {
+    /// Both profiles are known (or not): the method for `peer`.
+    Chosen {
+        /// The remote.
+        peer: PeerId,
+        /// The method.
+        method: Method,
+        /// The remote's NAT, as it told.
+        remote: Option<NatProfile>,
+    },
+    /// The session with `peer` ended.
+    Finished {
+        /// The remote.
+        peer: PeerId,
+        /// How.
+        outcome: ConnectOutcome,
+    },
+    /// DCUtR's own event (attempts, upgrades).
+    Holepunch(HolepunchEvent),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("stream closed before {0}")]
+    Closed(&'static str),
+    #[error("unexpected {0}")]
+    Unexpected(&'static str),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<Timeout> for ExchangeError {
+    fn from(t: Timeout) -> Self {
+        ExchangeError::Frame(FrameError::Timeout(t))
+    }
+}
+
+/// What a task of a session returns.
+enum TaskDone {
+    /// The `HELLO` exchange: the stream (for the spray) and the remote's `HELLO`.
+    Hello(Box<(Stream, Hello)>),
+    /// The sprayer: the socket a probe reached and the probe's source, or no hit.
+    Sprayed(Option<(std::net::UdpSocket, SocketAddr)>),
+    /// The prober: probes sent.
+    Probed(u32),
+}
+
+type Key = (PeerId, u64);
+
+async fn read_message(stream: &mut Stream, what: &'static str) -> Result<Message, ExchangeError> {
+    let frame = read_frame(stream, MAX_MESSAGE_SIZE)
+        .await?
+        .ok_or(ExchangeError::Closed(what))?;
+    Ok(wire::decode(&frame)?)
+}
+
+async fn read_hello(stream: &mut Stream) -> Result<Hello, ExchangeError> {
+    match read_message(stream, "HELLO").await? {
+        Message::Hello(h) => Ok(h),
+        Message::Ready => Err(ExchangeError::Unexpected("READY")),
+    }
+}
+
+/// The opener: our `HELLO`, then theirs.
+async fn open_hello(mut stream: Stream, ours: Hello) -> Result<TaskDone, ExchangeError> {
+    write_frame(&mut stream, &wire::encode(&Message::Hello(ours))).await?;
+    let theirs = read_hello(&mut stream).await?;
+    Ok(TaskDone::Hello(Box::new((stream, theirs))))
+}
+
+/// The answerer: their `HELLO`, then ours with their nonce and the numbers agreed.
+async fn answer_hello(
+    mut stream: Stream,
+    mut ours: Hello,
+    limits: SprayConfig,
+) -> Result<TaskDone, ExchangeError> {
+    let theirs = read_hello(&mut stream).await?;
+    ours.nonce = theirs.nonce;
+    ours.params = limits.agree(&theirs.params).params();
+    write_frame(&mut stream, &wire::encode(&Message::Hello(ours))).await?;
+    Ok(TaskDone::Hello(Box::new((stream, theirs))))
+}
+
+/// The sprayer: `sockets` mappings towards `target`, `READY`, then the first socket a
+/// probe of `nonce` reaches, within `window` (or `stop`).
+async fn spray(
+    mut stream: Stream,
+    config: SprayConfig,
+    nonce: u64,
+    target: SocketAddr,
+    stop: oneshot::Receiver<()>,
+) -> Result<TaskDone, ExchangeError> {
+    let payload = probe_payload(nonce);
+    let bind: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let mut sockets = Vec::with_capacity(usize::from(config.sockets));
+    for _ in 0..config.sockets {
+        let s = tokio::net::UdpSocket::bind(bind).await?;
+        // The datagram only opens the mapping; the remote's NAT drops it.
+        if let Err(e) = s.send_to(&payload, target).await {
+            debug!(error = %e, "spray: a mapping's datagram failed");
+        }
+        sockets.push(s);
+    }
+    write_frame(&mut stream, &wire::encode(&Message::Ready)).await?;
+    let _ = stream.close().await;
+    let wait = futures::future::poll_fn(|cx| {
+        let mut buf = [0u8; 32];
+        for (i, s) in sockets.iter().enumerate() {
+            loop {
+                let mut rb = tokio::io::ReadBuf::new(&mut buf);
+                match s.poll_recv_from(cx, &mut rb) {
+                    Poll::Ready(Ok(from)) => {
+                        if from.ip() == target.ip() && is_probe(rb.filled(), nonce) {
+                            return Poll::Ready(Some((i, from)));
+                        }
+                    }
+                    // ICMP errors surface as receive errors; the socket stays usable.
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    });
+    let hit = tokio::select! {
+        hit = wait => hit,
+        _ = tokio::time::sleep(config.window) => None,
+        _ = stop => None,
+    };
+    match hit {
+        Some((i, from)) => {
+            let socket = sockets.swap_remove(i).into_std()?;
+            Ok(TaskDone::Sprayed(Some((socket, from))))
+        }
+        None => Ok(TaskDone::Sprayed(None)),
+    }
+}
+
+/// The prober: waits for `READY`, sends the schedule's probes to `ip` from our listening
+/// socket, then waits out the window (or `stop`: the direct connection is there).
+async fn probe(
+    mut stream: Stream,
+    config: SprayConfig,
+    nonce: u64,
+    ip: IpAddr,
+    sockets: QuicSockets,
+    stop: oneshot::Receiver<()>,
+    ready_timeout: Duration,
+) -> Result<TaskDone, ExchangeError> {
+    let ready = tokio::time::timeout(ready_timeout, read_message(&mut stream, "READY"))
+        .await
+        .map_err(|_| ExchangeError::Closed("READY (timed out)"))??;
+    if ready != Message::Ready {
+        return Err(ExchangeError::Unexpected("HELLO"));
+    }
+    let payload = probe_payload(nonce);
+    let start = Instant::now();
+    let end = tokio::time::Instant::now() + config.window;
+    let mut schedule = ProbeSchedule::new(&config, nonce ^ random_u64(), start);
+    let mut stop = stop;
+    loop {
+        while let Some(port) = schedule.poll_transmit(Instant::now()) {
+            if let Err(e) = sockets.send_from_listener(SocketAddr::new(ip, port), &payload) {
+                debug!(error = %e, port, "spray: probe not sent");
+            }
+        }
+        let Some(next) = schedule.poll_timeout() else {
+            break;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = &mut stop => return Ok(TaskDone::Probed(schedule.sent())),
+        }
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(end) => {}
+        _ = stop => {}
+    }
+    Ok(TaskDone::Probed(schedule.sent()))
+}
+
+fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The IP and UDP port of a non-relayed address.
+fn socket_addr(a: &Multiaddr) -> Option<SocketAddr> {
+    let mut it = a.iter();
+    let ip = match it.next()? {
+        Protocol::Ip4(ip) => IpAddr::V4(ip),
+        Protocol::Ip6(ip) => IpAddr::V6(ip),
+        _ => return None,
+    };
+    match it.next()? {
+        Protocol::Udp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+/// Whether `ip` can be another network's way to us (not private, loopback, link-local or
+/// unspecified).
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (s & 0xfe00) == 0xfc00
+                || (s & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+enum Phase {
+    Hello,
+    /// DCUtR runs; its upgrade event ends the session.
+    Dcutr,
+    /// The spray task runs; dropping `stop` ends it.
+    Spraying {
+        _stop: oneshot::Sender<()>,
+    },
+    /// The sprayer dials from the hit socket.
+    Dialing {
+        dial: ConnectionId,
+    },
+}
+
+struct Session {
+    generation: u64,
+    /// Whether we accepted the relayed connection: DCUtR's initiator, the stream's opener.
+    opener: bool,
+    relayed: ConnectionId,
+    started: Instant,
+    method: Method,
+    phase: Phase,
+}
+
+/// The connector: leaves relayed connections by the method both peers' NATs allow.
+///
+/// * Each relayed connection we accepted opens a `/meshwire/spray/1.0.0` stream on it
+///   (meshwire peers only; rust-libp2p peers never see it): `HELLO` both ways carries the
+///   NAT profiles ([`Connector::set_local_profile`], from `meshwire_nat`'s detector), the
+///   public addresses and the spray's numbers. Both sides run [`choose`] on the two
+///   profiles and agree without a further message. A remote that does not speak the
+///   protocol gets plain DCUtR.
+/// * DCUtR ([`Method::Dcutr`]): the [`crate::Behaviour`] inside, with `automatic` off, is
+///   started on our side (DCUtR's initiator is the side that accepted the relayed
+///   connection, as the opener here); its retries carry the predicted port window.
+/// * Spray ([`Method::Spray`]): the sprayer opens `K` sockets, sends one datagram from
+///   each to the prober's public address and sends `READY`; the prober sends `N` paced
+///   probes from its QUIC listening socket ([`QuicSockets::send_from_listener`]) to
+///   random ports of the sprayer's IP. The socket a probe reaches is handed to the QUIC
+///   transport ([`QuicSockets::adopt_for_dial`]) and the sprayer dials the prober from it.
+/// * Skip ([`Method::Skip`]): nothing is tried; [`ConnectOutcome::Skipped`] tells why.
+/// * Any direct connection to the peer while a session runs is its success.
+///
+/// Every session that chose a method ends with one [`ConnectorEvent::Finished`] (one that
+/// a direct connection overtook before `HELLO` came back ends silently);
+/// [`Connector::cancel`] ends it early. `docs/holepunch.md` ("Strategy", "The spray protocol") has the table and the
+/// probability model.
+pub struct Connector {
+    config: ConnectorConfig,
+    dcutr: Dcutr,
+    sockets: QuicSockets,
+    local_profile: Option<NatProfile>,
+    sessions: HashMap<PeerId, Session>,
+    last_generation: u64,
+    outbox: Outbox<ConnectorEvent, Key>,
+    tasks: Tasks<Key, Result<TaskDone, ExchangeError>>,
+    candidates: Vec<Multiaddr>,
+    metrics: Option<ConnectorMetrics>,
+    waker: Option<Waker>,
+}
+
+impl Connector {
+    /// A connector with `config`, using `sockets` (from the swarm's QUIC transport:
+    /// `QuicTransport::sockets`) for the spray's probes and dial.
+    pub fn new(mut config: ConnectorConfig, sockets: QuicSockets) -> Self {
+        config.holepunch.automatic = false;
+        let limit = config.max_sessions.max(1);
+        Connector {
+            dcutr: Dcutr::new(config.holepunch.clone()),
+            config,
+            sockets,
+            local_profile: None,
+            sessions: HashMap::new(),
+            last_generation: 0,
+            outbox: Outbox::new(limit * 2 + 8),
+            tasks: Tasks::new(limit),
+            candidates: Vec::new(),
+            metrics: None,
+            waker: None,
+        }
+    }
+
+    /// Reports to `metrics` (see [`ConnectorMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: ConnectorMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// DCUtR inside (its metrics: [`crate::Behaviour::with_metrics`] through
+    /// [`Connector::with_dcutr`]).
+    pub fn dcutr(&self) -> &Dcutr {
+        &self.dcutr
+    }
+
+    /// Replaces DCUtR's behaviour with `f(behaviour)` (to attach metrics).
+    pub fn with_dcutr(mut self, f: impl FnOnce(Dcutr) -> Dcutr) -> Self {
+        let placeholder = Dcutr::new(self.config.holepunch.clone());
+        self.dcutr = f(std::mem::replace(&mut self.dcutr, placeholder));
+        self
+    }
+
+    /// Our NAT's profile (`meshwire_nat::DetectorEvent::Detected`), sent to peers in
+    /// `HELLO`; `None`: not known (DCUtR then).
+    pub fn set_local_profile(&mut self, profile: Option<NatProfile>) {
+        self.local_profile = profile;
+    }
+
+    /// Ends the session with `peer` ([`ConnectError::Cancelled`]); returns whether one ran.
+    pub fn cancel(&mut self, peer: &PeerId) -> bool {
+        let Some(s) = self.sessions.get(peer) else {
+            return false;
+        };
+        let method = s.method;
+        self.dcutr.cancel(peer);
+        self.finish(
+            *peer,
+            ConnectOutcome::Failed {
+                method,
+                error: ConnectError::Cancelled,
+            },
+        );
+        true
+    }
+
+    /// Whether a session with `peer` runs.
+    pub fn is_connecting(&self, peer: &PeerId) -> bool {
+        self.sessions.contains_key(peer)
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        let addrs = self
+            .candidates
+            .iter()
+            .chain(self.dcutr.announced_addrs().iter())
+            .filter_map(socket_addr)
+            .filter(|a| is_public(a.ip()))
+            .fold(Vec::new(), |mut v, a| {
+                if !v.contains(&a) && v.len() < wire::MAX_ADDRS {
+                    v.push(a);
+                }
+                v
+            });
+        Hello {
+            nonce: random_u64(),
+            profile: self.local_profile,
+            params: self.config.spray.params(),
+            addrs,
+        }
+    }
+
+    fn new_session(&mut self, peer: PeerId, relayed: ConnectionId, opener: bool) -> Option<u64> {
+        if self.sessions.contains_key(&peer) || self.sessions.len() >= self.config.max_sessions {
+            return None;
+        }
+        self.last_generation += 1;
+        self.sessions.insert(
+            peer,
+            Session {
+                generation: self.last_generation,
+                opener,
+                relayed,
+                started: Instant::now(),
+                method: Method::Dcutr { prediction: true },
+                phase: Phase::Hello,
+            },
+        );
+        Some(self.last_generation)
+    }
+
+    fn finish(&mut self, peer: PeerId, outcome: ConnectOutcome) {
+        if self.sessions.remove(&peer).is_none() {
+            return;
+        }
+        debug!(%peer, ?outcome, "connector: session ended");
+        if let Some(m) = &self.metrics {
+            m.record(&outcome);
+        }
+        let _ = self
+            .outbox
+            .event(ConnectorEvent::Finished { peer, outcome });
+        self.wake();
+    }
+
+    fn fail(&mut self, peer: PeerId, error: ConnectError) {
+        let method = self
+            .sessions
+            .get(&peer)
+            .map_or(Method::Dcutr { prediction: true }, |s| s.method);
+        self.finish(peer, ConnectOutcome::Failed { method, error });
+    }
+
+    /// Runs `method` for `peer` (the `HELLO`s are done, or the remote has no connector).
+    fn run(
+        &mut self,
+        peer: PeerId,
+        method: Method,
+        stream: Option<(Stream, Hello, u64, SprayConfig)>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        s.method = method;
+        let (generation, opener) = (s.generation, s.opener);
+        match method {
+            Method::Skip(reason) => self.finish(peer, ConnectOutcome::Skipped(reason)),
+            Method::Dcutr { .. } => {
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.phase = Phase::Dcutr;
+                }
+                // The answerer's DCUtR responder session started by itself.
+                if opener && !self.dcutr.start(&peer) && !self.dcutr.is_punching(&peer) {
+                    self.fail(peer, ConnectError::Exchange("DCUtR could not start".into()));
+                }
+            }
+            Method::Spray { we_spray } => {
+                let Some((stream, theirs, nonce, config)) = stream else {
+                    return self.fail(peer, ConnectError::Exchange("no spray stream".into()));
+                };
+                let (stop_tx, stop) = oneshot::channel();
+                let timeout = config.window + self.config.hello_timeout * 2;
+                let fut = if we_spray {
+                    let Some(target) = theirs.addrs.iter().find(|a| is_public(a.ip())) else {
+                        return self.fail(peer, ConnectError::NoAddress);
+                    };
+                    if let Some(m) = &self.metrics {
+                        m.spray_sockets.inc_by(u64::from(config.sockets));
+                    }
+                    spray(stream, config, nonce, *target, stop).boxed()
+                } else {
+                    let Some(ip) = theirs
+                        .addrs
+                        .iter()
+                        .map(|a| a.ip())
+                        .find(|ip| is_public(*ip))
+                    else {
+                        return self.fail(peer, ConnectError::NoAddress);
+                    };
+                    let ready = self.config.hello_timeout;
+                    probe(stream, config, nonce, ip, self.sockets.clone(), stop, ready).boxed()
+                };
+                if self
+                    .tasks
+                    .try_push((peer, generation), timeout, fut)
+                    .is_err()
+                {
+                    return self.fail(peer, ConnectError::Exchange("too many tasks".into()));
+                }
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.phase = Phase::Spraying { _stop: stop_tx };
+                }
+            }
+        }
+    }
+}
+
+impl Connector {
+    fn task_done(&mut self, (peer, generation): Key, result: Result<TaskDone, ExchangeError>) {
+        let Some(s) = self.sessions.get(&peer) else {
+            return;
+        };
+        if s.generation != generation {
+            return;
+        }
+        match result {
+            Err(e) => {
+                debug!(%peer, error = %e, "connector: exchange failed");
+                if matches!(s.phase, Phase::Hello) {
+                    // No connector on the other side, or it failed: plain DCUtR.
+                    self.run(peer, Method::Dcutr { prediction: true }, None);
+                } else {
+                    self.fail(peer, ConnectError::Exchange(e.to_string()));
+                }
+            }
+            Ok(TaskDone::Hello(hello)) => {
+                let (stream, theirs) = *hello;
+                let ours = self.config.spray.agree(&theirs.params);
+                let method = choose(self.local_profile.as_ref(), theirs.profile.as_ref());
+                debug!(%peer, ?method, remote = ?theirs.profile, "connector: method chosen");
+                let _ = self.outbox.event(ConnectorEvent::Chosen {
+                    peer,
+                    method,
+                    remote: theirs.profile,
+                });
+                // The opener proposed the nonce; the answer echoes it.
+                let nonce = theirs.nonce;
+                self.run(peer, method, Some((stream, theirs, nonce, ours)));
+            }
+            Ok(TaskDone::Sprayed(None)) => {
+                let sockets = u32::from(self.config.spray.sockets);
+                self.fail(peer, ConnectError::NoHit { sockets, probes: 0 });
+            }
+            Ok(TaskDone::Sprayed(Some((socket, from)))) => {
+                debug!(%peer, %from, "connector: a probe got through; dialing from its socket");
+                if let Err(e) = self.sockets.adopt_for_dial(from, socket) {
+                    return self.fail(peer, ConnectError::Dial(e.to_string()));
+                }
+                let opts = DialOpts::peer(peer)
+                    .addresses(vec![socketaddr_to_multiaddr(from)])
+                    .condition(PeerCondition::Always)
+                    .extend_addresses_through_behaviour(false);
+                let dial = opts.connection_id();
+                if self.outbox.push(ToSwarm::Dial(opts)).is_err() {
+                    self.sockets.take_adopted(from);
+                    return self.fail(peer, ConnectError::Dial("command queue full".into()));
+                }
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.phase = Phase::Dialing { dial };
+                }
+            }
+            Ok(TaskDone::Probed(probes)) => {
+                if let Some(m) = &self.metrics {
+                    m.spray_probes.inc_by(u64::from(probes));
+                }
+                self.fail(peer, ConnectError::NoHit { sockets: 0, probes });
+            }
+        }
+    }
+
+    fn direct_connection(&mut self, peer: PeerId) {
+        let Some(s) = self.sessions.get(&peer) else {
+            return;
+        };
+        if matches!(s.phase, Phase::Hello) {
+            // A direct connection before any method was chosen (the peer dialed us
+            // directly): nothing to upgrade, no outcome to report.
+            self.sessions.remove(&peer);
+            return;
+        }
+        let outcome = ConnectOutcome::Direct {
+            method: s.method,
+            elapsed: s.started.elapsed(),
+        };
+        if let (Phase::Spraying { .. }, Method::Spray { we_spray: false }, Some(m)) =
+            (&s.phase, s.method, &self.metrics)
+        {
+            // The prober's count is not known when it is stopped early; the budget bounds it.
+            m.spray_probes.inc_by(u64::from(self.config.spray.probes));
+        }
+        self.finish(peer, outcome);
+    }
+
+    fn on_dcutr_event(&mut self, event: &HolepunchEvent) {
+        let peer = match event {
+            HolepunchEvent::DirectConnectionUpgradeSucceeded { peer, .. } => {
+                self.direct_connection(*peer);
+                return;
+            }
+            HolepunchEvent::DirectConnectionUpgradeFailed { peer, error, .. } => {
+                (*peer, error.clone())
+            }
+            _ => return,
+        };
+        if self
+            .sessions
+            .get(&peer.0)
+            .is_some_and(|s| matches!(s.phase, Phase::Dcutr))
+        {
+            self.fail(peer.0, ConnectError::Holepunch(peer.1));
+        }
+    }
+}
+
+impl NetworkBehaviour for Connector {
+    type Event = ConnectorEvent;
+
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        let mut p = self.dcutr.protocols();
+        p.push(PROTOCOL);
+        p
+    }
+
+    fn connection_keep_alive(&self, peer: PeerId, connection: ConnectionId) -> bool {
+        self.dcutr.connection_keep_alive(peer, connection)
+            || self
+                .sessions
+                .get(&peer)
+                .is_some_and(|s| s.relayed == connection)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        self.dcutr.on_swarm_event(event);
+        match event {
+            FromSwarm::ConnectionEstablished {
+                peer,
+                connection,
+                endpoint,
+                ..
+            } => {
+                if !endpoint.is_relayed() {
+                    self.direct_connection(peer);
+                } else if !endpoint.is_dialer() {
+                    // We accepted it: we open the stream (and are DCUtR's initiator).
+                    if self.sessions.contains_key(&peer) {
+                        // Another relayed connection while a session runs: that one decides.
+                        return;
+                    }
+                    let Some(generation) = self.new_session(peer, connection, true) else {
+                        // At the session limit: plain DCUtR, as without the connector.
+                        self.dcutr.start(&peer);
+                        return;
+                    };
+                    let open = OpenStream::new(peer, PROTOCOL)
+                        .on_connection(connection)
+                        .no_dial();
+                    if self.outbox.open_stream(open, (peer, generation)).is_err() {
+                        self.run(peer, Method::Dcutr { prediction: true }, None);
+                    }
+                }
+            }
+            FromSwarm::DialFailure {
+                connection, error, ..
+            } => {
+                let failed = self.sessions.iter().find_map(|(p, s)| match s.phase {
+                    Phase::Dialing { dial } if dial == connection => Some(*p),
+                    _ => None,
+                });
+                if let Some(peer) = failed {
+                    self.fail(peer, ConnectError::Dial(error.to_string()));
+                }
+            }
+            FromSwarm::NewExternalAddrCandidate { addr }
+            | FromSwarm::ExternalAddrConfirmed { addr }
+                if !crate::protocol::is_relayed(addr) =>
+            {
+                self.candidates.retain(|a| a != addr);
+                self.candidates.insert(0, addr.clone());
+                self.candidates.truncate(MAX_CANDIDATES);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_inbound_stream(&mut self, stream: InboundStream) {
+        if stream.protocol != PROTOCOL {
+            return self.dcutr.on_inbound_stream(stream);
+        }
+        let InboundStream {
+            peer,
+            connection,
+            stream,
+            ..
+        } = stream;
+        let Some(generation) = self.new_session(peer, connection, false) else {
+            debug!(%peer, "connector: refusing a spray stream (session running or limit)");
+            return;
+        };
+        let fut = answer_hello(stream, self.hello(), self.config.spray.clone());
+        let timeout = self.config.hello_timeout;
+        if self
+            .tasks
+            .try_push((peer, generation), timeout, fut.boxed())
+            .is_err()
+        {
+            self.sessions.remove(&peer);
+        }
+    }
+
+    fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
+        if self.outbox.stream(&result.id).is_none() {
+            return self.dcutr.on_outbound_stream(result);
+        }
+        let Some(key) = self.outbox.take_stream(result.id) else {
+            return;
+        };
+        let (peer, generation) = key;
+        if self.sessions.get(&peer).map(|s| s.generation) != Some(generation) {
+            return;
+        }
+        match result.result {
+            Ok(out) => {
+                let fut = open_hello(out.stream, self.hello());
+                let timeout = self.config.hello_timeout;
+                if self.tasks.try_push(key, timeout, fut.boxed()).is_err() {
+                    self.run(peer, Method::Dcutr { prediction: true }, None);
+                }
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "connector: no spray stream; plain DCUtR");
+                self.run(peer, Method::Dcutr { prediction: true }, None);
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<ConnectorEvent>> {
+        self.waker = Some(cx.waker().clone());
+        loop {
+            while let Poll::Ready((key, result)) = self.tasks.poll_result(cx) {
+                self.task_done(key, result);
+            }
+            if let Poll::Ready(command) = self.outbox.poll(cx) {
+                return Poll::Ready(command);
+            }
+            match self.dcutr.poll(cx) {
+                Poll::Ready(command) => match command.into_event() {
+                    Ok(event) => {
+                        self.on_dcutr_event(&event);
+                        let _ = self.outbox.event(ConnectorEvent::Holepunch(event));
+                    }
+                    Err(command) => return Poll::Ready(command),
+                },
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

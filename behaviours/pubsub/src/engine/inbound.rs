@@ -202,7 +202,8 @@ impl GossipsubEngine {
         let Some(topic) = ihave.topic_id.map(TopicHash::from) else {
             return;
         };
-        if !self.mesh.contains_key(&topic) {
+        // Topics we are in, and (wildcards) topics one of our patterns matches.
+        if !self.mesh.contains_key(&topic) && !self.wants(&topic) {
             return;
         }
         let Some(state) = self.peers.get_mut(&peer) else {

@@ -40,6 +40,8 @@ struct Net {
     /// The share of RPCs lost in transit, drawn from `loss_rng`.
     loss: f64,
     loss_rng: crate::rng::Rng,
+    /// Links (from, to) on which RPCs carrying messages are lost (control still passes).
+    drop_data: HashSet<(usize, usize)>,
 }
 
 impl Net {
@@ -64,6 +66,7 @@ impl Net {
             held: HashSet::new(),
             loss: 0.0,
             loss_rng: crate::rng::Rng::new(7),
+            drop_data: HashSet::new(),
         }
     }
 
@@ -100,6 +103,9 @@ impl Net {
                     if self.loss > 0.0
                         && (self.loss_rng.next_u64() % 10_000) < (self.loss * 10_000.0) as u64
                     {
+                        continue;
+                    }
+                    if !decoded.publish.is_empty() && self.drop_data.contains(&(i, j)) {
                         continue;
                     }
                     self.log.push((i, j, decoded.clone()));

@@ -85,15 +85,17 @@
 pub mod behaviour;
 pub mod engine;
 pub mod metrics;
+pub mod qos;
 mod rng;
 pub mod topic;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
-pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1};
+pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1, QOS_PROTOCOL};
 pub use engine::{
     Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, InvalidReason,
     MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds, PublishError,
     TopicHash, TopicScoreParams,
 };
 pub use metrics::GossipsubMetrics;
+pub use qos::{Qos, QosConfig};

@@ -541,7 +541,8 @@ impl GossipsubEngine {
                 queued += 1;
             }
         }
-        if queued == 0 {
+        // QoS 1 with expected subscribers: their retransmissions carry it, no error.
+        if queued == 0 && extra.is_empty() {
             return Err(PublishError::AllQueuesFull);
         }
         if let Some(m) = &self.metrics {

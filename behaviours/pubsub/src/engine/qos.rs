@@ -18,6 +18,9 @@ impl GossipsubEngine {
     /// ones and reports [`GossipsubEvent::QosDelivered`] or
     /// [`GossipsubEvent::QosDeliveryFailed`] (module [`crate::qos`]).
     ///
+    /// With QoS 1 and expected subscribers, full queues are no error: the retransmissions
+    /// carry the message to them.
+    ///
     /// # Errors
     ///
     /// [`PublishError`], including `QosBusy` and `QosTooManySubscribers` (nothing sent).

@@ -8,7 +8,16 @@
 //!   bounded per-peer queues with control before data, and peer scoring v1.1
 //!   ([`engine::score`]).
 //! - [`metrics`]: Prometheus metrics ([`GossipsubMetrics`]), topic labels bounded.
-//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms.
+//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms; pattern
+//!   subscribers get IHAVE/IWANT gossip for the topics their patterns match.
+//! - [`qos`]: QoS 1, at least once ([`Qos::AtLeastOnce`], `publish_with`): every connected
+//!   subscriber that speaks `/meshwire/pubsub/qos/1.0.0` acknowledges the message, silent
+//!   ones get it retransmitted (bounded, doubling waits) until a typed verdict
+//!   ([`GossipsubEvent::QosDelivered`] / [`GossipsubEvent::QosDeliveryFailed`]); receivers
+//!   deliver each message id once however it arrived. Cost per publish and QoS subscriber:
+//!   its direct copy (+5 bytes of mark), one batched ack (≈ id + 2 bytes, one stream per
+//!   batch), and one retransmission of the message per loss; plain gossipsub peers are
+//!   untouched and never tracked.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)

@@ -10,12 +10,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::AsyncWriteExt;
 use meshwire_core::{Keypair, PeerId};
+use meshwire_pubsub::engine::InvalidReason;
 use meshwire_pubsub::metrics::GossipsubMetrics;
 use meshwire_pubsub::qos::QosConfig;
-use meshwire_pubsub::{Behaviour, Config, Event, MessageId, Qos, TopicHash};
+use meshwire_pubsub::qos::QosWireError;
+use meshwire_pubsub::{Behaviour, Config, Event, MessageId, Qos, TopicHash, QOS_PROTOCOL};
+use meshwire_swarm::toolkit::{FrameError, Outbox, Tasks};
 use meshwire_swarm::{
-    DialOpts, Multiaddr, NetworkBehaviour, Swarm, SwarmConfig, SwarmEvent, SwarmHandle,
+    DialOpts, Multiaddr, NetworkBehaviour, OpenStream, Swarm, SwarmConfig, SwarmEvent, SwarmHandle,
 };
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use prometheus_client::registry::Registry;
@@ -211,4 +215,101 @@ async fn qos1_subscriber_gets_every_message_once_though_its_gossip_copies_are_dr
          {} retransmissions, {} acks; plain subscriber got {plain_got}",
         stats.retransmissions, stats.acks_received
     );
+}
+
+/// A raw peer writing given bytes on fresh QoS streams.
+#[derive(Default)]
+struct Raw {
+    outbox: Outbox<(), Vec<u8>>,
+    tasks: Tasks<PeerId, Result<(), FrameError>>,
+}
+
+impl NetworkBehaviour for Raw {
+    type Event = ();
+    fn protocols(&self) -> Vec<meshwire_swarm::StreamProtocol> {
+        vec![]
+    }
+    fn on_outbound_stream(&mut self, res: meshwire_swarm::OutboundStreamResult) {
+        if let Some(bytes) = self.outbox.take_stream(res.id) {
+            let Ok(out) = res.result else { return };
+            let mut stream = out.stream;
+            let _ = self
+                .tasks
+                .try_push(res.peer, Duration::from_secs(10), async move {
+                    stream.write_all(&bytes).await?;
+                    stream.close().await?;
+                    Ok(())
+                });
+        }
+    }
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<meshwire_swarm::ToSwarm<()>> {
+        if let std::task::Poll::Ready(c) = self.outbox.poll(cx) {
+            return std::task::Poll::Ready(c);
+        }
+        while self.tasks.poll_result(cx).is_ready() {}
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_qos_frames_are_typed_errors_counted_against_the_sender() {
+    let key = Keypair::generate();
+    let mut node = start(key.clone(), Behaviour::new(&key, config()).unwrap()).await;
+    let raw = start(Keypair::generate(), Raw::default()).await;
+    let (target, addr) = (node.peer, node.addr.clone());
+    raw.handle
+        .dial(DialOpts::peer(target).address(addr))
+        .await
+        .expect("dial");
+    let frames: Vec<Vec<u8>> = vec![
+        // A length prefix announcing 1 MiB (over max_transmit_size).
+        vec![0x80, 0x80, 0x40],
+        // A body that is not protobuf.
+        vec![3, 0xff, 0xff, 0xff],
+        // An empty frame.
+        vec![0],
+    ];
+    for bytes in frames {
+        raw.handle
+            .with_behaviour(move |b| {
+                b.outbox
+                    .open_stream(OpenStream::new(target, QOS_PROTOCOL), bytes)
+                    .unwrap();
+            })
+            .await
+            .unwrap();
+    }
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reasons.len() < 3 {
+        let event = tokio::time::timeout_at(deadline, node.events.recv())
+            .await
+            .expect("three invalid frames reported")
+            .expect("node running");
+        if let SwarmEvent::Behaviour(Event::Invalid {
+            reason: InvalidReason::Qos(e),
+            ..
+        }) = event
+        {
+            reasons.push(e);
+        }
+    }
+    assert!(reasons.contains(&QosWireError::TooLarge {
+        len: 1 << 20,
+        max: 65_536
+    }));
+    assert!(reasons
+        .iter()
+        .any(|e| matches!(e, QosWireError::Protobuf(_))));
+    assert!(reasons.contains(&QosWireError::Empty));
+    let raw_peer = raw.peer;
+    let invalid = node
+        .handle
+        .with_behaviour(move |b| b.engine().invalid_messages(&raw_peer))
+        .await
+        .unwrap();
+    assert_eq!(invalid, 3);
 }

@@ -159,5 +159,8 @@ config! {
         max_pending_commands: usize = 256, with_max_pending_commands;
         /// QoS frames (acks, retransmissions) being written at once, one stream each (64).
         max_qos_streams: usize = 64, with_max_qos_streams;
+        /// Remotes' QoS streams read at once per peer (64: a publisher's retransmission
+        /// round opens one per message); more are reset.
+        max_qos_inbound_streams_per_peer: usize = 64, with_max_qos_inbound_streams_per_peer;
     }
 }

@@ -23,8 +23,9 @@
 //!   ([`crate::qos::wire::mark`]); acknowledgements and retransmissions travel one frame per
 //!   stream on [`QOS_PROTOCOL`] (opened without dialing, at most [`Config::max_qos_streams`]
 //!   at once, each write bounded by [`Config::write_timeout`]); remotes' QoS streams are read
-//!   like gossipsub streams (bounded frames, per peer and in total), a bad frame counting
-//!   against the peer.
+//!   like gossipsub streams (bounded frames; at most
+//!   [`Config::max_qos_inbound_streams_per_peer`] per peer, [`Config::max_inbound_streams`]
+//!   in total), a bad frame counting against the peer.
 //! - **Time**: one timer at the engine's next deadline (heartbeat or QoS retransmission).
 //!
 //! The streams keep their connections open (the swarm's default for a stream), as
@@ -268,6 +269,13 @@ impl Behaviour {
         qos: Qos,
     ) -> Result<MessageId, PublishError> {
         self.publish_with(wire_topic(realm, topic), data, qos)
+    }
+
+    /// Records whether `peer` speaks the QoS protocol (expected to acknowledge QoS 1
+    /// messages), for a node without identify or to override what identify said; the next
+    /// identify report of the peer, or its last connection closing, replaces it.
+    pub fn set_peer_qos(&mut self, peer: &PeerId, qos: bool) {
+        self.engine.set_peer_qos(peer, qos);
     }
 
     /// The application's verdict on a message received with `validate_messages` on

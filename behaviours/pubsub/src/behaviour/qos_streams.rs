@@ -35,7 +35,7 @@ impl Behaviour {
             return;
         }
         let token = self.qos_inbound.entry(peer).or_insert_with(|| Arc::new(()));
-        if Arc::strong_count(token) > self.config.max_inbound_streams_per_peer {
+        if Arc::strong_count(token) > self.config.max_qos_inbound_streams_per_peer {
             tracing::debug!(%peer, "pubsub qos: too many inbound streams; reset");
             stream.reset();
             return;

@@ -128,6 +128,22 @@ fn the_mark_rides_on_an_rpc_unchanged_and_is_found() {
     // Decoders that do not know the field read the same RPC.
     assert_eq!(gwire::decode_rpc(&marked, 65_536).unwrap(), rpc);
     assert!(!wire::is_marked(b"\xff\xff\xff"));
+    // The mark's bytes inside a payload, not as a field: not a mark.
+    let mut tail = Vec::new();
+    wire::mark(&mut tail);
+    let inside = Rpc {
+        control: Some(gwire::ControlMessage {
+            ihave: vec![gwire::ControlIHave {
+                topic_id: Some("t".into()),
+                message_ids: vec![tail.clone()],
+            }],
+            ..Default::default()
+        }),
+        ..Rpc::default()
+    };
+    let bytes = gwire::encode_rpc(&inside);
+    assert!(bytes.ends_with(&tail));
+    assert!(!wire::is_marked(&bytes));
 }
 
 #[test]

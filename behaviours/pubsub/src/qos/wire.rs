@@ -5,7 +5,8 @@
 //! field [`QOS_MARK_FIELD`] (5,068,625, a random number in gossipsub v1.3's experimental range
 //! above 0x200000, so at least 4 bytes as a varint key), a `bool` set to `true`. Protobuf
 //! decoders skip unknown fields, so the RPC reads the same everywhere; it is only ever sent
-//! to peers that announced the QoS protocol. [`mark`] appends it, [`is_marked`] finds it.
+//! to peers that announced the QoS protocol. [`mark`] appends it (the RPC's last field),
+//! [`is_marked`] finds it there.
 //!
 //! **The frames.** One [`QosFrame`] per stream on `/meshwire/pubsub/qos/1.0.0`, framed as
 //! gossipsub frames (unsigned-varint length, then the protobuf body; the swarm toolkit's
@@ -112,10 +113,13 @@ pub fn mark(rpc: &mut Vec<u8>) {
     QosMark { qos1: Some(true) }.encode_raw(rpc);
 }
 
-/// Whether an encoded gossipsub RPC carries the QoS 1 mark (`false` for anything that does
-/// not decode: the RPC decoder reports those).
+/// Whether an encoded gossipsub RPC carries the QoS 1 mark as its last field, as [`mark`]
+/// puts it (`false` for anything that does not decode: the RPC decoder reports those). Only
+/// an RPC ending with the mark's 5 bytes is decoded a second time.
 pub fn is_marked(rpc: &[u8]) -> bool {
-    QosMark::decode(rpc).is_ok_and(|m| m.qos1 == Some(true))
+    let mut tail = Vec::with_capacity(5);
+    mark(&mut tail);
+    rpc.ends_with(&tail) && QosMark::decode(rpc).is_ok_and(|m| m.qos1 == Some(true))
 }
 
 /// `frame`'s protobuf encoding (a frame's body).

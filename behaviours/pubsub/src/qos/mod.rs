@@ -46,6 +46,59 @@
 //! acks waiting to be sent (`max_pending_acks`, 8,192: beyond, dropped, and the publisher's
 //! retransmission is acknowledged instead); frames waiting for the driver
 //! (`max_queued_frames`, 1,024: beyond, a retransmission is skipped for that round).
+//!
+//! # Example: two engines, one QoS 1 message, its acknowledgement
+//!
+//! ```
+//! use std::time::Instant;
+//! use meshwire_core::Keypair;
+//! use meshwire_pubsub::qos::wire::{self as qos_wire, FrameLimits};
+//! use meshwire_pubsub::{wire, GossipsubConfig, GossipsubEngine, GossipsubEvent, PeerKind, Qos};
+//!
+//! let now = Instant::now();
+//! let mut a = GossipsubEngine::new(Keypair::generate(), GossipsubConfig::default(), 1)?;
+//! let mut b = GossipsubEngine::new(Keypair::generate(), GossipsubConfig::default(), 1)?;
+//! let (pa, pb) = (a.local_peer_id(), b.local_peer_id());
+//! a.handle_peer_connected(now, pb, PeerKind::Gossipsub1_1, true);
+//! b.handle_peer_connected(now, pa, PeerKind::Gossipsub1_1, false);
+//! // Both announced the QoS protocol (the behaviour learns it from identify).
+//! a.set_peer_qos(&pb, true);
+//! b.set_peer_qos(&pa, true);
+//! b.subscribe(now, "chat".into());
+//! // Carries what `from` sends to `to`, the mark included, as the behaviour does.
+//! fn carry(from: &mut GossipsubEngine, to: &mut GossipsubEngine, now: Instant) {
+//!     let sender = from.local_peer_id();
+//!     while let Some((_, rpc)) = from.poll_transmit() {
+//!         let mut bytes = wire::encode_rpc(&rpc);
+//!         if from.qos_marked(&to.local_peer_id(), &rpc) {
+//!             qos_wire::mark(&mut bytes);
+//!         }
+//!         let marked = qos_wire::is_marked(&bytes);
+//!         let rpc = wire::decode_rpc(&bytes, 65_536).unwrap();
+//!         to.handle_rpc_marked(now, sender, rpc, marked);
+//!     }
+//!     while let Some((_, frame)) = from.poll_qos_transmit() {
+//!         let limits = FrameLimits { max_frame: 65_536, max_acks: 256, max_id_len: 256 };
+//!         let frame = qos_wire::decode_frame(&qos_wire::encode(&frame), &limits).unwrap();
+//!         to.handle_qos_frame(now, sender, frame);
+//!     }
+//! }
+//! let exchange = |a: &mut GossipsubEngine, b: &mut GossipsubEngine| {
+//!     for _ in 0..3 {
+//!         carry(a, b, now);
+//!         carry(b, a, now);
+//!     }
+//! };
+//! exchange(&mut a, &mut b);
+//! let id = a.publish_with(now, "chat".into(), b"hello".to_vec(), Qos::AtLeastOnce)?;
+//! exchange(&mut a, &mut b);
+//! let delivered = std::iter::from_fn(|| a.poll_event()).any(|e| {
+//!     e == GossipsubEvent::QosDelivered { message_id: id.clone(), acked: vec![pb] }
+//! });
+//! assert!(delivered);
+//! assert_eq!(a.qos_stats().acks_received, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod config;
 #[cfg(test)]

@@ -225,7 +225,7 @@ pub struct QosTracker {
 }
 
 impl QosTracker {
-    /// A tracker with `config` (checked by [`QosConfig::validate`] beforehand).
+    /// A tracker with `config` (checked by [`GossipsubConfig::validate`](crate::GossipsubConfig::validate) beforehand).
     pub fn new(config: QosConfig) -> Self {
         QosTracker {
             config,

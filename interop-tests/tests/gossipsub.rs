@@ -12,6 +12,10 @@
 //! - `gossipsub_wildcard_*`: realm-scoped topics (`<realm>/<topic>`) are plain topics to
 //!   rust-libp2p: its messages reach a meshwire `sensors.#` pattern subscriber through a
 //!   meshwire exact subscriber, once, and the pattern subscriber's own messages reach it.
+//! - `gossipsub_qos_*`: the QoS 1 mark (an unknown protobuf field on the RPC) forced onto a
+//!   meshwire publisher's copies to rust-libp2p: rust-libp2p delivers each message once and
+//!   keeps the stream, never acknowledges (it does not speak `/meshwire/pubsub/qos/1.0.0`),
+//!   and the publisher reports the failure after its bounded retransmissions.
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
@@ -24,7 +28,10 @@ use libp2p::gossipsub as lp_gs;
 use libp2p::swarm::SwarmEvent as LpSwarmEvent;
 use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
-use meshwire_pubsub::{Behaviour, Config, Event, PeerKind, PeerScoreParams, TopicScoreParams};
+use meshwire_pubsub::qos::QosConfig;
+use meshwire_pubsub::{
+    Behaviour, Config, Event, PeerKind, PeerScoreParams, Qos, TopicHash, TopicScoreParams,
+};
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::Multiaddr;
@@ -181,13 +188,20 @@ async fn meshwire_node(
     flood_publish: bool,
     receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
 ) -> Node {
-    let key = Keypair::generate();
-    let peer = key.peer_id();
     let config = Config::default()
         .with_heartbeat_interval(HEARTBEAT)
         .with_heartbeat_initial_delay(HEARTBEAT)
         .with_flood_publish(flood_publish)
         .with_score_params(Some(score_params()));
+    meshwire_node_with(config, receipts).await
+}
+
+async fn meshwire_node_with(
+    config: Config,
+    receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
+) -> Node {
+    let key = Keypair::generate();
+    let peer = key.peer_id();
     let behaviour = Behaviour::new(&key, config).expect("config");
     let transport = QuicTransport::new(key, QuicConfig::default()).expect("quic");
     let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
@@ -457,4 +471,85 @@ async fn gossipsub_wildcard_subscriber_gets_libp2p_messages_through_meshwire() {
     ];
     expected.sort();
     assert_eq!(got, expected, "each message once at each subscriber");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_qos_mark_is_ignored_by_libp2p_which_never_acks() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lp = libp2p_node(true, tx.clone()).await;
+    let retries = 2;
+    let config = Config::default()
+        .with_heartbeat_interval(HEARTBEAT)
+        .with_heartbeat_initial_delay(HEARTBEAT)
+        .with_qos(QosConfig {
+            ack_timeout: Duration::from_millis(200),
+            max_retransmissions: retries,
+            ..QosConfig::default()
+        });
+    let mw = meshwire_node_with(config, tx).await;
+    mw.dial(&lp).await;
+    lp.subscribe().await;
+    let Node::Mw { handle, .. } = &mw else {
+        unreachable!()
+    };
+    let lp_peer = lp.peer();
+    let mut tries = 0;
+    loop {
+        let known = handle
+            .with_behaviour(move |b| {
+                b.engine()
+                    .topic_peers(&TopicHash::from(TOPIC))
+                    .any(|p| *p == lp_peer)
+            })
+            .await
+            .unwrap();
+        if known {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "libp2p's subscription never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Force the mark onto our copies to rust-libp2p, as if it had announced the protocol.
+    let ids: Vec<Vec<u8>> = handle
+        .with_behaviour(move |b| {
+            b.set_peer_qos(&lp_peer, true);
+            (0..3u8)
+                .map(|k| {
+                    b.publish_with(TOPIC, vec![b'q', k], Qos::AtLeastOnce)
+                        .expect("publish")
+                        .0
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
+    // Window: 200 + 400 + 800 ms; then a plain message on the same stream.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let plain = mw.publish(b"plain".to_vec()).await;
+    let mut got: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + HEARTBEAT * 10;
+    while got.len() < 4 {
+        let Ok(Some((receiver, (data, _, id)))) =
+            tokio::time::timeout_at(deadline, rx.recv()).await
+        else {
+            panic!("rust-libp2p got {got:?}");
+        };
+        assert_eq!(receiver, lp_peer);
+        got.push((data, id));
+    }
+    let mut expected: Vec<(Vec<u8>, Vec<u8>)> = (0..3u8)
+        .map(|k| (vec![b'q', k], ids[k as usize].clone()))
+        .collect();
+    expected.push((b"plain".to_vec(), plain));
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "each message once, the mark ignored");
+    let stats = handle
+        .with_behaviour(|b| b.engine().qos_stats())
+        .await
+        .unwrap();
+    assert_eq!(stats.acks_received, 0);
+    assert_eq!(stats.failed, 3);
+    assert_eq!(stats.retransmissions, 3 * u64::from(retries));
 }

@@ -8,7 +8,16 @@
 //!   bounded per-peer queues with control before data, and peer scoring v1.1
 //!   ([`engine::score`]).
 //! - [`metrics`]: Prometheus metrics ([`GossipsubMetrics`]), topic labels bounded.
-//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms.
+//! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms; pattern
+//!   subscribers get IHAVE/IWANT gossip for the topics their patterns match.
+//! - [`qos`]: QoS 1, at least once ([`Qos::AtLeastOnce`], `publish_with`): every connected
+//!   subscriber that speaks `/meshwire/pubsub/qos/1.0.0` acknowledges the message, silent
+//!   ones get it retransmitted (bounded, doubling waits) until a typed verdict
+//!   ([`GossipsubEvent::QosDelivered`] / [`GossipsubEvent::QosDeliveryFailed`]); receivers
+//!   deliver each message id once however it arrived. Cost per publish and QoS subscriber:
+//!   its direct copy (+5 bytes of mark), one batched ack (≈ id + 2 bytes, one stream per
+//!   batch), and one retransmission of the message per loss; plain gossipsub peers are
+//!   untouched and never tracked.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)
@@ -85,15 +94,17 @@
 pub mod behaviour;
 pub mod engine;
 pub mod metrics;
+pub mod qos;
 mod rng;
 pub mod topic;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
-pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1};
+pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1, QOS_PROTOCOL};
 pub use engine::{
     Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, InvalidReason,
     MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds, PublishError,
     TopicHash, TopicScoreParams,
 };
 pub use metrics::GossipsubMetrics;
+pub use qos::{Qos, QosConfig};

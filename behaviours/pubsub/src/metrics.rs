@@ -33,6 +33,11 @@ type Labels = Vec<(String, String)>;
 /// | `pubsub_messages_invalid_total{topic}` | counter | messages with a bad signature or rejected by the application |
 /// | `pubsub_mesh_peers{topic}` | gauge | mesh size of each subscribed topic, at each heartbeat |
 /// | `pubsub_peer_scores` | histogram | every connected peer's score, at each heartbeat (scoring on) |
+/// | `pubsub_qos_acks_received_total` | counter | QoS 1 acknowledgements received that settled an expected subscriber |
+/// | `pubsub_qos_acks_sent_total` | counter | QoS 1 acknowledgements this node queued for their publishers |
+/// | `pubsub_qos_retransmissions_total` | counter | QoS 1 messages retransmitted to a silent subscriber |
+/// | `pubsub_qos_delivered_total` | counter | QoS 1 messages acknowledged by every expected subscriber |
+/// | `pubsub_qos_failures_total` | counter | (QoS 1 message, subscriber) pairs never acknowledged |
 ///
 /// Clones share the same values and the same topic labels.
 #[derive(Clone, Debug)]
@@ -43,6 +48,11 @@ pub struct GossipsubMetrics {
     invalid: Family<Labels, Counter>,
     mesh_peers: Family<Labels, Gauge>,
     scores: Histogram,
+    qos_acks_received: Counter,
+    qos_acks_sent: Counter,
+    qos_retransmissions: Counter,
+    qos_delivered: Counter,
+    qos_failures: Counter,
     labelled: Arc<Mutex<HashSet<String>>>,
     max_topics: usize,
 }
@@ -59,6 +69,11 @@ impl GossipsubMetrics {
             mesh_peers: Family::default(),
             // Scores -100 .. 100 in steps of 10 (rust-libp2p's default thresholds lie inside).
             scores: Histogram::new((-10..=10).map(|i| f64::from(i) * 10.0)),
+            qos_acks_received: Counter::default(),
+            qos_acks_sent: Counter::default(),
+            qos_retransmissions: Counter::default(),
+            qos_delivered: Counter::default(),
+            qos_failures: Counter::default(),
             labelled: Arc::new(Mutex::new(HashSet::new())),
             max_topics,
         };
@@ -89,7 +104,46 @@ impl GossipsubMetrics {
             m.mesh_peers.clone(),
         );
         sub.register("peer_scores", "Scores of connected peers", m.scores.clone());
+        sub.register(
+            "qos_acks_received",
+            "QoS 1 acknowledgements received that settled an expected subscriber",
+            m.qos_acks_received.clone(),
+        );
+        sub.register(
+            "qos_acks_sent",
+            "QoS 1 acknowledgements queued for their publishers",
+            m.qos_acks_sent.clone(),
+        );
+        sub.register(
+            "qos_retransmissions",
+            "QoS 1 messages retransmitted to a silent subscriber",
+            m.qos_retransmissions.clone(),
+        );
+        sub.register(
+            "qos_delivered",
+            "QoS 1 messages acknowledged by every expected subscriber",
+            m.qos_delivered.clone(),
+        );
+        sub.register(
+            "qos_failures",
+            "QoS 1 (message, subscriber) pairs never acknowledged",
+            m.qos_failures.clone(),
+        );
         m
+    }
+
+    /// Adds the QoS 1 counters' increments since the last call (`before` → `now`).
+    pub(crate) fn qos(&self, before: &crate::qos::QosStats, now: &crate::qos::QosStats) {
+        self.qos_acks_received
+            .inc_by(now.acks_received.saturating_sub(before.acks_received));
+        self.qos_acks_sent
+            .inc_by(now.acks_sent.saturating_sub(before.acks_sent));
+        self.qos_retransmissions
+            .inc_by(now.retransmissions.saturating_sub(before.retransmissions));
+        self.qos_delivered
+            .inc_by(now.delivered.saturating_sub(before.delivered));
+        self.qos_failures
+            .inc_by(now.failed.saturating_sub(before.failed));
     }
 
     /// The label for `topic`: its own while fewer than `max_topics` topics have one, else

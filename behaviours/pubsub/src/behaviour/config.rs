@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::engine::{GossipsubConfig, MessageIdFn, PeerScoreParams, PeerScoreThresholds};
+use crate::qos::QosConfig;
 
 /// Declares [`Config`]: the engine's fields (copied into [`GossipsubConfig`] by
 /// [`Config::engine_config`], defaults from [`GossipsubConfig::default`]) and the behaviour's
@@ -137,6 +138,7 @@ config! {
         opportunistic_graft_peers: usize, with_opportunistic_graft_peers;
         iwant_followup_time: Duration, with_iwant_followup_time;
         graft_flood_threshold: Duration, with_graft_flood_threshold;
+        qos: QosConfig, with_qos;
     }
     behaviour {
         /// RPCs handed to a peer's writer ahead of its stream (16).
@@ -155,5 +157,10 @@ config! {
         max_outbound_streams: usize = 1024, with_max_outbound_streams;
         /// Stream requests waiting for the swarm (256).
         max_pending_commands: usize = 256, with_max_pending_commands;
+        /// QoS frames (acks, retransmissions) being written at once, one stream each (64).
+        max_qos_streams: usize = 64, with_max_qos_streams;
+        /// Remotes' QoS streams read at once per peer (64: a publisher's retransmission
+        /// round opens one per message); more are reset.
+        max_qos_inbound_streams_per_peer: usize = 64, with_max_qos_inbound_streams_per_peer;
     }
 }

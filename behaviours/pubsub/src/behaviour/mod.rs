@@ -16,7 +16,17 @@
 //!   [`Config::max_inbound_streams`] in total and [`Config::max_inbound_streams_per_peer`] per
 //!   peer (more are reset). A frame that does not decode, or is too large, counts against the
 //!   peer ([`GossipsubEvent::Invalid`]); a too-large frame also ends the stream.
-//! - **Time**: one timer at the engine's next heartbeat.
+//! - **QoS 1** ([`crate::qos`], [`Behaviour::publish_with`]): a peer whose identify
+//!   protocols (shared by the swarm, [`FromSwarm::RemoteProtocolsChanged`]) include
+//!   [`QOS_PROTOCOL`], or that opens a QoS stream to us, is expected to acknowledge our QoS 1
+//!   messages. Our copies of those messages to such peers carry the mark
+//!   ([`crate::qos::wire::mark`]); acknowledgements and retransmissions travel one frame per
+//!   stream on [`QOS_PROTOCOL`] (opened without dialing, at most [`Config::max_qos_streams`]
+//!   at once, each write bounded by [`Config::write_timeout`]); remotes' QoS streams are read
+//!   like gossipsub streams (bounded frames; at most
+//!   [`Config::max_qos_inbound_streams_per_peer`] per peer, [`Config::max_inbound_streams`]
+//!   in total), a bad frame counting against the peer.
+//! - **Time**: one timer at the engine's next deadline (heartbeat or QoS retransmission).
 //!
 //! The streams keep their connections open (the swarm's default for a stream), as
 //! rust-libp2p's gossipsub keeps its peers' connections.
@@ -45,6 +55,7 @@ use crate::engine::{
     TopicHash,
 };
 use crate::metrics::GossipsubMetrics;
+use crate::qos::{self, Qos};
 use crate::topic::{wire_pattern, wire_topic, Pattern, Realm, TopicName};
 use crate::wire::{self, WireError};
 
@@ -57,7 +68,17 @@ pub const PROTOCOL_V1_0: StreamProtocol = StreamProtocol::new("/meshsub/1.0.0");
 pub type Event = GossipsubEvent;
 
 mod config;
+mod qos_streams;
 pub use config::Config;
+pub use qos_streams::QOS_PROTOCOL;
+
+/// What a stream request was for.
+enum StreamContext {
+    /// A peer's long-lived gossipsub stream, fed from this channel.
+    Gossip(mpsc::Receiver<Vec<u8>>),
+    /// One QoS frame to write.
+    Qos(Vec<u8>),
+}
 
 /// A remote's stream with its peer's token: the count of a peer's tokens is its streams.
 struct Counted<S> {
@@ -79,7 +100,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 pub struct Behaviour {
     engine: GossipsubEngine,
     config: Config,
-    outbox: Outbox<Event, mpsc::Receiver<Vec<u8>>>,
+    outbox: Outbox<Event, StreamContext>,
     writers: Tasks<PeerId, Result<(), FrameError>>,
     readers: FrameReaders<PeerId>,
     senders: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
@@ -91,6 +112,13 @@ pub struct Behaviour {
     connections: Connections,
     timer: Timer,
     waker: Option<Waker>,
+    /// QoS frames being written, one stream each.
+    qos_writers: Tasks<PeerId, Result<(), FrameError>>,
+    /// QoS streams requested and not yet opened.
+    qos_opening: usize,
+    /// Remotes' QoS streams.
+    qos_readers: FrameReaders<PeerId>,
+    qos_inbound: HashMap<PeerId, Arc<()>>,
 }
 
 impl Behaviour {
@@ -125,6 +153,10 @@ impl Behaviour {
             connections: Connections::default(),
             timer: Timer::default(),
             waker: None,
+            qos_writers: Tasks::new(config.max_qos_streams),
+            qos_opening: 0,
+            qos_readers: FrameReaders::new(config.max_inbound_streams),
+            qos_inbound: HashMap::new(),
             config,
         })
     }
@@ -203,6 +235,49 @@ impl Behaviour {
         result
     }
 
+    /// Publishes `data` on `topic` with the delivery guarantee `qos`
+    /// ([`GossipsubEngine::publish_with`]): with [`Qos::AtLeastOnce`] every connected
+    /// QoS-capable subscriber must acknowledge it, and [`Event::QosDelivered`] or
+    /// [`Event::QosDeliveryFailed`] follows (module [`crate::qos`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`].
+    pub fn publish_with(
+        &mut self,
+        topic: impl Into<TopicHash>,
+        data: impl Into<Vec<u8>>,
+        qos: Qos,
+    ) -> Result<MessageId, PublishError> {
+        let result = self
+            .engine
+            .publish_with(Instant::now(), topic.into(), data.into(), qos);
+        self.wake();
+        result
+    }
+
+    /// [`Self::publish_with`] on `topic` in `realm`.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`].
+    pub fn publish_topic_with(
+        &mut self,
+        realm: &Realm,
+        topic: &TopicName,
+        data: impl Into<Vec<u8>>,
+        qos: Qos,
+    ) -> Result<MessageId, PublishError> {
+        self.publish_with(wire_topic(realm, topic), data, qos)
+    }
+
+    /// Records whether `peer` speaks the QoS protocol (expected to acknowledge QoS 1
+    /// messages), for a node without identify or to override what identify said; the next
+    /// identify report of the peer, or its last connection closing, replaces it.
+    pub fn set_peer_qos(&mut self, peer: &PeerId, qos: bool) {
+        self.engine.set_peer_qos(peer, qos);
+    }
+
     /// The application's verdict on a message received with `validate_messages` on
     /// ([`GossipsubEngine::report_validation`]).
     pub fn report_message_validation_result(
@@ -233,7 +308,10 @@ impl Behaviour {
         let now = Instant::now();
         match frame {
             Ok(bytes) => match wire::decode_rpc(&bytes, self.config.max_transmit_size) {
-                Ok(rpc) => self.engine.handle_rpc(now, peer, rpc),
+                Ok(rpc) => {
+                    let marked = qos::wire::is_marked(&bytes);
+                    self.engine.handle_rpc_marked(now, peer, rpc, marked);
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "gossipsub: undecodable RPC");
                     self.engine.handle_invalid_rpc(now, peer, e);
@@ -271,7 +349,11 @@ impl Behaviour {
                     .with_protocols(vec![PROTOCOL_V1_1, PROTOCOL_V1_0])
                     .no_dial()
                     .confirmed();
-                if self.outbox.open_stream(request, rx).is_err() {
+                if self
+                    .outbox
+                    .open_stream(request, StreamContext::Gossip(rx))
+                    .is_err()
+                {
                     continue;
                 }
                 self.senders.insert(peer, tx);
@@ -283,7 +365,11 @@ impl Behaviour {
                 match tx.poll_ready(cx) {
                     Poll::Ready(Ok(())) => match self.engine.poll_transmit_to(&peer) {
                         Some(rpc) => {
-                            if tx.start_send(wire::encode_rpc(&rpc)).is_err() {
+                            let mut bytes = wire::encode_rpc(&rpc);
+                            if self.engine.qos_marked(&peer, &rpc) {
+                                qos::wire::mark(&mut bytes);
+                            }
+                            if tx.start_send(bytes).is_err() {
                                 break;
                             }
                         }
@@ -325,7 +411,7 @@ impl NetworkBehaviour for Behaviour {
     type Event = Event;
 
     fn protocols(&self) -> Vec<StreamProtocol> {
-        vec![PROTOCOL_V1_1, PROTOCOL_V1_0]
+        vec![PROTOCOL_V1_1, PROTOCOL_V1_0, QOS_PROTOCOL]
     }
 
     fn connection_keep_alive(
@@ -369,6 +455,12 @@ impl NetworkBehaviour for Behaviour {
                     }
                 }
             }
+            FromSwarm::RemoteProtocolsChanged {
+                peer, protocols, ..
+            } => {
+                self.engine
+                    .set_peer_qos(peer, protocols.contains(&QOS_PROTOCOL));
+            }
             FromSwarm::ConnectionClosed { peer, endpoint, .. } => {
                 if let Some(ip) = remote_ip(endpoint) {
                     if let Some(n) = self.ip_connections.get_mut(&(*peer, ip)) {
@@ -390,11 +482,17 @@ impl NetworkBehaviour for Behaviour {
             self.senders.remove(&peer);
             self.reopen_after.remove(&peer);
             self.inbound.remove(&peer);
+            self.qos_inbound.remove(&peer);
         }
         self.wake();
     }
 
     fn on_inbound_stream(&mut self, inbound: InboundStream) {
+        if inbound.protocol == QOS_PROTOCOL {
+            self.on_qos_inbound(inbound);
+            self.wake();
+            return;
+        }
         let InboundStream {
             peer,
             protocol,
@@ -426,10 +524,20 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
-        let Some(mut queue) = self.outbox.take_stream(result.id) else {
-            return;
-        };
         let peer = result.peer;
+        let mut queue = match self.outbox.take_stream(result.id) {
+            Some(StreamContext::Gossip(queue)) => queue,
+            Some(StreamContext::Qos(body)) => {
+                self.qos_opening = self.qos_opening.saturating_sub(1);
+                match result.result {
+                    Ok(out) => self.on_qos_outbound(peer, out.stream, body),
+                    Err(e) => tracing::debug!(%peer, error = %e, "pubsub qos: stream not opened"),
+                }
+                self.wake();
+                return;
+            }
+            None => return,
+        };
         match result.result {
             Ok(out) => {
                 if out.protocol == PROTOCOL_V1_0 {
@@ -490,6 +598,13 @@ impl NetworkBehaviour for Behaviour {
                 self.on_frame(peer, frame);
                 continue;
             }
+            if let Poll::Ready((peer, frame)) = self.qos_readers.poll_next(cx) {
+                self.on_qos_frame(peer, frame);
+                continue;
+            }
+            if self.poll_qos_writers(cx) {
+                continue;
+            }
             if let Poll::Ready((peer, result)) = self.writers.poll_result(cx) {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "gossipsub: outbound stream ended");
@@ -503,6 +618,7 @@ impl NetworkBehaviour for Behaviour {
             }
             let queued = self.outbox.len();
             self.flush_transmits(cx);
+            self.flush_qos();
             if self.outbox.len() > queued {
                 continue;
             }

@@ -104,6 +104,17 @@ impl MessageCache {
             .collect()
     }
 
+    /// The distinct topics of validated messages in the last `history_gossip` windows.
+    pub(crate) fn gossip_topics(&self) -> std::collections::BTreeSet<TopicHash> {
+        self.windows
+            .iter()
+            .take(self.history_gossip)
+            .flatten()
+            .filter_map(|id| self.entries.get(id).filter(|e| e.validated))
+            .map(|e| e.topic.clone())
+            .collect()
+    }
+
     /// Opens a new window, dropping the oldest and its messages.
     pub(crate) fn shift(&mut self) {
         if let Some(old) = self.windows.pop_back() {

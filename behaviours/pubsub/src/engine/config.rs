@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::event::{GossipMessage, MessageId};
 use super::score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError};
+use crate::qos::QosConfig;
 use crate::wire::DEFAULT_MAX_TRANSMIT_SIZE;
 
 /// A function naming messages (the default is the author and sequence number,
@@ -107,6 +108,11 @@ pub struct GossipsubConfig {
     /// A GRAFT this soon after our PRUNE's backoff began costs an extra P7 penalty.
     /// Default 10 s.
     pub graft_flood_threshold: Duration,
+    /// QoS 1 (`publish_with(.., Qos::AtLeastOnce)`): acknowledgement timeout, retransmissions
+    /// and bounds ([`QosConfig`], module [`crate::qos`]). Its window
+    /// ([`QosConfig::window`], 30 s by default) must be shorter than `duplicate_cache_time`, so
+    /// a late retransmission is still a duplicate for its receiver.
+    pub qos: QosConfig,
     /// The seed of the engine's random choices.
     pub seed: u64,
 }
@@ -154,6 +160,7 @@ impl Default for GossipsubConfig {
             opportunistic_graft_peers: 2,
             iwant_followup_time: Duration::from_secs(3),
             graft_flood_threshold: Duration::from_secs(10),
+            qos: QosConfig::default(),
             seed: 0,
         }
     }
@@ -194,6 +201,17 @@ pub enum ConfigError {
     /// Every queue and cache bound must be at least 1.
     #[error("queue and cache bounds must be at least 1")]
     Bounds,
+    /// A QoS bound is zero, `ack_timeout` zero, or more than 16 retransmissions.
+    #[error("QoS bounds must be at least 1, ack_timeout not zero, retransmissions at most 16")]
+    Qos,
+    /// The QoS retransmission window is not shorter than `duplicate_cache_time`.
+    #[error("QoS window {window:?} must be shorter than duplicate_cache_time {seen:?}")]
+    QosWindow {
+        /// [`QosConfig::window`].
+        window: Duration,
+        /// `duplicate_cache_time`.
+        seen: Duration,
+    },
     /// The score parameters or thresholds are inconsistent.
     #[error(transparent)]
     Score(#[from] ScoreParamsError),
@@ -234,6 +252,15 @@ impl GossipsubConfig {
         ];
         if bounds.contains(&0) || self.opportunistic_graft_ticks == 0 {
             return Err(ConfigError::Bounds);
+        }
+        if !self.qos.is_valid() {
+            return Err(ConfigError::Qos);
+        }
+        if self.qos.window() >= self.duplicate_cache_time {
+            return Err(ConfigError::QosWindow {
+                window: self.qos.window(),
+                seen: self.duplicate_cache_time,
+            });
         }
         if let Some(params) = &self.score_params {
             params.validate()?;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use meshwire_core::PeerId;
 
+use crate::qos::QosWireError;
 use crate::wire::sign::MessageError;
 use crate::wire::WireError;
 
@@ -101,6 +102,9 @@ pub enum InvalidReason {
     /// A GRAFT during the backoff we set for this peer.
     #[error("GRAFT during backoff")]
     GraftDuringBackoff,
+    /// A QoS frame that is malformed, over a bound, or retransmits someone else's message.
+    #[error("invalid QoS frame: {0}")]
+    Qos(#[from] QosWireError),
 }
 
 /// What the engine reports to the application.
@@ -137,6 +141,24 @@ pub enum GossipsubEvent {
         /// What was wrong.
         reason: InvalidReason,
     },
+    /// Every expected subscriber acknowledged a QoS 1 message ([`crate::qos`]); with none
+    /// expected (no QoS-capable subscriber known), at once.
+    QosDelivered {
+        /// The message.
+        message_id: MessageId,
+        /// The subscribers that acknowledged it.
+        acked: Vec<PeerId>,
+    },
+    /// Some expected subscribers never acknowledged a QoS 1 message, after
+    /// `qos.max_retransmissions` retransmissions ([`crate::qos`]).
+    QosDeliveryFailed {
+        /// The message.
+        message_id: MessageId,
+        /// The subscribers that acknowledged it.
+        acked: Vec<PeerId>,
+        /// The subscribers that did not.
+        failed: Vec<PeerId>,
+    },
     /// A PRUNE offered peers to connect to instead (peer exchange, at most `prune_peers`).
     PeerExchange {
         /// The topic of the PRUNE.
@@ -166,4 +188,15 @@ pub enum PublishError {
     /// Every recipient's queue was full (slow peers): the message went nowhere.
     #[error("every recipient's queue is full")]
     AllQueuesFull,
+    /// QoS 1: `qos.max_outstanding` messages already await acknowledgements.
+    #[error("{0} QoS 1 messages already await acknowledgements")]
+    QosBusy(usize),
+    /// QoS 1: more expected subscribers than `qos.max_subscribers`.
+    #[error("{count} QoS subscribers, at most {max}")]
+    QosTooManySubscribers {
+        /// Expected subscribers.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
 }

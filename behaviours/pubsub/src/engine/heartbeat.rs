@@ -30,6 +30,7 @@ impl GossipsubEngine {
         }
         self.maintain_fanout(now);
         self.emit_gossip();
+        self.emit_pattern_gossip();
         self.flush_control();
         self.mcache.shift();
         self.seen.expire(now);

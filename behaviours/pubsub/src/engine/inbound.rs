@@ -19,6 +19,13 @@ impl GossipsubEngine {
 
     /// A decoded RPC from `peer`. A peer not yet known is added as inbound, speaking v1.1.
     pub fn handle_rpc(&mut self, now: Instant, peer: PeerId, rpc: Rpc) {
+        self.handle_rpc_marked(now, peer, rpc, false);
+    }
+
+    /// [`Self::handle_rpc`] for an RPC that carried the QoS 1 mark
+    /// ([`crate::qos::wire::is_marked`]) when `marked`: its messages authored by `peer` are
+    /// acknowledged ([`crate::qos`]).
+    pub fn handle_rpc_marked(&mut self, now: Instant, peer: PeerId, rpc: Rpc, marked: bool) {
         self.start(now);
         if !self.peers.contains_key(&peer) {
             self.handle_peer_connected(now, peer, PeerKind::Gossipsub1_1, false);
@@ -37,12 +44,15 @@ impl GossipsubEngine {
             self.handle_subscription(peer, sub);
         }
         for message in rpc.publish.into_iter().take(limit) {
-            self.handle_message(now, peer, message);
+            self.handle_message(now, peer, message, marked);
         }
         if let Some(control) = rpc.control {
             self.handle_control(now, peer, control);
         }
         self.flush_control();
+        if marked {
+            self.sync_qos();
+        }
     }
 
     fn handle_subscription(&mut self, peer: PeerId, sub: wire::SubOpts) {
@@ -92,7 +102,15 @@ impl GossipsubEngine {
         }
     }
 
-    fn handle_message(&mut self, now: Instant, peer: PeerId, message: Message) {
+    /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
+    /// acknowledged to `peer` when `peer` is its author, once taken or if already seen.
+    pub(super) fn handle_message(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        message: Message,
+        ack: bool,
+    ) {
         // Messages on topics we are not in (nor match with a pattern) are neither delivered
         // nor forwarded (as rust-libp2p), and cost the sender nothing.
         let topic = TopicHash::from(message.topic.clone());
@@ -120,10 +138,15 @@ impl GossipsubEngine {
             return;
         }
         let id = self.message_id(&message, Some(verified.source), Some(verified.seqno));
+        let ack = ack && verified.source == peer;
         if !self
             .seen
             .insert(id.clone(), now + self.config.duplicate_cache_time)
         {
+            if ack {
+                // Taken before (by any path): acknowledged again, delivered once.
+                self.qos.queue_ack(peer, &id);
+            }
             if let Some(score) = &mut self.score {
                 score.duplicated_message(now, &peer, &id, &topic);
             }
@@ -150,6 +173,9 @@ impl GossipsubEngine {
         }
         if let Some(m) = &self.metrics {
             m.delivered(&topic);
+        }
+        if ack {
+            self.qos.queue_ack(peer, &id);
         }
         self.events.push_back(GossipsubEvent::Message {
             propagation_source: peer,
@@ -202,7 +228,8 @@ impl GossipsubEngine {
         let Some(topic) = ihave.topic_id.map(TopicHash::from) else {
             return;
         };
-        if !self.mesh.contains_key(&topic) {
+        // Topics we are in, and (wildcards) topics one of our patterns matches.
+        if !self.mesh.contains_key(&topic) && !self.wants(&topic) {
             return;
         }
         let Some(state) = self.peers.get_mut(&peer) else {

@@ -58,6 +58,7 @@ mod config;
 mod event;
 mod heartbeat;
 mod inbound;
+mod qos;
 mod queue;
 pub mod score;
 #[cfg(test)]
@@ -78,6 +79,7 @@ pub use queue::QueueStats;
 pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
 use crate::metrics::GossipsubMetrics;
+use crate::qos::{QosStats, QosTracker};
 use crate::rng::Rng;
 use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
@@ -106,6 +108,8 @@ struct PeerState {
     /// Ids asked with IWANT this heartbeat.
     iasked: usize,
     invalid: u64,
+    /// It announced the QoS protocol: expected to acknowledge our QoS 1 messages.
+    qos: bool,
 }
 
 /// The gossipsub router: see the [module docs](self).
@@ -136,6 +140,10 @@ pub struct GossipsubEngine {
     score: Option<PeerScore>,
     promises: GossipPromises,
     metrics: Option<GossipsubMetrics>,
+    /// QoS 1 ([`crate::qos`]).
+    qos: QosTracker,
+    /// The QoS counters last given to the metrics.
+    qos_reported: QosStats,
 }
 
 impl GossipsubEngine {
@@ -181,6 +189,8 @@ impl GossipsubEngine {
                 .map(|p| PeerScore::new(p, config.max_seen_messages)),
             promises: GossipPromises::default(),
             metrics: None,
+            qos: QosTracker::new(config.qos.clone()),
+            qos_reported: QosStats::default(),
             config,
         })
     }
@@ -238,6 +248,7 @@ impl GossipsubEngine {
                 ihave_received: 0,
                 iasked: 0,
                 invalid: 0,
+                qos: false,
             },
         );
         if !self.subscriptions.is_empty() {
@@ -287,6 +298,7 @@ impl GossipsubEngine {
         }
         self.pending_control.remove(peer);
         self.ready.retain(|p| p != peer);
+        self.qos.handle_peer_disconnected(peer);
     }
 
     /// The protocol a peer speaks, as learned from its streams.
@@ -452,6 +464,18 @@ impl GossipsubEngine {
         topic: TopicHash,
         data: Vec<u8>,
     ) -> Result<MessageId, PublishError> {
+        self.publish_inner(now, topic, data, &BTreeSet::new())
+            .map(|(id, _)| id)
+    }
+
+    /// [`Self::publish`], sending to `extra` peers too; returns the id and the message.
+    fn publish_inner(
+        &mut self,
+        now: Instant,
+        topic: TopicHash,
+        data: Vec<u8>,
+        extra: &BTreeSet<PeerId>,
+    ) -> Result<(MessageId, Message), PublishError> {
         self.start(now);
         let seqno = self.next_seqno;
         self.next_seqno = self.next_seqno.wrapping_add(1);
@@ -497,6 +521,12 @@ impl GossipsubEngine {
                 recipients.push(peer);
             }
         }
+        // QoS 1: every expected subscriber gets its copy from us.
+        for peer in extra {
+            if !recipients.contains(peer) {
+                recipients.push(*peer);
+            }
+        }
         if recipients.is_empty() {
             return Err(PublishError::NoPeersSubscribedToTopic);
         }
@@ -511,13 +541,14 @@ impl GossipsubEngine {
                 queued += 1;
             }
         }
-        if queued == 0 {
+        // QoS 1 with expected subscribers: their retransmissions carry it, no error.
+        if queued == 0 && extra.is_empty() {
             return Err(PublishError::AllQueuesFull);
         }
         if let Some(m) = &self.metrics {
             m.published(&topic);
         }
-        Ok(id)
+        Ok((id, message))
     }
 
     /// The application's verdict on a message it received with `validate_messages` on:
@@ -605,10 +636,13 @@ impl GossipsubEngine {
     /// When [`handle_timeout`](Self::handle_timeout) is next due (the heartbeat); `None`
     /// before the first input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_heartbeat
+        match (self.next_heartbeat, self.qos.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the heartbeat if it is due.
+    /// Runs the heartbeat if it is due, and QoS 1 retransmissions and verdicts.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.start(now);
         if self.next_heartbeat.is_some_and(|t| t <= now) {
@@ -616,6 +650,7 @@ impl GossipsubEngine {
             self.record_heartbeat_metrics();
             self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         }
+        self.qos_timeout(now);
     }
 
     // ---- Internals shared by the submodules ----

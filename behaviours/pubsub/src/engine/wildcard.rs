@@ -15,11 +15,22 @@
 //! with no per-topic configuration and for topics first used after it subscribed. The cost:
 //! matching each outgoing message against the neighbours' patterns (peers × patterns), and up
 //! to one copy per neighbour that sees the message (no mesh bounds the copies it is sent).
+//!
+//! **Gossip recovery.** A copy lost on that eager path is recovered as on a topic mesh: each
+//! heartbeat, for every topic of the last `history_gossip` cache windows that a neighbour's
+//! pattern matches, the engine sends IHAVE with the topic's message ids (at most
+//! `max_ihave_length`) to max(D_lazy, `gossip_factor` × n) of the n neighbours whose
+//! patterns match (neighbours gossiped the topic already this heartbeat are left out, and
+//! the gossip threshold applies). A pattern subscriber answers IHAVE for any topic one of its
+//! patterns matches with IWANT, bounded per peer and heartbeat like every IHAVE
+//! (`max_ihave_messages`, `max_ihave_length`). Cost: one IHAVE per matching topic, pattern
+//! neighbour (up to the bound) and heartbeat while the topic has recent messages.
 
 use meshwire_core::PeerId;
 
 use super::{GossipsubEngine, TopicHash};
 use crate::topic::{parse_wire_topic, WireTopic};
+use crate::wire;
 
 impl GossipsubEngine {
     /// Records `topic` as one of our patterns if it is one.
@@ -83,5 +94,56 @@ impl GossipsubEngine {
             .collect();
         peers.sort();
         peers
+    }
+
+    /// IHAVE to pattern subscribers for the recent messages of topics their patterns match
+    /// (see the module docs); run by the heartbeat after the topic gossip, before the control
+    /// messages are flushed.
+    pub(super) fn emit_pattern_gossip(&mut self) {
+        if self.peers.values().all(|s| s.patterns.is_empty()) {
+            return;
+        }
+        let gossip_threshold = self.config.score_thresholds.gossip_threshold;
+        for topic in self.mcache.gossip_topics() {
+            let candidates = self.pattern_peers(&topic, |p| {
+                self.score_of(p) >= gossip_threshold && !self.ihave_pending(p, &topic)
+            });
+            if candidates.is_empty() {
+                continue;
+            }
+            let mut ids: Vec<Vec<u8>> = self
+                .mcache
+                .gossip_ids(&topic)
+                .into_iter()
+                .map(|id| id.0)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let by_factor = (self.config.gossip_factor * candidates.len() as f64) as usize;
+            let n = self.config.gossip_lazy.max(by_factor);
+            let chosen = self.pick(candidates, n);
+            for peer in chosen {
+                let ids = if ids.len() > self.config.max_ihave_length {
+                    self.rng.shuffle(&mut ids);
+                    ids[..self.config.max_ihave_length].to_vec()
+                } else {
+                    ids.clone()
+                };
+                self.control(peer).ihave.push(wire::ControlIHave {
+                    topic_id: Some(topic.as_str().to_string()),
+                    message_ids: ids,
+                });
+            }
+        }
+    }
+
+    /// Whether an IHAVE for `topic` is already gathered for `peer` this heartbeat.
+    fn ihave_pending(&self, peer: &PeerId, topic: &TopicHash) -> bool {
+        self.pending_control.get(peer).is_some_and(|c| {
+            c.ihave
+                .iter()
+                .any(|i| i.topic_id.as_deref() == Some(topic.as_str()))
+        })
     }
 }

@@ -11,6 +11,7 @@ use crate::wire::WireError;
 
 mod lossy;
 mod metrics;
+mod qos;
 mod scoring;
 mod wildcard;
 use crate::wire::{self, ControlGraft, ControlIHave, ControlIWant, ControlPrune};
@@ -40,6 +41,12 @@ struct Net {
     /// The share of RPCs lost in transit, drawn from `loss_rng`.
     loss: f64,
     loss_rng: crate::rng::Rng,
+    /// Links (from, to) on which RPCs carrying messages are lost (control still passes).
+    drop_data: HashSet<(usize, usize)>,
+    /// Links (from, to) on which QoS frames are lost.
+    drop_qos: HashSet<(usize, usize)>,
+    /// QoS frames carried, per (from, to).
+    qos_log: Vec<(usize, usize, crate::qos::QosFrame)>,
 }
 
 impl Net {
@@ -64,6 +71,9 @@ impl Net {
             held: HashSet::new(),
             loss: 0.0,
             loss_rng: crate::rng::Rng::new(7),
+            drop_data: HashSet::new(),
+            drop_qos: HashSet::new(),
+            qos_log: Vec::new(),
         }
     }
 
@@ -72,6 +82,18 @@ impl Net {
         let (pa, pb) = (self.ids[a], self.ids[b]);
         self.nodes[a].handle_peer_connected(self.now, pb, PeerKind::Gossipsub1_1, true);
         self.nodes[b].handle_peer_connected(self.now, pa, PeerKind::Gossipsub1_1, false);
+    }
+
+    /// Every node learns that every other speaks the QoS protocol.
+    fn qos_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            for j in 0..self.nodes.len() {
+                if i != j {
+                    let p = self.ids[j];
+                    self.nodes[i].set_peer_qos(&p, true);
+                }
+            }
+        }
     }
 
     fn connect_all(&mut self) {
@@ -92,19 +114,48 @@ impl Net {
                 }
                 while let Some((peer, rpc)) = self.nodes[i].poll_transmit() {
                     moved = true;
-                    let frame = wire::encode_frame(&rpc);
+                    let mut body = wire::encode_rpc(&rpc);
+                    if self.nodes[i].qos_marked(&peer, &rpc) {
+                        crate::qos::wire::mark(&mut body);
+                    }
                     let max = self.nodes[i].config().max_transmit_size;
-                    assert!(frame.len() <= max + 10, "an RPC over max_transmit_size");
-                    let (decoded, _) = wire::decode_frame(&frame, max).unwrap().unwrap();
+                    assert!(body.len() <= max, "an RPC over max_transmit_size");
+                    let decoded = wire::decode_rpc(&body, max).unwrap();
+                    let marked = crate::qos::wire::is_marked(&body);
                     let j = self.index[&peer];
                     if self.loss > 0.0
                         && (self.loss_rng.next_u64() % 10_000) < (self.loss * 10_000.0) as u64
                     {
                         continue;
                     }
+                    if !decoded.publish.is_empty() && self.drop_data.contains(&(i, j)) {
+                        continue;
+                    }
                     self.log.push((i, j, decoded.clone()));
                     let from = self.ids[i];
-                    self.nodes[j].handle_rpc(self.now, from, decoded);
+                    self.nodes[j].handle_rpc_marked(self.now, from, decoded, marked);
+                }
+                while let Some((peer, frame)) = self.nodes[i].poll_qos_transmit() {
+                    moved = true;
+                    let j = self.index[&peer];
+                    let body = crate::qos::wire::encode(&frame);
+                    let limits = crate::qos::wire::FrameLimits {
+                        max_frame: self.nodes[j].config().max_transmit_size,
+                        max_acks: self.nodes[j].config().qos.max_ack_batch,
+                        max_id_len: self.nodes[j].config().max_message_id_len,
+                    };
+                    let decoded = crate::qos::wire::decode_frame(&body, &limits).unwrap();
+                    if self.loss > 0.0
+                        && (self.loss_rng.next_u64() % 10_000) < (self.loss * 10_000.0) as u64
+                    {
+                        continue;
+                    }
+                    if self.drop_qos.contains(&(i, j)) {
+                        continue;
+                    }
+                    self.qos_log.push((i, j, decoded.clone()));
+                    let from = self.ids[i];
+                    self.nodes[j].handle_qos_frame(self.now, from, decoded);
                 }
             }
             if !moved {

@@ -189,3 +189,81 @@ fn unsubscribing_a_pattern_stops_delivery() {
     );
     assert!(delivered(&mut net, 1).is_empty());
 }
+
+#[test]
+fn a_pattern_subscriber_recovers_a_message_lost_on_the_eager_path_through_gossip() {
+    // 0 publishes on a topic nobody subscribes to exactly; 1 matches it with a pattern, but
+    // every message 0 sends it is lost. 0's heartbeat gossips the id (IHAVE), 1 asks for it
+    // (IWANT) and gets it: once.
+    let mut net = Net::new(2, |_| fast());
+    net.connect(0, 1);
+    net.nodes[1].subscribe(net.now, wt("org.a/sensors.#"));
+    net.advance(Duration::from_secs(1));
+    net.events(1);
+    net.drop_data.insert((0, 1));
+    net.nodes[0]
+        .publish(net.now, wt("org.a/sensors.kitchen.temp"), b"21".to_vec())
+        .unwrap();
+    net.deliver();
+    assert!(delivered(&mut net, 1).is_empty(), "the eager copy was lost");
+    net.drop_data.clear();
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        delivered(&mut net, 1),
+        vec![pair("org.a/sensors.kitchen.temp", "21")]
+    );
+    let ihaves: Vec<ControlIHave> = net.sent(0, 1).flat_map(|r| control(r).ihave).collect();
+    assert!(ihaves
+        .iter()
+        .any(|i| i.topic_id.as_deref() == Some("org.a/sensors.kitchen.temp")));
+    assert!(net.sent(1, 0).any(|r| !control(r).iwant.is_empty()));
+    // More heartbeats: the gossip goes on while the message is in the gossip windows, but
+    // nothing is delivered twice.
+    net.advance(Duration::from_secs(5));
+    assert!(delivered(&mut net, 1).is_empty());
+}
+
+#[test]
+fn pattern_gossip_is_bounded_and_only_for_matching_topics() {
+    // 0 has ten pattern neighbours; with gossip_lazy 3 and gossip_factor 0.25, each topic
+    // is gossiped to max(3, 2) = 3 of them per heartbeat, and a non-matching topic to none.
+    let mut net = Net::new(12, |_| GossipsubConfig {
+        gossip_lazy: 3,
+        ..fast()
+    });
+    for i in 1..12 {
+        net.connect(0, i);
+    }
+    for i in 1..11 {
+        net.nodes[i].subscribe(net.now, wt("org.a/sensors.#"));
+    }
+    net.nodes[11].subscribe(net.now, wt("org.a/other"));
+    net.advance(Duration::from_secs(1));
+    for i in 0..12 {
+        net.events(i);
+    }
+    net.log.clear();
+    net.nodes[0]
+        .publish(net.now, wt("org.a/sensors.x"), b"x".to_vec())
+        .unwrap();
+    net.nodes[0]
+        .publish(net.now, wt("org.a/other"), b"o".to_vec())
+        .unwrap();
+    net.deliver();
+    net.log.clear();
+    // One heartbeat.
+    net.advance(Duration::from_millis(1000));
+    let gossiped: Vec<usize> = (1..12)
+        .filter(|i| {
+            net.sent(0, *i).any(|r| {
+                control(r)
+                    .ihave
+                    .iter()
+                    .any(|h| h.topic_id.as_deref() == Some("org.a/sensors.x"))
+            })
+        })
+        .collect();
+    assert_eq!(gossiped.len(), 3, "{gossiped:?}");
+    assert!(gossiped.iter().all(|i| *i <= 10));
+    assert!(net.sent(0, 11).all(|r| control(r).ihave.is_empty()));
+}

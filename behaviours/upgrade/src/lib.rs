@@ -73,11 +73,11 @@ mod behaviour;
 mod driver;
 pub mod engine;
 #[cfg(feature = "swarm")]
-mod queue;
-#[cfg(feature = "swarm")]
 mod reader;
 #[cfg(feature = "swarm")]
 mod session;
+#[cfg(feature = "swarm")]
+mod shared;
 #[cfg(feature = "swarm")]
 pub mod stats;
 pub mod wire;

@@ -93,7 +93,7 @@ pub use session::{ChannelError, Session, SessionSender};
 pub use stats::{UpgradeMetrics, UpgradeStats};
 
 pub use engine::{
-    PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError, SessionEvent,
-    SessionStats, Transmit,
+    Encoded, PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError,
+    SessionEvent, SessionStats, Transmit,
 };
-pub use wire::{Frame, RefuseReason, WireError, PROTOCOL};
+pub use wire::{encode_data_into, Frame, RefuseReason, WireError, PROTOCOL};

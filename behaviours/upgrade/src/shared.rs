@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::engine::{
-    PathId, PathKind, SessionEngine, SessionError, SessionEvent, SessionStats, Transmit,
+    Encoded, PathId, PathKind, SessionEngine, SessionError, SessionEvent, SessionStats,
 };
 use crate::session::ChannelError;
 
@@ -200,17 +200,19 @@ impl State {
                     return;
                 }
             }
-            let Some(transmit) = self.engine.poll_transmit(self.now) else {
+            self.scratch.clear();
+            let Some(encoded) = self
+                .engine
+                .poll_transmit_encoded(self.now, &mut self.scratch)
+            else {
                 return;
             };
-            match transmit {
-                Transmit::Frame { path, frame } => {
+            match encoded {
+                Encoded::Frame { path } => {
                     // A path without a writer is closed: the engine sends it all again.
                     let Some(out) = self.outs.get_mut(&path) else {
                         continue;
                     };
-                    self.scratch.clear();
-                    frame.encode_into(&mut self.scratch);
                     let was_empty = out.buf.is_empty();
                     let mut prefix = unsigned_varint::encode::usize_buffer();
                     out.buf.put_slice(unsigned_varint::encode::usize(
@@ -222,7 +224,7 @@ impl State {
                         out.wake.notify_one();
                     }
                 }
-                Transmit::Close { path } => {
+                Encoded::Close { path } => {
                     if let Some(out) = self.outs.get_mut(&path) {
                         out.closing = true;
                         out.wake.notify_one();

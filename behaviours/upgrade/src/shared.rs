@@ -6,7 +6,7 @@
 //! message to another task: each party wakes another only on a transition (a write buffer
 //! that was empty, a parked receiver or sender, an event, an earlier deadline).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -33,13 +33,50 @@ pub(crate) struct Out {
     pub(crate) wake: Arc<Notify>,
 }
 
+/// The write buffers by path: a few entries (at most `max_paths` live), searched in order
+/// (cheaper than hashing on every message).
+#[derive(Debug, Default)]
+pub(crate) struct Outs(Vec<(PathId, Out)>);
+
+impl Outs {
+    /// Adds (or replaces) the buffer of `path`.
+    pub(crate) fn insert(&mut self, path: PathId, out: Out) {
+        self.remove(&path);
+        self.0.push((path, out));
+    }
+
+    /// Removes the buffer of `path`.
+    pub(crate) fn remove(&mut self, path: &PathId) -> Option<Out> {
+        let index = self.0.iter().position(|(p, _)| p == path)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    /// The buffer of `path`.
+    pub(crate) fn get(&self, path: &PathId) -> Option<&Out> {
+        self.0.iter().find(|(p, _)| p == path).map(|(_, out)| out)
+    }
+
+    /// The buffer of `path`, to change.
+    pub(crate) fn get_mut(&mut self, path: &PathId) -> Option<&mut Out> {
+        self.0
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .map(|(_, out)| out)
+    }
+
+    /// Every buffer.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Out> {
+        self.0.iter_mut().map(|(_, out)| out)
+    }
+}
+
 /// The state behind the lock.
 #[derive(Debug)]
 pub(crate) struct State {
     /// The session's engine.
     pub(crate) engine: SessionEngine,
     /// Write buffers of the paths whose writer runs.
-    pub(crate) outs: HashMap<PathId, Out>,
+    pub(crate) outs: Outs,
     /// A recent clock reading, for encoding (a stale one only delays a delayed
     /// acknowledgement until the task's timer).
     pub(crate) now: Instant,
@@ -84,7 +121,7 @@ impl Core {
         Arc::new(Core {
             state: Mutex::new(State {
                 engine,
-                outs: HashMap::new(),
+                outs: Outs::default(),
                 now: Instant::now(),
                 events: VecDeque::new(),
                 closed: Vec::new(),

@@ -581,11 +581,15 @@ async fn port_restricted_pair(lab: &Lab) {
         let [relay_gap, relay_worst, relay_median] = gaps(arrivals, before.0, before.1);
         let [direct_gap, direct_worst, direct_median] = gaps(arrivals, after.0, after.1);
         let on_relay = arrivals.iter().filter(|(at, _)| *at < switched).count();
+        let rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64().max(1e-9);
         println!(
             "{name}: {on_relay} messages delivered before the switch (gap {relay_gap:?}, \
              latency worst {relay_worst:?} median {relay_median:?}); around the switch longest \
-             delivery gap {gap:?}, latency worst {worst:?} median {median:?}; direct afterwards \
-             longest gap {direct_gap:?}, latency worst {direct_worst:?} median {direct_median:?}"
+             delivery gap {gap:?} = {:.1} RTT of the direct path, latency worst {worst:?} median \
+             {median:?}; direct afterwards longest gap {direct_gap:?} = {:.1} RTT, latency worst \
+             {direct_worst:?} median {direct_median:?}",
+            rtts(gap),
+            rtts(direct_gap),
         );
     }
     drop(relay);

@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 
 use crate::driver::{self, Command, Report};
 use crate::engine::{PathKind, Role, SessionConfig, SessionEngine};
-use crate::session::{Session, SharedState};
+use crate::session::Session;
+use crate::shared::Core;
 use crate::stats::{UpgradeMetrics, UpgradeStats};
 use crate::wire::{Frame, RefuseReason, MAX_HEADER};
 
@@ -37,8 +38,8 @@ pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new(crate::wire::PROTO
 pub struct Config {
     /// Every session's limits and timers.
     pub session: SessionConfig,
-    /// Messages queued between a [`Session`] and its task, each way (the receiving
-    /// application may hold one more batch of as many). Default 256.
+    /// Messages [`Session::recv`] takes from the session at once (one lock per batch; the
+    /// session itself holds at most [`SessionConfig::recv_window`] more). Default 256.
     pub channel_buffer: usize,
     /// Sessions at once, ours and the peers', at most. Default 1024.
     pub max_sessions: usize,
@@ -239,7 +240,7 @@ type Key = (PeerId, u64, Role);
 
 struct Entry {
     commands: mpsc::Sender<Command<Stream>>,
-    shared: SharedState,
+    shared: std::sync::Arc<Core>,
     kind: Option<PathKind>,
     upgrade_started: Option<Instant>,
     /// Streams requested and not yet answered.
@@ -313,7 +314,7 @@ impl Behaviour {
     pub fn upgrade_stats(&self) -> UpgradeStats {
         let mut stats = self.stats.clone();
         for entry in self.sessions.values() {
-            let live = lock(&entry.shared).stats.bytes_resent;
+            let live = entry.shared.stats().bytes_resent;
             stats.bytes_resent += live.saturating_sub(entry.bytes_resent_seen);
         }
         stats
@@ -457,10 +458,7 @@ impl Behaviour {
     }
 
     fn spawn_session(&mut self, key: Key) -> Session {
-        let app_out = crate::queue::Queue::new(self.config.channel_buffer);
-        let app_in = crate::queue::Queue::new(self.config.channel_buffer);
         let (commands_tx, commands_rx) = mpsc::channel(16);
-        let shared = SharedState::default();
         let now = Instant::now();
         let engine = match key.2 {
             Role::Initiator => {
@@ -470,14 +468,12 @@ impl Behaviour {
                 SessionEngine::new_responder(key.1, self.config.session.clone(), now)
             }
         };
+        let shared = Core::new(engine);
         tokio::spawn(driver::run(
-            engine,
+            shared.clone(),
             key,
             commands_rx,
-            crate::queue::Consumer(app_out.clone()),
-            crate::queue::Producer(app_in.clone()),
             self.reports_tx.clone(),
-            shared.clone(),
             self.config.linger,
         ));
         self.sessions.insert(
@@ -498,9 +494,8 @@ impl Behaviour {
             key.0,
             key.1,
             self.config.session.max_message,
-            crate::queue::Producer(app_out),
-            crate::queue::Consumer(app_in),
             shared,
+            self.config.channel_buffer,
         )
     }
 
@@ -634,7 +629,7 @@ impl Behaviour {
 
     fn sync_resent(&mut self, key: Key) {
         if let Some(entry) = self.sessions.get_mut(&key) {
-            let now = lock(&entry.shared).stats.bytes_resent;
+            let now = entry.shared.stats().bytes_resent;
             let delta = now.saturating_sub(entry.bytes_resent_seen);
             entry.bytes_resent_seen = now;
             self.stats.bytes_resent += delta;
@@ -807,10 +802,6 @@ fn refuse(mut stream: Stream, path: u64, reason: RefuseReason) {
         let _ = write_frame(&mut stream, &body).await;
         let _ = stream.close().await;
     });
-}
-
-fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, crate::session::Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl NetworkBehaviour for Behaviour {

@@ -73,11 +73,11 @@ mod behaviour;
 mod driver;
 pub mod engine;
 #[cfg(feature = "swarm")]
-mod queue;
-#[cfg(feature = "swarm")]
 mod reader;
 #[cfg(feature = "swarm")]
 mod session;
+#[cfg(feature = "swarm")]
+mod shared;
 #[cfg(feature = "swarm")]
 pub mod stats;
 pub mod wire;
@@ -93,7 +93,7 @@ pub use session::{ChannelError, Session, SessionSender};
 pub use stats::{UpgradeMetrics, UpgradeStats};
 
 pub use engine::{
-    PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError, SessionEvent,
-    SessionStats, Transmit,
+    Encoded, PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError,
+    SessionEvent, SessionStats, Transmit,
 };
-pub use wire::{Frame, RefuseReason, WireError, PROTOCOL};
+pub use wire::{encode_data_into, Frame, RefuseReason, WireError, PROTOCOL};

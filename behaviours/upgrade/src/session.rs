@@ -1,13 +1,13 @@
 //! The application's end of a session: [`Session`], a bounded message channel to a peer.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use meshwire_core::PeerId;
 
 use crate::engine::{PathKind, SessionError, SessionStats};
-use crate::queue::{Consumer, Producer};
+use crate::shared::{Consumer, Core, Producer};
 
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,18 +28,6 @@ pub enum ChannelError {
     Full,
 }
 
-/// What the driver publishes for the application.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    pub(crate) stats: SessionStats,
-    pub(crate) kind: Option<PathKind>,
-    pub(crate) error: Option<SessionError>,
-    /// The handshake of the path that became active last (for the upgrade duration).
-    pub(crate) last_handshake: Option<(PathKind, std::time::Duration)>,
-}
-
-pub(crate) type SharedState = Arc<Mutex<Shared>>;
-
 /// An ordered, lossless message channel to a peer that follows the best path (direct over
 /// relayed) by itself. `send` waits while the send window and buffer are full (the
 /// backpressure); `recv` returns messages in the order the peer sent them, each exactly once.
@@ -52,9 +40,10 @@ pub struct Session {
     max_message: usize,
     tx: Option<Producer>,
     rx: Consumer,
-    /// Messages taken from `rx` in one batch, not yet returned by `recv`.
+    /// Messages taken from the session in one batch, not yet returned by `recv`.
     inbox: VecDeque<Bytes>,
-    shared: SharedState,
+    /// At most this many messages are taken at once.
+    batch: usize,
 }
 
 impl Session {
@@ -62,18 +51,17 @@ impl Session {
         peer: PeerId,
         id: u64,
         max_message: usize,
-        tx: Producer,
-        rx: Consumer,
-        shared: SharedState,
+        core: Arc<Core>,
+        batch: usize,
     ) -> Self {
         Session {
             peer,
             id,
             max_message,
-            tx: Some(tx),
-            rx,
+            tx: Some(Producer(core.clone())),
+            rx: Consumer(core),
             inbox: VecDeque::new(),
-            shared,
+            batch: batch.max(1),
         }
     }
 
@@ -104,7 +92,7 @@ impl Session {
     pub async fn send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
         let message = self.check(message.into())?;
         let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
-        tx.0.push(message).await.map_err(|_| ChannelError::Closed)
+        tx.0.send(message).await
     }
 
     /// Sends a message if there is room now.
@@ -115,10 +103,10 @@ impl Session {
     pub fn try_send(&self, message: impl Into<Bytes>) -> Result<(), ChannelError> {
         let message = self.check(message.into())?;
         let tx = self.tx.as_ref().ok_or(ChannelError::Closed)?;
-        match tx.0.try_push(message) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ChannelError::Full),
-            Err(_) => Err(ChannelError::Closed),
+        match tx.0.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(Ok(_)) => Err(ChannelError::Full),
+            Err(Err(error)) => Err(error),
         }
     }
 
@@ -135,18 +123,20 @@ impl Session {
     /// The next message from the peer, in order; `None` once the peer closed the session
     /// (after its last message) or the session failed ([`Session::error`]).
     ///
-    /// Messages are taken from the session's task in batches (one lock and at most one
-    /// wake-up per batch), so at most two [`Config::channel_buffer`](crate::Config)s of
-    /// messages wait on the application's side.
+    /// Messages are taken from the session in batches of at most
+    /// [`Config::channel_buffer`](crate::Config) (one lock per batch; a wake-up only when
+    /// `recv` had to wait); taking them grants the peer credit.
     pub async fn recv(&mut self) -> Option<Bytes> {
         loop {
             if let Some(message) = self.inbox.pop_front() {
                 return Some(message);
             }
-            match self.rx.0.take_all(&mut self.inbox) {
-                Some(true) => {}
-                Some(false) => self.rx.0.wait_items().await,
-                None => return None,
+            // `notify_one` stores a permit: a wake-up after the look is not lost.
+            let readable = self.rx.0.readable.notified();
+            match self.rx.0.take(&mut self.inbox, self.batch) {
+                Ok(true) => {}
+                Ok(false) => readable.await,
+                Err(()) => return None,
             }
         }
     }
@@ -158,21 +148,17 @@ impl Session {
 
     /// The session's counters.
     pub fn stats(&self) -> SessionStats {
-        self.lock().stats
+        self.rx.0.stats()
     }
 
     /// What our current path runs over (`None` while there is none).
     pub fn path_kind(&self) -> Option<PathKind> {
-        self.lock().kind
+        self.rx.0.path_kind()
     }
 
     /// Why the session failed, if it did.
     pub fn error(&self) -> Option<SessionError> {
-        self.lock().error.clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        self.rx.0.error()
     }
 }
 
@@ -197,10 +183,6 @@ impl SessionSender {
                 max: self.max_message,
             });
         }
-        self.tx
-            .0
-            .push(message)
-            .await
-            .map_err(|_| ChannelError::Closed)
+        self.tx.0.send(message).await
     }
 }

@@ -26,6 +26,14 @@ pub const PROTOCOL: &str = "/meshwire/upgrade/1.0.0";
 /// The largest header of any frame (a type byte and four varints of at most 10 bytes).
 pub const MAX_HEADER: usize = 1 + 4 * 10;
 
+/// Appends the body of a `Data` frame (message `seq`, `payload`) to `out`: what
+/// [`Frame::encode_into`] writes for [`Frame::Data`], without the frame.
+pub fn encode_data_into(seq: u64, payload: &[u8], out: &mut BytesMut) {
+    out.put_u8(DATA);
+    put_varints(out, &[seq]);
+    out.put_slice(payload);
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -183,11 +191,7 @@ impl Frame {
                 out.put_u8(REFUSE);
                 put_varints(out, &[*path, reason.code()]);
             }
-            Frame::Data { seq, payload } => {
-                out.put_u8(DATA);
-                put_varints(out, &[*seq]);
-                out.put_slice(payload);
-            }
+            Frame::Data { seq, payload } => encode_data_into(*seq, payload, out),
             Frame::Ack { next, limit } => {
                 out.put_u8(ACK);
                 put_varints(out, &[*next, *limit]);

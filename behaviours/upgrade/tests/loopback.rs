@@ -82,11 +82,14 @@ async fn traffic_moves_to_a_direct_connection_mid_flight_without_loss() {
     assert_eq!(theirs.path_kind(), Some(PathKind::Direct));
 
     // The delivery gap a switch causes: the worst latency of a message delivered around the
-    // switch beyond the median latency before it (on the relay), in direct-path RTTs.
+    // switch beyond the median latency before it (on the relay), in direct-path RTTs. The
+    // same statistic over windows of the same length without a switch (on the relay before,
+    // on the direct path after) is the machine's own jitter, printed next to it.
     let window = (
         switched - duration - Duration::from_millis(20),
-        switched + Duration::from_millis(100),
+        switched + Duration::from_millis(20),
     );
+    let span = window.1 - window.0;
     let baseline = (
         started + Duration::from_millis(100),
         started + before - Duration::from_millis(50),
@@ -100,6 +103,7 @@ async fn traffic_moves_to_a_direct_connection_mid_flight_without_loss() {
          {duration:?}, direct RTT {rtt:?}, {migrated} messages migrated; stats {stats:?}"
     );
     let end = Instant::now();
+    let rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64().max(1e-9);
     for (name, arrivals) in [
         ("dialer -> listener", &arrivals_b),
         ("listener -> dialer", &arrivals_a),
@@ -108,11 +112,39 @@ async fn traffic_moves_to_a_direct_connection_mid_flight_without_loss() {
         let (base_worst, base_median) = latency(arrivals, baseline.0, baseline.1);
         let (_, direct_median) = latency(arrivals, switched + Duration::from_millis(100), end);
         let gap = worst.saturating_sub(base_median);
+        if std::env::var("UPGRADE_TRACE").is_ok() {
+            let mut worst5: Vec<&(Instant, Duration)> = arrivals
+                .iter()
+                .filter(|(at, _)| *at >= window.0 && *at <= window.1)
+                .collect();
+            worst5.sort_by_key(|(_, l)| std::cmp::Reverse(*l));
+            for (at, l) in worst5.iter().take(5) {
+                let rel = at.duration_since(window.0).as_secs_f64() * 1e3
+                    - 20.0
+                    - duration.as_secs_f64() * 1e3;
+                println!(
+                    "  {name}: latency {l:?}, delivered {rel:.2} ms after the upgrade started"
+                );
+            }
+        }
+        let on_relay = jitter(arrivals, baseline.0, baseline.1, span, base_median);
+        let on_direct = jitter(
+            arrivals,
+            switched + Duration::from_millis(100),
+            end,
+            span,
+            direct_median,
+        );
         println!(
             "{name}: latency median on the relay {base_median:?} (worst {base_worst:?}), on the \
              direct path {direct_median:?}; worst during the switch {worst:?}: delivery gap \
-             {gap:?} = {:.1} RTT of the direct path",
-            gap.as_secs_f64() / rtt.as_secs_f64().max(1e-9)
+             {gap:?} = {:.1} RTT of the direct path; without a switch, in {span:?} windows: \
+             {:.1}-{:.1} RTT on the relay, {:.1}-{:.1} RTT on the direct path",
+            rtts(gap),
+            rtts(on_relay.0),
+            rtts(on_relay.1),
+            rtts(on_direct.0),
+            rtts(on_direct.1),
         );
     }
     assert_eq!((stats.attempts, stats.successes, stats.failures), (1, 1, 0));

@@ -39,7 +39,7 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use config::SessionConfig;
 use recv::{Received, RecvBuffer};
@@ -138,6 +138,31 @@ pub enum Transmit {
     Close {
         /// The path.
         path: PathId,
+    },
+}
+
+/// What [`SessionEngine::poll_transmit_encoded`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoded {
+    /// A frame's body for the stream of `path` was appended.
+    Frame {
+        /// The path.
+        path: PathId,
+    },
+    /// As [`Transmit::Close`].
+    Close {
+        /// The path.
+        path: PathId,
+    },
+}
+
+/// The engine's next output, a message lent rather than cloned.
+enum Output<'a> {
+    Owned(Transmit),
+    Data {
+        path: PathId,
+        seq: u64,
+        payload: &'a Bytes,
     },
 }
 
@@ -624,11 +649,42 @@ impl SessionEngine {
     /// The next frame to write and the path to write it on: handshakes, fences and
     /// acknowledgements first, then messages (within the peer's credit), then `Fin`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        Some(match self.next_output(now)? {
+            Output::Owned(transmit) => transmit,
+            Output::Data { path, seq, payload } => Transmit::Frame {
+                path,
+                frame: Frame::Data {
+                    seq,
+                    payload: payload.clone(),
+                },
+            },
+        })
+    }
+
+    /// As [`SessionEngine::poll_transmit`], with the frame's body appended to `body` instead of
+    /// returned (a message is encoded from the engine's own copy, which it keeps for re-sending,
+    /// without cloning it): the path the body is for, or a [`Encoded::Close`] (nothing
+    /// appended).
+    pub fn poll_transmit_encoded(&mut self, now: Instant, body: &mut BytesMut) -> Option<Encoded> {
+        Some(match self.next_output(now)? {
+            Output::Owned(Transmit::Frame { path, frame }) => {
+                frame.encode_into(body);
+                Encoded::Frame { path }
+            }
+            Output::Owned(Transmit::Close { path }) => Encoded::Close { path },
+            Output::Data { path, seq, payload } => {
+                crate::wire::encode_data_into(seq, payload, body);
+                Encoded::Frame { path }
+            }
+        })
+    }
+
+    fn next_output(&mut self, now: Instant) -> Option<Output<'_>> {
         if self.failed {
             return None;
         }
         if let Some(out) = self.control.pop_front() {
-            return Some(out);
+            return Some(Output::Owned(out));
         }
         let current = self.current?;
         if self.ack_now || self.ack_due.is_some_and(|due| due <= now) {
@@ -637,29 +693,31 @@ impl SessionEngine {
             let (next, limit) = (self.recv.next, self.recv.limit());
             if (next, limit) != self.ack_sent {
                 self.ack_sent = (next, limit);
-                return Some(Transmit::Frame {
+                return Some(Output::Owned(Transmit::Frame {
                     path: current,
                     frame: Frame::Ack { next, limit },
-                });
+                }));
             }
         }
-        if let Some((seq, payload, resent)) = self.send.next_transmit() {
+        if self.send.can_transmit() {
+            let (seq, payload, resent) = self.send.next_transmit()?;
             if resent {
                 self.stats.bytes_resent += payload.len() as u64;
             }
-            return Some(Transmit::Frame {
+            return Some(Output::Data {
                 path: current,
-                frame: Frame::Data { seq, payload },
+                seq,
+                payload,
             });
         }
         if self.closing && !self.fin_sent && self.send.all_transmitted() {
             self.fin_sent = true;
-            return Some(Transmit::Frame {
+            return Some(Output::Owned(Transmit::Frame {
                 path: current,
                 frame: Frame::Fin {
                     next_seq: self.send.next_seq(),
                 },
-            });
+            }));
         }
         None
     }

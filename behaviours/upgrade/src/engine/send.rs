@@ -98,18 +98,23 @@ impl SendBuffer {
         self.high_tx - self.acked
     }
 
-    /// The next message to transmit, if one is queued and within the peer's credit, and
-    /// whether it is a re-send.
-    pub(crate) fn next_transmit(&mut self) -> Option<(u64, Bytes, bool)> {
-        if self.next_tx >= self.next_seq() || self.next_tx >= self.peer_limit {
+    /// Whether a message is queued for transmission within the peer's credit.
+    pub(crate) fn can_transmit(&self) -> bool {
+        self.next_tx < self.next_seq() && self.next_tx < self.peer_limit
+    }
+
+    /// The next message to transmit (lent: the buffer keeps it until acknowledged), if one is
+    /// queued and within the peer's credit, and whether it is a re-send.
+    pub(crate) fn next_transmit(&mut self) -> Option<(u64, &Bytes, bool)> {
+        if !self.can_transmit() {
             return None;
         }
         let index = usize::try_from(self.next_tx - self.acked).ok()?;
-        let payload = self.unacked.get(index)?.clone();
         let seq = self.next_tx;
         let resent = seq < self.high_tx;
         self.next_tx += 1;
         self.high_tx = self.high_tx.max(self.next_tx);
+        let payload = self.unacked.get(index)?;
         Some((seq, payload, resent))
     }
 

@@ -336,3 +336,42 @@ fn credit_carried_by_a_lost_welcome_is_sent_again() {
     net.settle();
     assert_eq!(net.received[A], 25);
 }
+
+#[test]
+fn encoded_output_is_the_encoding_of_the_transmits_in_the_same_order() {
+    let now = Instant::now();
+    let mut engines = [
+        SessionEngine::new_initiator(7, config(), now),
+        SessionEngine::new_initiator(7, config(), now),
+    ];
+    for engine in &mut engines {
+        engine.open_path(now, PathKind::Relayed);
+        assert!(engine
+            .handle_frame(
+                now,
+                0,
+                Frame::Welcome {
+                    path: 0,
+                    recv_next: 0,
+                    recv_limit: 64,
+                },
+            )
+            .is_ok());
+        for i in 0..5u8 {
+            assert!(engine.send(Bytes::from(vec![i; 3 + i as usize])).is_ok());
+        }
+        engine.close();
+    }
+    let mut expected = Vec::new();
+    while let Some(Transmit::Frame { path, frame }) = engines[0].poll_transmit(now) {
+        expected.push((path, frame.encode().to_vec()));
+    }
+    let mut got = Vec::new();
+    let mut body = BytesMut::new();
+    while let Some(Encoded::Frame { path }) = engines[1].poll_transmit_encoded(now, &mut body) {
+        got.push((path, body.split().to_vec()));
+    }
+    // Hello, the acknowledgement of the switch, five messages, Fin.
+    assert_eq!(expected.len(), 8);
+    assert_eq!(got, expected);
+}

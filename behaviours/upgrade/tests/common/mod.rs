@@ -306,3 +306,25 @@ pub fn latency(
         l.get(l.len() / 2).copied().unwrap_or_default(),
     )
 }
+
+/// The same statistic as a switch's delivery gap (worst latency minus `median`) over
+/// consecutive windows of `span` within `[from, to]`: the least and the greatest (the
+/// machine's own jitter when nothing switches).
+pub fn jitter(
+    arrivals: &[(Instant, Duration)],
+    from: Instant,
+    to: Instant,
+    span: Duration,
+    median: Duration,
+) -> (Duration, Duration) {
+    let mut at = from;
+    let (mut least, mut most) = (Duration::MAX, Duration::ZERO);
+    while at + span <= to {
+        let (worst, _) = latency(arrivals, at, at + span);
+        let gap = worst.saturating_sub(median);
+        least = least.min(gap);
+        most = most.max(gap);
+        at += span;
+    }
+    (least.min(most), most)
+}

@@ -1,0 +1,426 @@
+//! What a session's parties share: the [`SessionEngine`] behind one lock, taken by the
+//! application (`Session::send` queues a message and encodes it straight into the current
+//! path's write buffer; `Session::recv` takes delivered messages in batches), by each path's
+//! reader (frames go into the engine as they are read) and writer (it takes its path's whole
+//! buffer and writes it), and by the session's task (streams, timers, events). Nobody hands a
+//! message to another task: each party wakes another only on a transition (a write buffer
+//! that was empty, a parked receiver or sender, an event, an earlier deadline).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::engine::{
+    Encoded, PathId, PathKind, SessionEngine, SessionError, SessionEvent, SessionStats,
+};
+use crate::session::ChannelError;
+
+/// Bytes encoded for the current path before encoding waits for its writer (bounds each
+/// path's buffer; the send window bounds what waits in the engine).
+pub(crate) const WRITE_BATCH: usize = 64 * 1024;
+
+/// A path's write buffer.
+#[derive(Debug)]
+pub(crate) struct Out {
+    /// Encoded frames not yet taken by the writer.
+    pub(crate) buf: BytesMut,
+    /// Nothing more will be written: the writer writes what is buffered and closes.
+    pub(crate) closing: bool,
+    /// Wakes the path's writer.
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// The write buffers by path: a few entries (at most `max_paths` live), searched in order
+/// (cheaper than hashing on every message).
+#[derive(Debug, Default)]
+pub(crate) struct Outs(Vec<(PathId, Out)>);
+
+impl Outs {
+    /// Adds (or replaces) the buffer of `path`.
+    pub(crate) fn insert(&mut self, path: PathId, out: Out) {
+        self.remove(&path);
+        self.0.push((path, out));
+    }
+
+    /// Removes the buffer of `path`.
+    pub(crate) fn remove(&mut self, path: &PathId) -> Option<Out> {
+        let index = self.0.iter().position(|(p, _)| p == path)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    /// The buffer of `path`.
+    pub(crate) fn get(&self, path: &PathId) -> Option<&Out> {
+        self.0.iter().find(|(p, _)| p == path).map(|(_, out)| out)
+    }
+
+    /// The buffer of `path`, to change.
+    pub(crate) fn get_mut(&mut self, path: &PathId) -> Option<&mut Out> {
+        self.0
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .map(|(_, out)| out)
+    }
+
+    /// Every buffer.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Out> {
+        self.0.iter_mut().map(|(_, out)| out)
+    }
+}
+
+/// The state behind the lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The session's engine.
+    pub(crate) engine: SessionEngine,
+    /// Write buffers of the paths whose writer runs.
+    pub(crate) outs: Outs,
+    /// A recent clock reading, for encoding (a stale one only delays a delayed
+    /// acknowledgement until the task's timer).
+    pub(crate) now: Instant,
+    /// The engine's events for the session's task (all but `Readable`).
+    pub(crate) events: VecDeque<SessionEvent>,
+    /// Paths whose stream ended or that the engine closed, for the task to report.
+    pub(crate) closed: Vec<PathId>,
+    /// `Session` and `SessionSender`s alive (our sending ends when none is).
+    pub(crate) producers: usize,
+    /// The application dropped its `Session`.
+    pub(crate) consumer_gone: bool,
+    /// The session's task ended: nothing more is sent or received.
+    pub(crate) ended: bool,
+    /// Why the session failed.
+    pub(crate) error: Option<SessionError>,
+    /// The deadline the task sleeps until.
+    pub(crate) armed: Option<Instant>,
+    /// The application waits in `recv`.
+    recv_waiting: bool,
+    /// A sender waits for room.
+    send_waiting: bool,
+    /// The task was woken and has not run yet.
+    task_woken: bool,
+    scratch: BytesMut,
+}
+
+/// The shared core of one session.
+#[derive(Debug)]
+pub(crate) struct Core {
+    state: Mutex<State>,
+    /// Messages became readable, or the session ended.
+    pub(crate) readable: Notify,
+    /// Room in the send window, or the session ended (every waiting sender is woken).
+    pub(crate) room: Notify,
+    /// Something for the session's task.
+    pub(crate) task: Notify,
+}
+
+impl Core {
+    /// A core for `engine`, with one producer (the `Session`).
+    pub(crate) fn new(engine: SessionEngine) -> Arc<Self> {
+        Arc::new(Core {
+            state: Mutex::new(State {
+                engine,
+                outs: Outs::default(),
+                now: Instant::now(),
+                events: VecDeque::new(),
+                closed: Vec::new(),
+                producers: 1,
+                consumer_gone: false,
+                ended: false,
+                error: None,
+                armed: None,
+                recv_waiting: false,
+                send_waiting: false,
+                task_woken: false,
+                scratch: BytesMut::new(),
+            }),
+            readable: Notify::new(),
+            room: Notify::new(),
+            task: Notify::new(),
+        })
+    }
+
+    /// The state, locked.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session's counters.
+    pub(crate) fn stats(&self) -> SessionStats {
+        self.lock().engine.stats()
+    }
+
+    /// What our current path runs over.
+    pub(crate) fn path_kind(&self) -> Option<PathKind> {
+        let s = self.lock();
+        s.engine.current_path().and_then(|p| s.engine.path_kind(p))
+    }
+
+    /// Why the session failed.
+    pub(crate) fn error(&self) -> Option<SessionError> {
+        self.lock().error.clone()
+    }
+
+    /// Queues `message` (its length already checked), waiting for room in the send window.
+    pub(crate) async fn send(&self, message: Bytes) -> Result<(), ChannelError> {
+        let mut message = match self.try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(Ok(message)) => message,
+            Err(Err(error)) => return Err(error),
+        };
+        loop {
+            // Registered before the check, so a wake-up between the two is not lost.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            message = match self.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(Ok(message)) => message,
+                Err(Err(error)) => return Err(error),
+            };
+            room.await;
+        }
+    }
+
+    /// Queues `message` if the window takes it now; gives it back when full.
+    pub(crate) fn try_send(&self, message: Bytes) -> Result<(), Result<Bytes, ChannelError>> {
+        let mut s = self.lock();
+        if s.ended || s.engine.is_terminated() {
+            return Err(Err(ChannelError::Closed));
+        }
+        if !s.engine.can_send(message.len()) {
+            s.send_waiting = true;
+            return Err(Ok(message));
+        }
+        if s.engine.send(message).is_err() {
+            return Err(Err(ChannelError::Closed));
+        }
+        s.pump();
+        Ok(())
+    }
+
+    /// Moves up to `max` readable messages into `into`; `Ok(false)` when none is readable
+    /// (the caller then waits on [`Core::readable`]); `Err` once none will come.
+    pub(crate) fn take(&self, into: &mut VecDeque<Bytes>, max: usize) -> Result<bool, ()> {
+        let mut s = self.lock();
+        if s.engine.readable() == 0 {
+            if s.ended || s.engine.peer_finished() || s.engine.is_terminated() {
+                return Err(());
+            }
+            s.recv_waiting = true;
+            return Ok(false);
+        }
+        while into.len() < max {
+            match s.engine.recv() {
+                Some(message) => into.push_back(message),
+                None => break,
+            }
+        }
+        // Reading grants credit: an acknowledgement may be due.
+        s.pump();
+        Ok(true)
+    }
+}
+
+impl State {
+    /// Encodes what the engine has to write into the paths' buffers (waking a writer whose
+    /// buffer was empty), until the current path's buffer is full.
+    pub(crate) fn pump(&mut self) {
+        loop {
+            if let Some(out) = self
+                .engine
+                .current_path()
+                .and_then(|path| self.outs.get(&path))
+            {
+                if out.buf.len() >= WRITE_BATCH {
+                    return;
+                }
+            }
+            self.scratch.clear();
+            let Some(encoded) = self
+                .engine
+                .poll_transmit_encoded(self.now, &mut self.scratch)
+            else {
+                return;
+            };
+            match encoded {
+                Encoded::Frame { path } => {
+                    // A path without a writer is closed: the engine sends it all again.
+                    let Some(out) = self.outs.get_mut(&path) else {
+                        continue;
+                    };
+                    let was_empty = out.buf.is_empty();
+                    let mut prefix = unsigned_varint::encode::usize_buffer();
+                    out.buf.put_slice(unsigned_varint::encode::usize(
+                        self.scratch.len(),
+                        &mut prefix,
+                    ));
+                    out.buf.put_slice(&self.scratch);
+                    if was_empty {
+                        out.wake.notify_one();
+                    }
+                }
+                Encoded::Close { path } => {
+                    if let Some(out) = self.outs.get_mut(&path) {
+                        out.closing = true;
+                        out.wake.notify_one();
+                    }
+                    self.closed.push(path);
+                    self.task_woken = true;
+                }
+            }
+        }
+    }
+
+    /// After the engine took input: writes what it has, hands its events to the task, and
+    /// wakes whoever waits on a transition (a parked receiver, a parked sender, the task for
+    /// events or an earlier deadline).
+    pub(crate) fn after_input(&mut self, core: &Core) {
+        self.pump();
+        while let Some(event) = self.engine.poll_event() {
+            if event != SessionEvent::Readable {
+                self.events.push_back(event);
+                self.task_woken = true;
+            }
+        }
+        if self.recv_waiting && (self.engine.readable() > 0 || self.engine.peer_finished()) {
+            self.recv_waiting = false;
+            core.readable.notify_one();
+        }
+        if self.send_waiting && self.engine.can_send(0) {
+            self.send_waiting = false;
+            core.room.notify_waiters();
+        }
+        if let Some(at) = self.engine.poll_timeout() {
+            if self.armed.is_none_or(|armed| at < armed) {
+                self.task_woken = true;
+            }
+        }
+        self.wake_task_if_due(core);
+    }
+
+    /// Wakes the task if something since its last pass is for it.
+    pub(crate) fn wake_task_if_due(&mut self, core: &Core) {
+        if self.task_woken {
+            self.task_woken = false;
+            core.task.notify_one();
+        }
+    }
+
+    /// The task takes its turn (what woke it is being handled).
+    pub(crate) fn task_running(&mut self) {
+        self.task_woken = false;
+    }
+
+    /// A path's stream ended (read or write failed, or the peer closed it): the engine is
+    /// told, the writer closes, the task reports it.
+    pub(crate) fn path_ended(&mut self, path: PathId) {
+        self.engine.handle_path_closed(self.now, path);
+        if let Some(out) = self.outs.get_mut(&path) {
+            out.closing = true;
+            out.wake.notify_one();
+        }
+        self.closed.push(path);
+        self.task_woken = true;
+    }
+
+    /// The session ended: every writer closes, every waiting party wakes.
+    pub(crate) fn end(&mut self, core: &Core) {
+        self.ended = true;
+        for out in self.outs.values_mut() {
+            out.closing = true;
+            out.wake.notify_one();
+        }
+        self.recv_waiting = false;
+        self.send_waiting = false;
+        core.readable.notify_one();
+        core.room.notify_waiters();
+    }
+}
+
+/// A sending handle: counts producers; the last one gone ends our sending.
+#[derive(Debug)]
+pub(crate) struct Producer(pub(crate) Arc<Core>);
+
+impl Clone for Producer {
+    fn clone(&self) -> Self {
+        self.0.lock().producers += 1;
+        Producer(self.0.clone())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.producers = s.producers.saturating_sub(1);
+        if s.producers == 0 {
+            s.task_woken = true;
+            s.wake_task_if_due(&self.0);
+        }
+    }
+}
+
+/// The receiving handle: marks the application gone when dropped.
+#[derive(Debug)]
+pub(crate) struct Consumer(pub(crate) Arc<Core>);
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.consumer_gone = true;
+        s.task_woken = true;
+        s.wake_task_if_due(&self.0);
+    }
+}
+
+/// Reads and writes of a path: the frames of a batch go into the engine under one lock.
+pub(crate) fn handle_frames(
+    core: &Core,
+    path: PathId,
+    frames: &mut Vec<crate::wire::Frame>,
+    end: bool,
+) -> bool {
+    let mut s = core.lock();
+    let now = Instant::now();
+    s.now = now;
+    for frame in frames.drain(..) {
+        let _ = s.engine.handle_frame(now, path, frame);
+    }
+    if end {
+        s.path_ended(path);
+    }
+    s.after_input(core);
+    s.ended
+}
+
+/// The current time, recorded in the state.
+pub(crate) fn stamp(s: &mut State) -> Instant {
+    let now = Instant::now();
+    s.now = now;
+    now
+}
+
+/// Kinds of paths known to the task (kept a little after they close, for late events).
+#[derive(Debug, Default)]
+pub(crate) struct Kinds {
+    recent: VecDeque<(PathId, PathKind)>,
+}
+
+impl Kinds {
+    /// Remembers a closed path's kind (the last 16).
+    pub(crate) fn remember(&mut self, path: PathId, kind: PathKind) {
+        if self.recent.len() == 16 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((path, kind));
+    }
+
+    /// A closed path's kind, if remembered.
+    pub(crate) fn get(&self, path: PathId) -> Option<PathKind> {
+        self.recent
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, k)| *k)
+    }
+}

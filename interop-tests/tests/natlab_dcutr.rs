@@ -4,7 +4,8 @@
 //!   port-restricted cone NAT (Linux `masquerade`, routers dropping unsolicited inbound), meet
 //!   through a meshwire relay on the public host (198.51.100.10) and DCUtR upgrades their
 //!   relayed connection to a direct QUIC connection between the NATs' public addresses.
-//! - `natlab_connector_matrix` (and `_with_loss`: 5 % of UDP dropped on every access link):
+//! - `natlab_connector_matrix` (and `_with_delay_and_loss`: 50 ms each way and 5 % of UDP
+//!   dropped on every access link):
 //!   every pair of the five NAT kinds, `MESHWIRE_MATRIX_ATTEMPTS` attempts each (default
 //!   20; each side opens half of them), through `holepunch::Connector`: DCUtR, DCUtR with
 //!   port prediction, the birthday spray or skip, chosen from both NAT profiles. Prints the
@@ -685,23 +686,28 @@ async fn attempt(mut listener: Node, mut dialer: Node) -> Verdict {
         .unwrap_or(Verdict::TimedOut)
 }
 
-/// What is done to the lab's links for one run of the matrix (`loss`: % of UDP packets
-/// dropped on every access link).
+/// What is done to the lab's links for one run of the matrix (`access_loss`: % of UDP
+/// packets dropped on every access link; `access_delay`: added to every packet on every
+/// access link, each way).
 #[derive(Clone, Copy, Debug, Default)]
 struct Impairment {
     access_loss: u8,
+    access_delay: Duration,
 }
 
 impl Impairment {
     fn apply(&self, lab: &Lab) {
         lab.set_access_loss(self.access_loss).expect("loss");
+        lab.set_delay(self.access_delay).expect("delay");
     }
 
     fn describe(&self, lab: &Lab) -> String {
         format!(
-            "{} % UDP loss on each access link ({} packets dropped)",
+            "{} % UDP loss on each access link ({} packets dropped), {:?} delay each way on each access link ({} packets delayed)",
             self.access_loss,
-            lab.access_loss_dropped().expect("loss counter")
+            lab.access_loss_dropped().expect("loss counter"),
+            self.access_delay,
+            lab.delayed_packets()
         )
     }
 }
@@ -872,6 +878,9 @@ async fn run_matrix(impairment: Impairment) {
             "the loss is applied"
         );
     }
+    if !impairment.access_delay.is_zero() {
+        assert!(lab.delayed_packets() > 0, "the delay is applied");
+    }
     assert!(
         failures.is_empty(),
         "targets missed:\n{}",
@@ -908,13 +917,16 @@ async fn natlab_connector_matrix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn natlab_connector_matrix_with_loss() {
+async fn natlab_connector_matrix_with_delay_and_loss() {
     if let Some(reason) = natlab::missing_prerequisite() {
         if natlab::skip(&reason) {
             return;
         }
     }
-    let impairment = Impairment { access_loss: 5 };
+    let impairment = Impairment {
+        access_loss: 5,
+        access_delay: natlab::DEFAULT_ACCESS_DELAY,
+    };
     tokio::time::timeout(matrix_timeout(), run_matrix(impairment))
         .await
         .expect("test timed out");

@@ -10,6 +10,8 @@
 //! - [`metrics`]: Prometheus metrics ([`GossipsubMetrics`]), topic labels bounded.
 //! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
+//! - `sim` (feature `sim`): a seeded discrete-event simulator of many engines on a virtual
+//!   clock, with loss, churn and Sybil attacks, and its two standard runs (`sim::scenario`).
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)
 //!
@@ -86,6 +88,8 @@ pub mod behaviour;
 pub mod engine;
 pub mod metrics;
 mod rng;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod topic;
 pub mod wire;
 

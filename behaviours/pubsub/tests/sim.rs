@@ -91,14 +91,14 @@ fn sim_replays_from_its_seed() {
 }
 
 #[test]
-#[ignore = "1,000 nodes: about a minute in debug; run with --ignored --nocapture"]
+#[ignore = "1,000 nodes: about 5 minutes in debug; run with --ignored --nocapture"]
 fn sim_1000_nodes_loss_and_churn() {
     let report = timed(|| ChurnRun::new(1000, 1, 150).run());
     check_churn(&report);
 }
 
 #[test]
-#[ignore = "1,000 nodes: about a minute in debug; run with --ignored --nocapture"]
+#[ignore = "1,000 nodes: about 5 minutes in debug; run with --ignored --nocapture"]
 fn sim_1000_nodes_sybils() {
     let report = timed(|| SybilRun::new(1000, 2, 120).run());
     check_sybil(&report);

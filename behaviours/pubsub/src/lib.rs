@@ -19,6 +19,8 @@
 //!   batch), and one retransmission of the message per loss; plain gossipsub peers are
 //!   untouched and never tracked.
 //! - [`Behaviour`] (feature `swarm`, default): the engine over meshwire-swarm streams.
+//! - `sim` (feature `sim`): a seeded discrete-event simulator of many engines on a virtual
+//!   clock, with loss, churn and Sybil attacks, and its two standard runs (`sim::scenario`).
 //!
 //! # Example: two swarms on loopback exchange a message (feature `swarm`)
 //!
@@ -96,6 +98,8 @@ pub mod engine;
 pub mod metrics;
 pub mod qos;
 mod rng;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod topic;
 pub mod wire;
 

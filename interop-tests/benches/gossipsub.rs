@@ -1,0 +1,574 @@
+//! Gossipsub at 100 nodes, meshwire against rust-libp2p 0.57 (`libp2p-gossipsub` 0.50), in
+//! one run: delivery rate, duplicates per delivered message, delivery latency (p50/p99) and
+//! memory per node.
+//!
+//! Each implementation's `MESHWIRE_BENCH_NODES` (default 100) nodes run in a child process of
+//! their own (this binary, re-run with `--child <implementation>`), on loopback QUIC: one
+//! QUIC endpoint per node, every node dials `MESHWIRE_BENCH_DIALS` (default 6) others drawn
+//! from a fixed seed (the same graph for both), all subscribe to one topic, and after the
+//! meshes have formed `MESHWIRE_BENCH_MESSAGES` (default 100) messages of 256 bytes are
+//! published, one every 200 ms, by nodes in turn. Both sides: D = 8, D_lo = 6, D_hi = 12,
+//! heartbeat 500 ms, flood publishing on (both defaults), strict signing, default message
+//! ids. (rust-libp2p nodes among themselves speak `/meshsub/1.2.0`; its IDONTWANT is only
+//! sent for messages over 1,000 bytes, so at 256 bytes the protocols behave alike.)
+//!
+//! - delivery: (message, receiver) pairs received over the `(nodes − 1) × messages` expected;
+//! - duplicates: copies received after the first, per delivered message — meshwire's
+//!   `pubsub_duplicates` counter, rust-libp2p's `topic_msg_recv_counts_unfiltered` minus
+//!   `topic_msg_recv_counts` (its gossipsub `metrics` feature), summed over the nodes;
+//! - latency: publication to the receiver's message event, one process clock;
+//! - memory per node: the child's resident memory after the run minus before the nodes were
+//!   built, over the node count (so the runtime and the binary do not count); the CPU time
+//!   of each child is printed too.
+//!
+//! Run with `cargo bench -p interop-tests --bench gossipsub`. Summary lines:
+//! `gossipsub <implementation> delivery <%> duplicates <x> p50 <ms> p99 <ms> memory/node <KiB>`
+//! and `gossipsub meshwire / rust-libp2p: ...` with the ratios.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub as lp_gs;
+use libp2p::swarm::SwarmEvent as LpSwarmEvent;
+use libp2p::SwarmBuilder;
+use meshwire_core::Keypair;
+use meshwire_pubsub::{Behaviour, Config, Event, GossipsubMetrics, TopicHash};
+use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
+use meshwire_transport::quic::{QuicConfig, QuicTransport};
+use meshwire_transport::Multiaddr;
+use tokio::sync::mpsc;
+
+const TOPIC: &str = "bench/gossip";
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const MESSAGE_SIZE: usize = 256;
+/// One message every 200 ms: 100 nodes × D copies × a signature check each stay well within
+/// the shared 2 cores, so latency is the protocols' and transports', not a CPU backlog (at one
+/// every 50 ms both implementations queue hundreds of milliseconds on this machine).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+const SETTLE: Duration = Duration::from_secs(6);
+const DRAIN: Duration = Duration::from_secs(4);
+const D: usize = 8;
+const D_LO: usize = 6;
+const D_HI: usize = 12;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// CPU time (user + system) of this process so far, in milliseconds.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')').
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
+    (ticks(11) + ticks(12)) * 10
+}
+
+/// The dial graph: node `i` dials `dials` distinct others, from a fixed seed.
+fn graph(n: usize, dials: usize) -> Vec<Vec<usize>> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let mut out: Vec<usize> = Vec::new();
+            while out.len() < dials.min(n - 1) {
+                let j = (next() % n as u64) as usize;
+                if j != i && !out.contains(&j) {
+                    out.push(j);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// A message event: (receiving node, message number, when).
+type Receipt = (usize, u64, Instant);
+
+fn payload(number: u64) -> Vec<u8> {
+    let mut data = number.to_le_bytes().to_vec();
+    data.resize(MESSAGE_SIZE, 0x5A);
+    data
+}
+
+fn number_of(data: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// meshwire nodes
+
+struct MwNode {
+    handle: SwarmHandle<Behaviour>,
+    addr: Multiaddr,
+    peer: meshwire_core::PeerId,
+    metrics: GossipsubMetrics,
+}
+
+async fn meshwire_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -> MwNode {
+    let key = Keypair::generate();
+    let peer = key.peer_id();
+    let config = Config::default()
+        .with_mesh_n(D)
+        .with_mesh_n_low(D_LO)
+        .with_mesh_n_high(D_HI)
+        .with_heartbeat_interval(HEARTBEAT)
+        .with_heartbeat_initial_delay(HEARTBEAT);
+    let mut behaviour = Behaviour::new(&key, config).expect("config");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = GossipsubMetrics::register(&mut registry, 4);
+    behaviour.set_metrics(metrics.clone());
+    let transport = QuicTransport::new(key, QuicConfig::default()).expect("quic");
+    let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
+            break address;
+        }
+    };
+    swarm.behaviour_mut().subscribe(TOPIC);
+    let (handle, mut events) = swarm.spawn();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let SwarmEvent::Behaviour(Event::Message { message, .. }) = event {
+                if let Some(n) = number_of(&message.data) {
+                    let _ = receipts.send((index, n, Instant::now()));
+                }
+            }
+        }
+    });
+    MwNode {
+        handle,
+        addr,
+        peer,
+        metrics,
+    }
+}
+
+async fn run_meshwire(n: usize, dials: usize, messages: usize) -> Outcome {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(meshwire_node(i, tx.clone()).await);
+    }
+    for (i, out) in graph(n, dials).into_iter().enumerate() {
+        for j in out {
+            let opts = DialOpts::peer(nodes[j].peer).address(nodes[j].addr.clone());
+            // Refused when `j` already dialed `i` (one connection per pair is enough).
+            let _ = nodes[i].handle.dial(opts).await;
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    let mut published = Vec::new();
+    for k in 0..messages {
+        let from = (k * 37) % n;
+        let data = payload(k as u64);
+        let at = Instant::now();
+        let mut ok = false;
+        for _ in 0..100 {
+            let d = data.clone();
+            let r = nodes[from]
+                .handle
+                .with_behaviour(move |b| b.publish(TOPIC, d).is_ok())
+                .await
+                .expect("meshwire node running");
+            if r {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ok, "meshwire node {from} could not publish");
+        published.push((from, at));
+        tokio::time::sleep(PUBLISH_EVERY).await;
+    }
+    tokio::time::sleep(DRAIN).await;
+    let topic = TopicHash::from(TOPIC);
+    let duplicates: u64 = nodes
+        .iter()
+        .map(|n| n.metrics.duplicate_count(&topic))
+        .sum();
+    let mut mesh = 0usize;
+    for node in &nodes {
+        let t = topic.clone();
+        mesh += node
+            .handle
+            .with_behaviour(move |b| b.engine().mesh_peers(&t).count())
+            .await
+            .expect("meshwire node running");
+    }
+    Outcome::collect(n, published, rx, duplicates, mesh)
+}
+
+// ---------------------------------------------------------------------------------------------
+// rust-libp2p nodes
+
+type LpCommand = Box<dyn FnOnce(&mut libp2p::Swarm<lp_gs::Behaviour>) + Send>;
+
+struct LpNode {
+    commands: mpsc::UnboundedSender<LpCommand>,
+    addr: libp2p::Multiaddr,
+    registry: prometheus_client_libp2p::registry::Registry,
+}
+
+impl LpNode {
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut libp2p::Swarm<lp_gs::Behaviour>) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            }))
+            .expect("libp2p node running");
+        rx.await.expect("libp2p node answered")
+    }
+
+    /// A counter family of the node's gossipsub metrics, summed over labels.
+    fn counter(&self, name: &str) -> u64 {
+        let mut text = String::new();
+        prometheus_client_libp2p::encoding::text::encode(&mut text, &self.registry)
+            .expect("encode metrics");
+        let prefix = format!("{name}_total{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next())
+            .filter_map(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+}
+
+async fn libp2p_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -> LpNode {
+    let mut registry = prometheus_client_libp2p::registry::Registry::default();
+    let mut swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let config = lp_gs::ConfigBuilder::default()
+                .mesh_n(D)
+                .mesh_n_low(D_LO)
+                .mesh_n_high(D_HI)
+                .heartbeat_interval(HEARTBEAT)
+                .heartbeat_initial_delay(HEARTBEAT)
+                .validation_mode(lp_gs::ValidationMode::Strict)
+                .build()
+                .expect("gossipsub config");
+            lp_gs::Behaviour::new(lp_gs::MessageAuthenticity::Signed(key.clone()), config)
+                .expect("gossipsub")
+                .with_metrics(&mut registry, lp_gs::MetricsConfig::default())
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let LpSwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    swarm
+        .behaviour_mut()
+        .subscribe(&lp_gs::IdentTopic::new(TOPIC))
+        .expect("subscribe");
+    let (commands, mut rx) = mpsc::unbounded_channel::<LpCommand>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(f) => f(&mut swarm),
+                    None => break,
+                },
+                ev = swarm.select_next_some() => {
+                    if let LpSwarmEvent::Behaviour(lp_gs::Event::Message { message, .. }) = ev {
+                        if let Some(n) = number_of(&message.data) {
+                            let _ = receipts.send((index, n, Instant::now()));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    LpNode {
+        commands,
+        addr,
+        registry,
+    }
+}
+
+async fn run_libp2p(n: usize, dials: usize, messages: usize) -> Outcome {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(libp2p_node(i, tx.clone()).await);
+    }
+    for (i, out) in graph(n, dials).into_iter().enumerate() {
+        for j in out {
+            let addr = nodes[j].addr.clone();
+            nodes[i]
+                .call(move |s| s.dial(addr).expect("libp2p dial"))
+                .await;
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    let mut published = Vec::new();
+    let topic = lp_gs::IdentTopic::new(TOPIC);
+    for k in 0..messages {
+        let from = (k * 37) % n;
+        let data = payload(k as u64);
+        let at = Instant::now();
+        let mut ok = false;
+        for _ in 0..100 {
+            let (d, t) = (data.clone(), topic.clone());
+            if nodes[from]
+                .call(move |s| s.behaviour_mut().publish(t, d).is_ok())
+                .await
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ok, "rust-libp2p node {from} could not publish");
+        published.push((from, at));
+        tokio::time::sleep(PUBLISH_EVERY).await;
+    }
+    tokio::time::sleep(DRAIN).await;
+    let mut duplicates = 0u64;
+    let mut mesh = 0usize;
+    for node in &nodes {
+        let all = node.counter("topic_msg_recv_counts_unfiltered");
+        let firsts = node.counter("topic_msg_recv_counts");
+        duplicates += all.saturating_sub(firsts);
+        let hash = topic.hash();
+        mesh += node
+            .call(move |s| s.behaviour().mesh_peers(&hash).count())
+            .await;
+    }
+    Outcome::collect(n, published, rx, duplicates, mesh)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+struct Outcome {
+    expected: u64,
+    delivered: u64,
+    duplicates: u64,
+    latencies_us: Vec<u64>,
+    mesh_avg: f64,
+}
+
+impl Outcome {
+    fn collect(
+        n: usize,
+        published: Vec<(usize, Instant)>,
+        mut rx: mpsc::UnboundedReceiver<Receipt>,
+        duplicates: u64,
+        mesh: usize,
+    ) -> Outcome {
+        let mut seen: HashMap<(usize, u64), Instant> = HashMap::new();
+        while let Ok((node, number, at)) = rx.try_recv() {
+            seen.entry((node, number)).or_insert(at);
+        }
+        let mut latencies_us = Vec::new();
+        for (&(node, number), at) in &seen {
+            let Some((from, sent)) = published.get(number as usize) else {
+                continue;
+            };
+            if *from != node {
+                latencies_us.push(at.saturating_duration_since(*sent).as_micros() as u64);
+            }
+        }
+        latencies_us.sort_unstable();
+        Outcome {
+            expected: (published.len() * (n - 1)) as u64,
+            delivered: latencies_us.len() as u64,
+            duplicates,
+            latencies_us,
+            mesh_avg: mesh as f64 / n as f64,
+        }
+    }
+
+    fn percentile(&self, q: f64) -> u64 {
+        if self.latencies_us.is_empty() {
+            return 0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        self.latencies_us[i]
+    }
+}
+
+fn child(implementation: &str) {
+    let n = env_usize("MESHWIRE_BENCH_NODES", 100);
+    let dials = env_usize("MESHWIRE_BENCH_DIALS", 6);
+    let messages = env_usize("MESHWIRE_BENCH_MESSAGES", 100);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let before = rss();
+    let cpu_before = cpu_ms();
+    let outcome = runtime.block_on(async {
+        match implementation {
+            "meshwire" => run_meshwire(n, dials, messages).await,
+            _ => run_libp2p(n, dials, messages).await,
+        }
+    });
+    let after = rss();
+    let cpu = cpu_ms() - cpu_before;
+    println!(
+        "RESULT {implementation} expected={} delivered={} duplicates={} p50_us={} p99_us={} \
+         max_us={} memory_per_node={} cpu_ms={} mesh_avg={:.2}",
+        outcome.expected,
+        outcome.delivered,
+        outcome.duplicates,
+        outcome.percentile(0.50),
+        outcome.percentile(0.99),
+        outcome.latencies_us.last().copied().unwrap_or(0),
+        after.saturating_sub(before) / n as u64,
+        cpu,
+        outcome.mesh_avg,
+    );
+    // The nodes are not shut down one by one: the process ends.
+    std::process::exit(0);
+}
+
+/// One child's figures.
+#[derive(Debug, Default)]
+struct Figures {
+    values: HashMap<String, f64>,
+}
+
+impl Figures {
+    fn get(&self, key: &str) -> f64 {
+        self.values.get(key).copied().unwrap_or(0.0)
+    }
+
+    fn delivery(&self) -> f64 {
+        let expected = self.get("expected");
+        if expected == 0.0 {
+            0.0
+        } else {
+            self.get("delivered") / expected
+        }
+    }
+
+    fn duplicates(&self) -> f64 {
+        let delivered = self.get("delivered");
+        if delivered == 0.0 {
+            0.0
+        } else {
+            self.get("duplicates") / delivered
+        }
+    }
+}
+
+fn run_child(implementation: &str) -> Figures {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args(["--child", implementation])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut figures = Figures::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("child output");
+        if let Some(rest) = line.strip_prefix("RESULT ") {
+            for kv in rest.split_whitespace().skip(1) {
+                if let Some((k, v)) = kv.split_once('=') {
+                    if let Ok(v) = v.parse::<f64>() {
+                        figures.values.insert(k.to_string(), v);
+                    }
+                }
+            }
+        } else {
+            println!("  [{implementation}] {line}");
+        }
+    }
+    let status = child.wait().expect("child exit");
+    assert!(status.success(), "{implementation} child failed: {status}");
+    figures
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(args.get(i + 1).map_or("meshwire", String::as_str));
+        return;
+    }
+    let n = env_usize("MESHWIRE_BENCH_NODES", 100);
+    println!(
+        "gossipsub: {n} nodes per implementation on loopback QUIC (one endpoint per node, each \
+         implementation's nodes alone in a child process), {} dials per node, {} messages of \
+         {MESSAGE_SIZE} B every {} ms, D={D} D_lo={D_LO} D_hi={D_HI}, heartbeat {} ms",
+        env_usize("MESHWIRE_BENCH_DIALS", 6),
+        env_usize("MESHWIRE_BENCH_MESSAGES", 100),
+        PUBLISH_EVERY.as_millis(),
+        HEARTBEAT.as_millis()
+    );
+    let mut all = Vec::new();
+    for implementation in ["meshwire", "rust-libp2p"] {
+        let f = run_child(implementation);
+        println!(
+            "gossipsub {implementation} delivery {:.2} % duplicates {:.2} p50 {:.2} ms p99 {:.2} ms \
+             max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2}",
+            f.delivery() * 100.0,
+            f.duplicates(),
+            f.get("p50_us") / 1000.0,
+            f.get("p99_us") / 1000.0,
+            f.get("max_us") / 1000.0,
+            f.get("memory_per_node") / 1024.0,
+            f.get("cpu_ms") / 1000.0,
+            f.get("mesh_avg"),
+        );
+        all.push(f);
+    }
+    let (mw, lp) = (&all[0], &all[1]);
+    let ratio = |a: f64, b: f64| if b == 0.0 { f64::NAN } else { a / b };
+    println!(
+        "gossipsub meshwire / rust-libp2p: delivery {:.3}x duplicates {:.2}x p50 {:.2}x p99 {:.2}x \
+         memory/node {:.2}x cpu {:.2}x",
+        ratio(mw.delivery(), lp.delivery()),
+        ratio(mw.duplicates(), lp.duplicates()),
+        ratio(mw.get("p50_us"), lp.get("p50_us")),
+        ratio(mw.get("p99_us"), lp.get("p99_us")),
+        ratio(mw.get("memory_per_node"), lp.get("memory_per_node")),
+        ratio(mw.get("cpu_ms"), lp.get("cpu_ms")),
+    );
+}

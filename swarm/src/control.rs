@@ -311,6 +311,16 @@ impl Shared {
         *self.metrics.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(metrics);
     }
 
+    /// Counts an inbound stream refused without an event (a connection's acceptor, when the
+    /// swarm's task has too many reports waiting).
+    pub(crate) fn count_inbound_error(&self) {
+        self.metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .inbound_stream_errors
+            .inc();
+    }
+
     /// Counts an inbound stream handed to an [`IncomingStreams`] (by a connection's acceptor).
     pub(crate) fn count_inbound(&self) {
         self.metrics

@@ -179,3 +179,68 @@ async fn a_connection_opening_streams_too_fast_is_slowed_not_refused() {
         "30 streams at 50/s in all (burst 5) arrived within {total:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_rate_is_shared_by_every_connection() {
+    // Three clients, 10 streams each at once, against 50 a second in all (burst 5) and no
+    // per-connection limit: the 30 streams trickle in over at least 0.5 s, every one arrives
+    // (acceptors contending for the node's tokens keep going), none is refused.
+    let mut server = swarm(SwarmConfig {
+        inbound_stream_rate: None,
+        inbound_stream_rate_total: Some(StreamRate {
+            per_second: 50,
+            burst: 5,
+        }),
+        ..SwarmConfig::default()
+    });
+    let mut incoming = server.stream_control().accept(ECHO).unwrap();
+    let mut controls = Vec::new();
+    for _ in 0..3 {
+        let mut client = swarm(SwarmConfig::default());
+        let server_peer = connect(&mut client, &mut server).await;
+        controls.push((client.stream_control(), server_peer));
+        tokio::spawn(async move {
+            loop {
+                client.next_event().await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::InboundStreamError { error, .. } = server.next_event().await {
+                panic!("a stream was refused: {error}");
+            }
+        }
+    });
+    let mut streams = Vec::new();
+    for (control, peer) in &controls {
+        for _ in 0..10 {
+            let mut s = control.open_stream(*peer, ECHO).await.expect("opened");
+            s.write_all(b"x").await.unwrap();
+            s.flush().await.unwrap();
+            streams.push(s);
+        }
+    }
+    let mut first = None;
+    let mut from = std::collections::HashMap::new();
+    for _ in 0..30 {
+        let mut s = timeout(T, incoming.next())
+            .await
+            .expect("every stream arrives")
+            .expect("stream");
+        first.get_or_insert_with(Instant::now);
+        *from.entry(s.peer).or_insert(0) += 1;
+        let mut b = [0u8; 1];
+        s.stream.read_exact(&mut b).await.unwrap();
+    }
+    let spread = first.map_or(Duration::ZERO, |f| f.elapsed());
+    assert!(
+        spread >= Duration::from_millis(450),
+        "30 streams from 3 connections at 50/s in all arrived within {spread:?}"
+    );
+    assert_eq!(
+        from.len(),
+        3,
+        "every connection got its streams in: {from:?}"
+    );
+}

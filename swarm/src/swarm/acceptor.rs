@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,7 +71,14 @@ pub(super) struct AcceptorParams {
     /// The node-wide bucket, shared by every acceptor.
     pub(super) total: Option<SharedBucket>,
     pub(super) tx: mpsc::UnboundedSender<Inbound>,
+    /// Error reports sent and not yet taken by the swarm's task, all acceptors together.
+    pub(super) queued_errors: Arc<AtomicUsize>,
 }
+
+/// Error reports that may wait for the swarm's task, all connections together; past it a
+/// refused stream is counted (`swarm_inbound_stream_errors_total`) without an event, so a
+/// peer resetting streams faster than the swarm's task runs cannot grow the queue.
+pub(super) const MAX_QUEUED_ERRORS: usize = 1024;
 
 /// The node-wide bucket of [`SwarmConfig::inbound_stream_rate_total`](crate::SwarmConfig).
 pub(super) type SharedBucket = Arc<Mutex<Bucket>>;
@@ -118,7 +126,15 @@ impl Acceptor {
         }
     }
 
+    /// Reports a refused or failed stream to the swarm (an
+    /// [`InboundStreamError`](crate::SwarmEvent::InboundStreamError)); past
+    /// [`MAX_QUEUED_ERRORS`] reports waiting for the swarm's task, it is only counted.
     fn report(&self, error: StreamError) {
+        if self.p.queued_errors.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_ERRORS {
+            self.p.queued_errors.fetch_sub(1, Ordering::AcqRel);
+            self.p.control.count_inbound_error();
+            return;
+        }
         let _ = self.p.tx.send(Inbound::Error {
             peer: self.peer,
             connection: self.p.id,
@@ -236,26 +252,27 @@ impl Acceptor {
         if self.bucket.is_none() && self.p.total.is_none() {
             return true;
         }
-        let now = Instant::now();
-        match self.try_take(now) {
-            Ok(()) => {
-                self.refill = None;
-                true
-            }
-            Err(wait) => {
-                let at = now + wait;
-                let sleep = self
-                    .refill
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-                // Ready means the wait passed between the check and here: try again.
-                if sleep.as_mut().poll(cx).is_ready() {
+        loop {
+            let now = Instant::now();
+            let wait = match self.try_take(now) {
+                Ok(()) => {
                     self.refill = None;
-                    return self.try_take(Instant::now()).is_ok();
+                    return true;
                 }
-                false
+                Err(wait) => wait,
+            };
+            let at = now + wait;
+            let sleep = self
+                .refill
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            // Pending: the timer is armed and wakes the task. Ready: the wait passed meanwhile
+            // (a loaded machine), so look again — another acceptor may have taken the node's
+            // token, in which case the timer is re-armed for the new wait.
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
             }
         }
     }

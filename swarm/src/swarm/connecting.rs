@@ -398,6 +398,7 @@ impl<B: NetworkBehaviour> Swarm<B> {
             rate: self.config.inbound_stream_rate,
             total,
             tx: self.router.inbound_sender(),
+            queued_errors: self.router.queued_errors(),
         }));
         self.pool.set_acceptor(connection, acceptor);
         self.events.push_back(SwarmEvent::ConnectionEstablished {

@@ -4,6 +4,7 @@
 //! stream requests waiting for a dial of their peer.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,9 +55,11 @@ pub(super) struct Router {
     /// The same, read by the acceptors.
     shared_protocols: SharedProtocols,
     /// Acceptors hand streams and errors to the swarm's task here. Unbounded, yet bounded:
-    /// every stream in it holds a place in its connection's inbound limit, and an acceptor
-    /// sends at most one error per stream it accepted.
+    /// every stream in it holds a place in its connection's inbound limit, and error reports
+    /// are counted in `queued_errors` and capped at
+    /// [`MAX_QUEUED_ERRORS`](super::acceptor::MAX_QUEUED_ERRORS).
     inbound_tx: mpsc::UnboundedSender<Inbound>,
+    queued_errors: Arc<AtomicUsize>,
     inbound_rx: mpsc::UnboundedReceiver<Inbound>,
     /// The node-wide bucket of new inbound streams
     /// ([`SwarmConfig::inbound_stream_rate_total`]), made on first use.
@@ -77,6 +80,7 @@ impl Router {
             shared_protocols: Arc::new(RwLock::new(protocols.clone())),
             inbound_tx,
             inbound_rx,
+            queued_errors: Arc::new(AtomicUsize::new(0)),
             total_bucket: None,
             protocols,
             protocols_announced: false,
@@ -124,9 +128,18 @@ impl Router {
         self.inbound_tx.clone()
     }
 
+    /// The error reports the acceptors count against their cap.
+    pub(super) fn queued_errors(&self) -> Arc<AtomicUsize> {
+        self.queued_errors.clone()
+    }
+
     /// The next stream or error an acceptor handed over.
     pub(super) fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        self.inbound_rx.poll_recv(cx)
+        let next = self.inbound_rx.poll_recv(cx);
+        if let Poll::Ready(Some(Inbound::Error { .. })) = &next {
+            self.queued_errors.fetch_sub(1, Ordering::AcqRel);
+        }
+        next
     }
 
     /// Runs `acceptor` as a task of its own (or among the swarm's tasks without a Tokio

@@ -469,16 +469,124 @@ fn tested(engine: &mut ClientEngine) -> TestResult {
     }
 }
 
+/// A new, direct, inbound connection from `server` on a wildcard socket: what a real
+/// dial-back arrives on.
+fn dial_back_from(server: PeerId) -> DialBackConnection {
+    DialBackConnection {
+        peer: server,
+        inbound: true,
+        relayed: false,
+        after_request: true,
+        local_addr: Some(ma("/ip4/0.0.0.0/udp/4001/quic-v1")),
+    }
+}
+
+/// The nonce delivered on a connection that proves nothing about the tested address (one
+/// that existed before the request, a relayed one, one we dialed, another peer's, one on
+/// another local port) is not believed: no verdict, a typed error, nothing confirmed; the
+/// same nonce on a proper dial-back connection still counts.
+#[test]
+fn client_believes_a_dial_back_only_on_a_new_direct_inbound_connection() {
+    let now = Instant::now();
+    let (mut engine, server) = client_with_server(now);
+    let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
+    engine.add_candidate(addr.clone());
+    let good = dial_back_from(server);
+    let cases = [
+        (
+            DialBackConnection {
+                after_request: false,
+                ..good.clone()
+            },
+            DialBackRejected::PreExisting,
+        ),
+        (
+            DialBackConnection {
+                relayed: true,
+                ..good.clone()
+            },
+            DialBackRejected::Relayed,
+        ),
+        (
+            // A relayed connection we dialed after the request: relayed is reported first.
+            DialBackConnection {
+                relayed: true,
+                inbound: false,
+                local_addr: None,
+                ..good.clone()
+            },
+            DialBackRejected::Relayed,
+        ),
+        (
+            DialBackConnection {
+                inbound: false,
+                local_addr: None,
+                ..good.clone()
+            },
+            DialBackRejected::Outbound,
+        ),
+        (
+            DialBackConnection {
+                peer: peer(),
+                ..good.clone()
+            },
+            DialBackRejected::OtherPeer,
+        ),
+        (
+            DialBackConnection {
+                local_addr: Some(ma("/ip4/198.51.100.7/udp/4002/quic-v1")),
+                ..good.clone()
+            },
+            DialBackRejected::OtherPort,
+        ),
+    ];
+    let mut t = now;
+    for (connection, why) in cases {
+        t += engine.config().probe_interval;
+        engine.handle_timeout(t);
+        let p = engine.poll_transmit().unwrap();
+        assert_eq!(engine.handle_dial_back(p.nonce, &connection), Err(why));
+        engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
+        assert_eq!(
+            tested(&mut engine).result,
+            Err(ProbeError::DialBackRejected(why)),
+            "{connection:?}"
+        );
+        assert_eq!(engine.poll_event(), None, "nothing confirmed");
+        assert_eq!(engine.reachable_addresses().count(), 0);
+    }
+    // The local socket with the tested IP and port, after a rejected one: reachable.
+    t += engine.config().probe_interval;
+    engine.handle_timeout(t);
+    let p = engine.poll_transmit().unwrap();
+    let pre_existing = DialBackConnection {
+        after_request: false,
+        ..good.clone()
+    };
+    assert!(engine.handle_dial_back(p.nonce, &pre_existing).is_err());
+    let same_socket = DialBackConnection {
+        local_addr: Some(addr.clone()),
+        ..good
+    };
+    assert_eq!(engine.handle_dial_back(p.nonce, &same_socket), Ok(()));
+    engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
+    assert_eq!(tested(&mut engine).result, Ok(Reachability::Reachable));
+    assert_eq!(engine.poll_event(), Some(ClientEvent::Confirmed(addr)));
+}
+
 #[test]
 fn client_needs_the_dial_back_before_reachable() {
     let now = Instant::now();
-    let (mut engine, _) = client_with_server(now);
+    let (mut engine, server) = client_with_server(now);
     let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
     engine.add_candidate(addr.clone());
     let tick = now + engine.config().probe_interval;
     engine.handle_timeout(tick);
     let probe = engine.poll_transmit().unwrap();
-    assert!(!engine.handle_dial_back(probe.nonce.wrapping_add(1)));
+    assert_eq!(
+        engine.handle_dial_back(probe.nonce.wrapping_add(1), &dial_back_from(server)),
+        Err(DialBackRejected::UnknownNonce)
+    );
     engine.handle_probe_result(tick, probe.nonce, Ok(reply(DialStatus::Ok)));
     assert_eq!(tested(&mut engine).result, Err(ProbeError::MissingDialBack));
     assert_eq!(engine.reachable_addresses().count(), 0);
@@ -492,13 +600,16 @@ fn client_needs_the_dial_back_before_reachable() {
 #[test]
 fn client_confirms_then_expires() {
     let now = Instant::now();
-    let (mut engine, _) = client_with_server(now);
+    let (mut engine, server) = client_with_server(now);
     let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
     engine.add_candidate(addr.clone());
     let mut t = now + engine.config().probe_interval;
     engine.handle_timeout(t);
     let p = engine.poll_transmit().unwrap();
-    assert!(engine.handle_dial_back(p.nonce));
+    assert_eq!(
+        engine.handle_dial_back(p.nonce, &dial_back_from(server)),
+        Ok(())
+    );
     engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
     assert_eq!(tested(&mut engine).result, Ok(Reachability::Reachable));
     assert_eq!(

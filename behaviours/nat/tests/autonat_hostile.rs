@@ -14,8 +14,8 @@ use meshwire_nat::autonat::wire::{
     encode_dial_back, ClientMessage, DialStatus, ResponseStatus, ServerMessage, MAX_MESSAGE,
 };
 use meshwire_nat::autonat::{
-    Client, ClientConfig, ProbeError, Refusal, ServeError, Server, ServerConfig, ServerEvent,
-    TestResult, DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL,
+    Client, ClientConfig, DialBackRejected, ProbeError, Refusal, ServeError, Server, ServerConfig,
+    ServerEvent, TestResult, DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL,
 };
 use meshwire_swarm::toolkit::{read_frame, write_frame};
 use meshwire_swarm::{Multiaddr, NetworkBehaviour, Stream, Swarm, SwarmConfig, SwarmEvent};
@@ -220,8 +220,11 @@ async fn lying_server(
     rx
 }
 
-#[tokio::test]
-async fn client_does_not_believe_a_server_without_a_dial_back_on_a_new_connection() {
+/// Runs a client against [`lying_server`]; with `second_connection` the fake also dials
+/// the client (a second, inbound connection, established before any request) first. Returns
+/// the first two probe results, after checking nothing was confirmed and the dial-back went
+/// unanswered.
+async fn against_lying_server(second_connection: bool) -> Vec<TestResult> {
     let fkey = Keypair::generate();
     let mut fake = swarm(fkey.clone(), identify(&fkey));
     let fake_addr = listen(&mut fake).await;
@@ -230,7 +233,6 @@ async fn client_does_not_believe_a_server_without_a_dial_back_on_a_new_connectio
     let ckey = Keypair::generate();
     let client_peer = ckey.public().to_peer_id();
     let mut answered = lying_server(fake.stream_control(), client_peer).await;
-    let _fake_events = run(fake);
 
     let behaviour = ClientNode {
         autonat: Client::new(ClientConfig {
@@ -241,6 +243,23 @@ async fn client_does_not_believe_a_server_without_a_dial_back_on_a_new_connectio
     };
     let mut client = swarm(ckey, behaviour);
     let addr = listen(&mut client).await;
+    if second_connection {
+        fake.dial(with_peer_id(&addr, client_peer)).unwrap();
+        let inbound = async {
+            loop {
+                if let SwarmEvent::ConnectionEstablished { peer_id, .. } = client.next_event().await
+                {
+                    assert_eq!(peer_id, fake_peer);
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = inbound => {}
+            _ = async { loop { fake.next_event().await; } } => {}
+        }
+    }
+    let _fake_events = run(fake);
     client.behaviour_mut().autonat.test_address(addr.clone());
     client.dial(with_peer_id(&fake_addr, fake_peer)).unwrap();
 
@@ -261,13 +280,44 @@ async fn client_does_not_believe_a_server_without_a_dial_back_on_a_new_connectio
     for r in &results {
         assert_eq!(r.addr, addr);
         assert_eq!(r.server, fake_peer);
-        assert_eq!(r.result, Err(ProbeError::MissingDialBack));
     }
     assert!(!confirmed);
     assert!(client.behaviour().autonat.reachable_addresses().is_empty());
     assert_eq!(
         answered.recv().await,
         Some(false),
-        "a dial-back on the request's connection is not answered"
+        "a dial-back on an existing connection is not answered"
     );
+    results
+}
+
+#[tokio::test]
+async fn client_does_not_believe_a_server_without_a_dial_back_on_a_new_connection() {
+    let results = against_lying_server(false).await;
+    // The nonce came back on the request's own connection, which we dialed.
+    assert_eq!(
+        results[0].result,
+        Err(ProbeError::DialBackRejected(DialBackRejected::Outbound))
+    );
+    assert_eq!(results[1].result, Err(ProbeError::MissingDialBack));
+}
+
+/// A server holding a second connection to us (one it dialed, before the request) delivers
+/// the nonce there: an existing connection proves nothing about the address.
+#[tokio::test]
+async fn client_does_not_believe_a_dial_back_on_a_pre_existing_second_connection() {
+    let results = against_lying_server(true).await;
+    // The fake's stream goes out on either of its two connections: ours (outbound for us)
+    // or its own (inbound for us, but established before the request).
+    assert!(
+        matches!(
+            results[0].result,
+            Err(ProbeError::DialBackRejected(
+                DialBackRejected::Outbound | DialBackRejected::PreExisting
+            ))
+        ),
+        "{:?}",
+        results[0].result
+    );
+    assert_eq!(results[1].result, Err(ProbeError::MissingDialBack));
 }

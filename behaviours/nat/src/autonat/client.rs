@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use meshwire_swarm::toolkit::{read_frame, write_frame, FrameError, Outbox, Tasks, Timeout};
 use meshwire_swarm::{
-    ConnectionId, FromSwarm, InboundStream, Multiaddr, NetworkBehaviour, OpenStream,
-    OutboundStreamResult, PeerId, Stream, StreamProtocol, Timer, ToSwarm,
+    ConnectedPoint, ConnectionId, FromSwarm, InboundStream, Multiaddr, NetworkBehaviour,
+    OpenStream, OutboundStreamResult, PeerId, Stream, StreamProtocol, Timer, ToSwarm,
 };
 use rand::Rng;
 
 use super::client_engine::{
-    ClientConfig, ClientEngine, ClientEvent, ProbeError, ProbeReply, Reachability, TestResult,
+    ClientConfig, ClientEngine, ClientEvent, DialBackConnection, ProbeError, ProbeReply,
+    Reachability, TestResult,
 };
 use super::metrics::AutonatMetrics;
 use super::wire::{
@@ -29,8 +30,13 @@ pub struct Client {
     engine: ClientEngine,
     outbox: Outbox<TestResult, u64>,
     probes: Tasks<u64, Result<ProbeReply, ProbeError>>,
-    probe_connections: HashMap<u64, ConnectionId>,
-    dial_backs: Tasks<(u64, ConnectionId), Result<(u64, Stream), ProbeError>>,
+    /// Per probe in flight: the connection sequence number when its request was sent.
+    probe_sent_at: HashMap<u64, u64>,
+    /// The open connections, as the swarm reported them.
+    connections: HashMap<ConnectionId, Established>,
+    /// Counts established connections: orders them against the probes' requests.
+    connection_seq: u64,
+    dial_backs: Tasks<DialBackKey, Result<(u64, Stream), ProbeError>>,
     answers: Tasks<u64, Result<(), ProbeError>>,
     next: u64,
     timer: Timer,
@@ -46,7 +52,9 @@ impl Client {
             engine: ClientEngine::new(config, Instant::now(), rand::thread_rng().gen()),
             outbox: Outbox::new(in_flight * 2 + 8),
             probes: Tasks::new(in_flight),
-            probe_connections: HashMap::new(),
+            probe_sent_at: HashMap::new(),
+            connections: HashMap::new(),
+            connection_seq: 0,
             dial_backs: Tasks::new(dial_backs),
             answers: Tasks::new(dial_backs),
             next: 0,
@@ -84,6 +92,34 @@ impl Client {
                 Err(_) => "error",
             };
             m.probe(label, result.bytes_sent);
+        }
+    }
+}
+
+/// A dial-back stream being read: its number, the peer that opened it, its connection as
+/// the swarm reported it (`None`: never reported).
+type DialBackKey = (u64, PeerId, Option<Established>);
+
+/// What a dial-back's connection is judged by (see [`ClientEngine::handle_dial_back`]).
+#[derive(Clone, Debug)]
+struct Established {
+    inbound: bool,
+    relayed: bool,
+    local_addr: Option<Multiaddr>,
+    seq: u64,
+}
+
+impl Established {
+    fn new(endpoint: &ConnectedPoint, seq: u64) -> Self {
+        let local_addr = match endpoint {
+            ConnectedPoint::Listener { local_addr, .. } => Some(local_addr.clone()),
+            ConnectedPoint::Dialer { .. } => None,
+        };
+        Established {
+            inbound: local_addr.is_some(),
+            relayed: endpoint.is_relayed(),
+            local_addr,
+            seq,
         }
     }
 }
@@ -217,18 +253,35 @@ impl NetworkBehaviour for Client {
                 let supported = protocols.contains(&DIAL_REQUEST_PROTOCOL);
                 self.engine.handle_server_protocols(peer, supported);
             }
+            FromSwarm::ConnectionEstablished {
+                connection,
+                endpoint,
+                ..
+            } => {
+                self.connection_seq += 1;
+                let record = Established::new(endpoint, self.connection_seq);
+                self.connections.insert(connection, record);
+            }
             FromSwarm::ConnectionClosed {
                 peer,
-                remaining_established: 0,
+                connection,
+                remaining_established,
                 ..
-            } => self.engine.handle_peer_disconnected(peer),
+            } => {
+                self.connections.remove(&connection);
+                if remaining_established == 0 {
+                    self.engine.handle_peer_disconnected(peer);
+                }
+            }
             _ => {}
         }
     }
 
     fn on_inbound_stream(&mut self, inbound: InboundStream) {
         self.next += 1;
-        let key = (self.next, inbound.connection);
+        // The connection as it was established (the swarm reports it before any stream).
+        let established = self.connections.get(&inbound.connection).cloned();
+        let key = (self.next, inbound.peer, established);
         if self
             .dial_backs
             .try_push(
@@ -249,7 +302,8 @@ impl NetworkBehaviour for Client {
         let addr = self.engine.pending_address(nonce).cloned();
         match (result.result, addr) {
             (Ok(out), Some(addr)) => {
-                self.probe_connections.insert(nonce, out.connection);
+                // Connections established from now on are new to this probe.
+                self.probe_sent_at.insert(nonce, self.connection_seq);
                 let timeout = self.engine.config().probe_timeout;
                 let max = self.engine.config().max_dial_data;
                 if self
@@ -257,7 +311,7 @@ impl NetworkBehaviour for Client {
                     .try_push(nonce, timeout, probe(out.stream, addr, nonce, max))
                     .is_err()
                 {
-                    self.probe_connections.remove(&nonce);
+                    self.probe_sent_at.remove(&nonce);
                     let err = ProbeError::Stream("too many probes in flight".into());
                     self.engine
                         .handle_probe_result(Instant::now(), nonce, Err(err));
@@ -309,26 +363,45 @@ impl NetworkBehaviour for Client {
                 continue;
             }
             if let Poll::Ready((nonce, result)) = self.probes.poll_result(cx) {
-                self.probe_connections.remove(&nonce);
+                self.probe_sent_at.remove(&nonce);
                 self.engine
                     .handle_probe_result(Instant::now(), nonce, result);
                 continue;
             }
-            if let Poll::Ready(((_, connection), result)) = self.dial_backs.poll_result(cx) {
+            if let Poll::Ready(((_, peer, established), result)) = self.dial_backs.poll_result(cx) {
                 match result {
                     Ok((nonce, stream)) => {
-                        // A dial-back on the connection that carried the request proves
-                        // nothing about the address: not answered.
-                        let same = self.probe_connections.get(&nonce) == Some(&connection);
-                        if !same && self.engine.handle_dial_back(nonce) {
-                            self.next += 1;
-                            let _ = self.answers.try_push(
-                                self.next,
-                                self.engine.config().dial_back_stream_timeout,
-                                answer_dial_back(stream),
-                            );
-                        } else {
-                            tracing::debug!(%nonce, "autonat: dial-back with an unknown nonce, dropped");
+                        // A connection the swarm never reported is judged as one that
+                        // existed before the request (it proves nothing).
+                        let sent_at = self.probe_sent_at.get(&nonce).copied();
+                        let connection = match established {
+                            Some(e) => DialBackConnection {
+                                peer,
+                                inbound: e.inbound,
+                                relayed: e.relayed,
+                                after_request: sent_at.is_some_and(|at| e.seq > at),
+                                local_addr: e.local_addr,
+                            },
+                            None => DialBackConnection {
+                                peer,
+                                inbound: false,
+                                relayed: false,
+                                after_request: false,
+                                local_addr: None,
+                            },
+                        };
+                        match self.engine.handle_dial_back(nonce, &connection) {
+                            Ok(()) => {
+                                self.next += 1;
+                                let _ = self.answers.try_push(
+                                    self.next,
+                                    self.engine.config().dial_back_stream_timeout,
+                                    answer_dial_back(stream),
+                                );
+                            }
+                            Err(why) => {
+                                tracing::debug!(%peer, %nonce, %why, "autonat: dial-back not believed, dropped");
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "autonat: dial-back stream failed"),

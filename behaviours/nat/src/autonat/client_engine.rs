@@ -110,6 +110,52 @@ pub enum ProbeError {
     /// [`ClientConfig::probe_timeout`] passed.
     #[error("timed out")]
     Timeout,
+    /// The server said OK; our nonce came back, but only on a connection that proves
+    /// nothing about the address (a lying server, or one dialing back through the wrong
+    /// path).
+    #[error("dial-back on an unacceptable connection: {0}")]
+    DialBackRejected(DialBackRejected),
+}
+
+/// The connection a dial-back stream arrived on, as the swarm reported it when it was
+/// established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialBackConnection {
+    /// The peer that opened the dial-back stream.
+    pub peer: PeerId,
+    /// The remote dialed us (we are the listener).
+    pub inbound: bool,
+    /// The connection runs through a circuit relay.
+    pub relayed: bool,
+    /// The connection was established after the probe's request was sent (a connection
+    /// that already existed is not a dial of the tested address).
+    pub after_request: bool,
+    /// Our address the connection came in on, if known (the socket's bound address).
+    pub local_addr: Option<Multiaddr>,
+}
+
+/// Why a dial-back carrying a nonce of ours was not believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DialBackRejected {
+    /// No probe of ours is in flight with this nonce.
+    #[error("unknown nonce")]
+    UnknownNonce,
+    /// The stream came from a peer other than the server asked.
+    #[error("from a peer other than the server asked")]
+    OtherPeer,
+    /// The connection runs through a relay.
+    #[error("relayed connection")]
+    Relayed,
+    /// We dialed the connection: the server did not reach us.
+    #[error("outbound connection")]
+    Outbound,
+    /// The connection existed before the request was sent.
+    #[error("connection established before the request")]
+    PreExisting,
+    /// The connection came in on a local socket whose IP is the tested address's but whose
+    /// port is not.
+    #[error("connection on another local port")]
+    OtherPort,
 }
 
 /// Why an address was found unreachable.
@@ -181,6 +227,9 @@ pub struct ClientEngine {
     candidates: HashMap<Multiaddr, Candidate>,
     servers: HashMap<PeerId, Server>,
     pending: HashMap<u64, (Multiaddr, PeerId)>,
+    /// The first rejected dial-back of each probe in flight whose nonce came back only on an
+    /// unacceptable connection (at most one entry per pending probe).
+    rejected: HashMap<u64, DialBackRejected>,
     next_tick: Instant,
     transmits: VecDeque<ProbeRequest>,
     events: VecDeque<ClientEvent>,
@@ -198,6 +247,7 @@ impl ClientEngine {
             candidates: HashMap::new(),
             servers: HashMap::new(),
             pending: HashMap::new(),
+            rejected: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -350,12 +400,42 @@ impl ClientEngine {
         self.transmits.pop_front()
     }
 
-    /// A dial-back carried `nonce`: `true` if it is a probe of ours in flight (then the
-    /// dial-back is answered), `false` for anything else.
-    pub fn handle_dial_back(&mut self, nonce: u64) -> bool {
-        let Some((addr, _)) = self.pending.get(&nonce) else {
-            return false;
+    /// A dial-back carried `nonce` on `connection`. `Ok` (then the dial-back is answered and
+    /// counts) only if `nonce` is a probe of ours in flight and the connection is one the
+    /// server opened to the tested address for it: from the server asked, direct (not
+    /// relayed), inbound, established after the request was sent, and — when its local
+    /// address has the tested address's IP (no translation between) — on the tested port.
+    /// A rejected dial-back is not answered; a probe whose nonce came back only that way ends
+    /// in [`ProbeError::DialBackRejected`] if the server claims success.
+    pub fn handle_dial_back(
+        &mut self,
+        nonce: u64,
+        connection: &DialBackConnection,
+    ) -> Result<(), DialBackRejected> {
+        let Some((addr, server)) = self.pending.get(&nonce) else {
+            return Err(DialBackRejected::UnknownNonce);
         };
+        let check = if connection.peer != *server {
+            Err(DialBackRejected::OtherPeer)
+        } else if connection.relayed {
+            Err(DialBackRejected::Relayed)
+        } else if !connection.inbound {
+            Err(DialBackRejected::Outbound)
+        } else if !connection.after_request {
+            Err(DialBackRejected::PreExisting)
+        } else if connection
+            .local_addr
+            .as_ref()
+            .is_some_and(|local| other_port(local, addr))
+        {
+            Err(DialBackRejected::OtherPort)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = check {
+            self.rejected.entry(nonce).or_insert(e);
+            return Err(e);
+        }
         if let Some(c) = self.candidates.get_mut(addr) {
             if let Status::Pending { nonce: n, received } = &mut c.status {
                 if *n == nonce {
@@ -363,7 +443,7 @@ impl ClientEngine {
                 }
             }
         }
-        true
+        Ok(())
     }
 
     /// The probe `nonce` ended with the server's `reply`, or failed.
@@ -380,8 +460,14 @@ impl ClientEngine {
             self.candidates.get(&addr).map(|c| c.status),
             Some(Status::Pending { nonce: n, received: true }) if n == nonce
         );
+        let rejected = self.rejected.remove(&nonce);
         let bytes_sent = reply.as_ref().map(|r| r.bytes_sent).unwrap_or(0);
-        let result = reply.and_then(|r| verdict(r, received));
+        let result = match reply.and_then(|r| verdict(r, received)) {
+            Err(ProbeError::MissingDialBack) => Err(rejected
+                .map(ProbeError::DialBackRejected)
+                .unwrap_or(ProbeError::MissingDialBack)),
+            r => r,
+        };
         if result == Err(ProbeError::Unsupported) {
             self.servers.remove(&server);
         }
@@ -432,6 +518,29 @@ fn verdict(reply: ProbeReply, received: bool) -> Result<Reachability, ProbeError
         DialStatus::DialError => Ok(Reachability::Unreachable(Unreachable::NoConnection)),
         DialStatus::DialBackError => Ok(Reachability::Unreachable(Unreachable::DialBackFailed)),
         DialStatus::Unused => Err(ProbeError::Protocol("OK with dial status UNUSED")),
+    }
+}
+
+/// `local` (a socket address) has `tested`'s IP but another port: a connection to another
+/// socket of ours. Unknown or different IPs (a wildcard bind, a NAT between) say nothing.
+fn other_port(local: &Multiaddr, tested: &Multiaddr) -> bool {
+    match (ip_port(local), ip_port(tested)) {
+        (Some((lip, lport)), Some((tip, tport))) => lip == tip && lport != tport,
+        _ => false,
+    }
+}
+
+fn ip_port(addr: &Multiaddr) -> Option<(std::net::IpAddr, u16)> {
+    use multiaddr::Protocol;
+    let mut it = addr.iter();
+    let ip = match it.next()? {
+        Protocol::Ip4(ip) => std::net::IpAddr::V4(ip),
+        Protocol::Ip6(ip) => std::net::IpAddr::V6(ip).to_canonical(),
+        _ => return None,
+    };
+    match it.next()? {
+        Protocol::Udp(port) | Protocol::Tcp(port) => Some((ip, port)),
+        _ => None,
     }
 }
 

@@ -14,7 +14,9 @@
 //! - [`Server`] and [`Client`] (feature `swarm`): the behaviours.
 //!
 //! ```
-//! use meshwire_nat::autonat::{ClientConfig, ClientEngine, ClientEvent, ProbeReply, Reachability};
+//! use meshwire_nat::autonat::{
+//!     ClientConfig, ClientEngine, ClientEvent, DialBackConnection, ProbeReply, Reachability,
+//! };
 //! use meshwire_nat::autonat::wire::{DialStatus, ResponseStatus};
 //! use std::time::Instant;
 //!
@@ -26,8 +28,16 @@
 //! client.handle_timeout(now + client.config().probe_interval);
 //! let probe = client.poll_transmit().unwrap();
 //! assert_eq!(probe.server, server);
-//! // The dial-back carried our nonce, then the server answered OK.
-//! assert!(client.handle_dial_back(probe.nonce));
+//! // The dial-back carried our nonce on a new, direct connection the server opened to us,
+//! // then the server answered OK.
+//! let connection = DialBackConnection {
+//!     peer: server,
+//!     inbound: true,
+//!     relayed: false,
+//!     after_request: true,
+//!     local_addr: Some("/ip4/0.0.0.0/udp/4001/quic-v1".parse().unwrap()),
+//! };
+//! assert_eq!(client.handle_dial_back(probe.nonce, &connection), Ok(()));
 //! let reply = ProbeReply { status: ResponseStatus::Ok, dial_status: DialStatus::Ok, bytes_sent: 0 };
 //! client.handle_probe_result(now, probe.nonce, Ok(reply));
 //! let ClientEvent::Tested(result) = client.poll_event().unwrap() else { panic!() };
@@ -50,8 +60,8 @@ pub mod wire;
 #[cfg(feature = "swarm")]
 pub use client::Client;
 pub use client_engine::{
-    ClientConfig, ClientEngine, ClientEvent, ProbeError, ProbeReply, ProbeRequest, Reachability,
-    TestResult, Unreachable,
+    ClientConfig, ClientEngine, ClientEvent, DialBackConnection, DialBackRejected, ProbeError,
+    ProbeReply, ProbeRequest, Reachability, TestResult, Unreachable,
 };
 #[cfg(feature = "swarm")]
 pub use metrics::AutonatMetrics;

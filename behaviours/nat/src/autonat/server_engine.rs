@@ -3,7 +3,7 @@
 //! is asked for first (the amplification defence).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use meshwire_core::PeerId;
@@ -256,11 +256,12 @@ impl ServerConfig {
     }
 }
 
-/// The IP of an address's first component, if it is one.
+/// The IP of an address's first component, if it is one (an IPv4-mapped IPv6 address as
+/// the IPv4 address it embeds).
 pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip).to_canonical()),
         _ => None,
     }
 }
@@ -277,6 +278,9 @@ pub(crate) fn quic_target(addr: &Multiaddr, client: PeerId) -> Option<SocketAddr
     let Protocol::Udp(port) = it.next()? else {
         return None;
     };
+    // An IPv4-mapped IPv6 address is dialled (by the dual-stack socket) as the IPv4 address
+    // it embeds: judge it, compare it with the observed IP and dial it as that address.
+    let ip = ip.to_canonical();
     if port == 0 || ip.is_unspecified() || ip.is_multicast() {
         return None;
     }
@@ -294,27 +298,54 @@ pub(crate) fn quic_target(addr: &Multiaddr, client: PeerId) -> Option<SocketAddr
     Some(SocketAddr::new(ip, port))
 }
 
-/// Whether `ip` is reachable from the Internet at large (not loopback, private, link-local,
-/// shared, documentation, broadcast or unique-local).
+/// Whether `ip` is reachable from the Internet at large: not loopback, private, link-local,
+/// shared (CGNAT), benchmarking, documentation, reserved, broadcast, multicast, "this
+/// network", IETF protocol assignments, unique-local, site-local or discard-only, nor an IPv6
+/// address that relays to an IPv4 one we cannot judge (IPv4-compatible `::/96`, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo and the rest of
+/// `2001::/23`). An IPv4-mapped address (`::ffff:0:0/96`) is judged as the IPv4 address it
+/// embeds, since the dual-stack dial-back socket sends to that IPv4 address.
 pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let o = v4.octets();
+    !(o[0] == 0 // 0.0.0.0/8 "this network"
+        || v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || v4.is_multicast()
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared (CGNAT)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 IETF assignments
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 192.88.99.0/24 6to4 relay anycast
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || o[0] >= 240) // 240.0.0.0/4 reserved (and broadcast)
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    // ::ffff:0:0/96 (IPv4-mapped): the dual-stack socket dials the IPv4 address it embeds.
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    let s = v6.segments();
+    // ::/96 (IPv4-compatible, deprecated; also :: and ::1).
+    if s[..6] == [0; 6] {
+        return false;
+    }
+    !(v6.is_multicast()
+        || (s[0] == 0x0064 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1)) // NAT64
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // 100::/64 discard-only
+        || (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF protocol assignments (Teredo, ORCHID, benchmarking)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32 documentation
+        || s[0] == 0x2002 // 2002::/16 6to4
+        || (s[0] == 0x3fff && s[1] < 0x1000) // 3fff::/20 documentation
+        || (s[0] & 0xfe00) == 0xfc00 // fc00::/7 unique-local
+        || (s[0] & 0xffc0) == 0xfe80 // fe80::/10 link-local
+        || (s[0] & 0xffc0) == 0xfec0) // fec0::/10 site-local (deprecated)
 }

@@ -277,6 +277,130 @@ fn server_refuses_private_addresses_by_default() {
     ));
 }
 
+/// Every special-purpose range (IANA IPv4/IPv6 special-purpose registries, non-global) is
+/// refused; addresses next to them are dialled.
+#[test]
+fn is_public_table() {
+    use super::server_engine::is_public;
+    use std::net::IpAddr;
+    let private = [
+        "0.0.0.0",
+        "0.1.2.3",
+        "10.0.0.1",
+        "100.64.0.1",
+        "100.127.255.254",
+        "127.0.0.1",
+        "169.254.1.1",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.0.0.8",
+        "192.0.2.1",
+        "192.88.99.1",
+        "192.168.1.1",
+        "198.18.0.1",
+        "198.19.255.255",
+        "198.51.100.1",
+        "203.0.113.1",
+        "224.0.0.1",
+        "239.255.255.255",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "::10.0.0.1",
+        "::8.8.8.8",
+        "::ffff:127.0.0.1",
+        "::ffff:10.1.2.3",
+        "::ffff:192.168.0.1",
+        "::ffff:100.64.0.1",
+        "::ffff:0.0.0.0",
+        "64:ff9b::8.8.8.8",
+        "64:ff9b::7f00:1",
+        "64:ff9b:1::1",
+        "100::1",
+        "2001::1",
+        "2001:0:4136:e378::1",
+        "2001:db8::1",
+        "2001:1ff::1",
+        "2002:7f00:1::1",
+        "2002:808:808::1",
+        "3fff::1",
+        "fc00::1",
+        "fd00::1",
+        "fe80::1",
+        "febf::1",
+        "fec0::1",
+        "ff02::1",
+        "ff0e::1",
+    ];
+    for ip in private {
+        assert!(
+            !is_public(ip.parse::<IpAddr>().unwrap()),
+            "{ip} judged public"
+        );
+    }
+    let public = [
+        "1.1.1.1",
+        "8.8.8.8",
+        "11.0.0.1",
+        "100.63.255.255",
+        "100.128.0.1",
+        "172.32.0.1",
+        "192.0.1.1",
+        "192.169.0.1",
+        "198.17.255.255",
+        "198.20.0.1",
+        "223.255.255.255",
+        "93.184.216.34",
+        "::ffff:8.8.8.8",
+        "2001:200::1",
+        "2001:4860:4860::8888",
+        "2003::1",
+        "2606:4700::1111",
+        "64:ff9b:2::1",
+    ];
+    for ip in public {
+        assert!(
+            is_public(ip.parse::<IpAddr>().unwrap()),
+            "{ip} judged private"
+        );
+    }
+}
+
+/// A request for an IPv4-mapped IPv6 address is judged and dialled as the IPv4 address (the
+/// dual-stack dial-back socket would send there).
+#[test]
+fn server_refuses_ipv4_mapped_private_addresses() {
+    let client = peer();
+    let config = ServerConfig::default();
+    let observed = ma("/ip4/93.184.216.34/udp/5000/quic-v1");
+    for a in [
+        "/ip6/::ffff:127.0.0.1/udp/4001/quic-v1",
+        "/ip6/::ffff:10.1.2.3/udp/4001/quic-v1",
+        "/ip6/64:ff9b::a01:203/udp/4001/quic-v1",
+        "/ip6/2002:a01:203::1/udp/4001/quic-v1",
+    ] {
+        assert_eq!(
+            config.plan(client, &observed, &[ma(a)], 0),
+            Plan::Refuse,
+            "{a}"
+        );
+    }
+    let Plan::Dial {
+        target, dial_data, ..
+    } = config.plan(
+        client,
+        &observed,
+        &[ma("/ip6/::ffff:93.184.216.34/udp/4001/quic-v1")],
+        0,
+    )
+    else {
+        panic!("a mapped public address is dialled")
+    };
+    assert_eq!(target, "93.184.216.34:4001".parse().unwrap());
+    assert_eq!(dial_data, None, "same IP as observed: no dial data");
+}
+
 #[test]
 fn server_admission_limits() {
     let now = Instant::now();
@@ -345,16 +469,124 @@ fn tested(engine: &mut ClientEngine) -> TestResult {
     }
 }
 
+/// A new, direct, inbound connection from `server` on a wildcard socket: what a real
+/// dial-back arrives on.
+fn dial_back_from(server: PeerId) -> DialBackConnection {
+    DialBackConnection {
+        peer: server,
+        inbound: true,
+        relayed: false,
+        after_request: true,
+        local_addr: Some(ma("/ip4/0.0.0.0/udp/4001/quic-v1")),
+    }
+}
+
+/// The nonce delivered on a connection that proves nothing about the tested address (one
+/// that existed before the request, a relayed one, one we dialed, another peer's, one on
+/// another local port) is not believed: no verdict, a typed error, nothing confirmed; the
+/// same nonce on a proper dial-back connection still counts.
+#[test]
+fn client_believes_a_dial_back_only_on_a_new_direct_inbound_connection() {
+    let now = Instant::now();
+    let (mut engine, server) = client_with_server(now);
+    let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
+    engine.add_candidate(addr.clone());
+    let good = dial_back_from(server);
+    let cases = [
+        (
+            DialBackConnection {
+                after_request: false,
+                ..good.clone()
+            },
+            DialBackRejected::PreExisting,
+        ),
+        (
+            DialBackConnection {
+                relayed: true,
+                ..good.clone()
+            },
+            DialBackRejected::Relayed,
+        ),
+        (
+            // A relayed connection we dialed after the request: relayed is reported first.
+            DialBackConnection {
+                relayed: true,
+                inbound: false,
+                local_addr: None,
+                ..good.clone()
+            },
+            DialBackRejected::Relayed,
+        ),
+        (
+            DialBackConnection {
+                inbound: false,
+                local_addr: None,
+                ..good.clone()
+            },
+            DialBackRejected::Outbound,
+        ),
+        (
+            DialBackConnection {
+                peer: peer(),
+                ..good.clone()
+            },
+            DialBackRejected::OtherPeer,
+        ),
+        (
+            DialBackConnection {
+                local_addr: Some(ma("/ip4/198.51.100.7/udp/4002/quic-v1")),
+                ..good.clone()
+            },
+            DialBackRejected::OtherPort,
+        ),
+    ];
+    let mut t = now;
+    for (connection, why) in cases {
+        t += engine.config().probe_interval;
+        engine.handle_timeout(t);
+        let p = engine.poll_transmit().unwrap();
+        assert_eq!(engine.handle_dial_back(p.nonce, &connection), Err(why));
+        engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
+        assert_eq!(
+            tested(&mut engine).result,
+            Err(ProbeError::DialBackRejected(why)),
+            "{connection:?}"
+        );
+        assert_eq!(engine.poll_event(), None, "nothing confirmed");
+        assert_eq!(engine.reachable_addresses().count(), 0);
+    }
+    // The local socket with the tested IP and port, after a rejected one: reachable.
+    t += engine.config().probe_interval;
+    engine.handle_timeout(t);
+    let p = engine.poll_transmit().unwrap();
+    let pre_existing = DialBackConnection {
+        after_request: false,
+        ..good.clone()
+    };
+    assert!(engine.handle_dial_back(p.nonce, &pre_existing).is_err());
+    let same_socket = DialBackConnection {
+        local_addr: Some(addr.clone()),
+        ..good
+    };
+    assert_eq!(engine.handle_dial_back(p.nonce, &same_socket), Ok(()));
+    engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
+    assert_eq!(tested(&mut engine).result, Ok(Reachability::Reachable));
+    assert_eq!(engine.poll_event(), Some(ClientEvent::Confirmed(addr)));
+}
+
 #[test]
 fn client_needs_the_dial_back_before_reachable() {
     let now = Instant::now();
-    let (mut engine, _) = client_with_server(now);
+    let (mut engine, server) = client_with_server(now);
     let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
     engine.add_candidate(addr.clone());
     let tick = now + engine.config().probe_interval;
     engine.handle_timeout(tick);
     let probe = engine.poll_transmit().unwrap();
-    assert!(!engine.handle_dial_back(probe.nonce.wrapping_add(1)));
+    assert_eq!(
+        engine.handle_dial_back(probe.nonce.wrapping_add(1), &dial_back_from(server)),
+        Err(DialBackRejected::UnknownNonce)
+    );
     engine.handle_probe_result(tick, probe.nonce, Ok(reply(DialStatus::Ok)));
     assert_eq!(tested(&mut engine).result, Err(ProbeError::MissingDialBack));
     assert_eq!(engine.reachable_addresses().count(), 0);
@@ -368,13 +600,16 @@ fn client_needs_the_dial_back_before_reachable() {
 #[test]
 fn client_confirms_then_expires() {
     let now = Instant::now();
-    let (mut engine, _) = client_with_server(now);
+    let (mut engine, server) = client_with_server(now);
     let addr = ma("/ip4/198.51.100.7/udp/4001/quic-v1");
     engine.add_candidate(addr.clone());
     let mut t = now + engine.config().probe_interval;
     engine.handle_timeout(t);
     let p = engine.poll_transmit().unwrap();
-    assert!(engine.handle_dial_back(p.nonce));
+    assert_eq!(
+        engine.handle_dial_back(p.nonce, &dial_back_from(server)),
+        Ok(())
+    );
     engine.handle_probe_result(t, p.nonce, Ok(reply(DialStatus::Ok)));
     assert_eq!(tested(&mut engine).result, Ok(Reachability::Reachable));
     assert_eq!(

@@ -365,7 +365,7 @@ impl Membership {
             self.confirmation_ping(peer, now, cfg, out);
         } else {
             self.stats.unconfirmed_failed += 1;
-            self.unconfirmed_gone(&peer, now, cfg);
+            self.unconfirmed_gone(&peer, true, now, cfg);
         }
     }
 
@@ -378,7 +378,9 @@ impl Membership {
             .is_some_and(|w| w.expires <= now)
         {
             self.stats.unconfirmed_expired += 1;
-            self.unconfirmed_gone(&peer, now, cfg);
+            // Never pinged in time: our own budget ran short, not the introducer's fault
+            // (an entry that was pinged fails after three periods, before it expires).
+            self.unconfirmed_gone(&peer, false, now, cfg);
         }
     }
 
@@ -396,25 +398,27 @@ impl Membership {
             .is_some_and(|w| w.pings > 0)
         {
             self.stats.unconfirmed_failed += 1;
-            self.unconfirmed_gone(peer, now, cfg);
+            self.unconfirmed_gone(peer, true, now, cfg);
         }
     }
 
-    /// Drops `peer`'s entry as a failed announcement: counts against its introducer, which
-    /// is penalised when its failures reach the threshold and outnumber its confirmations.
-    fn unconfirmed_gone(&mut self, peer: &PeerId, now: Instant, cfg: &SwimConfig) {
+    /// Drops `peer`'s entry; if it `failed` (its pings went unanswered), that counts against
+    /// its introducer, which is penalised when its failures reach the threshold and
+    /// outnumber its confirmations.
+    fn unconfirmed_gone(&mut self, peer: &PeerId, failed: bool, now: Instant, cfg: &SwimConfig) {
         let Some(w) = self.unconfirmed.remove(peer) else {
             return;
         };
         let intro = w.introducer;
-        let penalise = self
-            .unconfirmed
-            .introducers
-            .get_mut(&intro)
-            .is_some_and(|i| {
-                i.failed = i.failed.saturating_add(1);
-                i.failed >= cfg.introducer_failures && i.failed > i.confirmed
-            });
+        let penalise = failed
+            && self
+                .unconfirmed
+                .introducers
+                .get_mut(&intro)
+                .is_some_and(|i| {
+                    i.failed = i.failed.saturating_add(1);
+                    i.failed >= cfg.introducer_failures && i.failed > i.confirmed
+                });
         if penalise {
             self.stats.introducers_penalised += 1;
             let dropped: Vec<PeerId> = self

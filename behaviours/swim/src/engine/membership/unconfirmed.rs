@@ -144,7 +144,14 @@ impl Unconfirmed {
         if self.tokens >= 1.0 {
             return Some(self.at);
         }
-        Some(self.at + std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        // One microsecond more than the exact wait: the conversion to nanoseconds rounds
+        // down, and a wake-up a hair early would find no token and ask again at once.
+        let wait = (1.0 - self.tokens) / self.rate;
+        Some(
+            self.at
+                + std::time::Duration::from_secs_f64(wait)
+                + std::time::Duration::from_micros(1),
+        )
     }
 
     /// Whether an announcement of a new member by `introducer` may be taken (checked before

@@ -18,7 +18,7 @@
 //! for i in 1..20 {
 //!     sim.join(i, Duration::from_millis(10 * i as u64), vec![0]);
 //! }
-//! sim.run_until(Duration::from_secs(20), &mut |_, _, _| {});
+//! sim.run_until(Duration::from_secs(60), &mut |_, _, _| {});
 //! assert!((0..20).all(|i| sim.engine(i).live_member_count(sim.realm()) == 19));
 //! ```
 

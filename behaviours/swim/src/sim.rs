@@ -18,7 +18,7 @@
 //! for i in 1..20 {
 //!     sim.join(i, Duration::from_millis(10 * i as u64), vec![0]);
 //! }
-//! sim.run_until(Duration::from_secs(20), &mut |_, _, _| {});
+//! sim.run_until(Duration::from_secs(60), &mut |_, _, _| {});
 //! assert!((0..20).all(|i| sim.engine(i).live_member_count(sim.realm()) == 19));
 //! ```
 
@@ -367,9 +367,10 @@ impl Sim {
     }
 
     /// Makes every node know every other at once, as if all had joined through node 0 long
-    /// ago: node 0's full table reaches each node in one push-pull request, handled through
-    /// the public API like any other. Skips the join phase (and its dissemination traffic)
-    /// for simulations that study a settled group.
+    /// ago: each node joins through node 0 (node 0 through node 1) and node 0's full table
+    /// comes back at once as the join's answer, handled through the public API like any
+    /// other. Skips the join phase (and its dissemination traffic) for simulations that
+    /// study a settled group.
     pub fn bootstrap_converged(&mut self, on_event: &mut dyn FnMut(Duration, usize, &SwimEvent)) {
         let realm = self.cfg.realm.clone();
         let members: Vec<MemberRecord> = self
@@ -377,11 +378,11 @@ impl Sim {
             .iter()
             .filter_map(|n| n.engine.local_record(&realm))
             .collect();
-        let request = Message {
-            realm,
+        let answer = Message {
+            realm: realm.clone(),
             body: Body::PushPull(PushPull {
                 join: true,
-                response: false,
+                response: true,
                 members,
             }),
         };
@@ -393,9 +394,11 @@ impl Sim {
             }
             let now = self.now;
             let from_peer = self.nodes[from].peer;
-            let _reply = self.nodes[i]
-                .engine
-                .handle_push_pull(now, from_peer, request.clone());
+            let engine = &mut self.nodes[i].engine;
+            let _ = engine.join(now, &realm, &[from_peer]);
+            // The join's request is answered right here.
+            while engine.poll_transmit().is_some() {}
+            let _none = engine.handle_push_pull(now, from_peer, answer.clone());
             self.flush(i, on_event);
         }
     }

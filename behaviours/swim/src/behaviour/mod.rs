@@ -587,10 +587,19 @@ impl Behaviour {
         self.dials.backing_off(peer, now())
     }
 
-    /// Whether a datagram for `peer` may start a dial: only live members and seeds, and not
-    /// while its dials back off.
+    /// Whether a datagram for `peer` may start a dial: only live members, seeds and members
+    /// waiting for confirmation, and not while its dials back off.
     fn may_dial(&self, peer: &PeerId) -> bool {
-        (self.is_live_member(peer) || self.seeds.contains(peer)) && !self.backing_off(peer)
+        (self.is_live_member(peer) || self.seeds.contains(peer) || self.is_unconfirmed(peer))
+            && !self.backing_off(peer)
+    }
+
+    /// Whether `peer` waits unconfirmed in some realm (its confirmation pings may dial it
+    /// at the addresses of its signed record).
+    fn is_unconfirmed(&self, peer: &PeerId) -> bool {
+        self.engine
+            .realms()
+            .any(|r| self.engine.unconfirmed_member(r, peer).is_some())
     }
 
     fn queue_datagram(&mut self, to: PeerId, bytes: Bytes, dial: bool) -> bool {

@@ -119,7 +119,8 @@ impl Seeds {
         }
     }
 
-    /// Addresses to dial `peer` at: its member metadata in any realm of `engine`, its seed
+    /// Addresses to dial `peer` at: its member metadata in any realm of `engine` (of its
+    /// signed record while it waits unconfirmed), its seed
     /// addresses, and its last metadata as a former member (at most [`MAX_ADDRESSES`]).
     pub(super) fn dial_addresses(&self, engine: &SwimEngine, peer: &PeerId) -> Vec<Multiaddr> {
         let mut out: Vec<Multiaddr> = Vec::new();
@@ -134,6 +135,9 @@ impl Seeds {
         };
         for realm in engine.realms() {
             if let Some(m) = engine.member(realm, peer) {
+                m.addresses().iter().for_each(&mut add);
+            }
+            if let Some(m) = engine.unconfirmed_member(realm, peer) {
                 m.addresses().iter().for_each(&mut add);
             }
         }

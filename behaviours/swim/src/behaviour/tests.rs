@@ -164,7 +164,7 @@ async fn datagrams_without_connection_are_queued_boundedly_and_dialed_once() {
     assert!(!b.dials.dialing.contains_key(&p1));
 }
 
-/// Makes `peers` live members of `realm()` (alive news from the first).
+/// Makes `peers` live members of `realm()` (each one's alive news from itself).
 /// Each announces one address of its own, in its signed alive record (the peers are test keys
 /// `Keypair::from_seed_for_tests(0..64)`).
 fn learn(b: &mut Behaviour, peers: &[PeerId]) {
@@ -189,12 +189,15 @@ fn learn(b: &mut Behaviour, peers: &[PeerId]) {
                 },
             }
         })
-        .collect();
-    let msg = crate::Message {
-        realm: realm(),
-        body: Body::Gossip(crate::wire::Gossip { updates }),
-    };
-    b.engine.handle_message(now().into_std(), peers[0], msg);
+        .collect::<Vec<_>>();
+    // Each from the member itself: first-hand news makes a member at once.
+    for (p, u) in peers.iter().zip(updates) {
+        let msg = crate::Message {
+            realm: realm(),
+            body: Body::Gossip(crate::wire::Gossip { updates: vec![u] }),
+        };
+        b.engine.handle_message(now().into_std(), *p, msg);
+    }
     b.drain();
 }
 

@@ -106,6 +106,28 @@ pub struct SwimConfig {
     /// The burst of signature checks allowed at once (e.g. a join's push-pull answer), per
     /// realm. Default 8,192 (a full push-pull message).
     pub signature_check_burst: u32,
+    /// Members learned second-hand (from gossip, or from the table of a push-pull partner
+    /// other than a join's) wait *unconfirmed* until a message straight from them arrives
+    /// (docs/swim.md section 3b): at most this many per realm. When full, a newcomer takes
+    /// the place of the newest waiting entry of the introducer holding the most, if that one
+    /// holds more than the newcomer's introducer; otherwise it is dropped. Default 1,024.
+    pub max_unconfirmed: usize,
+    /// Unconfirmed members announced by one introducer (the peer whose message announced
+    /// them) waiting at once, per realm; beyond it its announcements of new members are
+    /// dropped. Default 64.
+    pub max_unconfirmed_per_introducer: usize,
+    /// Confirmation pings to unconfirmed members started per second at most, per realm,
+    /// shared round-robin among introducers (each entry gets up to 3 pings, one per
+    /// `probe_interval`). Default 50.
+    pub confirmations_per_sec: u32,
+    /// An introducer whose announcements failed confirmation this many times, more often
+    /// than they were confirmed, is penalised: its waiting entries are dropped and its
+    /// announcements of new members ignored for [`SwimConfig::introducer_penalty`].
+    /// Default 8.
+    pub introducer_failures: u32,
+    /// How long a penalised introducer's announcements of new members are ignored.
+    /// Default 60 s.
+    pub introducer_penalty: Duration,
 }
 
 impl Default for SwimConfig {
@@ -140,6 +162,11 @@ impl Default for SwimConfig {
             dynamic_suspicion: true,
             signature_checks_per_sec: 2_000,
             signature_check_burst: 8_192,
+            max_unconfirmed: 1024,
+            max_unconfirmed_per_introducer: 64,
+            confirmations_per_sec: 50,
+            introducer_failures: 8,
+            introducer_penalty: Duration::from_secs(60),
         }
     }
 }
@@ -241,7 +268,35 @@ impl SwimConfig {
         if matches!(self.push_pull_interval, Some(d) if d.is_zero()) {
             return Err(ConfigError::ZeroDuration("push_pull_interval"));
         }
-        let ranges: [(&'static str, u64, u64, u64, &'static str); 11] = [
+        let ranges: [(&'static str, u64, u64, u64, &'static str); 15] = [
+            (
+                "max_unconfirmed",
+                self.max_unconfirmed as u64,
+                1,
+                u64::MAX,
+                "1..",
+            ),
+            (
+                "max_unconfirmed_per_introducer",
+                self.max_unconfirmed_per_introducer as u64,
+                1,
+                u64::MAX,
+                "1..",
+            ),
+            (
+                "confirmations_per_sec",
+                u64::from(self.confirmations_per_sec),
+                1,
+                u64::MAX,
+                "1..",
+            ),
+            (
+                "introducer_failures",
+                u64::from(self.introducer_failures),
+                1,
+                u64::MAX,
+                "1..",
+            ),
             (
                 "indirect_checks",
                 self.indirect_checks as u64,

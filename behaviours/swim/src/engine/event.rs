@@ -156,6 +156,26 @@ pub struct Stats {
     pub signatures_unchecked: u64,
     /// Signatures of alive records checked.
     pub signatures_checked: u64,
+    /// Members learned second-hand that entered the unconfirmed state (docs/swim.md
+    /// section 3b).
+    pub unconfirmed_added: u64,
+    /// Unconfirmed members confirmed (a message straight from them arrived) and so taken in
+    /// as members.
+    pub unconfirmed_confirmed: u64,
+    /// Unconfirmed members dropped after their confirmation pings went unanswered (or the
+    /// driver reported them unreachable).
+    pub unconfirmed_failed: u64,
+    /// Unconfirmed members dropped because the suspicion timeout passed before they were
+    /// confirmed.
+    pub unconfirmed_expired: u64,
+    /// Announcements of new members refused or dropped before confirmation: the per-realm or
+    /// per-introducer bound was reached, the introducer was penalised, or the entry was
+    /// evicted to make room.
+    pub unconfirmed_dropped: u64,
+    /// Confirmation pings sent to unconfirmed members.
+    pub confirmation_pings: u64,
+    /// Times an introducer was penalised (too many of its announcements failed confirmation).
+    pub introducers_penalised: u64,
     /// Push-pulls started (joins and anti-entropy).
     pub push_pulls_started: u64,
     /// Push-pull answers merged.
@@ -172,6 +192,8 @@ pub struct Stats {
     pub live_members: usize,
     /// Gauge: updates waiting to be disseminated.
     pub queued_updates: usize,
+    /// Gauge: unconfirmed members waiting now.
+    pub unconfirmed_members: usize,
 }
 
 /// Counters of the engine as a whole (not per realm).

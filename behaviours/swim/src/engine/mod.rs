@@ -404,10 +404,27 @@ impl SwimEngine {
     /// its period as usual (unless an ack comes through a helper), and no later probe of it
     /// gets that grace: a member that can never be reached is suspected, then declared
     /// failed.
-    pub fn handle_probe_unreachable(&mut self, _now: Instant, peer: &PeerId) {
+    ///
+    /// A member that waits unconfirmed (docs/swim.md section 3b) and was sent a
+    /// confirmation ping is dropped at once.
+    pub fn handle_probe_unreachable(&mut self, now: Instant, peer: &PeerId) {
         for m in &mut self.realms {
-            m.handle_probe_unreachable(peer);
+            m.handle_probe_unreachable(now, peer, &self.config);
         }
+    }
+
+    /// A member of `realm` heard of second-hand that waits unconfirmed (docs/swim.md
+    /// section 3b): not a member yet, but the engine sends it confirmation pings, which a
+    /// driver delivers like any datagram (dialing it at the addresses of this signed record
+    /// if needed). `None` if `peer` is not waiting.
+    pub fn unconfirmed_member(&self, realm: &Realm, peer: &PeerId) -> Option<Member> {
+        self.realms[self.index(realm)?].unconfirmed_member(peer)
+    }
+
+    /// The number of members of `realm` waiting unconfirmed.
+    pub fn unconfirmed_count(&self, realm: &Realm) -> usize {
+        self.index(realm)
+            .map_or(0, |i| self.realms[i].unconfirmed_count())
     }
 
     /// The next message to send, if any. Drain after every call into the engine.

@@ -8,7 +8,8 @@ use std::time::Instant;
 use meshwire_core::PeerId;
 
 use super::{
-    random_members, Entry, Membership, Pending, Timer, MAX_FORMER_MEMBERS, MAX_PENDING_PUSH_PULLS,
+    random_members, Entry, Membership, Pending, Timer, Via, MAX_FORMER_MEMBERS,
+    MAX_PENDING_PUSH_PULLS,
 };
 use crate::engine::config::SwimConfig;
 use crate::engine::event::SwimEvent;
@@ -258,16 +259,20 @@ impl Membership {
             return None;
         }
         self.last_heard = Some(now);
+        // The partner answered (or asked) over a connection that proved its key.
+        self.confirm(&from, now, cfg, out);
         if pp.response {
-            if self.pending.remove(&from).is_none() {
+            let Some(pending) = self.pending.remove(&from) else {
                 self.stats.unexpected_messages += 1;
                 return None;
-            }
+            };
             if self.forget_dead_on_push_pull {
                 self.forget_dead();
             }
             self.stats.push_pulls_completed += 1;
-            self.merge(from, pp.members, now, cfg, out);
+            // A join's answer comes from a partner this node chose (a seed, a former
+            // member): its table is taken as it is. Others' tables wait for confirmation.
+            self.merge(from, pending.join, pp.members, now, cfg, out);
             None
         } else {
             self.stats.push_pulls_served += 1;
@@ -276,7 +281,7 @@ impl Membership {
                 response: true,
                 members: self.local_state(cfg),
             };
-            self.merge(from, pp.members, now, cfg, out);
+            self.merge(from, false, pp.members, now, cfg, out);
             Some(reply)
         }
     }
@@ -294,6 +299,7 @@ impl Membership {
     pub(super) fn merge(
         &mut self,
         from: PeerId,
+        trusted: bool,
         records: Vec<MemberRecord>,
         now: Instant,
         cfg: &SwimConfig,
@@ -308,7 +314,10 @@ impl Membership {
                     r.signed_incarnation,
                     r.meta,
                     r.signature,
-                    Some(&from),
+                    Via::PushPull {
+                        partner: from,
+                        trusted,
+                    },
                     now,
                     cfg,
                     out,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use meshwire_core::PeerId;
 
-use super::{random_members, Entry, Membership, Timer};
+use super::{random_members, Entry, Membership, Timer, Via};
 use crate::engine::config::SwimConfig;
 use crate::engine::event::SwimEvent;
 use crate::engine::output::{Outputs, Transmit, TransmitKind};
@@ -124,6 +124,7 @@ impl Membership {
 
     pub(super) fn apply_updates(
         &mut self,
+        from: PeerId,
         updates: Vec<Update>,
         now: Instant,
         cfg: &SwimConfig,
@@ -132,9 +133,16 @@ impl Membership {
         for u in updates {
             self.stats.updates_received += 1;
             match u.kind {
-                UpdateKind::Alive { meta, signature } => {
-                    self.apply_alive(u.peer, u.incarnation, meta, signature, None, now, cfg, out)
-                }
+                UpdateKind::Alive { meta, signature } => self.apply_alive(
+                    u.peer,
+                    u.incarnation,
+                    meta,
+                    signature,
+                    Via::Datagram(from),
+                    now,
+                    cfg,
+                    out,
+                ),
                 UpdateKind::Suspect { from } => {
                     self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out)
                 }
@@ -182,9 +190,11 @@ impl Membership {
         }
     }
 
-    /// `partner`: set when merging a push-pull with that peer; a member unknown until now is
-    /// then gossiped on only if it is the partner itself (third parties discovered through
-    /// the partner's table are already known to the group).
+    /// `via`: how the record reached us. A member unknown until now enters at once only if
+    /// the record comes from the member itself or from the answer to a join; otherwise it
+    /// waits unconfirmed (docs/swim.md section 3b). One that enters from a push-pull
+    /// partner's table is not gossiped on unless it is the partner itself (third parties
+    /// discovered through the partner's table are already known to the group).
     ///
     /// `signature` must be `peer`'s own signature of the record (checked only when the
     /// update would change something): a member enters, comes back or changes its metadata
@@ -196,7 +206,7 @@ impl Membership {
         inc: u64,
         meta: Arc<NodeMeta>,
         signature: Signature,
-        partner: Option<&PeerId>,
+        via: Via,
         now: Instant,
         cfg: &SwimConfig,
         out: &mut Outputs,
@@ -222,11 +232,12 @@ impl Membership {
         {
             return;
         }
-        if peer != self.local
-            && !self.members.contains_key(&peer)
-            && self.members.len() >= cfg.max_members
-        {
+        let unknown = peer != self.local && !self.members.contains_key(&peer);
+        if unknown && self.members.len() >= cfg.max_members {
             self.stats.updates_rejected += 1;
+            return;
+        }
+        if unknown && self.handle_unknown_alive(peer, inc, &meta, &signature, via, now, cfg, out) {
             return;
         }
         if !self.check_signature(&peer, inc, &meta, &signature, now, cfg) {
@@ -241,39 +252,13 @@ impl Membership {
             self.refute(inc, cfg);
             return;
         }
+        if unknown {
+            self.insert_member(peer, inc, meta, signature, via.gossip_new(&peer), now, out);
+            return;
+        }
         let realm = &self.realm;
         match self.members.get_mut(&peer) {
-            None => {
-                self.members.insert(
-                    peer,
-                    Entry {
-                        state: MemberState::Alive,
-                        incarnation: inc,
-                        meta: meta.clone(),
-                        suspicion: None,
-                        state_change: now,
-                        signed_incarnation: inc,
-                        signature,
-                        probe_grace_used: false,
-                        local_only: false,
-                    },
-                );
-                self.former.retain(|(p, _)| *p != peer);
-                self.live += 1;
-                out.event(SwimEvent::MemberJoined {
-                    realm: realm.clone(),
-                    member: Member {
-                        peer,
-                        state: MemberState::Alive,
-                        incarnation: inc,
-                        meta: meta.clone(),
-                    },
-                });
-                self.add_to_probe_order(peer);
-                if partner.is_some_and(|p| *p != peer) {
-                    return;
-                }
-            }
+            None => return,
             Some(e) => {
                 if inc <= e.incarnation {
                     return;
@@ -332,6 +317,54 @@ impl Membership {
             incarnation: inc,
             kind: UpdateKind::Alive { meta, signature },
         });
+    }
+
+    /// Takes `peer` in as a new alive member with its signed record; `gossip`: spread its
+    /// alive record on.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_member(
+        &mut self,
+        peer: PeerId,
+        inc: u64,
+        meta: Arc<NodeMeta>,
+        signature: Signature,
+        gossip: bool,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        self.members.insert(
+            peer,
+            Entry {
+                state: MemberState::Alive,
+                incarnation: inc,
+                meta: meta.clone(),
+                suspicion: None,
+                state_change: now,
+                signed_incarnation: inc,
+                signature,
+                probe_grace_used: false,
+                local_only: false,
+            },
+        );
+        self.former.retain(|(p, _)| *p != peer);
+        self.live += 1;
+        out.event(SwimEvent::MemberJoined {
+            realm: self.realm.clone(),
+            member: Member {
+                peer,
+                state: MemberState::Alive,
+                incarnation: inc,
+                meta: meta.clone(),
+            },
+        });
+        self.add_to_probe_order(peer);
+        if gossip {
+            self.queue.push(Update {
+                peer,
+                incarnation: inc,
+                kind: UpdateKind::Alive { meta, signature },
+            });
+        }
     }
 
     /// `from` counts as the (confirming) accuser and is what we gossip on; `accuser` is who

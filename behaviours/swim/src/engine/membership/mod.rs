@@ -20,6 +20,10 @@ use crate::rng::SwimRng;
 mod anti_entropy;
 mod dissemination;
 mod probe;
+mod unconfirmed;
+
+use self::unconfirmed::Unconfirmed;
+use self::unconfirmed::Via;
 
 use crate::wire::{Body, Gossip, Nack, Update, UpdateKind};
 
@@ -89,6 +93,10 @@ enum Timer {
     Relay(u32),
     RelayRetry(u32),
     PushPull(PeerId),
+    /// The next step (ping again, or give up) of an unconfirmed member's confirmation.
+    Confirm(PeerId),
+    /// An unconfirmed member's time is up.
+    Expire(PeerId),
 }
 
 /// The signature-check budget: a token bucket refilled at
@@ -152,6 +160,8 @@ pub(crate) struct Membership {
     /// Set by a join with no live member: the members held dead are forgotten when the next
     /// push-pull message arrives (not before: if nobody answers, they are the rejoin targets).
     forget_dead_on_push_pull: bool,
+    /// Members heard of second-hand, waiting for a message straight from them.
+    unconfirmed: Unconfirmed,
     stats: Stats,
 }
 
@@ -247,6 +257,7 @@ impl Membership {
             last_heard: None,
             former: VecDeque::new(),
             forget_dead_on_push_pull: false,
+            unconfirmed: Unconfirmed::new(hash_key ^ 4, cfg, now),
             stats: Stats::default(),
         };
         m.queue.push(m.self_alive());
@@ -282,6 +293,7 @@ impl Membership {
             local_health: self.awareness,
             live_members: self.live,
             queued_updates: self.queue.len(),
+            unconfirmed_members: self.unconfirmed.len(),
             ..self.stats.clone()
         }
     }
@@ -357,6 +369,10 @@ impl Membership {
         })
     }
 
+    pub(crate) fn unconfirmed_count(&self) -> usize {
+        self.unconfirmed.len()
+    }
+
     pub(crate) fn members(&self) -> Vec<Member> {
         let mut v: Vec<Member> = self
             .members
@@ -417,6 +433,9 @@ impl Membership {
         if let Some(Reverse((at, _))) = self.timers.peek() {
             t = t.min(*at);
         }
+        if let Some(at) = self.unconfirmed.next_ping_at() {
+            t = t.min(at);
+        }
         Some(t)
     }
 
@@ -441,6 +460,7 @@ impl Membership {
         if self.next_probe <= now {
             self.start_probe(now, cfg, out);
         }
+        self.start_confirmations(now, cfg, out);
         if let (Some(g), Some(interval)) = (self.next_gossip, cfg.gossip_interval) {
             if g <= now {
                 self.next_gossip = Some(now + interval);
@@ -524,6 +544,8 @@ impl Membership {
                     self.handle_push_pull_failed(peer, out);
                 }
             }
+            Timer::Confirm(peer) => self.confirmation_due(peer, now, cfg, out),
+            Timer::Expire(peer) => self.unconfirmed_expired(peer, now, cfg),
         }
     }
 

@@ -161,7 +161,13 @@ impl Membership {
     /// The driver cannot reach `peer`: its dial failed, or there is no connection and no
     /// address to dial. The current probe of it loses its grace and fails at the end of its
     /// period unless an ack (through a helper) comes; no later probe gets the grace either.
-    pub(crate) fn handle_probe_unreachable(&mut self, peer: &PeerId) {
+    pub(crate) fn handle_probe_unreachable(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        cfg: &SwimConfig,
+    ) {
+        self.unconfirmed_unreachable(peer, now, cfg);
         if let Some(e) = self.members.get_mut(peer) {
             e.probe_grace_used = true;
         }
@@ -264,9 +270,11 @@ impl Membership {
         // A message straight from a member we hold dead on a verdict we never spread: it is
         // alive and reaches us, and it cannot refute what it was never told.
         self.revive_local_verdict(from, now, out);
+        // A message straight from a member we only heard of: it is real and reaches us.
+        let confirmed = self.confirm(&from, now, cfg, out);
         match body {
             Body::Ping(p) => {
-                self.apply_updates(p.updates, now, cfg, out);
+                self.apply_updates(from, p.updates, now, cfg, out);
                 self.send(
                     out,
                     cfg,
@@ -279,18 +287,21 @@ impl Membership {
                 );
             }
             Body::Ack(a) => {
-                self.apply_updates(a.updates, now, cfg, out);
-                self.on_ack(from, a.seq, cfg, out);
+                self.apply_updates(from, a.updates, now, cfg, out);
+                // The ack to a confirmation ping has done its work.
+                if !confirmed {
+                    self.on_ack(from, a.seq, cfg, out);
+                }
             }
             Body::PingReq(r) => {
-                self.apply_updates(r.updates, now, cfg, out);
+                self.apply_updates(from, r.updates, now, cfg, out);
                 self.on_ping_req(from, r.seq, r.target, r.nack_timeout_ms, now, cfg, out);
             }
             Body::Nack(n) => {
-                self.apply_updates(n.updates, now, cfg, out);
+                self.apply_updates(from, n.updates, now, cfg, out);
                 self.on_nack(from, n.seq);
             }
-            Body::Gossip(g) => self.apply_updates(g.updates, now, cfg, out),
+            Body::Gossip(g) => self.apply_updates(from, g.updates, now, cfg, out),
             Body::PushPull(_) => self.stats.unexpected_messages += 1,
         }
     }

@@ -110,8 +110,11 @@ fn a_real_member_enters_with_its_signed_record() {
             &r.signature
         )));
     other.handle_push_pull(now, peer(0), req).unwrap();
-    assert_eq!(state(&other, 1), Some((MemberState::Alive, 3)));
     assert_eq!(state(&other, 0), Some((MemberState::Alive, 0)));
+    // A third party in a table pushed to us waits unconfirmed, with its signed record.
+    assert_eq!(state(&other, 1), None);
+    let waiting = other.unconfirmed_member(&realm(), &peer(1)).unwrap();
+    assert_eq!(waiting.incarnation, 3);
 }
 
 #[test]
@@ -136,7 +139,9 @@ fn push_pull_records_need_signatures() {
     assert_eq!(state(&c, 1), Some((MemberState::Alive, 0)));
     assert_eq!(state(&c, 3), None);
     assert_eq!(state(&c, 4), None);
-    assert_eq!(state(&c, 5), Some((MemberState::Alive, 0)));
+    // Signed, but second-hand in a request: it waits unconfirmed.
+    assert_eq!(state(&c, 5), None);
+    assert!(c.unconfirmed_member(&realm(), &peer(5)).is_some());
     assert_eq!(c.stats(&realm()).unwrap().signatures_rejected, 2);
 }
 

@@ -66,6 +66,11 @@ pub struct Config {
     pub close_relayed: bool,
     /// How long an inbound stream may take to send its `Hello`. Default 10 s.
     pub hello_timeout: Duration,
+    /// How long one write (a batch of frames, and its flush) or a path's close may take; a
+    /// path whose peer stops granting stream credit for longer is treated as failed (the
+    /// session falls back or fails as for any lost path), and when the session ends its
+    /// writers get this long to finish before they are aborted. Default 10 s.
+    pub write_timeout: Duration,
     /// The connection-manager tag protecting a relay while a session runs through it.
     /// Default `"upgrade"`.
     pub protect_tag: String,
@@ -85,6 +90,7 @@ impl Default for Config {
             auto_upgrade: true,
             close_relayed: true,
             hello_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             protect_tag: "upgrade".into(),
         }
     }
@@ -475,6 +481,7 @@ impl Behaviour {
             commands_rx,
             self.reports_tx.clone(),
             self.config.linger,
+            self.config.write_timeout,
         ));
         self.sessions.insert(
             key,

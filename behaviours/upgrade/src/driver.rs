@@ -68,6 +68,39 @@ struct PathIo {
     connection: ConnectionId,
     kind: PathKind,
     reader: tokio::task::AbortHandle,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// The tasks of closed paths: their writers still write their last bytes and close (each
+/// step bounded by `write_timeout`); whatever still runs at the session's end is aborted.
+#[derive(Default)]
+struct Closed {
+    readers: Vec<tokio::task::AbortHandle>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Closed {
+    fn push(&mut self, io: PathIo) {
+        self.readers.retain(|r| !r.is_finished());
+        self.writers.retain(|w| !w.is_finished());
+        self.readers.push(io.reader);
+        self.writers.push(io.writer);
+    }
+
+    /// Aborts the readers, gives the writers `write_timeout` to finish, then aborts them.
+    async fn end(self, write_timeout: Duration) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+        let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
+        let all = futures::future::join_all(self.writers);
+        if tokio::time::timeout(write_timeout, all).await.is_err() {
+            tracing::debug!("upgrade path writers still blocked at the session's end; aborted");
+        }
+        for abort in aborts {
+            abort.abort();
+        }
+    }
 }
 
 /// Runs the session until it fails, finishes both ways, or the application and the peer are
@@ -78,12 +111,14 @@ pub(crate) async fn run<S, K>(
     mut commands: mpsc::Receiver<Command<S>>,
     reports: mpsc::Sender<(K, Report)>,
     linger: Duration,
+    write_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     K: Clone + Send + 'static,
 {
     let max_frame = core.lock().engine.config().max_message + MAX_HEADER;
     let mut paths: HashMap<PathId, PathIo> = HashMap::new();
+    let mut closed_io = Closed::default();
     let mut kinds = Kinds::default();
     let mut last_handshake: Option<(PathKind, Duration)> = None;
     let mut app_closed = false;
@@ -105,7 +140,7 @@ pub(crate) async fn run<S, K>(
                 app_closed = true;
                 s.engine.close();
             }
-            s.after_input(&core);
+            s.after_input();
             s.task_running();
             let mut ended = false;
             while let Some(event) = s.events.pop_front() {
@@ -165,6 +200,7 @@ pub(crate) async fn run<S, K>(
                     out.push(Report::PathClosed {
                         connection: io.connection,
                     });
+                    closed_io.push(io);
                 }
             }
             let app_gone = s.consumer_gone;
@@ -183,7 +219,7 @@ pub(crate) async fn run<S, K>(
             let deadline = engine.poll_timeout();
             s.armed = deadline;
             if done {
-                s.end(&core);
+                s.end();
             }
             (deadline.map(tokio::time::Instant::from_std), done)
         };
@@ -204,8 +240,8 @@ pub(crate) async fn run<S, K>(
                         s.outs.insert(path, Out { buf: BytesMut::new(), closing: false, wake: wake.clone() });
                         path
                     };
-                    let reader = spawn_io(core.clone(), path, stream, max_frame, wake);
-                    paths.insert(path, PathIo { connection, kind, reader });
+                    let (reader, writer) = spawn_io(core.clone(), path, stream, max_frame, wake, write_timeout);
+                    paths.insert(path, PathIo { connection, kind, reader, writer });
                 }
                 Some(Command::Accept { stream, kind, connection, path, recv_next, recv_limit }) => {
                     let wake = Arc::new(Notify::new());
@@ -221,8 +257,8 @@ pub(crate) async fn run<S, K>(
                         accepted
                     };
                     if accepted {
-                        let reader = spawn_io(core.clone(), path, stream, max_frame, wake);
-                        paths.insert(path, PathIo { connection, kind, reader });
+                        let (reader, writer) = spawn_io(core.clone(), path, stream, max_frame, wake, write_timeout);
+                        paths.insert(path, PathIo { connection, kind, reader, writer });
                     }
                 }
                 // The behaviour is gone: nothing can open paths any more; go on with the
@@ -245,34 +281,33 @@ pub(crate) async fn run<S, K>(
         }
     }
     for (_, io) in paths.drain() {
-        io.reader.abort();
+        let connection = io.connection;
+        closed_io.push(io);
         let _ = reports
-            .send((
-                key.clone(),
-                Report::PathClosed {
-                    connection: io.connection,
-                },
-            ))
+            .send((key.clone(), Report::PathClosed { connection }))
             .await;
     }
     let _ = reports.send((key.clone(), Report::Ended)).await;
+    closed_io.end(write_timeout).await;
 }
 
-/// Starts the reader and the writer of a path's stream; the reader's handle.
+/// Starts the reader and the writer of a path's stream; the reader's abort handle and the
+/// writer's handle.
 fn spawn_io<S>(
     core: Arc<Core>,
     path: PathId,
     stream: S,
     max_frame: usize,
     wake: Arc<Notify>,
-) -> tokio::task::AbortHandle
+    write_timeout: Duration,
+) -> (tokio::task::AbortHandle, tokio::task::JoinHandle<()>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (read, write) = stream.split();
     let reader = tokio::spawn(read_path(core.clone(), path, read, max_frame));
-    tokio::spawn(write_path(core, path, write, wake));
-    reader.abort_handle()
+    let writer = tokio::spawn(write_path(core, path, write, wake, write_timeout));
+    (reader.abort_handle(), writer)
 }
 
 /// Reads a path's frames into the engine, a batch per lock, until the stream ends.
@@ -294,12 +329,14 @@ async fn read_path<R: AsyncRead + Unpin>(core: Arc<Core>, path: PathId, read: R,
 }
 
 /// Writes a path's buffer whenever it has bytes: takes all of it under the lock (refilling
-/// it from the engine), writes and flushes it outside; closes the stream when told.
+/// it from the engine), writes and flushes it outside; closes the stream when told. A write
+/// (or the close) that takes longer than `write_timeout` ends the path as failed.
 async fn write_path<W: AsyncWrite + Unpin>(
     core: Arc<Core>,
     path: PathId,
     mut write: W,
     wake: Arc<Notify>,
+    write_timeout: Duration,
 ) {
     let mut spare = BytesMut::with_capacity(WRITE_BATCH);
     loop {
@@ -319,11 +356,17 @@ async fn write_path<W: AsyncWrite + Unpin>(
             closing
         };
         if !spare.is_empty() {
-            let written = async {
+            let written = tokio::time::timeout(write_timeout, async {
                 write.write_all(&spare).await?;
                 write.flush().await
-            }
-            .await;
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no stream credit within the write timeout",
+                ))
+            });
             spare.clear();
             if let Err(error) = written {
                 tracing::debug!(path, %error, "upgrade path write failed");
@@ -331,7 +374,7 @@ async fn write_path<W: AsyncWrite + Unpin>(
                 stamp(&mut s);
                 s.outs.remove(&path);
                 s.path_ended(path);
-                s.after_input(&core);
+                s.after_input();
                 return;
             }
         } else if !closing {
@@ -339,8 +382,126 @@ async fn write_path<W: AsyncWrite + Unpin>(
             continue;
         }
         if closing {
-            let _ = write.close().await;
+            let _ = tokio::time::timeout(write_timeout, write.close()).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::engine::{SessionConfig, SessionEngine};
+
+    /// A stream whose peer never grants credit: reads and writes stay pending forever.
+    struct Stuck;
+
+    impl AsyncRead for Stuck {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    fn core_with_path() -> (Arc<Core>, PathId, Arc<Notify>) {
+        let now = Instant::now();
+        let core = Core::new(SessionEngine::new_initiator(
+            1,
+            SessionConfig::default(),
+            now,
+        ));
+        let wake = Arc::new(Notify::new());
+        let path = {
+            let mut s = core.lock();
+            let path = s.engine.open_path(now, PathKind::Direct);
+            s.outs.insert(
+                path,
+                Out {
+                    buf: BytesMut::new(),
+                    closing: false,
+                    wake: wake.clone(),
+                },
+            );
+            s.pump();
+            path
+        };
+        (core, path, wake)
+    }
+
+    #[tokio::test]
+    async fn a_writer_without_stream_credit_fails_its_path_after_the_write_timeout() {
+        let (core, path, wake) = core_with_path();
+        let timeout = Duration::from_millis(100);
+        let (reader, writer) = spawn_io(core.clone(), path, Stuck, 1 << 16, wake, timeout);
+        // The `Hello` is buffered; the write blocks, then times out and ends the path.
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ends within its write timeout")
+            .expect("the writer does not panic");
+        assert!(core.lock().closed.contains(&path));
+        assert!(core.lock().outs.get(&path).is_none());
+        // The reader (no bytes ever) is ended with the session's other tasks.
+        let mut closed = Closed::default();
+        let (parked_reader, parked) = spawn_io(
+            core.clone(),
+            path,
+            Stuck,
+            1 << 16,
+            Arc::new(Notify::new()),
+            timeout,
+        );
+        closed.readers.push(reader.clone());
+        closed.readers.push(parked_reader);
+        closed.writers.push(parked);
+        closed.end(timeout).await;
+        tokio::task::yield_now().await;
+        assert!(reader.is_finished());
+        // Only this test's handle is left: the tasks let go of the session.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(Arc::strong_count(&core), 1);
+    }
+
+    #[test]
+    fn wake_ups_decided_under_the_lock_go_out_after_it_is_released() {
+        let (core, path, wake) = core_with_path();
+        // The `Hello` buffered by `core_with_path` woke the (absent) writer: take that permit.
+        assert!(Box::pin(wake.notified()).now_or_never().is_some());
+        let mut woken = Box::pin(wake.notified());
+        woken.as_mut().enable();
+        let mut s = core.lock();
+        s.path_ended(path);
+        s.end();
+        // Still locked: nobody woken yet.
+        assert!(woken.as_mut().now_or_never().is_none());
+        let mut readable = Box::pin(core.readable.notified());
+        assert!(readable.as_mut().now_or_never().is_none());
+        drop(s);
+        assert!(woken.now_or_never().is_some());
+        assert!(readable.now_or_never().is_some());
     }
 }

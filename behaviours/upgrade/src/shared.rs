@@ -7,6 +7,7 @@
 //! that was empty, a parked receiver or sender, an event, an earlier deadline).
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -101,6 +102,65 @@ pub(crate) struct State {
     /// The task was woken and has not run yet.
     task_woken: bool,
     scratch: BytesMut,
+    /// Wake-ups decided under the lock, sent once it is released ([`Guard`]).
+    wakes: Wakes,
+}
+
+/// Wake-ups to send after the lock is released: a woken party then does not block on it.
+#[derive(Debug, Default)]
+struct Wakes {
+    writers: Vec<Arc<Notify>>,
+    readable: bool,
+    room: bool,
+    task: bool,
+}
+
+/// The locked state; when dropped, releases the lock, then sends the wake-ups decided
+/// under it.
+pub(crate) struct Guard<'a> {
+    core: &'a Core,
+    inner: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Guard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match &self.inner {
+            Some(s) => s,
+            None => unreachable!("the lock is held until the guard drops"),
+        }
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match &mut self.inner {
+            Some(s) => s,
+            None => unreachable!("the lock is held until the guard drops"),
+        }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let Some(mut state) = self.inner.take() else {
+            return;
+        };
+        let wakes = std::mem::take(&mut state.wakes);
+        drop(state);
+        for writer in wakes.writers {
+            writer.notify_one();
+        }
+        if wakes.readable {
+            self.core.readable.notify_one();
+        }
+        if wakes.room {
+            self.core.room.notify_waiters();
+        }
+        if wakes.task {
+            self.core.task.notify_one();
+        }
+    }
 }
 
 /// The shared core of one session.
@@ -134,6 +194,7 @@ impl Core {
                 send_waiting: false,
                 task_woken: false,
                 scratch: BytesMut::new(),
+                wakes: Wakes::default(),
             }),
             readable: Notify::new(),
             room: Notify::new(),
@@ -141,9 +202,12 @@ impl Core {
         })
     }
 
-    /// The state, locked.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state, locked (wake-ups decided under the lock go out when it is released).
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        Guard {
+            core: self,
+            inner: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+        }
     }
 
     /// The session's counters.
@@ -258,13 +322,13 @@ impl State {
                     ));
                     out.buf.put_slice(&self.scratch);
                     if was_empty {
-                        out.wake.notify_one();
+                        self.wakes.writers.push(out.wake.clone());
                     }
                 }
                 Encoded::Close { path } => {
                     if let Some(out) = self.outs.get_mut(&path) {
                         out.closing = true;
-                        out.wake.notify_one();
+                        self.wakes.writers.push(out.wake.clone());
                     }
                     self.closed.push(path);
                     self.task_woken = true;
@@ -276,7 +340,7 @@ impl State {
     /// After the engine took input: writes what it has, hands its events to the task, and
     /// wakes whoever waits on a transition (a parked receiver, a parked sender, the task for
     /// events or an earlier deadline).
-    pub(crate) fn after_input(&mut self, core: &Core) {
+    pub(crate) fn after_input(&mut self) {
         self.pump();
         while let Some(event) = self.engine.poll_event() {
             if event != SessionEvent::Readable {
@@ -286,25 +350,25 @@ impl State {
         }
         if self.recv_waiting && (self.engine.readable() > 0 || self.engine.peer_finished()) {
             self.recv_waiting = false;
-            core.readable.notify_one();
+            self.wakes.readable = true;
         }
         if self.send_waiting && self.engine.can_send(0) {
             self.send_waiting = false;
-            core.room.notify_waiters();
+            self.wakes.room = true;
         }
         if let Some(at) = self.engine.poll_timeout() {
             if self.armed.is_none_or(|armed| at < armed) {
                 self.task_woken = true;
             }
         }
-        self.wake_task_if_due(core);
+        self.wake_task_if_due();
     }
 
     /// Wakes the task if something since its last pass is for it.
-    pub(crate) fn wake_task_if_due(&mut self, core: &Core) {
+    pub(crate) fn wake_task_if_due(&mut self) {
         if self.task_woken {
             self.task_woken = false;
-            core.task.notify_one();
+            self.wakes.task = true;
         }
     }
 
@@ -319,23 +383,23 @@ impl State {
         self.engine.handle_path_closed(self.now, path);
         if let Some(out) = self.outs.get_mut(&path) {
             out.closing = true;
-            out.wake.notify_one();
+            self.wakes.writers.push(out.wake.clone());
         }
         self.closed.push(path);
         self.task_woken = true;
     }
 
     /// The session ended: every writer closes, every waiting party wakes.
-    pub(crate) fn end(&mut self, core: &Core) {
+    pub(crate) fn end(&mut self) {
         self.ended = true;
         for out in self.outs.values_mut() {
             out.closing = true;
-            out.wake.notify_one();
+            self.wakes.writers.push(out.wake.clone());
         }
         self.recv_waiting = false;
         self.send_waiting = false;
-        core.readable.notify_one();
-        core.room.notify_waiters();
+        self.wakes.readable = true;
+        self.wakes.room = true;
     }
 }
 
@@ -356,7 +420,7 @@ impl Drop for Producer {
         s.producers = s.producers.saturating_sub(1);
         if s.producers == 0 {
             s.task_woken = true;
-            s.wake_task_if_due(&self.0);
+            s.wake_task_if_due();
         }
     }
 }
@@ -370,7 +434,7 @@ impl Drop for Consumer {
         let mut s = self.0.lock();
         s.consumer_gone = true;
         s.task_woken = true;
-        s.wake_task_if_due(&self.0);
+        s.wake_task_if_due();
     }
 }
 
@@ -390,7 +454,7 @@ pub(crate) fn handle_frames(
     if end {
         s.path_ended(path);
     }
-    s.after_input(core);
+    s.after_input();
     s.ended
 }
 

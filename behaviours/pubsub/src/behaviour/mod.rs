@@ -18,8 +18,8 @@
 //!   peer ([`GossipsubEvent::Invalid`]); a too-large frame also ends the stream.
 //! - **QoS 1** ([`crate::qos`], [`Behaviour::publish_with`]): a peer whose identify
 //!   protocols (shared by the swarm, [`FromSwarm::RemoteProtocolsChanged`]) include
-//!   [`QOS_PROTOCOL`], or that opens a QoS stream to us, is expected to acknowledge our QoS 1
-//!   messages. Our copies of those messages to such peers carry the mark
+//!   [`QOS_PROTOCOL`] is expected to acknowledge our QoS 1 messages (a QoS stream it opens
+//!   does not make it expected; silent peers are capped and demoted, [`crate::qos`]). Our copies of those messages to such peers carry the mark
 //!   ([`crate::qos::wire::mark`]); acknowledgements and retransmissions travel one frame per
 //!   stream on [`QOS_PROTOCOL`] (opened without dialing, at most [`Config::max_qos_streams`]
 //!   at once, each write bounded by [`Config::write_timeout`]); remotes' QoS streams are read

@@ -191,12 +191,4 @@ pub enum PublishError {
     /// QoS 1: `qos.max_outstanding` messages already await acknowledgements.
     #[error("{0} QoS 1 messages already await acknowledgements")]
     QosBusy(usize),
-    /// QoS 1: more expected subscribers than `qos.max_subscribers`.
-    #[error("{count} QoS subscribers, at most {max}")]
-    QosTooManySubscribers {
-        /// Expected subscribers.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
 }

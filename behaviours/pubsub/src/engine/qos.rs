@@ -14,7 +14,9 @@ impl GossipsubEngine {
     /// Publishes `data` on `topic` with the delivery guarantee `qos`: [`Qos::AtMostOnce`] is
     /// [`Self::publish`]; [`Qos::AtLeastOnce`] also sends the message to every connected
     /// subscriber of the topic (exact or by pattern) that speaks the QoS protocol
-    /// ([`Self::set_peer_qos`]), expects each one's acknowledgement, retransmits to the silent
+    /// ([`Self::set_peer_qos`]) and is neither demoted nor at its cap of outstanding
+    /// messages (at most `max_subscribers` of them, best scored first), expects each one's
+    /// acknowledgement, retransmits to the silent
     /// ones and reports [`GossipsubEvent::QosDelivered`] or
     /// [`GossipsubEvent::QosDeliveryFailed`] (module [`crate::qos`]).
     ///
@@ -23,7 +25,7 @@ impl GossipsubEngine {
     ///
     /// # Errors
     ///
-    /// [`PublishError`], including `QosBusy` and `QosTooManySubscribers` (nothing sent).
+    /// [`PublishError`], including `QosBusy` (nothing sent).
     pub fn publish_with(
         &mut self,
         now: Instant,
@@ -34,8 +36,11 @@ impl GossipsubEngine {
         if qos == Qos::AtMostOnce {
             return self.publish(now, topic, data);
         }
-        let expected = self.qos_subscribers(&topic);
-        self.qos.check_room(expected.len()).map_err(publish_error)?;
+        self.qos.check_room(0).map_err(publish_error)?;
+        let mut ranked: Vec<PeerId> = self.qos_subscribers(&topic).into_iter().collect();
+        // Best scored first (stable: ties in peer id order), so `max_subscribers` keeps them.
+        ranked.sort_by(|a, b| self.score_of(b).total_cmp(&self.score_of(a)));
+        let expected = self.qos.select(now, ranked);
         let (id, message) = self.publish_inner(now, topic, data, &expected)?;
         let tracked = self.qos.track(now, id.clone(), message, expected);
         self.sync_qos();
@@ -44,7 +49,8 @@ impl GossipsubEngine {
     }
 
     /// Whether `peer` speaks the QoS protocol (`/meshwire/pubsub/qos/1.0.0`, learnt from
-    /// identify or from a QoS stream it opened): only such peers are expected to acknowledge.
+    /// identify's protocol list only): only such peers are expected to acknowledge. A QoS
+    /// frame from a peer does not set it (any peer could send one to be expected).
     pub fn set_peer_qos(&mut self, peer: &PeerId, qos: bool) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.qos = qos;
@@ -91,8 +97,6 @@ impl GossipsubEngine {
         {
             return;
         }
-        // A peer talking the QoS protocol speaks it.
-        self.set_peer_qos(&peer, true);
         self.qos.handle_acks(peer, frame.acks);
         for message in frame.messages {
             if message.from.as_deref() != Some(peer.as_bytes()) {
@@ -178,8 +182,7 @@ impl GossipsubEngine {
 fn publish_error(e: QosError) -> PublishError {
     match e {
         QosError::Busy(n) => PublishError::QosBusy(n),
-        QosError::TooManySubscribers { count, max } => {
-            PublishError::QosTooManySubscribers { count, max }
-        }
+        // Not reached: `QosTracker::select` expects at most `max_subscribers` peers.
+        QosError::TooManySubscribers { count, .. } => PublishError::QosBusy(count),
     }
 }

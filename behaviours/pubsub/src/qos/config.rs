@@ -24,8 +24,9 @@ pub struct QosConfig {
     /// QoS 1 messages awaiting acknowledgements at once; beyond, `publish_with` fails with
     /// `PublishError::QosBusy`. Default 1,024.
     pub max_outstanding: usize,
-    /// Expected (QoS-capable, subscribed) peers per message; beyond, `publish_with` fails
-    /// with `PublishError::QosTooManySubscribers`. Default 1,024.
+    /// Expected (QoS-capable, subscribed) peers per message. `publish_with` expects the
+    /// best-scored `max_subscribers` of them and treats the others as QoS 0;
+    /// [`QosTracker::track`](super::QosTracker::track) refuses more. Default 1,024.
     pub max_subscribers: usize,
     /// Acknowledgements in one frame, sent and accepted (a frame with more is refused).
     /// Default 256.
@@ -36,6 +37,16 @@ pub struct QosConfig {
     /// Frames (retransmissions) waiting for the driver; beyond, a retransmission is skipped
     /// for that round. Default 1,024.
     pub max_queued_frames: usize,
+    /// QoS 1 messages one peer may be expected to acknowledge at once; a message published
+    /// while a peer is at the cap does not expect it (it gets the message as QoS 0). A few
+    /// silent peers can so hold at most this many messages each. Default 64.
+    pub max_outstanding_per_peer: usize,
+    /// Consecutive failed verdicts (a message it never acknowledged, retransmissions
+    /// included) after which a peer is demoted: not expected for `demote_for`. An
+    /// acknowledgement resets the count. Default 3.
+    pub demote_after: u32,
+    /// How long a demoted peer is not expected to acknowledge. Default 10 min.
+    pub demote_for: Duration,
 }
 
 impl Default for QosConfig {
@@ -48,6 +59,9 @@ impl Default for QosConfig {
             max_ack_batch: 256,
             max_pending_acks: 8192,
             max_queued_frames: 1024,
+            max_outstanding_per_peer: 64,
+            demote_after: 3,
+            demote_for: Duration::from_secs(600),
         }
     }
 }
@@ -65,12 +79,14 @@ impl QosConfig {
     pub fn is_valid(&self) -> bool {
         !self.ack_timeout.is_zero()
             && self.max_retransmissions <= 16
+            && self.demote_after > 0
             && [
                 self.max_outstanding,
                 self.max_subscribers,
                 self.max_ack_batch,
                 self.max_pending_acks,
                 self.max_queued_frames,
+                self.max_outstanding_per_peer,
             ]
             .iter()
             .all(|b| *b > 0)

@@ -8,10 +8,13 @@
 //!
 //! 1. The publisher takes as **expected** every connected peer it knows subscribes to the
 //!    topic (exact SUBSCRIBE, or a wildcard pattern matching it) *and* that announced
-//!    `/meshwire/pubsub/qos/1.0.0` (identify's protocols, which the swarm shares, or a QoS
-//!    stream it opened). Plain gossipsub peers are never expected: they get the message as
-//!    any QoS 0 message and are not tracked. Each expected peer is sent its gossipsub copy
-//!    directly (even when not in the mesh), with the QoS mark ([`wire::mark`]).
+//!    `/meshwire/pubsub/qos/1.0.0` in identify's protocols (which the swarm shares; a QoS
+//!    frame it sends does not make it expected), except peers that are demoted or already
+//!    expected on [`QosConfig::max_outstanding_per_peer`] messages, and at most
+//!    [`QosConfig::max_subscribers`] (the best scored): the others are not expected and get
+//!    the message as QoS 0 ([`QosStats::not_expected`]). Plain gossipsub peers are never
+//!    expected and are not tracked. Each expected peer is sent its gossipsub copy directly
+//!    (even when not in the mesh), with the QoS mark ([`wire::mark`]).
 //! 2. A subscriber that takes a marked copy straight from its author, or a retransmission,
 //!    acknowledges its id on the QoS protocol (acks batched, at most
 //!    [`QosConfig::max_ack_batch`] per frame), whether it delivered it just now or before:
@@ -25,6 +28,9 @@
 //!    peer acknowledged) or
 //!    [`GossipsubEvent::QosDeliveryFailed`](crate::GossipsubEvent::QosDeliveryFailed) (the
 //!    peers that did not), and forgets the message.
+//! 4. A peer that fails [`QosConfig::demote_after`] verdicts in a row (3; an ack resets the
+//!    count) is **demoted** for [`QosConfig::demote_for`] (10 min): it is no longer
+//!    expected, and the messages still waiting for it report it failed at once.
 //!
 //! The whole retransmission window must fit in the seen cache's `duplicate_cache_time`, so a
 //! late retransmission is still recognised as a duplicate (checked by
@@ -41,8 +47,9 @@
 //! **Bounds** ([`QosConfig`], defaults in brackets): QoS 1 messages awaiting acks
 //! (`max_outstanding`, 1,024: further `publish_with` calls fail with
 //! [`PublishError::QosBusy`](crate::PublishError::QosBusy)); expected peers per message
-//! (`max_subscribers`, 1,024: more fail with
-//! [`PublishError::QosTooManySubscribers`](crate::PublishError::QosTooManySubscribers));
+//! (`max_subscribers`, 1,024: the best-scored are expected, the others get QoS 0); messages
+//! one peer is expected on (`max_outstanding_per_peer`, 64); demotion after `demote_after`
+//! (3) consecutive failed verdicts, for `demote_for` (10 min);
 //! acks waiting to be sent (`max_pending_acks`, 8,192: beyond, dropped, and the publisher's
 //! retransmission is acknowledged instead); frames waiting for the driver
 //! (`max_queued_frames`, 1,024: beyond, a retransmission is skipped for that round).
@@ -179,6 +186,11 @@ pub struct QosStats {
     pub retransmissions_dropped: u64,
     /// Messages every expected peer acknowledged.
     pub delivered: u64,
+    /// Subscribers not expected by a QoS 1 publish (demoted, at `max_outstanding_per_peer`,
+    /// or beyond `max_subscribers`): they got the message as QoS 0.
+    pub not_expected: u64,
+    /// Peers demoted after `demote_after` consecutive failed verdicts.
+    pub demotions: u64,
     /// (message, peer) pairs never acknowledged.
     pub failed: u64,
 }
@@ -200,6 +212,8 @@ struct Outstanding {
     message: Message,
     waiting: BTreeSet<PeerId>,
     acked: Vec<PeerId>,
+    /// Expected peers demoted before acknowledging: failed, no longer waited for.
+    given_up: Vec<PeerId>,
     /// Retransmission rounds done.
     round: u32,
     deadline: Instant,
@@ -222,6 +236,12 @@ pub struct QosTracker {
     frames: VecDeque<(PeerId, QosFrame)>,
     events: VecDeque<QosOutcome>,
     stats: QosStats,
+    /// Messages each peer is expected to acknowledge now.
+    per_peer: HashMap<PeerId, usize>,
+    /// Consecutive failed verdicts per peer (reset by an acknowledgement).
+    strikes: HashMap<PeerId, u32>,
+    /// Demoted peers, until when.
+    demoted: HashMap<PeerId, Instant>,
 }
 
 impl QosTracker {
@@ -236,6 +256,9 @@ impl QosTracker {
             frames: VecDeque::new(),
             events: VecDeque::new(),
             stats: QosStats::default(),
+            per_peer: HashMap::new(),
+            strikes: HashMap::new(),
+            demoted: HashMap::new(),
         }
     }
 
@@ -260,6 +283,36 @@ impl QosTracker {
             });
         }
         Ok(())
+    }
+
+    /// The peers of `candidates` (best first) a QoS 1 message published at `now` should
+    /// expect: not demoted, below `max_outstanding_per_peer`, at most `max_subscribers`. The
+    /// others are counted in [`QosStats::not_expected`].
+    pub fn select(
+        &mut self,
+        now: Instant,
+        candidates: impl IntoIterator<Item = PeerId>,
+    ) -> BTreeSet<PeerId> {
+        self.demoted.retain(|_, until| *until > now);
+        let mut chosen = BTreeSet::new();
+        for peer in candidates {
+            let busy = self.per_peer.get(&peer).copied().unwrap_or(0)
+                >= self.config.max_outstanding_per_peer;
+            if busy
+                || self.demoted.contains_key(&peer)
+                || chosen.len() >= self.config.max_subscribers
+            {
+                self.stats.not_expected += 1;
+            } else {
+                chosen.insert(peer);
+            }
+        }
+        chosen
+    }
+
+    /// Whether `peer` is demoted at `now` (not expected until its back-off ends).
+    pub fn is_demoted(&self, peer: &PeerId, now: Instant) -> bool {
+        self.demoted.get(peer).is_some_and(|until| *until > now)
     }
 
     /// A message published with QoS 1 at `now`, expecting acknowledgements from `peers`. With
@@ -288,6 +341,9 @@ impl QosTracker {
             });
             return Ok(());
         }
+        for peer in &peers {
+            *self.per_peer.entry(*peer).or_default() += 1;
+        }
         let deadline = now + self.config.ack_timeout;
         self.deadlines.insert((deadline, message_id.clone()));
         self.outstanding.insert(
@@ -296,6 +352,7 @@ impl QosTracker {
                 message,
                 waiting: peers,
                 acked: Vec::new(),
+                given_up: Vec::new(),
                 round: 0,
                 deadline,
             },
@@ -311,32 +368,100 @@ impl QosTracker {
     }
 
     /// Acknowledgements from `peer`; ids not awaited from it are ignored (late or repeated
-    /// acks). Returns how many settled an expected peer.
+    /// acks). Returns how many settled an expected peer; any resets the peer's failures.
     pub fn handle_acks(&mut self, peer: PeerId, ids: Vec<Vec<u8>>) -> usize {
         let mut taken = 0;
         for id in ids {
             let id = MessageId(id);
-            let Some(entry) = self.outstanding.get_mut(&id) else {
-                continue;
-            };
-            if !entry.waiting.remove(&peer) {
+            if !self
+                .outstanding
+                .get_mut(&id)
+                .is_some_and(|e| e.waiting.remove(&peer))
+            {
                 continue;
             }
-            entry.acked.push(peer);
+            self.release(&peer);
+            self.strikes.remove(&peer);
             taken += 1;
-            if entry.waiting.is_empty() {
-                if let Some(done) = self.outstanding.remove(&id) {
-                    self.deadlines.remove(&(done.deadline, id.clone()));
-                    self.stats.delivered += 1;
-                    self.events.push_back(QosOutcome::Delivered {
-                        message_id: id,
-                        acked: done.acked,
-                    });
-                }
-            }
+            self.settle_ack(id, peer);
         }
         self.stats.acks_received += taken as u64;
         taken
+    }
+
+    /// `peer`'s acknowledgement of `id` was taken: the verdict if nobody else is awaited.
+    fn settle_ack(&mut self, id: MessageId, peer: PeerId) {
+        let Some(entry) = self.outstanding.get_mut(&id) else {
+            return;
+        };
+        entry.acked.push(peer);
+        self.finish_if_settled(id);
+    }
+
+    /// The verdict on `id` once no expected peer is awaited any more.
+    fn finish_if_settled(&mut self, id: MessageId) {
+        if !self
+            .outstanding
+            .get(&id)
+            .is_some_and(|e| e.waiting.is_empty())
+        {
+            return;
+        }
+        if let Some(done) = self.outstanding.remove(&id) {
+            self.deadlines.remove(&(done.deadline, id.clone()));
+            if done.given_up.is_empty() {
+                self.stats.delivered += 1;
+                self.events.push_back(QosOutcome::Delivered {
+                    message_id: id,
+                    acked: done.acked,
+                });
+            } else {
+                self.events.push_back(QosOutcome::Failed {
+                    message_id: id,
+                    acked: done.acked,
+                    failed: done.given_up,
+                });
+            }
+        }
+    }
+
+    /// One expectation of `peer` ended.
+    fn release(&mut self, peer: &PeerId) {
+        if let Some(n) = self.per_peer.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(peer);
+            }
+        }
+    }
+
+    /// `peer` failed a verdict at `now`: after `demote_after` in a row it is demoted, and
+    /// every message still waiting for it counts it failed at once.
+    fn strike(&mut self, peer: PeerId, now: Instant) {
+        let strikes = self.strikes.entry(peer).or_default();
+        *strikes += 1;
+        if *strikes < self.config.demote_after {
+            return;
+        }
+        self.strikes.remove(&peer);
+        self.demoted.insert(peer, now + self.config.demote_for);
+        self.stats.demotions += 1;
+        tracing::debug!(%peer, "pubsub qos: peer demoted (no acknowledgements)");
+        let waiting: Vec<MessageId> = self
+            .outstanding
+            .iter()
+            .filter(|(_, e)| e.waiting.contains(&peer))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            if let Some(entry) = self.outstanding.get_mut(&id) {
+                entry.waiting.remove(&peer);
+                entry.given_up.push(peer);
+                self.stats.failed += 1;
+            }
+            self.release(&peer);
+            self.finish_if_settled(id);
+        }
     }
 
     /// `peer` (the author) must be told we took `message_id`: queued, batched with its other
@@ -356,10 +481,14 @@ impl QosTracker {
     }
 
     /// The peer's last connection closed: its unsent acks are dropped (its messages' own
-    /// retransmissions are still tried until their verdict).
+    /// retransmissions are still tried until their verdict; a demotion outlives it).
     pub fn handle_peer_disconnected(&mut self, peer: &PeerId) {
         if let Some(acks) = self.pending_acks.remove(peer) {
             self.pending_ack_count -= acks.len();
+        }
+        // Its failures still count while a verdict may add to them; a demotion lasts.
+        if !self.per_peer.contains_key(peer) {
+            self.strikes.remove(peer);
         }
     }
 
@@ -382,11 +511,19 @@ impl QosTracker {
             };
             if entry.round >= self.config.max_retransmissions {
                 self.stats.failed += entry.waiting.len() as u64;
+                let mut failed = entry.given_up;
+                for peer in &entry.waiting {
+                    self.release(peer);
+                }
+                failed.extend(entry.waiting.iter().copied());
                 self.events.push_back(QosOutcome::Failed {
                     message_id: id,
                     acked: entry.acked,
-                    failed: entry.waiting.into_iter().collect(),
+                    failed,
                 });
+                for peer in entry.waiting {
+                    self.strike(peer, now);
+                }
                 continue;
             }
             for peer in &entry.waiting {

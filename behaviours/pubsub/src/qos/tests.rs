@@ -201,3 +201,56 @@ proptest! {
         prop_assert_eq!(wire::decode_frame(&wire::encode(&frame), &limits()), Ok(frame));
     }
 }
+
+#[test]
+fn consecutive_failures_demote_a_peer_and_settle_its_other_messages_as_failed() {
+    let t0 = Instant::now();
+    let config = QosConfig {
+        max_outstanding_per_peer: 3,
+        max_subscribers: 2,
+        demote_after: 2,
+        max_retransmissions: 0,
+        ..QosConfig::default()
+    };
+    let mut q = QosTracker::new(config.clone());
+    let (good, silent) = (peer(2), peer(3));
+    // Best first, at most `max_subscribers`: the third is not expected (no error).
+    assert_eq!(q.select(t0, [good, silent, peer(4)]), [good, silent].into());
+    let ids: Vec<MessageId> = (0..4u8).map(|i| MessageId(vec![i])).collect();
+    for (i, id) in ids.iter().enumerate().take(3) {
+        let expected = q.select(t0, [good, silent]);
+        q.track(t0, id.clone(), message(i as u64), expected)
+            .unwrap();
+    }
+    // At its cap of 3 the silent peer (and the good one) are not expected; an ack frees room.
+    assert!(q.select(t0, [good, silent]).is_empty());
+    assert_eq!(q.handle_acks(good, vec![vec![0], vec![1], vec![2]]), 3);
+    assert_eq!(q.select(t0, [good, silent]), [good].into());
+    assert_eq!(q.stats().not_expected, 1 + 2 + 1);
+    // The first verdicts fail the silent peer twice: demoted, and message 2, still waiting
+    // for it, is settled as failed at once with it named.
+    let t = q.poll_timeout().unwrap();
+    q.handle_timeout(t);
+    let outcomes: Vec<QosOutcome> = std::iter::from_fn(|| q.poll_event()).collect();
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(|o| matches!(o,
+        QosOutcome::Failed { acked, failed, .. } if acked == &vec![good] && failed == &vec![silent])));
+    assert_eq!((q.stats().demotions, q.stats().failed), (1, 3));
+    assert_eq!(q.sizes().outstanding, 0);
+    assert!(q.is_demoted(&silent, t));
+    assert_eq!(q.select(t, [good, silent]), [good].into());
+    // An ack resets the count; after the back-off the peer is expected again.
+    let back = t + config.demote_for;
+    assert!(!q.is_demoted(&silent, back));
+    assert_eq!(q.select(back, [silent]), [silent].into());
+    q.track(back, ids[3].clone(), message(3), [silent].into())
+        .unwrap();
+    assert_eq!(q.handle_acks(silent, vec![vec![3]]), 1);
+    assert_eq!(
+        q.poll_event(),
+        Some(QosOutcome::Delivered {
+            message_id: ids[3].clone(),
+            acked: vec![silent],
+        })
+    );
+}

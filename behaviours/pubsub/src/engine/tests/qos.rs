@@ -401,3 +401,75 @@ fn hostile_qos_input_is_refused_without_delivery_or_ack() {
     );
     assert_eq!(net.nodes[0].qos_stats().acks_received, 0);
 }
+
+#[test]
+fn a_qos_frame_does_not_make_a_peer_expected_and_a_silent_one_is_capped_then_demoted() {
+    let mut net = Net::new(3, |_| GossipsubConfig {
+        qos: QosConfig {
+            max_outstanding: 16,
+            max_outstanding_per_peer: 4,
+            demote_after: 2,
+            demote_for: Duration::from_secs(60),
+            ..qos_config(1).qos
+        },
+        ..qos_config(1)
+    });
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.nodes[1].subscribe(net.now, topic());
+    net.nodes[2].subscribe(net.now, topic());
+    net.advance(Duration::from_secs(1));
+    let (p1, p2) = (net.ids[1], net.ids[2]);
+    // Any peer can send a QoS frame: it does not make the sender expected.
+    net.nodes[0].handle_qos_frame(
+        net.now,
+        p2,
+        QosFrame {
+            acks: vec![b"x".to_vec()],
+            messages: Vec::new(),
+        },
+    );
+    assert!(!net.nodes[0].peer_qos(&p2));
+    // Both announce the protocol (identify); node 2 never acknowledges.
+    net.qos_all();
+    net.drop_qos.insert((2, 0));
+    for i in 0..3 {
+        net.events(i);
+    }
+    // 40 publishes against a table of 16: node 2 holds at most 4 of them.
+    for k in 0..40u32 {
+        net.nodes[0]
+            .publish_with(net.now, topic(), k.to_be_bytes().to_vec(), Qos::AtLeastOnce)
+            .unwrap();
+        net.deliver();
+        assert!(net.nodes[0].qos_sizes().outstanding <= 4);
+    }
+    let events = until_verdicts(&mut net, 0, 40, Duration::from_secs(10));
+    let v = verdicts(&events);
+    assert_eq!(v.delivered.len(), 36);
+    assert!(v.delivered.iter().all(|(_, acked)| acked == &vec![p1]));
+    assert_eq!(v.failed.len(), 4);
+    assert!(v
+        .failed
+        .iter()
+        .all(|(_, acked, failed)| acked == &vec![p1] && failed == &vec![p2]));
+    let stats = net.nodes[0].qos_stats();
+    assert_eq!(
+        (stats.not_expected, stats.demotions, stats.failed),
+        (36, 1, 4)
+    );
+    // Demoted: the next message expects node 1 only and is delivered at once after its ack.
+    net.nodes[0]
+        .publish_with(net.now, topic(), b"after".to_vec(), Qos::AtLeastOnce)
+        .unwrap();
+    net.deliver();
+    assert_eq!(net.nodes[0].qos_sizes().outstanding, 0);
+    assert_eq!(net.nodes[0].qos_stats().not_expected, 37);
+    // After the back-off it is expected again.
+    net.advance(Duration::from_secs(61));
+    net.nodes[0]
+        .publish_with(net.now, topic(), b"later".to_vec(), Qos::AtLeastOnce)
+        .unwrap();
+    net.deliver();
+    assert_eq!(net.nodes[0].qos_sizes().outstanding, 1);
+}

@@ -307,3 +307,72 @@ async fn a_peer_without_the_connector_gets_plain_dcutr() {
     );
     assert!(at_l.direct && d_upgraded && cancel_checked);
 }
+
+/// A spray stream over a direct connection is refused: no DCUtR would ever follow it, and
+/// the session it started would hold a slot and keep the connection alive for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spray_stream_on_a_direct_connection_is_refused() {
+    use meshwire_holepunch::connect::spray::SprayConfig;
+    use meshwire_holepunch::connect::wire::{self, Hello, Message};
+    use meshwire_swarm::toolkit::{read_frame, write_frame};
+
+    let mut a = peer(Some(port_restricted()), None);
+    let a_addr = listen(&mut a, loopback()).await;
+    let a_peer = a.local_peer_id();
+    let quic = QuicTransport::new(Keypair::generate(), QuicConfig::default()).unwrap();
+    let mut b = Swarm::new(quic, meshwire_swarm::DummyBehaviour, SwarmConfig::default());
+    let b_peer = b.local_peer_id();
+    b.dial(with_peer_id(&a_addr, a_peer)).unwrap();
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            tokio::select! {
+                ev = b.next_event() => {
+                    if let SwarmEvent::ConnectionEstablished { .. } = ev {
+                        break;
+                    }
+                }
+                _ = a.next_event() => {}
+            }
+        }
+    })
+    .await
+    .expect("a direct connection");
+    let control = b.stream_control();
+    tokio::spawn(async move {
+        loop {
+            b.next_event().await;
+        }
+    });
+    let client = tokio::spawn(async move {
+        let mut s = control
+            .open_stream(a_peer, holepunch::SPRAY_PROTOCOL)
+            .await
+            .unwrap();
+        let hello = Hello {
+            nonce: 7,
+            profile: Some(random_symmetric()),
+            params: SprayConfig::default().params(),
+            addrs: vec!["203.0.113.9:4001".parse().unwrap()],
+        };
+        write_frame(&mut s, &wire::encode(&Message::Hello(hello)))
+            .await
+            .unwrap();
+        matches!(read_frame(&mut s, 4096).await, Ok(Some(_)))
+    });
+    let answered = tokio::time::timeout(TIMEOUT, async {
+        tokio::pin!(client);
+        loop {
+            tokio::select! {
+                r = &mut client => break r.unwrap(),
+                _ = a.next_event() => {}
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(
+        !answered,
+        "no HELLO answers a spray stream on a direct connection"
+    );
+    assert!(!a.behaviour().connector.is_connecting(&b_peer));
+}

@@ -1,7 +1,7 @@
 //! The [`Connector`]: DCUtR, the birthday spray or the relay, chosen from both peers' NAT
 //! profiles (documented on [`Connector`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll, Waker};
@@ -32,6 +32,12 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new(wire::PROTOCOL_NAME);
 
 /// Observed addresses kept (the latest).
 const MAX_CANDIDATES: usize = 20;
+/// Peers whose addresses are kept for the spray's target check, at most.
+const MAX_KNOWN_PEERS: usize = 1024;
+/// IPs kept per peer for the spray's target check, at most.
+const MAX_KNOWN_IPS: usize = 8;
+/// The window of [`ConnectorConfig::max_spray_packets_per_minute`].
+const PACKET_WINDOW: Duration = Duration::from_secs(60);
 
 /// Settings of the [`Connector`].
 #[derive(Clone, Debug)]
@@ -45,6 +51,19 @@ pub struct ConnectorConfig {
     /// Connector sessions at once (default 64); relayed connections beyond it get plain
     /// DCUtR. Each spray holds up to `spray.sockets` sockets.
     pub max_sessions: usize,
+    /// Spray sockets open at once, node-wide (default 512): a spray whose `K` sockets do not
+    /// fit fails with [`ConnectError::SocketBudget`].
+    pub max_spray_sockets_total: usize,
+    /// Spray datagrams (the sprayer's `K`, the prober's `N`) started per minute, node-wide
+    /// (default 4,096): a spray beyond it fails with [`ConnectError::PacketBudget`].
+    pub max_spray_packets_per_minute: u32,
+    /// How long the answering side waits for DCUtR's outcome once DCUtR was chosen (default
+    /// 60 s); then the session ends with [`ConnectError::DcutrTimeout`].
+    pub dcutr_timeout: Duration,
+    /// Spray at any public address the remote's `HELLO` names (default `false`: only at IPs
+    /// we observed for that peer, from its direct connections or
+    /// [`Connector::add_peer_address`]). Only for closed test networks.
+    pub trust_hello_addrs: bool,
 }
 
 impl Default for ConnectorConfig {
@@ -54,6 +73,10 @@ impl Default for ConnectorConfig {
             spray: SprayConfig::default(),
             hello_timeout: Duration::from_secs(10),
             max_sessions: 64,
+            max_spray_sockets_total: 512,
+            max_spray_packets_per_minute: 4096,
+            dcutr_timeout: Duration::from_secs(60),
+            trust_hello_addrs: false,
         }
     }
 }
@@ -78,9 +101,29 @@ pub enum ConnectError {
     /// The `HELLO`/`READY` exchange or a socket failed.
     #[error("exchange: {0}")]
     Exchange(String),
-    /// A spray needs the other side's public address, which it did not send.
-    #[error("no public address of the remote to spray at")]
+    /// A spray needs a public address of the other side that it sent and that we observed
+    /// for it (see [`ConnectorConfig::trust_hello_addrs`]).
+    #[error("no observed public address of the remote to spray at")]
     NoAddress,
+    /// The spray's sockets exceed [`ConnectorConfig::max_spray_sockets_total`].
+    #[error("spray socket budget exhausted ({in_use} in use, {wanted} wanted, {limit} at most)")]
+    SocketBudget {
+        /// Sockets held by running sprays.
+        in_use: usize,
+        /// Sockets this spray needs.
+        wanted: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The spray's datagrams exceed [`ConnectorConfig::max_spray_packets_per_minute`].
+    #[error("spray packet budget of {0} per minute exhausted")]
+    PacketBudget(u32),
+    /// DCUtR was chosen but no outcome came within [`ConnectorConfig::dcutr_timeout`].
+    #[error("DCUtR gave no outcome in time")]
+    DcutrTimeout,
+    /// The relayed connection closed before the session ended.
+    #[error("the relayed connection closed")]
+    RelayClosed,
     /// [`Connector::cancel`].
     #[error("cancelled")]
     Cancelled,
@@ -158,6 +201,8 @@ enum TaskDone {
     Sprayed(Option<(std::net::UdpSocket, SocketAddr)>),
     /// The prober: probes sent.
     Probed(u32),
+    /// The answerer's DCUtR deadline passed.
+    Deadline,
 }
 
 type Key = (PeerId, u64);
@@ -336,15 +381,20 @@ fn is_public(ip: IpAddr) -> bool {
 
 enum Phase {
     Hello,
-    /// DCUtR runs; its upgrade event ends the session.
-    Dcutr,
-    /// The spray task runs; dropping `stop` ends it.
+    /// DCUtR runs; its upgrade event ends the session (or, on the answering side, the
+    /// deadline).
+    Dcutr {
+        deadline: Option<Instant>,
+    },
+    /// The spray task runs with `sockets` sockets; dropping `stop` ends it.
     Spraying {
         _stop: oneshot::Sender<()>,
+        sockets: usize,
     },
-    /// The sprayer dials from the hit socket.
+    /// The sprayer dials from the hit socket, adopted for the dial to `from`.
     Dialing {
         dial: ConnectionId,
+        from: SocketAddr,
     },
 }
 
@@ -391,6 +441,12 @@ pub struct Connector {
     outbox: Outbox<ConnectorEvent, Key>,
     tasks: Tasks<Key, Result<TaskDone, ExchangeError>>,
     candidates: Vec<Multiaddr>,
+    /// Relayed connections open: the only ones a spray stream is accepted on.
+    relayed: HashSet<ConnectionId>,
+    /// IPs observed for peers (direct connections, [`Connector::add_peer_address`]).
+    known_ips: HashMap<PeerId, Vec<IpAddr>>,
+    /// Start of the packet budget's window and the datagrams charged in it.
+    packet_window: (Instant, u32),
     metrics: Option<ConnectorMetrics>,
     waker: Option<Waker>,
 }
@@ -411,6 +467,9 @@ impl Connector {
             outbox: Outbox::new(limit * 2 + 8),
             tasks: Tasks::new(limit),
             candidates: Vec::new(),
+            relayed: HashSet::new(),
+            known_ips: HashMap::new(),
+            packet_window: (Instant::now(), 0),
             metrics: None,
             waker: None,
         }
@@ -463,6 +522,74 @@ impl Connector {
         self.sessions.contains_key(peer)
     }
 
+    /// Records an address observed for `peer` from a source other than the peer's own
+    /// `HELLO` (e.g. identify's listen addresses, or a peer store): a spray only targets IPs
+    /// recorded here or seen on a direct connection to the peer. Relayed addresses are
+    /// ignored; at most 8 IPs per peer and 1,024 peers are kept.
+    pub fn add_peer_address(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if crate::protocol::is_relayed(addr) {
+            return;
+        }
+        let Some(ip) = socket_addr(addr).map(|a| a.ip()) else {
+            return;
+        };
+        if !self.known_ips.contains_key(&peer) && self.known_ips.len() >= MAX_KNOWN_PEERS {
+            let Some(evict) = self.known_ips.keys().next().copied() else {
+                return;
+            };
+            self.known_ips.remove(&evict);
+        }
+        let ips = self.known_ips.entry(peer).or_default();
+        ips.retain(|i| *i != ip);
+        ips.insert(0, ip);
+        ips.truncate(MAX_KNOWN_IPS);
+    }
+
+    /// The spray's target: the first public address of the remote's `HELLO` whose IP we
+    /// observed for it (any public one with [`ConnectorConfig::trust_hello_addrs`]).
+    fn spray_target(&self, peer: &PeerId, theirs: &Hello) -> Option<SocketAddr> {
+        let known = self.known_ips.get(peer);
+        theirs.addrs.iter().copied().find(|a| {
+            is_public(a.ip())
+                && (self.config.trust_hello_addrs || known.is_some_and(|k| k.contains(&a.ip())))
+        })
+    }
+
+    /// Reserves `sockets` spray sockets and `packets` datagrams of the node-wide budgets.
+    fn reserve_spray(
+        &mut self,
+        now: Instant,
+        sockets: usize,
+        packets: u32,
+    ) -> Result<(), ConnectError> {
+        let in_use: usize = self
+            .sessions
+            .values()
+            .map(|s| match s.phase {
+                Phase::Spraying { sockets, .. } => sockets,
+                _ => 0,
+            })
+            .sum();
+        let limit = self.config.max_spray_sockets_total;
+        if in_use + sockets > limit {
+            return Err(ConnectError::SocketBudget {
+                in_use,
+                wanted: sockets,
+                limit,
+            });
+        }
+        let (start, used) = &mut self.packet_window;
+        if now.saturating_duration_since(*start) >= PACKET_WINDOW {
+            (*start, *used) = (now, 0);
+        }
+        let max = self.config.max_spray_packets_per_minute;
+        if used.saturating_add(packets) > max {
+            return Err(ConnectError::PacketBudget(max));
+        }
+        *used += packets;
+        Ok(())
+    }
+
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -510,8 +637,12 @@ impl Connector {
     }
 
     fn finish(&mut self, peer: PeerId, outcome: ConnectOutcome) {
-        if self.sessions.remove(&peer).is_none() {
+        let Some(session) = self.sessions.remove(&peer) else {
             return;
+        };
+        if let Phase::Dialing { from, .. } = session.phase {
+            // Not taken by a dial (it failed before QUIC, or the session ended first).
+            self.sockets.take_adopted(from);
         }
         debug!(%peer, ?outcome, "connector: session ended");
         if let Some(m) = &self.metrics {
@@ -546,8 +677,25 @@ impl Connector {
         match method {
             Method::Skip(reason) => self.finish(peer, ConnectOutcome::Skipped(reason)),
             Method::Dcutr { .. } => {
+                let deadline = (!opener).then(|| Instant::now() + self.config.dcutr_timeout);
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.phase = Phase::Dcutr;
+                    s.phase = Phase::Dcutr { deadline };
+                }
+                if !opener {
+                    // DCUtR's responder may never hear from the initiator: the deadline.
+                    let wait = self.config.dcutr_timeout;
+                    let fut = async move {
+                        tokio::time::sleep(wait).await;
+                        Ok(TaskDone::Deadline)
+                    };
+                    let budget = wait + Duration::from_secs(1);
+                    if self
+                        .tasks
+                        .try_push((peer, generation), budget, fut.boxed())
+                        .is_err()
+                    {
+                        return self.fail(peer, ConnectError::Exchange("too many tasks".into()));
+                    }
                 }
                 // The answerer's DCUtR responder session started by itself.
                 if opener && !self.dcutr.start(&peer) && !self.dcutr.is_punching(&peer) {
@@ -560,23 +708,24 @@ impl Connector {
                 };
                 let (stop_tx, stop) = oneshot::channel();
                 let timeout = config.window + self.config.hello_timeout * 2;
+                let Some(target) = self.spray_target(&peer, &theirs) else {
+                    return self.fail(peer, ConnectError::NoAddress);
+                };
+                let (sockets, packets) = if we_spray {
+                    (usize::from(config.sockets), u32::from(config.sockets))
+                } else {
+                    (0, u32::from(config.probes))
+                };
+                if let Err(e) = self.reserve_spray(Instant::now(), sockets, packets) {
+                    return self.fail(peer, e);
+                }
                 let fut = if we_spray {
-                    let Some(target) = theirs.addrs.iter().find(|a| is_public(a.ip())) else {
-                        return self.fail(peer, ConnectError::NoAddress);
-                    };
                     if let Some(m) = &self.metrics {
                         m.spray_sockets.inc_by(u64::from(config.sockets));
                     }
-                    spray(stream, config, nonce, *target, stop).boxed()
+                    spray(stream, config, nonce, target, stop).boxed()
                 } else {
-                    let Some(ip) = theirs
-                        .addrs
-                        .iter()
-                        .map(|a| a.ip())
-                        .find(|ip| is_public(*ip))
-                    else {
-                        return self.fail(peer, ConnectError::NoAddress);
-                    };
+                    let ip = target.ip();
                     let ready = self.config.hello_timeout;
                     probe(stream, config, nonce, ip, self.sockets.clone(), stop, ready).boxed()
                 };
@@ -588,7 +737,10 @@ impl Connector {
                     return self.fail(peer, ConnectError::Exchange("too many tasks".into()));
                 }
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.phase = Phase::Spraying { _stop: stop_tx };
+                    s.phase = Phase::Spraying {
+                        _stop: stop_tx,
+                        sockets,
+                    };
                 }
             }
         }
@@ -641,20 +793,32 @@ impl Connector {
                     .condition(PeerCondition::Always)
                     .extend_addresses_through_behaviour(false);
                 let dial = opts.connection_id();
-                if self.outbox.push(ToSwarm::Dial(opts)).is_err() {
-                    self.sockets.take_adopted(from);
-                    return self.fail(peer, ConnectError::Dial("command queue full".into()));
-                }
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.phase = Phase::Dialing { dial };
+                    s.phase = Phase::Dialing { dial, from };
+                }
+                if self.outbox.push(ToSwarm::Dial(opts)).is_err() {
+                    self.fail(peer, ConnectError::Dial("command queue full".into()));
                 }
             }
+            Ok(TaskDone::Deadline) => self.dcutr_deadline(peer, Instant::now()),
             Ok(TaskDone::Probed(probes)) => {
                 if let Some(m) = &self.metrics {
                     m.spray_probes.inc_by(u64::from(probes));
                 }
                 self.fail(peer, ConnectError::NoHit { sockets: 0, probes });
             }
+        }
+    }
+
+    /// Ends the answerer's DCUtR phase of `peer` if its deadline passed at `now`.
+    fn dcutr_deadline(&mut self, peer: PeerId, now: Instant) {
+        let expired = self
+            .sessions
+            .get(&peer)
+            .is_some_and(|s| matches!(s.phase, Phase::Dcutr { deadline: Some(d) } if d <= now));
+        if expired {
+            self.dcutr.cancel(&peer);
+            self.fail(peer, ConnectError::DcutrTimeout);
         }
     }
 
@@ -695,7 +859,7 @@ impl Connector {
         if self
             .sessions
             .get(&peer.0)
-            .is_some_and(|s| matches!(s.phase, Phase::Dcutr))
+            .is_some_and(|s| matches!(s.phase, Phase::Dcutr { .. }))
         {
             self.fail(peer.0, ConnectError::Holepunch(peer.1));
         }
@@ -729,8 +893,10 @@ impl NetworkBehaviour for Connector {
                 ..
             } => {
                 if !endpoint.is_relayed() {
+                    // Seen on the wire: a way to this peer, unlike its own HELLO.
+                    self.add_peer_address(peer, endpoint.remote_addr());
                     self.direct_connection(peer);
-                } else if !endpoint.is_dialer() {
+                } else if self.relayed.insert(connection) && !endpoint.is_dialer() {
                     // We accepted it: we open the stream (and are DCUtR's initiator).
                     if self.sessions.contains_key(&peer) {
                         // Another relayed connection while a session runs: that one decides.
@@ -749,11 +915,24 @@ impl NetworkBehaviour for Connector {
                     }
                 }
             }
+            FromSwarm::ConnectionClosed {
+                peer, connection, ..
+            } => {
+                let ours = self.relayed.remove(&connection)
+                    && self
+                        .sessions
+                        .get(&peer)
+                        .is_some_and(|s| s.relayed == connection);
+                if ours {
+                    self.dcutr.cancel(&peer);
+                    self.fail(peer, ConnectError::RelayClosed);
+                }
+            }
             FromSwarm::DialFailure {
                 connection, error, ..
             } => {
                 let failed = self.sessions.iter().find_map(|(p, s)| match s.phase {
-                    Phase::Dialing { dial } if dial == connection => Some(*p),
+                    Phase::Dialing { dial, .. } if dial == connection => Some(*p),
                     _ => None,
                 });
                 if let Some(peer) = failed {
@@ -782,6 +961,12 @@ impl NetworkBehaviour for Connector {
             stream,
             ..
         } = stream;
+        if !self.relayed.contains(&connection) {
+            // A spray only leaves a relay: on any other connection no DCUtR would follow.
+            debug!(%peer, "connector: refusing a spray stream on a direct connection");
+            drop(stream);
+            return;
+        }
         let Some(generation) = self.new_session(peer, connection, false) else {
             debug!(%peer, "connector: refusing a spray stream (session running or limit)");
             return;
@@ -845,3 +1030,7 @@ impl NetworkBehaviour for Connector {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "behaviour_tests.rs"]
+mod tests;

@@ -104,11 +104,14 @@ impl SprayConfig {
     }
 
     /// The numbers both sides use: the remote's proposal `p` (or ours, when we proposed),
-    /// each clamped to our own configuration and the hard maxima; an empty port range
-    /// becomes ours.
+    /// each clamped to our own configuration and the hard maxima; the port range is the
+    /// proposal's intersected with ours (so never below ours, 1024 by default), and becomes
+    /// ours when that is empty.
     pub fn agree(&self, p: &SprayParams) -> SprayConfig {
-        let ports = if p.port_lo <= p.port_hi && p.port_lo > 0 {
-            p.port_lo..=p.port_hi
+        let lo = p.port_lo.max(*self.ports.start()).max(1);
+        let hi = p.port_hi.min(*self.ports.end());
+        let ports = if lo <= hi {
+            lo..=hi
         } else {
             self.ports.clone()
         };
@@ -312,6 +315,29 @@ mod tests {
             (2000..=3000, Duration::from_millis(500))
         );
         assert_eq!(ours.agree(&ours.params()), ours);
+        // A range reaching below ours is cut to ours: no probes at ports 1–1023.
+        let low = SprayParams {
+            port_lo: 1,
+            port_hi: 5000,
+            ..modest
+        };
+        assert_eq!(ours.agree(&low).ports, 1024..=5000);
+        let wide = SprayParams {
+            port_lo: 1,
+            port_hi: 65535,
+            ..modest
+        };
+        let narrow = SprayConfig {
+            ports: 30000..=40000,
+            ..SprayConfig::default()
+        };
+        assert_eq!(narrow.agree(&wide).ports, 30000..=40000);
+        let below = SprayParams {
+            port_lo: 1,
+            port_hi: 1023,
+            ..modest
+        };
+        assert_eq!(ours.agree(&below).ports, 1024..=65535, "no overlap: ours");
         assert!(is_probe(&probe_payload(5), 5));
         assert!(!is_probe(&probe_payload(5), 6));
         assert!(!is_probe(&probe_payload(5)[..15], 5));

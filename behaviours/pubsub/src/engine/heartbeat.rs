@@ -182,6 +182,32 @@ impl GossipsubEngine {
         }
     }
 
+    /// IHAVE for `ids` of `topic` to max(D_lazy, gossip_factor × candidates) of
+    /// `candidates` chosen at random, each with at most `max_ihave_length` ids (a random
+    /// selection when there are more).
+    pub(super) fn send_ihave(
+        &mut self,
+        topic: &TopicHash,
+        candidates: Vec<PeerId>,
+        mut ids: Vec<Vec<u8>>,
+    ) {
+        let by_factor = (self.config.gossip_factor * candidates.len() as f64) as usize;
+        let n = self.config.gossip_lazy.max(by_factor);
+        let chosen = self.pick(candidates, n);
+        for peer in chosen {
+            let ids = if ids.len() > self.config.max_ihave_length {
+                self.rng.shuffle(&mut ids);
+                ids[..self.config.max_ihave_length].to_vec()
+            } else {
+                ids.clone()
+            };
+            self.control(peer).ihave.push(wire::ControlIHave {
+                topic_id: Some(topic.as_str().to_string()),
+                message_ids: ids,
+            });
+        }
+    }
+
     fn emit_gossip(&mut self) {
         let topics: Vec<TopicHash> = self
             .mesh
@@ -191,7 +217,7 @@ impl GossipsubEngine {
             .collect();
         let gossip_threshold = self.config.score_thresholds.gossip_threshold;
         for topic in topics {
-            let mut ids: Vec<Vec<u8>> = self
+            let ids: Vec<Vec<u8>> = self
                 .mcache
                 .gossip_ids(&topic)
                 .into_iter()
@@ -209,21 +235,7 @@ impl GossipsubEngine {
             let candidates = self.topic_candidates(&topic, |p| {
                 !exclude.contains(p) && self.score_of(p) >= gossip_threshold
             });
-            let by_factor = (self.config.gossip_factor * candidates.len() as f64) as usize;
-            let n = self.config.gossip_lazy.max(by_factor);
-            let chosen = self.pick(candidates, n);
-            for peer in chosen {
-                let ids = if ids.len() > self.config.max_ihave_length {
-                    self.rng.shuffle(&mut ids);
-                    ids[..self.config.max_ihave_length].to_vec()
-                } else {
-                    ids.clone()
-                };
-                self.control(peer).ihave.push(wire::ControlIHave {
-                    topic_id: Some(topic.as_str().to_string()),
-                    message_ids: ids,
-                });
-            }
+            self.send_ihave(&topic, candidates, ids);
         }
     }
 }

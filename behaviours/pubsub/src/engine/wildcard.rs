@@ -111,7 +111,7 @@ impl GossipsubEngine {
             if candidates.is_empty() {
                 continue;
             }
-            let mut ids: Vec<Vec<u8>> = self
+            let ids: Vec<Vec<u8>> = self
                 .mcache
                 .gossip_ids(&topic)
                 .into_iter()
@@ -120,21 +120,7 @@ impl GossipsubEngine {
             if ids.is_empty() {
                 continue;
             }
-            let by_factor = (self.config.gossip_factor * candidates.len() as f64) as usize;
-            let n = self.config.gossip_lazy.max(by_factor);
-            let chosen = self.pick(candidates, n);
-            for peer in chosen {
-                let ids = if ids.len() > self.config.max_ihave_length {
-                    self.rng.shuffle(&mut ids);
-                    ids[..self.config.max_ihave_length].to_vec()
-                } else {
-                    ids.clone()
-                };
-                self.control(peer).ihave.push(wire::ControlIHave {
-                    topic_id: Some(topic.as_str().to_string()),
-                    message_ids: ids,
-                });
-            }
+            self.send_ihave(&topic, candidates, ids);
         }
     }
 

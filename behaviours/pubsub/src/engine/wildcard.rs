@@ -30,7 +30,6 @@ use meshwire_core::PeerId;
 
 use super::{GossipsubEngine, TopicHash};
 use crate::topic::{parse_wire_topic, WireTopic};
-use crate::wire;
 
 impl GossipsubEngine {
     /// Records `topic` as one of our patterns if it is one.

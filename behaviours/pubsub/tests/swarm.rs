@@ -218,12 +218,13 @@ async fn garbage_from_a_peer_is_counted_and_the_mesh_keeps_working() {
             invalid.insert(kind, ());
         }
     }
-    drive.abort();
+    // Read while the attacker is still connected: its disconnection may end its entry.
     let count = nodes[0]
         .handle
         .with_behaviour(move |b| b.engine().invalid_messages(&attacker))
         .await
         .unwrap();
+    drive.abort();
     assert_eq!(count, 2);
     // The honest nodes still exchange messages.
     publish_from_each(&nodes).await;

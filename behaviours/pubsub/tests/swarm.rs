@@ -189,7 +189,13 @@ async fn garbage_from_a_peer_is_counted_and_the_mesh_keeps_working() {
     let key = Keypair::generate();
     let attacker = key.peer_id();
     let transport = QuicTransport::new(key, QuicConfig::default()).unwrap();
-    let mut raw: Swarm<Raw> = Swarm::new(transport, Raw::default(), SwarmConfig::default());
+    // It accepts /meshsub streams (and holds them), as a gossipsub peer would: a peer refusing
+    // node 0's stream is dropped from the engine, and its count with it.
+    let raw_behaviour = Raw {
+        accept: true,
+        ..Raw::default()
+    };
+    let mut raw: Swarm<Raw> = Swarm::new(transport, raw_behaviour, SwarmConfig::default());
     raw.add_peer_address(nodes[0].peer, nodes[0].addr.clone());
     for frame in [
         vec![3u8, 0x08, 0x01, 0x00], // length 3, field 1 with the varint wire type

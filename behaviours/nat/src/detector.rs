@@ -368,6 +368,14 @@ impl NetworkBehaviour for NatDetector {
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match event {
             FromSwarm::NewListenAddr { listener, addr } => {
+                if addr
+                    .iter()
+                    .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
+                {
+                    // A relay reservation is not a network: its coming and going must not
+                    // restart detection.
+                    return;
+                }
                 self.listen.entry(listener).or_default().push(addr.clone());
                 self.network_changed();
             }

@@ -86,6 +86,12 @@ impl NatTraversal {
         self.detector.as_mut()
     }
 
+    /// The detector's profile as a handle other behaviours read (the relay registry's
+    /// `with_nat_profile`); `None` without a detector.
+    pub fn shared_profile(&self) -> Option<meshwire_nat::SharedNatProfile> {
+        self.detector.as_ref().map(NatDetector::shared_profile)
+    }
+
     /// Our NAT profile as the connector uses it (the detector's current one, fresh or
     /// stale while a refresh runs).
     pub fn nat_profile(&self) -> Option<NatProfile> {

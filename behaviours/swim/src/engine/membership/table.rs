@@ -285,6 +285,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn entry_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Option<Entry>>(), 32);
     }

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p meshwire-upgrade --bench channel` (`BENCH_MESSAGES`, default 200000;
 //! `BENCH_SIZE`, default 64 bytes; `BENCH_RATE`, the paced rate of the latency runs, default
-//! 20000/s; `BENCH_BATCH`, the batch of the batched session, default 64). Prints the rate of
+//! 20000/s; `BENCH_BATCH`, the batch of the batched session, default 64; `BENCH_WINDOW`, both
+//! windows of the sessions in messages, default the configuration's 1024). Prints the rate of
 //! three alternating rounds (raw stream, session with `send`/`recv`, session with
 //! `send_batch`/`recv_many`) and their median ratios, then the p50/p99 latency of three
 //! paced rounds and the median ratio of the p99s.
@@ -169,7 +170,14 @@ async fn main() {
     let count = env("BENCH_MESSAGES", 200_000);
     let size = env("BENCH_SIZE", 64) as usize;
     let rate = env("BENCH_RATE", 20_000);
-    let mut b = node(upgrade::Config::default());
+    let mut config = upgrade::Config::default();
+    if let Some(window) = std::env::var("BENCH_WINDOW").ok().and_then(|w| w.parse().ok()) {
+        config.session = config
+            .session
+            .with_recv_window(window)
+            .with_send_window(window as usize);
+    }
+    let mut b = node(config.clone());
     let b_id = b.local_peer_id();
     let mut incoming = b.stream_control().accept(RAW).unwrap();
     b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
@@ -180,7 +188,7 @@ async fn main() {
         }
     };
     let mut b = Handle::spawn(b);
-    let a = node(upgrade::Config::default());
+    let a = node(config);
     let control = a.stream_control();
     let mut a = Handle::spawn(a);
     dial_direct(&a, b_id, addr).await;

@@ -171,7 +171,10 @@ async fn main() {
     let size = env("BENCH_SIZE", 64) as usize;
     let rate = env("BENCH_RATE", 20_000);
     let mut config = upgrade::Config::default();
-    if let Some(window) = std::env::var("BENCH_WINDOW").ok().and_then(|w| w.parse().ok()) {
+    if let Some(window) = std::env::var("BENCH_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
         config.session = config
             .session
             .with_recv_window(window)

@@ -312,7 +312,12 @@ where
 
 /// Reads a path's frames into the engine, a batch per lock, until the stream ends.
 async fn read_path<R: AsyncRead + Unpin>(core: Arc<Core>, path: PathId, read: R, max_frame: usize) {
-    let mut reader = FrameReader::new(read, chunk_size(max_frame), max_frame, max_frame - MAX_HEADER);
+    let mut reader = FrameReader::new(
+        read,
+        chunk_size(max_frame),
+        max_frame,
+        max_frame - MAX_HEADER,
+    );
     let mut frames = Vec::new();
     loop {
         let result = reader.read_batch(&mut frames, BATCH).await;

@@ -296,17 +296,31 @@ mod tests {
         {
             let mut s = b.lock();
             s.outs.insert(path, out(&wake_b));
-            let accepted = s
-                .engine
-                .handle_hello(now, PathKind::Direct, path, recv_next, recv_limit);
+            let accepted =
+                s.engine
+                    .handle_hello(now, PathKind::Direct, path, recv_next, recv_limit);
             assert_eq!(accepted, Ok(true));
             s.pump();
         }
         let (stream_a, stream_b) = tokio::io::duplex(64 * 1024);
         let max_frame = config.max_message + MAX_HEADER;
         let timeout = Duration::from_secs(10);
-        spawn_io(a.clone(), path, stream_a.compat(), max_frame, wake_a, timeout);
-        spawn_io(b.clone(), path, stream_b.compat(), max_frame, wake_b, timeout);
+        spawn_io(
+            a.clone(),
+            path,
+            stream_a.compat(),
+            max_frame,
+            wake_a,
+            timeout,
+        );
+        spawn_io(
+            b.clone(),
+            path,
+            stream_b.compat(),
+            max_frame,
+            wake_b,
+            timeout,
+        );
         let peer = PeerId::random();
         let max = config.max_message;
         (
@@ -334,7 +348,9 @@ mod tests {
         let send = tokio::spawn(async move {
             let mut batch = Vec::new();
             for start in (0..count).step_by(250) {
-                batch.extend((start..(start + 250).min(count)).map(|i| numbered(i, i as usize % 97)));
+                batch.extend(
+                    (start..(start + 250).min(count)).map(|i| numbered(i, i as usize % 97)),
+                );
                 // 250 messages against a window of 100: the batch waits for room.
                 sender.send_batch(&mut batch).await.expect("sent");
                 assert!(batch.is_empty());

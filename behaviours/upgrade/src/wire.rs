@@ -438,7 +438,16 @@ mod tests {
 
     #[test]
     fn varint_lengths_match_the_encoder() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut buf = unsigned_varint::encode::u64_buffer();
             assert_eq!(
                 varint_len(value),
@@ -456,7 +465,10 @@ mod tests {
         .encode();
         assert_eq!(
             Frame::decode_lent(&body, 3),
-            Ok(Decoded::Data { seq: 300, offset: 3 })
+            Ok(Decoded::Data {
+                seq: 300,
+                offset: 3
+            })
         );
         assert_eq!(&body[3..], b"abc");
         assert_eq!(

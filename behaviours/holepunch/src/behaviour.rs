@@ -227,6 +227,14 @@ impl Behaviour {
         self.engine.is_active(peer)
     }
 
+    /// Dial predicted ports of `peer` from the first attempt on (see
+    /// [`HolepunchEngine::set_port_window_hint`](crate::engine::HolepunchEngine::set_port_window_hint));
+    /// `None` removes the hint. The connector sets it when both NAT profiles call for
+    /// prediction.
+    pub fn set_port_window_hint(&mut self, peer: PeerId, window: Option<u16>) {
+        self.engine.set_port_window_hint(peer, window);
+    }
+
     /// Whether a hole punch with `peer` is in progress.
     pub fn is_punching(&self, peer: &PeerId) -> bool {
         self.engine.is_active(peer)

@@ -645,6 +645,7 @@ impl Connector {
         let Some(session) = self.sessions.remove(&peer) else {
             return;
         };
+        self.dcutr.set_port_window_hint(peer, None);
         if let Phase::Dialing { from, .. } = session.phase {
             // Not taken by a dial (it failed before QUIC, or the session ended first).
             self.sockets.take_adopted(from);
@@ -775,6 +776,12 @@ impl Connector {
                 let ours = self.config.spray.agree(&theirs.params);
                 let method = choose(self.local_profile.as_ref(), theirs.profile.as_ref());
                 debug!(%peer, ?method, remote = ?theirs.profile, "connector: method chosen");
+                if method == (Method::Dcutr { prediction: true }) {
+                    // Both profiles say a plain first attempt cannot connect: predict at once.
+                    let window = self.config.holepunch.port_windows.iter().copied().max();
+                    self.dcutr
+                        .set_port_window_hint(peer, window.filter(|w| *w > 0));
+                }
                 let _ = self.outbox.event(ConnectorEvent::Chosen {
                     peer,
                     method,

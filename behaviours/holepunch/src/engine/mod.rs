@@ -376,6 +376,8 @@ struct Session {
 pub struct HolepunchEngine {
     config: HolepunchConfig,
     sessions: HashMap<PeerId, Session>,
+    /// Per-peer port windows used from the first attempt on ([`HolepunchEngine::set_port_window_hint`]).
+    hints: HashMap<PeerId, u16>,
     actions: VecDeque<Action>,
     events: VecDeque<HolepunchEvent>,
 }
@@ -386,6 +388,7 @@ impl HolepunchEngine {
         HolepunchEngine {
             config,
             sessions: HashMap::new(),
+            hints: HashMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -394,6 +397,26 @@ impl HolepunchEngine {
     /// The settings.
     pub fn config(&self) -> &HolepunchConfig {
         &self.config
+    }
+
+    /// From the first attempt on, dial at least a `window` of predicted ports of `peer`'s
+    /// public addresses (`None` removes the hint): for when both NAT profiles are known and
+    /// one side allocates ports sequentially per destination, so the plain first attempt
+    /// cannot connect. Hints are kept for at most `max_sessions` peers (beyond, a new one is
+    /// ignored); the hint's owner removes it when its session ends.
+    pub fn set_port_window_hint(&mut self, peer: PeerId, window: Option<u16>) {
+        match window {
+            Some(w)
+                if self.hints.len() < self.config.max_sessions
+                    || self.hints.contains_key(&peer) =>
+            {
+                self.hints.insert(peer, w);
+            }
+            Some(_) => {}
+            None => {
+                self.hints.remove(&peer);
+            }
+        }
     }
 
     /// Whether a session with `peer` runs.
@@ -499,11 +522,11 @@ impl HolepunchEngine {
             self.finish_attempt(now, peer, AttemptOutcome::NoAddresses);
             return;
         }
-        let addrs = with_predicted_ports(
-            addrs,
-            self.config.port_window(attempt),
-            self.config.max_dial_addrs,
-        );
+        let window = self
+            .config
+            .port_window(attempt)
+            .max(self.hints.get(&peer).copied().unwrap_or(0));
+        let addrs = with_predicted_ports(addrs, window, self.config.max_dial_addrs);
         match s.role {
             Role::Initiator => {
                 let delay = self

@@ -392,6 +392,24 @@ fn retries_also_dial_predicted_ports_of_public_addresses() {
 }
 
 #[test]
+fn a_port_window_hint_predicts_from_the_first_attempt() {
+    let mut f = fixture(Role::Initiator);
+    f.e.set_port_window_hint(f.peer, Some(3));
+    let _ = f.e.poll_action();
+    f.e.handle_exchange_succeeded(f.t0, f.peer, 1, vec![public(20000), addr()], Some(ms(2)));
+    f.e.handle_timeout(f.t0 + ms(1));
+    let Some(Action::Dial {
+        addrs, attempt: 1, ..
+    }) = f.e.poll_action()
+    else {
+        panic!("dial")
+    };
+    let mut expected: Vec<Multiaddr> = (20000..=20003).map(public).collect();
+    expected.push(addr());
+    assert_eq!(addrs, expected, "attempt 1 already dials the window");
+}
+
+#[test]
 fn predicted_ports_are_bounded() {
     let many: Vec<Multiaddr> = (0..10).map(|i| public(1000 * i + 1)).collect();
     assert_eq!(with_predicted_ports(many.clone(), 5, 16).len(), 16);

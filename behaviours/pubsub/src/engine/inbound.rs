@@ -147,6 +147,10 @@ impl GossipsubEngine {
                 // Taken before (by any path): acknowledged again, delivered once.
                 self.qos.queue_ack(peer, &id);
             }
+            if self.config.validate_messages && self.mcache.is_pending(&id) {
+                // It has the message: not forwarded to it once accepted.
+                self.note_has(&peer, &id);
+            }
             if let Some(score) = &mut self.score {
                 score.duplicated_message(now, &peer, &id, &topic);
             }
@@ -155,7 +159,9 @@ impl GossipsubEngine {
             }
             return;
         }
-        self.promises.delivered(&id);
+        let promised = self.promises.delivered(&id);
+        // IDONTWANT (v1.2) to the peers that could still send it, before forwarding.
+        self.queue_idontwant(&message, &id, peer, verified.source, promised);
         let validated = !self.config.validate_messages;
         if let Some(score) = &mut self.score {
             score.validate_message(now, &id);
@@ -169,7 +175,7 @@ impl GossipsubEngine {
             return;
         }
         if validated {
-            self.forward(&message, Some(peer));
+            self.forward(&message, &id, Some(peer));
         }
         if let Some(m) = &self.metrics {
             m.delivered(&topic);
@@ -197,9 +203,15 @@ impl GossipsubEngine {
             control.iwant.len(),
             control.graft.len(),
             control.prune.len(),
+            control.idontwant.len(),
         ];
         if counts.iter().any(|n| *n > limit) {
             self.penalize(peer, InvalidReason::OverLimit);
+        }
+        if !control.idontwant.is_empty() {
+            // Bounded per RPC and heartbeat in `handle_idontwant`, from any peer (v1.2).
+            let entries = control.idontwant.into_iter().take(limit).collect();
+            self.handle_idontwant(peer, entries);
         }
         // IHAVE and IWANT only from peers above the gossip threshold.
         let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
@@ -271,12 +283,18 @@ impl GossipsubEngine {
     fn handle_iwant(&mut self, peer: PeerId, iwant: wire::ControlIWant) {
         let limit = self.config.gossip_retransmission;
         for id in iwant.message_ids {
+            let hash = super::id_hash(&id);
+            if self.unwanted(&peer, hash) {
+                // It said IDONTWANT since: it has the message.
+                self.count_suppressed();
+                continue;
+            }
             let message = self
                 .mcache
                 .get_for_iwant(&MessageId(id), peer, limit)
                 .cloned();
             if let Some(message) = message {
-                self.push_data(peer, message);
+                self.push_data(peer, hash, message);
             }
         }
     }
@@ -288,7 +306,7 @@ impl GossipsubEngine {
             let v11 = self
                 .peers
                 .get(&peer)
-                .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
+                .is_some_and(|s| s.kind.supports_backoff());
             let backoff = self.config.prune_backoff.as_secs();
             self.control(peer).prune.push(wire::ControlPrune {
                 topic_id: Some(topic.into_string()),

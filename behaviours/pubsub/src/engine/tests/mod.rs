@@ -9,6 +9,7 @@ use meshwire_core::{Keypair, PeerId};
 use super::*;
 use crate::wire::WireError;
 
+mod idontwant;
 mod lossy;
 mod metrics;
 mod qos;
@@ -79,9 +80,14 @@ impl Net {
 
     /// `a` dials `b`.
     fn connect(&mut self, a: usize, b: usize) {
+        self.connect_speaking(a, b, PeerKind::Gossipsub1_1);
+    }
+
+    /// `a` dials `b`, both speaking `kind`.
+    fn connect_speaking(&mut self, a: usize, b: usize, kind: PeerKind) {
         let (pa, pb) = (self.ids[a], self.ids[b]);
-        self.nodes[a].handle_peer_connected(self.now, pb, PeerKind::Gossipsub1_1, true);
-        self.nodes[b].handle_peer_connected(self.now, pa, PeerKind::Gossipsub1_1, false);
+        self.nodes[a].handle_peer_connected(self.now, pb, kind, true);
+        self.nodes[b].handle_peer_connected(self.now, pa, kind, false);
     }
 
     /// Every node learns that every other speaks the QoS protocol.

@@ -41,7 +41,7 @@ impl GossipsubEngine {
             self.penalize(peer, InvalidReason::OverLimit);
         }
         for sub in rpc.subscriptions.into_iter().take(limit) {
-            self.handle_subscription(peer, sub);
+            self.handle_subscription(now, peer, sub);
         }
         for message in rpc.publish.into_iter().take(limit) {
             self.handle_message(now, peer, message, marked);
@@ -55,7 +55,7 @@ impl GossipsubEngine {
         }
     }
 
-    fn handle_subscription(&mut self, peer: PeerId, sub: wire::SubOpts) {
+    fn handle_subscription(&mut self, now: Instant, peer: PeerId, sub: wire::SubOpts) {
         let (Some(subscribe), Some(topic)) = (sub.subscribe, sub.topic_id) else {
             return;
         };
@@ -78,6 +78,7 @@ impl GossipsubEngine {
                 .entry(topic.clone())
                 .or_default()
                 .insert(peer);
+            self.graft_on_subscription(now, peer, &topic);
             self.events
                 .push_back(GossipsubEvent::Subscribed { peer, topic });
         } else {
@@ -100,6 +101,30 @@ impl GossipsubEngine {
             self.events
                 .push_back(GossipsubEvent::Unsubscribed { peer, topic });
         }
+    }
+
+    /// A peer subscribed to a topic whose mesh is below D_lo: grafted at once (unless in
+    /// backoff, with slack, or negative), as rust-libp2p does, so meshes fill from below and
+    /// settle near D instead of every node grafting D at its first heartbeat and accepting
+    /// the others' GRAFTs up to D_hi (each mesh peer beyond D costs about one duplicate per
+    /// message).
+    fn graft_on_subscription(&mut self, now: Instant, peer: PeerId, topic: &TopicHash) {
+        let room = self
+            .mesh
+            .get(topic)
+            .is_some_and(|m| m.len() < self.config.mesh_n_low && !m.contains(&peer));
+        if !room || self.in_backoff(topic, &peer, now, true) || self.score_of(&peer) < 0.0 {
+            return;
+        }
+        if let Some(mesh) = self.mesh.get_mut(topic) {
+            mesh.insert(peer);
+        }
+        if let Some(score) = &mut self.score {
+            score.graft(now, &peer, topic);
+        }
+        self.control(peer).graft.push(wire::ControlGraft {
+            topic_id: Some(topic.as_str().to_string()),
+        });
     }
 
     /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is

@@ -41,7 +41,7 @@ use meshwire_connmgr::{
 };
 use meshwire_core::{Keypair, PeerId, PublicKey};
 use meshwire_swarm::{NetworkBehaviour, Swarm, SwarmConfig};
-use meshwire_transport::quic::{QuicConfig, QuicTransport};
+use meshwire_transport::quic::{QuicConfig, QuicSockets, QuicTransport};
 use meshwire_transport::{Multiaddr, Transport, TransportError};
 use thiserror::Error;
 
@@ -99,6 +99,7 @@ enum ConnManagerChoice {
 /// wants one.
 pub struct BuildContext<'a> {
     key: &'a Keypair,
+    sockets: QuicSockets,
     #[cfg(feature = "relay")]
     relay: RelayParts,
 }
@@ -123,6 +124,12 @@ impl BuildContext<'_> {
     /// The node's public key (identify's config takes it).
     pub fn public(&self) -> PublicKey {
         self.key.public()
+    }
+
+    /// The QUIC transport's sockets: datagrams from a listener's socket and sockets handed
+    /// over for a dial, what the hole-punching `Connector` needs (`Connector::new`).
+    pub fn quic_sockets(&self) -> QuicSockets {
+        self.sockets.clone()
     }
 
     /// The circuit-relay client's behaviour half; taking it composes the client's transport
@@ -229,6 +236,7 @@ impl SwarmBuilder {
             QuicTransport::new(self.key.clone(), self.quic).map_err(BuildError::Transport)?;
         let mut ctx = BuildContext {
             key: &self.key,
+            sockets: quic.sockets(),
             #[cfg(feature = "relay")]
             relay: RelayParts {
                 config: self.relay_client,

@@ -20,8 +20,10 @@
 //!   (feature `rpc`: named procedures discovered through the DHT, provider selection,
 //!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.2 on
 //!   `/meshsub/1.2.0`, libp2p's wire; `docs/pubsub.md`), `holepunch` (feature `holepunch`:
-//!   DCUtR, `/libp2p/dcutr`, upgrading relayed connections to direct QUIC connections;
-//!   `docs/holepunch.md`), `upgrade` (feature `upgrade`: ordered, lossless message sessions
+//!   DCUtR, `/libp2p/dcutr`, upgrading relayed connections to direct QUIC connections, and
+//!   the connector choosing DCUtR, port prediction, the birthday spray or the relay;
+//!   `docs/holepunch.md`), `nat` (feature `nat`, also part of `holepunch`: NAT type
+//!   detection over `/meshwire/natprobe/1.0.0` and AutoNAT v2; `docs/natprobe.md`), `upgrade` (feature `upgrade`: ordered, lossless message sessions
 //!   that move from a relayed connection to a direct one by themselves and back on failure;
 //!   `docs/upgrade.md`).
 //!
@@ -88,6 +90,10 @@ pub use meshwire_holepunch as holepunch;
 pub use meshwire_identify as identify;
 #[cfg(feature = "kad")]
 pub use meshwire_kad as kad;
+/// NAT type detection and AutoNAT v2 (feature `nat`): see `docs/natprobe.md` and
+/// `docs/autonat.md`.
+#[cfg(feature = "nat")]
+pub use meshwire_nat as nat;
 #[cfg(feature = "ping")]
 pub use meshwire_ping as ping;
 /// Gossipsub v1.1 (feature `pubsub`): see `docs/pubsub.md`.

@@ -112,6 +112,8 @@ pub struct Config {
     pub rpc: RpcSection,
     pub pubsub: PubsubSection,
     pub holepunch: HolepunchSection,
+    pub nat: NatSection,
+    pub nat_server: NatServerSection,
     pub resources: ResourcesSection,
 }
 
@@ -441,6 +443,43 @@ pub struct HolepunchSection {
     pub port_windows: Option<Vec<u16>>,
     pub max_dial_addrs: Option<usize>,
     pub max_sessions: Option<usize>,
+    pub connector_sessions: Option<usize>,
+    pub hello_timeout: Option<Dur>,
+    pub dcutr_timeout: Option<Dur>,
+    pub trust_hello_addrs: Option<bool>,
+    pub spray_sockets: Option<u16>,
+    pub spray_probes: Option<u16>,
+    pub spray_rate: Option<u32>,
+    pub spray_window: Option<Dur>,
+    pub max_spray_sockets_total: Option<usize>,
+    pub max_spray_packets_per_minute: Option<u32>,
+}
+
+/// `[nat]`: NAT type detection against probe servers (`/meshwire/natprobe/1.0.0`); its
+/// profile is what the hole-punching connector chooses its method from.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct NatSection {
+    pub observers: Vec<String>,
+    pub request_timeout: Option<Dur>,
+    pub retry_after: Option<Dur>,
+    pub refresh_after: Option<Dur>,
+    pub max_age: Option<Dur>,
+    pub startup_wait: Option<Dur>,
+}
+
+/// `[nat_server]`: answer other nodes' NAT probes (a public node).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct NatServerSection {
+    pub enabled: Option<bool>,
+    pub dial_back_other_port: Option<String>,
+    pub dial_back_other_ip: Option<String>,
+    pub requests_per_peer: Option<u32>,
+    pub dial_backs_per_second: Option<u32>,
+    pub max_concurrent: Option<usize>,
 }
 
 /// An entry of `holepunch.timings`: when the initiator dials after `SYNC`.

@@ -6,11 +6,14 @@
 //! metrics registered in [`build`], and its rows in `status.rs`.
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle, ConnMgrMetrics};
-use meshwire::holepunch::{self, HolepunchMetrics};
+use meshwire::holepunch::{self, ConnectorMetrics, HolepunchMetrics};
+use meshwire::nat::{self, NatProbeMetrics};
 use meshwire::prelude::*;
 use meshwire::pubsub;
 use meshwire::relay::{self, client, RelayMetrics};
 use meshwire::rpc::{self, RpcMetrics};
+use meshwire::transport::quic::QuicTransport;
+use meshwire::transport::Transport;
 use prometheus_client::registry::Registry;
 use std::time::Instant;
 
@@ -34,9 +37,14 @@ pub struct Node {
     pub identify: identify::Behaviour,
     /// RPC (`[rpc]`) over the Kademlia DHT it owns (`[kad]`; reach it with [`Node::kad`]).
     pub rpc: rpc::Behaviour,
-    /// DCUtR hole punching (`[holepunch]`; off with `enabled = false`): relayed connections
-    /// upgraded to direct ones.
-    pub holepunch: Toggle<holepunch::Behaviour>,
+    /// Hole punching (`[holepunch]`; off with `enabled = false`): the connector upgrades
+    /// relayed connections to direct ones by DCUtR, DCUtR with port prediction or the
+    /// birthday spray, chosen from both peers' NAT profiles; ours comes from the NAT
+    /// detector (`[nat] observers`) inside.
+    pub holepunch: Toggle<holepunch::NatTraversal>,
+    /// The NAT probe server (`[nat_server]`, off by default): answers other nodes'
+    /// `/meshwire/natprobe/1.0.0` requests, dial-backs from another port and IP.
+    pub nat_server: Toggle<nat::NatProbeServer>,
     /// Gossipsub v1.1 (`[pubsub]`; off with `enabled = false`), subscribed to `pubsub.topics`.
     pub pubsub: Toggle<pubsub::Behaviour>,
     /// SWIM membership of `node.realms` (off without realms).
@@ -93,13 +101,18 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
     let pubsub_metrics = pubsub::GossipsubMetrics::register(&mut registry, PUBSUB_METRIC_TOPICS);
     let rpc_config = settings::rpc(config, source)?;
     let holepunch = if config.holepunch.enabled.unwrap_or(true) {
-        Some(
-            holepunch::Behaviour::new(settings::holepunch(config)?)
-                .with_metrics(HolepunchMetrics::register(&mut registry)),
-        )
+        Some((
+            settings::connector(config)?,
+            settings::nat_detector(config, source)?,
+            HolepunchMetrics::register(&mut registry),
+            ConnectorMetrics::register(&mut registry),
+        ))
     } else {
         None
     };
+    let nat_server = settings::nat_server(config, source)?;
+    let nat_metrics = NatProbeMetrics::register(&mut registry);
+    let quic_config = settings::quic(config);
     let mut builder = SwarmBuilder::new(key)
         .quic(settings::quic(config))
         .config(|_| settings::swarm(config))
@@ -133,7 +146,18 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
             .with_rtt_table(ping.rtt_table()),
             ping,
             identify: identify::Behaviour::new(settings::identify(config, ctx.public())),
-            holepunch: Toggle::from(holepunch),
+            holepunch: Toggle::from(holepunch.map(|(connector, detector, dcutr_m, conn_m)| {
+                let connector = holepunch::Connector::new(connector, ctx.quic_sockets())
+                    .with_metrics(conn_m)
+                    .with_dcutr(|d| d.with_metrics(dcutr_m));
+                let detector =
+                    detector.map(|d| nat::NatDetector::new(d).with_metrics(nat_metrics.clone()));
+                holepunch::NatTraversal::new(connector, detector)
+            })),
+            nat_server: Toggle::from(match nat_server {
+                Some(s) => Some(probe_server(s, &quic_config, nat_metrics.clone())?),
+                None => None,
+            }),
             pubsub: Toggle::from(if config.pubsub.enabled.unwrap_or(true) {
                 let mut p = pubsub::Behaviour::new(ctx.key(), settings::pubsub(config))
                     .map_err(|e| BehaviourError(format!("pubsub: {e}")))?;
@@ -161,6 +185,28 @@ pub fn build(config: &Config, source: &Source, key: Keypair) -> Result<Built, No
         registry,
         conn_manager,
     })
+}
+
+/// The probe server, with a QUIC transport of its own (own identity) listening on each
+/// dial-back address.
+fn probe_server(
+    s: settings::NatServerSettings,
+    quic: &meshwire::transport::quic::QuicConfig,
+    metrics: NatProbeMetrics,
+) -> Result<nat::NatProbeServer, BehaviourError> {
+    let mut server = nat::NatProbeServer::new(s.config).with_metrics(metrics);
+    for (from, addr) in [
+        (nat::wire::DialBackFrom::OtherPort, s.other_port),
+        (nat::wire::DialBackFrom::OtherAddress, s.other_ip),
+    ] {
+        let Some(addr) = addr else { continue };
+        let mut t = QuicTransport::new(Keypair::generate(), quic.clone())
+            .map_err(|e| BehaviourError(format!("nat_server: dial-back transport: {e}")))?;
+        t.listen_on(addr.clone())
+            .map_err(|e| BehaviourError(format!("nat_server: dial-back address {addr}: {e}")))?;
+        server = server.with_dial_back(from, t);
+    }
+    Ok(server)
 }
 
 /// A behaviour's settings were refused.

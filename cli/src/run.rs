@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshwire::connmgr::{BasicConnMgr, ConnManagerHandle};
+use meshwire::holepunch;
 use meshwire::prelude::*;
 use meshwire::rpc;
 use meshwire::swarm::DialError;
@@ -32,6 +33,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Time for QUIC to send the close frames once the swarm is gone.
 const CLOSE_FLUSH: Duration = Duration::from_millis(100);
+
+/// Default of `nat.startup_wait`.
+pub const DEFAULT_NAT_STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Default of `metrics.refresh`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);
@@ -199,6 +203,37 @@ pub async fn run_serving(
         println!("meshwire: metrics on http://{bound}/metrics, status page on http://{bound}/");
     }
 
+    // With NAT detection configured, our profile comes first: the hole-punching connector
+    // tells it to the peers of the first relayed connections (bootstrap, relay listen).
+    if config.holepunch.enabled.unwrap_or(true) && !config.nat.observers.is_empty() {
+        let wait = config
+            .nat
+            .startup_wait
+            .map_or(DEFAULT_NAT_STARTUP_WAIT, |Dur(d)| d);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => {
+                    let done = matches!(
+                        ev,
+                        SwarmEvent::Behaviour(NodeEvent::Holepunch(
+                            holepunch::TraversalEvent::Nat(_)
+                        ))
+                    );
+                    report(me, ev);
+                    if done {
+                        break;
+                    }
+                }
+                Ok(None) => return Err(RunError::Swarm(HandleError::SwarmGone)),
+                Err(_) => {
+                    println!("meshwire: nat: not detected within {wait:?}; going on (detection continues)");
+                    break;
+                }
+            }
+        }
+    }
+
     // Bootstrap: kademlia learns the peers and looks itself up; SWIM joins through them.
     if !bootstrap.is_empty() {
         for (peer, addr) in &bootstrap {
@@ -349,6 +384,35 @@ async fn shutdown(
     Ok(())
 }
 
+/// The NAT detector's and the hole-punching connector's lines.
+fn report_traversal(ev: holepunch::TraversalEvent) {
+    use holepunch::{ConnectOutcome, ConnectorEvent, TraversalEvent};
+    use meshwire::nat::DetectorEvent;
+    match ev {
+        TraversalEvent::Nat(DetectorEvent::Detected { profile, .. }) => {
+            println!("meshwire: nat: {}", crate::status::NatStatus::of(&profile));
+        }
+        TraversalEvent::Nat(DetectorEvent::Failed(e)) => {
+            println!("meshwire: nat: detection failed: {e}");
+        }
+        TraversalEvent::Connector(ConnectorEvent::Finished { peer, outcome }) => match outcome {
+            ConnectOutcome::Direct { method, elapsed } => println!(
+                "meshwire: holepunch {peer}: direct connection ({}, {} ms)",
+                method.label(),
+                elapsed.as_millis()
+            ),
+            ConnectOutcome::Failed { method, error } => println!(
+                "meshwire: holepunch {peer}: {} failed: {error}; staying on the relay",
+                method.label()
+            ),
+            ConnectOutcome::Skipped(reason) => {
+                println!("meshwire: holepunch {peer}: skipped ({reason}); staying on the relay")
+            }
+        },
+        other => tracing::debug!(?other, "holepunch"),
+    }
+}
+
 /// Progress lines for the events a user watches; the rest at debug level.
 fn report(me: PeerId, ev: SwarmEvent<NodeEvent>) {
     match ev {
@@ -389,6 +453,7 @@ fn report(me: PeerId, ev: SwarmEvent<NodeEvent>) {
             other => tracing::debug!(?other, "swim"),
         },
         SwarmEvent::Behaviour(NodeEvent::RelayClient(ev)) => tracing::info!(?ev, "relay client"),
+        SwarmEvent::Behaviour(NodeEvent::Holepunch(ev)) => report_traversal(ev),
         SwarmEvent::ListenerClosed {
             addresses, reason, ..
         } => {

@@ -569,6 +569,140 @@ pub fn holepunch(config: &Config) -> Result<meshwire::holepunch::Config, ConfigE
     Ok(c)
 }
 
+/// `[holepunch]`'s connector keys, around DCUtR's settings ([`holepunch`]).
+///
+/// # Errors
+///
+/// As [`holepunch`]; [`ConfigError::Value`] for spray numbers the spray refuses (zero, or
+/// above its maxima).
+pub fn connector(config: &Config) -> Result<meshwire::holepunch::ConnectorConfig, ConfigError> {
+    use meshwire::holepunch::connect::spray::{MAX_PROBES, MAX_RATE, MAX_SOCKETS, MAX_WINDOW};
+    let s = &config.holepunch;
+    let mut c = meshwire::holepunch::ConnectorConfig {
+        holepunch: holepunch(config)?,
+        ..Default::default()
+    };
+    apply!(
+        c,
+        s,
+        [
+            trust_hello_addrs,
+            max_spray_sockets_total,
+            max_spray_packets_per_minute
+        ]
+    );
+    apply!(dur c, s, [hello_timeout, dcutr_timeout]);
+    if let Some(n) = s.connector_sessions {
+        c.max_sessions = n;
+    }
+    let refuse = |key: &str, message: String| ConfigError::Value {
+        at: String::new(),
+        key: format!("holepunch.{key}"),
+        message,
+    };
+    let check = |key: &str, v: u64, max: u64| {
+        if v == 0 || v > max {
+            Err(refuse(key, format!("must be 1 to {max}")))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(v) = s.spray_sockets {
+        check("spray_sockets", v.into(), MAX_SOCKETS.into())?;
+        c.spray.sockets = v;
+    }
+    if let Some(v) = s.spray_probes {
+        check("spray_probes", v.into(), MAX_PROBES.into())?;
+        c.spray.probes = v;
+    }
+    if let Some(v) = s.spray_rate {
+        check("spray_rate", v.into(), MAX_RATE.into())?;
+        c.spray.rate = v;
+    }
+    if let Some(Dur(v)) = s.spray_window {
+        if v.is_zero() || v > MAX_WINDOW {
+            return Err(refuse(
+                "spray_window",
+                format!("must be above 0 and at most {MAX_WINDOW:?}"),
+            ));
+        }
+        c.spray.window = v;
+    }
+    Ok(c)
+}
+
+/// `[nat]`: the detector's settings; `None` without observers (no detection).
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for an observer that is not `<address>/p2p/<peer id>`.
+pub fn nat_detector(
+    config: &Config,
+    source: &Source,
+) -> Result<Option<meshwire::nat::DetectorConfig>, ConfigError> {
+    let s = &config.nat;
+    if s.observers.is_empty() {
+        return Ok(None);
+    }
+    let observers = peers(&s.observers, "nat.observers", source)?
+        .into_iter()
+        .map(|(peer, addr)| {
+            let addr = split_peer_id(&addr, Some(peer)).map_or(addr, |(a, _)| a);
+            meshwire::nat::Observer { peer, addr }
+        })
+        .collect();
+    let mut c = meshwire::nat::DetectorConfig {
+        observers,
+        ..Default::default()
+    };
+    apply!(dur c, s, [request_timeout, retry_after]);
+    apply!(dur c.cache, s, [refresh_after, max_age]);
+    Ok(Some(c))
+}
+
+/// `[nat_server]`: the probe server's limits and its dial-back addresses (other port, other
+/// IP); `None` when it is off (the default).
+///
+/// # Errors
+///
+/// [`ConfigError::Value`] for a dial-back address that is not a multiaddr.
+pub fn nat_server(
+    config: &Config,
+    source: &Source,
+) -> Result<Option<NatServerSettings>, ConfigError> {
+    let s = &config.nat_server;
+    if !s.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let mut c = meshwire::nat::ServerConfig::default();
+    apply!(
+        c,
+        s,
+        [requests_per_peer, dial_backs_per_second, max_concurrent]
+    );
+    let one = |v: &Option<String>, key: &str| -> Result<Option<Multiaddr>, ConfigError> {
+        v.as_ref()
+            .map(|v| addrs(std::slice::from_ref(v), key, source).map(|mut a| a.remove(0)))
+            .transpose()
+    };
+    Ok(Some(NatServerSettings {
+        config: c,
+        other_port: one(&s.dial_back_other_port, "nat_server.dial_back_other_port")?,
+        other_ip: one(&s.dial_back_other_ip, "nat_server.dial_back_other_ip")?,
+    }))
+}
+
+/// What [`nat_server`] reads.
+#[derive(Clone, Debug)]
+pub struct NatServerSettings {
+    /// The server's limits.
+    pub config: meshwire::nat::ServerConfig,
+    /// Where the dial-backs "from another port" leave from (same IP as a listen address).
+    pub other_port: Option<Multiaddr>,
+    /// Where the dial-backs "from another IP" leave from.
+    pub other_ip: Option<Multiaddr>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,5 +871,88 @@ streams = 99
         })
         .and_then(crate::config::finish);
         assert!(bad.unwrap_err().to_string().contains("half_rtt"));
+    }
+
+    #[test]
+    fn connector_keys_and_spray_limits() {
+        let c = connector(&config(
+            "[holepunch]\nmax_attempts = 2\nspray_sockets = 64\nspray_window = \"3s\"\n\
+             trust_hello_addrs = true\nconnector_sessions = 5\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.holepunch.max_attempts, 2,
+            "DCUtR's keys reach the connector"
+        );
+        assert_eq!(
+            (c.spray.sockets, c.spray.window),
+            (64, Duration::from_secs(3))
+        );
+        assert!(c.trust_hello_addrs);
+        assert_eq!(c.max_sessions, 5);
+        let d = connector(&config("")).unwrap();
+        assert!(!d.trust_hello_addrs, "spray targets are checked by default");
+        for (text, key) in [
+            (
+                "[holepunch]\nspray_sockets = 0\n",
+                "holepunch.spray_sockets",
+            ),
+            (
+                "[holepunch]\nspray_probes = 9000\n",
+                "holepunch.spray_probes",
+            ),
+            (
+                "[holepunch]\nspray_window = \"1h\"\n",
+                "holepunch.spray_window",
+            ),
+        ] {
+            let err = connector(&config(text)).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn nat_observers_and_server() {
+        let peer = meshwire::core::Keypair::generate().peer_id();
+        let text = format!(
+            "[nat]\nobservers = [\"/ip4/198.51.100.10/udp/4001/quic-v1/p2p/{peer}\", \
+             \"/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{peer}\"]\nretry_after = \"5s\"\n\
+             refresh_after = \"1m\"\n[nat_server]\nenabled = true\n\
+             dial_back_other_ip = \"/ip4/203.0.113.10/udp/4003/quic-v1\"\n\
+             dial_backs_per_second = 3\n"
+        );
+        let c = config(&text);
+        let d = nat_detector(&c, &Source::default()).unwrap().unwrap();
+        assert_eq!(d.observers.len(), 2);
+        assert_eq!(d.observers[0].peer, peer);
+        assert_eq!(
+            d.observers[0].addr.to_string(),
+            "/ip4/198.51.100.10/udp/4001/quic-v1",
+            "the observer's address without its /p2p"
+        );
+        assert_eq!(d.retry_after, Duration::from_secs(5));
+        assert_eq!(d.cache.refresh_after, Duration::from_secs(60));
+        let s = nat_server(&c, &Source::default()).unwrap().unwrap();
+        assert_eq!(s.config.dial_backs_per_second, 3);
+        assert_eq!(s.other_port, None);
+        assert_eq!(
+            s.other_ip.map(|a| a.to_string()).as_deref(),
+            Some("/ip4/203.0.113.10/udp/4003/quic-v1")
+        );
+        // Off by default, and no observers: no detector.
+        assert!(nat_server(&config(""), &Source::default())
+            .unwrap()
+            .is_none());
+        assert!(nat_detector(&config(""), &Source::default())
+            .unwrap()
+            .is_none());
+        let bad = config("[nat]\nobservers = [\"/ip4/198.51.100.10/udp/4001/quic-v1\"]\n");
+        let err = nat_detector(&bad, &Source::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nat.observers") && err.contains("/p2p"),
+            "{err}"
+        );
     }
 }

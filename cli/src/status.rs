@@ -46,6 +46,65 @@ pub struct Status {
     pub swim_datagrams: (u64, u64),
     /// The connection manager's watermarks and connection count.
     pub connmgr: ConnMgrStatus,
+    /// Our NAT as detected (`[nat] observers`); `None` until a detection classified it.
+    pub nat: Option<NatStatus>,
+}
+
+/// Our NAT's profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct NatStatus {
+    /// `none`, `endpoint-independent`, `address-dependent` or `address-and-port-dependent`,
+    /// the last two with the port allocation (`sequential +<delta>` or `random`).
+    pub mapping: String,
+    /// `endpoint-independent`, `address-dependent`, `address-and-port-dependent` or
+    /// `unknown`.
+    pub filtering: &'static str,
+    /// Whether the NAT keeps the local port.
+    pub port_preserving: bool,
+}
+
+impl NatStatus {
+    /// The profile in the page's words.
+    pub fn of(p: &meshwire::nat::NatProfile) -> Self {
+        use meshwire::nat::{Filtering, Mapping, PortAllocation};
+        let alloc = |a: &PortAllocation| match a {
+            PortAllocation::Sequential { delta } => format!("sequential {delta:+}"),
+            PortAllocation::Random => "random".to_string(),
+        };
+        NatStatus {
+            mapping: match &p.mapping {
+                Mapping::None => "none".to_string(),
+                Mapping::EndpointIndependent => "endpoint-independent".to_string(),
+                Mapping::AddressDependent(a) => format!("address-dependent, {}", alloc(a)),
+                Mapping::AddressAndPortDependent(a) => {
+                    format!("address-and-port-dependent, {}", alloc(a))
+                }
+            },
+            filtering: match p.filtering {
+                Filtering::EndpointIndependent => "endpoint-independent",
+                Filtering::AddressDependent => "address-dependent",
+                Filtering::AddressAndPortDependent => "address-and-port-dependent",
+                Filtering::Unknown => "unknown",
+            },
+            port_preserving: p.port_preserving,
+        }
+    }
+}
+
+impl std::fmt::Display for NatStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mapping {}, filtering {}{}",
+            self.mapping,
+            self.filtering,
+            if self.port_preserving {
+                ", port preserving"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// A pubsub topic we are subscribed to.
@@ -164,7 +223,7 @@ pub async fn collect(
         p
     };
     let peers_for_b = peers_of.clone();
-    let (per_peer, realm_status, reservations, server, kad, io) = handle
+    let (per_peer, realm_status, reservations, server, kad, io, nat) = handle
         .with_behaviour(move |b: &mut Node| {
             let per_peer: Vec<_> = peers_for_b
                 .iter()
@@ -233,6 +292,10 @@ pub async fn collect(
                     }),
                 ),
                 io,
+                b.holepunch
+                    .as_ref()
+                    .and_then(|h| h.nat_profile())
+                    .map(|p| NatStatus::of(&p)),
             )
         })
         .await?;
@@ -305,5 +368,6 @@ pub async fn collect(
             high_water: info.high_water,
             connections: info.conn_count,
         },
+        nat,
     })
 }

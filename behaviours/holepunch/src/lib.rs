@@ -15,7 +15,9 @@
 //!   birthday spray or skip, from both peers' NAT profiles), the sans-IO birthday spray
 //!   ([`SprayConfig`], [`connect::spray::ProbeSchedule`]), the `/meshwire/spray/1.0.0`
 //!   messages, and (feature `swarm`) the [`Connector`]: DCUtR inside, started only where
-//!   the table says, the spray run over the relayed connection, [`ConnectorMetrics`].
+//!   the table says, the spray run over the relayed connection, [`ConnectorMetrics`];
+//!   [`NatTraversal`]: the connector with a `meshwire_nat::NatDetector` giving it our NAT
+//!   profile by itself.
 //!
 //! ```
 //! # #[cfg(feature = "swarm")] {
@@ -70,6 +72,8 @@ pub use connect::behaviour::{
 #[cfg(feature = "swarm")]
 pub use connect::metrics::ConnectorMetrics;
 pub use connect::spray::SprayConfig;
+#[cfg(feature = "swarm")]
+pub use connect::traversal::{NatTraversal, TraversalEvent};
 pub use connect::{choose, Method, SkipReason};
 pub use engine::{AttemptOutcome, DialTiming, HolepunchConfig, HolepunchEvent, Role, UpgradeError};
 #[cfg(feature = "swarm")]

@@ -167,6 +167,21 @@ pub fn classify(obs: &Observations) -> Result<NatProfile, ClassifyError> {
 }
 
 impl NatProfile {
+    /// Whether unsolicited inbound connections reach the host at its mapped address (what a
+    /// relay needs): `Some(true)` with no NAT or an endpoint-independent mapping that filters
+    /// nothing (a full cone), `Some(false)` behind address or address-and-port filtering or a
+    /// destination-dependent mapping, `None` when the filtering was not tested.
+    pub fn accepts_unsolicited(&self) -> Option<bool> {
+        match self.mapping {
+            Mapping::AddressDependent(_) | Mapping::AddressAndPortDependent(_) => Some(false),
+            Mapping::None | Mapping::EndpointIndependent => match self.filtering {
+                Filtering::EndpointIndependent => Some(true),
+                Filtering::Unknown => None,
+                Filtering::AddressDependent | Filtering::AddressAndPortDependent => Some(false),
+            },
+        }
+    }
+
     /// Whether DCUtR between peers behind `self` and `other` can work with plain
     /// simultaneous open or a predicted port window — `false` means stay relayed (or try
     /// a birthday spray, for random symmetric against endpoint-independent mapping).

@@ -18,7 +18,9 @@ use crate::cache::{CacheConfig, Lookup, NatCache, NetworkKey};
 use crate::metrics::NatProbeMetrics;
 use crate::server::{ServeError, PROTOCOL};
 use crate::wire::{DialBackFrom, DialBackStatus, Request, Response, MAX_MESSAGE};
-use crate::{classify, ClassifyError, MappingObservation, NatProfile, Observations};
+use crate::{
+    classify, ClassifyError, MappingObservation, NatProfile, Observations, SharedNatProfile,
+};
 
 /// A probe server: its peer id and the address to reach it at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +113,7 @@ pub struct NatDetector {
     due: Option<Instant>,
     timer: Timer,
     metrics: Option<NatProbeMetrics>,
+    shared: SharedNatProfile,
 }
 
 impl NatDetector {
@@ -128,6 +131,7 @@ impl NatDetector {
             due: None,
             timer: Timer::default(),
             metrics: None,
+            shared: SharedNatProfile::default(),
         }
     }
 
@@ -140,6 +144,12 @@ impl NatDetector {
     /// The current network's profile: fresh, or stale while a refresh runs.
     pub fn nat_profile(&self) -> Option<NatProfile> {
         self.cache.lookup(&self.network, Instant::now()).profile()
+    }
+
+    /// A handle that always holds [`NatDetector::nat_profile`]'s value as of the detector's
+    /// last detection or network change (for other behaviours, e.g. the relay registry).
+    pub fn shared_profile(&self) -> SharedNatProfile {
+        self.shared.clone()
     }
 
     /// Starts a detection now (unless one runs), whatever the cache holds.
@@ -163,6 +173,7 @@ impl NatDetector {
             _ if self.network.is_empty() => None,
             _ => Some(Instant::now()),
         };
+        self.shared.set(self.nat_profile());
     }
 
     fn start_round(&mut self, now: Instant) {
@@ -288,6 +299,7 @@ impl NatDetector {
                 DetectorEvent::Failed(e)
             }
         };
+        self.shared.set(self.nat_profile());
         let _ = self.outbox.event(event);
     }
 
@@ -368,6 +380,14 @@ impl NetworkBehaviour for NatDetector {
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match event {
             FromSwarm::NewListenAddr { listener, addr } => {
+                if addr
+                    .iter()
+                    .any(|p| matches!(p, multiaddr::Protocol::P2pCircuit))
+                {
+                    // A relay reservation is not a network: its coming and going must not
+                    // restart detection.
+                    return;
+                }
                 self.listen.entry(listener).or_default().push(addr.clone());
                 self.network_changed();
             }

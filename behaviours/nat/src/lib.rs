@@ -51,6 +51,7 @@ pub mod detector;
 mod metrics;
 #[cfg(feature = "swarm")]
 pub mod server;
+mod shared;
 #[cfg(test)]
 mod tests;
 pub mod wire;
@@ -66,3 +67,4 @@ pub use detector::{DetectorConfig, DetectorEvent, NatDetector, Observer};
 pub use metrics::NatProbeMetrics;
 #[cfg(feature = "swarm")]
 pub use server::{NatProbeServer, ServeError, ServerConfig, ServerEvent, PROTOCOL};
+pub use shared::SharedNatProfile;

@@ -84,6 +84,7 @@ async fn loopback_is_no_nat_with_endpoint_independent_filtering() {
     let (mut s, observers) = server(probe).await;
     let mut c = client(observers.clone());
     assert_eq!(c.behaviour().nat_profile(), None);
+    let shared = c.behaviour().shared_profile();
     let local = listen(&mut c, "127.0.0.1").await;
     let (event, served) = detect(&mut s, &mut c).await;
     let DetectorEvent::Detected {
@@ -108,6 +109,11 @@ async fn loopback_is_no_nat_with_endpoint_independent_filtering() {
     assert_eq!(observations.from_other_port, Some(true));
     assert_eq!(observations.from_other_address, Some(true));
     assert_eq!(c.behaviour().nat_profile(), Some(profile));
+    assert_eq!(
+        shared.get(),
+        Some(profile),
+        "the shared handle follows the detector"
+    );
     let asked: Vec<Request> = served
         .iter()
         .filter_map(|e| e.outcome.as_ref().ok().map(|(r, _)| *r))
@@ -118,6 +124,7 @@ async fn loopback_is_no_nat_with_endpoint_independent_filtering() {
     // and a detection runs for it.
     let _second = listen(&mut c, "127.0.0.1").await;
     assert_eq!(c.behaviour().nat_profile(), None);
+    assert_eq!(shared.get(), None);
     let (event, served) = detect(&mut s, &mut c).await;
     assert!(served.len() >= 3, "the server was asked again");
     assert!(
@@ -125,6 +132,8 @@ async fn loopback_is_no_nat_with_endpoint_independent_filtering() {
         "{event:?}"
     );
     assert_eq!(c.behaviour().nat_profile(), Some(profile));
+    assert_eq!(shared.get(), Some(profile));
+    assert_eq!(shared.version(), 3, "set, cleared, set again");
 }
 
 #[tokio::test]

@@ -85,6 +85,64 @@ async fn registry_swarm_register_needs_reachability_and_a_relay_server() {
     );
 }
 
+/// The NAT detector's profile, shared with the registry: a closed NAT refuses and, once
+/// registered, unregisters; no NAT lets the confirmed address decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_swarm_nat_profile_decides_who_may_register() {
+    use meshwire_nat::{Filtering, Mapping, NatProfile, SharedNatProfile};
+    use meshwire_relay_registry::{RegistryEvent, UnregisterReason};
+    let nat = SharedNatProfile::default();
+    let port_restricted = NatProfile {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::AddressAndPortDependent,
+        port_preserving: true,
+    };
+    nat.set(Some(port_restricted));
+    let mut relay = start(NodeOpts {
+        server: Some(server(10)),
+        nat: Some(nat.clone()),
+        ..NodeOpts::default()
+    })
+    .await;
+    relay
+        .handle
+        .add_external_address(relay.addr.clone())
+        .await
+        .unwrap();
+    let a = relay.addr.clone();
+    assert_eq!(
+        relay
+            .registry(move |r| r.register(a, RegisterOpts::default()))
+            .await,
+        Err(RegisterError::NatClosed(port_restricted)),
+        "a confirmed address behind a port-restricted NAT is not a relay's"
+    );
+    nat.set(Some(NatProfile {
+        mapping: Mapping::None,
+        filtering: Filtering::EndpointIndependent,
+        port_preserving: true,
+    }));
+    let a = relay.addr.clone();
+    relay
+        .registry(move |r| r.register(a, RegisterOpts::default()))
+        .await
+        .unwrap();
+    // The detector changes its mind: the registry follows by itself.
+    nat.set(Some(port_restricted));
+    relay
+        .wait_for("unregistered", |ev| {
+            matches!(
+                registry_event(ev),
+                Some(RegistryEvent::Unregistered {
+                    reason: UnregisterReason::NatClosed
+                })
+            )
+            .then_some(())
+        })
+        .await;
+    assert!(!relay.registry(|r| r.engine().is_registered()).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_swarm_clients_discover_relays_and_auto_reserve() {
     let mut relays = Vec::new();

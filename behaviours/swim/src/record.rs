@@ -8,6 +8,7 @@
 //! the local [`Keypair`] and verifies through an [`AliveVerifier`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use meshwire_core::{Keypair, PeerId};
 
@@ -42,6 +43,61 @@ impl fmt::Debug for Signature {
             write!(f, "{b:02x}")?;
         }
         write!(f, "…)")
+    }
+}
+
+/// A member's signed alive record: its peer ID, the incarnation and metadata it announced,
+/// and its signature of them ([`alive_signing_bytes`]).
+///
+/// Held behind an [`Arc`] and shared, not copied: the member table, the dissemination queue,
+/// unconfirmed entries and the messages that carry the record (alive updates, push-pull
+/// member records) all point to one allocation, and so do the engines of a simulation that
+/// received it in the same message. Build one with [`AliveRecord::new`] or
+/// [`AliveRecord::sign`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AliveRecord {
+    /// The member.
+    pub peer: PeerId,
+    /// The incarnation it announced itself alive at.
+    pub incarnation: u64,
+    /// Its addresses and application data.
+    pub meta: Arc<NodeMeta>,
+    /// Its signature of the record.
+    pub signature: Signature,
+}
+
+impl AliveRecord {
+    /// A shared record of these fields (the signature is not checked).
+    pub fn new(
+        peer: PeerId,
+        incarnation: u64,
+        meta: Arc<NodeMeta>,
+        signature: Signature,
+    ) -> Arc<Self> {
+        Arc::new(AliveRecord {
+            peer,
+            incarnation,
+            meta,
+            signature,
+        })
+    }
+
+    /// `key`'s own record in `realm` at `incarnation` with `meta`, signed.
+    pub fn sign(key: &Keypair, realm: &Realm, incarnation: u64, meta: Arc<NodeMeta>) -> Arc<Self> {
+        let signature = sign_alive(key, realm, incarnation, &meta);
+        AliveRecord::new(key.peer_id(), incarnation, meta, signature)
+    }
+
+    /// Whether the signature is valid for `realm`, checked by `verifier`.
+    pub fn verify(&self, verifier: &dyn AliveVerifier, realm: &Realm) -> bool {
+        verify_alive(
+            verifier,
+            realm,
+            &self.peer,
+            self.incarnation,
+            &self.meta,
+            &self.signature,
+        )
     }
 }
 

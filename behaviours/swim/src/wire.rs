@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::member::{MemberState, NodeMeta};
 pub use crate::member::{MAX_ADDRESSES, MAX_ADDRESS_LEN, MAX_META_DATA_LEN};
 use crate::realm::{Realm, RealmError, MAX_REALM_LEN};
-use crate::record::{Signature, SIGNATURE_LEN};
+use crate::record::{AliveRecord, Signature, SIGNATURE_LEN};
 use crate::varint::put_varint;
 pub use crate::varint::varint_len;
 
@@ -221,22 +221,17 @@ pub struct PushPull {
 }
 
 /// One member's full state, in push-pull messages: its state as the sender believes it,
-/// and the member's own latest signed alive record (`signed_incarnation`, `meta`,
-/// `signature`) that the sender holds.
+/// and the member's own latest signed alive record that the sender holds (shared, not
+/// copied: see [`AliveRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRecord {
-    /// The member.
-    pub peer: PeerId,
     /// Its incarnation (of its state).
     pub incarnation: u64,
     /// Its state as the sender believes it.
     pub state: MemberState,
-    /// The incarnation of its signed alive record (at most `incarnation`).
-    pub signed_incarnation: u64,
-    /// Its metadata, as in its signed alive record.
-    pub meta: Arc<NodeMeta>,
-    /// The member's signature of its alive record (`signed_incarnation`, `meta`).
-    pub signature: Signature,
+    /// The member's signed alive record; its incarnation (the *signed incarnation*) is at
+    /// most `incarnation`.
+    pub record: Arc<AliveRecord>,
 }
 
 /// A membership update, disseminated by piggybacking.
@@ -254,11 +249,11 @@ pub struct Update {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
     /// The member is alive at this incarnation, with this metadata: its own signed claim.
+    /// The record's peer and incarnation are the update's (build it with
+    /// [`Update::alive`]).
     Alive {
-        /// Its metadata (addresses and data).
-        meta: Arc<NodeMeta>,
-        /// The member's signature of the record (see [`crate::record`]).
-        signature: Signature,
+        /// The member's signed alive record (see [`crate::record`]).
+        record: Arc<AliveRecord>,
     },
     /// `from` suspects the member (its probe failed).
     Suspect {
@@ -289,12 +284,21 @@ fn put_meta(out: &mut Vec<u8>, m: &NodeMeta) {
 }
 
 impl Update {
+    /// The alive update carrying `record` (about its peer, at its incarnation).
+    pub fn alive(record: Arc<AliveRecord>) -> Self {
+        Update {
+            peer: record.peer,
+            incarnation: record.incarnation,
+            kind: UpdateKind::Alive { record },
+        }
+    }
+
     /// The size of this update on the wire.
     pub fn encoded_len(&self) -> usize {
         1 + peer_len(&self.peer)
             + varint_len(self.incarnation)
             + match &self.kind {
-                UpdateKind::Alive { meta, .. } => meta.encoded_len() + SIGNATURE_LEN,
+                UpdateKind::Alive { record } => record.meta.encoded_len() + SIGNATURE_LEN,
                 UpdateKind::Suspect { from } | UpdateKind::Dead { from } => peer_len(from),
                 UpdateKind::Left => 0,
             }
@@ -311,9 +315,9 @@ impl Update {
         put_peer(out, &self.peer);
         put_varint(out, self.incarnation);
         match &self.kind {
-            UpdateKind::Alive { meta, signature } => {
-                put_meta(out, meta);
-                out.extend_from_slice(signature.as_bytes());
+            UpdateKind::Alive { record } => {
+                put_meta(out, &record.meta);
+                out.extend_from_slice(record.signature.as_bytes());
             }
             UpdateKind::Suspect { from } | UpdateKind::Dead { from } => put_peer(out, from),
             UpdateKind::Left => {}
@@ -322,12 +326,22 @@ impl Update {
 }
 
 impl MemberRecord {
+    /// The member.
+    pub fn peer(&self) -> &PeerId {
+        &self.record.peer
+    }
+
+    /// The incarnation of its signed alive record.
+    pub fn signed_incarnation(&self) -> u64 {
+        self.record.incarnation
+    }
+
     /// The size of this record on the wire.
     pub fn encoded_len(&self) -> usize {
-        1 + peer_len(&self.peer)
+        1 + peer_len(&self.record.peer)
             + varint_len(self.incarnation)
-            + varint_len(self.signed_incarnation)
-            + self.meta.encoded_len()
+            + varint_len(self.record.incarnation)
+            + self.record.meta.encoded_len()
             + SIGNATURE_LEN
     }
 }
@@ -454,11 +468,11 @@ impl Message {
                 put_varint(out, pp.members.len() as u64);
                 for r in &pp.members {
                     out.push(r.state.code());
-                    put_peer(out, &r.peer);
+                    put_peer(out, &r.record.peer);
                     put_varint(out, r.incarnation);
-                    put_varint(out, r.signed_incarnation);
-                    put_meta(out, &r.meta);
-                    out.extend_from_slice(r.signature.as_bytes());
+                    put_varint(out, r.record.incarnation);
+                    put_meta(out, &r.record.meta);
+                    out.extend_from_slice(r.record.signature.as_bytes());
                 }
                 return;
             }
@@ -550,12 +564,14 @@ impl Message {
                     let meta = r.meta()?;
                     let signature = r.signature()?;
                     members.push(MemberRecord {
-                        peer,
                         incarnation,
                         state,
-                        signed_incarnation,
-                        meta: Arc::new(meta),
-                        signature,
+                        record: AliveRecord::new(
+                            peer,
+                            signed_incarnation,
+                            Arc::new(meta),
+                            signature,
+                        ),
                     });
                 }
                 Body::PushPull(PushPull {
@@ -710,10 +726,13 @@ impl<'a> Reader<'a> {
             let peer = self.peer("update peer")?;
             let incarnation = self.varint("incarnation")?;
             let kind = match kind {
-                U_ALIVE => UpdateKind::Alive {
-                    meta: Arc::new(self.meta()?),
-                    signature: self.signature()?,
-                },
+                U_ALIVE => {
+                    let meta = Arc::new(self.meta()?);
+                    let signature = self.signature()?;
+                    UpdateKind::Alive {
+                        record: AliveRecord::new(peer, incarnation, meta, signature),
+                    }
+                }
                 U_SUSPECT => UpdateKind::Suspect {
                     from: self.peer("accuser")?,
                 },
@@ -789,14 +808,12 @@ mod tests {
 
     fn all_updates() -> Vec<Update> {
         vec![
-            Update {
-                peer: peer(1),
-                incarnation: 0,
-                kind: UpdateKind::Alive {
-                    meta: meta(),
-                    signature: Signature([9; SIGNATURE_LEN]),
-                },
-            },
+            Update::alive(AliveRecord::new(
+                peer(1),
+                0,
+                meta(),
+                Signature([9; SIGNATURE_LEN]),
+            )),
             Update {
                 peer: peer(2),
                 incarnation: 300,
@@ -843,20 +860,19 @@ mod tests {
                 response: false,
                 members: vec![
                     MemberRecord {
-                        peer: peer(1),
                         incarnation: 3,
                         state: MemberState::Alive,
-                        signed_incarnation: 3,
-                        meta: meta(),
-                        signature: Signature([7; SIGNATURE_LEN]),
+                        record: AliveRecord::new(peer(1), 3, meta(), Signature([7; SIGNATURE_LEN])),
                     },
                     MemberRecord {
-                        peer: peer(2),
                         incarnation: 4,
                         state: MemberState::Left,
-                        signed_incarnation: 3,
-                        meta: Arc::new(NodeMeta::empty()),
-                        signature: Signature::ZERO,
+                        record: AliveRecord::new(
+                            peer(2),
+                            3,
+                            Arc::new(NodeMeta::empty()),
+                            Signature::ZERO,
+                        ),
                     },
                 ],
             }),
@@ -984,7 +1000,8 @@ mod tests {
     fn signed_incarnation_above_record_is_an_error() {
         let mut m = samples().pop().unwrap();
         if let Body::PushPull(pp) = &mut m.body {
-            pp.members[0].signed_incarnation = 4;
+            let r = &pp.members[0].record;
+            pp.members[0].record = AliveRecord::new(r.peer, 4, r.meta.clone(), r.signature);
         }
         assert_eq!(
             Message::decode(&m.encode(), &Limits::default()),

@@ -4,8 +4,11 @@
 //!
 //! `cargo bench -p meshwire-upgrade --bench channel` (`BENCH_MESSAGES`, default 200000;
 //! `BENCH_SIZE`, default 64 bytes; `BENCH_RATE`, the paced rate of the latency runs, default
-//! 20000/s). Prints the rate of three alternating rounds and their median ratio, then the
-//! p50/p99 latency of three paced rounds and the median ratio of the p99s.
+//! 20000/s; `BENCH_BATCH`, the batch of the batched session, default 64; `BENCH_WINDOW`, both
+//! windows of the sessions in messages, default the configuration's 1024). Prints the rate of
+//! three alternating rounds (raw stream, session with `send`/`recv`, session with
+//! `send_batch`/`recv_many`) and their median ratios, then the p50/p99 latency of three
+//! paced rounds and the median ratio of the p99s.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -72,6 +75,43 @@ async fn run_session(
     (took, lat)
 }
 
+/// As [`run_session`] unpaced, with `send_batch` of `batch` messages and `recv_many` of up
+/// to `batch`: the time from the first send to the last delivery.
+async fn run_session_batched(
+    a: &upgrade::Session,
+    b: &mut upgrade::Session,
+    count: u64,
+    size: usize,
+    batch: usize,
+) -> Duration {
+    let sender = a.sender().unwrap();
+    let start = Instant::now();
+    let send = tokio::spawn(async move {
+        let mut messages = Vec::with_capacity(batch);
+        let mut i = 0;
+        while i < count {
+            while messages.len() < batch && i < count {
+                messages.push(message(i, size).into());
+                i += 1;
+            }
+            sender.send_batch(&mut messages).await.unwrap();
+        }
+    });
+    let mut got = Vec::with_capacity(batch);
+    let mut i = 0;
+    while i < count {
+        assert!(b.recv_many(&mut got, batch).await > 0);
+        for m in got.drain(..) {
+            assert_eq!(u64::from_be_bytes(m[..8].try_into().unwrap()), i);
+            std::hint::black_box(latency_of(&m));
+            i += 1;
+        }
+    }
+    let took = start.elapsed();
+    send.await.unwrap();
+    took
+}
+
 async fn pace_to(start: Instant, i: u64, rate: u64) {
     let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
     if due > Instant::now() {
@@ -130,7 +170,17 @@ async fn main() {
     let count = env("BENCH_MESSAGES", 200_000);
     let size = env("BENCH_SIZE", 64) as usize;
     let rate = env("BENCH_RATE", 20_000);
-    let mut b = node(upgrade::Config::default());
+    let mut config = upgrade::Config::default();
+    if let Some(window) = std::env::var("BENCH_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
+        config.session = config
+            .session
+            .with_recv_window(window)
+            .with_send_window(window as usize);
+    }
+    let mut b = node(config.clone());
     let b_id = b.local_peer_id();
     let mut incoming = b.stream_control().accept(RAW).unwrap();
     b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
@@ -141,7 +191,7 @@ async fn main() {
         }
     };
     let mut b = Handle::spawn(b);
-    let a = node(upgrade::Config::default());
+    let a = node(config);
     let control = a.stream_control();
     let mut a = Handle::spawn(a);
     dial_direct(&a, b_id, addr).await;
@@ -159,23 +209,38 @@ async fn main() {
         .await;
     // Warm up both.
     run_session(&s_a, &mut s_b, 10_000, size, 0).await;
+    run_session_batched(&s_a, &mut s_b, 10_000, size, 64).await;
     run_raw(&control, &mut incoming, b_id, 10_000, size, 0).await;
 
     println!("{count} messages of {size} bytes, one way, loopback QUIC, one direct connection");
+    let batch = env("BENCH_BATCH", 64) as usize;
     let mut rates = Vec::new();
+    let mut batched = Vec::new();
     for round in 0..3 {
         let (raw_t, _) = run_raw(&control, &mut incoming, b_id, count, size, 0).await;
         let (ses_t, _) = run_session(&s_a, &mut s_b, count, size, 0).await;
+        let bat_t = run_session_batched(&s_a, &mut s_b, count, size, batch).await;
         let raw_rate = count as f64 / raw_t.as_secs_f64();
         let ses_rate = count as f64 / ses_t.as_secs_f64();
+        let bat_rate = count as f64 / bat_t.as_secs_f64();
         println!(
             "round {round}: raw stream {raw_rate:>10.0} msg/s, session {ses_rate:>10.0} msg/s ({:.2}x)",
             ses_rate / raw_rate
         );
+        println!(
+            "round {round}: session, send_batch/recv_many of {batch}: {bat_rate:>10.0} msg/s ({:.2}x)",
+            bat_rate / raw_rate
+        );
         rates.push(ses_rate / raw_rate);
+        batched.push(bat_rate / raw_rate);
     }
     rates.sort_by(f64::total_cmp);
+    batched.sort_by(f64::total_cmp);
     println!("rate: session / raw stream, median of 3: {:.2}x", rates[1]);
+    println!(
+        "rate: session with send_batch/recv_many of {batch} / raw stream, median of 3: {:.2}x",
+        batched[1]
+    );
     let paced = rate.min(count);
     // Three paced rounds, alternating, for the p99s (one round is at the machine's mercy).
     let mut p99s = Vec::new();

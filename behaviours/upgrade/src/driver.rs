@@ -17,7 +17,7 @@ use meshwire_core::ConnectionId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{PathId, PathKind, SessionEvent};
-use crate::reader::{FrameReader, ReadEnd};
+use crate::reader::{chunk_size, FrameReader, ReadEnd};
 use crate::shared::{handle_frames, stamp, Core, Kinds, Out, WRITE_BATCH};
 use crate::wire::MAX_HEADER;
 
@@ -293,7 +293,7 @@ pub(crate) async fn run<S, K>(
 
 /// Starts the reader and the writer of a path's stream; the reader's abort handle and the
 /// writer's handle.
-fn spawn_io<S>(
+pub(crate) fn spawn_io<S>(
     core: Arc<Core>,
     path: PathId,
     stream: S,
@@ -312,7 +312,12 @@ where
 
 /// Reads a path's frames into the engine, a batch per lock, until the stream ends.
 async fn read_path<R: AsyncRead + Unpin>(core: Arc<Core>, path: PathId, read: R, max_frame: usize) {
-    let mut reader = FrameReader::new(read, WRITE_BATCH, max_frame, max_frame - MAX_HEADER);
+    let mut reader = FrameReader::new(
+        read,
+        chunk_size(max_frame),
+        max_frame,
+        max_frame - MAX_HEADER,
+    );
     let mut frames = Vec::new();
     loop {
         let result = reader.read_batch(&mut frames, BATCH).await;

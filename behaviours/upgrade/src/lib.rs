@@ -10,8 +10,8 @@
 //!   re-sends the unacknowledged tail on the new path, duplicate drop, in-order delivery,
 //!   fallback to the previous path and the fence that drains it;
 //! - (feature `swarm`, default) [`Behaviour`]: sessions over relayed and direct connections
-//!   ([`Behaviour::open`], [`Event::InboundSession`], [`Session`] with `send`/`recv` and
-//!   backpressure), the automatic upgrade when a direct connection to a relayed peer
+//!   ([`Behaviour::open`], [`Event::InboundSession`], [`Session`] with `send`/`recv`,
+//!   `send_batch`/`recv_many` and backpressure), the automatic upgrade when a direct connection to a relayed peer
 //!   appears, fallback, the seed's `register_relay` / `unregister_relay` /
 //!   `upgrade_to_direct` / `upgrade_stats`, [`UpgradeMetrics`].
 //!

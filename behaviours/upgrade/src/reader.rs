@@ -1,11 +1,28 @@
-//! Reads a path's length-prefixed frames in batches: one buffer per path, as many bytes as
-//! the stream has per read, and every whole frame in them decoded at once (no allocation per
-//! frame besides a `Data` payload's copy). A frame's announced length is checked against the
-//! bound before the buffer grows for it.
+//! Reads a path's length-prefixed frames in batches: as many bytes as the stream has per
+//! read, and every whole frame in them decoded at once. A `Data` payload is not copied: it is
+//! a slice of the read buffer (one reference count, no allocation per frame). A frame's
+//! announced length is checked against the bound before the buffer grows for it.
+//!
+//! **What a peer can pin.** The buffer is a series of chunks of [`chunk_size`] bytes
+//! (at least one whole frame); a payload keeps its chunk alive while it is held. The engine
+//! holds at most `recv_window` messages (and copies a message it buffers ahead of a gap,
+//! which then pins only itself), so the memory a peer can pin on the receiving side is at
+//! most `(recv_window + 1) × chunk_size` — with the defaults (`max_message` 16 KiB)
+//! `recv_window × (max_message + 41)` plus one chunk, the bound of copied messages.
 
+use bytes::{Buf, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
-use crate::wire::{Frame, WireError};
+use crate::wire::{Decoded, Frame, WireError};
+
+/// The smallest read chunk (a configuration with small messages still reads this much at
+/// once).
+pub(crate) const MIN_CHUNK: usize = 16 * 1024;
+
+/// The size of a reader's chunks for frames of at most `max_frame` bytes (prefix included).
+pub(crate) fn chunk_size(max_frame: usize) -> usize {
+    max_frame.max(MIN_CHUNK)
+}
 
 /// Why a path's reading ended.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +55,10 @@ pub(crate) enum ReadEnd {
 /// A stream's frames, read in batches.
 pub(crate) struct FrameReader<R> {
     io: R,
-    buf: Vec<u8>,
-    start: usize,
+    /// The current chunk from its first unread byte on: `buf[..end]` read, the rest free.
+    buf: BytesMut,
     end: usize,
+    chunk: usize,
     max_frame: usize,
     max_payload: usize,
     /// Bytes the next frame needs (prefix and body), once its prefix is read.
@@ -49,13 +67,15 @@ pub(crate) struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of frames of at most `max_frame` bytes (`Data` payloads of `max_payload`)
-    /// with a buffer of `capacity` bytes (grown up to one whole frame when one is larger).
-    pub(crate) fn new(io: R, capacity: usize, max_frame: usize, max_payload: usize) -> Self {
+    /// reading into chunks of `chunk` bytes (at least `max_frame` + 10, the largest prefixed
+    /// frame).
+    pub(crate) fn new(io: R, chunk: usize, max_frame: usize, max_payload: usize) -> Self {
+        let chunk = chunk.max(max_frame + 10).max(16);
         FrameReader {
             io,
-            buf: vec![0; capacity.max(16)],
-            start: 0,
+            buf: BytesMut::zeroed(chunk),
             end: 0,
+            chunk,
             max_frame,
             max_payload,
             need: 0,
@@ -85,7 +105,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.make_room();
             let n = self.io.read(&mut self.buf[self.end..]).await?;
             if n == 0 {
-                return Err(if self.start == self.end {
+                return Err(if self.end == 0 {
                     ReadEnd::Eof
                 } else {
                     ReadEnd::Truncated
@@ -95,9 +115,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next whole frame in the buffer, `None` when it is not all there yet.
+    /// The next whole frame in the buffer, `None` when it is not all there yet. Nothing is
+    /// consumed unless the frame decodes (a bad frame is reported again on the next call).
     fn parse_one(&mut self) -> Result<Option<Frame>, ReadEnd> {
-        let data = &self.buf[self.start..self.end];
+        let data = &self.buf[..self.end];
         let (len, rest) = match unsigned_varint::decode::u64(data) {
             Ok(decoded) => decoded,
             Err(unsigned_varint::decode::Error::Insufficient) if data.len() < 10 => {
@@ -119,28 +140,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.need = prefix + len;
             return Ok(None);
         }
-        let frame = Frame::decode(&rest[..len], self.max_payload)?;
-        self.start += prefix + len;
+        let decoded = Frame::decode_lent(&rest[..len], self.max_payload)?;
         self.need = 0;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(Some(frame))
+        self.end -= prefix + len;
+        Ok(Some(match decoded {
+            Decoded::Frame(frame) => {
+                self.buf.advance(prefix + len);
+                frame
+            }
+            Decoded::Data { seq, offset } => {
+                self.buf.advance(prefix + offset);
+                let payload = self.buf.split_to(len - offset).freeze();
+                Frame::Data { seq, payload }
+            }
+        }))
     }
 
-    /// Free space after `end` for the next read (the unread bytes moved to the front when
-    /// needed; the buffer grown to the next frame's announced size, already checked).
+    /// Free space after `end` for the next read: when the chunk's free space is short of
+    /// the next frame or a quarter chunk, the unread bytes (less than one frame) move to a
+    /// new chunk (the old one lives on while payloads sliced from it are held).
     fn make_room(&mut self) {
-        let unread = self.end - self.start;
-        let want = self.need.max(unread + 1);
-        if self.buf.len() - self.start < want || self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.start = 0;
-            self.end = unread;
-        }
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
+        let want = self.need.max(self.end + 1);
+        let free = self.buf.len() - self.end;
+        if self.buf.len() < want || free < self.chunk / 4 {
+            let mut fresh = BytesMut::zeroed(self.chunk.max(want));
+            fresh[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = fresh;
         }
     }
 }
@@ -170,14 +195,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_split_across_reads_and_larger_than_the_buffer_arrive_whole_in_order() {
+    async fn frames_split_across_reads_and_chunks_arrive_whole_in_order() {
         let frames: Vec<Frame> = (0..50).map(|i| data(i, (i as usize * 37) % 300)).collect();
         let bytes = encoded(&frames);
-        // A reader handing out 7 bytes at a time into a 32-byte buffer.
+        // A reader handing out 7 bytes at a time; a chunk asked for smaller than a frame is
+        // one frame (410 bytes), so frames straddle chunks.
         let io =
             futures::stream::iter(bytes.chunks(7).map(|c| Ok::<_, std::io::Error>(c.to_vec())))
                 .into_async_read();
         let mut reader = FrameReader::new(io, 32, 400, 390);
+        assert_eq!(reader.chunk, 410);
         let (mut got, mut batch) = (Vec::new(), Vec::new());
         let end = loop {
             let result = reader.read_batch(&mut batch, 4).await;
@@ -189,6 +216,50 @@ mod tests {
         };
         assert!(matches!(end, ReadEnd::Eof));
         assert_eq!(got, frames);
+    }
+
+    #[tokio::test]
+    async fn payloads_are_slices_of_one_chunk_not_copies() {
+        let frames: Vec<Frame> = (0..20).map(|i| data(i, 10)).collect();
+        let bytes = encoded(&frames);
+        let mut reader = FrameReader::new(&bytes[..], 1024, 100, 90);
+        let mut got = Vec::new();
+        assert!(reader.read_batch(&mut got, 64).await.is_ok());
+        assert_eq!(got, frames);
+        let starts: Vec<usize> = got
+            .iter()
+            .map(|frame| match frame {
+                Frame::Data { payload, .. } => payload.as_ptr() as usize,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        // Each frame is a prefix byte, a type byte, a one-byte number and 10 bytes: the
+        // payloads lie 13 bytes apart in the same buffer.
+        for pair in starts.windows(2) {
+            assert_eq!(pair[1] - pair[0], 13);
+        }
+        assert_eq!(chunk_size(100), MIN_CHUNK);
+        assert_eq!(chunk_size(MIN_CHUNK + 41), MIN_CHUNK + 41);
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_is_reported_again_not_skipped() {
+        let mut bytes = encoded(&[data(0, 3)]);
+        // A frame of type 9, then a valid one.
+        bytes.extend_from_slice(&[1, 9]);
+        bytes.extend(encoded(&[data(1, 3)]));
+        let mut reader = FrameReader::new(&bytes[..], 64, 100, 90);
+        let mut got = Vec::new();
+        assert!(reader.read_batch(&mut got, 16).await.is_ok());
+        assert_eq!(got, [data(0, 3)]);
+        for _ in 0..2 {
+            got.clear();
+            assert!(matches!(
+                reader.read_batch(&mut got, 16).await,
+                Err(ReadEnd::Wire(WireError::UnknownType(9)))
+            ));
+            assert!(got.is_empty());
+        }
     }
 
     #[tokio::test]

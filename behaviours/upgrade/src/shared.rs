@@ -11,7 +11,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::engine::{
@@ -101,7 +101,6 @@ pub(crate) struct State {
     send_waiting: bool,
     /// The task was woken and has not run yet.
     task_woken: bool,
-    scratch: BytesMut,
     /// Wake-ups decided under the lock, sent once it is released ([`Guard`]).
     wakes: Wakes,
 }
@@ -193,7 +192,6 @@ impl Core {
                 recv_waiting: false,
                 send_waiting: false,
                 task_woken: false,
-                scratch: BytesMut::new(),
                 wakes: Wakes::default(),
             }),
             readable: Notify::new(),
@@ -264,9 +262,57 @@ impl Core {
         Ok(())
     }
 
-    /// Moves up to `max` readable messages into `into`; `Ok(false)` when none is readable
+    /// Queues the messages of `batch` (their lengths already checked) from its front, as
+    /// many as the window takes now, under one lock, and removes them from `batch`; the
+    /// number queued. `Ok(0)` when the window is full: the caller waits on [`Core::room`].
+    pub(crate) fn try_send_batch(&self, batch: &mut Vec<Bytes>) -> Result<usize, ChannelError> {
+        let mut s = self.lock();
+        if s.ended || s.engine.is_terminated() {
+            return Err(ChannelError::Closed);
+        }
+        let mut queued = 0;
+        let mut result = Ok(());
+        while let Some(message) = batch.get_mut(queued) {
+            if !s.engine.can_send(message.len()) {
+                s.send_waiting = true;
+                break;
+            }
+            // Moved, not cloned (the clone of a `Bytes` made from a `Vec` allocates); the
+            // engine takes what `can_send` admitted.
+            if let Err(error) = s.engine.send(std::mem::take(message)) {
+                tracing::debug!(%error, "upgrade session refused a message it had room for");
+                result = Err(ChannelError::Closed);
+                // Its slot is empty now: not left in the batch.
+                batch.remove(queued);
+                break;
+            }
+            queued += 1;
+        }
+        batch.drain(..queued);
+        if queued > 0 {
+            s.pump();
+        }
+        result.map(|()| queued)
+    }
+
+    /// Queues every message of `batch` in order, waiting for room while the window is full;
+    /// on an error the messages not queued stay in `batch`.
+    pub(crate) async fn send_batch(&self, batch: &mut Vec<Bytes>) -> Result<(), ChannelError> {
+        while !batch.is_empty() {
+            // Registered before the attempt, so a wake-up between the two is not lost.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.try_send_batch(batch)? == 0 {
+                room.await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands up to `max` readable messages to `push`; `Ok(false)` when none is readable
     /// (the caller then waits on [`Core::readable`]); `Err` once none will come.
-    pub(crate) fn take(&self, into: &mut VecDeque<Bytes>, max: usize) -> Result<bool, ()> {
+    pub(crate) fn take(&self, max: usize, mut push: impl FnMut(Bytes)) -> Result<bool, ()> {
         let mut s = self.lock();
         if s.engine.readable() == 0 {
             if s.ended || s.engine.peer_finished() || s.engine.is_terminated() {
@@ -275,9 +321,9 @@ impl Core {
             s.recv_waiting = true;
             return Ok(false);
         }
-        while into.len() < max {
+        for _ in 0..max {
             match s.engine.recv() {
-                Some(message) => into.push_back(message),
+                Some(message) => push(message),
                 None => break,
             }
         }
@@ -301,31 +347,21 @@ impl State {
                     return;
                 }
             }
-            self.scratch.clear();
-            let Some(encoded) = self
-                .engine
-                .poll_transmit_encoded(self.now, &mut self.scratch)
-            else {
-                return;
-            };
-            match encoded {
-                Encoded::Frame { path } => {
-                    // A path without a writer is closed: the engine sends it all again.
-                    let Some(out) = self.outs.get_mut(&path) else {
-                        continue;
-                    };
-                    let was_empty = out.buf.is_empty();
-                    let mut prefix = unsigned_varint::encode::usize_buffer();
-                    out.buf.put_slice(unsigned_varint::encode::usize(
-                        self.scratch.len(),
-                        &mut prefix,
-                    ));
-                    out.buf.put_slice(&self.scratch);
-                    if was_empty {
-                        self.wakes.writers.push(out.wake.clone());
-                    }
+            let outs = &mut self.outs;
+            let wakes = &mut self.wakes;
+            // Frames go straight into the path's buffer; a path without a writer is closed
+            // (the engine sends it all again).
+            let encoded = self.engine.poll_transmit_framed(self.now, |path| {
+                let out = outs.get_mut(&path)?;
+                if out.buf.is_empty() {
+                    wakes.writers.push(out.wake.clone());
                 }
-                Encoded::Close { path } => {
+                Some(&mut out.buf)
+            });
+            match encoded {
+                None => return,
+                Some(Encoded::Frame { .. }) => {}
+                Some(Encoded::Close { path }) => {
                     if let Some(out) = self.outs.get_mut(&path) {
                         out.closing = true;
                         self.wakes.writers.push(out.wake.clone());

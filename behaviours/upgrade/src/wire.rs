@@ -34,6 +34,37 @@ pub fn encode_data_into(seq: u64, payload: &[u8], out: &mut BytesMut) {
     out.put_slice(payload);
 }
 
+/// Appends a whole `Data` frame (message `seq`, `payload`) to `out`: its length prefix, then
+/// the body [`encode_data_into`] writes (the length is known beforehand, so no scratch
+/// buffer is needed).
+pub fn encode_data_framed(seq: u64, payload: &[u8], out: &mut BytesMut) {
+    let body = 1 + varint_len(seq) + payload.len();
+    out.reserve(varint_len(body as u64) + body);
+    put_varints(out, &[body as u64]);
+    encode_data_into(seq, payload, out);
+}
+
+/// The length of `value` as an unsigned varint (1 to 10 bytes).
+fn varint_len(value: u64) -> usize {
+    // 7 bits per byte; 0 takes one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A frame body decoded without copying a `Data` payload ([`Frame::decode_lent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// A frame other than `Data`.
+    Frame(Frame),
+    /// A `Data` frame: message `seq`, its payload the body's bytes from `offset` on (checked
+    /// against the bound).
+    Data {
+        /// The message's number.
+        seq: u64,
+        /// Where the payload starts in the body.
+        offset: usize,
+    },
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -214,9 +245,51 @@ impl Frame {
         }
     }
 
+    /// The length of the frame's body.
+    pub fn encoded_len(&self) -> usize {
+        let varints = |values: &[u64]| values.iter().map(|v| varint_len(*v)).sum::<usize>();
+        1 + match self {
+            Frame::Hello {
+                session,
+                path,
+                recv_next,
+                recv_limit,
+            } => varints(&[*session, *path, *recv_next, *recv_limit]),
+            Frame::Welcome {
+                path,
+                recv_next,
+                recv_limit,
+            } => varints(&[*path, *recv_next, *recv_limit]),
+            Frame::Refuse { path, reason } => varints(&[*path, reason.code()]),
+            Frame::Data { seq, payload } => varint_len(*seq) + payload.len(),
+            Frame::Ack { next, limit } => varints(&[*next, *limit]),
+            Frame::Fence { next_seq } | Frame::Fin { next_seq } => varint_len(*next_seq),
+        }
+    }
+
+    /// Appends the whole frame to `out`: its length prefix, then its body.
+    pub fn encode_framed_into(&self, out: &mut BytesMut) {
+        let body = self.encoded_len();
+        out.reserve(varint_len(body as u64) + body);
+        put_varints(out, &[body as u64]);
+        self.encode_into(out);
+    }
+
     /// Decodes a frame body; a `Data` payload over `max_payload` bytes is refused before it
     /// is copied.
     pub fn decode(body: &[u8], max_payload: usize) -> Result<Frame, WireError> {
+        Ok(match Self::decode_lent(body, max_payload)? {
+            Decoded::Frame(frame) => frame,
+            Decoded::Data { seq, offset } => Frame::Data {
+                seq,
+                payload: Bytes::copy_from_slice(&body[offset..]),
+            },
+        })
+    }
+
+    /// As [`Frame::decode`], without copying a `Data` payload: where it starts in `body`
+    /// (the caller slices it from its own buffer).
+    pub(crate) fn decode_lent(body: &[u8], max_payload: usize) -> Result<Decoded, WireError> {
         let (&kind, mut rest) = body.split_first().ok_or(WireError::Empty)?;
         let frame = match kind {
             HELLO => {
@@ -251,9 +324,10 @@ impl Frame {
                         max: max_payload,
                     });
                 }
-                let payload = Bytes::copy_from_slice(rest);
-                rest = &[];
-                Frame::Data { seq, payload }
+                return Ok(Decoded::Data {
+                    seq,
+                    offset: body.len() - rest.len(),
+                });
             }
             ACK => {
                 let [next, limit] = take_varints(&mut rest)?;
@@ -272,7 +346,7 @@ impl Frame {
         if !rest.is_empty() {
             return Err(WireError::Trailing(rest.len()));
         }
-        Ok(frame)
+        Ok(Decoded::Frame(frame))
     }
 }
 
@@ -339,11 +413,68 @@ mod tests {
         }
 
         #[test]
+        fn a_framed_frame_is_its_length_prefix_and_its_body(frame in frames()) {
+            let body = frame.encode();
+            prop_assert_eq!(frame.encoded_len(), body.len());
+            let mut framed = BytesMut::new();
+            frame.encode_framed_into(&mut framed);
+            let (len, rest) = unsigned_varint::decode::usize(&framed).unwrap();
+            prop_assert_eq!(len, body.len());
+            prop_assert_eq!(rest, &body[..]);
+            if let Frame::Data { seq, payload } = &frame {
+                let mut data = BytesMut::new();
+                encode_data_framed(*seq, payload, &mut data);
+                prop_assert_eq!(&data[..], &framed[..]);
+            }
+        }
+
+        #[test]
         fn random_bytes_never_panic_and_respect_the_bound(body in proptest::collection::vec(any::<u8>(), 0..128)) {
             if let Ok(Frame::Data { payload, .. }) = Frame::decode(&body, 16) {
                 prop_assert!(payload.len() <= 16);
             }
         }
+    }
+
+    #[test]
+    fn varint_lengths_match_the_encoder() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut buf = unsigned_varint::encode::u64_buffer();
+            assert_eq!(
+                varint_len(value),
+                unsigned_varint::encode::u64(value, &mut buf).len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_lent_data_payload_is_the_rest_of_the_body() {
+        let body = Frame::Data {
+            seq: 300,
+            payload: Bytes::from_static(b"abc"),
+        }
+        .encode();
+        assert_eq!(
+            Frame::decode_lent(&body, 3),
+            Ok(Decoded::Data {
+                seq: 300,
+                offset: 3
+            })
+        );
+        assert_eq!(&body[3..], b"abc");
+        assert_eq!(
+            Frame::decode_lent(&body, 2),
+            Err(WireError::PayloadTooLarge { len: 3, max: 2 })
+        );
     }
 
     #[test]

@@ -500,6 +500,11 @@ impl Connector {
         self.local_profile = profile;
     }
 
+    /// Our NAT's profile as sent in `HELLO` (`None`: not known).
+    pub fn local_profile(&self) -> Option<NatProfile> {
+        self.local_profile
+    }
+
     /// Ends the session with `peer` ([`ConnectError::Cancelled`]); returns whether one ran.
     pub fn cancel(&mut self, peer: &PeerId) -> bool {
         let Some(s) = self.sessions.get(peer) else {

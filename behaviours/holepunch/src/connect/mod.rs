@@ -22,6 +22,8 @@ pub mod wire;
 pub(crate) mod behaviour;
 #[cfg(feature = "swarm")]
 pub(crate) mod metrics;
+#[cfg(feature = "swarm")]
+pub(crate) mod traversal;
 
 /// The NAT profile types (`meshwire_nat`'s), re-exported for [`choose`] and
 /// `Connector::set_local_profile` callers.

@@ -26,7 +26,9 @@
 //!   probe's dial failing (unreachable, wrong peer) backs the relay off.
 //! - **Reachability**: the swarm's confirmed external addresses (`ExternalAddrConfirmed`,
 //!   e.g. from identify's observations confirmed by the application or AutoNAT) tell the engine
-//!   whether the node may register ([`RegisterError::NotReachable`] otherwise).
+//!   whether the node may register ([`RegisterError::NotReachable`] otherwise); with
+//!   [`Behaviour::with_nat_profile`] the NAT detector's profile too: behind a NAT that keeps
+//!   unsolicited inbound connections out it may not ([`RegisterError::NatClosed`]).
 //!
 //! The registry's own events come as [`Event::Registry`].
 
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use meshwire_core::{ConnectionId, Keypair, PeerId};
 use meshwire_kad::{self as kad, QueryId, QueryResult, Record, RecordKey};
+use meshwire_nat::SharedNatProfile;
 use meshwire_ping::RttTable;
 use meshwire_relay::client::{self, CircuitError};
 use meshwire_relay::protocol::Status;
@@ -116,6 +119,8 @@ pub struct Behaviour {
     pending: VecDeque<ToSwarm<Event>>,
     timer: Timer,
     next_rtt_poll: Instant,
+    /// The NAT detector's profile and the version last given to the engine.
+    nat: Option<(SharedNatProfile, u64)>,
     waker: Option<Waker>,
 }
 
@@ -169,6 +174,7 @@ impl Behaviour {
             pending: VecDeque::new(),
             timer: Timer::default(),
             next_rtt_poll: now,
+            nat: None,
             waker: None,
         })
     }
@@ -202,6 +208,28 @@ impl Behaviour {
         self
     }
 
+    /// Reads our NAT profile from `profile` (the NAT detector's
+    /// `meshwire_nat::NatDetector::shared_profile`, or `NatTraversal`'s): behind a NAT that
+    /// keeps unsolicited inbound connections out the node may not register
+    /// ([`RegisterError::NatClosed`]), and a registered node unregisters when its profile
+    /// turns so (checked every [`RTT_POLL_INTERVAL`] and on [`register`](Self::register)).
+    pub fn with_nat_profile(mut self, profile: SharedNatProfile) -> Self {
+        self.nat = Some((profile, u64::MAX));
+        self.sync_nat(now());
+        self
+    }
+
+    /// Gives the engine the NAT profile if it changed since last time.
+    fn sync_nat(&mut self, now: Instant) {
+        if let Some((shared, seen)) = &mut self.nat {
+            let version = shared.version();
+            if version != *seen {
+                *seen = version;
+                self.engine.handle_nat_profile(now, shared.get());
+            }
+        }
+    }
+
     // ----- the registry's API --------------------------------------------------------------
 
     /// Announces this node as a relay reachable at `endpoint` (one of its confirmed external
@@ -226,7 +254,9 @@ impl Behaviour {
             capacity: opts.capacity.min(max),
         };
         self.update_load();
-        let r = self.engine.register(now(), endpoint, opts);
+        let now = now();
+        self.sync_nat(now);
+        let r = self.engine.register(now, endpoint, opts);
         self.wake();
         r
     }
@@ -662,6 +692,7 @@ impl NetworkBehaviour for Behaviour {
             if now >= self.next_rtt_poll {
                 self.next_rtt_poll = now + RTT_POLL_INTERVAL;
                 self.poll_rtts(now);
+                self.sync_nat(now);
             }
             self.update_load();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {

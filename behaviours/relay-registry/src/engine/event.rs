@@ -175,6 +175,8 @@ pub enum UnregisterReason {
     Requested,
     /// The announced endpoint stopped being a confirmed external address.
     NotReachable,
+    /// The NAT detector found a NAT that keeps unsolicited inbound connections out.
+    NatClosed,
 }
 
 /// What the registry reports.
@@ -274,6 +276,10 @@ pub enum RegisterError {
     /// The endpoint is not one of the node's confirmed external addresses.
     #[error("endpoint {0} is not a confirmed external address")]
     EndpointNotConfirmed(Multiaddr),
+    /// The NAT detector found a NAT that keeps unsolicited inbound connections out (only no
+    /// NAT or a full cone lets peers reach a relay).
+    #[error("behind a NAT that refuses unsolicited inbound connections ({0:?})")]
+    NatClosed(meshwire_nat::NatProfile),
     /// The capacity is 0 or above the record format's bound.
     #[error("capacity {0} outside 1..={max}", max = crate::record::MAX_CAPACITY)]
     BadCapacity(u32),

@@ -13,6 +13,7 @@
 //! | [`Action::Probe`] → [`handle_rtt`](RegistryEngine::handle_rtt) / [`handle_probe_failed`](RegistryEngine::handle_probe_failed) | dial; ping measures the RTT |
 //! | [`Action::Reserve`] / [`Action::Release`] → [`handle_reservation_accepted`](RegistryEngine::handle_reservation_accepted) / [`handle_reservation_failed`](RegistryEngine::handle_reservation_failed) | the relay client listens through the relay / stops |
 //! | [`handle_external_addr_confirmed`](RegistryEngine::handle_external_addr_confirmed) / [`_expired`](RegistryEngine::handle_external_addr_expired) | the swarm's confirmed external addresses |
+//! | [`handle_nat_profile`](RegistryEngine::handle_nat_profile) | the NAT detector's profile (`meshwire_nat::SharedNatProfile`) |
 //! | [`poll_timeout`](RegistryEngine::poll_timeout) / [`handle_timeout`](RegistryEngine::handle_timeout) | one timer |
 //!
 //! Records carry wall-clock times (ms since the Unix epoch); the engine maps its `Instant`s to
@@ -52,6 +53,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshwire_core::{Keypair, PeerId};
+use meshwire_nat::NatProfile;
 use multiaddr::{Multiaddr, Protocol};
 use tracing::{debug, warn};
 
@@ -120,6 +122,8 @@ pub struct RegistryEngine {
     index: RelayIndex,
     /// Confirmed external addresses, without `/p2p`, at most `max_external_addrs`.
     external: Vec<Multiaddr>,
+    /// Our NAT as detected (`None`: not known; the confirmed addresses decide alone).
+    nat: Option<NatProfile>,
     local_relay: Option<LocalRelay>,
     load: u32,
     next_discovery: Instant,
@@ -200,6 +204,7 @@ impl RegistryEngine {
             clock: UnixClock { at: now, unix_ms },
             index: RelayIndex::new(config.max_relays),
             external: Vec::new(),
+            nat: None,
             local_relay: None,
             load: 0,
             next_discovery: now,
@@ -274,9 +279,27 @@ impl RegistryEngine {
         }
     }
 
-    /// Whether the node has a confirmed external address (a relay must).
+    /// Whether the node may serve as a relay: a confirmed external address, and no detected
+    /// NAT that refuses unsolicited inbound connections
+    /// ([`NatProfile::accepts_unsolicited`] `== Some(false)`).
     pub fn is_publicly_reachable(&self) -> bool {
-        !self.external.is_empty()
+        !self.external.is_empty() && self.nat_refusal().is_none()
+    }
+
+    /// The detected NAT, if it keeps unsolicited inbound connections out.
+    fn nat_refusal(&self) -> Option<NatProfile> {
+        self.nat.filter(|p| p.accepts_unsolicited() == Some(false))
+    }
+
+    /// The NAT detector's current profile (`None`: not known). A profile whose NAT keeps
+    /// unsolicited inbound connections out (anything but no NAT or a full cone, when its
+    /// filtering was tested) forbids registering, and a registered node unregisters
+    /// ([`UnregisterReason::NatClosed`]).
+    pub fn handle_nat_profile(&mut self, now: Instant, profile: Option<NatProfile>) {
+        self.nat = profile;
+        if self.nat_refusal().is_some() {
+            self.withdraw(now, UnregisterReason::NatClosed);
+        }
     }
 
     /// Announces the local node as a relay reachable at `endpoint` (one of its confirmed
@@ -297,6 +320,9 @@ impl RegistryEngine {
     ) -> Result<(), RegisterError> {
         if self.external.is_empty() {
             return Err(RegisterError::NotReachable);
+        }
+        if let Some(p) = self.nat_refusal() {
+            return Err(RegisterError::NatClosed(p));
         }
         let endpoint = without_p2p(&endpoint);
         if !self.external.contains(&endpoint) {

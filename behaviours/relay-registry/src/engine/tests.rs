@@ -216,6 +216,68 @@ fn registry_losing_the_endpoint_unregisters() {
 }
 
 #[test]
+fn registry_nat_profile_decides_who_may_register() {
+    use meshwire_nat::{Filtering, Mapping, NatProfile, PortAllocation};
+    let profile = |mapping, filtering| NatProfile {
+        mapping,
+        filtering,
+        port_preserving: true,
+    };
+    let t0 = Instant::now();
+    let mut e = engine(1, RegistryConfig::default(), t0);
+    e.handle_external_addr_confirmed(&addr(1));
+    // Closed NATs refuse, whatever was confirmed.
+    for closed in [
+        profile(
+            Mapping::EndpointIndependent,
+            Filtering::AddressAndPortDependent,
+        ),
+        profile(Mapping::EndpointIndependent, Filtering::AddressDependent),
+        profile(
+            Mapping::AddressAndPortDependent(PortAllocation::Random),
+            Filtering::EndpointIndependent,
+        ),
+        profile(Mapping::None, Filtering::AddressAndPortDependent),
+    ] {
+        e.handle_nat_profile(t0, Some(closed));
+        assert!(!e.is_publicly_reachable(), "{closed:?}");
+        assert_eq!(
+            e.register(t0, addr(1), RegisterOpts::default()),
+            Err(RegisterError::NatClosed(closed))
+        );
+    }
+    assert!(!e.is_registered());
+    // Not known, untested filtering, no NAT or a full cone: the confirmed address decides.
+    for open in [
+        None,
+        Some(profile(Mapping::EndpointIndependent, Filtering::Unknown)),
+        Some(profile(Mapping::None, Filtering::EndpointIndependent)),
+        Some(profile(
+            Mapping::EndpointIndependent,
+            Filtering::EndpointIndependent,
+        )),
+    ] {
+        e.handle_nat_profile(t0, open);
+        assert!(e.is_publicly_reachable(), "{open:?}");
+        e.register(t0, addr(1), RegisterOpts::default()).unwrap();
+        assert!(e.is_registered());
+    }
+    // A registered relay whose NAT turns out closed unregisters.
+    let _ = events(&mut e);
+    e.handle_nat_profile(
+        t0,
+        Some(profile(
+            Mapping::EndpointIndependent,
+            Filtering::AddressAndPortDependent,
+        )),
+    );
+    assert!(!e.is_registered());
+    assert!(events(&mut e).contains(&RegistryEvent::Unregistered {
+        reason: UnregisterReason::NatClosed
+    }));
+}
+
+#[test]
 fn registry_records_are_checked() {
     let t0 = Instant::now();
     let mut e = engine(1, RegistryConfig::default(), t0);

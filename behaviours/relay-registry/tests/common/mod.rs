@@ -56,6 +56,8 @@ pub struct NodeOpts {
     /// A relay client (and, in `registry.auto_relay`, auto relay).
     pub client: bool,
     pub registry: RegistryConfig,
+    /// The NAT profile the registry reads (`Behaviour::with_nat_profile`).
+    pub nat: Option<meshwire_nat::SharedNatProfile>,
 }
 
 impl Default for NodeOpts {
@@ -65,6 +67,7 @@ impl Default for NodeOpts {
             server: None,
             client: false,
             registry: fast_config(),
+            nat: None,
         }
     }
 }
@@ -111,6 +114,9 @@ pub async fn start(opts: NodeOpts) -> Node {
         meshwire_ping::Config::new().with_interval(Duration::from_millis(500)),
     );
     registry = registry.with_rtt_table(ping.rtt_table());
+    if let Some(nat) = opts.nat {
+        registry = registry.with_nat_profile(nat);
+    }
     if let Some(server) = opts.server {
         registry = registry
             .with_relay_server(meshwire_relay::Behaviour::new(key.clone(), server).expect("relay"));

@@ -180,14 +180,12 @@ fn learn(b: &mut Behaviour, peers: &[PeerId]) {
                 .unwrap();
             let meta = NodeMeta::new(vec![addr], Vec::new()).unwrap();
             let signature = crate::record::sign_alive(&key, &realm(), 0, &meta);
-            crate::wire::Update {
-                peer: *p,
-                incarnation: 0,
-                kind: crate::wire::UpdateKind::Alive {
-                    meta: std::sync::Arc::new(meta),
-                    signature,
-                },
-            }
+            crate::wire::Update::alive(crate::record::AliveRecord::new(
+                *p,
+                0,
+                std::sync::Arc::new(meta),
+                signature,
+            ))
         })
         .collect::<Vec<_>>();
     // Each from the member itself: first-hand news makes a member at once.

@@ -155,14 +155,11 @@ impl SwimEngine {
     /// This node's own signed alive record in `realm`, as it appears first in its push-pull
     /// messages.
     pub fn local_record(&self, realm: &Realm) -> Option<MemberRecord> {
-        let (incarnation, meta, signature) = self.realms[self.index(realm)?].own_record();
+        let (incarnation, record) = self.realms[self.index(realm)?].own_record();
         Some(MemberRecord {
-            peer: self.local,
             incarnation,
             state: MemberState::Alive,
-            signed_incarnation: incarnation,
-            meta,
-            signature,
+            record,
         })
     }
 
@@ -429,12 +426,12 @@ impl SwimEngine {
 
     /// The next message to send, if any. Drain after every call into the engine.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
+        self.out.pop_transmit()
     }
 
     /// The next membership event, if any. Drain after every call into the engine.
     pub fn poll_event(&mut self) -> Option<SwimEvent> {
-        self.out.events.pop_front()
+        self.out.pop_event()
     }
 
     /// Every member of `realm` known now (alive, suspect, and dead or left ones not yet

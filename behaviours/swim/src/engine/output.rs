@@ -34,6 +34,10 @@ pub struct Transmit {
     pub message: Message,
 }
 
+/// The capacity an output queue keeps once drained: enough for ordinary traffic, while a
+/// burst's memory (every node of a large group holds one engine) is given back.
+const KEPT_CAPACITY: usize = 64;
+
 /// Output queues shared by the realms of a engine.
 #[derive(Debug)]
 pub(crate) struct Outputs {
@@ -59,5 +63,24 @@ impl Outputs {
         } else {
             self.events.push_back(e);
         }
+    }
+
+    /// The next transmit; the queue gives back the memory of a burst once drained.
+    pub(crate) fn pop_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > KEPT_CAPACITY {
+            self.transmits.shrink_to(KEPT_CAPACITY);
+        }
+        t
+    }
+
+    /// The next event; the queue gives back the memory of a burst (a join's thousands of
+    /// `MemberJoined`) once drained.
+    pub(crate) fn pop_event(&mut self) -> Option<SwimEvent> {
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > KEPT_CAPACITY {
+            self.events.shrink_to(KEPT_CAPACITY);
+        }
+        e
     }
 }

@@ -23,11 +23,7 @@ fn peer(i: u64) -> PeerId {
 /// Member `i`'s own signed alive update at `inc` with `m`.
 fn signed(i: u64, inc: u64, m: Arc<NodeMeta>) -> Update {
     let signature = sign_alive(&key(i), &realm(), inc, &m);
-    Update {
-        peer: peer(i),
-        incarnation: inc,
-        kind: UpdateKind::Alive { meta: m, signature },
-    }
+    crate::wire::Update::alive(crate::record::AliveRecord::new(peer(i), inc, m, signature))
 }
 
 /// A push-pull record of member `i` in `state` at `inc`, with its own signed alive record at
@@ -35,12 +31,9 @@ fn signed(i: u64, inc: u64, m: Arc<NodeMeta>) -> Update {
 fn record(i: u64, inc: u64, state: MemberState, m: Arc<NodeMeta>) -> MemberRecord {
     let signature = sign_alive(&key(i), &realm(), inc, &m);
     MemberRecord {
-        peer: peer(i),
         incarnation: inc,
         state,
-        signed_incarnation: inc,
-        meta: m,
-        signature,
+        record: crate::record::AliveRecord::new(peer(i), inc, m, signature),
     }
 }
 
@@ -597,11 +590,12 @@ fn realms_are_isolated() {
                     // refused in another.
                     let m = meta("m");
                     let signature = sign_alive(&key(1), &other, 0, &m);
-                    Update {
-                        peer: peer(1),
-                        incarnation: 0,
-                        kind: UpdateKind::Alive { meta: m, signature },
-                    }
+                    crate::wire::Update::alive(crate::record::AliveRecord::new(
+                        peer(1),
+                        0,
+                        m,
+                        signature,
+                    ))
                 }],
             }),
         },
@@ -1058,8 +1052,8 @@ fn push_pull_state_is_bounded() {
     };
     assert!(pp.join && !pp.response);
     assert_eq!(pp.members.len(), 10);
-    assert_eq!(pp.members[0].peer, peer(0), "the sender first");
-    let mut ids: Vec<PeerId> = pp.members.iter().map(|r| r.peer).collect();
+    assert_eq!(*pp.members[0].peer(), peer(0), "the sender first");
+    let mut ids: Vec<PeerId> = pp.members.iter().map(|r| *r.peer()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10);

@@ -6,7 +6,11 @@ use std::time::Duration;
 ///
 /// Memory per session is bounded by `send_window_bytes` on the sending side and by
 /// `recv_window × max_message` on the receiving side (the receiver never grants credit past
-/// `recv_window` messages beyond what the application consumed).
+/// `recv_window` messages beyond what the application consumed). With the swarm driver a
+/// delivered message may be a slice of a read chunk of `max(max_message + 41, 16 KiB)` bytes
+/// and keeps that chunk alive: one chunk per message held, plus the one being read — with the
+/// defaults the bound of held messages of `max_message` bytes, plus one chunk (a message
+/// waiting for a gap is copied and pins only itself).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The largest message, in bytes. Default 16 KiB.

@@ -141,10 +141,10 @@ pub enum Transmit {
     },
 }
 
-/// What [`SessionEngine::poll_transmit_encoded`] produced.
+/// What [`SessionEngine::poll_transmit_framed`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoded {
-    /// A frame's body for the stream of `path` was appended.
+    /// A frame for the stream of `path` was appended (or dropped: no buffer for it).
     Frame {
         /// The path.
         path: PathId,
@@ -661,19 +661,29 @@ impl SessionEngine {
         })
     }
 
-    /// As [`SessionEngine::poll_transmit`], with the frame's body appended to `body` instead of
-    /// returned (a message is encoded from the engine's own copy, which it keeps for re-sending,
-    /// without cloning it): the path the body is for, or a [`Encoded::Close`] (nothing
-    /// appended).
-    pub fn poll_transmit_encoded(&mut self, now: Instant, body: &mut BytesMut) -> Option<Encoded> {
+    /// As [`SessionEngine::poll_transmit`], with the whole frame (length prefix and body)
+    /// appended to the buffer `buffer_of` gives for its path — a message is encoded from the
+    /// engine's own copy, which it keeps for re-sending, without cloning it or passing
+    /// through a scratch buffer. When `buffer_of` gives none the frame is dropped (a path
+    /// without a writer: what it carried is sent again on the next path). Returns the path
+    /// the frame was for, or a [`Encoded::Close`] (nothing appended).
+    pub fn poll_transmit_framed<'b>(
+        &mut self,
+        now: Instant,
+        buffer_of: impl FnOnce(PathId) -> Option<&'b mut BytesMut>,
+    ) -> Option<Encoded> {
         Some(match self.next_output(now)? {
             Output::Owned(Transmit::Frame { path, frame }) => {
-                frame.encode_into(body);
+                if let Some(out) = buffer_of(path) {
+                    frame.encode_framed_into(out);
+                }
                 Encoded::Frame { path }
             }
             Output::Owned(Transmit::Close { path }) => Encoded::Close { path },
             Output::Data { path, seq, payload } => {
-                crate::wire::encode_data_into(seq, payload, body);
+                if let Some(out) = buffer_of(path) {
+                    crate::wire::encode_data_framed(seq, payload, out);
+                }
                 Encoded::Frame { path }
             }
         })

@@ -364,13 +364,28 @@ fn encoded_output_is_the_encoding_of_the_transmits_in_the_same_order() {
     }
     let mut expected = Vec::new();
     while let Some(Transmit::Frame { path, frame }) = engines[0].poll_transmit(now) {
-        expected.push((path, frame.encode().to_vec()));
+        let body = frame.encode();
+        let mut prefix = unsigned_varint::encode::usize_buffer();
+        let mut framed = unsigned_varint::encode::usize(body.len(), &mut prefix).to_vec();
+        framed.extend_from_slice(&body);
+        expected.push((path, framed));
     }
     let mut got = Vec::new();
-    let mut body = BytesMut::new();
-    while let Some(Encoded::Frame { path }) = engines[1].poll_transmit_encoded(now, &mut body) {
-        got.push((path, body.split().to_vec()));
+    let mut out = BytesMut::new();
+    while let Some(Encoded::Frame { path }) =
+        engines[1].poll_transmit_framed(now, |_| Some(&mut out))
+    {
+        got.push((path, out.split().to_vec()));
     }
+    // A frame for a path without a buffer is dropped, the next one still produced.
+    let mut engine = SessionEngine::new_initiator(7, config(), now);
+    let path = engine.open_path(now, PathKind::Relayed);
+    assert_eq!(
+        engine.poll_transmit_framed(now, |_| None),
+        Some(Encoded::Frame { path })
+    );
+    assert_eq!(engine.poll_transmit_framed(now, |_| Some(&mut out)), None);
+    assert!(out.is_empty());
     // Hello, the acknowledgement of the switch, five messages, Fin.
     assert_eq!(expected.len(), 8);
     assert_eq!(got, expected);

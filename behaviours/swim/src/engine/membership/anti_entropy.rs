@@ -8,7 +8,7 @@ use std::time::Instant;
 use meshwire_core::PeerId;
 
 use super::{
-    random_members, Entry, Membership, Pending, Timer, Via, MAX_FORMER_MEMBERS,
+    random_members, Entry, Membership, Pending, Slot, Timer, Via, MAX_FORMER_MEMBERS,
     MAX_PENDING_PUSH_PULLS,
 };
 use crate::engine::config::SwimConfig;
@@ -20,12 +20,9 @@ use crate::wire::{header_len, Body, MemberRecord, Message, PushPull, UpdateKind}
 impl Membership {
     pub(super) fn local_state(&mut self, cfg: &SwimConfig) -> Vec<MemberRecord> {
         let me = MemberRecord {
-            peer: self.local,
             incarnation: self.incarnation,
             state: MemberState::Alive,
-            signed_incarnation: self.incarnation,
-            meta: self.meta.clone(),
-            signature: self.signature,
+            record: self.own.clone(),
         };
         // Header, flags, a generous count varint.
         let mut bytes = header_len(&self.realm) + 1 + 10 + me.encoded_len();
@@ -35,13 +32,10 @@ impl Membership {
         let record_max = cfg.max_record_len();
         let all_fit = self.members.len() < cfg.max_push_pull_members
             && bytes + self.members.len() * record_max <= cfg.max_push_pull_bytes;
-        let to_record = |(p, e): (&PeerId, &Entry)| MemberRecord {
-            peer: *p,
+        let to_record = |(_, e): (Slot, &Entry)| MemberRecord {
             incarnation: e.incarnation,
             state: e.state,
-            signed_incarnation: e.signed_incarnation,
-            meta: e.meta.clone(),
-            signature: e.signature,
+            record: e.record.clone(),
         };
         if all_fit {
             // Everything fits whatever the metadata sizes: no need to measure.
@@ -159,18 +153,17 @@ impl Membership {
             .members
             .iter()
             .filter(|(_, e)| e.state == MemberState::Dead)
-            .map(|(p, _)| *p)
+            .map(|(_, e)| *e.peer())
             .collect();
         if dead.is_empty() {
             return;
         }
         for p in dead {
             if let Some(e) = self.members.remove(&p) {
-                self.remember_former(p, e.meta);
+                self.remember_former(p, e.record.meta.clone());
             }
         }
-        self.probe_order.clear();
-        self.probe_index = 0;
+        self.clear_probe_order();
     }
 
     pub(super) fn remember_former(&mut self, peer: PeerId, meta: Arc<NodeMeta>) {
@@ -183,7 +176,7 @@ impl Membership {
 
     /// A member held dead on a verdict this node kept to itself shows it is alive: it is
     /// alive again (at the same incarnation; nobody else held it dead).
-    pub(super) fn revive_local_verdict(&mut self, peer: PeerId, now: Instant, out: &mut Outputs) {
+    pub(super) fn revive_local_verdict(&mut self, peer: PeerId, out: &mut Outputs) {
         let Some(e) = self.members.get_mut(&peer) else {
             return;
         };
@@ -192,12 +185,11 @@ impl Membership {
         }
         e.state = MemberState::Alive;
         e.local_only = false;
-        e.state_change = now;
         let member = Member {
             peer,
             state: MemberState::Alive,
             incarnation: e.incarnation,
-            meta: e.meta.clone(),
+            meta: e.record.meta.clone(),
         };
         self.live += 1;
         self.stats.failures_revoked += 1;
@@ -205,7 +197,9 @@ impl Membership {
             realm: self.realm.clone(),
             member,
         });
-        self.add_to_probe_order(peer);
+        if let Some(slot) = self.members.slot_of(&peer) {
+            self.add_to_probe_order(slot);
+        }
     }
 
     /// Up to `k` peers to push-pull with when rejoining without (answering) seeds: members
@@ -215,7 +209,7 @@ impl Membership {
             .members
             .iter()
             .filter(|(_, e)| e.state == MemberState::Dead)
-            .map(|(p, _)| *p)
+            .map(|(_, e)| *e.peer())
             .chain(self.former.iter().map(|(p, _)| *p))
             .filter(|p| !self.pending.contains_key(p))
             .collect();
@@ -310,10 +304,7 @@ impl Membership {
                 // The member's own signed record (at its signed incarnation) is what makes it
                 // alive; an unsigned or forged one is dropped.
                 MemberState::Alive => self.apply_alive(
-                    r.peer,
-                    r.signed_incarnation,
-                    r.meta,
-                    r.signature,
+                    r.record,
                     Via::PushPull {
                         partner: from,
                         trusted,
@@ -323,13 +314,15 @@ impl Membership {
                     out,
                 ),
                 MemberState::Left => {
-                    self.apply_dead(r.peer, r.incarnation, r.peer, true, now, cfg, out)
+                    let peer = r.record.peer;
+                    self.apply_dead(peer, r.incarnation, peer, true, now, cfg, out)
                 }
                 // As memberlist: we become the accuser (so hearsay counts at most once
                 // towards a suspicion's confirmations, as our own).
                 MemberState::Suspect | MemberState::Dead => {
                     let local = self.local;
-                    self.apply_suspect(r.peer, r.incarnation, local, from, now, cfg, out)
+                    let peer = r.record.peer;
+                    self.apply_suspect(peer, r.incarnation, local, from, now, cfg, out)
                 }
             }
         }

@@ -12,8 +12,8 @@ use crate::engine::config::SwimConfig;
 use crate::engine::event::SwimEvent;
 use crate::engine::output::{Outputs, Transmit, TransmitKind};
 use crate::engine::suspicion::Suspicion;
-use crate::member::{Member, MemberState, NodeMeta};
-use crate::record::Signature;
+use crate::member::{Member, MemberState};
+use crate::record::AliveRecord;
 use crate::wire::{header_len, Body, Gossip, Message, Update, UpdateKind};
 
 impl Membership {
@@ -133,16 +133,9 @@ impl Membership {
         for u in updates {
             self.stats.updates_received += 1;
             match u.kind {
-                UpdateKind::Alive { meta, signature } => self.apply_alive(
-                    u.peer,
-                    u.incarnation,
-                    meta,
-                    signature,
-                    Via::Datagram(from),
-                    now,
-                    cfg,
-                    out,
-                ),
+                UpdateKind::Alive { record } => {
+                    self.apply_alive(record, Via::Datagram(from), now, cfg, out)
+                }
                 UpdateKind::Suspect { from } => {
                     self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out)
                 }
@@ -196,21 +189,20 @@ impl Membership {
     /// partner's table is not gossiped on unless it is the partner itself (third parties
     /// discovered through the partner's table are already known to the group).
     ///
-    /// `signature` must be `peer`'s own signature of the record (checked only when the
-    /// update would change something): a member enters, comes back or changes its metadata
-    /// only through its own signed alive record.
-    #[allow(clippy::too_many_arguments)]
+    /// The record must carry the member's own signature (checked only when the update
+    /// would change something): a member enters, comes back or changes its metadata only
+    /// through its own signed alive record. The record is kept as it is (shared, not
+    /// copied).
     pub(super) fn apply_alive(
         &mut self,
-        peer: PeerId,
-        inc: u64,
-        meta: Arc<NodeMeta>,
-        signature: Signature,
+        record: Arc<AliveRecord>,
         via: Via,
         now: Instant,
         cfg: &SwimConfig,
         out: &mut Outputs,
     ) {
+        let (peer, inc) = (record.peer, record.incarnation);
+        let meta = &record.meta;
         // Fast path first: most alive updates received repeat what we know (we are never in
         // our own table, so this needs no comparison with our id).
         if let Some(e) = self.members.get(&peer) {
@@ -218,7 +210,7 @@ impl Membership {
                 // Alive at the incarnation of a verdict we kept to ourselves: someone heard
                 // from it after we last could. Take it back.
                 if inc == e.incarnation && e.local_only {
-                    self.revive_local_verdict(peer, now, out);
+                    self.revive_local_verdict(peer, out);
                 }
                 return;
             }
@@ -228,7 +220,7 @@ impl Membership {
             return;
         }
         if peer == self.local
-            && (inc < self.incarnation || (inc == self.incarnation && *meta == *self.meta))
+            && (inc < self.incarnation || (inc == self.incarnation && **meta == *self.meta))
         {
             return;
         }
@@ -237,14 +229,14 @@ impl Membership {
             self.stats.updates_rejected += 1;
             return;
         }
-        if unknown && self.handle_unknown_alive(peer, inc, &meta, &signature, via, now, cfg, out) {
+        if unknown && self.handle_unknown_alive(&record, via, now, cfg, out) {
             return;
         }
-        if !self.check_signature(&peer, inc, &meta, &signature, now, cfg) {
+        if !self.check_signature(&record, now, cfg) {
             return;
         }
         if peer == self.local {
-            if inc < self.incarnation || (inc == self.incarnation && *meta == *self.meta) {
+            if inc < self.incarnation || (inc == self.incarnation && **meta == *self.meta) {
                 return;
             }
             // Someone announces us at our incarnation with other metadata, or at a higher
@@ -253,7 +245,8 @@ impl Membership {
             return;
         }
         if unknown {
-            self.insert_member(peer, inc, meta, signature, via.gossip_new(&peer), now, out);
+            let gossip = via.gossip_new(&peer);
+            self.insert_member(record, gossip, out);
             return;
         }
         let realm = &self.realm;
@@ -264,14 +257,11 @@ impl Membership {
                     return;
                 }
                 let old = e.state;
-                let meta_changed = !Arc::ptr_eq(&e.meta, &meta) && *e.meta != *meta;
+                let meta_changed = !Arc::ptr_eq(&e.record.meta, meta) && *e.record.meta != **meta;
                 e.incarnation = inc;
-                e.meta = meta.clone();
-                e.signed_incarnation = inc;
-                e.signature = signature;
+                e.record = record.clone();
                 e.state = MemberState::Alive;
                 e.suspicion = None;
-                e.state_change = now;
                 e.local_only = false;
                 let member = Member {
                     peer,
@@ -299,7 +289,9 @@ impl Membership {
                             realm: realm.clone(),
                             member,
                         });
-                        self.add_to_probe_order(peer);
+                        if let Some(slot) = self.members.slot_of(&peer) {
+                            self.add_to_probe_order(slot);
+                        }
                     }
                     MemberState::Alive => {
                         if meta_changed {
@@ -312,40 +304,20 @@ impl Membership {
                 }
             }
         }
-        self.queue.push(Update {
-            peer,
-            incarnation: inc,
-            kind: UpdateKind::Alive { meta, signature },
-        });
+        self.queue.push(Update::alive(record));
     }
 
-    /// Takes `peer` in as a new alive member with its signed record; `gossip`: spread its
-    /// alive record on.
-    #[allow(clippy::too_many_arguments)]
+    /// Takes the member of `record` in as a new alive member; `gossip`: spread its alive
+    /// record on.
     pub(super) fn insert_member(
         &mut self,
-        peer: PeerId,
-        inc: u64,
-        meta: Arc<NodeMeta>,
-        signature: Signature,
+        record: Arc<AliveRecord>,
         gossip: bool,
-        now: Instant,
         out: &mut Outputs,
     ) {
-        self.members.insert(
-            peer,
-            Entry {
-                state: MemberState::Alive,
-                incarnation: inc,
-                meta: meta.clone(),
-                suspicion: None,
-                state_change: now,
-                signed_incarnation: inc,
-                signature,
-                probe_grace_used: false,
-                local_only: false,
-            },
-        );
+        let (peer, inc) = (record.peer, record.incarnation);
+        let meta = record.meta.clone();
+        let slot = self.members.insert(Entry::alive(record.clone()));
         self.former.retain(|(p, _)| *p != peer);
         self.live += 1;
         out.event(SwimEvent::MemberJoined {
@@ -354,16 +326,12 @@ impl Membership {
                 peer,
                 state: MemberState::Alive,
                 incarnation: inc,
-                meta: meta.clone(),
+                meta,
             },
         });
-        self.add_to_probe_order(peer);
+        self.add_to_probe_order(slot);
         if gossip {
-            self.queue.push(Update {
-                peer,
-                incarnation: inc,
-                kind: UpdateKind::Alive { meta, signature },
-            });
+            self.queue.push(Update::alive(record));
         }
     }
 
@@ -433,7 +401,6 @@ impl Membership {
             .push(Reverse((s.deadline, Timer::Suspicion(peer))));
         e.state = MemberState::Suspect;
         e.incarnation = inc;
-        e.state_change = now;
         e.suspicion = Some(Box::new(s));
         if accuser == self.local {
             self.stats.suspicions_raised += 1;
@@ -479,11 +446,14 @@ impl Membership {
         };
         e.incarnation = inc;
         e.suspicion = None;
-        e.state_change = now;
         e.local_only = false;
+        self.declarations = self.declarations.wrapping_add(1).max(1);
+        e.declared = self.declarations;
         self.live = self.live.saturating_sub(1);
-        self.timers
-            .push(Reverse((now + cfg.dead_retention, Timer::Reap(peer))));
+        self.timers.push(Reverse((
+            now + cfg.dead_retention,
+            Timer::Reap(peer, self.declarations),
+        )));
         if left {
             out.event(SwimEvent::MemberLeft {
                 realm: self.realm.clone(),

@@ -11,17 +11,18 @@ use super::config::SwimConfig;
 use super::event::Stats;
 use super::output::Outputs;
 use super::queue::BroadcastQueue;
-use super::suspicion::Suspicion;
 use crate::hash::{keyed_map, KeyedMap};
 use crate::member::{Member, MemberState, NodeMeta};
 use crate::realm::Realm;
-use crate::record::{sign_alive, verify_alive, AliveVerifier, Signature};
+use crate::record::{AliveRecord, AliveVerifier};
 use crate::rng::SwimRng;
 mod anti_entropy;
 mod dissemination;
 mod probe;
+mod table;
 mod unconfirmed;
 
+use self::table::{Entry, MemberTable, Slot};
 use self::unconfirmed::Unconfirmed;
 use self::unconfirmed::Via;
 
@@ -33,25 +34,6 @@ const MAX_PENDING_PUSH_PULLS: usize = 64;
 /// Former members (declared failed, then forgotten) remembered per realm as fallback rejoin
 /// targets.
 pub(crate) const MAX_FORMER_MEMBERS: usize = 32;
-
-#[derive(Debug)]
-struct Entry {
-    state: MemberState,
-    incarnation: u64,
-    meta: Arc<NodeMeta>,
-    suspicion: Option<Box<Suspicion>>,
-    state_change: Instant,
-    /// The incarnation of the member's signed alive record we hold (its `meta` is `meta`).
-    signed_incarnation: u64,
-    /// The member's signature of that record.
-    signature: Signature,
-    /// A probe of it already had the grace for a first connection being set up
-    /// (`handle_probe_unsent`): it gets it once.
-    probe_grace_used: bool,
-    /// Dead by a verdict of this node that it kept to itself (it had heard from nobody):
-    /// the member was never told, so it cannot refute; any sign of life revives it.
-    local_only: bool,
-}
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -89,7 +71,9 @@ struct Pending {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Timer {
     Suspicion(PeerId),
-    Reap(PeerId),
+    /// Forget a dead or left member, unless it changed state since the declaration of this
+    /// stamp (`Entry::declared`).
+    Reap(PeerId, u32),
     Relay(u32),
     RelayRetry(u32),
     PushPull(PeerId),
@@ -129,16 +113,21 @@ pub(crate) struct Membership {
     key: Keypair,
     incarnation: u64,
     meta: Arc<NodeMeta>,
-    /// Our signature of our alive record at `incarnation` with `meta`.
-    signature: Signature,
+    /// Our signed alive record at `incarnation` with `meta` (behind after a leave).
+    own: Arc<AliveRecord>,
     verifier: Arc<dyn AliveVerifier>,
     budget: CheckBudget,
     left: bool,
     rng: SwimRng,
-    members: KeyedMap<PeerId, Entry>,
+    members: MemberTable,
+    /// The stamp of the latest declaration of a member as dead or left (see
+    /// `Entry::declared`).
+    declarations: u32,
     /// Members in `Alive` or `Suspect` state (not counting us).
     live: usize,
-    probe_order: Vec<PeerId>,
+    /// The members' slots in the order of this round of probes (a slot freed meanwhile is
+    /// not reused before the order is rebuilt).
+    probe_order: Vec<Slot>,
     probe_index: usize,
     probe: Option<Probe>,
     next_probe: Instant,
@@ -167,8 +156,8 @@ pub(crate) struct Membership {
 
 /// Up to `k` distinct members from `order` that pass `filter`, chosen at random.
 fn random_members(
-    order: &[PeerId],
-    members: &KeyedMap<PeerId, Entry>,
+    order: &[Slot],
+    members: &MemberTable,
     rng: &mut SwimRng,
     k: usize,
     filter: impl Fn(&PeerId, &Entry) -> bool,
@@ -178,12 +167,19 @@ fn random_members(
     if k == 0 || n == 0 {
         return chosen;
     }
-    let ok = |p: &PeerId| members.get(p).is_some_and(|e| filter(p, e));
+    let ok = |s: Slot| {
+        members
+            .at(s)
+            .filter(|e| filter(e.peer(), e))
+            .map(|e| *e.peer())
+    };
     if n <= 64 {
         let mut all: Vec<PeerId> = Vec::with_capacity(n);
-        for p in order {
-            if ok(p) && !all.contains(p) {
-                all.push(*p);
+        for &s in order {
+            if let Some(p) = ok(s) {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
             }
         }
         rng.shuffle(&mut all);
@@ -194,9 +190,10 @@ fn random_members(
         if chosen.len() >= k {
             break;
         }
-        let p = order[rng.below(n)];
-        if ok(&p) && !chosen.contains(&p) {
-            chosen.push(p);
+        if let Some(p) = ok(order[rng.below(n)]) {
+            if !chosen.contains(&p) {
+                chosen.push(p);
+            }
         }
     }
     chosen
@@ -212,7 +209,7 @@ impl Membership {
         seed: u64,
         now: Instant,
     ) -> Self {
-        let signature = sign_alive(key, &realm, 0, &meta);
+        let own = AliveRecord::sign(key, &realm, 0, meta.clone());
         let mut rng = SwimRng::seed_from_u64(seed);
         let hash_key = rng.next_u64();
         // Random phases, as memberlist staggers its tickers, so that nodes started together
@@ -231,7 +228,7 @@ impl Membership {
             key: key.clone(),
             incarnation: 0,
             meta,
-            signature,
+            own,
             verifier,
             budget: CheckBudget {
                 tokens: f64::from(cfg.signature_check_burst),
@@ -239,7 +236,8 @@ impl Membership {
             },
             left: false,
             rng,
-            members: keyed_map(hash_key),
+            members: MemberTable::new(hash_key),
+            declarations: 0,
             live: 0,
             probe_order: Vec::new(),
             probe_index: 0,
@@ -299,24 +297,17 @@ impl Membership {
     }
 
     fn self_alive(&self) -> Update {
-        Update {
-            peer: self.local,
-            incarnation: self.incarnation,
-            kind: UpdateKind::Alive {
-                meta: self.meta.clone(),
-                signature: self.signature,
-            },
-        }
+        Update::alive(self.own.clone())
     }
 
     /// Re-signs our alive record after a change of incarnation or metadata.
     fn resign(&mut self) {
-        self.signature = sign_alive(&self.key, &self.realm, self.incarnation, &self.meta);
+        self.own = AliveRecord::sign(&self.key, &self.realm, self.incarnation, self.meta.clone());
     }
 
-    /// Our signed alive record: (incarnation, metadata, signature).
-    pub(crate) fn own_record(&self) -> (u64, Arc<NodeMeta>, Signature) {
-        (self.incarnation, self.meta.clone(), self.signature)
+    /// Our incarnation and signed alive record.
+    pub(crate) fn own_record(&self) -> (u64, Arc<AliveRecord>) {
+        (self.incarnation, self.own.clone())
     }
 
     /// Replaces the signature checker.
@@ -324,23 +315,15 @@ impl Membership {
         self.verifier = verifier;
     }
 
-    /// Whether `signature` is `peer`'s own signature of its alive record at `inc` with
-    /// `meta`, within the check budget; counts what it drops.
-    fn check_signature(
-        &mut self,
-        peer: &PeerId,
-        inc: u64,
-        meta: &NodeMeta,
-        signature: &Signature,
-        now: Instant,
-        cfg: &SwimConfig,
-    ) -> bool {
+    /// Whether `record` carries its member's own signature, within the check budget; counts
+    /// what it drops.
+    fn check_signature(&mut self, record: &AliveRecord, now: Instant, cfg: &SwimConfig) -> bool {
         if !self.budget.take(now, cfg) {
             self.stats.signatures_unchecked += 1;
             return false;
         }
         self.stats.signatures_checked += 1;
-        let ok = verify_alive(&*self.verifier, &self.realm, peer, inc, meta, signature);
+        let ok = record.verify(&*self.verifier, &self.realm);
         if !ok {
             self.stats.signatures_rejected += 1;
         }
@@ -365,7 +348,7 @@ impl Membership {
             peer: *peer,
             state: e.state,
             incarnation: e.incarnation,
-            meta: e.meta.clone(),
+            meta: e.record.meta.clone(),
         })
     }
 
@@ -377,11 +360,11 @@ impl Membership {
         let mut v: Vec<Member> = self
             .members
             .iter()
-            .map(|(p, e)| Member {
-                peer: *p,
+            .map(|(_, e)| Member {
+                peer: *e.peer(),
                 state: e.state,
                 incarnation: e.incarnation,
-                meta: e.meta.clone(),
+                meta: e.record.meta.clone(),
             })
             .collect();
         v.sort_unstable_by_key(|m| m.peer);
@@ -504,15 +487,16 @@ impl Membership {
                     }
                 }
             }
-            Timer::Reap(peer) => {
+            Timer::Reap(peer, stamp) => {
+                // Reaped only if it stayed dead (or gone) since the declaration that set
+                // this timer, `dead_retention` ago.
                 let expired = self.members.get(&peer).is_some_and(|e| {
-                    matches!(e.state, MemberState::Dead | MemberState::Left)
-                        && e.state_change + cfg.dead_retention <= now
+                    matches!(e.state, MemberState::Dead | MemberState::Left) && e.declared == stamp
                 });
                 if expired {
                     if let Some(e) = self.members.remove(&peer) {
                         if e.state == MemberState::Dead {
-                            self.remember_former(peer, e.meta);
+                            self.remember_former(peer, e.record.meta.clone());
                         }
                     }
                 }

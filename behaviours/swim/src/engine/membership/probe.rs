@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use meshwire_core::PeerId;
 
-use super::{random_members, Membership, Probe, Relay, Timer};
+use super::{random_members, Membership, Probe, Relay, Slot, Timer};
 use crate::engine::config::SwimConfig;
 use crate::engine::output::Outputs;
 use crate::member::MemberState;
@@ -44,37 +44,48 @@ impl Membership {
                 }
                 rebuilt = true;
                 self.probe_order.clear();
-                self.probe_order.extend(
-                    self.members
-                        .iter()
-                        .filter(|(_, e)| e.state.is_live())
-                        .map(|(p, _)| *p),
-                );
-                self.probe_order.sort_unstable();
+                self.members.release_quarantine();
+                // Sorted by peer ID, then shuffled: the order depends on the seed and the
+                // members only, not on where they sit in the table.
+                let mut live: Vec<(PeerId, Slot)> = self
+                    .members
+                    .iter()
+                    .filter(|(_, e)| e.state.is_live())
+                    .map(|(s, e)| (*e.peer(), s))
+                    .collect();
+                live.sort_unstable_by_key(|m| m.0);
+                self.probe_order.extend(live.into_iter().map(|(_, s)| s));
                 self.rng.shuffle(&mut self.probe_order);
                 self.probe_index = 0;
                 if self.probe_order.is_empty() {
                     return None;
                 }
             }
-            let p = self.probe_order[self.probe_index];
+            let s = self.probe_order[self.probe_index];
             self.probe_index += 1;
-            if self.members.get(&p).is_some_and(|e| e.state.is_live()) {
-                return Some(p);
+            if let Some(e) = self.members.at(s).filter(|e| e.state.is_live()) {
+                return Some(*e.peer());
             }
         }
     }
 
+    /// The probe order was dropped (rebuilt at the next probe): the slots of members removed
+    /// meanwhile can be reused.
+    pub(super) fn clear_probe_order(&mut self) {
+        self.probe_order.clear();
+        self.probe_index = 0;
+        self.members.release_quarantine();
+    }
+
     /// Puts a new member at a random position among those not yet probed this round.
-    pub(super) fn add_to_probe_order(&mut self, peer: PeerId) {
+    pub(super) fn add_to_probe_order(&mut self, slot: Slot) {
         if self.probe_order.len() > 2 * self.members.len() + 16 {
             // Members that died and came back many times within one round left duplicates
             // behind: start a fresh round (rebuilt and shuffled at the next probe).
-            self.probe_order.clear();
-            self.probe_index = 0;
+            self.clear_probe_order();
             return;
         }
-        self.probe_order.push(peer);
+        self.probe_order.push(slot);
         let last = self.probe_order.len() - 1;
         let lo = self.probe_index.min(last);
         let j = lo + self.rng.below(last - lo + 1);
@@ -269,7 +280,7 @@ impl Membership {
         self.stats.datagrams_received += 1;
         // A message straight from a member we hold dead on a verdict we never spread: it is
         // alive and reaches us, and it cannot refute what it was never told.
-        self.revive_local_verdict(from, now, out);
+        self.revive_local_verdict(from, out);
         // A message straight from a member we only heard of: it is real and reaches us.
         let confirmed = self.confirm(&from, now, cfg, out);
         match body {

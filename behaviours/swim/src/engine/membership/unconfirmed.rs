@@ -25,8 +25,8 @@ use super::{Membership, Timer};
 use crate::engine::config::SwimConfig;
 use crate::engine::output::Outputs;
 use crate::hash::{keyed_map, KeyedMap};
-use crate::member::{Member, MemberState, NodeMeta};
-use crate::record::Signature;
+use crate::member::{Member, MemberState};
+use crate::record::AliveRecord;
 use crate::wire::{Body, Ping};
 
 /// Confirmation pings per unconfirmed member, one per protocol period.
@@ -70,9 +70,8 @@ impl Via {
 #[derive(Debug)]
 struct Waiting {
     introducer: PeerId,
-    incarnation: u64,
-    meta: Arc<NodeMeta>,
-    signature: Signature,
+    /// Its signed alive record (shared).
+    record: Arc<AliveRecord>,
     expires: Instant,
     pings: u8,
 }
@@ -126,7 +125,7 @@ impl Unconfirmed {
     }
 
     pub(super) fn incarnation(&self, peer: &PeerId) -> Option<u64> {
-        self.entries.get(peer).map(|w| w.incarnation)
+        self.entries.get(peer).map(|w| w.record.incarnation)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -213,18 +212,15 @@ impl Membership {
     /// was handled here (taken unconfirmed, refused, or an update of an unconfirmed entry);
     /// `false` if it is to enter the membership at once (first-hand or trusted), in which case
     /// any unconfirmed entry of it is gone.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_unknown_alive(
         &mut self,
-        peer: PeerId,
-        inc: u64,
-        meta: &Arc<NodeMeta>,
-        signature: &Signature,
+        record: &Arc<AliveRecord>,
         via: Via,
         now: Instant,
         cfg: &SwimConfig,
         out: &mut Outputs,
     ) -> bool {
+        let (peer, inc) = (record.peer, record.incarnation);
         let introducer = via.introducer(&peer);
         if let Some(known) = self.unconfirmed.incarnation(&peer) {
             if inc <= known {
@@ -233,13 +229,11 @@ impl Membership {
                 }
                 return true;
             }
-            if !self.check_signature(&peer, inc, meta, signature, now, cfg) {
+            if !self.check_signature(record, now, cfg) {
                 return true;
             }
             if let Some(w) = self.unconfirmed.entries.get_mut(&peer) {
-                w.incarnation = inc;
-                w.meta = meta.clone();
-                w.signature = *signature;
+                w.record = record.clone();
             }
             if introducer.is_none() {
                 // First-hand or trusted: it enters with the record just received.
@@ -254,7 +248,7 @@ impl Membership {
             self.stats.unconfirmed_dropped += 1;
             return true;
         }
-        if !self.check_signature(&peer, inc, meta, signature, now, cfg) {
+        if !self.check_signature(record, now, cfg) {
             return true;
         }
         let u = &mut self.unconfirmed;
@@ -278,9 +272,7 @@ impl Membership {
             peer,
             Waiting {
                 introducer,
-                incarnation: inc,
-                meta: meta.clone(),
-                signature: *signature,
+                record: record.clone(),
                 expires,
                 pings: 0,
             },
@@ -472,7 +464,7 @@ impl Membership {
             self.stats.updates_rejected += 1;
             return true;
         }
-        self.insert_member(*peer, w.incarnation, w.meta, w.signature, true, now, out);
+        self.insert_member(w.record, true, out);
         true
     }
 
@@ -482,8 +474,8 @@ impl Membership {
         self.unconfirmed.entries.get(peer).map(|w| Member {
             peer: *peer,
             state: MemberState::Alive,
-            incarnation: w.incarnation,
-            meta: w.meta.clone(),
+            incarnation: w.record.incarnation,
+            meta: w.record.meta.clone(),
         })
     }
 }

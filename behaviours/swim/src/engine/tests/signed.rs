@@ -10,7 +10,7 @@ use meshwire_core::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 
 use super::{core, events, gossip, key, meta, msg, peer, realm, record, signed, state, transmits};
-use crate::record::{sign_alive, verify_alive, Ed25519Verifier, Signature};
+use crate::record::{sign_alive, verify_alive, AliveRecord, Ed25519Verifier, Signature};
 use crate::wire::{Ack, Body, Gossip, PushPull, Update, UpdateKind};
 use crate::{MemberState, NodeMeta, SwimConfig, SwimEngine, SwimEvent};
 
@@ -23,14 +23,12 @@ fn quiet() -> SwimConfig {
 }
 
 fn with_signature(i: u64, inc: u64, signature: Signature) -> Update {
-    Update {
-        peer: peer(i),
-        incarnation: inc,
-        kind: UpdateKind::Alive {
-            meta: meta("m"),
-            signature,
-        },
-    }
+    with_record(i, inc, meta("m"), signature)
+}
+
+/// An alive update about member `i` at `inc` with `m` and this signature.
+fn with_record(i: u64, inc: u64, m: Arc<NodeMeta>, signature: Signature) -> Update {
+    Update::alive(AliveRecord::new(peer(i), inc, m, signature))
 }
 
 #[test]
@@ -58,14 +56,12 @@ fn forged_or_missing_signatures_are_dropped() {
     gossip(&mut c, now, 9, vec![signed(5, 0, m.clone())]);
     assert_eq!(state(&c, 5), Some((MemberState::Alive, 0)));
     events(&mut c);
-    let evil = Update {
-        peer: peer(5),
-        incarnation: 1,
-        kind: UpdateKind::Alive {
-            meta: meta("evil"),
-            signature: sign_alive(&key(9), &realm(), 1, &meta("evil")),
-        },
-    };
+    let evil = with_record(
+        5,
+        1,
+        meta("evil"),
+        sign_alive(&key(9), &realm(), 1, &meta("evil")),
+    );
     gossip(&mut c, now, 9, vec![evil]);
     assert_eq!(state(&c, 5), Some((MemberState::Alive, 0)));
     assert_eq!(c.member(&realm(), &peer(5)).unwrap().meta, m);
@@ -99,15 +95,15 @@ fn a_real_member_enters_with_its_signed_record() {
     let Body::PushPull(pp) = &req.body else {
         panic!("{req:?}")
     };
-    assert!(pp.members.iter().any(|r| r.peer == peer(1)
-        && r.signed_incarnation == 3
+    assert!(pp.members.iter().any(|r| *r.peer() == peer(1)
+        && r.signed_incarnation() == 3
         && verify_alive(
             &Ed25519Verifier,
             &realm(),
-            &r.peer,
+            r.peer(),
             3,
-            &r.meta,
-            &r.signature
+            &r.record.meta,
+            &r.record.signature
         )));
     other.handle_push_pull(now, peer(0), req).unwrap();
     assert_eq!(state(&other, 0), Some((MemberState::Alive, 0)));
@@ -122,9 +118,12 @@ fn push_pull_records_need_signatures() {
     let now = Instant::now();
     let mut c = core(0, quiet(), now);
     let mut forged = record(3, 0, MemberState::Alive, meta("x"));
-    forged.signature = Signature::ZERO;
+    let r = &forged.record;
+    forged.record = AliveRecord::new(r.peer, r.incarnation, r.meta.clone(), Signature::ZERO);
     let mut misplaced = record(4, 2, MemberState::Alive, meta("x"));
-    misplaced.signed_incarnation = 1; // signed at 2, claimed at 1
+    // Signed at 2, claimed at 1.
+    let r = &misplaced.record;
+    misplaced.record = AliveRecord::new(r.peer, 1, r.meta.clone(), r.signature);
     let req = msg(Body::PushPull(PushPull {
         join: true,
         response: false,
@@ -161,8 +160,8 @@ fn refutation_and_new_metadata_are_signed_again() {
         &realm(),
         &peer(0),
         1,
-        &own.meta,
-        &own.signature
+        &own.record.meta,
+        &own.record.signature
     ));
     // The refutation that goes out carries it.
     let ping = msg(Body::Ping(crate::wire::Ping {
@@ -176,7 +175,7 @@ fn refutation_and_new_metadata_are_signed_again() {
         .flat_map(|t| t.message.body.updates())
         .find(|u| u.peer == peer(0))
         .expect("refutation");
-    let UpdateKind::Alive { meta: m, signature } = &refutation.kind else {
+    let UpdateKind::Alive { record } = &refutation.kind else {
         panic!("{refutation:?}")
     };
     assert!(verify_alive(
@@ -184,8 +183,8 @@ fn refutation_and_new_metadata_are_signed_again() {
         &realm(),
         &peer(0),
         1,
-        m,
-        signature
+        &record.meta,
+        &record.signature
     ));
     // An engine that learns it accepts it.
     let mut other = core(2, quiet(), now);
@@ -208,18 +207,16 @@ fn refutation_and_new_metadata_are_signed_again() {
         &realm(),
         &peer(0),
         2,
-        &own.meta,
-        &own.signature
+        &own.record.meta,
+        &own.record.signature
     ));
     // Someone else's alive about us, not signed by us, does not make us bump.
-    let fake = Update {
-        peer: peer(0),
-        incarnation: 9,
-        kind: UpdateKind::Alive {
-            meta: meta("x"),
-            signature: sign_alive(&key(1), &realm(), 9, &meta("x")),
-        },
-    };
+    let fake = with_record(
+        0,
+        9,
+        meta("x"),
+        sign_alive(&key(1), &realm(), 9, &meta("x")),
+    );
     gossip(&mut c, now, 1, vec![fake]);
     assert_eq!(c.incarnation(&realm()), Some(2));
 }
@@ -265,11 +262,7 @@ fn injected_fake_members_never_enter() {
                 } else {
                     sign_alive(&random_keys[j % 16], &realm(), 0, &m)
                 };
-                Update {
-                    peer: *p,
-                    incarnation: 0,
-                    kind: UpdateKind::Alive { meta: m, signature },
-                }
+                Update::alive(AliveRecord::new(*p, 0, m, signature))
             })
             .collect();
         // Spread over 10 s, from a member (the attacker is an authenticated peer).
@@ -337,13 +330,9 @@ fn unreachable_members_fail_their_probes() {
         .iter()
         .map(|k| {
             let m = meta("m");
-            Update {
-                peer: k.peer_id(),
-                incarnation: 0,
-                kind: UpdateKind::Alive {
-                    signature: sign_alive(k, &realm(), 0, &m),
-                    meta: m,
-                },
+            {
+                let signature = sign_alive(k, &realm(), 0, &m);
+                Update::alive(AliveRecord::new(k.peer_id(), 0, m, signature))
             }
         })
         .collect();

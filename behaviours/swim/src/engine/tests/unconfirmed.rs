@@ -26,13 +26,14 @@ fn self_signed(k: &Keypair, j: usize) -> Update {
         .parse()
         .unwrap();
     let m = Arc::new(NodeMeta::new(vec![addr], Vec::new()).unwrap());
-    Update {
-        peer: k.peer_id(),
-        incarnation: 0,
-        kind: UpdateKind::Alive {
-            signature: sign_alive(k, &realm(), 0, &m),
-            meta: m,
-        },
+    {
+        let signature = sign_alive(k, &realm(), 0, &m);
+        crate::wire::Update::alive(crate::record::AliveRecord::new(
+            k.peer_id(),
+            0,
+            m,
+            signature,
+        ))
     }
 }
 

@@ -18,8 +18,8 @@
 //!   `request-response`: one request and one response per stream, behind a `Codec`; JSON and
 //!   CBOR codecs with features `request-response-json` / `request-response-cbor`), `rpc`
 //!   (feature `rpc`: named procedures discovered through the DHT, provider selection,
-//!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.1 on
-//!   `/meshsub/1.1.0`, libp2p's wire; `docs/pubsub.md`), `holepunch` (feature `holepunch`:
+//!   failover, result cache; `docs/rpc.md`), `pubsub` (feature `pubsub`: gossipsub v1.2 on
+//!   `/meshsub/1.2.0`, libp2p's wire; `docs/pubsub.md`), `holepunch` (feature `holepunch`:
 //!   DCUtR, `/libp2p/dcutr`, upgrading relayed connections to direct QUIC connections, and
 //!   the connector choosing DCUtR, port prediction, the birthday spray or the relay;
 //!   `docs/holepunch.md`), `nat` (feature `nat`, also part of `holepunch`: NAT type

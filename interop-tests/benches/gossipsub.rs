@@ -6,24 +6,32 @@
 //! their own (this binary, re-run with `--child <implementation>`), on loopback QUIC: one
 //! QUIC endpoint per node, every node dials `MESHWIRE_BENCH_DIALS` (default 6) others drawn
 //! from a fixed seed (the same graph for both), all subscribe to one topic, and after the
-//! meshes have formed `MESHWIRE_BENCH_MESSAGES` (default 100) messages of 256 bytes are
-//! published, one every 200 ms, by nodes in turn. Both sides: D = 8, D_lo = 6, D_hi = 12,
-//! heartbeat 500 ms, flood publishing on (both defaults), strict signing, default message
-//! ids. (rust-libp2p nodes among themselves speak `/meshsub/1.2.0`; its IDONTWANT is only
-//! sent for messages over 1,000 bytes, so at 256 bytes the protocols behave alike.)
+//! meshes have formed `MESHWIRE_BENCH_MESSAGES` (default 100) messages are published, one
+//! every 200 ms, by nodes in turn. Both sides: D = 8, D_lo = 6, D_hi = 12, heartbeat 500 ms,
+//! flood publishing on (both defaults), strict signing, default message ids, `/meshsub/1.2.0`
+//! among themselves.
+//!
+//! Three configurations, each run for both implementations: messages of 256 bytes (under
+//! both implementations' IDONTWANT threshold of 1,000 bytes: no IDONTWANT), of 2,048 bytes
+//! (IDONTWANT on first receipt), and of 2,048 bytes with IDONTWANT off on both sides
+//! (threshold `usize::MAX`; what 2,048 bytes cost without it). `MESHWIRE_BENCH_ROWS` picks
+//! some (`small,large,large-off`, comma-separated; default all).
 //!
 //! - delivery: (message, receiver) pairs received over the `(nodes − 1) × messages` expected;
 //! - duplicates: copies received after the first, per delivered message — meshwire's
-//!   `pubsub_duplicates` counter, rust-libp2p's `topic_msg_recv_counts_unfiltered` minus
-//!   `topic_msg_recv_counts` (its gossipsub `metrics` feature), summed over the nodes;
+//!   `pubsub_messages_duplicate_total` counter, rust-libp2p's
+//!   `topic_msg_recv_counts_unfiltered` minus `topic_msg_recv_counts` (its gossipsub `metrics`
+//!   feature), summed over the nodes;
+//! - IDONTWANT: message ids received in IDONTWANT per delivered message (meshwire's
+//!   `pubsub_idontwant_received_total`, rust-libp2p's `idontwant_msgs_ids`);
 //! - latency: publication to the receiver's message event, one process clock;
 //! - memory per node: the child's resident memory after the run minus before the nodes were
 //!   built, over the node count (so the runtime and the binary do not count); the CPU time
 //!   of each child is printed too.
 //!
-//! Run with `cargo bench -p interop-tests --bench gossipsub`. Summary lines:
-//! `gossipsub <implementation> delivery <%> duplicates <x> p50 <ms> p99 <ms> memory/node <KiB>`
-//! and `gossipsub meshwire / rust-libp2p: ...` with the ratios.
+//! Run with `cargo bench -p interop-tests --bench gossipsub`. Summary lines per configuration:
+//! `gossipsub <row> <implementation> delivery <%> duplicates <x> idontwant <x> p50 <ms> p99 <ms>
+//! memory/node <KiB>` and `gossipsub <row> meshwire / rust-libp2p: ...` with the ratios.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -43,7 +51,6 @@ use tokio::sync::mpsc;
 
 const TOPIC: &str = "bench/gossip";
 const HEARTBEAT: Duration = Duration::from_millis(500);
-const MESSAGE_SIZE: usize = 256;
 /// One message every 200 ms: 100 nodes × D copies × a signature check each stay well within
 /// the shared 2 cores, so latency is the protocols' and transports', not a CPU backlog (at one
 /// every 50 ms both implementations queue hundreds of milliseconds on this machine).
@@ -114,9 +121,23 @@ fn graph(n: usize, dials: usize) -> Vec<Vec<usize>> {
 /// A message event: (receiving node, message number, when).
 type Receipt = (usize, u64, Instant);
 
+/// The message size of this child (`MESHWIRE_BENCH_SIZE`, set by the parent per row).
+fn message_size() -> usize {
+    env_usize("MESHWIRE_BENCH_SIZE", 256)
+}
+
+/// The IDONTWANT threshold of this child (`MESHWIRE_BENCH_IDONTWANT`: `off` for none, else
+/// both implementations' default, 1,000 bytes).
+fn idontwant_threshold() -> usize {
+    match std::env::var("MESHWIRE_BENCH_IDONTWANT").as_deref() {
+        Ok("off") => usize::MAX,
+        _ => 1000,
+    }
+}
+
 fn payload(number: u64) -> Vec<u8> {
     let mut data = number.to_le_bytes().to_vec();
-    data.resize(MESSAGE_SIZE, 0x5A);
+    data.resize(message_size(), 0x5A);
     data
 }
 
@@ -142,7 +163,8 @@ async fn meshwire_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -
         .with_mesh_n_low(D_LO)
         .with_mesh_n_high(D_HI)
         .with_heartbeat_interval(HEARTBEAT)
-        .with_heartbeat_initial_delay(HEARTBEAT);
+        .with_heartbeat_initial_delay(HEARTBEAT)
+        .with_idontwant_message_size_threshold(idontwant_threshold());
     let mut behaviour = Behaviour::new(&key, config).expect("config");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = GossipsubMetrics::register(&mut registry, 4);
@@ -219,6 +241,10 @@ async fn run_meshwire(n: usize, dials: usize, messages: usize) -> Outcome {
         .iter()
         .map(|n| n.metrics.duplicate_count(&topic))
         .sum();
+    let idontwant: u64 = nodes
+        .iter()
+        .map(|n| n.metrics.idontwant_received_count())
+        .sum();
     let mut mesh = 0usize;
     for node in &nodes {
         let t = topic.clone();
@@ -228,7 +254,7 @@ async fn run_meshwire(n: usize, dials: usize, messages: usize) -> Outcome {
             .await
             .expect("meshwire node running");
     }
-    Outcome::collect(n, published, rx, duplicates, mesh)
+    Outcome::collect(n, published, rx, (duplicates, idontwant), mesh)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,9 +287,9 @@ impl LpNode {
         let mut text = String::new();
         prometheus_client_libp2p::encoding::text::encode(&mut text, &self.registry)
             .expect("encode metrics");
-        let prefix = format!("{name}_total{{");
+        let (labelled, plain) = (format!("{name}_total{{"), format!("{name}_total "));
         text.lines()
-            .filter(|l| l.starts_with(&prefix))
+            .filter(|l| l.starts_with(&labelled) || l.starts_with(&plain))
             .filter_map(|l| l.rsplit(' ').next())
             .filter_map(|v| v.parse::<f64>().ok())
             .map(|v| v as u64)
@@ -284,6 +310,7 @@ async fn libp2p_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -> 
                 .heartbeat_interval(HEARTBEAT)
                 .heartbeat_initial_delay(HEARTBEAT)
                 .validation_mode(lp_gs::ValidationMode::Strict)
+                .idontwant_message_size_threshold(idontwant_threshold())
                 .build()
                 .expect("gossipsub config");
             lp_gs::Behaviour::new(lp_gs::MessageAuthenticity::Signed(key.clone()), config)
@@ -369,17 +396,19 @@ async fn run_libp2p(n: usize, dials: usize, messages: usize) -> Outcome {
     }
     tokio::time::sleep(DRAIN).await;
     let mut duplicates = 0u64;
+    let mut idontwant = 0u64;
     let mut mesh = 0usize;
     for node in &nodes {
         let all = node.counter("topic_msg_recv_counts_unfiltered");
         let firsts = node.counter("topic_msg_recv_counts");
         duplicates += all.saturating_sub(firsts);
+        idontwant += node.counter("idontwant_msgs_ids");
         let hash = topic.hash();
         mesh += node
             .call(move |s| s.behaviour().mesh_peers(&hash).count())
             .await;
     }
-    Outcome::collect(n, published, rx, duplicates, mesh)
+    Outcome::collect(n, published, rx, (duplicates, idontwant), mesh)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,6 +418,8 @@ struct Outcome {
     expected: u64,
     delivered: u64,
     duplicates: u64,
+    /// Message ids received in IDONTWANT, summed over the nodes.
+    idontwant: u64,
     latencies_us: Vec<u64>,
     mesh_avg: f64,
 }
@@ -398,7 +429,7 @@ impl Outcome {
         n: usize,
         published: Vec<(usize, Instant)>,
         mut rx: mpsc::UnboundedReceiver<Receipt>,
-        duplicates: u64,
+        (duplicates, idontwant): (u64, u64),
         mesh: usize,
     ) -> Outcome {
         let mut seen: HashMap<(usize, u64), Instant> = HashMap::new();
@@ -419,6 +450,7 @@ impl Outcome {
             expected: (published.len() * (n - 1)) as u64,
             delivered: latencies_us.len() as u64,
             duplicates,
+            idontwant,
             latencies_us,
             mesh_avg: mesh as f64 / n as f64,
         }
@@ -452,11 +484,12 @@ fn child(implementation: &str) {
     let after = rss();
     let cpu = cpu_ms() - cpu_before;
     println!(
-        "RESULT {implementation} expected={} delivered={} duplicates={} p50_us={} p99_us={} \
-         max_us={} memory_per_node={} cpu_ms={} mesh_avg={:.2}",
+        "RESULT {implementation} expected={} delivered={} duplicates={} idontwant={} p50_us={} \
+         p99_us={} max_us={} memory_per_node={} cpu_ms={} mesh_avg={:.2}",
         outcome.expected,
         outcome.delivered,
         outcome.duplicates,
+        outcome.idontwant,
         outcome.percentile(0.50),
         outcome.percentile(0.99),
         outcome.latencies_us.last().copied().unwrap_or(0),
@@ -488,20 +521,48 @@ impl Figures {
         }
     }
 
-    fn duplicates(&self) -> f64 {
+    /// `key` per delivered message.
+    fn per_delivery(&self, key: &str) -> f64 {
         let delivered = self.get("delivered");
         if delivered == 0.0 {
             0.0
         } else {
-            self.get("duplicates") / delivered
+            self.get(key) / delivered
         }
     }
 }
 
-fn run_child(implementation: &str) -> Figures {
+/// One configuration: its name, message size and IDONTWANT setting (`MESHWIRE_BENCH_IDONTWANT`).
+struct Row {
+    name: &'static str,
+    size: usize,
+    idontwant: &'static str,
+}
+
+const ROWS: [Row; 3] = [
+    Row {
+        name: "small",
+        size: 256,
+        idontwant: "on",
+    },
+    Row {
+        name: "large",
+        size: 2048,
+        idontwant: "on",
+    },
+    Row {
+        name: "large-off",
+        size: 2048,
+        idontwant: "off",
+    },
+];
+
+fn run_child(implementation: &str, row: &Row) -> Figures {
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
         .args(["--child", implementation])
+        .env("MESHWIRE_BENCH_SIZE", row.size.to_string())
+        .env("MESHWIRE_BENCH_IDONTWANT", row.idontwant)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child");
@@ -533,23 +594,38 @@ fn main() {
         return;
     }
     let n = env_usize("MESHWIRE_BENCH_NODES", 100);
+    let wanted = std::env::var("MESHWIRE_BENCH_ROWS").unwrap_or_default();
+    for row in ROWS
+        .iter()
+        .filter(|r| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == r.name))
+    {
+        run_row(n, row);
+    }
+}
+
+fn run_row(n: usize, row: &Row) {
     println!(
-        "gossipsub: {n} nodes per implementation on loopback QUIC (one endpoint per node, each \
-         implementation's nodes alone in a child process), {} dials per node, {} messages of \
-         {MESSAGE_SIZE} B every {} ms, D={D} D_lo={D_LO} D_hi={D_HI}, heartbeat {} ms",
+        "gossipsub {}: {n} nodes per implementation on loopback QUIC (one endpoint per node, \
+         each implementation's nodes alone in a child process), {} dials per node, {} messages \
+         of {} B every {} ms, D={D} D_lo={D_LO} D_hi={D_HI}, heartbeat {} ms, IDONTWANT {}",
+        row.name,
         env_usize("MESHWIRE_BENCH_DIALS", 6),
         env_usize("MESHWIRE_BENCH_MESSAGES", 100),
+        row.size,
         PUBLISH_EVERY.as_millis(),
-        HEARTBEAT.as_millis()
+        HEARTBEAT.as_millis(),
+        row.idontwant,
     );
     let mut all = Vec::new();
     for implementation in ["meshwire", "rust-libp2p"] {
-        let f = run_child(implementation);
+        let f = run_child(implementation, row);
         println!(
-            "gossipsub {implementation} delivery {:.2} % duplicates {:.2} p50 {:.2} ms p99 {:.2} ms \
-             max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2}",
+            "gossipsub {} {implementation} delivery {:.2} % duplicates {:.2} idontwant {:.2} \
+             p50 {:.2} ms p99 {:.2} ms max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2}",
+            row.name,
             f.delivery() * 100.0,
-            f.duplicates(),
+            f.per_delivery("duplicates"),
+            f.per_delivery("idontwant"),
             f.get("p50_us") / 1000.0,
             f.get("p99_us") / 1000.0,
             f.get("max_us") / 1000.0,
@@ -562,10 +638,11 @@ fn main() {
     let (mw, lp) = (&all[0], &all[1]);
     let ratio = |a: f64, b: f64| if b == 0.0 { f64::NAN } else { a / b };
     println!(
-        "gossipsub meshwire / rust-libp2p: delivery {:.3}x duplicates {:.2}x p50 {:.2}x p99 {:.2}x \
-         memory/node {:.2}x cpu {:.2}x",
+        "gossipsub {} meshwire / rust-libp2p: delivery {:.3}x duplicates {:.2}x p50 {:.2}x \
+         p99 {:.2}x memory/node {:.2}x cpu {:.2}x",
+        row.name,
         ratio(mw.delivery(), lp.delivery()),
-        ratio(mw.duplicates(), lp.duplicates()),
+        ratio(mw.per_delivery("duplicates"), lp.per_delivery("duplicates")),
         ratio(mw.get("p50_us"), lp.get("p50_us")),
         ratio(mw.get("p99_us"), lp.get("p99_us")),
         ratio(mw.get("memory_per_node"), lp.get("memory_per_node")),

@@ -19,6 +19,14 @@
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
+//! - `gossipsub_idontwant_*`: IDONTWANT on `/meshsub/1.2.0` both ways, in a square where one
+//!   corner holds each message for validation (and never forwards it) and the opposite corner
+//!   forwards it 500 ms late: the late copy reaches the fourth node, which must not send it to
+//!   the holder, because the holder said IDONTWANT on its first receipt — a large message
+//!   (2,000 bytes, over both implementations' 1,000-byte threshold) is not sent, a small one
+//!   (no IDONTWANT) is, which shows the observation works. Observed through rust-libp2p's
+//!   metrics (IDONTWANT received, copies received) and meshwire's (duplicates, copies
+//!   suppressed).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -30,7 +38,8 @@ use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_pubsub::qos::QosConfig;
 use meshwire_pubsub::{
-    Behaviour, Config, Event, PeerKind, PeerScoreParams, Qos, TopicHash, TopicScoreParams,
+    Acceptance, Behaviour, Config, Event, GossipsubMetrics, PeerKind, PeerScoreParams, Qos,
+    TopicHash, TopicScoreParams,
 };
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
@@ -552,4 +561,232 @@ async fn gossipsub_qos_mark_is_ignored_by_libp2p_which_never_acks() {
     assert_eq!(stats.acks_received, 0);
     assert_eq!(stats.failed, 3);
     assert_eq!(stats.retransmissions, 3 * u64::from(retries));
+}
+
+/// What a node does with the messages it receives (`gossipsub_idontwant_*`).
+#[derive(Clone, Copy)]
+enum Hold {
+    /// Forwards them at once (no validation hook).
+    No,
+    /// Holds them for validation, never decided: never forwarded.
+    Forever,
+    /// Holds them and accepts them this long after they arrived.
+    For(Duration),
+}
+
+/// A meshwire node for the IDONTWANT tests, with its metrics.
+async fn meshwire_holding(hold: Hold) -> (Node, GossipsubMetrics) {
+    let key = Keypair::generate();
+    let peer = key.peer_id();
+    let config = Config::default()
+        .with_heartbeat_interval(HEARTBEAT)
+        .with_heartbeat_initial_delay(HEARTBEAT)
+        .with_validate_messages(!matches!(hold, Hold::No));
+    let mut behaviour = Behaviour::new(&key, config).expect("config");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = GossipsubMetrics::register(&mut registry, 4);
+    behaviour.set_metrics(metrics.clone());
+    let transport = QuicTransport::new(key, QuicConfig::default()).expect("quic");
+    let mut swarm = Swarm::new(transport, behaviour, SwarmConfig::default());
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.next_event().await {
+            break address;
+        }
+    };
+    let (handle, mut events) = swarm.spawn();
+    let accepter = handle.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let (
+                SwarmEvent::Behaviour(Event::Message {
+                    propagation_source,
+                    message_id,
+                    ..
+                }),
+                Hold::For(delay),
+            ) = (event, hold)
+            {
+                let h = accepter.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = h
+                        .with_behaviour(move |b| {
+                            b.report_message_validation_result(
+                                &message_id,
+                                &propagation_source,
+                                Acceptance::Accept,
+                            )
+                        })
+                        .await;
+                });
+            }
+        }
+    });
+    (Node::Mw { peer, addr, handle }, metrics)
+}
+
+/// A rust-libp2p node for the IDONTWANT tests (its default protocols, 1.2 with meshwire),
+/// with its metrics registry; with `hold` it validates messages and never decides.
+async fn libp2p_holding(hold: bool) -> (Node, prometheus_client_libp2p::registry::Registry) {
+    let mut registry = prometheus_client_libp2p::registry::Registry::default();
+    let mut swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let mut builder = lp_gs::ConfigBuilder::default();
+            builder
+                .heartbeat_interval(HEARTBEAT)
+                .heartbeat_initial_delay(HEARTBEAT)
+                .validation_mode(lp_gs::ValidationMode::Strict);
+            if hold {
+                builder.validate_messages();
+            }
+            let config = builder.build().expect("gossipsub config");
+            lp_gs::Behaviour::new(lp_gs::MessageAuthenticity::Signed(key.clone()), config)
+                .expect("gossipsub")
+                .with_metrics(&mut registry, lp_gs::MetricsConfig::default())
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .expect("listen");
+    let addr = loop {
+        if let LpSwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = mw_peer(swarm.local_peer_id());
+    let (commands, mut rx) = mpsc::unbounded_channel::<LpCommand>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(f) => f(&mut swarm),
+                    None => break,
+                },
+                _ = swarm.select_next_some() => {}
+            }
+        }
+    });
+    let node = Node::Lp {
+        peer,
+        addr: mw_addr(&addr),
+        commands,
+    };
+    (node, registry)
+}
+
+/// A counter of rust-libp2p's gossipsub metrics, summed over its labels.
+fn lp_counter(registry: &prometheus_client_libp2p::registry::Registry, name: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client_libp2p::encoding::text::encode(&mut text, registry).expect("encode");
+    text.lines()
+        .filter(|l| {
+            l.starts_with(&format!("{name}_total{{")) || l.starts_with(&format!("{name}_total "))
+        })
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// How long after publishing the late copy has surely gone round the square.
+const SQUARE_SETTLE: Duration = Duration::from_millis(1500);
+/// The late corner's delay.
+const LATE: Duration = Duration::from_millis(500);
+const SMALL: usize = 200;
+const LARGE: usize = 2000;
+
+/// Connects the square a—b—c—d—a, subscribes all and waits for the meshes.
+async fn square(nodes: [&Node; 4]) {
+    for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
+        nodes[a].dial(nodes[b]).await;
+    }
+    for n in nodes {
+        n.subscribe().await;
+    }
+    tokio::time::sleep(HEARTBEAT * 8).await;
+}
+
+async fn mw_kind(node: &Node, of: PeerId) -> Option<PeerKind> {
+    let Node::Mw { handle, .. } = node else {
+        unreachable!()
+    };
+    handle
+        .with_behaviour(move |b| b.engine().peer_kind(&of))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_idontwant_from_meshwire_is_honoured_by_libp2p() {
+    // publisher — holder (meshwire, holds forever) — rust-libp2p — late (meshwire) — publisher.
+    let (publisher, _) = meshwire_holding(Hold::No).await;
+    let (holder, holder_metrics) = meshwire_holding(Hold::Forever).await;
+    let (lp, lp_registry) = libp2p_holding(false).await;
+    let (late, _) = meshwire_holding(Hold::For(LATE)).await;
+    square([&publisher, &holder, &lp, &late]).await;
+    assert_eq!(
+        mw_kind(&holder, lp.peer()).await,
+        Some(PeerKind::Gossipsub1_2)
+    );
+    let topic = TopicHash::from(TOPIC);
+    // Small: no IDONTWANT; rust-libp2p forwards the late copy to the holder.
+    publisher.publish(vec![1; SMALL]).await;
+    tokio::time::sleep(SQUARE_SETTLE).await;
+    assert_eq!(lp_counter(&lp_registry, "idontwant_msgs"), 0);
+    assert_eq!(
+        holder_metrics.duplicate_count(&topic),
+        1,
+        "small: the late copy"
+    );
+    // Large: the holder says IDONTWANT on receipt; rust-libp2p takes it and sends nothing.
+    publisher.publish(vec![2; LARGE]).await;
+    tokio::time::sleep(SQUARE_SETTLE).await;
+    assert_eq!(
+        holder_metrics.duplicate_count(&topic),
+        1,
+        "large: rust-libp2p did not send the late copy"
+    );
+    assert_eq!(
+        lp_counter(&lp_registry, "topic_msg_recv_counts"),
+        2,
+        "rust-libp2p got both messages"
+    );
+    assert!(holder_metrics.idontwant_sent_count() >= 1);
+    assert!(
+        lp_counter(&lp_registry, "idontwant_msgs") >= 1,
+        "rust-libp2p got IDONTWANT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_idontwant_from_libp2p_is_honoured_by_meshwire() {
+    // publisher — holder (rust-libp2p, holds forever) — meshwire — late (meshwire) — publisher.
+    let (publisher, _) = meshwire_holding(Hold::No).await;
+    let (lp, lp_registry) = libp2p_holding(true).await;
+    let (mw, mw_metrics) = meshwire_holding(Hold::No).await;
+    let (late, _) = meshwire_holding(Hold::For(LATE)).await;
+    square([&publisher, &lp, &mw, &late]).await;
+    assert_eq!(mw_kind(&mw, lp.peer()).await, Some(PeerKind::Gossipsub1_2));
+    let copies = || lp_counter(&lp_registry, "topic_msg_recv_counts_unfiltered");
+    // Small: rust-libp2p gets the publisher's copy and meshwire's late one.
+    publisher.publish(vec![1; SMALL]).await;
+    tokio::time::sleep(SQUARE_SETTLE).await;
+    assert_eq!(copies(), 2, "small: both copies");
+    assert_eq!(mw_metrics.idontwant_received_count(), 0);
+    // Large: rust-libp2p says IDONTWANT on receipt; meshwire does not send the late copy.
+    publisher.publish(vec![2; LARGE]).await;
+    tokio::time::sleep(SQUARE_SETTLE).await;
+    assert_eq!(copies(), 3, "large: the publisher's copy only");
+    assert!(
+        mw_metrics.idontwant_received_count() >= 1,
+        "meshwire got IDONTWANT"
+    );
+    assert!(mw_metrics.idontwant_suppressed_count() >= 1);
 }

@@ -1,12 +1,14 @@
-//! Gossipsub v1.1 for meshwire, on libp2p's wire (`/meshsub/1.1.0`, `/meshsub/1.0.0`).
+//! Gossipsub v1.1 with v1.2's IDONTWANT for meshwire, on libp2p's wire (`/meshsub/1.2.0`,
+//! `/meshsub/1.1.0`, `/meshsub/1.0.0`).
 //!
 //! - [`wire`]: the messages of libp2p's pubsub `rpc.proto`, bounded framing with typed
 //!   errors, and message signing exactly as libp2p signs (`docs/pubsub.md`).
 //! - [`engine`]: the router as a sans-IO state machine ([`GossipsubEngine`]): subscriptions,
 //!   mesh maintenance, fanout, heartbeat, IHAVE/IWANT gossip, GRAFT/PRUNE with backoff and
 //!   peer exchange, flood publishing, the seen and message caches, the validation hook,
-//!   bounded per-peer queues with control before data, and peer scoring v1.1
-//!   ([`engine::score`]).
+//!   bounded per-peer queues with control before data, peer scoring v1.1
+//!   ([`engine::score`]) and v1.2's IDONTWANT (large messages announced to mesh peers on
+//!   first receipt; peers' IDONTWANT kept a few heartbeats, bounded, and honoured).
 //! - [`metrics`]: Prometheus metrics ([`GossipsubMetrics`]), topic labels bounded.
 //! - [`topic`]: dot-separated topic names, wildcard patterns (`*`, `#`) and realms; pattern
 //!   subscribers get IHAVE/IWANT gossip for the topics their patterns match.
@@ -104,11 +106,13 @@ pub mod topic;
 pub mod wire;
 
 #[cfg(feature = "swarm")]
-pub use behaviour::{Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1, QOS_PROTOCOL};
+pub use behaviour::{
+    Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1, PROTOCOL_V1_2, QOS_PROTOCOL,
+};
 pub use engine::{
-    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, InvalidReason,
-    MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds, PublishError,
-    TopicHash, TopicScoreParams,
+    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, IDontWantStats,
+    InvalidReason, MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds,
+    PublishError, TopicHash, TopicScoreParams,
 };
 pub use metrics::GossipsubMetrics;
 pub use qos::{Qos, QosConfig};

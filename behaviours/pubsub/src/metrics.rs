@@ -38,6 +38,10 @@ type Labels = Vec<(String, String)>;
 /// | `pubsub_qos_retransmissions_total` | counter | QoS 1 messages retransmitted to a silent subscriber |
 /// | `pubsub_qos_delivered_total` | counter | QoS 1 messages acknowledged by every expected subscriber |
 /// | `pubsub_qos_failures_total` | counter | (QoS 1 message, subscriber) pairs never acknowledged |
+/// | `pubsub_idontwant_sent_total` | counter | message ids sent in IDONTWANT (one per peer told) |
+/// | `pubsub_idontwant_received_total` | counter | message ids peers sent in IDONTWANT, kept |
+/// | `pubsub_idontwant_ignored_total` | counter | IDONTWANT ids beyond the bounds, ignored |
+/// | `pubsub_idontwant_suppressed_total` | counter | copies not sent (or dropped from a queue) because the peer had the message |
 ///
 /// Clones share the same values and the same topic labels.
 #[derive(Clone, Debug)]
@@ -53,6 +57,10 @@ pub struct GossipsubMetrics {
     qos_retransmissions: Counter,
     qos_delivered: Counter,
     qos_failures: Counter,
+    idontwant_sent: Counter,
+    idontwant_received: Counter,
+    idontwant_ignored: Counter,
+    idontwant_suppressed: Counter,
     labelled: Arc<Mutex<HashSet<String>>>,
     max_topics: usize,
 }
@@ -74,6 +82,10 @@ impl GossipsubMetrics {
             qos_retransmissions: Counter::default(),
             qos_delivered: Counter::default(),
             qos_failures: Counter::default(),
+            idontwant_sent: Counter::default(),
+            idontwant_received: Counter::default(),
+            idontwant_ignored: Counter::default(),
+            idontwant_suppressed: Counter::default(),
             labelled: Arc::new(Mutex::new(HashSet::new())),
             max_topics,
         };
@@ -129,7 +141,55 @@ impl GossipsubMetrics {
             "QoS 1 (message, subscriber) pairs never acknowledged",
             m.qos_failures.clone(),
         );
+        sub.register(
+            "idontwant_sent",
+            "Message ids sent in IDONTWANT, one per peer told",
+            m.idontwant_sent.clone(),
+        );
+        sub.register(
+            "idontwant_received",
+            "Message ids received in IDONTWANT and kept",
+            m.idontwant_received.clone(),
+        );
+        sub.register(
+            "idontwant_ignored",
+            "IDONTWANT message ids beyond the bounds, ignored",
+            m.idontwant_ignored.clone(),
+        );
+        sub.register(
+            "idontwant_suppressed",
+            "Copies not sent or dropped from a queue because the peer had the message",
+            m.idontwant_suppressed.clone(),
+        );
         m
+    }
+
+    pub(crate) fn idontwant_sent(&self, ids: u64) {
+        self.idontwant_sent.inc_by(ids);
+    }
+
+    pub(crate) fn idontwant_received(&self, kept: u64, ignored: u64) {
+        self.idontwant_received.inc_by(kept);
+        self.idontwant_ignored.inc_by(ignored);
+    }
+
+    pub(crate) fn idontwant_suppressed(&self, copies: u64) {
+        self.idontwant_suppressed.inc_by(copies);
+    }
+
+    /// Message ids sent in IDONTWANT so far.
+    pub fn idontwant_sent_count(&self) -> u64 {
+        self.idontwant_sent.get()
+    }
+
+    /// Message ids received in IDONTWANT and kept so far.
+    pub fn idontwant_received_count(&self) -> u64 {
+        self.idontwant_received.get()
+    }
+
+    /// Copies not sent because their peer had the message, so far.
+    pub fn idontwant_suppressed_count(&self) -> u64 {
+        self.idontwant_suppressed.get()
     }
 
     /// Adds the QoS 1 counters' increments since the last call (`before` → `now`).

@@ -131,6 +131,12 @@ config! {
         max_queued_messages: usize, with_max_queued_messages;
         max_messages_per_rpc: usize, with_max_messages_per_rpc;
         max_topics_per_peer: usize, with_max_topics_per_peer;
+        max_patterns_per_peer: usize, with_max_patterns_per_peer;
+        idontwant_message_size_threshold: usize, with_idontwant_message_size_threshold;
+        idontwant_ttl: u32, with_idontwant_ttl;
+        max_idontwant_length: usize, with_max_idontwant_length;
+        max_idontwant_messages: usize, with_max_idontwant_messages;
+        max_idontwant_ids_per_peer: usize, with_max_idontwant_ids_per_peer;
         message_id_fn: Option<MessageIdFn>, with_message_id_fn;
         score_params: Option<PeerScoreParams>, with_score_params;
         score_thresholds: PeerScoreThresholds, with_score_thresholds;

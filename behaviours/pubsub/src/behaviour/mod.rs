@@ -1,9 +1,11 @@
-//! [`Behaviour`]: the engine driven over meshwire-swarm streams, `/meshsub/1.1.0` (preferred)
-//! and `/meshsub/1.0.0`.
+//! [`Behaviour`]: the engine driven over meshwire-swarm streams, `/meshsub/1.2.0` (preferred),
+//! `/meshsub/1.1.0` and `/meshsub/1.0.0`.
 //!
 //! - **Peers**: a peer's first connection makes it known to the engine (outbound if we
-//!   dialed it), its last one closing forgets it. A peer that refuses both protocols is
-//!   forgotten until it opens a stream to us.
+//!   dialed it), its last one closing forgets it. A peer that refuses every version is
+//!   forgotten until it opens a stream to us. The version a stream was negotiated on (ours or
+//!   the peer's, the last one opened) is the peer's [`PeerKind`]: IDONTWANT goes only to
+//!   `/meshsub/1.2.0` peers, backoff and peer exchange to 1.1 and later.
 //! - **Ours**: one long-lived stream per peer, opened (without dialing, confirmed so the
 //!   version is known) when the engine has something for the peer. A writer task drains a
 //!   small channel ([`Config::writer_queue`] frames) into it, each write bounded by
@@ -59,6 +61,8 @@ use crate::qos::{self, Qos};
 use crate::topic::{wire_pattern, wire_topic, Pattern, Realm, TopicName};
 use crate::wire::{self, WireError};
 
+/// Gossipsub v1.2's protocol id (v1.1 and IDONTWANT).
+pub const PROTOCOL_V1_2: StreamProtocol = StreamProtocol::new("/meshsub/1.2.0");
 /// Gossipsub v1.1's protocol id.
 pub const PROTOCOL_V1_1: StreamProtocol = StreamProtocol::new("/meshsub/1.1.0");
 /// Gossipsub v1.0's protocol id.
@@ -345,8 +349,8 @@ impl Behaviour {
                     continue;
                 }
                 let (tx, rx) = mpsc::channel(self.config.writer_queue.saturating_sub(1));
-                let request = OpenStream::new(peer, PROTOCOL_V1_1)
-                    .with_protocols(vec![PROTOCOL_V1_1, PROTOCOL_V1_0])
+                let request = OpenStream::new(peer, PROTOCOL_V1_2)
+                    .with_protocols(vec![PROTOCOL_V1_2, PROTOCOL_V1_1, PROTOCOL_V1_0])
                     .no_dial()
                     .confirmed();
                 if self
@@ -386,6 +390,19 @@ impl Behaviour {
     }
 }
 
+/// The gossipsub version a stream's protocol names.
+fn kind_of(protocol: &StreamProtocol) -> Option<PeerKind> {
+    if *protocol == PROTOCOL_V1_2 {
+        Some(PeerKind::Gossipsub1_2)
+    } else if *protocol == PROTOCOL_V1_1 {
+        Some(PeerKind::Gossipsub1_1)
+    } else if *protocol == PROTOCOL_V1_0 {
+        Some(PeerKind::Gossipsub1_0)
+    } else {
+        None
+    }
+}
+
 /// The remote's IP address of a connection (none for relayed or non-IP ones).
 fn remote_ip(endpoint: &ConnectedPoint) -> Option<IpAddr> {
     let addr = match endpoint {
@@ -411,7 +428,7 @@ impl NetworkBehaviour for Behaviour {
     type Event = Event;
 
     fn protocols(&self) -> Vec<StreamProtocol> {
-        vec![PROTOCOL_V1_1, PROTOCOL_V1_0, QOS_PROTOCOL]
+        vec![PROTOCOL_V1_2, PROTOCOL_V1_1, PROTOCOL_V1_0, QOS_PROTOCOL]
     }
 
     fn connection_keep_alive(
@@ -509,8 +526,8 @@ impl NetworkBehaviour for Behaviour {
             io: stream,
             _token: token.clone(),
         };
-        if protocol == PROTOCOL_V1_0 {
-            self.engine.set_peer_kind(&peer, PeerKind::Gossipsub1_0);
+        if let Some(kind) = kind_of(&protocol) {
+            self.engine.set_peer_kind(&peer, kind);
         }
         let max = self.config.max_transmit_size;
         if self
@@ -540,8 +557,8 @@ impl NetworkBehaviour for Behaviour {
         };
         match result.result {
             Ok(out) => {
-                if out.protocol == PROTOCOL_V1_0 {
-                    self.engine.set_peer_kind(&peer, PeerKind::Gossipsub1_0);
+                if let Some(kind) = kind_of(&out.protocol) {
+                    self.engine.set_peer_kind(&peer, kind);
                 }
                 let mut stream = out.stream;
                 let (idle, timeout) = (self.config.idle_timeout, self.config.write_timeout);

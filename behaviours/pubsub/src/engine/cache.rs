@@ -77,6 +77,11 @@ impl MessageCache {
         Some(&entry.message)
     }
 
+    /// Whether a message is held waiting for the application's verdict.
+    pub(crate) fn is_pending(&self, id: &MessageId) -> bool {
+        self.entries.get(id).is_some_and(|e| !e.validated)
+    }
+
     /// Marks a message validated and returns it; `None` if absent or already validated.
     pub(crate) fn validate(&mut self, id: &MessageId) -> Option<Message> {
         let entry = self.entries.get_mut(id).filter(|e| !e.validated)?;

@@ -92,6 +92,27 @@ pub struct GossipsubConfig {
     /// publish or forward is matched against every recorded pattern of every peer, so this
     /// bounds that cost; a peer's further patterns are treated as plain topics. Default 32.
     pub max_patterns_per_peer: usize,
+    /// IDONTWANT (gossipsub v1.2) is sent for messages whose protobuf encoding is larger than
+    /// this, in bytes; `usize::MAX` never sends it. Default 1,000 (rust-libp2p's
+    /// `idontwant_message_size_threshold`; go-libp2p's is 1,024): for a smaller message an
+    /// IDONTWANT (the id, ≈ 70 bytes with the default id, plus framing, to each mesh peer)
+    /// costs about what the copies it may save do, and a control RPC more per mesh peer.
+    pub idontwant_message_size_threshold: usize,
+    /// Heartbeats a peer's IDONTWANT id is kept (it is forgotten at the `idontwant_ttl`-th
+    /// heartbeat after it arrived). Default 3 (go-libp2p's `IDontWantMessageTTL`;
+    /// rust-libp2p keeps them 3 s, the same at the default 1 s heartbeat).
+    pub idontwant_ttl: u32,
+    /// The most ids taken from one peer's RPC in IDONTWANT (the rest are ignored), and the
+    /// most we put in one RPC. Default 10 (go-libp2p's `MaxIDontWantLength`, so go peers take
+    /// all of ours).
+    pub max_idontwant_length: usize,
+    /// The most RPCs carrying IDONTWANT taken from one peer per heartbeat (the spec's
+    /// `max_idontwant_messages`); later ones are ignored until the next heartbeat. Default
+    /// 1,000 (go-libp2p's `MaxIDontWantMessages`).
+    pub max_idontwant_messages: usize,
+    /// The most IDONTWANT ids kept per peer (8-byte hashes; beyond, the oldest go first).
+    /// Default 10,000 (rust-libp2p's cap; = `max_idontwant_length` × `max_idontwant_messages`).
+    pub max_idontwant_ids_per_peer: usize,
     /// The message id function; `None` is rust-libp2p's default (author + sequence number).
     pub message_id_fn: Option<MessageIdFn>,
     /// Peer scoring v1.1: `None` (the default, as rust-libp2p) scores every peer 0.
@@ -153,6 +174,11 @@ impl Default for GossipsubConfig {
             max_messages_per_rpc: 5000,
             max_topics_per_peer: 1000,
             max_patterns_per_peer: 32,
+            idontwant_message_size_threshold: 1000,
+            idontwant_ttl: 3,
+            max_idontwant_length: 10,
+            max_idontwant_messages: 1000,
+            max_idontwant_ids_per_peer: 10_000,
             message_id_fn: None,
             score_params: None,
             score_thresholds: PeerScoreThresholds::default(),
@@ -175,6 +201,10 @@ impl fmt::Debug for GossipsubConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("max_transmit_size", &self.max_transmit_size)
             .field("flood_publish", &self.flood_publish)
+            .field(
+                "idontwant_message_size_threshold",
+                &self.idontwant_message_size_threshold,
+            )
             .field("validate_messages", &self.validate_messages)
             .field("custom_message_id_fn", &self.message_id_fn.is_some())
             .field("scoring", &self.score_params.is_some())
@@ -198,8 +228,8 @@ pub enum ConfigError {
     /// `max_transmit_size` must be at least 100 bytes (rust-libp2p's floor).
     #[error("max_transmit_size must be at least 100 bytes")]
     TransmitSize,
-    /// Every queue and cache bound must be at least 1.
-    #[error("queue and cache bounds must be at least 1")]
+    /// Every queue, cache and IDONTWANT bound must be at least 1.
+    #[error("queue, cache and IDONTWANT bounds must be at least 1")]
     Bounds,
     /// A QoS bound is zero, `ack_timeout` zero, or more than 16 retransmissions.
     #[error("QoS bounds must be at least 1, ack_timeout not zero, retransmissions at most 16")]
@@ -249,8 +279,11 @@ impl GossipsubConfig {
             self.max_messages_per_rpc,
             self.max_topics_per_peer,
             self.max_patterns_per_peer,
+            self.max_idontwant_length,
+            self.max_idontwant_messages,
+            self.max_idontwant_ids_per_peer,
         ];
-        if bounds.contains(&0) || self.opportunistic_graft_ticks == 0 {
+        if bounds.contains(&0) || self.opportunistic_graft_ticks == 0 || self.idontwant_ttl == 0 {
             return Err(ConfigError::Bounds);
         }
         if !self.qos.is_valid() {

@@ -23,6 +23,7 @@ impl GossipsubEngine {
             state.ihave_received = 0;
             state.iasked = 0;
         }
+        self.idontwant_heartbeat();
         self.backoffs.retain(|_, until| *until > now);
         let topics: Vec<TopicHash> = self.mesh.keys().cloned().collect();
         for topic in &topics {

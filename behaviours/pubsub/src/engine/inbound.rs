@@ -41,7 +41,7 @@ impl GossipsubEngine {
             self.penalize(peer, InvalidReason::OverLimit);
         }
         for sub in rpc.subscriptions.into_iter().take(limit) {
-            self.handle_subscription(peer, sub);
+            self.handle_subscription(now, peer, sub);
         }
         for message in rpc.publish.into_iter().take(limit) {
             self.handle_message(now, peer, message, marked);
@@ -55,7 +55,7 @@ impl GossipsubEngine {
         }
     }
 
-    fn handle_subscription(&mut self, peer: PeerId, sub: wire::SubOpts) {
+    fn handle_subscription(&mut self, now: Instant, peer: PeerId, sub: wire::SubOpts) {
         let (Some(subscribe), Some(topic)) = (sub.subscribe, sub.topic_id) else {
             return;
         };
@@ -78,6 +78,7 @@ impl GossipsubEngine {
                 .entry(topic.clone())
                 .or_default()
                 .insert(peer);
+            self.graft_on_subscription(now, peer, &topic);
             self.events
                 .push_back(GossipsubEvent::Subscribed { peer, topic });
         } else {
@@ -100,6 +101,30 @@ impl GossipsubEngine {
             self.events
                 .push_back(GossipsubEvent::Unsubscribed { peer, topic });
         }
+    }
+
+    /// A peer subscribed to a topic whose mesh is below D_lo: grafted at once (unless in
+    /// backoff, with slack, or negative), as rust-libp2p does, so meshes fill from below and
+    /// settle near D instead of every node grafting D at its first heartbeat and accepting
+    /// the others' GRAFTs up to D_hi (each mesh peer beyond D costs about one duplicate per
+    /// message).
+    fn graft_on_subscription(&mut self, now: Instant, peer: PeerId, topic: &TopicHash) {
+        let room = self
+            .mesh
+            .get(topic)
+            .is_some_and(|m| m.len() < self.config.mesh_n_low && !m.contains(&peer));
+        if !room || self.in_backoff(topic, &peer, now, true) || self.score_of(&peer) < 0.0 {
+            return;
+        }
+        if let Some(mesh) = self.mesh.get_mut(topic) {
+            mesh.insert(peer);
+        }
+        if let Some(score) = &mut self.score {
+            score.graft(now, &peer, topic);
+        }
+        self.control(peer).graft.push(wire::ControlGraft {
+            topic_id: Some(topic.as_str().to_string()),
+        });
     }
 
     /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
@@ -147,6 +172,10 @@ impl GossipsubEngine {
                 // Taken before (by any path): acknowledged again, delivered once.
                 self.qos.queue_ack(peer, &id);
             }
+            if self.config.validate_messages && self.mcache.is_pending(&id) {
+                // It has the message: not forwarded to it once accepted.
+                self.note_has(&peer, &id);
+            }
             if let Some(score) = &mut self.score {
                 score.duplicated_message(now, &peer, &id, &topic);
             }
@@ -155,7 +184,9 @@ impl GossipsubEngine {
             }
             return;
         }
-        self.promises.delivered(&id);
+        let promised = self.promises.delivered(&id);
+        // IDONTWANT (v1.2) to the peers that could still send it, before forwarding.
+        self.queue_idontwant(&message, &id, peer, verified.source, promised);
         let validated = !self.config.validate_messages;
         if let Some(score) = &mut self.score {
             score.validate_message(now, &id);
@@ -169,7 +200,7 @@ impl GossipsubEngine {
             return;
         }
         if validated {
-            self.forward(&message, Some(peer));
+            self.forward(&message, &id, Some(peer));
         }
         if let Some(m) = &self.metrics {
             m.delivered(&topic);
@@ -197,9 +228,15 @@ impl GossipsubEngine {
             control.iwant.len(),
             control.graft.len(),
             control.prune.len(),
+            control.idontwant.len(),
         ];
         if counts.iter().any(|n| *n > limit) {
             self.penalize(peer, InvalidReason::OverLimit);
+        }
+        if !control.idontwant.is_empty() {
+            // Bounded per RPC and heartbeat in `handle_idontwant`, from any peer (v1.2).
+            let entries = control.idontwant.into_iter().take(limit).collect();
+            self.handle_idontwant(peer, entries);
         }
         // IHAVE and IWANT only from peers above the gossip threshold.
         let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
@@ -271,12 +308,18 @@ impl GossipsubEngine {
     fn handle_iwant(&mut self, peer: PeerId, iwant: wire::ControlIWant) {
         let limit = self.config.gossip_retransmission;
         for id in iwant.message_ids {
+            let hash = super::id_hash(&id);
+            if self.unwanted(&peer, hash) {
+                // It said IDONTWANT since: it has the message.
+                self.count_suppressed();
+                continue;
+            }
             let message = self
                 .mcache
                 .get_for_iwant(&MessageId(id), peer, limit)
                 .cloned();
             if let Some(message) = message {
-                self.push_data(peer, message);
+                self.push_data(peer, hash, message);
             }
         }
     }
@@ -288,7 +331,7 @@ impl GossipsubEngine {
             let v11 = self
                 .peers
                 .get(&peer)
-                .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
+                .is_some_and(|s| s.kind.supports_backoff());
             let backoff = self.config.prune_backoff.as_secs();
             self.control(peer).prune.push(wire::ControlPrune {
                 topic_id: Some(topic.into_string()),

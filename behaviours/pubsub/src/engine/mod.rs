@@ -1,4 +1,5 @@
-//! The gossipsub v1.1 router as a sans-IO state machine: [`GossipsubEngine`].
+//! The gossipsub v1.1 router, with v1.2's IDONTWANT, as a sans-IO state machine:
+//! [`GossipsubEngine`].
 //!
 //! Inputs are `handle_peer_connected`, `handle_peer_disconnected`, `handle_rpc` (a decoded
 //! RPC from a peer), `handle_invalid_rpc` (a frame that failed to decode), the application's
@@ -32,6 +33,9 @@
 //!   are not subscribed, the peer is in backoff (then PRUNE, counted against it) or the mesh
 //!   is at D_hi and the peer inbound; PRUNE honoured with its backoff (ours by default) and
 //!   its peer exchange reported ([`GossipsubEvent::PeerExchange`]).
+//! - **IDONTWANT** (v1.2, module `idontwant`): large messages announced to v1.2 mesh peers on
+//!   first receipt, before forwarding; peers' IDONTWANT kept a few heartbeats (bounded) and
+//!   honoured when forwarding, answering IWANT and in the data queues.
 //! - **Queues**: every peer has a bounded control queue and a bounded data queue
 //!   ([`GossipsubConfig::max_queued_control`], [`GossipsubConfig::max_queued_messages`]);
 //!   control goes first; a full queue drops what comes next ([`GossipsubEngine::queue_stats`]).
@@ -57,10 +61,12 @@ mod cache;
 mod config;
 mod event;
 mod heartbeat;
+mod idontwant;
 mod inbound;
 mod qos;
 mod queue;
 pub mod score;
+mod split;
 #[cfg(test)]
 mod tests;
 mod wildcard;
@@ -75,6 +81,7 @@ pub use config::{ConfigError, GossipsubConfig, MessageIdFn};
 pub use event::{
     Acceptance, GossipMessage, GossipsubEvent, InvalidReason, MessageId, PublishError, TopicHash,
 };
+pub use idontwant::IDontWantStats;
 pub use queue::QueueStats;
 pub use score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError, TopicScoreParams};
 
@@ -84,16 +91,32 @@ use crate::rng::Rng;
 use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
 use cache::{MessageCache, SeenCache};
+use idontwant::{id_hash, DontSend};
 use queue::PeerQueue;
 use score::{GossipPromises, PeerScore};
+use split::split_control;
 
 /// The protocol a peer speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerKind {
+    /// `/meshsub/1.2.0`: v1.1 and IDONTWANT.
+    Gossipsub1_2,
     /// `/meshsub/1.1.0`: backoff and peer exchange in PRUNE.
     Gossipsub1_1,
     /// `/meshsub/1.0.0`: PRUNE without backoff or peer exchange.
     Gossipsub1_0,
+}
+
+impl PeerKind {
+    /// Whether the peer takes a backoff and peer exchange in PRUNE (v1.1 and later).
+    pub fn supports_backoff(self) -> bool {
+        !matches!(self, PeerKind::Gossipsub1_0)
+    }
+
+    /// Whether the peer takes IDONTWANT (v1.2).
+    pub fn supports_idontwant(self) -> bool {
+        matches!(self, PeerKind::Gossipsub1_2)
+    }
 }
 
 struct PeerState {
@@ -110,6 +133,10 @@ struct PeerState {
     invalid: u64,
     /// It announced the QoS protocol: expected to acknowledge our QoS 1 messages.
     qos: bool,
+    /// Messages it has (its IDONTWANT), not to be sent to it.
+    dont_send: DontSend,
+    /// IDONTWANT RPCs taken this heartbeat.
+    idontwant_received: usize,
 }
 
 /// The gossipsub router: see the [module docs](self).
@@ -132,6 +159,9 @@ pub struct GossipsubEngine {
     seen: SeenCache,
     /// Control messages gathered during one input, sent when it ends.
     pending_control: BTreeMap<PeerId, ControlMessage>,
+    /// IDONTWANT ids gathered during one input, sent first when it ends.
+    pending_idontwant: BTreeMap<PeerId, Vec<Vec<u8>>>,
+    idontwant_stats: IDontWantStats,
     /// Peers with something queued, in the order they are served.
     ready: VecDeque<PeerId>,
     events: VecDeque<GossipsubEvent>,
@@ -179,6 +209,8 @@ impl GossipsubEngine {
             ),
             seen: SeenCache::new(config.max_seen_messages),
             pending_control: BTreeMap::new(),
+            pending_idontwant: BTreeMap::new(),
+            idontwant_stats: IDontWantStats::default(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
             next_heartbeat: None,
@@ -249,6 +281,8 @@ impl GossipsubEngine {
                 iasked: 0,
                 invalid: 0,
                 qos: false,
+                dont_send: DontSend::default(),
+                idontwant_received: 0,
             },
         );
         if !self.subscriptions.is_empty() {
@@ -297,6 +331,7 @@ impl GossipsubEngine {
             set.remove(peer);
         }
         self.pending_control.remove(peer);
+        self.pending_idontwant.remove(peer);
         self.ready.retain(|p| p != peer);
         self.qos.handle_peer_disconnected(peer);
     }
@@ -536,8 +571,9 @@ impl GossipsubEngine {
         let message = rpc.publish.remove(0);
         self.mcache.put(&id, message.clone(), true);
         let mut queued = 0;
+        let hash = id_hash(&id.0);
         for peer in recipients {
-            if self.push_data(peer, message.clone()) {
+            if self.push_data(peer, hash, message.clone()) {
                 queued += 1;
             }
         }
@@ -573,7 +609,7 @@ impl GossipsubEngine {
                 if let Some(score) = &mut self.score {
                     score.deliver_message(now, propagation_source, id, &topic);
                 }
-                self.forward(&message, Some(*propagation_source));
+                self.forward(&message, id, Some(*propagation_source));
             }
             Acceptance::Reject | Acceptance::Ignore => {
                 self.mcache.remove(id);
@@ -767,7 +803,7 @@ impl GossipsubEngine {
         let v11 = self
             .peers
             .get(&peer)
-            .is_some_and(|s| s.kind == PeerKind::Gossipsub1_1);
+            .is_some_and(|s| s.kind.supports_backoff());
         let peers = if px && v11 && self.config.do_px && self.score_of(&peer) >= 0.0 {
             let n = self.config.prune_peers;
             let candidates =
@@ -797,8 +833,9 @@ impl GossipsubEngine {
             .push_back(GossipsubEvent::Invalid { peer, reason });
     }
 
-    /// Forwards a validated message to the topic's mesh, except `from` and its author.
-    fn forward(&mut self, message: &Message, from: Option<PeerId>) {
+    /// Forwards a validated message to the topic's mesh, except `from`, its author and the
+    /// peers that have it (IDONTWANT).
+    fn forward(&mut self, message: &Message, id: &MessageId, from: Option<PeerId>) {
         let topic = TopicHash::from(message.topic.clone());
         let author = message
             .from
@@ -815,8 +852,13 @@ impl GossipsubEngine {
                 targets.push(peer);
             }
         }
+        let hash = id_hash(&id.0);
         for peer in targets {
-            self.push_data(peer, message.clone());
+            if self.unwanted(&peer, hash) {
+                self.count_suppressed();
+                continue;
+            }
+            self.push_data(peer, hash, message.clone());
         }
     }
 
@@ -834,7 +876,8 @@ impl GossipsubEngine {
         }
     }
 
-    fn push_data(&mut self, peer: PeerId, message: Message) -> bool {
+    /// Queues `message` (its id hashing to `hash`) for `peer`.
+    fn push_data(&mut self, peer: PeerId, hash: u64, message: Message) -> bool {
         let Some(state) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -843,7 +886,7 @@ impl GossipsubEngine {
             publish: vec![message],
             ..Rpc::default()
         };
-        let queued = state.queue.push_data(rpc);
+        let queued = state.queue.push_data(hash, rpc);
         if queued && was_empty {
             self.ready.push_back(peer);
         }
@@ -858,6 +901,7 @@ impl GossipsubEngine {
     /// Sends the control messages gathered during this input, split into RPCs that fit
     /// `max_transmit_size`.
     fn flush_control(&mut self) {
+        self.flush_idontwant();
         let pending = std::mem::take(&mut self.pending_control);
         for (peer, control) in pending {
             if control.is_empty() {
@@ -872,74 +916,4 @@ impl GossipsubEngine {
             }
         }
     }
-}
-
-/// Bytes an RPC spends around its control message and each entry (tags and length prefixes).
-const ENVELOPE: usize = 16;
-
-/// `control` as control messages whose RPCs each fit `max` bytes: entries are packed greedily
-/// and id lists of IHAVE/IWANT cut where needed.
-fn split_control(control: ControlMessage, max: usize) -> Vec<ControlMessage> {
-    use prost::Message as _;
-    let budget = max.saturating_sub(ENVELOPE);
-    let mut out = vec![ControlMessage::default()];
-    let mut used = 0usize;
-    // Adds one entry built by `add` whose encoded size is `size`.
-    let mut place = |size: usize, add: &mut dyn FnMut(&mut ControlMessage)| {
-        if used + size > budget && used > 0 {
-            out.push(ControlMessage::default());
-            used = 0;
-        }
-        used += size;
-        if let Some(last) = out.last_mut() {
-            add(last);
-        }
-    };
-    for g in control.graft {
-        place(g.encoded_len() + ENVELOPE, &mut |c| c.graft.push(g.clone()));
-    }
-    for p in control.prune {
-        place(p.encoded_len() + ENVELOPE, &mut |c| c.prune.push(p.clone()));
-    }
-    for ihave in control.ihave {
-        for ids in chunk_ids(ihave.message_ids, budget / 2) {
-            let entry = wire::ControlIHave {
-                topic_id: ihave.topic_id.clone(),
-                message_ids: ids,
-            };
-            place(entry.encoded_len() + ENVELOPE, &mut |c| {
-                c.ihave.push(entry.clone())
-            });
-        }
-    }
-    for iwant in control.iwant {
-        for ids in chunk_ids(iwant.message_ids, budget / 2) {
-            let entry = wire::ControlIWant { message_ids: ids };
-            place(entry.encoded_len() + ENVELOPE, &mut |c| {
-                c.iwant.push(entry.clone())
-            });
-        }
-    }
-    out.retain(|c| !c.is_empty());
-    out
-}
-
-/// Cuts a list of ids into lists of at most `budget` encoded bytes each (at least one id each).
-fn chunk_ids(ids: Vec<Vec<u8>>, budget: usize) -> Vec<Vec<Vec<u8>>> {
-    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut current = Vec::new();
-    let mut used = 0;
-    for id in ids {
-        let size = id.len() + 1 + prost::length_delimiter_len(id.len());
-        if used + size > budget && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-            used = 0;
-        }
-        used += size;
-        current.push(id);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }

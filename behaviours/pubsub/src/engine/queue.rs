@@ -1,7 +1,8 @@
 //! A peer's outbound queue: control RPCs (subscriptions, GRAFT, PRUNE, IHAVE, IWANT) and data
 //! RPCs (messages) in two bounded queues, control always taken first. A full queue refuses
 //! what comes next and counts it, so a peer that reads slowly loses its own messages and
-//! never holds up anyone else's.
+//! never holds up anyone else's. Each data RPC carries one message, kept with its id's hash, so
+//! a copy still waiting can be dropped when the peer says IDONTWANT.
 
 use std::collections::VecDeque;
 
@@ -22,7 +23,8 @@ pub struct QueueStats {
 
 pub(crate) struct PeerQueue {
     control: VecDeque<Rpc>,
-    data: VecDeque<Rpc>,
+    /// Data RPCs with the hash of their message's id ([`super::idontwant::id_hash`]).
+    data: VecDeque<(u64, Rpc)>,
     max_control: usize,
     max_data: usize,
     dropped_control: u64,
@@ -51,19 +53,32 @@ impl PeerQueue {
         true
     }
 
-    /// Queues a data RPC; `false` (and counted) if the data queue is full.
-    pub(crate) fn push_data(&mut self, rpc: Rpc) -> bool {
+    /// Queues a data RPC carrying the message whose id hashes to `id_hash`; `false` (and
+    /// counted) if the data queue is full.
+    pub(crate) fn push_data(&mut self, id_hash: u64, rpc: Rpc) -> bool {
         if self.data.len() >= self.max_data {
             self.dropped_data += 1;
             return false;
         }
-        self.data.push_back(rpc);
+        self.data.push_back((id_hash, rpc));
         true
+    }
+
+    /// Drops the data RPCs whose message id hashes to one of `hashes`; how many.
+    pub(crate) fn remove_data(&mut self, hashes: &[u64]) -> usize {
+        if hashes.is_empty() || self.data.is_empty() {
+            return 0;
+        }
+        let before = self.data.len();
+        self.data.retain(|(h, _)| !hashes.contains(h));
+        before - self.data.len()
     }
 
     /// The next RPC to send: control first.
     pub(crate) fn pop(&mut self) -> Option<Rpc> {
-        self.control.pop_front().or_else(|| self.data.pop_front())
+        self.control
+            .pop_front()
+            .or_else(|| self.data.pop_front().map(|(_, rpc)| rpc))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

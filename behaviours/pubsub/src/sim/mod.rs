@@ -350,10 +350,10 @@ impl Sim {
         let (pa, pb) = (self.nodes[a].peer, self.nodes[b].peer);
         self.nodes[a]
             .engine
-            .handle_peer_connected(now, pb, PeerKind::Gossipsub1_1, true);
+            .handle_peer_connected(now, pb, PeerKind::Gossipsub1_2, true);
         self.nodes[b]
             .engine
-            .handle_peer_connected(now, pa, PeerKind::Gossipsub1_1, false);
+            .handle_peer_connected(now, pa, PeerKind::Gossipsub1_2, false);
         self.pump(a);
         self.pump(b);
     }

@@ -7,7 +7,14 @@
 //! `max_transmit_size`, 65,536 bytes by default: [`DEFAULT_MAX_TRANSMIT_SIZE`]) before it
 //! buffers or decodes anything, and every failure is a [`WireError`]. The protobuf decoder is
 //! prost's: it allocates at most in proportion to the (already bounded) frame, and unknown
-//! fields (gossipsub v1.2's IDONTWANT, extensions) are skipped.
+//! fields (gossipsub v1.3's extensions, partial messages) are skipped.
+//!
+//! Gossipsub v1.2 (`/meshsub/1.2.0`) adds one control message, IDONTWANT
+//! ([`ControlIDontWant`], field 5 of [`ControlMessage`]): `message ControlIDontWant { repeated
+//! bytes messageIDs = 1; }`, byte for byte libp2p/specs `gossipsub-v1.2.md` and rust-libp2p.
+//! How many ids the engine takes from one RPC and keeps per peer is its business
+//! ([`crate::GossipsubConfig::max_idontwant_length`] and the fields next to it); the frame
+//! carrying them is bounded here like any other.
 //!
 //! Field presence follows proto2 exactly as rust-libp2p encodes it: an `Option` that is
 //! `Some` is written even when empty, `topic` (required) always, repeated fields in order, so
@@ -90,6 +97,9 @@ pub struct ControlMessage {
     /// PRUNE: the sender removed us from its mesh.
     #[prost(message, repeated, tag = "4")]
     pub prune: Vec<ControlPrune>,
+    /// IDONTWANT (gossipsub v1.2): message ids the sender already has.
+    #[prost(message, repeated, tag = "5")]
+    pub idontwant: Vec<ControlIDontWant>,
 }
 
 impl ControlMessage {
@@ -99,6 +109,7 @@ impl ControlMessage {
             && self.iwant.is_empty()
             && self.graft.is_empty()
             && self.prune.is_empty()
+            && self.idontwant.is_empty()
     }
 }
 
@@ -117,6 +128,14 @@ pub struct ControlIHave {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ControlIWant {
     /// The ids asked for.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub message_ids: Vec<Vec<u8>>,
+}
+
+/// IDONTWANT (gossipsub v1.2): the sender has these messages; do not send them to it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControlIDontWant {
+    /// The ids (`messageIDs` in the spec's proto).
     #[prost(bytes = "vec", repeated, tag = "1")]
     pub message_ids: Vec<Vec<u8>>,
 }

@@ -194,6 +194,9 @@ fn control_messages_round_trip() {
                 }],
                 backoff: Some(60),
             }],
+            idontwant: vec![ControlIDontWant {
+                message_ids: vec![b"m4".to_vec(), b"m5".to_vec()],
+            }],
         }),
     };
     let frame = encode_frame(&rpc);
@@ -201,6 +204,62 @@ fn control_messages_round_trip() {
         .unwrap()
         .unwrap();
     assert_eq!((back, used), (rpc, frame.len()));
+}
+
+/// IDONTWANT's bytes, encoded by hand from libp2p/specs' `gossipsub-v1.2.md` proto: RPC field 3
+/// (control, `1a`, 11 bytes) holding ControlMessage field 5 (idontwant, `2a`, 9 bytes) holding
+/// ControlIDontWant field 1 (messageIDs, `0a`) twice: "m1" and "m22".
+const IDONTWANT_FRAME: &str = "0d1a0b2a090a026d310a036d3232";
+
+#[test]
+fn idontwant_has_the_spec_bytes() {
+    let rpc = Rpc {
+        control: Some(ControlMessage {
+            idontwant: vec![ControlIDontWant {
+                message_ids: vec![b"m1".to_vec(), b"m22".to_vec()],
+            }],
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    assert_eq!(encode_frame(&rpc), hex(IDONTWANT_FRAME));
+    let (back, used) = decode_frame(&hex(IDONTWANT_FRAME), DEFAULT_MAX_TRANSMIT_SIZE)
+        .unwrap()
+        .unwrap();
+    assert_eq!((back.clone(), used), (rpc, 14));
+    assert!(
+        !back.control.unwrap().is_empty(),
+        "IDONTWANT alone is control"
+    );
+}
+
+#[test]
+fn hostile_idontwant_is_a_typed_error() {
+    // A frame of IDONTWANT ids larger than the limit: refused from its prefix.
+    let ids: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let rpc = Rpc {
+        control: Some(ControlMessage {
+            idontwant: vec![ControlIDontWant { message_ids: ids }],
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    let frame = encode_frame(&rpc);
+    assert!(frame.len() > 10_000);
+    assert!(matches!(
+        decode_frame(&frame, 10_000),
+        Err(WireError::TooLarge { max: 10_000, .. })
+    ));
+    // Field 5 with the varint wire type instead of a message.
+    assert!(matches!(
+        decode_rpc(&[0x1a, 2, 0x28, 1], 100),
+        Err(WireError::Protobuf(_))
+    ));
+    // An id announcing 50 bytes with 1 present.
+    assert!(matches!(
+        decode_rpc(&[0x1a, 5, 0x2a, 3, 0x0a, 50, 0], 100),
+        Err(WireError::Protobuf(_))
+    ));
 }
 
 proptest! {

@@ -27,9 +27,16 @@ impl GossipPromises {
         }
     }
 
-    /// The message arrived (from anyone): its promises are kept.
-    pub(crate) fn delivered(&mut self, id: &MessageId) {
-        self.promises.remove(id);
+    /// The message arrived (from anyone): its promises are kept. The peers that had promised
+    /// it (we asked them with IWANT), in peer id order.
+    pub(crate) fn delivered(&mut self, id: &MessageId) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .promises
+            .remove(id)
+            .map(|p| p.into_keys().collect())
+            .unwrap_or_default();
+        peers.sort();
+        peers
     }
 
     /// Expired promises, counted per peer, and forgotten.

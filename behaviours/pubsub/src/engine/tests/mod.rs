@@ -9,6 +9,7 @@ use meshwire_core::{Keypair, PeerId};
 use super::*;
 use crate::wire::WireError;
 
+mod idontwant;
 mod lossy;
 mod metrics;
 mod qos;
@@ -79,9 +80,14 @@ impl Net {
 
     /// `a` dials `b`.
     fn connect(&mut self, a: usize, b: usize) {
+        self.connect_speaking(a, b, PeerKind::Gossipsub1_1);
+    }
+
+    /// `a` dials `b`, both speaking `kind`.
+    fn connect_speaking(&mut self, a: usize, b: usize, kind: PeerKind) {
         let (pa, pb) = (self.ids[a], self.ids[b]);
-        self.nodes[a].handle_peer_connected(self.now, pb, PeerKind::Gossipsub1_1, true);
-        self.nodes[b].handle_peer_connected(self.now, pa, PeerKind::Gossipsub1_1, false);
+        self.nodes[a].handle_peer_connected(self.now, pb, kind, true);
+        self.nodes[b].handle_peer_connected(self.now, pa, kind, false);
     }
 
     /// Every node learns that every other speaks the QoS protocol.
@@ -967,4 +973,27 @@ fn control_for_made_up_topics_keeps_no_state_and_is_bounded() {
         prunes, 100,
         "each GRAFT taken answered with PRUNE, up to the limit"
     );
+}
+
+#[test]
+fn subscriptions_arriving_while_the_mesh_is_below_d_lo_are_grafted_at_once() {
+    // Node 0 is in the topic before it has peers; six subscribed peers connect one by one.
+    let mut net = Net::new(7, |_| fast());
+    for i in 0..7 {
+        net.nodes[i].subscribe(net.now, topic());
+    }
+    for j in 1..7 {
+        net.connect(0, j);
+        net.deliver();
+    }
+    // No heartbeat has run: node 0 grafted the first D_lo (5) on their subscriptions, not
+    // the sixth (which grafted node 0 itself, its own mesh being empty).
+    let grafted: Vec<usize> = (1..7)
+        .filter(|j| net.sent(0, *j).any(|r| !control(r).graft.is_empty()))
+        .collect();
+    assert_eq!(grafted, vec![1, 2, 3, 4, 5]);
+    assert_eq!(net.mesh(0).len(), 6);
+    for j in 1..7 {
+        assert!(net.mesh(j).contains(&net.ids[0]), "mesh of node {j}");
+    }
 }

@@ -965,12 +965,41 @@ async fn natlab_connector_spray_cancel() {
             },
             ..connector_config()
         };
-        let (mut prober, mut sprayer) =
-            setup((&lab.sites[0], &lab.sites[1]), 4100, &relay_addr, &config)
-                .await
-                .expect("relayed connection");
-        // The spray runs once the relayed connection is up and the HELLOs are through.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // A hit before the cancel is unlikely (8 mappings × 40 probes in the first 2 s:
+        // p ≈ 0.5 %) but possible: such a session ends before it can be cancelled, which
+        // this test cannot judge, so it runs again on a new port (at most 3 times).
+        let mut tries = 0;
+        let (mut prober, mut sprayer) = loop {
+            tries += 1;
+            let port = 4100 + tries;
+            let (mut prober, mut sprayer) =
+                setup((&lab.sites[0], &lab.sites[1]), port, &relay_addr, &config)
+                    .await
+                    .expect("relayed connection");
+            // The spray runs once the relayed connection is up and the HELLOs are through;
+            // any session end in these 2 s comes before the cancel.
+            let early = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    let (who, obs) = tokio::select! {
+                        Some(o) = prober.obs.recv() => ("prober", o),
+                        Some(o) = sprayer.obs.recv() => ("sprayer", o),
+                    };
+                    if let Obs::Finished { outcome, .. } = obs {
+                        return (who, outcome);
+                    }
+                }
+            })
+            .await;
+            match early {
+                Err(_) => break (prober, sprayer),
+                Ok((who, outcome)) => {
+                    println!(
+                        "try {tries}: the {who}'s session ended before the cancel: {outcome:?}"
+                    );
+                    assert!(tries < 3, "3 sessions ended before their cancel");
+                }
+            }
+        };
         let cancelled_at = std::time::Instant::now();
         prober.send(Cmd::Cancel(sprayer.id));
         sprayer.send(Cmd::Cancel(prober.id));

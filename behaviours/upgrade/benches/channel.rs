@@ -5,7 +5,8 @@
 //! `cargo bench -p meshwire-upgrade --bench channel` (`BENCH_MESSAGES`, default 200000;
 //! `BENCH_SIZE`, default 64 bytes; `BENCH_RATE`, the paced rate of the latency runs, default
 //! 20000/s; `BENCH_BATCH`, the batch of the batched session, default 64; `BENCH_WINDOW`, both
-//! windows of the sessions in messages, default the configuration's 1024). Prints the rate of
+//! windows of the sessions in bytes, default the configuration's: 1 MiB of credit, a 4 MiB
+//! send window). Prints the rate of
 //! three alternating rounds (raw stream, session with `send`/`recv`, session with
 //! `send_batch`/`recv_many`) and their median ratios, then the p50/p99 latency of three
 //! paced rounds and the median ratio of the p99s.
@@ -177,8 +178,8 @@ async fn main() {
     {
         config.session = config
             .session
-            .with_recv_window(window)
-            .with_send_window(window as usize);
+            .with_recv_window_bytes(window)
+            .with_send_window_bytes(window as usize);
     }
     let mut b = node(config.clone());
     let b_id = b.local_peer_id();

@@ -39,7 +39,7 @@ pub struct Config {
     /// Every session's limits and timers.
     pub session: SessionConfig,
     /// Messages [`Session::recv`] takes from the session at once (one lock per batch; the
-    /// session itself holds at most [`SessionConfig::recv_window`] more). Default 256.
+    /// session itself holds at most [`SessionConfig::recv_window_bytes`] more). Default 256.
     pub channel_buffer: usize,
     /// Sessions at once, ours and the peers', at most. Default 1024.
     pub max_sessions: usize,

@@ -3,7 +3,14 @@
 //!
 //! Messages are numbered from 0. The sender keeps each one until it is acknowledged
 //! cumulatively; the receiver delivers in order, drops duplicates and buffers messages
-//! that arrive ahead of a gap (at most the credit it granted, [`SessionConfig::recv_window`]).
+//! that arrive ahead of a gap (at most the credit it granted,
+//! [`SessionConfig::recv_window_bytes`]).
+//!
+//! **Credit** is in bytes, as QUIC's stream window: a message's *cost* is its length plus
+//! [`MESSAGE_COST`], its *offset* the cost of every message before it. The receiver grants
+//! `limit` = the cost of the messages the application consumed + its window; the sender
+//! transmits a message only if its offset + cost is at most the limit, and the receiver
+//! refuses (fails the session) a message that would make it hold more than its window.
 //!
 //! **Paths.** Either side may open a path (the driver opens a stream, [`SessionEngine::open_path`]
 //! queues its `Hello`); the other side accepts it with [`SessionEngine::handle_hello`] (a
@@ -41,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::SessionConfig;
+pub use config::{SessionConfig, MESSAGE_COST};
 use recv::{Received, RecvBuffer};
 use send::SendBuffer;
 pub use send::SendError;
@@ -243,6 +250,8 @@ pub struct SessionEngine {
     control: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
     ack_sent: (u64, u64),
+    /// The received bytes the last acknowledgement covered.
+    ack_sent_bytes: u64,
     ack_due: Option<Instant>,
     ack_now: bool,
     no_path_since: Option<Instant>,
@@ -268,8 +277,8 @@ impl SessionEngine {
 
     fn new(session: u64, role: Role, config: SessionConfig, now: Instant) -> Self {
         SessionEngine {
-            send: SendBuffer::new(config.send_window, config.send_window_bytes),
-            recv: RecvBuffer::new(config.recv_window),
+            send: SendBuffer::new(config.send_window_bytes),
+            recv: RecvBuffer::new(config.effective_recv_window()),
             session,
             role,
             next_path: match role {
@@ -287,6 +296,7 @@ impl SessionEngine {
             control: VecDeque::new(),
             events: VecDeque::new(),
             ack_sent: (0, 0),
+            ack_sent_bytes: 0,
             ack_due: None,
             ack_now: false,
             no_path_since: Some(now),
@@ -703,6 +713,7 @@ impl SessionEngine {
             let (next, limit) = (self.recv.next, self.recv.limit());
             if (next, limit) != self.ack_sent {
                 self.ack_sent = (next, limit);
+                self.ack_sent_bytes = self.recv.received_bytes();
                 return Some(Output::Owned(Transmit::Frame {
                     path: current,
                     frame: Frame::Ack { next, limit },
@@ -840,12 +851,13 @@ impl SessionEngine {
         }
     }
 
-    /// Acknowledges at once past a threshold of new messages or new credit, else within
-    /// [`SessionConfig::ack_delay`] of a delivery (`now`).
+    /// Acknowledges at once past a threshold (an eighth of the window) of new messages or
+    /// new credit, in bytes, else within [`SessionConfig::ack_delay`] of a delivery (`now`).
     fn schedule_ack(&mut self, now: Option<Instant>) {
-        let threshold = (self.config.recv_window / 8).max(1);
+        let threshold = (self.config.effective_recv_window() / 8).max(1);
         let credit = self.recv.limit() - self.ack_sent.1.min(self.recv.limit());
-        let fresh = self.recv.next - self.ack_sent.0.min(self.recv.next);
+        let received = self.recv.received_bytes();
+        let fresh = received - self.ack_sent_bytes.min(received);
         if credit >= threshold || fresh >= threshold {
             self.ack_now = true;
         } else if let Some(now) = now {

@@ -43,9 +43,12 @@ proptest! {
     fn random_switches_losses_and_reorderings_never_lose_duplicate_or_reorder(
         steps in proptest::collection::vec(step(), 1..200)
     ) {
+        // Windows of 32 and 24 of the harness's 8-byte messages.
+        const MSG: u64 = MESSAGE_COST + 8;
         let config = SessionConfig::default()
-            .with_send_window(32)
-            .with_recv_window(24)
+            .with_max_message(8)
+            .with_send_window_bytes(32 * MSG as usize)
+            .with_recv_window_bytes(24 * MSG)
             .with_fallback_window(Duration::from_millis(700))
             .with_drain_timeout(Duration::from_millis(300))
             .with_path_timeout(Duration::from_secs(3600));

@@ -8,7 +8,8 @@
 //! windows of the sessions in bytes, default the configuration's: 1 MiB of credit, a 4 MiB
 //! send window). Prints the rate of
 //! three alternating rounds (raw stream, session with `send`/`recv`, session with
-//! `send_batch`/`recv_many`) and their median ratios, then the p50/p99 latency of three
+//! `send_batch`/`recv_many`) and their median ratios, how often the session's sender ran out
+//! of credit in those rounds, then the p50/p99 latency of three
 //! paced rounds and the median ratio of the p99s.
 
 #[path = "../tests/common/mod.rs"]
@@ -217,6 +218,7 @@ async fn main() {
     let batch = env("BENCH_BATCH", 64) as usize;
     let mut rates = Vec::new();
     let mut batched = Vec::new();
+    let stalls_before = s_a.stats().credit_stalls;
     for round in 0..3 {
         let (raw_t, _) = run_raw(&control, &mut incoming, b_id, count, size, 0).await;
         let (ses_t, _) = run_session(&s_a, &mut s_b, count, size, 0).await;
@@ -241,6 +243,13 @@ async fn main() {
     println!(
         "rate: session with send_batch/recv_many of {batch} / raw stream, median of 3: {:.2}x",
         batched[1]
+    );
+    let stalls = s_a.stats().credit_stalls - stalls_before;
+    let sent = 6 * count;
+    println!(
+        "credit: the session's sender ran out of the receiver's credit {stalls} times in {sent} \
+         messages ({:.0} per million)",
+        stalls as f64 * 1e6 / sent as f64
     );
     let paced = rate.min(count);
     // Three paced rounds, alternating, for the p99s (one round is at the machine's mercy).

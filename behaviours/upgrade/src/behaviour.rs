@@ -208,7 +208,7 @@ pub enum UpgradeFailure {
     /// No session runs with the peer: there is nothing to move.
     #[error("no session with the peer")]
     NoSession,
-    /// The peer does not speak `/meshwire/upgrade/1.0.0` on the direct connection.
+    /// The peer does not speak `/meshwire/upgrade/2.0.0` on the direct connection.
     #[error("the peer does not speak the protocol")]
     Unsupported,
     /// The peer refused the path.

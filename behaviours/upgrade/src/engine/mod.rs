@@ -201,6 +201,9 @@ pub struct SessionStats {
     pub bytes_resent: u64,
     /// Received messages dropped as duplicates.
     pub duplicates_dropped: u64,
+    /// Times transmission stopped with messages queued because the peer's credit ran out
+    /// (counted once per stop).
+    pub credit_stalls: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +257,8 @@ pub struct SessionEngine {
     ack_sent_bytes: u64,
     ack_due: Option<Instant>,
     ack_now: bool,
+    /// Messages are queued but the peer's credit ran out (since the last transmission).
+    credit_blocked: bool,
     no_path_since: Option<Instant>,
     closing: bool,
     fin_sent: bool,
@@ -299,6 +304,7 @@ impl SessionEngine {
             ack_sent_bytes: 0,
             ack_due: None,
             ack_now: false,
+            credit_blocked: false,
             no_path_since: Some(now),
             closing: false,
             fin_sent: false,
@@ -721,6 +727,7 @@ impl SessionEngine {
             }
         }
         if self.send.can_transmit() {
+            self.credit_blocked = false;
             let (seq, payload, resent) = self.send.next_transmit()?;
             if resent {
                 self.stats.bytes_resent += payload.len() as u64;
@@ -730,6 +737,10 @@ impl SessionEngine {
                 seq,
                 payload,
             });
+        }
+        if !self.send.all_transmitted() && !self.credit_blocked {
+            self.credit_blocked = true;
+            self.stats.credit_stalls += 1;
         }
         if self.closing && !self.fin_sent && self.send.all_transmitted() {
             self.fin_sent = true;

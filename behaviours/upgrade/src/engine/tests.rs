@@ -67,6 +67,7 @@ fn the_receiver_never_holds_more_than_its_credit() {
     // B does not read: A stops at the credit B granted (64).
     assert_eq!(net.engines[B].readable(), 64);
     assert_eq!(net.engines[A].poll_transmit(net.now), None);
+    assert_eq!(net.engines[A].stats().credit_stalls, 1);
     net.read(B);
     net.settle();
     assert_eq!(net.received[B], 1000);

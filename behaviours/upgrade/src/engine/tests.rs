@@ -321,6 +321,31 @@ fn protocol_violations_fail_the_session() {
         .is_err());
 }
 
+#[test]
+fn data_past_the_byte_credit_fails_the_session_with_a_typed_error() {
+    let now = Instant::now();
+    let mut b = SessionEngine::new_responder(1, config(), now);
+    assert_eq!(b.handle_hello(now, PathKind::Relayed, 0, 0, 64), Ok(true));
+    // The window is 64 messages of 8 bytes (2,560 bytes): 64 are taken unread, a 65th — in
+    // order, of the same size — is past the credit.
+    for seq in 0..64 {
+        let frame = Frame::Data {
+            seq,
+            payload: Bytes::from_static(b"12345678"),
+        };
+        assert_eq!(b.handle_frame(now, 0, frame), Ok(()));
+    }
+    let over = Frame::Data {
+        seq: 64,
+        payload: Bytes::from_static(b"12345678"),
+    };
+    assert_eq!(
+        b.handle_frame(now, 0, over),
+        Err(SessionError::Protocol("Data beyond the credit"))
+    );
+    assert_eq!(b.readable(), 64);
+}
+
 /// Found by the property test: the Welcome on a path that died before it arrived carried the
 /// only credit update, and the receiver took it as sent: both sides waited forever.
 #[test]

@@ -5,9 +5,11 @@
 //! `cargo bench -p meshwire-upgrade --bench channel` (`BENCH_MESSAGES`, default 200000;
 //! `BENCH_SIZE`, default 64 bytes; `BENCH_RATE`, the paced rate of the latency runs, default
 //! 20000/s; `BENCH_BATCH`, the batch of the batched session, default 64; `BENCH_WINDOW`, both
-//! windows of the sessions in messages, default the configuration's 1024). Prints the rate of
+//! windows of the sessions in bytes, default the configuration's: 1 MiB of credit, a 4 MiB
+//! send window). Prints the rate of
 //! three alternating rounds (raw stream, session with `send`/`recv`, session with
-//! `send_batch`/`recv_many`) and their median ratios, then the p50/p99 latency of three
+//! `send_batch`/`recv_many`) and their median ratios, how often the session's sender ran out
+//! of credit in those rounds, then the p50/p99 latency of three
 //! paced rounds and the median ratio of the p99s.
 
 #[path = "../tests/common/mod.rs"]
@@ -177,8 +179,8 @@ async fn main() {
     {
         config.session = config
             .session
-            .with_recv_window(window)
-            .with_send_window(window as usize);
+            .with_recv_window_bytes(window)
+            .with_send_window_bytes(window as usize);
     }
     let mut b = node(config.clone());
     let b_id = b.local_peer_id();
@@ -216,6 +218,7 @@ async fn main() {
     let batch = env("BENCH_BATCH", 64) as usize;
     let mut rates = Vec::new();
     let mut batched = Vec::new();
+    let stalls_before = s_a.stats().credit_stalls;
     for round in 0..3 {
         let (raw_t, _) = run_raw(&control, &mut incoming, b_id, count, size, 0).await;
         let (ses_t, _) = run_session(&s_a, &mut s_b, count, size, 0).await;
@@ -240,6 +243,13 @@ async fn main() {
     println!(
         "rate: session with send_batch/recv_many of {batch} / raw stream, median of 3: {:.2}x",
         batched[1]
+    );
+    let stalls = s_a.stats().credit_stalls - stalls_before;
+    let sent = 6 * count;
+    println!(
+        "credit: the session's sender ran out of the receiver's credit {stalls} times in {sent} \
+         messages ({:.0} per million)",
+        stalls as f64 * 1e6 / sent as f64
     );
     let paced = rate.min(count);
     // Three paced rounds, alternating, for the p99s (one round is at the machine's mercy).

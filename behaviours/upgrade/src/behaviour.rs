@@ -39,7 +39,7 @@ pub struct Config {
     /// Every session's limits and timers.
     pub session: SessionConfig,
     /// Messages [`Session::recv`] takes from the session at once (one lock per batch; the
-    /// session itself holds at most [`SessionConfig::recv_window`] more). Default 256.
+    /// session itself holds at most [`SessionConfig::recv_window_bytes`] more). Default 256.
     pub channel_buffer: usize,
     /// Sessions at once, ours and the peers', at most. Default 1024.
     pub max_sessions: usize,
@@ -208,7 +208,7 @@ pub enum UpgradeFailure {
     /// No session runs with the peer: there is nothing to move.
     #[error("no session with the peer")]
     NoSession,
-    /// The peer does not speak `/meshwire/upgrade/1.0.0` on the direct connection.
+    /// The peer does not speak `/meshwire/upgrade/2.0.0` on the direct connection.
     #[error("the peer does not speak the protocol")]
     Unsupported,
     /// The peer refused the path.

@@ -17,7 +17,7 @@ use meshwire_core::ConnectionId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{PathId, PathKind, SessionEvent};
-use crate::reader::{chunk_size, FrameReader, ReadEnd};
+use crate::reader::{chunk_size, max_pinned, FrameReader, ReadEnd};
 use crate::shared::{handle_frames, stamp, Core, Kinds, Out, WRITE_BATCH};
 use crate::wire::MAX_HEADER;
 
@@ -312,11 +312,14 @@ where
 
 /// Reads a path's frames into the engine, a batch per lock, until the stream ends.
 async fn read_path<R: AsyncRead + Unpin>(core: Arc<Core>, path: PathId, read: R, max_frame: usize) {
+    let window = core.lock().engine.config().effective_recv_window();
+    let chunk = chunk_size(max_frame);
     let mut reader = FrameReader::new(
         read,
-        chunk_size(max_frame),
+        chunk,
         max_frame,
         max_frame - MAX_HEADER,
+        max_pinned(window, chunk),
     );
     let mut frames = Vec::new();
     loop {

@@ -1,12 +1,13 @@
 //! Relay → direct connection upgrade for meshwire: an ordered, lossless message channel to a
 //! peer that moves between paths (streams on relayed and direct connections) by itself.
 //!
-//! The protocol is `/meshwire/upgrade/1.0.0` (`docs/upgrade.md`). This crate holds:
+//! The protocol is `/meshwire/upgrade/2.0.0` (`docs/upgrade.md`). This crate holds:
 //!
 //! - [`wire`]: the frames (`Hello`, `Welcome`, `Refuse`, `Data`, `Ack`, `Fence`, `Fin`),
 //!   bounded, typed decode errors;
 //! - [`engine`]: [`SessionEngine`], the sans-IO session — sequence numbers, cumulative
-//!   acknowledgements, bounded send and receive windows (credit), the path switch that
+//!   acknowledgements, send and receive windows in bytes (credit, as QUIC's stream window),
+//!   the path switch that
 //!   re-sends the unacknowledged tail on the new path, duplicate drop, in-order delivery,
 //!   fallback to the previous path and the fence that drains it;
 //! - (feature `swarm`, default) [`Behaviour`]: sessions over relayed and direct connections
@@ -94,6 +95,6 @@ pub use stats::{UpgradeMetrics, UpgradeStats};
 
 pub use engine::{
     Encoded, PathId, PathKind, Role, SendError, SessionConfig, SessionEngine, SessionError,
-    SessionEvent, SessionStats, Transmit,
+    SessionEvent, SessionStats, Transmit, MESSAGE_COST,
 };
 pub use wire::{encode_data_into, Frame, RefuseReason, WireError, PROTOCOL};

@@ -4,13 +4,18 @@
 //! announced length is checked against the bound before the buffer grows for it.
 //!
 //! **What a peer can pin.** The buffer is a series of chunks of [`chunk_size`] bytes
-//! (at least one whole frame); a payload keeps its chunk alive while it is held. The engine
-//! holds at most `recv_window` messages (and copies a message it buffers ahead of a gap,
-//! which then pins only itself), so the memory a peer can pin on the receiving side is at
-//! most `(recv_window + 1) × chunk_size` — with the defaults (`max_message` 16 KiB)
-//! `recv_window × (max_message + 41)` plus one chunk, the bound of copied messages.
+//! (at least one whole frame); a payload keeps its chunk alive while it is held (by the
+//! engine, which holds at most its window in bytes, by the `Session`'s batch, or by the
+//! application). The engine's window alone does not bound the chunks: a small held message
+//! may pin a whole chunk whose other bytes were duplicates or are consumed. So the reader
+//! keeps the chunks it moved away from and counts those still pinned (a chunk no payload
+//! holds any more is reused for the next read, without a new allocation): once
+//! `max_pinned` are, it copies payloads out instead of slicing them (a copy pins only
+//! itself) until chunks are released again. A path's reader thus pins at most
+//! `(max_pinned + 2) × chunk_size` bytes of chunks (the current one included) ([`max_pinned`]: twice the receive window
+//! in chunks, at least 4 — with the defaults ≈ 2 MiB).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
 use crate::wire::{Decoded, Frame, WireError};
@@ -22,6 +27,15 @@ pub(crate) const MIN_CHUNK: usize = 16 * 1024;
 /// The size of a reader's chunks for frames of at most `max_frame` bytes (prefix included).
 pub(crate) fn chunk_size(max_frame: usize) -> usize {
     max_frame.max(MIN_CHUNK)
+}
+
+/// How many chunks a path's reader lets held payloads pin for a receive window of `window`
+/// bytes and chunks of `chunk` bytes: twice the window's worth (an in-order window of small
+/// messages spans about one window of chunks), at least 4.
+pub(crate) fn max_pinned(window: u64, chunk: usize) -> usize {
+    let chunks =
+        usize::try_from(window.saturating_mul(2) / chunk.max(1) as u64).unwrap_or(usize::MAX);
+    chunks.max(4)
 }
 
 /// Why a path's reading ended.
@@ -63,13 +77,26 @@ pub(crate) struct FrameReader<R> {
     max_payload: usize,
     /// Bytes the next frame needs (prefix and body), once its prefix is read.
     need: usize,
+    /// Chunks moved away from that payloads may still hold (emptied handles: a handle that
+    /// is the allocation's only owner again can be reused).
+    retired: Vec<BytesMut>,
+    /// Payloads are copied once this many retired chunks are pinned.
+    max_pinned: usize,
+    /// Payloads are copied, not sliced (too many chunks pinned).
+    copying: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of frames of at most `max_frame` bytes (`Data` payloads of `max_payload`)
     /// reading into chunks of `chunk` bytes (at least `max_frame` + 10, the largest prefixed
-    /// frame).
-    pub(crate) fn new(io: R, chunk: usize, max_frame: usize, max_payload: usize) -> Self {
+    /// frame), slicing payloads while fewer than `max_pinned` chunks are held by them.
+    pub(crate) fn new(
+        io: R,
+        chunk: usize,
+        max_frame: usize,
+        max_payload: usize,
+        max_pinned: usize,
+    ) -> Self {
         let chunk = chunk.max(max_frame + 10).max(16);
         FrameReader {
             io,
@@ -79,6 +106,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_frame,
             max_payload,
             need: 0,
+            retired: Vec::new(),
+            max_pinned: max_pinned.max(1),
+            copying: false,
         }
     }
 
@@ -150,30 +180,67 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             Decoded::Data { seq, offset } => {
                 self.buf.advance(prefix + offset);
-                let payload = self.buf.split_to(len - offset).freeze();
+                let payload = if self.copying {
+                    let payload = Bytes::copy_from_slice(&self.buf[..len - offset]);
+                    self.buf.advance(len - offset);
+                    payload
+                } else {
+                    self.buf.split_to(len - offset).freeze()
+                };
                 Frame::Data { seq, payload }
             }
         }))
     }
 
     /// Free space after `end` for the next read: when the chunk's free space is short of
-    /// the next frame or a quarter chunk, the unread bytes (less than one frame) move to a
-    /// new chunk (the old one lives on while payloads sliced from it are held).
+    /// the next frame or a quarter chunk, the unread bytes (less than one frame) move to
+    /// another chunk — a retired one no payload holds any more, else a new one (the old one
+    /// lives on while payloads sliced from it are held).
     fn make_room(&mut self) {
         let want = self.need.max(self.end + 1);
         let free = self.buf.len() - self.end;
         if self.buf.len() < want || free < self.chunk / 4 {
-            let mut fresh = BytesMut::zeroed(self.chunk.max(want));
+            let size = self.chunk.max(want);
+            let mut fresh = self.reclaim(size).unwrap_or_else(|| BytesMut::zeroed(size));
             fresh[..self.end].copy_from_slice(&self.buf[..self.end]);
-            self.buf = fresh;
+            let mut old = std::mem::replace(&mut self.buf, fresh);
+            old.clear();
+            self.retired.push(old);
+            self.copying = self.retired.len() >= self.max_pinned;
         }
+    }
+
+    /// A retired chunk of at least `size` bytes that nothing holds any more, ready for
+    /// reading into; retired chunks nothing holds are dropped, the pinned ones kept.
+    fn reclaim(&mut self, size: usize) -> Option<BytesMut> {
+        let mut found = None;
+        self.retired.retain_mut(|old| {
+            // Succeeds only when this handle is the allocation's only owner (and then
+            // gives it the whole allocation back).
+            if !old.try_reclaim(size) {
+                return true;
+            }
+            if found.is_none() {
+                found = Some(std::mem::take(old));
+            }
+            false
+        });
+        let mut chunk = found?;
+        chunk.resize(size, 0);
+        Some(chunk)
+    }
+
+    /// Retired chunks still held by payloads (at the last change of chunk).
+    #[cfg(test)]
+    fn pinned(&self) -> usize {
+        self.retired.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+
     use futures::TryStreamExt;
 
     fn encoded(frames: &[Frame]) -> Vec<u8> {
@@ -203,7 +270,7 @@ mod tests {
         let io =
             futures::stream::iter(bytes.chunks(7).map(|c| Ok::<_, std::io::Error>(c.to_vec())))
                 .into_async_read();
-        let mut reader = FrameReader::new(io, 32, 400, 390);
+        let mut reader = FrameReader::new(io, 32, 400, 390, 8);
         assert_eq!(reader.chunk, 410);
         let (mut got, mut batch) = (Vec::new(), Vec::new());
         let end = loop {
@@ -222,7 +289,7 @@ mod tests {
     async fn payloads_are_slices_of_one_chunk_not_copies() {
         let frames: Vec<Frame> = (0..20).map(|i| data(i, 10)).collect();
         let bytes = encoded(&frames);
-        let mut reader = FrameReader::new(&bytes[..], 1024, 100, 90);
+        let mut reader = FrameReader::new(&bytes[..], 1024, 100, 90, 8);
         let mut got = Vec::new();
         assert!(reader.read_batch(&mut got, 64).await.is_ok());
         assert_eq!(got, frames);
@@ -243,12 +310,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn held_payloads_pin_a_bounded_number_of_chunks_and_released_chunks_are_reused() {
+        let frames: Vec<Frame> = (0..400).map(|i| data(i, 10)).collect();
+        let bytes = encoded(&frames);
+        let io = futures::stream::iter(
+            bytes
+                .chunks(50)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec())),
+        )
+        .into_async_read();
+        // Chunks of one frame bound (110 bytes, 8 frames of 13 bytes), at most 2 pinned.
+        let mut reader = FrameReader::new(io, 64, 100, 90, 2);
+        let (mut held, mut batch) = (Vec::new(), Vec::new());
+        // The application holds 200 messages (about 25 chunks' worth): once 2 chunks are
+        // pinned the reader copies; the pinned ones, the one just left (reused at the next
+        // change) and the current one are all it keeps.
+        while held.len() < 200 {
+            assert!(reader.read_batch(&mut batch, 16).await.is_ok());
+            held.append(&mut batch);
+            assert!(reader.pinned() <= 2 + 1, "{} pinned", reader.pinned());
+        }
+        assert!(reader.copying);
+        assert_eq!(held[..], frames[..held.len()]);
+        let mut next = held.len();
+        held.clear();
+        // Released: the chunks are reclaimed (reused or freed) and slicing resumes.
+        let mut slices = 0;
+        loop {
+            match reader.read_batch(&mut batch, 16).await {
+                Ok(()) => {}
+                Err(ReadEnd::Eof) => break,
+                Err(other) => panic!("{other}"),
+            }
+            if !reader.copying {
+                slices += batch.len();
+            }
+            for frame in batch.drain(..) {
+                assert_eq!(frame, frames[next]);
+                next += 1;
+            }
+            assert!(reader.pinned() <= 2 + 1, "{} pinned", reader.pinned());
+        }
+        assert!(reader.pinned() <= 1, "{} pinned", reader.pinned());
+        assert_eq!(next, frames.len());
+        assert!(slices > 100, "{slices} sliced after the release");
+    }
+
+    #[tokio::test]
     async fn a_bad_frame_is_reported_again_not_skipped() {
         let mut bytes = encoded(&[data(0, 3)]);
         // A frame of type 9, then a valid one.
         bytes.extend_from_slice(&[1, 9]);
         bytes.extend(encoded(&[data(1, 3)]));
-        let mut reader = FrameReader::new(&bytes[..], 64, 100, 90);
+        let mut reader = FrameReader::new(&bytes[..], 64, 100, 90, 8);
         let mut got = Vec::new();
         assert!(reader.read_batch(&mut got, 16).await.is_ok());
         assert_eq!(got, [data(0, 3)]);
@@ -266,7 +380,7 @@ mod tests {
     async fn an_oversized_announcement_ends_the_path_after_the_frames_before_it() {
         let mut bytes = encoded(&[data(0, 10)]);
         bytes.extend_from_slice(&[0xff, 0xff, 0x03]);
-        let mut reader = FrameReader::new(&bytes[..], 64, 100, 90);
+        let mut reader = FrameReader::new(&bytes[..], 64, 100, 90, 8);
         let mut got = Vec::new();
         assert!(reader.read_batch(&mut got, 16).await.is_ok());
         assert_eq!(got, [data(0, 10)]);
@@ -285,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_ending_inside_a_frame_is_truncated() {
         let bytes = encoded(&[data(0, 10)]);
-        let mut reader = FrameReader::new(&bytes[..bytes.len() - 1], 64, 100, 90);
+        let mut reader = FrameReader::new(&bytes[..bytes.len() - 1], 64, 100, 90, 8);
         let mut got = Vec::new();
         assert!(matches!(
             reader.read_batch(&mut got, 16).await,

@@ -338,10 +338,12 @@ mod tests {
     #[tokio::test]
     async fn batches_arrive_in_order_past_the_window_mixed_with_single_receives() {
         // No session task runs here: acknowledgements go out on the threshold (an eighth of
-        // the receive window), not on the delay timer.
+        // the receive window), not on the delay timer. Windows of about 100 and 64 messages
+        // of the average size (48 bytes, 80 with their cost).
         let config = SessionConfig::default()
-            .with_send_window(100)
-            .with_recv_window(64);
+            .with_max_message(100)
+            .with_send_window_bytes(100 * 80)
+            .with_recv_window_bytes(64 * 80);
         let (a, mut b) = pair(config);
         let count = 3_000u32;
         let sender = a.sender().expect("a sending half");
@@ -351,7 +353,7 @@ mod tests {
                 batch.extend(
                     (start..(start + 250).min(count)).map(|i| numbered(i, i as usize % 97)),
                 );
-                // 250 messages against a window of 100: the batch waits for room.
+                // 250 messages against a window of about 100: the batch waits for room.
                 sender.send_batch(&mut batch).await.expect("sent");
                 assert!(batch.is_empty());
             }

@@ -1,4 +1,4 @@
-//! The frames of `/meshwire/upgrade/1.0.0` (`docs/upgrade.md` is the spec).
+//! The frames of `/meshwire/upgrade/2.0.0` (`docs/upgrade.md` is the spec).
 //!
 //! Each frame is carried as one length-prefixed message on a path's stream (the toolkit's
 //! `write_frame`/`read_frame`: an unsigned-varint length, then the body). The body is one type
@@ -14,6 +14,11 @@
 //! | 5 | `Fence` | next_seq |
 //! | 6 | `Fin` | next_seq |
 //!
+//! Credit (`recv_limit`, `limit`) is a byte offset: a message of `len` bytes costs
+//! `len + 32`, and the sender may send a message only if the cost of every message before it
+//! plus its own is at most the limit (`docs/upgrade.md`, "Sequence numbers,
+//! acknowledgements, credit").
+//!
 //! [`Frame::decode`] is given the bound on a payload before it looks at the body and returns a
 //! typed [`WireError`] for every malformed body; it never panics and copies at most the
 //! (already received, bounded) body.
@@ -21,7 +26,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The protocol name negotiated on every path's stream.
-pub const PROTOCOL: &str = "/meshwire/upgrade/1.0.0";
+pub const PROTOCOL: &str = "/meshwire/upgrade/2.0.0";
 
 /// The largest header of any frame (a type byte and four varints of at most 10 bytes).
 pub const MAX_HEADER: usize = 1 + 4 * 10;
@@ -70,7 +75,7 @@ pub(crate) enum Decoded {
 pub enum Frame {
     /// The first frame on a new path, from the side that opened it: which session the path
     /// belongs to, the path's id, and what the sender has received (`recv_next`: every
-    /// message below it) and may receive (`recv_limit`: messages below it).
+    /// message below it) and may receive (`recv_limit`: the credit, a byte offset).
     Hello {
         /// The session's id (chosen by the side that created the session).
         session: u64,
@@ -78,7 +83,8 @@ pub enum Frame {
         path: u64,
         /// Every message with a lower sequence number has been received.
         recv_next: u64,
-        /// Messages below this sequence number may be sent.
+        /// The credit: a message may be sent if the cost (length + 32) of every message up to
+        /// and including it is at most this.
         recv_limit: u64,
     },
     /// The answer to a `Hello` accepting the path, with the answerer's receive state.
@@ -87,7 +93,8 @@ pub enum Frame {
         path: u64,
         /// Every message with a lower sequence number has been received.
         recv_next: u64,
-        /// Messages below this sequence number may be sent.
+        /// The credit: a message may be sent if the cost (length + 32) of every message up to
+        /// and including it is at most this.
         recv_limit: u64,
     },
     /// The answer to a `Hello` refusing the path; the stream is closed after it.
@@ -108,7 +115,7 @@ pub enum Frame {
     Ack {
         /// Every message with a lower sequence number has been received.
         next: u64,
-        /// Messages below this sequence number may be sent.
+        /// The credit, as in `Hello`'s `recv_limit`.
         limit: u64,
     },
     /// The sender sends no more `Data` on this path; all it sent here was below `next_seq`.
@@ -434,6 +441,59 @@ mod tests {
                 prop_assert!(payload.len() <= 16);
             }
         }
+    }
+
+    /// The bytes of each frame as the spec (`docs/upgrade.md`) lays them out: a change here
+    /// is a change of the protocol.
+    #[test]
+    fn golden_bytes() {
+        let cases: [(Frame, &[u8]); 7] = [
+            (
+                Frame::Hello {
+                    session: 7,
+                    path: 2,
+                    recv_next: 0,
+                    recv_limit: 1 << 20,
+                },
+                &[0, 7, 2, 0, 0x80, 0x80, 0x40],
+            ),
+            (
+                Frame::Welcome {
+                    path: 2,
+                    recv_next: 300,
+                    recv_limit: 1_048_876,
+                },
+                &[1, 2, 0xac, 0x02, 0xac, 0x82, 0x40],
+            ),
+            (
+                Frame::Refuse {
+                    path: 3,
+                    reason: RefuseReason::TooManyPaths,
+                },
+                &[2, 3, 2],
+            ),
+            (
+                Frame::Data {
+                    seq: 128,
+                    payload: Bytes::from_static(b"hi"),
+                },
+                &[3, 0x80, 0x01, b'h', b'i'],
+            ),
+            (
+                Frame::Ack {
+                    next: 5,
+                    limit: 1_048_736,
+                },
+                &[4, 5, 0xa0, 0x81, 0x40],
+            ),
+            (Frame::Fence { next_seq: 9 }, &[5, 9]),
+            (Frame::Fin { next_seq: 0 }, &[6, 0]),
+        ];
+        for (frame, bytes) in cases {
+            assert_eq!(&frame.encode()[..], bytes, "{frame:?}");
+            assert_eq!(Frame::decode(bytes, 16), Ok(frame));
+        }
+        assert_eq!(PROTOCOL, "/meshwire/upgrade/2.0.0");
     }
 
     #[test]

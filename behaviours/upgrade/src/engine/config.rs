@@ -2,29 +2,41 @@
 
 use std::time::Duration;
 
+/// What a message counts against the windows besides its payload: the credit and the send
+/// window are in bytes, and a message of `len` bytes takes `len + MESSAGE_COST` of them (so
+/// empty messages are bounded too: a window of `w` bytes holds at most `w / MESSAGE_COST`
+/// messages). It covers a `Data` frame's header (at most 1 + 10 bytes and a length prefix of
+/// at most 3 for the default frame bound) with room for the bookkeeping.
+pub const MESSAGE_COST: u64 = 32;
+
 /// The limits and timers of one session; every field has a `with_*` builder.
 ///
-/// Memory per session is bounded by `send_window_bytes` on the sending side and by
-/// `recv_window × max_message` on the receiving side (the receiver never grants credit past
-/// `recv_window` messages beyond what the application consumed). With the swarm driver a
-/// delivered message may be a slice of a read chunk of `max(max_message + 41, 16 KiB)` bytes
-/// and keeps that chunk alive: one chunk per message held, plus the one being read — with the
-/// defaults the bound of held messages of `max_message` bytes, plus one chunk (a message
-/// waiting for a gap is copied and pins only itself).
+/// The windows are in bytes, each message counting its length plus [`MESSAGE_COST`]. Memory
+/// per session is bounded by `send_window_bytes` on the sending side and by
+/// `recv_window_bytes` on the receiving side: the receiver never grants credit past
+/// `recv_window_bytes` beyond what the application consumed, and refuses (fails the session)
+/// data that would make it hold more. With the swarm driver a delivered message may be a slice
+/// of a read chunk of `max(max_message + 41, 16 KiB)` bytes and keeps that chunk alive; each
+/// path's reader lets at most `max(4, 2 × recv_window_bytes / chunk)` chunks be pinned so
+/// (beyond that it copies payloads until chunks are released), so with the defaults a path
+/// pins at most ≈ 2 MiB of chunks besides the window (a message waiting for a gap is copied
+/// and pins only itself).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The largest message, in bytes. Default 16 KiB.
     pub max_message: usize,
-    /// Messages sent and not yet acknowledged, at most. Default 1024.
-    pub send_window: usize,
-    /// Bytes sent and not yet acknowledged, at most. Default 4 MiB.
+    /// Messages sent and not yet acknowledged (the tail kept for re-sending after a switch),
+    /// at most, in bytes (each message its length plus [`MESSAGE_COST`]); one message is
+    /// always taken when none is queued. Default 4 MiB.
     pub send_window_bytes: usize,
     /// Messages received and not yet consumed by the application (delivered or waiting for a
-    /// gap to fill), at most: the credit granted to the peer. Default 1024.
-    pub recv_window: u64,
+    /// gap to fill), at most, in bytes (each message its length plus [`MESSAGE_COST`]): the
+    /// credit granted to the peer. At least `max_message + MESSAGE_COST` (a smaller value is
+    /// raised to it). Default 1 MiB.
+    pub recv_window_bytes: u64,
     /// How long an acknowledgement may wait to be coalesced with later ones. Default 5 ms.
-    /// An acknowledgement goes out at once when it covers `recv_window / 8` new messages or
-    /// new credit.
+    /// An acknowledgement goes out at once when it covers `recv_window_bytes / 8` of new
+    /// messages or of new credit.
     pub ack_delay: Duration,
     /// How long a path we switched away from (a relayed one, once a direct one took over)
     /// stays ready to take the traffic back before it is fenced and drained. Default 10 s.
@@ -43,9 +55,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             max_message: 16 * 1024,
-            send_window: 1024,
             send_window_bytes: 4 * 1024 * 1024,
-            recv_window: 1024,
+            recv_window_bytes: 1024 * 1024,
             ack_delay: Duration::from_millis(5),
             fallback_window: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
@@ -61,20 +72,21 @@ impl SessionConfig {
         self.max_message = bytes;
         self
     }
-    /// Sets [`SessionConfig::send_window`].
-    pub fn with_send_window(mut self, messages: usize) -> Self {
-        self.send_window = messages.max(1);
-        self
-    }
     /// Sets [`SessionConfig::send_window_bytes`].
     pub fn with_send_window_bytes(mut self, bytes: usize) -> Self {
         self.send_window_bytes = bytes;
         self
     }
-    /// Sets [`SessionConfig::recv_window`].
-    pub fn with_recv_window(mut self, messages: u64) -> Self {
-        self.recv_window = messages.max(1);
+    /// Sets [`SessionConfig::recv_window_bytes`].
+    pub fn with_recv_window_bytes(mut self, bytes: u64) -> Self {
+        self.recv_window_bytes = bytes;
         self
+    }
+    /// The credit the receiver grants: [`SessionConfig::recv_window_bytes`], at least one
+    /// message of `max_message` bytes.
+    pub fn effective_recv_window(&self) -> u64 {
+        self.recv_window_bytes
+            .max(self.max_message as u64 + MESSAGE_COST)
     }
     /// Sets [`SessionConfig::ack_delay`].
     pub fn with_ack_delay(mut self, delay: Duration) -> Self {

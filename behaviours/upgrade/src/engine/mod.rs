@@ -3,7 +3,14 @@
 //!
 //! Messages are numbered from 0. The sender keeps each one until it is acknowledged
 //! cumulatively; the receiver delivers in order, drops duplicates and buffers messages
-//! that arrive ahead of a gap (at most the credit it granted, [`SessionConfig::recv_window`]).
+//! that arrive ahead of a gap (at most the credit it granted,
+//! [`SessionConfig::recv_window_bytes`]).
+//!
+//! **Credit** is in bytes, as QUIC's stream window: a message's *cost* is its length plus
+//! [`MESSAGE_COST`], its *offset* the cost of every message before it. The receiver grants
+//! `limit` = the cost of the messages the application consumed + its window; the sender
+//! transmits a message only if its offset + cost is at most the limit, and the receiver
+//! refuses (fails the session) a message that would make it hold more than its window.
 //!
 //! **Paths.** Either side may open a path (the driver opens a stream, [`SessionEngine::open_path`]
 //! queues its `Hello`); the other side accepts it with [`SessionEngine::handle_hello`] (a
@@ -41,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::SessionConfig;
+pub use config::{SessionConfig, MESSAGE_COST};
 use recv::{Received, RecvBuffer};
 use send::SendBuffer;
 pub use send::SendError;
@@ -194,6 +201,9 @@ pub struct SessionStats {
     pub bytes_resent: u64,
     /// Received messages dropped as duplicates.
     pub duplicates_dropped: u64,
+    /// Times transmission stopped with messages queued because the peer's credit ran out
+    /// (counted once per stop).
+    pub credit_stalls: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +253,12 @@ pub struct SessionEngine {
     control: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
     ack_sent: (u64, u64),
+    /// The received bytes the last acknowledgement covered.
+    ack_sent_bytes: u64,
     ack_due: Option<Instant>,
     ack_now: bool,
+    /// Messages are queued but the peer's credit ran out (since the last transmission).
+    credit_blocked: bool,
     no_path_since: Option<Instant>,
     closing: bool,
     fin_sent: bool,
@@ -268,8 +282,8 @@ impl SessionEngine {
 
     fn new(session: u64, role: Role, config: SessionConfig, now: Instant) -> Self {
         SessionEngine {
-            send: SendBuffer::new(config.send_window, config.send_window_bytes),
-            recv: RecvBuffer::new(config.recv_window),
+            send: SendBuffer::new(config.send_window_bytes),
+            recv: RecvBuffer::new(config.effective_recv_window()),
             session,
             role,
             next_path: match role {
@@ -287,8 +301,10 @@ impl SessionEngine {
             control: VecDeque::new(),
             events: VecDeque::new(),
             ack_sent: (0, 0),
+            ack_sent_bytes: 0,
             ack_due: None,
             ack_now: false,
+            credit_blocked: false,
             no_path_since: Some(now),
             closing: false,
             fin_sent: false,
@@ -703,6 +719,7 @@ impl SessionEngine {
             let (next, limit) = (self.recv.next, self.recv.limit());
             if (next, limit) != self.ack_sent {
                 self.ack_sent = (next, limit);
+                self.ack_sent_bytes = self.recv.received_bytes();
                 return Some(Output::Owned(Transmit::Frame {
                     path: current,
                     frame: Frame::Ack { next, limit },
@@ -710,6 +727,7 @@ impl SessionEngine {
             }
         }
         if self.send.can_transmit() {
+            self.credit_blocked = false;
             let (seq, payload, resent) = self.send.next_transmit()?;
             if resent {
                 self.stats.bytes_resent += payload.len() as u64;
@@ -719,6 +737,10 @@ impl SessionEngine {
                 seq,
                 payload,
             });
+        }
+        if !self.send.all_transmitted() && !self.credit_blocked {
+            self.credit_blocked = true;
+            self.stats.credit_stalls += 1;
         }
         if self.closing && !self.fin_sent && self.send.all_transmitted() {
             self.fin_sent = true;
@@ -840,12 +862,13 @@ impl SessionEngine {
         }
     }
 
-    /// Acknowledges at once past a threshold of new messages or new credit, else within
-    /// [`SessionConfig::ack_delay`] of a delivery (`now`).
+    /// Acknowledges at once past a threshold (an eighth of the window) of new messages or
+    /// new credit, in bytes, else within [`SessionConfig::ack_delay`] of a delivery (`now`).
     fn schedule_ack(&mut self, now: Option<Instant>) {
-        let threshold = (self.config.recv_window / 8).max(1);
+        let threshold = (self.config.effective_recv_window() / 8).max(1);
         let credit = self.recv.limit() - self.ack_sent.1.min(self.recv.limit());
-        let fresh = self.recv.next - self.ack_sent.0.min(self.recv.next);
+        let received = self.recv.received_bytes();
+        let fresh = received - self.ack_sent_bytes.min(received);
         if credit >= threshold || fresh >= threshold {
             self.ack_now = true;
         } else if let Some(now) = now {

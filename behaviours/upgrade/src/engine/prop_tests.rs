@@ -1,5 +1,7 @@
-//! Random schedules of sends, reads, partial deliveries, new paths, path deaths and time:
-//! every message arrives exactly once, in order, both ways.
+//! Random schedules of sends, reads, partial deliveries, new paths, path deaths and time, with
+//! messages of one size or of varying sizes (the byte credit): every message arrives exactly
+//! once, in order, both ways, and no side ever fails (a sender within its credit never
+//! sends what the receiver must refuse).
 
 use std::time::Duration;
 
@@ -41,15 +43,21 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn random_switches_losses_and_reorderings_never_lose_duplicate_or_reorder(
-        steps in proptest::collection::vec(step(), 1..200)
+        steps in proptest::collection::vec(step(), 1..200),
+        padded in any::<bool>(),
     ) {
+        // Windows of 32 and 24 of the harness's 8-byte messages; padded, messages of 8 to
+        // 68 bytes, so the credit's offsets depend on every size before.
+        const MSG: u64 = MESSAGE_COST + 8;
         let config = SessionConfig::default()
-            .with_send_window(32)
-            .with_recv_window(24)
+            .with_max_message(68)
+            .with_send_window_bytes(32 * MSG as usize)
+            .with_recv_window_bytes(24 * MSG)
             .with_fallback_window(Duration::from_millis(700))
             .with_drain_timeout(Duration::from_millis(300))
             .with_path_timeout(Duration::from_secs(3600));
         let mut net = Net::new(config);
+        net.padded = padded;
         net.open(A, PathKind::Relayed);
         for step in steps {
             match step {
@@ -87,5 +95,7 @@ proptest! {
         }
         net.settle();
         prop_assert_eq!(net.received, [net.next_send[B], net.next_send[A]]);
+        let failed = net.events.iter().flatten().find(|e| matches!(e, SessionEvent::Failed(_)));
+        prop_assert!(failed.is_none(), "{:?}", failed);
     }
 }

@@ -1,11 +1,15 @@
 //! The receiving half: in-order delivery, duplicate drop and a reorder buffer bounded by the
-//! credit granted to the peer. Delivered messages are kept as received (a payload may be a
-//! slice of a read buffer: at most `window` of them are held); a message buffered ahead of a
-//! gap is copied, so it pins no read buffer.
+//! credit granted to the peer, in bytes (each message its length plus
+//! [`MESSAGE_COST`](super::config::MESSAGE_COST)). Delivered messages are kept as received (a
+//! payload may be a slice of a read buffer; the reader bounds the chunks so pinned); a
+//! message buffered ahead of a gap is copied, so it pins no read buffer.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+
+use super::config::MESSAGE_COST;
+use super::send::cost;
 
 /// What became of a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,36 +28,63 @@ pub(crate) enum Received {
 pub(crate) struct RecvBuffer {
     /// Every message below it is received (in `ready` or consumed).
     pub(crate) next: u64,
-    /// Messages consumed by the application.
-    consumed: u64,
+    /// The credit offset of the first unconsumed message: the cost of every message the
+    /// application consumed.
+    consumed_bytes: u64,
+    /// What `ready` and `pending` count against the window.
+    held: u64,
+    /// Bytes received in order (the credit offset of message `next`).
+    received_bytes: u64,
     ready: VecDeque<Bytes>,
     pending: BTreeMap<u64, Bytes>,
     window: u64,
 }
 
 impl RecvBuffer {
+    /// A receive buffer granting `window` bytes of credit.
     pub(crate) fn new(window: u64) -> Self {
         RecvBuffer {
             next: 0,
-            consumed: 0,
+            consumed_bytes: 0,
+            held: 0,
+            received_bytes: 0,
             ready: VecDeque::new(),
             pending: BTreeMap::new(),
             window,
         }
     }
 
-    /// The peer may send messages below it.
+    /// The credit: the peer may send messages that end at or below this offset (the cost of
+    /// every message before and including them).
     pub(crate) fn limit(&self) -> u64 {
-        self.consumed + self.window
+        self.consumed_bytes + self.window
     }
 
+    /// Bytes (costs) of messages received in order.
+    pub(crate) fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
+    /// A message arrived. A sender within the credit never makes us hold more than the
+    /// window: message `seq` ends at or below the limit it was granted, so the messages from
+    /// the first unconsumed one to `seq` — those we hold, this one, and those not received
+    /// yet, at least [`MESSAGE_COST`] each — cost at most the window. Past that the message
+    /// is refused.
     pub(crate) fn handle_data(&mut self, seq: u64, payload: Bytes) -> Received {
         if seq < self.next || self.pending.contains_key(&seq) {
             return Received::Duplicate;
         }
-        if seq >= self.limit() {
+        let c = cost(payload.len());
+        // Messages between `next` and `seq` not held cost at least MESSAGE_COST each.
+        let gaps = (seq - self.next).saturating_sub(self.pending.len() as u64);
+        let least = self
+            .held
+            .saturating_add(c)
+            .saturating_add(gaps.saturating_mul(MESSAGE_COST));
+        if least > self.window {
             return Received::BeyondLimit;
         }
+        self.held += c;
         if seq > self.next {
             // A copy: a payload may be a slice of the reader's buffer, and a message waiting
             // for a gap may wait long; the copy pins only itself.
@@ -62,7 +93,9 @@ impl RecvBuffer {
         }
         self.ready.push_back(payload);
         self.next += 1;
+        self.received_bytes += c;
         while let Some(payload) = self.pending.remove(&self.next) {
+            self.received_bytes += cost(payload.len());
             self.ready.push_back(payload);
             self.next += 1;
         }
@@ -71,7 +104,9 @@ impl RecvBuffer {
 
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         let payload = self.ready.pop_front()?;
-        self.consumed += 1;
+        let c = cost(payload.len());
+        self.consumed_bytes += c;
+        self.held -= c;
         Some(payload)
     }
 
@@ -86,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_message_ahead_of_a_gap_is_copied_a_delivered_one_kept_as_received() {
-        let mut recv = RecvBuffer::new(8);
+        let mut recv = RecvBuffer::new(8 * (MESSAGE_COST + 8));
         let buffer = Bytes::from(vec![7u8; 64]);
         let (first, second) = (buffer.slice(0..8), buffer.slice(8..16));
         assert_eq!(recv.handle_data(1, second.clone()), Received::Buffered);
@@ -98,6 +133,29 @@ mod tests {
         assert_eq!(a.as_ptr(), first.as_ptr());
         assert_ne!(b.as_ptr(), second.as_ptr());
         assert_eq!(recv.handle_data(1, second), Received::Duplicate);
-        assert_eq!(recv.handle_data(10, first), Received::BeyondLimit);
+        // Messages 2 to 10 (at least MESSAGE_COST each) and message 11 (40) would be more
+        // than the window (320 bytes); up to message 9 they fit.
+        assert_eq!(recv.handle_data(11, first.clone()), Received::BeyondLimit);
+        assert_eq!(recv.handle_data(9, first), Received::Buffered);
+    }
+
+    #[test]
+    fn the_receiver_holds_at_most_its_window_in_bytes() {
+        let window = 4 * (MESSAGE_COST + 8);
+        let mut recv = RecvBuffer::new(window);
+        let m = Bytes::from_static(b"12345678");
+        for seq in 0..4 {
+            assert_eq!(recv.handle_data(seq, m.clone()), Received::Delivered);
+        }
+        assert_eq!(recv.limit(), window);
+        assert_eq!(recv.received_bytes(), window);
+        // A fifth before any is read is past the credit, even an empty one.
+        assert_eq!(recv.handle_data(4, m.clone()), Received::BeyondLimit);
+        assert_eq!(recv.handle_data(4, Bytes::new()), Received::BeyondLimit);
+        // Reading one grants its cost again.
+        assert_eq!(recv.pop(), Some(m.clone()));
+        assert_eq!(recv.limit(), window + MESSAGE_COST + 8);
+        assert_eq!(recv.handle_data(4, m.clone()), Received::Delivered);
+        assert_eq!(recv.handle_data(5, Bytes::new()), Received::BeyondLimit);
     }
 }

@@ -5,10 +5,15 @@ use bytes::Bytes;
 use super::harness::{Net, A, B};
 use super::*;
 
+/// What one of the harness's messages (8 bytes) counts against the windows.
+const MSG: u64 = MESSAGE_COST + 8;
+
+/// Windows of 64 of the harness's messages.
 fn config() -> SessionConfig {
     SessionConfig::default()
-        .with_send_window(64)
-        .with_recv_window(64)
+        .with_max_message(8)
+        .with_send_window_bytes(64 * MSG as usize)
+        .with_recv_window_bytes(64 * MSG)
         .with_fallback_window(Duration::from_secs(1))
         .with_drain_timeout(Duration::from_millis(500))
 }
@@ -50,7 +55,7 @@ fn messages_arrive_in_order_both_ways_and_acks_free_the_window() {
 
 #[test]
 fn the_receiver_never_holds_more_than_its_credit() {
-    let mut net = Net::new(config().with_send_window(1000));
+    let mut net = Net::new(config().with_send_window_bytes(1000 * MSG as usize));
     let path = net.open(A, PathKind::Relayed);
     net.send(A, 1000);
     net.pump(A, usize::MAX);
@@ -62,6 +67,7 @@ fn the_receiver_never_holds_more_than_its_credit() {
     // B does not read: A stops at the credit B granted (64).
     assert_eq!(net.engines[B].readable(), 64);
     assert_eq!(net.engines[A].poll_transmit(net.now), None);
+    assert_eq!(net.engines[A].stats().credit_stalls, 1);
     net.read(B);
     net.settle();
     assert_eq!(net.received[B], 1000);
@@ -266,7 +272,10 @@ fn acknowledgements_are_delayed_then_sent() {
         net.engines[B].poll_transmit(net.now),
         Some(Transmit::Frame {
             path,
-            frame: Frame::Ack { next: 1, limit: 64 }
+            frame: Frame::Ack {
+                next: 1,
+                limit: 64 * MSG
+            }
         })
     );
 }
@@ -277,7 +286,7 @@ fn protocol_violations_fail_the_session() {
     let cases: Vec<(Frame, &str)> = vec![
         (
             Frame::Data {
-                seq: 64,
+                seq: 64 * MSG / MESSAGE_COST,
                 payload: Bytes::new(),
             },
             "beyond the credit",
@@ -312,11 +321,40 @@ fn protocol_violations_fail_the_session() {
         .is_err());
 }
 
+#[test]
+fn data_past_the_byte_credit_fails_the_session_with_a_typed_error() {
+    let now = Instant::now();
+    let mut b = SessionEngine::new_responder(1, config(), now);
+    assert_eq!(b.handle_hello(now, PathKind::Relayed, 0, 0, 64), Ok(true));
+    // The window is 64 messages of 8 bytes (2,560 bytes): 64 are taken unread, a 65th — in
+    // order, of the same size — is past the credit.
+    for seq in 0..64 {
+        let frame = Frame::Data {
+            seq,
+            payload: Bytes::from_static(b"12345678"),
+        };
+        assert_eq!(b.handle_frame(now, 0, frame), Ok(()));
+    }
+    let over = Frame::Data {
+        seq: 64,
+        payload: Bytes::from_static(b"12345678"),
+    };
+    assert_eq!(
+        b.handle_frame(now, 0, over),
+        Err(SessionError::Protocol("Data beyond the credit"))
+    );
+    assert_eq!(b.readable(), 64);
+}
+
 /// Found by the property test: the Welcome on a path that died before it arrived carried the
 /// only credit update, and the receiver took it as sent: both sides waited forever.
 #[test]
 fn credit_carried_by_a_lost_welcome_is_sent_again() {
-    let mut net = Net::new(config().with_recv_window(24).with_send_window(32));
+    let mut net = Net::new(
+        config()
+            .with_recv_window_bytes(24 * MSG)
+            .with_send_window_bytes(32 * MSG as usize),
+    );
     let first = net.open(A, PathKind::Relayed);
     net.kill(first);
     let direct = net.open(A, PathKind::Direct);
@@ -353,7 +391,7 @@ fn encoded_output_is_the_encoding_of_the_transmits_in_the_same_order() {
                 Frame::Welcome {
                     path: 0,
                     recv_next: 0,
-                    recv_limit: 64,
+                    recv_limit: 1024,
                 },
             )
             .is_ok());

@@ -279,6 +279,68 @@ pub(crate) fn encode_protocol_list(out: &mut Vec<u8>, protocols: &[&str], max_le
     push_line(out, &body);
 }
 
+/// Negotiation messages encoded but not written yet: a listener's answers wait until it would
+/// otherwise wait for the dialer, and with
+/// [`NegotiationConfig::with_deferred_send`](super::NegotiationConfig::with_deferred_send) the
+/// last messages wait for the negotiated stream's first use, so that they leave together with
+/// what follows them.
+#[derive(Debug, Default)]
+pub(crate) struct Unsent {
+    buf: Vec<u8>,
+    /// How much of `buf` is written; `buf` is cleared once it is all written and flushed.
+    written: usize,
+}
+
+impl Unsent {
+    /// `buf` to be written.
+    pub(crate) fn new(buf: Vec<u8>) -> Self {
+        Unsent { buf, written: 0 }
+    }
+
+    /// Whether nothing waits to be written or flushed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The buffer to append messages to.
+    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Forgets what was not written (the stream failed).
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.written = 0;
+    }
+
+    /// Writes and flushes what waits; `Ready(Ok(()))` at once when nothing does.
+    pub(crate) fn poll_send<W>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        while self.written < self.buf.len() {
+            let rest = self.buf.get(self.written..).unwrap_or_default();
+            match Pin::new(&mut *io).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.clear();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
 /// Writes `bytes` completely and flushes.
 pub(crate) async fn send<W>(io: &mut W, bytes: &[u8]) -> Result<(), NegotiationError>
 where

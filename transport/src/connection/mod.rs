@@ -26,7 +26,7 @@ use meshwire_core::{Direction, PeerId};
 use multiaddr::Multiaddr;
 
 use self::yamux::YamuxStream;
-use crate::multistream::{self, Negotiated, NegotiationConfig, Version};
+use crate::multistream::{self, Negotiated, Version};
 use in_memory::{MemConnection, MemStream};
 
 #[derive(Clone, Debug)]
@@ -131,26 +131,12 @@ impl Connection {
         I: IntoIterator<Item = P>,
         P: AsRef<str>,
     {
-        self.open_negotiated_with_config(protocols, timeout, &NegotiationConfig::default())
-            .await
-    }
-
-    /// [`open_negotiated`](Self::open_negotiated) with a [`NegotiationConfig`]: with
-    /// [`NegotiationConfig::with_deferred_send`] and a single protocol, nothing is written
-    /// before this returns — the header and proposal go with the stream's first use.
-    pub async fn open_negotiated_with_config<I, P>(
-        &self,
-        protocols: I,
-        timeout: Duration,
-        config: &NegotiationConfig,
-    ) -> Result<(String, Negotiated<Stream>), ConnectionError>
-    where
-        I: IntoIterator<Item = P>,
-        P: AsRef<str>,
-    {
         let stream = self.open_stream().await?;
-        let fut =
-            multistream::dialer_select_with_config(stream, protocols, Version::V1Lazy, config);
+        let protocols: Vec<String> = protocols
+            .into_iter()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        let fut = multistream::dialer_select(stream, protocols, Version::V1Lazy);
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(ConnectionError::NegotiationTimeout),

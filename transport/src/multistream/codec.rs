@@ -284,33 +284,41 @@ pub(crate) fn encode_protocol_list(out: &mut Vec<u8>, protocols: &[&str], max_le
 /// [`NegotiationConfig::with_deferred_send`](super::NegotiationConfig::with_deferred_send) the
 /// last messages wait for the negotiated stream's first use, so that they leave together with
 /// what follows them.
+///
+/// Boxed, and absent when there is nothing to write: a [`Negotiated`](super::Negotiated)
+/// stream carries one for its whole life.
 #[derive(Debug, Default)]
-pub(crate) struct Unsent {
+pub(crate) struct Unsent(Option<Box<UnsentBuf>>);
+
+#[derive(Debug, Default)]
+struct UnsentBuf {
     buf: Vec<u8>,
-    /// How much of `buf` is written; `buf` is cleared once it is all written and flushed.
+    /// How much of `buf` is written; the whole is dropped once written and flushed.
     written: usize,
 }
 
 impl Unsent {
     /// `buf` to be written.
     pub(crate) fn new(buf: Vec<u8>) -> Self {
-        Unsent { buf, written: 0 }
+        if buf.is_empty() {
+            return Unsent(None);
+        }
+        Unsent(Some(Box::new(UnsentBuf { buf, written: 0 })))
     }
 
     /// Whether nothing waits to be written or flushed.
     pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.0.is_none()
     }
 
     /// The buffer to append messages to.
     pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
+        &mut self.0.get_or_insert_with(Box::default).buf
     }
 
     /// Forgets what was not written (the stream failed).
     pub(crate) fn clear(&mut self) {
-        self.buf.clear();
-        self.written = 0;
+        self.0 = None;
     }
 
     /// Writes and flushes what waits; `Ready(Ok(()))` at once when nothing does.
@@ -318,14 +326,14 @@ impl Unsent {
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        if self.buf.is_empty() {
+        let Some(unsent) = self.0.as_mut() else {
             return Poll::Ready(Ok(()));
-        }
-        while self.written < self.buf.len() {
-            let rest = self.buf.get(self.written..).unwrap_or_default();
+        };
+        while unsent.written < unsent.buf.len() {
+            let rest = unsent.buf.get(unsent.written..).unwrap_or_default();
             match Pin::new(&mut *io).poll_write(cx, rest) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => unsent.written += n,
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,

@@ -14,6 +14,10 @@
 //! 1. request/response: on an established connection, open a stream, write 32 bytes, finish,
 //!    read the 32-byte echo; median and p99 of `MESHWIRE_BENCH_EXCHANGES` (default 2,000) per
 //!    stack, stacks alternating in rounds of 100. This is the per-stream cost of each swarm.
+//!    Next to it, the UDP datagrams sent per exchange by both ends together (read from the
+//!    kernel's `/proc/net/snmp` counter around each stack's rounds, Linux only; the machine's
+//!    other UDP traffic counts too, so it is an upper bound): a stack that sends its
+//!    negotiation and its response in separate packets shows it here.
 //! 2. throughput: `MESHWIRE_BENCH_BYTES` (default 512 MiB) over one such stream in 64 KiB
 //!    writes, best of 3 rounds.
 //!
@@ -420,6 +424,43 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[i]
 }
 
+/// UDP datagrams the machine sent so far (`OutDatagrams` of `/proc/net/snmp`), `None` where
+/// the file is missing or unreadable.
+fn udp_out_datagrams() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Datagrams sent during a stack's rounds, accumulated.
+#[derive(Default)]
+struct Datagrams {
+    sent: u64,
+    known: bool,
+}
+
+impl Datagrams {
+    fn add(&mut self, before: Option<u64>, after: Option<u64>) {
+        if let (Some(b), Some(a)) = (before, after) {
+            self.sent += a.saturating_sub(b);
+            self.known = true;
+        }
+    }
+
+    fn per(&self, exchanges: usize) -> String {
+        if self.known {
+            format!("{:.2}", self.sent as f64 / exchanges.max(1) as f64)
+        } else {
+            "n/a".to_owned()
+        }
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -441,27 +482,44 @@ async fn bench() {
     }
 
     let (mut r, mut m, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dr, mut dm, mut dp, mut dc) = (
+        Datagrams::default(),
+        Datagrams::default(),
+        Datagrams::default(),
+        Datagrams::default(),
+    );
     for _ in 0..exchanges / 100 {
+        let before = udp_out_datagrams();
         for _ in 0..100 {
             let t = Instant::now();
             exchange(raw.stream().await).await;
             r.push(t.elapsed());
         }
+        let after = udp_out_datagrams();
+        dr.add(before, after);
+        let before = after;
         for _ in 0..100 {
             let t = Instant::now();
             exchange(mesh.stream().await).await;
             m.push(t.elapsed());
         }
+        let after = udp_out_datagrams();
+        dm.add(before, after);
+        let before = after;
         for _ in 0..100 {
             let t = Instant::now();
             exchange(p2p.stream().await).await;
             p.push(t.elapsed());
         }
+        let after = udp_out_datagrams();
+        dp.add(before, after);
+        let before = after;
         for _ in 0..100 {
             let t = Instant::now();
             exchange(mesh.control_stream().await).await;
             c.push(t.elapsed());
         }
+        dc.add(before, udp_out_datagrams());
     }
     let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
     let (r99, m99, p99) = (pct(&mut r, 0.99), pct(&mut m, 0.99), pct(&mut p, 0.99));
@@ -498,6 +556,14 @@ async fn bench() {
         us(c50) / us(r50),
         us(c99) / us(r99),
         us(c50) / us(p50)
+    );
+    let n = r.len();
+    println!(
+        "exchange UDP datagrams sent per exchange, both ends (/proc/net/snmp): raw-quinn {}  meshwire {}  meshwire (control) {}  rust-libp2p {}",
+        dr.per(n),
+        dm.per(n),
+        dc.per(n),
+        dp.per(n)
     );
 
     let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();

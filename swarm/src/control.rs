@@ -166,6 +166,12 @@ impl StreamControl {
     /// [`IncomingStreams`] (dropping it unregisters the protocol). The swarm announces the
     /// protocol the next time it runs.
     ///
+    /// Each stream's multistream-select confirmation is written by its first read, write,
+    /// flush or close (or its drop), so it leaves in one packet with the first answer: a
+    /// dialer that waits for the confirmation before it writes (a non-lazy rust-libp2p
+    /// dialer, a confirmed `OpenStream`) waits until the stream is first used — read it, or
+    /// write to it, rather than hold it unused.
+    ///
     /// # Errors
     ///
     /// [`AlreadyRegistered`] if a live [`IncomingStreams`] has it.

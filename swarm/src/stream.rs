@@ -9,7 +9,20 @@ use std::time::Instant;
 
 use futures::io::{AsyncRead, AsyncWrite, IoSliceMut};
 use meshwire_rcmgr::{Reservation, ResourceError, StreamScope};
-use meshwire_transport::multistream::{Negotiated, NegotiationError};
+use meshwire_transport::multistream::{Negotiated, NegotiationConfig, NegotiationError};
+
+/// How the swarm's acceptors negotiate inbound streams: the listener's confirmation (with the
+/// header echo) is left to the stream's first use. A stream for a
+/// [`StreamControl`](crate::StreamControl) receiver writes it on its first read, write, flush
+/// or close, in the task that serves it, so it leaves in the same packet as the answer
+/// written with it instead of a packet of its own (which the dialer would also acknowledge at
+/// once); dropped unused, it writes it on drop ([`Stream`]'s drop rule). A stream for a
+/// behaviour has it written by the acceptor before the handover (a behaviour may hold a
+/// stream unused while the dialer waits for the confirmation). Same bytes, same order.
+///
+/// Outbound streams are not deferred: a stream opened and not yet written must reach the
+/// remote (its acceptor's limits, its behaviours and the swarm's rules see it at once).
+pub(crate) const NEGOTIATION: NegotiationConfig = NegotiationConfig::new().with_deferred_send(true);
 
 /// Per-connection stream counters shared between the swarm and the streams it handed out.
 #[derive(Debug)]
@@ -129,6 +142,18 @@ pub struct Stream {
     guard: StreamGuard,
 }
 
+/// A confirmation left to the stream's first use ([`NEGOTIATION`]) is written when the stream
+/// is dropped unused, so the remote gets it and then the end of the stream, as if it had been
+/// written before the stream was handed out.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.io.has_unsent() && !self.io.try_send_unsent() {
+            // Reset, or its write side full or failed: the remote sees the end of the stream.
+            tracing::trace!("stream dropped before its protocol confirmation could be written");
+        }
+    }
+}
+
 impl Stream {
     pub(crate) fn new(io: Negotiated<meshwire_transport::Stream>, guard: StreamGuard) -> Self {
         Stream { io, guard }
@@ -150,6 +175,15 @@ impl Stream {
     /// The scope that has no room; drop the stream (or reset it) rather than buffer.
     pub fn reserve_memory(&self, bytes: u64) -> Result<Reservation, ResourceError> {
         self.guard.scope.reserve_memory(bytes)
+    }
+
+    /// Writes a confirmation left to the first use now, without waiting (see
+    /// [`NEGOTIATION`]); if the stream cannot take it at once, the first use or the drop
+    /// writes it.
+    pub(crate) fn send_unsent_now(&mut self) {
+        if self.io.has_unsent() && !self.io.try_send_unsent() {
+            tracing::trace!("protocol confirmation left to the stream's first use");
+        }
     }
 
     /// Resets the stream in both directions: the remote's reads and writes fail.

@@ -386,3 +386,52 @@ async fn the_behaviour_gets_its_protocol_back_when_the_receiver_is_dropped() {
     got.stream.read_exact(&mut byte).await.unwrap();
     assert_eq!(&byte, b"2");
 }
+
+/// An accepted stream's confirmation is written by its first use: a dialer waiting for it
+/// (`confirm_protocol`) gets it once the receiver reads, and a stream the receiver drops
+/// unused still answers (confirmation, then the end of the stream), so no dialer is left
+/// waiting for a stream nobody uses.
+#[tokio::test]
+async fn an_accepted_stream_confirms_on_first_use_or_drop() {
+    let (_a, b, control) = connected(SwarmConfig::default()).await;
+    let mut incoming = b.control.accept(ECHO).unwrap();
+    let mut b_protocols = b.protocols.clone();
+    timeout(T, b_protocols.wait_for(|p| p.contains(&ECHO)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Dropped unused.
+    let mut s = control.open_stream(b.peer, ECHO).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let taken = timeout(T, incoming.next()).await.unwrap().unwrap();
+    drop(taken);
+    timeout(T, s.confirm_protocol()).await.unwrap().unwrap();
+    let mut rest = Vec::new();
+    timeout(T, s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty());
+
+    // Held, then read: the dialer waits for the confirmation until the first use.
+    let mut s = control.open_stream(b.peer, ECHO).await.unwrap();
+    let mut taken = timeout(T, incoming.next()).await.unwrap().unwrap();
+    let mut confirming = Box::pin(s.confirm_protocol());
+    assert!(
+        timeout(Duration::from_millis(200), &mut confirming)
+            .await
+            .is_err(),
+        "confirmed before the receiver used the stream"
+    );
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 2];
+        taken.stream.read_exact(&mut buf).await.unwrap();
+        taken.stream.write_all(&buf).await.unwrap();
+        taken.stream.close().await.unwrap();
+    });
+    timeout(T, confirming).await.unwrap().unwrap();
+    s.write_all(b"hi").await.unwrap();
+    s.close().await.unwrap();
+    let mut back = Vec::new();
+    timeout(T, s.read_to_end(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, b"hi");
+    timeout(T, reader).await.unwrap().unwrap();
+}

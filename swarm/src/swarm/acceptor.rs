@@ -39,7 +39,7 @@ use crate::config::StreamRate;
 use crate::control::{self, Delivery};
 use crate::error::StreamError;
 use crate::protocol::StreamProtocol;
-use crate::stream::{Stream, StreamCounters, StreamGuard};
+use crate::stream::{Stream, StreamCounters, StreamGuard, NEGOTIATION};
 
 /// The protocols inbound streams are negotiated against, shared by the swarm (which sets
 /// them) and every acceptor (which reads them once per stream).
@@ -166,7 +166,8 @@ impl Acceptor {
         let timeout = self.p.negotiation_timeout;
         self.negotiating.push(
             async move {
-                let neg = multistream::listener_select(stream, &protocols[..]);
+                let neg =
+                    multistream::listener_select_with_config(stream, &protocols[..], &NEGOTIATION);
                 let result = match tokio::time::timeout(timeout, neg).await {
                     Ok(Ok((name, io))) => match protocols.iter().find(|p| p.as_str() == name) {
                         Some(p) => Ok((p.clone(), io)),
@@ -212,7 +213,11 @@ impl Acceptor {
         // A protocol registered with a stream control goes there first, from this task.
         match self.p.control.deliver(stream) {
             Delivery::Delivered => self.p.control.count_inbound(),
-            Delivery::NotRegistered(stream) => {
+            Delivery::NotRegistered(mut stream) => {
+                // A behaviour may hold its stream without using it while the dialer waits
+                // for the confirmation (a confirmed `OpenStream`, a non-lazy dialer): it is
+                // written here, as it was before the handover.
+                stream.stream.send_unsent_now();
                 let _ = self.p.tx.send(Inbound::Stream(stream));
             }
             Delivery::Refused(error) => self.report(error),

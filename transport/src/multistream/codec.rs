@@ -279,6 +279,76 @@ pub(crate) fn encode_protocol_list(out: &mut Vec<u8>, protocols: &[&str], max_le
     push_line(out, &body);
 }
 
+/// Negotiation messages encoded but not written yet: a listener's answers wait until it would
+/// otherwise wait for the dialer, and with
+/// [`NegotiationConfig::with_deferred_send`](super::NegotiationConfig::with_deferred_send) the
+/// last messages wait for the negotiated stream's first use, so that they leave together with
+/// what follows them.
+///
+/// Boxed, and absent when there is nothing to write: a [`Negotiated`](super::Negotiated)
+/// stream carries one for its whole life.
+#[derive(Debug, Default)]
+pub(crate) struct Unsent(Option<Box<UnsentBuf>>);
+
+#[derive(Debug, Default)]
+struct UnsentBuf {
+    buf: Vec<u8>,
+    /// How much of `buf` is written; the whole is dropped once written and flushed.
+    written: usize,
+}
+
+impl Unsent {
+    /// `buf` to be written.
+    pub(crate) fn new(buf: Vec<u8>) -> Self {
+        if buf.is_empty() {
+            return Unsent(None);
+        }
+        Unsent(Some(Box::new(UnsentBuf { buf, written: 0 })))
+    }
+
+    /// Whether nothing waits to be written or flushed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The buffer to append messages to.
+    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0.get_or_insert_with(Box::default).buf
+    }
+
+    /// Forgets what was not written (the stream failed).
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// Writes and flushes what waits; `Ready(Ok(()))` at once when nothing does.
+    pub(crate) fn poll_send<W>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let Some(unsent) = self.0.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while unsent.written < unsent.buf.len() {
+            let rest = unsent.buf.get(unsent.written..).unwrap_or_default();
+            match Pin::new(&mut *io).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => unsent.written += n,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.clear();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
 /// Writes `bytes` completely and flushes.
 pub(crate) async fn send<W>(io: &mut W, bytes: &[u8]) -> Result<(), NegotiationError>
 where

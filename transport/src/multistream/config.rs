@@ -42,15 +42,17 @@ pub enum Version {
 pub struct NegotiationConfig {
     max_message_len: usize,
     max_rejections: usize,
+    defer_confirmation: bool,
 }
 
 impl NegotiationConfig {
-    /// The default configuration: [`DEFAULT_MAX_MESSAGE_LEN`] and
-    /// [`DEFAULT_MAX_REJECTIONS`].
+    /// The default configuration: [`DEFAULT_MAX_MESSAGE_LEN`],
+    /// [`DEFAULT_MAX_REJECTIONS`], every message written before the negotiation returns.
     pub const fn new() -> Self {
         NegotiationConfig {
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             max_rejections: DEFAULT_MAX_REJECTIONS,
+            defer_confirmation: false,
         }
     }
 
@@ -78,6 +80,35 @@ impl NegotiationConfig {
     pub const fn with_max_rejections(mut self, max: usize) -> Self {
         self.max_rejections = max;
         self
+    }
+
+    /// With `true`, the last negotiation messages are not written before the negotiation
+    /// returns but by the returned [`Negotiated`] stream's first read, write, flush or close,
+    /// ahead of anything else, in the task that uses the stream — so they leave in the same
+    /// packet as what that task writes in the same poll instead of a packet of their own:
+    ///
+    /// - a listener's confirmation (and the header echo, when the proposal came with the
+    ///   header): a stream negotiated in an accepting task and served in another otherwise
+    ///   sends it alone, and the dialer acknowledges the two packets at once;
+    /// - a [`Version::V1Lazy`] dialer's header and single proposal, which then travel with
+    ///   the first data, as rust-libp2p's lazy dialer sends them (a stream opened in one task
+    ///   and written in another otherwise sends them alone).
+    ///
+    /// The bytes on the wire are the same, in the same order; a read does not wait for the
+    /// write, it only starts it. A stream that is never used delays the other side until it
+    /// is: call [`Negotiated::try_send_unsent`] before dropping it unused (meshwire's swarm
+    /// streams do on drop). Default `false`: written before the negotiation returns.
+    ///
+    /// [`Negotiated`]: super::Negotiated
+    /// [`Negotiated::try_send_unsent`]: super::Negotiated::try_send_unsent
+    pub const fn with_deferred_send(mut self, defer: bool) -> Self {
+        self.defer_confirmation = defer;
+        self
+    }
+
+    /// Whether the last negotiation messages are left to the negotiated stream's first use.
+    pub const fn defers_send(&self) -> bool {
+        self.defer_confirmation
     }
 
     /// The maximum message length in force.

@@ -2,8 +2,9 @@
 
 use futures::io::{AsyncRead, AsyncWrite};
 
+use super::codec::Unsent;
 use super::codec::{is_echo_of, push_line, push_protocol, send, FrameReader, HEADER_LINE, NA_LINE};
-use super::config::Version;
+use super::config::{NegotiationConfig, Version};
 use super::error::NegotiationError;
 use super::negotiated::Negotiated;
 use super::protocol_name::ProtocolName;
@@ -18,7 +19,9 @@ use super::protocol_name::ProtocolName;
 /// before anything is written.
 ///
 /// With [`Version::V1Lazy`] and exactly one protocol, this returns as soon as
-/// the header and proposal are written and flushed; the listener's answer is
+/// the header and proposal are written and flushed (or at once, leaving them to the stream's
+/// first use, with [`dialer_select_with_config`] and
+/// [`NegotiationConfig::with_deferred_send`]); the listener's answer is
 /// read on the first read from (or close of, after our end is sent) the [`Negotiated`] stream, where
 /// a refusal shows up as an [`std::io::Error`] wrapping
 /// [`NegotiationError::Failed`]. In every other case the dialer waits for the
@@ -26,9 +29,27 @@ use super::protocol_name::ProtocolName;
 ///
 /// This function never times out; see the module documentation.
 pub async fn dialer_select<S, I>(
+    io: S,
+    protocols: I,
+    version: Version,
+) -> Result<(String, Negotiated<S>), NegotiationError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    dialer_select_with_config(io, protocols, version, &NegotiationConfig::default()).await
+}
+
+/// [`dialer_select`] with an explicit [`NegotiationConfig`]: with
+/// [`NegotiationConfig::with_deferred_send`], a [`Version::V1Lazy`] dialer with a single
+/// protocol writes nothing before it returns; the header and proposal go with the returned
+/// stream's first use (rust-libp2p's lazy dialer). The other settings are the listener's.
+pub async fn dialer_select_with_config<S, I>(
     mut io: S,
     protocols: I,
     version: Version,
+    config: &NegotiationConfig,
 ) -> Result<(String, Negotiated<S>), NegotiationError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -48,18 +69,24 @@ where
     let mut out = Vec::with_capacity(2 * 2 + HEADER_LINE.len() + first.as_str().len() + 1);
     push_line(&mut out, HEADER_LINE);
     push_protocol(&mut out, first);
-    send(&mut io, &out).await?;
-    tracing::trace!(protocol = %first, "multistream dialer: proposed protocol");
 
     if version == Version::V1Lazy && protocols.len() == 1 {
         let mut protocols = protocols;
         let Some(protocol) = protocols.pop() else {
             return Err(NegotiationError::Failed);
         };
+        let unsent = if config.defers_send() {
+            Unsent::new(out)
+        } else {
+            send(&mut io, &out).await?;
+            Unsent::default()
+        };
         tracing::debug!(%protocol, "multistream dialer: optimistically settled on protocol");
         let name = protocol.as_str().to_owned();
-        return Ok((name, Negotiated::expecting(io, protocol)));
+        return Ok((name, Negotiated::expecting(io, protocol, unsent)));
     }
+    send(&mut io, &out).await?;
+    tracing::trace!(protocol = %first, "multistream dialer: proposed protocol");
 
     // The dialer only ever accepts the header, `na` and echoes of its own
     // proposals, so this is all it ever needs to read.

@@ -1,11 +1,13 @@
 //! The listener (responder) side of a negotiation.
 
+use std::future::poll_fn;
 use std::io;
+use std::task::Poll;
 
 use futures::io::{AsyncRead, AsyncWrite};
 
 use super::codec::{
-    decode, encode_protocol_list, push_line, send, FrameReader, Message, HEADER_LINE, NA_LINE,
+    decode, encode_protocol_list, push_line, FrameReader, Message, Unsent, HEADER_LINE, NA_LINE,
 };
 use super::config::NegotiationConfig;
 use super::error::NegotiationError;
@@ -27,8 +29,11 @@ use super::protocol_name::{ProtocolName, ProtocolNameError};
 /// [`NegotiationError::Failed`]. A proposal that is not valid UTF-8 fails with
 /// [`NegotiationError::InvalidProtocolName`].
 ///
-/// The returned stream is always complete. This function never times out;
-/// see the module documentation.
+/// Answers are written when the listener would otherwise wait for the dialer's next
+/// message, so the header echo and the confirmation of a proposal that came with the header
+/// leave together. The returned stream is always complete; with
+/// [`NegotiationConfig::with_deferred_send`] the last answers are written on its
+/// first use. This function never times out; see the module documentation.
 pub async fn listener_select<S>(
     io: S,
     supported: &[impl AsRef<str>],
@@ -60,27 +65,52 @@ where
         })
         .collect();
 
+    let mut unsent = Unsent::default();
+    match negotiate(&mut io, &supported, config, &mut unsent).await {
+        Ok(name) if config.defers_send() => Ok((name, Negotiated::unsent(io, unsent))),
+        Ok(name) => {
+            poll_fn(|cx| unsent.poll_send(&mut io, cx)).await?;
+            Ok((name, Negotiated::completed(io)))
+        }
+        Err(error) => {
+            // The answers given so far (a refusal, most often) still reach the dialer, as
+            // they did when each was written at once; the stream failed if they cannot.
+            let _ = poll_fn(|cx| unsent.poll_send(&mut io, cx)).await;
+            Err(error)
+        }
+    }
+}
+
+/// The listener's side of the exchange: answers go to `unsent`, written whenever the next
+/// message has not arrived yet; returns the name of the accepted protocol, its confirmation
+/// last in `unsent`.
+async fn negotiate<S>(
+    io: &mut S,
+    supported: &[&str],
+    config: &NegotiationConfig,
+    unsent: &mut Unsent,
+) -> Result<String, NegotiationError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut reader = FrameReader::new(config.max_message_len());
-    match reader.read(&mut io).await? {
+    match next_frame(&mut reader, io, unsent).await? {
         None => return Err(NegotiationError::Failed),
-        Some(frame) if frame == HEADER_LINE => {}
+        Some(len) if reader.frame(len) == HEADER_LINE => {}
         Some(_) => return Err(NegotiationError::InvalidMessage),
     }
-    let mut out = Vec::with_capacity(64);
-    push_line(&mut out, HEADER_LINE);
-    send(&mut io, &out).await?;
+    push_line(unsent.buf_mut(), HEADER_LINE);
 
     let mut answered = 0usize;
     let mut last_sent_na = false;
     loop {
-        let frame = match reader.read(&mut io).await {
-            Ok(Some(frame)) => frame,
+        let frame = match next_frame(&mut reader, io, unsent).await {
+            Ok(Some(len)) => reader.frame(len),
             Ok(None) => return Err(NegotiationError::Failed),
             Err(error) if last_sent_na => return Err(after_rejection(error)),
             Err(error) => return Err(error),
         };
 
-        out.clear();
         match decode(frame) {
             Message::ListProtocols => {
                 if answered >= config.max_rejections() {
@@ -89,16 +119,15 @@ where
                     });
                 }
                 answered += 1;
-                encode_protocol_list(&mut out, &supported, config.max_message_len());
+                encode_protocol_list(unsent.buf_mut(), supported, config.max_message_len());
                 last_sent_na = false;
                 tracing::trace!("multistream listener: sent protocol list");
             }
             Message::Protocol(raw) => {
                 if let Some(name) = supported.iter().find(|name| name.as_bytes() == raw) {
-                    push_line(&mut out, frame);
-                    send(&mut io, &out).await?;
+                    push_line(unsent.buf_mut(), frame);
                     tracing::debug!(protocol = name, "multistream listener: protocol confirmed");
-                    return Ok(((*name).to_owned(), Negotiated::completed(io)));
+                    return Ok((*name).to_owned());
                 }
                 if std::str::from_utf8(raw).is_err() {
                     return Err(if last_sent_na {
@@ -113,7 +142,7 @@ where
                     });
                 }
                 answered += 1;
-                push_line(&mut out, NA_LINE);
+                push_line(unsent.buf_mut(), NA_LINE);
                 last_sent_na = true;
                 tracing::debug!(
                     protocol = %String::from_utf8_lossy(raw),
@@ -128,8 +157,30 @@ where
                 });
             }
         }
-        send(&mut io, &out).await?;
     }
+}
+
+/// Reads the dialer's next message; when it has not arrived, first writes the answers that
+/// wait in `unsent` (the dialer may be waiting for them). Returns the frame's length
+/// ([`FrameReader::frame`]), `None` at a clean end of stream.
+async fn next_frame<S>(
+    reader: &mut FrameReader,
+    io: &mut S,
+    unsent: &mut Unsent,
+) -> Result<Option<usize>, NegotiationError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(|cx| match reader.poll_frame(io, cx) {
+        Poll::Pending => match unsent.poll_send(io, cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            // Written, or waiting for room (woken by the write side): either way the read
+            // side's waker is registered too.
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+        },
+        ready => ready,
+    })
+    .await
 }
 
 /// Maps errors caused by a lazy dialer's data (or its hang-up) after a refusal

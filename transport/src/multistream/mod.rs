@@ -129,7 +129,7 @@ pub use config::{
     NegotiationConfig, Version, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_MAX_REJECTIONS, MAX_FRAME_LEN,
     MIN_MESSAGE_LEN,
 };
-pub use dialer::dialer_select;
+pub use dialer::{dialer_select, dialer_select_with_config};
 pub use error::NegotiationError;
 pub use listener::{listener_select, listener_select_with_config};
 pub use negotiated::Negotiated;

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use futures::io::{AsyncRead, AsyncWrite, IoSlice, IoSliceMut};
 use futures::ready;
 
-use super::codec::{is_echo_of, FrameReader, HEADER_LINE, NA_LINE};
+use super::codec::{is_echo_of, FrameReader, Unsent, HEADER_LINE, NA_LINE};
 use super::error::NegotiationError;
 use super::protocol_name::ProtocolName;
 
@@ -26,11 +26,20 @@ use super::protocol_name::ProtocolName;
 /// answer, so a request closed before its response is read costs no extra round trip. If the listener refused the protocol, that read fails
 /// with an [`io::Error`] wrapping [`NegotiationError::Failed`], and so does
 /// every later read or write.
+///
+/// Negotiated with
+/// [`NegotiationConfig::with_deferred_send`](super::NegotiationConfig::with_deferred_send),
+/// the stream starts with the last negotiation messages unwritten (a listener's
+/// confirmation, a lazy dialer's header and proposal): the first read, write, flush or close
+/// writes them ahead of anything else (a read does not wait for them: it only starts the
+/// write), and [`try_send_unsent`](Negotiated::try_send_unsent) writes them without a task.
 pub struct Negotiated<S> {
     io: S,
     state: NegotiatedState,
     /// Our side is closed (closing twice is a no-op, as the state's answer may come later).
     write_closed: bool,
+    /// A listener's answers not written yet (empty, without an allocation, otherwise).
+    unsent: Unsent,
 }
 
 /// Progress of the (lazy) confirmation of a [`Negotiated`] stream.
@@ -80,10 +89,23 @@ impl<S> Negotiated<S> {
             io,
             state: NegotiatedState::Completed,
             write_closed: false,
+            unsent: Unsent::default(),
         }
     }
 
-    pub(crate) fn expecting(io: S, protocol: ProtocolName) -> Self {
+    /// A listener's stream whose last answers (`unsent`) go out on its first use.
+    pub(crate) fn unsent(io: S, unsent: Unsent) -> Self {
+        Negotiated {
+            io,
+            state: NegotiatedState::Completed,
+            write_closed: false,
+            unsent,
+        }
+    }
+
+    /// A lazy dialer's stream: `unsent` holds the header and proposal if they are left to
+    /// the first use.
+    pub(crate) fn expecting(io: S, protocol: ProtocolName, unsent: Unsent) -> Self {
         let max = (protocol.as_str().len() + 1).max(HEADER_LINE.len());
         Negotiated {
             io,
@@ -93,6 +115,7 @@ impl<S> Negotiated<S> {
                 reader: FrameReader::new(max),
             }),
             write_closed: false,
+            unsent,
         }
     }
 
@@ -104,6 +127,7 @@ impl<S> Negotiated<S> {
             io: f(self.io),
             state: self.state,
             write_closed: self.write_closed,
+            unsent: self.unsent,
         }
     }
 
@@ -124,25 +148,68 @@ impl<S> Negotiated<S> {
         &mut self.io
     }
 
-    /// Returns the underlying stream if negotiation is complete, or `self`
-    /// unchanged otherwise (so no negotiation state is lost).
+    /// Returns the underlying stream if negotiation is complete (and a listener's answers
+    /// are written), or `self` unchanged otherwise (so no negotiation state is lost).
     pub fn into_inner(self) -> Result<S, Self> {
         match self.state {
-            NegotiatedState::Completed => Ok(self.io),
+            NegotiatedState::Completed if self.unsent.is_empty() => Ok(self.io),
             _ => Err(self),
+        }
+    }
+
+    /// Whether deferred negotiation messages still wait to be written.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Negotiated<S> {
+    /// Writes deferred negotiation messages now if the stream takes them without waiting (a
+    /// stream about to be dropped unused); returns whether nothing is left unsent.
+    pub fn try_send_unsent(&mut self) -> bool {
+        if self.unsent.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match self.unsent.poll_send(&mut self.io, &mut cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(error)) => {
+                tracing::trace!(%error, "multistream: deferred negotiation messages not written");
+                self.unsent.clear();
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Starts writing deferred negotiation messages before a read: the read must not wait
+    /// for them, but the other side may be waiting for them before it sends what the read
+    /// expects.
+    fn start_unsent(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(Err(error)) = self.unsent.poll_send(&mut self.io, cx) {
+            // The write side failed (the remote stopped it); reads may still succeed.
+            tracing::debug!(%error, "multistream: deferred negotiation messages not written");
+            self.unsent.clear();
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> Negotiated<S> {
-    /// Reads the listener's (lazy) confirmation if it is still outstanding.
+impl<S: AsyncRead + AsyncWrite + Unpin> Negotiated<S> {
+    /// Reads the listener's (lazy) confirmation if it is still outstanding (writing a
+    /// deferred proposal first).
     ///
     /// Returns immediately if negotiation is already complete. Fails with
     /// [`NegotiationError::Failed`] if the listener refused the protocol (or
     /// if an earlier attempt already failed). Reads only negotiation
     /// messages, never application data.
     pub async fn complete(&mut self) -> Result<(), NegotiationError> {
-        poll_fn(|cx| self.poll_negotiate(cx)).await
+        poll_fn(|cx| {
+            if !self.unsent.is_empty() {
+                self.start_unsent(cx);
+            }
+            self.poll_negotiate(cx)
+        })
+        .await
     }
 
     fn poll_negotiate(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), NegotiationError>> {
@@ -198,7 +265,7 @@ fn failed_io_error() -> io::Error {
 
 impl<S> AsyncRead for Negotiated<S>
 where
-    S: AsyncRead + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -206,6 +273,9 @@ where
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !this.unsent.is_empty() {
+            this.start_unsent(cx);
+        }
         if let NegotiatedState::Completed = this.state {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
@@ -222,6 +292,9 @@ where
         bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !this.unsent.is_empty() {
+            this.start_unsent(cx);
+        }
         if let NegotiatedState::Completed = this.state {
             return Pin::new(&mut this.io).poll_read_vectored(cx, bufs);
         }
@@ -243,6 +316,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.unsent.poll_send(&mut this.io, cx))?;
         match this.state {
             NegotiatedState::Completed | NegotiatedState::Expecting(_) => {
                 Pin::new(&mut this.io).poll_write(cx, buf)
@@ -257,6 +331,7 @@ where
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        ready!(this.unsent.poll_send(&mut this.io, cx))?;
         match this.state {
             NegotiatedState::Completed | NegotiatedState::Expecting(_) => {
                 Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
@@ -267,6 +342,7 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.unsent.poll_send(&mut this.io, cx))?;
         match this.state {
             NegotiatedState::Completed | NegotiatedState::Expecting(_) => {
                 Pin::new(&mut this.io).poll_flush(cx)
@@ -283,6 +359,7 @@ where
     /// stream is simply closed.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.unsent.poll_send(&mut this.io, cx))?;
         // Our end of the stream goes at once, before the listener's confirmation of a lazy
         // proposal: waiting for it first would cost a round trip on every request that
         // closes its side before reading the response (rust-libp2p does not wait either).

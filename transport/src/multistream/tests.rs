@@ -411,6 +411,53 @@ async fn trickled_one_byte_at_a_time() {
 }
 
 #[test]
+fn deferred_lazy_dialer_sends_its_proposal_with_the_first_data() {
+    let expected: &[u8] = b"\x13/multistream/1.0.0\n\x11/ipfs/ping/1.0.0\n";
+    let mut io = ScriptIo::stalling(b"");
+    let (_, mut n) =
+        dialer_select_with_config(&mut io, ["/ipfs/ping/1.0.0"], Version::V1Lazy, &DEFERRED)
+            .now_or_never()
+            .expect("a lazy dialer does not wait")
+            .unwrap();
+    assert!(n.has_unsent());
+    block_on(n.write_all(b"ping")).unwrap();
+    // The end goes at once; the close then waits for the (stalled) confirmation.
+    assert!(n.close().now_or_never().is_none());
+    drop(n);
+    assert_eq!(io.written, [expected, b"ping"].concat());
+    // A read first (a protocol the listener speaks first) writes them too, without waiting.
+    let mut io = ScriptIo::stalling(b"");
+    let (_, mut n) =
+        dialer_select_with_config(&mut io, ["/ipfs/ping/1.0.0"], Version::V1Lazy, &DEFERRED)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+    let mut buf = [0u8; 4];
+    assert!(n.read(&mut buf).now_or_never().is_none());
+    assert!(!n.has_unsent());
+    drop(n);
+    assert_eq!(io.written, expected);
+    // And so does `complete`.
+    let mut io = ScriptIo::stalling(b"");
+    let (_, mut n) =
+        dialer_select_with_config(&mut io, ["/ipfs/ping/1.0.0"], Version::V1Lazy, &DEFERRED)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+    assert!(n.complete().now_or_never().is_none());
+    drop(n);
+    assert_eq!(io.written, expected);
+    // With several protocols the dialer is not lazy: it writes and waits as before.
+    let mut io = ScriptIo::stalling(b"");
+    assert!(
+        dialer_select_with_config(&mut io, ["/a", "/b"], Version::V1Lazy, &DEFERRED)
+            .now_or_never()
+            .is_none()
+    );
+    assert_eq!(io.written, [&header()[..], &line("/a")].concat());
+}
+
+#[test]
 fn lazy_dialer_exact_bytes() {
     let mut io = ScriptIo::stalling(b"");
     let (proto, n) = dialer_select(&mut io, ["/ipfs/ping/1.0.0"], Version::V1Lazy)
@@ -1188,5 +1235,168 @@ proptest! {
         let mut src = futures::io::Cursor::new(encoded);
         let got = block_on(reader.read(&mut src)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(got, Some(&body[..]));
+    }
+}
+
+// ---------------------------------------------------------------------
+// When the listener's answers are written
+// ---------------------------------------------------------------------
+
+const DEFERRED: NegotiationConfig = NegotiationConfig::new().with_deferred_send(true);
+
+/// A listener over a stalling script (the dialer sent `input` and waits), recording what it
+/// writes.
+fn recording(input: &[u8]) -> (Recorder, Arc<Mutex<Vec<u8>>>) {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder {
+        inner: ScriptIo::stalling(input),
+        out: out.clone(),
+    };
+    (recorder, out)
+}
+
+fn recorded(out: &Mutex<Vec<u8>>) -> Vec<u8> {
+    lock_vec(out).clone()
+}
+
+fn lock_vec(out: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
+    out.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn header_echo_is_written_when_the_proposal_has_not_arrived() {
+    // A dialer that sends the header alone and waits for ours gets it.
+    let (io, out) = recording(&header());
+    let mut listening = Box::pin(listener_select(io, &["/x"]));
+    assert!((&mut listening).now_or_never().is_none());
+    assert_eq!(recorded(&out), header());
+}
+
+#[test]
+fn header_echo_and_confirmation_leave_together() {
+    let (io, out) = recording(&concat(&[&header(), &line("/x")]));
+    let (name, n) = block_on(listener_select(io, &["/x"])).unwrap();
+    assert_eq!(name, "/x");
+    assert!(!n.has_unsent());
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+}
+
+#[test]
+fn deferred_confirmation_is_written_by_the_first_write_ahead_of_it() {
+    let (io, out) = recording(&concat(&[&header(), &line("/x"), b"req"]));
+    let (name, n) = block_on(listener_select_with_config(io, &["/x"], &DEFERRED)).unwrap();
+    assert_eq!(name, "/x");
+    assert!(n.has_unsent());
+    assert!(
+        recorded(&out).is_empty(),
+        "nothing written before the first use"
+    );
+    let n = match n.into_inner() {
+        Ok(_) => panic!("into_inner must refuse a stream with unsent answers"),
+        Err(n) => n,
+    };
+    let mut n = n;
+    block_on(n.write_all(b"resp")).unwrap();
+    assert!(!n.has_unsent());
+    assert_eq!(
+        recorded(&out),
+        concat(&[&header(), &line("/x"), b"resp"]),
+        "the answers precede the data, once"
+    );
+    block_on(n.write_all(b"!")).unwrap();
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x"), b"resp!"]));
+    assert!(n.into_inner().is_ok());
+}
+
+#[test]
+fn deferred_confirmation_is_written_by_the_first_read() {
+    // With data waiting, the read returns it and the answers are on their way.
+    let (io, out) = recording(&concat(&[&header(), &line("/x"), b"req"]));
+    let (_, mut n) = block_on(listener_select_with_config(io, &["/x"], &DEFERRED)).unwrap();
+    let mut buf = [0u8; 3];
+    block_on(n.read_exact(&mut buf)).unwrap();
+    assert_eq!(&buf, b"req");
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+    // A read that waits (a V1 dialer waiting for the confirmation) has written them too.
+    let (io, out) = recording(&concat(&[&header(), &line("/x")]));
+    let (_, mut n) = block_on(listener_select_with_config(io, &["/x"], &DEFERRED)).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(n.read(&mut buf).now_or_never().is_none());
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+    assert!(!n.has_unsent());
+}
+
+#[test]
+fn deferred_confirmation_is_written_by_close_and_try_send_unsent() {
+    let (io, out) = recording(&concat(&[&header(), &line("/x")]));
+    let (_, mut n) = block_on(listener_select_with_config(io, &["/x"], &DEFERRED)).unwrap();
+    block_on(n.close()).unwrap();
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+
+    let (io, out) = recording(&concat(&[&header(), &line("/x")]));
+    let (_, mut n) = block_on(listener_select_with_config(io, &["/x"], &DEFERRED)).unwrap();
+    assert!(n.try_send_unsent());
+    assert!(!n.has_unsent());
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+    // Nothing is written twice.
+    assert!(n.try_send_unsent());
+    block_on(n.flush()).unwrap();
+    assert_eq!(recorded(&out), concat(&[&header(), &line("/x")]));
+}
+
+#[test]
+fn refusals_reach_the_dialer_before_the_listener_gives_up() {
+    // A lazy dialer's proposal is refused and its data then fails the negotiation: the
+    // header echo and the `na` are still written, as when each left at once.
+    let input = concat(&[&header(), &line("/y"), b"\x05hello"]);
+    let (io, out) = recording(&input);
+    let result = block_on(listener_select_with_config(io, &["/x"], &DEFERRED));
+    assert!(
+        matches!(result, Err(NegotiationError::Failed)),
+        "{:?}",
+        result.as_ref().err()
+    );
+    assert_eq!(recorded(&out), concat(&[&header(), &frame(NA_LINE)]));
+}
+
+#[tokio::test]
+async fn deferred_confirmation_serves_v1_and_lazy_dialers() {
+    for version in [Version::V1, Version::V1Lazy] {
+        for (capacity, chunk) in [(64 * 1024, usize::MAX), (64, 1)] {
+            for protocols in [&["/ipfs/id/1.0.0", "/x"][..], &["/x"][..]] {
+                let (a, b) = pipe(capacity, chunk);
+                // The listener reads first: a V1 dialer (or one whose first proposal is
+                // refused) waits for the confirmation before it writes, so the waiting read
+                // must write it.
+                let (mut dialer, mut listener) = tokio::join!(
+                    async {
+                        let (name, mut d) =
+                            dialer_select_with_config(a, protocols, version, &DEFERRED)
+                                .await
+                                .unwrap();
+                        assert_eq!(name, "/x");
+                        d.write_all(b"from dialer").await.unwrap();
+                        d.flush().await.unwrap();
+                        d
+                    },
+                    async {
+                        let (name, mut l) = listener_select_with_config(b, &["/x"], &DEFERRED)
+                            .await
+                            .unwrap();
+                        assert_eq!(name, "/x");
+                        let mut buf = [0u8; 11];
+                        l.read_exact(&mut buf).await.unwrap();
+                        assert_eq!(&buf, b"from dialer");
+                        l
+                    },
+                );
+                listener.write_all(b"from listener").await.unwrap();
+                listener.close().await.unwrap();
+                let mut back = Vec::new();
+                dialer.read_to_end(&mut back).await.unwrap();
+                assert_eq!(back, b"from listener");
+                assert!(dialer.is_complete());
+            }
+        }
     }
 }

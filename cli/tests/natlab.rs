@@ -16,10 +16,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{new_key, NodeProc};
@@ -31,37 +29,13 @@ const STEP: Duration = Duration::from_secs(45);
 /// `meshwire node --config <config>` inside namespace `ns`; its stdout and stderr lines
 /// collected. Waits for its peer id.
 fn spawn_in(ns: &str, config: &Path) -> NodeProc {
-    let mut child = Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_meshwire")])
         .args(["node", "--config", config.to_str().unwrap()])
         .env_remove("MESHWIRE_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().unwrap();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let err = child.stderr.take().unwrap();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(format!("stderr: {line}"));
-        }
-    });
-    let mut node = NodeProc {
-        child,
-        lines,
-        peer: String::new(),
-        addr: String::new(),
-        http: String::new(),
-    };
+        .env_remove("RUST_LOG");
+    let mut node = NodeProc::collect(command);
     node.peer = node.wait_line("meshwire: peer id ").trim().to_string();
     node
 }

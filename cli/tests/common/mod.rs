@@ -61,9 +61,20 @@ impl NodeProc {
 
     /// Starts `meshwire args…` (a node: `node` or `rpc serve`), waiting as [`NodeProc::start`].
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> NodeProc {
-        let mut child = bin()
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = bin();
+        command.args(args).envs(env.iter().copied());
+        let mut node = Self::collect(command);
+        node.peer = node.wait_line("meshwire: peer id ").trim().to_string();
+        node.addr = node.wait_line("meshwire: listening on ").trim().to_string();
+        let m = node.wait_line("meshwire: metrics on http://");
+        node.http = m.split('/').next().unwrap().to_string();
+        node
+    }
+
+    /// Runs `command` (a `meshwire` process, or one wrapped, e.g. in `ip netns exec`) with its
+    /// stdout and stderr lines collected (stderr lines prefixed `stderr: `); waits for nothing.
+    pub fn collect(mut command: Command) -> NodeProc {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -83,18 +94,13 @@ impl NodeProc {
                 sink.lock().unwrap().push(format!("stderr: {line}"));
             }
         });
-        let mut node = NodeProc {
+        NodeProc {
             child,
             lines,
             peer: String::new(),
             addr: String::new(),
             http: String::new(),
-        };
-        node.peer = node.wait_line("meshwire: peer id ").trim().to_string();
-        node.addr = node.wait_line("meshwire: listening on ").trim().to_string();
-        let m = node.wait_line("meshwire: metrics on http://");
-        node.http = m.split('/').next().unwrap().to_string();
-        node
+        }
     }
 
     /// The rest of the first line starting with `prefix`, waiting up to 20 s for it.

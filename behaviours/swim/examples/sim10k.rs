@@ -2,11 +2,15 @@
 //! loss; measures datagrams per member per period, then crashes 10 members one every 3
 //! periods and measures, in protocol periods after each crash, the first suspicion, the first
 //! failure declaration and the time until every live member declared it failed
-//! (dissemination); prints the memory per member and the wall time.
+//! (dissemination); prints the memory per member and the wall time, the crash phase's
+//! counters summed over the live nodes, and for every failure declaration of a live member
+//! what became of its suspicion and refutation (docs/swim.md section 8).
 //!
 //! ```text
-//! cargo run --release -p meshwire-swim --no-default-features --features sim --example sim10k [-- <members> <seed>]
+//! cargo run --release -p meshwire-swim --no-default-features --features sim --example sim10k [-- <members> [<seed> [<steady periods>]]]
 //! ```
+//!
+//! `SIM10K_MTU=<bytes>` sets the MTU (smaller: fewer updates per datagram).
 //!
 //! Every node holds every other (SWIM's full membership), so memory grows with the square of
 //! the group (about 50 bytes per member-table entry: at 10,000 members 4.6 GiB settled,

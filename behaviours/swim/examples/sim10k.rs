@@ -2,11 +2,15 @@
 //! loss; measures datagrams per member per period, then crashes 10 members one every 3
 //! periods and measures, in protocol periods after each crash, the first suspicion, the first
 //! failure declaration and the time until every live member declared it failed
-//! (dissemination); prints the memory per member and the wall time.
+//! (dissemination); prints the memory per member and the wall time, the crash phase's
+//! counters summed over the live nodes, and for every failure declaration of a live member
+//! what became of its suspicion and refutation (docs/swim.md section 8).
 //!
 //! ```text
-//! cargo run --release -p meshwire-swim --no-default-features --features sim --example sim10k [-- <members> <seed>]
+//! cargo run --release -p meshwire-swim --no-default-features --features sim --example sim10k [-- <members> [<seed> [<steady periods>]]]
 //! ```
+//!
+//! `SIM10K_MTU=<bytes>` sets the MTU (smaller: fewer updates per datagram).
 //!
 //! Every node holds every other (SWIM's full membership), so memory grows with the square of
 //! the group (about 50 bytes per member-table entry: at 10,000 members 4.6 GiB settled,
@@ -55,12 +59,30 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 #[derive(Default)]
 struct Tracker {
     victim_of: HashMap<PeerId, usize>,
+    peers: Vec<PeerId>,
     crashed_at: Vec<Duration>,
     first_suspect: Vec<Option<Duration>>,
     first_failed: Vec<Option<Duration>>,
     declared_by: Vec<HashSet<usize>>,
     false_failures: u64,
     false_suspicions: u64,
+    diag: Diagnosis,
+}
+
+/// Why live members were declared failed: the suspicions, refutations and declarations
+/// about live members, by member and incarnation.
+#[derive(Default)]
+struct Diagnosis {
+    /// (member, incarnation) → first suspicion event, events, events raised by the node's
+    /// own probe (accuser = the node itself).
+    suspected: HashMap<(PeerId, u64), (Duration, u64, u64)>,
+    /// member → times at which a node took a refutation (MemberRefuted), with the new
+    /// incarnation.
+    refuted: HashMap<PeerId, Vec<(Duration, u64)>>,
+    /// (time, node, member, incarnation) of each failure event about a live member.
+    failures: Vec<(Duration, usize, PeerId, u64)>,
+    /// member → (incarnation, time first seen at that incarnation by the member itself).
+    own_incarnation: HashMap<PeerId, Vec<(u64, Duration)>>,
 }
 
 impl Tracker {
@@ -73,14 +95,43 @@ impl Tracker {
                         self.first_suspect[k] = Some(at - self.crashed_at[k]);
                     }
                 }
-                _ => self.false_suspicions += 1,
+                _ => {
+                    self.false_suspicions += 1;
+                    if let SwimEvent::MemberSuspected {
+                        incarnation,
+                        accuser,
+                        ..
+                    } = e
+                    {
+                        let own = u64::from(Some(accuser) == self.peers.get(node));
+                        let s = self
+                            .diag
+                            .suspected
+                            .entry((*peer, *incarnation))
+                            .or_insert((at, 0, 0));
+                        s.1 += 1;
+                        s.2 += own;
+                    }
+                }
             },
+            SwimEvent::MemberRefuted { member, .. } => {
+                self.diag
+                    .refuted
+                    .entry(member.peer)
+                    .or_default()
+                    .push((at, member.incarnation));
+            }
             SwimEvent::MemberFailed { peer, .. } => match self.victim_of.get(peer) {
                 Some(&k) if k < crashed => {
                     self.first_failed[k].get_or_insert(at - self.crashed_at[k]);
                     self.declared_by[k].insert(node);
                 }
-                _ => self.false_failures += 1,
+                _ => {
+                    self.false_failures += 1;
+                    if let SwimEvent::MemberFailed { incarnation, .. } = e {
+                        self.diag.failures.push((at, node, *peer, *incarnation));
+                    }
+                }
             },
             _ => {}
         }
@@ -91,6 +142,7 @@ fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let steady: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let wall = Instant::now();
     let rss0 = rss();
     let mut cfg = SimConfig {
@@ -104,6 +156,12 @@ fn main() -> Result<(), String> {
         .swim
         .signature_check_burst
         .max(u32::try_from(n).unwrap_or(u32::MAX));
+    if let Some(mtu) = std::env::var("SIM10K_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.swim.mtu = mtu;
+    }
     let mut sim = Sim::new(cfg);
     sim.bootstrap_converged(&mut |_, _, _| {});
     let rss1 = rss();
@@ -116,7 +174,6 @@ fn main() -> Result<(), String> {
     );
     sim.run_until(Duration::from_secs(5), &mut |_, _, _| {});
     let before = sim.counters().datagrams_sent;
-    let steady = 20;
     let t0 = sim.now();
     let mut steady_false = 0u64;
     sim.run_until(t0 + PERIOD * steady, &mut |_, _, e| {
@@ -139,7 +196,50 @@ fn main() -> Result<(), String> {
             victims.push(v);
         }
     }
+    let stats_sum = |sim: &Sim| -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("probes_failed", 0),
+            ("suspicions_raised", 0),
+            ("suspicion_confirmations", 0),
+            ("hearsay_suspicions", 0),
+            ("false_suspicions(refuted)", 0),
+            ("refutations", 0),
+            ("reannouncements", 0),
+            ("failures_declared", 0),
+            ("failures_kept_local", 0),
+            ("updates_sent", 0),
+            ("queued_updates(gauge)", 0),
+            ("push_pulls_completed", 0),
+        ];
+        for i in 0..sim.len() {
+            if sim.is_crashed(i) {
+                continue;
+            }
+            let Some(st) = sim.engine(i).stats(sim.realm()) else {
+                continue;
+            };
+            for (name, x) in v.iter_mut() {
+                *x += match *name {
+                    "probes_failed" => st.probes_failed,
+                    "suspicions_raised" => st.suspicions_raised,
+                    "suspicion_confirmations" => st.suspicion_confirmations,
+                    "hearsay_suspicions" => st.hearsay_suspicions,
+                    "false_suspicions(refuted)" => st.false_suspicions,
+                    "refutations" => st.refutations,
+                    "reannouncements" => st.reannouncements,
+                    "failures_declared" => st.failures_declared,
+                    "failures_kept_local" => st.failures_kept_local,
+                    "updates_sent" => st.updates_sent,
+                    "queued_updates(gauge)" => st.queued_updates as u64,
+                    _ => st.push_pulls_completed,
+                };
+            }
+        }
+        v
+    };
+    let stats0 = stats_sum(&sim);
     let mut tr = Tracker {
+        peers: (0..n).map(|i| sim.peer(i)).collect(),
         victim_of: victims
             .iter()
             .enumerate()
@@ -163,6 +263,13 @@ fn main() -> Result<(), String> {
         p += 1;
         t += PERIOD;
         sim.run_until(t, &mut |at, node, e| tr.on_event(at, node, e));
+        for &i in &alive {
+            let inc = sim.engine(i).incarnation(sim.realm()).unwrap_or(0);
+            let v = tr.diag.own_incarnation.entry(sim.peer(i)).or_default();
+            if v.last().is_none_or(|&(j, _)| j != inc) {
+                v.push((inc, sim.now()));
+            }
+        }
         for (k, at) in everyone_at.iter_mut().enumerate().take(tr.crashed_at.len()) {
             if at.is_none() && alive.iter().all(|i| tr.declared_by[k].contains(i)) {
                 *at = Some(t - tr.crashed_at[k]);
@@ -172,6 +279,12 @@ fn main() -> Result<(), String> {
             return Err("crashes not detected by everyone within 200 periods".into());
         }
     }
+    let stats1 = stats_sum(&sim);
+    println!("crash phase, sums over live nodes (delta; gauges at the end):");
+    for ((name, a), (_, b)) in stats0.iter().zip(&stats1) {
+        println!("  {name}: {}", b.saturating_sub(*a));
+    }
+    report_false_failures(&tr, &sim);
     let periods = |v: &[Option<Duration>]| -> Vec<f64> {
         v.iter()
             .map(|d| d.unwrap_or(Duration::MAX).as_secs_f64() / PERIOD.as_secs_f64())
@@ -211,4 +324,52 @@ fn main() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Prints, for each member declared failed while alive, what happened to the suspicion.
+fn report_false_failures(tr: &Tracker, sim: &Sim) {
+    let d = &tr.diag;
+    let mut by_member: HashMap<(PeerId, u64), Vec<(Duration, usize)>> = HashMap::new();
+    for &(at, node, peer, inc) in &d.failures {
+        by_member.entry((peer, inc)).or_default().push((at, node));
+    }
+    let mut keys: Vec<_> = by_member.keys().copied().collect();
+    keys.sort_by_key(|k| by_member[k][0].0);
+    println!(
+        "false failure declarations: {} events about {} (member, incarnation) pairs",
+        d.failures.len(),
+        keys.len()
+    );
+    for key in keys {
+        let (peer, inc) = key;
+        let ev = &by_member[&key];
+        let first_fail = ev[0].0;
+        let susp = d.suspected.get(&key);
+        let member = sim.index_of(&peer).unwrap_or(usize::MAX);
+        let own = d.own_incarnation.get(&peer);
+        // When the member itself first held an incarnation above the one declared failed.
+        let refuted_at = own.and_then(|v| v.iter().find(|&&(j, _)| j > inc).map(|&(_, t)| t));
+        let refutations_before = d.refuted.get(&peer).map_or(0, |v| {
+            v.iter()
+                .filter(|&&(t, j)| j > inc && t < first_fail)
+                .count()
+        });
+        let members_at_inc: Vec<u64> = own.map_or(Vec::new(), |v| v.iter().map(|x| x.0).collect());
+        println!(
+            "  member {member} inc {inc}: {} failure events (first at {:.1}s, last {:.1}s); suspicion: {}; \
+             member's incarnations seen {members_at_inc:?}, above {inc} at {}; \
+             {refutations_before} nodes took a refutation before the first failure",
+            ev.len(),
+            first_fail.as_secs_f64(),
+            ev[ev.len() - 1].0.as_secs_f64(),
+            susp.map_or("none seen".to_string(), |s| format!(
+                "first at {:.1}s ({:.1}s before), {} events, {} by own probe",
+                s.0.as_secs_f64(),
+                (first_fail - s.0).as_secs_f64(),
+                s.1,
+                s.2
+            )),
+            refuted_at.map_or("never".to_string(), |t| format!("{:.1}s", t.as_secs_f64())),
+        );
+    }
 }

@@ -120,6 +120,9 @@ pub struct Stats {
     pub suspicions_raised: u64,
     /// Independent confirmations of suspicions recorded.
     pub suspicion_confirmations: u64,
+    /// Suspicions started from a push-pull partner's table (hearsay: not gossiped, no
+    /// confirmation; docs/swim.md section 4).
+    pub hearsay_suspicions: u64,
     /// Members held as suspect here that then refuted: false suspicions seen locally.
     pub false_suspicions: u64,
     /// Members declared failed by this node's own suspicion timers.

@@ -5,6 +5,12 @@
 //! `timeout(n) = max − (ln(n + 1) / ln(k + 1)) × (max − min)`, never below `min`. The accuser
 //! that started the suspicion never counts as a confirmation, and each confirmer counts once.
 //! With `k == 0` (too few members to expect confirmations) the timeout is the minimum.
+//!
+//! A suspicion learned from a push-pull partner's table is **hearsay**: its accuser is not
+//! known (records carry none), so it starts at the maximum, is not gossiped, and the first
+//! accuser heard of later (in gossip, or our own failed probe) takes the accuser's place
+//! instead of counting as a confirmation. Only accusations by members whose own probes
+//! failed shrink the timeout (Lifeguard's independent confirmations).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,8 @@ use meshwire_core::PeerId;
 pub(crate) struct Suspicion {
     /// The member whose suspicion started the timer.
     pub(crate) from: PeerId,
+    /// Learned from a push-pull partner's table: `from` is not a real accuser (docs above).
+    hearsay: bool,
     confirmations: Vec<PeerId>,
     k: u32,
     min: Duration,
@@ -41,6 +49,7 @@ impl Suspicion {
         let timeout = timeout_after(0, k, min, max);
         Suspicion {
             from,
+            hearsay: false,
             confirmations: Vec::new(),
             k,
             min,
@@ -48,6 +57,39 @@ impl Suspicion {
             start: now,
             deadline: now + timeout,
         }
+    }
+
+    /// A suspicion learned from a push-pull partner's table (hearsay, docs above); `local`:
+    /// this node, standing for the unknown accuser until one is heard of.
+    pub(crate) fn hearsay(
+        local: PeerId,
+        k: u32,
+        min: Duration,
+        max: Duration,
+        now: Instant,
+    ) -> Self {
+        Suspicion {
+            hearsay: true,
+            ..Suspicion::new(local, k, min, max, now)
+        }
+    }
+
+    /// Whether the suspicion is hearsay with no accuser heard of yet.
+    #[cfg(test)]
+    pub(crate) fn is_hearsay(&self) -> bool {
+        self.hearsay
+    }
+
+    /// A hearsay suspicion takes `from` as its accuser (the first one heard of: in gossip, or
+    /// this node's own failed probe); the timeout does not change. Returns `false` if the
+    /// suspicion is not hearsay (then `from` may be a confirmation: see [`Self::confirm`]).
+    pub(crate) fn adopt_accuser(&mut self, from: PeerId) -> bool {
+        if !self.hearsay {
+            return false;
+        }
+        self.hearsay = false;
+        self.from = from;
+        true
     }
 
     /// Records an independent confirmation from `from`. Returns `true` if it was new (and so
@@ -97,5 +139,26 @@ mod tests {
         assert_eq!(s.confirmations(), 2);
         let s0 = Suspicion::new(p(1), 0, min, max, now);
         assert_eq!(s0.deadline, now + min);
+    }
+
+    #[test]
+    fn hearsay_adopts_its_first_accuser_without_shrinking() {
+        let p = |i| Keypair::from_seed_for_tests(i).peer_id();
+        let now = Instant::now();
+        let (min, max) = (Duration::from_secs(16), Duration::from_secs(96));
+        let mut s = Suspicion::hearsay(p(0), 2, min, max, now);
+        assert!(s.is_hearsay());
+        assert_eq!(s.deadline, now + max);
+        assert!(s.adopt_accuser(p(1)));
+        assert!(!s.is_hearsay());
+        assert_eq!(s.from, p(1));
+        assert_eq!(s.deadline, now + max, "the accuser is no confirmation");
+        assert!(!s.adopt_accuser(p(2)), "only once");
+        assert!(
+            !s.confirm(p(1)),
+            "the adopted accuser is not a confirmation"
+        );
+        assert!(s.confirm(p(2)));
+        assert_eq!(s.confirmations(), 1);
     }
 }

@@ -936,6 +936,78 @@ fn suspicion_timeout_shrinks_with_confirmations() {
     assert_eq!(plain.suspicion(&realm(), &peer(5)).unwrap().1 - now, min);
 }
 
+/// Regression (10,000-member simulation, docs/swim.md section 8): suspicions taken from push-pull
+/// tables used to become this node's own accusations, gossiped as such, so that at scale
+/// every false suspicion collected its confirmations within seconds (a push-pull every few
+/// milliseconds in the group) and fell to the minimum timeout; the few nodes that then missed
+/// the refutation declared a live member failed.
+#[test]
+fn a_suspicion_from_a_push_pull_table_is_hearsay() {
+    let now = Instant::now();
+    // No probe fails (and accuses) during the test.
+    let cfg = SwimConfig {
+        probe_interval: Duration::from_secs(3600),
+        ..SwimConfig::default()
+    };
+    let mut c = core(0, cfg.clone(), now);
+    gossip(&mut c, now, 1, (1..=10).map(|i| alive(i, 0)).collect());
+    let max = cfg.suspicion_min_timeout(11) * cfg.suspicion_max_timeout_mult;
+    // Member 6 is suspect by gossip (accuser 1); member 5 we hold alive.
+    gossip(&mut c, now, 1, vec![suspect(6, 0, 1)]);
+    events(&mut c);
+    let table = |partner: u64| {
+        msg(Body::PushPull(PushPull {
+            join: false,
+            response: false,
+            members: vec![
+                record(partner, 0, MemberState::Alive, meta("m")),
+                record(5, 0, MemberState::Suspect, meta("m")),
+                record(6, 0, MemberState::Suspect, meta("m")),
+            ],
+        }))
+    };
+    assert!(c.handle_push_pull(now, peer(2), table(2)).is_some());
+    // Member 6: the partner's table is no independent confirmation.
+    assert_eq!(c.suspicion(&realm(), &peer(6)), Some((0, now + max)));
+    // Member 5: suspect, at the maximum timeout, reported with the partner as accuser.
+    assert_eq!(c.suspicion(&realm(), &peer(5)), Some((0, now + max)));
+    assert!(events(&mut c).iter().any(|e| matches!(
+        e,
+        SwimEvent::MemberSuspected { peer: p, accuser, .. } if *p == peer(5) && *accuser == peer(2)
+    )));
+    assert!(c.handle_push_pull(now, peer(3), table(3)).is_some());
+    assert_eq!(c.suspicion(&realm(), &peer(5)), Some((0, now + max)));
+    assert_eq!(c.suspicion(&realm(), &peer(6)), Some((0, now + max)));
+    let st = c.stats(&realm()).unwrap();
+    assert_eq!((st.hearsay_suspicions, st.suspicion_confirmations), (1, 0));
+    // Nothing of it is gossiped as this node's accusation (the buddy update in a ping to the
+    // suspect itself aside).
+    let mut t = now;
+    for _ in 0..10 {
+        t += cfg.gossip_interval.unwrap();
+        c.handle_timeout(t);
+        for tr in transmits(&mut c).into_iter().filter(|tr| tr.to != peer(5)) {
+            assert!(
+                !tr.message.body.updates().iter().any(|u| matches!(
+                    u.kind,
+                    UpdateKind::Suspect { from } if u.peer == peer(5) || from == peer(0)
+                )),
+                "{:?}",
+                tr.message.body
+            );
+        }
+    }
+    // The first accuser heard of takes the hearsay's place (no confirmation, it is spread
+    // on); the next one is a confirmation.
+    gossip(&mut c, t, 1, vec![suspect(5, 0, 1)]);
+    assert_eq!(c.suspicion(&realm(), &peer(5)), Some((0, now + max)));
+    gossip(&mut c, t, 2, vec![suspect(5, 0, 2)]);
+    assert_eq!(c.suspicion(&realm(), &peer(5)).map(|s| s.0), Some(1));
+    // The member refutes as usual.
+    gossip(&mut c, t, 5, vec![alive(5, 1)]);
+    assert_eq!(state(&c, 5), Some((MemberState::Alive, 1)));
+}
+
 #[test]
 fn buddy_system_tells_the_suspect() {
     let now = Instant::now();

@@ -317,12 +317,12 @@ impl Membership {
                     let peer = r.record.peer;
                     self.apply_dead(peer, r.incarnation, peer, true, now, cfg, out)
                 }
-                // As memberlist: we become the accuser (so hearsay counts at most once
-                // towards a suspicion's confirmations, as our own).
+                // Hearsay: a suspicion of our own at the maximum timeout, neither a
+                // confirmation nor gossiped (its accuser is unknown; see apply_suspect).
                 MemberState::Suspect | MemberState::Dead => {
                     let local = self.local;
                     let peer = r.record.peer;
-                    self.apply_suspect(peer, r.incarnation, local, from, now, cfg, out)
+                    self.apply_suspect(peer, r.incarnation, local, Some(from), now, cfg, out)
                 }
             }
         }

@@ -137,7 +137,7 @@ impl Membership {
                     self.apply_alive(record, Via::Datagram(from), now, cfg, out)
                 }
                 UpdateKind::Suspect { from } => {
-                    self.apply_suspect(u.peer, u.incarnation, from, from, now, cfg, out)
+                    self.apply_suspect(u.peer, u.incarnation, from, None, now, cfg, out)
                 }
                 UpdateKind::Dead { from } => {
                     self.apply_dead(u.peer, u.incarnation, from, false, now, cfg, out)
@@ -335,16 +335,20 @@ impl Membership {
         }
     }
 
-    /// `from` counts as the (confirming) accuser and is what we gossip on; `accuser` is who
-    /// told us, for the event (they differ only for push-pull merges, where we take the
-    /// accusation over as our own, like memberlist).
+    /// `from` counts as the (confirming) accuser and is what we gossip on. `hearsay`: the
+    /// suspicion comes from this push-pull partner's table (`from` is then this node): it
+    /// is taken for the event's accuser, starts a suspicion if we hold the member alive, but
+    /// neither confirms one nor is gossiped — its accuser is unknown, so it is no
+    /// independent confirmation (Lifeguard); memberlist takes it over as its own accusation,
+    /// which at 10,000 members (a push-pull every 3 ms in the group) gave every false
+    /// suspicion its confirmations within seconds (docs/swim.md section 8).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_suspect(
         &mut self,
         peer: PeerId,
         inc: u64,
         from: PeerId,
-        accuser: PeerId,
+        hearsay: Option<PeerId>,
         now: Instant,
         cfg: &SwimConfig,
         out: &mut Outputs,
@@ -361,6 +365,19 @@ impl Membership {
             MemberState::Dead | MemberState::Left => return,
             _ if inc < e.incarnation => return,
             MemberState::Suspect if inc == e.incarnation => {
+                if hearsay.is_some() {
+                    return;
+                }
+                if e.suspicion.as_mut().is_some_and(|s| s.adopt_accuser(from)) {
+                    // Our hearsay suspicion now has an accuser: spread it as the
+                    // accusation it is (no confirmation, the timeout stays).
+                    self.queue.push(Update {
+                        peer,
+                        incarnation: inc,
+                        kind: UpdateKind::Suspect { from },
+                    });
+                    return;
+                }
                 let confirmed = e.suspicion.as_mut().is_some_and(|s| s.confirm(from));
                 if confirmed {
                     let deadline = e.suspicion.as_ref().map_or(now, |s| s.deadline);
@@ -396,12 +413,18 @@ impl Membership {
         } else {
             min
         };
-        let s = Suspicion::new(from, k, min, max, now);
+        let s = if hearsay.is_some() {
+            self.stats.hearsay_suspicions += 1;
+            Suspicion::hearsay(from, k, min, max, now)
+        } else {
+            Suspicion::new(from, k, min, max, now)
+        };
         self.timers
             .push(Reverse((s.deadline, Timer::Suspicion(peer))));
         e.state = MemberState::Suspect;
         e.incarnation = inc;
         e.suspicion = Some(Box::new(s));
+        let accuser = hearsay.unwrap_or(from);
         if accuser == self.local {
             self.stats.suspicions_raised += 1;
         }
@@ -411,11 +434,13 @@ impl Membership {
             incarnation: inc,
             accuser,
         });
-        self.queue.push(Update {
-            peer,
-            incarnation: inc,
-            kind: UpdateKind::Suspect { from },
-        });
+        if hearsay.is_none() {
+            self.queue.push(Update {
+                peer,
+                incarnation: inc,
+                kind: UpdateKind::Suspect { from },
+            });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -260,7 +260,7 @@ impl Membership {
             _ => return,
         };
         let local = self.local;
-        self.apply_suspect(p.target, inc, local, local, now, cfg, out);
+        self.apply_suspect(p.target, inc, local, None, now, cfg, out);
     }
 
     // ----- inbound datagrams -----

@@ -205,7 +205,13 @@ pub async fn run_serving(
 
     // With NAT detection configured, our profile comes first: the hole-punching connector
     // tells it to the peers of the first relayed connections (bootstrap, relay listen).
-    if config.holepunch.enabled.unwrap_or(true) && !config.nat.observers.is_empty() {
+    let detecting = config.holepunch.enabled.unwrap_or(true) && !config.nat.observers.is_empty();
+    if !config.nat.observers.is_empty() && !detecting {
+        println!("meshwire: nat: observers ignored: NAT detection runs with hole punching (holepunch.enabled = false)");
+    } else if detecting && seen == 0 {
+        println!("meshwire: nat: no listen address: no NAT detection");
+    }
+    if detecting && seen > 0 {
         let wait = config
             .nat
             .startup_wait

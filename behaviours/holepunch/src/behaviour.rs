@@ -235,6 +235,11 @@ impl Behaviour {
         self.engine.set_port_window_hint(peer, window);
     }
 
+    /// The port-window hint for `peer`, if one is set.
+    pub fn port_window_hint(&self, peer: &PeerId) -> Option<u16> {
+        self.engine.port_window_hint(peer)
+    }
+
     /// Whether a hole punch with `peer` is in progress.
     pub fn is_punching(&self, peer: &PeerId) -> bool {
         self.engine.is_active(peer)

@@ -754,6 +754,18 @@ impl Connector {
 }
 
 impl Connector {
+    /// When both profiles are known and call for port prediction, DCUtR dials the predicted
+    /// window from its first attempt (an unknown profile also gives
+    /// `Dcutr { prediction: true }`; then only the retries predict). Cleared in `finish`.
+    fn hint_prediction(&mut self, peer: PeerId, method: Method, remote: Option<&NatProfile>) {
+        let both_known = self.local_profile.is_some() && remote.is_some();
+        if both_known && method == (Method::Dcutr { prediction: true }) {
+            let window = self.config.holepunch.port_windows.iter().copied().max();
+            self.dcutr
+                .set_port_window_hint(peer, window.filter(|w| *w > 0));
+        }
+    }
+
     fn task_done(&mut self, (peer, generation): Key, result: Result<TaskDone, ExchangeError>) {
         let Some(s) = self.sessions.get(&peer) else {
             return;
@@ -776,12 +788,7 @@ impl Connector {
                 let ours = self.config.spray.agree(&theirs.params);
                 let method = choose(self.local_profile.as_ref(), theirs.profile.as_ref());
                 debug!(%peer, ?method, remote = ?theirs.profile, "connector: method chosen");
-                if method == (Method::Dcutr { prediction: true }) {
-                    // Both profiles say a plain first attempt cannot connect: predict at once.
-                    let window = self.config.holepunch.port_windows.iter().copied().max();
-                    self.dcutr
-                        .set_port_window_hint(peer, window.filter(|w| *w > 0));
-                }
+                self.hint_prediction(peer, method, theirs.profile.as_ref());
                 let _ = self.outbox.event(ConnectorEvent::Chosen {
                     peer,
                     method,

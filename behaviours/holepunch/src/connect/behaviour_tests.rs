@@ -202,3 +202,41 @@ fn a_dial_failing_before_quic_returns_the_adopted_socket() {
     assert!(c.cancel(&peer));
     assert!(sockets.take_adopted(from).is_none());
 }
+
+#[test]
+fn prediction_from_the_first_attempt_only_when_both_profiles_call_for_it() {
+    use meshwire_nat::{Filtering, Mapping, PortAllocation};
+    let sequential = NatProfile {
+        mapping: Mapping::AddressAndPortDependent(PortAllocation::Sequential { delta: 1 }),
+        filtering: Filtering::AddressAndPortDependent,
+        port_preserving: false,
+    };
+    let cone = NatProfile {
+        mapping: Mapping::EndpointIndependent,
+        filtering: Filtering::AddressAndPortDependent,
+        port_preserving: true,
+    };
+    let predict = Method::Dcutr { prediction: true };
+    let mut c = Connector::new(ConnectorConfig::default(), QuicSockets::default());
+    let (peer, conn) = (PeerId::random(), ConnectionId::next());
+    c.relayed.insert(conn);
+    // Our profile not known: the method is the same, but no hint (the retries predict).
+    c.hint_prediction(peer, predict, Some(&cone));
+    assert_eq!(c.dcutr().port_window_hint(&peer), None);
+    c.set_local_profile(Some(sequential));
+    c.hint_prediction(peer, predict, None);
+    assert_eq!(c.dcutr().port_window_hint(&peer), None, "theirs not known");
+    c.hint_prediction(peer, Method::Dcutr { prediction: false }, Some(&cone));
+    assert_eq!(
+        c.dcutr().port_window_hint(&peer),
+        None,
+        "no prediction needed"
+    );
+    // Both known and prediction needed: the largest window of the config, from attempt 1.
+    c.new_session(peer, conn, true).unwrap();
+    c.hint_prediction(peer, predict, Some(&cone));
+    assert_eq!(c.dcutr().port_window_hint(&peer), Some(5));
+    // The session's end clears it.
+    assert!(c.cancel(&peer));
+    assert_eq!(c.dcutr().port_window_hint(&peer), None);
+}

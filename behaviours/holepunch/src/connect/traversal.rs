@@ -5,8 +5,10 @@
 //! configured observers, `docs/natprobe.md`). `NatTraversal` runs both and keeps the
 //! connector's profile equal to the detector's current one: set when a detection reports,
 //! cleared when the local addresses change to a network the detector has not classified yet
-//! (the connector then falls back to DCUtR, as with an unknown profile), restored from the
-//! detector's cache when the node returns to a known network.
+//! (the connector then falls back to DCUtR, as with an unknown profile) or when the profile
+//! passes the cache's maximum age, restored from the detector's cache when the node returns
+//! to a known network. The check runs on every poll (no detector event is needed), and the
+//! detector's `SharedNatProfile` is kept equal to it.
 
 use std::task::{Context, Poll};
 
@@ -52,15 +54,19 @@ pub enum TraversalEvent {
 pub struct NatTraversal {
     connector: Connector,
     detector: Option<NatDetector>,
+    /// The detector's shared handle, kept current with the connector's profile.
+    shared: Option<meshwire_nat::SharedNatProfile>,
 }
 
 impl NatTraversal {
     /// `connector` fed by `detector` (`None`: the profile is set by hand through
     /// [`NatTraversal::connector_mut`], as with a bare connector).
     pub fn new(connector: Connector, detector: Option<NatDetector>) -> Self {
+        let shared = detector.as_ref().map(NatDetector::shared_profile);
         let mut t = NatTraversal {
             connector,
             detector,
+            shared,
         };
         t.sync_profile();
         t
@@ -89,7 +95,7 @@ impl NatTraversal {
     /// The detector's profile as a handle other behaviours read (the relay registry's
     /// `with_nat_profile`); `None` without a detector.
     pub fn shared_profile(&self) -> Option<meshwire_nat::SharedNatProfile> {
-        self.detector.as_ref().map(NatDetector::shared_profile)
+        self.shared.clone()
     }
 
     /// Our NAT profile as the connector uses it (the detector's current one, fresh or
@@ -98,10 +104,14 @@ impl NatTraversal {
         self.connector.local_profile()
     }
 
-    /// Gives the connector the detector's current profile (no detector: leaves it).
+    /// Gives the connector (and the detector's shared handle) the detector's current
+    /// profile (no detector: leaves it).
     fn sync_profile(&mut self) {
         if let Some(d) = &self.detector {
             let profile = d.nat_profile();
+            if let Some(shared) = &self.shared {
+                shared.set(profile);
+            }
             if profile != self.connector.local_profile() {
                 tracing::debug!(?profile, "nat traversal: local NAT profile");
                 self.connector.set_local_profile(profile);
@@ -232,6 +242,9 @@ impl NetworkBehaviour for NatTraversal {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::Event>> {
+        // The detector's profile can change without an event (an entry past its maximum
+        // age, an event the detector's full outbox dropped): follow it on every poll.
+        self.sync_profile();
         if let Poll::Ready(command) = self.connector.poll(cx) {
             return Poll::Ready(
                 command

@@ -419,6 +419,11 @@ impl HolepunchEngine {
         }
     }
 
+    /// The port-window hint for `peer`, if one is set.
+    pub fn port_window_hint(&self, peer: &PeerId) -> Option<u16> {
+        self.hints.get(peer).copied()
+    }
+
     /// Whether a session with `peer` runs.
     pub fn is_active(&self, peer: &PeerId) -> bool {
         self.sessions.contains_key(peer)

@@ -108,7 +108,13 @@ async fn the_detected_profile_becomes_the_connectors_and_follows_the_network() {
     assert_eq!(node.behaviour().connector().local_profile(), Some(profile));
 
     // Another listen address is another network: no profile until it is detected.
-    listen(&mut node, "127.0.0.1").await;
+    node.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let second = loop {
+        if let SwarmEvent::NewListenAddr { listener_id, .. } = node.next_event().await {
+            break listener_id;
+        }
+    };
     assert_eq!(node.behaviour().connector().local_profile(), None);
     let event = detected(&mut server, &mut node).await;
     assert!(
@@ -116,6 +122,22 @@ async fn the_detected_profile_becomes_the_connectors_and_follows_the_network() {
         "{event:?}"
     );
     assert_eq!(node.behaviour().connector().local_profile(), Some(profile));
+
+    // Back on the first network (the second listener closed): its cached profile at once.
+    let shared = node.behaviour().shared_profile().unwrap();
+    assert!(node.remove_listener(second));
+    let back = async {
+        loop {
+            if let SwarmEvent::ListenerClosed { .. } = node.next_event().await {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), back)
+        .await
+        .expect("the listener closes");
+    assert_eq!(node.behaviour().connector().local_profile(), Some(profile));
+    assert_eq!(shared.get(), Some(profile));
 }
 
 #[test]

@@ -754,12 +754,26 @@ impl Connector {
 }
 
 impl Connector {
-    /// When both profiles are known and call for port prediction, DCUtR dials the predicted
-    /// window from its first attempt (an unknown profile also gives
-    /// `Dcutr { prediction: true }`; then only the retries predict). Cleared in `finish`.
+    /// When both profiles are known and call for port prediction, the side facing the
+    /// sequential NAT dials the predicted window from its first attempt (an unknown profile
+    /// also gives `Dcutr { prediction: true }`; then only the retries predict). The side
+    /// behind the sequential NAT gets no hint: each extra destination it dials takes the next
+    /// port of its own NAT and shifts what the other side predicts. Cleared in `finish`.
     fn hint_prediction(&mut self, peer: PeerId, method: Method, remote: Option<&NatProfile>) {
-        let both_known = self.local_profile.is_some() && remote.is_some();
-        if both_known && method == (Method::Dcutr { prediction: true }) {
+        let remote_sequential = remote.is_some_and(|p| {
+            matches!(
+                p.mapping,
+                meshwire_nat::Mapping::AddressDependent(
+                    meshwire_nat::PortAllocation::Sequential { .. }
+                ) | meshwire_nat::Mapping::AddressAndPortDependent(
+                    meshwire_nat::PortAllocation::Sequential { .. }
+                )
+            )
+        });
+        if self.local_profile.is_some()
+            && remote_sequential
+            && method == (Method::Dcutr { prediction: true })
+        {
             let window = self.config.holepunch.port_windows.iter().copied().max();
             self.dcutr
                 .set_port_window_hint(peer, window.filter(|w| *w > 0));

@@ -221,20 +221,29 @@ fn prediction_from_the_first_attempt_only_when_both_profiles_call_for_it() {
     let (peer, conn) = (PeerId::random(), ConnectionId::next());
     c.relayed.insert(conn);
     // Our profile not known: the method is the same, but no hint (the retries predict).
-    c.hint_prediction(peer, predict, Some(&cone));
+    c.hint_prediction(peer, predict, Some(&sequential));
     assert_eq!(c.dcutr().port_window_hint(&peer), None);
-    c.set_local_profile(Some(sequential));
+    c.set_local_profile(Some(cone));
     c.hint_prediction(peer, predict, None);
     assert_eq!(c.dcutr().port_window_hint(&peer), None, "theirs not known");
-    c.hint_prediction(peer, Method::Dcutr { prediction: false }, Some(&cone));
+    c.hint_prediction(peer, Method::Dcutr { prediction: false }, Some(&sequential));
     assert_eq!(
         c.dcutr().port_window_hint(&peer),
         None,
         "no prediction needed"
     );
-    // Both known and prediction needed: the largest window of the config, from attempt 1.
-    c.new_session(peer, conn, true).unwrap();
+    // Behind the sequential NAT ourselves: no hint (our extra dials would shift our ports).
+    c.set_local_profile(Some(sequential));
     c.hint_prediction(peer, predict, Some(&cone));
+    assert_eq!(
+        c.dcutr().port_window_hint(&peer),
+        None,
+        "the sequential side"
+    );
+    // Facing the sequential NAT: the largest window of the config, from attempt 1.
+    c.set_local_profile(Some(cone));
+    c.new_session(peer, conn, true).unwrap();
+    c.hint_prediction(peer, predict, Some(&sequential));
     assert_eq!(c.dcutr().port_window_hint(&peer), Some(5));
     // The session's end clears it.
     assert!(c.cancel(&peer));

@@ -21,6 +21,8 @@ pub mod wire;
 #[cfg(feature = "swarm")]
 pub(crate) mod behaviour;
 #[cfg(feature = "swarm")]
+mod exchange;
+#[cfg(feature = "swarm")]
 pub(crate) mod metrics;
 #[cfg(feature = "swarm")]
 pub(crate) mod traversal;

@@ -252,7 +252,7 @@ async fn libp2p_node_speaking(
     v1_0_only: bool,
     receipts: mpsc::UnboundedSender<(PeerId, Receipt)>,
 ) -> Node {
-    let mut swarm = SwarmBuilder::with_new_identity()
+    let swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_quic()
         .with_behaviour(|key| {
@@ -272,6 +272,27 @@ async fn libp2p_node_speaking(
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
+    let peer = mw_peer(swarm.local_peer_id());
+    drive_lp(swarm, move |ev| {
+        if let LpSwarmEvent::Behaviour(lp_gs::Event::Message {
+            message,
+            message_id,
+            ..
+        }) = ev
+        {
+            let source = mw_peer(&message.source.expect("strict: signed"));
+            let _ = receipts.send((peer, (message.data, source, message_id.0)));
+        }
+    })
+    .await
+}
+
+/// Listens on loopback and runs `swarm` on its own task, handing every event to `on_event`
+/// and running the node's commands; the node's handle.
+async fn drive_lp(
+    mut swarm: libp2p::Swarm<lp_gs::Behaviour>,
+    mut on_event: impl FnMut(LpSwarmEvent<lp_gs::Event>) + Send + 'static,
+) -> Node {
     swarm
         .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
         .expect("listen");
@@ -289,12 +310,7 @@ async fn libp2p_node_speaking(
                     Some(f) => f(&mut swarm),
                     None => break,
                 },
-                ev = swarm.select_next_some() => {
-                    if let LpSwarmEvent::Behaviour(lp_gs::Event::Message { message, message_id, .. }) = ev {
-                        let source = mw_peer(&message.source.expect("strict: signed"));
-                        let _ = receipts.send((peer, (message.data, source, message_id.0)));
-                    }
-                }
+                ev = swarm.select_next_some() => on_event(ev),
             }
         }
     });
@@ -632,7 +648,7 @@ async fn meshwire_holding(hold: Hold) -> (Node, GossipsubMetrics) {
 /// with its metrics registry; with `hold` it validates messages and never decides.
 async fn libp2p_holding(hold: bool) -> (Node, prometheus_client_libp2p::registry::Registry) {
     let mut registry = prometheus_client_libp2p::registry::Registry::default();
-    let mut swarm = SwarmBuilder::with_new_identity()
+    let swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_quic()
         .with_behaviour(|key| {
@@ -652,32 +668,7 @@ async fn libp2p_holding(hold: bool) -> (Node, prometheus_client_libp2p::registry
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
-        .expect("listen");
-    let addr = loop {
-        if let LpSwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let peer = mw_peer(swarm.local_peer_id());
-    let (commands, mut rx) = mpsc::unbounded_channel::<LpCommand>();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(f) => f(&mut swarm),
-                    None => break,
-                },
-                _ = swarm.select_next_some() => {}
-            }
-        }
-    });
-    let node = Node::Lp {
-        peer,
-        addr: mw_addr(&addr),
-        commands,
-    };
+    let node = drive_lp(swarm, |_| {}).await;
     (node, registry)
 }
 

@@ -10,6 +10,14 @@
 //!   order both ways, the session runs direct on both ends, and prints the figures: time
 //!   from the first message to the direct connection, the upgrade's duration, messages
 //!   migrated (re-sent on the direct path), the longest delivery gap around the switch.
+//! - `natlab_upgrade_port_restricted_pair_with_delay`: the same with [`ACCESS_DELAY`] added
+//!   to every packet on each NAT's access link, each way (`Lab::set_delay`), so the direct
+//!   path's round trip (two access links) is at least `4 × ACCESS_DELAY` = 40 ms — well above
+//!   the loaded machine's scheduling noise, which hides it on loopback or in the plain lab.
+//!   The relayed path crosses the same two access links, so both paths have the same latency
+//!   and any delivery gap at the switch is the switch's own. Asserts the design's bound: in
+//!   each direction the longest delivery gap around the switch, and the worst latency there
+//!   above the median on the relay, are under 2 round trips of the direct path.
 //!
 //! Each node is a whole meshwire swarm on its own thread and tokio runtime inside its host's
 //! namespace (as in `natlab_dcutr`); the sessions' application ends run on the test's
@@ -42,6 +50,9 @@ const SIZE: usize = 16;
 /// The relayed path stays on standby this long after the switch, then is fenced and the
 /// relayed connection closed (10 s by default; short here so it happens under traffic).
 const FALLBACK_WINDOW: Duration = Duration::from_secs(1);
+/// The delayed variant's delay on each NAT's access link, each way: 20 ms each way between
+/// the two peers (directly or through the relay), a round trip of at least 40 ms.
+const ACCESS_DELAY: Duration = Duration::from_millis(10);
 
 enum Cmd {
     Listen(Multiaddr),
@@ -459,7 +470,27 @@ impl Seen {
     }
 }
 
-async fn port_restricted_pair(lab: &Lab) {
+/// One direction's figures around the switch.
+#[derive(Debug)]
+struct SwitchGap {
+    /// "A -> B" or "B -> A".
+    name: &'static str,
+    /// The longest time between two consecutive deliveries around the switch.
+    gap: Duration,
+    /// The worst latency of a message delivered around the switch above the median latency
+    /// on the relay before it.
+    extra_latency: Duration,
+}
+
+/// What a run measured: the direct path's round trip as the upgrade measured it
+/// (`Hello`→`Welcome`) and both directions' figures around the switch.
+#[derive(Debug)]
+struct Run {
+    rtt: Duration,
+    directions: Vec<SwitchGap>,
+}
+
+async fn port_restricted_pair(lab: &Lab) -> Run {
     // The public relay.
     let mut relay = spawn_relay(&lab.public_ns);
     relay.send(Cmd::Listen(quic(PUBLIC_IP)));
@@ -576,6 +607,7 @@ async fn port_restricted_pair(lab: &Lab) {
     );
     let before = (opened, switched);
     let after = (switched + Duration::from_millis(200), ended);
+    let mut directions = Vec::new();
     for (name, arrivals) in [("A -> B", &arrivals_at_b), ("B -> A", &arrivals_at_a)] {
         let [gap, worst, median] = gaps(arrivals, window.0, window.1);
         let [relay_gap, relay_worst, relay_median] = gaps(arrivals, before.0, before.1);
@@ -591,8 +623,20 @@ async fn port_restricted_pair(lab: &Lab) {
             rtts(gap),
             rtts(direct_gap),
         );
+        let extra_latency = worst.saturating_sub(relay_median);
+        println!(
+            "{name}: worst latency around the switch above the median on the relay: \
+             {extra_latency:?} = {:.1} RTT of the direct path",
+            rtts(extra_latency)
+        );
+        directions.push(SwitchGap {
+            name,
+            gap,
+            extra_latency,
+        });
     }
     drop(relay);
+    Run { rtt, directions }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,4 +651,57 @@ async fn natlab_upgrade_port_restricted_pair() {
     tokio::time::timeout(TEST_TIMEOUT, port_restricted_pair(&lab))
         .await
         .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natlab_upgrade_port_restricted_pair_with_delay() {
+    if let Some(reason) = natlab::missing_prerequisite() {
+        if natlab::skip(&reason) {
+            return;
+        }
+    }
+    epoch();
+    let lab = Lab::new(&[NatKind::PortRestrictedCone, NatKind::PortRestrictedCone]).expect("lab");
+    lab.set_delay(ACCESS_DELAY)
+        .expect("the access links' delay");
+    let run = tokio::time::timeout(TEST_TIMEOUT, port_restricted_pair(&lab))
+        .await
+        .expect("test timed out");
+    // The direct path's round trip crosses the two access links twice: at least the delay
+    // four times. The bound uses the smaller of that and the measured one (which adds the
+    // hosts' scheduling), so it is not loosened by a slow handshake.
+    let nominal = 4 * ACCESS_DELAY;
+    let rtt = run.rtt.min(nominal);
+    println!(
+        "access links delayed {ACCESS_DELAY:?} each way ({} packets delayed): direct RTT measured \
+         {:?}, at least {nominal:?}",
+        lab.delayed_packets(),
+        run.rtt
+    );
+    for d in &run.directions {
+        let (gap, extra) = (
+            d.gap.as_secs_f64() / rtt.as_secs_f64(),
+            d.extra_latency.as_secs_f64() / rtt.as_secs_f64(),
+        );
+        println!(
+            "{}: switch delivery gap {:?} = {gap:.2} RTT, worst latency above the relay's median \
+             {:?} = {extra:.2} RTT (bound: 2 RTT = {:?})",
+            d.name,
+            d.gap,
+            d.extra_latency,
+            2 * rtt
+        );
+        assert!(
+            d.gap < 2 * rtt,
+            "{}: delivery gap of the switch {:?} is not under 2 RTT ({rtt:?})",
+            d.name,
+            d.gap
+        );
+        assert!(
+            d.extra_latency < 2 * rtt,
+            "{}: latency added around the switch {:?} is not under 2 RTT ({rtt:?})",
+            d.name,
+            d.extra_latency
+        );
+    }
 }

@@ -21,8 +21,10 @@ use futures::io::{AsyncRead, AsyncReadExt};
 use crate::wire::{Decoded, Frame, WireError};
 
 /// The smallest read chunk (a configuration with small messages still reads this much at
-/// once).
-pub(crate) const MIN_CHUNK: usize = 16 * 1024;
+/// once): 64 KiB, so one read takes what QUIC has buffered for the stream (about a write of
+/// the peer's path writer, up to its 64 KiB batch) instead of a quarter of it — a read and its
+/// pass under the session's lock serve ≈ 4 times more frames (16 KiB before).
+pub(crate) const MIN_CHUNK: usize = 64 * 1024;
 
 /// The size of a reader's chunks for frames of at most `max_frame` bytes (prefix included).
 pub(crate) fn chunk_size(max_frame: usize) -> usize {

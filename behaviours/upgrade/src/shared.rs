@@ -114,6 +114,13 @@ struct Wakes {
     task: bool,
 }
 
+impl Wakes {
+    /// Nobody to wake.
+    fn is_empty(&self) -> bool {
+        self.writers.is_empty() && !self.readable && !self.room && !self.task
+    }
+}
+
 /// The locked state; when dropped, releases the lock, then sends the wake-ups decided
 /// under it.
 pub(crate) struct Guard<'a> {
@@ -145,6 +152,11 @@ impl Drop for Guard<'_> {
         let Some(mut state) = self.inner.take() else {
             return;
         };
+        if state.wakes.is_empty() {
+            // The common case (a message queued into a buffer a writer is already draining):
+            // nothing to take apart.
+            return;
+        }
         let wakes = std::mem::take(&mut state.wakes);
         drop(state);
         for writer in wakes.writers {

@@ -16,7 +16,7 @@ pub const MESSAGE_COST: u64 = 32;
 /// `recv_window_bytes` on the receiving side: the receiver never grants credit past
 /// `recv_window_bytes` beyond what the application consumed, and refuses (fails the session)
 /// data that would make it hold more. With the swarm driver a delivered message may be a slice
-/// of a read chunk of `max(max_message + 41, 16 KiB)` bytes and keeps that chunk alive; each
+/// of a read chunk of `max(max_message + 41, 64 KiB)` bytes and keeps that chunk alive; each
 /// path's reader lets at most `max(4, 2 × recv_window_bytes / chunk)` chunks be pinned so
 /// (beyond that it copies payloads until chunks are released), so with the defaults a path
 /// pins at most ≈ 2 MiB of chunks besides the window (a message waiting for a gap is copied

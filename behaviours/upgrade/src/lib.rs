@@ -80,6 +80,8 @@ mod session;
 #[cfg(feature = "swarm")]
 mod shared;
 #[cfg(feature = "swarm")]
+mod source;
+#[cfg(feature = "swarm")]
 pub mod stats;
 pub mod wire;
 

@@ -157,3 +157,121 @@ fn log_end(path: PathId, result: &Result<(), ReadEnd>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    use super::*;
+    use crate::driver::spawn_io;
+    use crate::engine::{PathKind, SessionConfig, SessionEngine, Transmit};
+    use crate::shared::Out;
+    use crate::wire::MAX_HEADER;
+
+    fn data(from: u64, to: u64) -> BytesMut {
+        let mut out = BytesMut::new();
+        for seq in from..to {
+            Frame::Data {
+                seq,
+                payload: Bytes::from(vec![seq as u8; 8]),
+            }
+            .encode_framed_into(&mut out);
+        }
+        out
+    }
+
+    /// One task on one thread: the path's reader task runs only when the test yields.
+    #[tokio::test(flavor = "current_thread")]
+    async fn recv_reads_what_the_stream_holds_before_the_reader_task_runs_in_order() {
+        let config = SessionConfig::default();
+        let now = Instant::now();
+        let mut initiator = SessionEngine::new_initiator(1, config.clone(), now);
+        let path = initiator.open_path(now, PathKind::Direct);
+        let Some(Transmit::Frame {
+            frame:
+                Frame::Hello {
+                    recv_next,
+                    recv_limit,
+                    ..
+                },
+            ..
+        }) = initiator.poll_transmit(now)
+        else {
+            panic!("a new path starts with its Hello");
+        };
+        let core = Core::new(SessionEngine::new_responder(1, config.clone(), now));
+        let wake = Arc::new(Notify::new());
+        {
+            let mut s = core.lock();
+            s.outs.insert(
+                path,
+                Out {
+                    buf: BytesMut::new(),
+                    closing: false,
+                    wake: wake.clone(),
+                },
+            );
+            let accepted =
+                s.engine
+                    .handle_hello(now, PathKind::Direct, path, recv_next, recv_limit);
+            assert_eq!(accepted, Ok(true));
+            s.pump();
+        }
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        spawn_io(
+            core.clone(),
+            path,
+            ours.compat(),
+            config.max_message + MAX_HEADER,
+            wake,
+            Duration::from_secs(10),
+        );
+        // The reader task polls the empty stream once (and the writer writes the `Welcome`).
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(core.lock().sources.len(), 1);
+        // Written without yielding: the reader task has not run since.
+        peer.write_all(&data(0, 3))
+            .await
+            .expect("the pipe has room");
+        assert_eq!(core.lock().engine.readable(), 0);
+        let mut got = Vec::new();
+        assert_eq!(core.take(16, |m| got.push(m)), Ok(true));
+        assert_eq!(
+            got,
+            (0..3u8)
+                .map(|i| Bytes::from(vec![i; 8]))
+                .collect::<Vec<_>>()
+        );
+        // The reader task takes the next ones; the order holds across both readers.
+        peer.write_all(&data(3, 5))
+            .await
+            .expect("the pipe has room");
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(core.lock().engine.readable(), 2);
+        peer.write_all(&data(5, 6))
+            .await
+            .expect("the pipe has room");
+        assert_eq!(core.take(16, |m| got.push(m)), Ok(true));
+        assert_eq!(core.take(16, |m| got.push(m)), Ok(true));
+        assert_eq!(
+            got,
+            (0..6u8)
+                .map(|i| Bytes::from(vec![i; 8]))
+                .collect::<Vec<_>>()
+        );
+        // The stream ends: a direct read sees it, the path ends, the reader task stops.
+        drop(peer);
+        assert_eq!(core.take(16, |m| got.push(m)), Ok(false));
+        assert!(core.lock().sources.is_empty());
+        assert!(core.lock().closed.contains(&path));
+    }
+}

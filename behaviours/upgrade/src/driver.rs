@@ -17,10 +17,12 @@ use meshwire_core::ConnectionId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::engine::{PathId, PathKind, SessionEvent};
-use crate::reader::{chunk_size, max_pinned, FrameReader};
-use crate::shared::{stamp, Core, Kinds, Out, WRITE_BATCH};
-use crate::source::{SharedRead, Source};
+use crate::reader::{chunk_size, max_pinned, FrameReader, ReadEnd};
+use crate::shared::{handle_frames, stamp, Core, Kinds, Out, WRITE_BATCH};
 use crate::wire::MAX_HEADER;
+
+/// Frames decoded from one read before they go into the engine.
+const BATCH: usize = 1024;
 
 /// A stream for the session.
 pub(crate) enum Command<S> {
@@ -308,32 +310,30 @@ where
     (reader.abort_handle(), writer)
 }
 
-/// Reads a path's frames into the engine, a batch per lock, until the stream ends; the
-/// reader is shared with the application's `recv`, which reads directly when it finds
-/// nothing readable ([`crate::source`]).
-async fn read_path<R: AsyncRead + Unpin + Send + 'static>(
-    core: Arc<Core>,
-    path: PathId,
-    read: R,
-    max_frame: usize,
-) {
+/// Reads a path's frames into the engine, a batch per lock, until the stream ends.
+async fn read_path<R: AsyncRead + Unpin>(core: Arc<Core>, path: PathId, read: R, max_frame: usize) {
     let window = core.lock().engine.config().effective_recv_window();
     let chunk = chunk_size(max_frame);
-    let shared = Arc::new(SharedRead::new(FrameReader::new(
+    let mut reader = FrameReader::new(
         read,
         chunk,
         max_frame,
         max_frame - MAX_HEADER,
         max_pinned(window, chunk),
-    )));
-    {
-        let mut s = core.lock();
-        if s.ended {
+    );
+    let mut frames = Vec::new();
+    loop {
+        let result = reader.read_batch(&mut frames, BATCH).await;
+        if let Err(end) = &result {
+            if !matches!(end, ReadEnd::Eof) {
+                tracing::debug!(path, error = %end, "upgrade path read failed; path closed");
+            }
+        }
+        let ended = handle_frames(&core, path, &mut frames, result.is_err());
+        if ended || result.is_err() {
             return;
         }
-        s.sources.push((path, Source(shared.clone())));
     }
-    std::future::poll_fn(|cx| shared.poll_task(cx, &core, path)).await;
 }
 
 /// Writes a path's buffer whenever it has bytes: takes all of it under the lock (refilling

@@ -80,8 +80,6 @@ mod session;
 #[cfg(feature = "swarm")]
 mod shared;
 #[cfg(feature = "swarm")]
-mod source;
-#[cfg(feature = "swarm")]
 pub mod stats;
 pub mod wire;
 

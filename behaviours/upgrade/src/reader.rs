@@ -16,10 +16,7 @@
 //! in chunks, at least 4 — with the defaults ≈ 2 MiB).
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures::io::AsyncRead;
+use futures::io::{AsyncRead, AsyncReadExt};
 
 use crate::wire::{Decoded, Frame, WireError};
 
@@ -119,48 +116,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Appends to `out` (empty) every whole frame buffered (at most `max`), reading first when
     /// none is; frames appended before an `Err` are valid and precede the end.
-    #[cfg(test)]
     pub(crate) async fn read_batch(
         &mut self,
         out: &mut Vec<Frame>,
         max: usize,
     ) -> Result<(), ReadEnd> {
-        std::future::poll_fn(|cx| self.poll_read_batch(cx, out, max)).await
-    }
-
-    /// [`FrameReader::read_batch`] as a poll: `Pending` (with `cx` registered) when no whole
-    /// frame is buffered and the stream has no bytes now.
-    pub(crate) fn poll_read_batch(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut Vec<Frame>,
-        max: usize,
-    ) -> Poll<Result<(), ReadEnd>> {
         loop {
             while out.len() < max {
                 match self.parse_one() {
                     Ok(Some(frame)) => out.push(frame),
                     Ok(None) => break,
-                    Err(end) if out.is_empty() => return Poll::Ready(Err(end)),
+                    Err(end) if out.is_empty() => return Err(end),
                     // The frames before it first; the error again on the next call.
-                    Err(_) => return Poll::Ready(Ok(())),
+                    Err(_) => return Ok(()),
                 }
             }
             if !out.is_empty() {
-                return Poll::Ready(Ok(()));
+                return Ok(());
             }
             self.make_room();
-            let n = match Pin::new(&mut self.io).poll_read(cx, &mut self.buf[self.end..]) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                Poll::Pending => return Poll::Pending,
-            };
+            let n = self.io.read(&mut self.buf[self.end..]).await?;
             if n == 0 {
-                return Poll::Ready(Err(if self.end == 0 {
+                return Err(if self.end == 0 {
                     ReadEnd::Eof
                 } else {
                     ReadEnd::Truncated
-                }));
+                });
             }
             self.end += n;
         }

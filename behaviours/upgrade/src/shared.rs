@@ -18,8 +18,6 @@ use crate::engine::{
     Encoded, PathId, PathKind, SessionEngine, SessionError, SessionEvent, SessionStats,
 };
 use crate::session::ChannelError;
-use crate::source::{Direct, Source};
-use crate::wire::Frame;
 
 /// Bytes encoded for the current path before encoding waits for its writer (bounds each
 /// path's buffer; the send window bounds what waits in the engine).
@@ -97,8 +95,6 @@ pub(crate) struct State {
     pub(crate) error: Option<SessionError>,
     /// The deadline the task sleeps until.
     pub(crate) armed: Option<Instant>,
-    /// The paths' shared readers, for reading directly when nothing is readable.
-    pub(crate) sources: Vec<(PathId, Source)>,
     /// The application waits in `recv`.
     recv_waiting: bool,
     /// A sender waits for room.
@@ -205,7 +201,6 @@ impl Core {
                 ended: false,
                 error: None,
                 armed: None,
-                sources: Vec::new(),
                 recv_waiting: false,
                 send_waiting: false,
                 task_woken: false,
@@ -331,10 +326,6 @@ impl Core {
     /// (the caller then waits on [`Core::readable`]); `Err` once none will come.
     pub(crate) fn take(&self, max: usize, mut push: impl FnMut(Bytes)) -> Result<bool, ()> {
         let mut s = self.lock();
-        if s.engine.readable() == 0 && !s.ended {
-            // What the streams already hold, without waiting for the readers.
-            s.read_direct();
-        }
         if s.engine.readable() == 0 {
             if s.ended || s.engine.peer_finished() || s.engine.is_terminated() {
                 return Err(());
@@ -446,32 +437,9 @@ impl State {
         self.task_woken = true;
     }
 
-    /// A batch of frames read from `path` goes into the engine (the path ended after them
-    /// if `end`); then what they caused is written and woken.
-    pub(crate) fn hand_frames(&mut self, path: PathId, frames: &mut Vec<Frame>, end: bool) {
-        let now = Instant::now();
-        self.now = now;
-        for frame in frames.drain(..) {
-            let _ = self.engine.handle_frame(now, path, frame);
-        }
-        if end {
-            self.sources.retain(|(p, _)| *p != path);
-            self.path_ended(path);
-        }
-        self.after_input();
-    }
-
-    /// Reads every path's stream directly (without waiting) into the engine.
-    fn read_direct(&mut self) {
-        let mut sources = std::mem::take(&mut self.sources);
-        sources.retain(|(path, source)| source.0.read_into(self, *path) != Direct::End);
-        self.sources = sources;
-    }
-
     /// The session ended: every writer closes, every waiting party wakes.
     pub(crate) fn end(&mut self) {
         self.ended = true;
-        self.sources.clear();
         for out in self.outs.values_mut() {
             out.closing = true;
             self.wakes.writers.push(out.wake.clone());
@@ -516,6 +484,26 @@ impl Drop for Consumer {
         s.task_woken = true;
         s.wake_task_if_due();
     }
+}
+
+/// Reads and writes of a path: the frames of a batch go into the engine under one lock.
+pub(crate) fn handle_frames(
+    core: &Core,
+    path: PathId,
+    frames: &mut Vec<crate::wire::Frame>,
+    end: bool,
+) -> bool {
+    let mut s = core.lock();
+    let now = Instant::now();
+    s.now = now;
+    for frame in frames.drain(..) {
+        let _ = s.engine.handle_frame(now, path, frame);
+    }
+    if end {
+        s.path_ended(path);
+    }
+    s.after_input();
+    s.ended
 }
 
 /// The current time, recorded in the state.

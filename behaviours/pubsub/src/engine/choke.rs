@@ -28,6 +28,9 @@
 //!   instead of the message. IWANT is answered as always. A CHOKE or UNCHOKE for a topic we
 //!   are not in, or from a peer not in that topic's mesh, is ignored (counted): a peer can
 //!   only lower what we send to it.
+//! - **Implicit IDONTWANT**: a choked peer's IHAVE says it has the message: the ids are
+//!   recorded as if it had sent IDONTWANT (the same bounded table), so a copy we would forward
+//!   to it later is not sent.
 //! - **Fallback**: an id announced by a choked peer and not received from anyone within
 //!   [`ChokeConfig::iwant_timeout`] is asked for with IWANT from the first peer that
 //!   announced it (at most [`ChokeConfig::max_pending`] ids wait; beyond, the id is left to
@@ -404,6 +407,12 @@ impl GossipsubEngine {
                 );
             } else {
                 c.stats.pending_dropped += 1;
+            }
+        }
+        // It has these messages: not forwarded to it if ours comes later (as IDONTWANT).
+        for id in ihave.message_ids.iter().take(MAX_IDS_PER_CHOKE_IHAVE) {
+            if id.len() <= self.config.max_message_id_len {
+                self.note_has(&peer, &MessageId(id.clone()));
             }
         }
         true

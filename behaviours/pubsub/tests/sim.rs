@@ -186,6 +186,11 @@ fn sim_choking_cuts_duplicates() {
         on.latency_ms.p99,
     );
     assert!(
+        on.duplicates_per_delivery <= 3.0,
+        "choking on: {:.2} duplicates per delivery",
+        on.duplicates_per_delivery
+    );
+    assert!(
         on.duplicates_per_delivery < off.duplicates_per_delivery * 0.7,
         "choking on {:.2} vs off {:.2}",
         on.duplicates_per_delivery,
@@ -197,6 +202,19 @@ fn sim_choking_cuts_duplicates() {
 fn sim_choking_delivers_under_loss_and_churn() {
     // 10 % of RPCs lost (CHOKEs, UNCHOKEs and IHAVEs too), 20 % of the nodes leaving and
     // joining again: delivery stays as without choking.
+    let off = choke_run(false, 0.10, 0.20);
     let on = choke_run(true, 0.10, 0.20);
+    check_churn(&off);
     check_churn(&on);
+    println!(
+        "10 % loss, 20 % churn: delivery off {:.4} on {:.4}, duplicates {:.2} / {:.2}, p50 {:.0} / {:.0} ms, p99 {:.0} / {:.0} ms",
+        off.delivery_rate(),
+        on.delivery_rate(),
+        off.duplicates_per_delivery,
+        on.duplicates_per_delivery,
+        off.latency_ms.p50,
+        on.latency_ms.p50,
+        off.latency_ms.p99,
+        on.latency_ms.p99,
+    );
 }

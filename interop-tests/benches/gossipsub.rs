@@ -146,6 +146,25 @@ fn choking() -> bool {
     std::env::var("MESHWIRE_BENCH_CHOKE").as_deref() == Ok("on")
 }
 
+/// The choke settings of a meshwire child: the defaults, with `max_unchoked` and
+/// `iwant_timeout` (ms) overridable by `MESHWIRE_BENCH_CHOKE_MAX` and
+/// `MESHWIRE_BENCH_CHOKE_IWANT_MS` (for exploring the trade between duplicates and latency).
+fn choke_config() -> meshwire_pubsub::ChokeConfig {
+    let defaults = meshwire_pubsub::ChokeConfig::default();
+    let max_unchoked = env_usize("MESHWIRE_BENCH_CHOKE_MAX", defaults.max_unchoked);
+    let iwant_ms = env_usize(
+        "MESHWIRE_BENCH_CHOKE_IWANT_MS",
+        defaults.iwant_timeout.as_millis() as usize,
+    );
+    meshwire_pubsub::ChokeConfig {
+        enabled: choking(),
+        max_unchoked,
+        min_unchoked: defaults.min_unchoked.min(max_unchoked),
+        iwant_timeout: Duration::from_millis(iwant_ms as u64),
+        ..defaults
+    }
+}
+
 fn payload(number: u64) -> Vec<u8> {
     let mut data = number.to_le_bytes().to_vec();
     data.resize(message_size(), 0x5A);
@@ -176,10 +195,7 @@ async fn meshwire_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -
         .with_heartbeat_interval(HEARTBEAT)
         .with_heartbeat_initial_delay(HEARTBEAT)
         .with_idontwant_message_size_threshold(idontwant_threshold())
-        .with_choke(meshwire_pubsub::ChokeConfig {
-            enabled: choking(),
-            ..meshwire_pubsub::ChokeConfig::default()
-        });
+        .with_choke(choke_config());
     let mut behaviour = Behaviour::new(&key, config).expect("config");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = GossipsubMetrics::register(&mut registry, 4);

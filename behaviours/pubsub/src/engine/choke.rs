@@ -12,7 +12,9 @@
 //!   [`ChokeConfig::early_margin`] of the first ("early") against later ones ("late"),
 //!   decayed by [`ChokeConfig::decay`] each heartbeat; for a peer we choked, the same from
 //!   its immediate IHAVEs (an IHAVE of an id we have not seen yet is early: that peer would
-//!   have been first).
+//!   have been first). Each message of the heartbeat that a peer neither sent nor announced
+//!   counts as late for it, so a silent peer (a link the other side dropped) is judged, not
+//!   kept as unknown.
 //! - **Decided** at each heartbeat, per topic: while more than [`ChokeConfig::max_unchoked`]
 //!   mesh peers are unchoked (peers without support included), the one with the lowest
 //!   early share among those with [`ChokeConfig::min_samples`] samples and an early share
@@ -31,10 +33,13 @@
 //! - **Implicit IDONTWANT**: a choked peer's IHAVE says it has the message: the ids are
 //!   recorded as if it had sent IDONTWANT (the same bounded table), so a copy we would forward
 //!   to it later is not sent.
-//! - **Fallback**: an id announced by a choked peer and not received from anyone within
-//!   [`ChokeConfig::iwant_timeout`] is asked for with IWANT from the first peer that
-//!   announced it (at most [`ChokeConfig::max_pending`] ids wait; beyond, the id is left to
-//!   the heartbeat's gossip).
+//! - **Fallback**: an id announced by a choked peer and not received from anyone within the
+//!   wait is asked for with IWANT from the first peer that announced it. The wait adapts to
+//!   the network: [`WAIT_FACTOR`] × the running mean (weight [`GAP_WEIGHT`]) of the gaps
+//!   between a choked peer's IHAVE and the first full copy (a fallback counts as a gap of the
+//!   wait it used), within [`ChokeConfig::iwant_timeout_min`] and
+//!   [`ChokeConfig::iwant_timeout`] (the latter until a gap is seen). At most
+//!   [`ChokeConfig::max_pending`] ids wait; beyond, the id is left to the heartbeat's gossip.
 //! - **Reset**: GRAFT or PRUNE between two peers on a topic (either way), leaving the mesh,
 //!   or disconnecting forgets both directions' choke state for that pair.
 //! - **Lossy links**: a CHOKE is sent again when a choked peer keeps sending full messages
@@ -55,6 +60,13 @@ const MAX_IDS_PER_CHOKE_IHAVE: usize = 16;
 
 /// Peers remembered per pending id (the first answers our IWANT).
 const MAX_ANNOUNCERS: usize = 3;
+
+/// The fallback wait is this many times the mean gap between a choked peer's IHAVE and the
+/// first full copy.
+pub const WAIT_FACTOR: f64 = 3.0;
+
+/// The weight of each new gap in that running mean.
+pub const GAP_WEIGHT: f64 = 0.1;
 
 /// The settings of choking ([`GossipsubConfig::choke`](super::GossipsubConfig::choke)).
 #[derive(Clone, Debug, PartialEq)]
@@ -80,8 +92,11 @@ pub struct ChokeConfig {
     /// How much better (early share) a choked peer must be than the worst unchoked one to
     /// swap them. Default 0.2.
     pub swap_margin: f64,
-    /// How long an id announced by a choked peer may wait for a full copy before we ask for
-    /// it with IWANT. Default 100 ms.
+    /// The shortest wait for a full copy of an id announced by a choked peer before we ask
+    /// for it (the wait adapts between this and `iwant_timeout`). Default 10 ms.
+    pub iwant_timeout_min: Duration,
+    /// The longest (and first) wait for a full copy of an id announced by a choked peer
+    /// before we ask for it with IWANT. Default 100 ms.
     pub iwant_timeout: Duration,
     /// Ids announced by choked peers waiting for that timeout, at most. Default 1,024.
     pub max_pending: usize,
@@ -101,6 +116,7 @@ impl Default for ChokeConfig {
             min_samples: 5.0,
             decay: 0.9,
             swap_margin: 0.2,
+            iwant_timeout_min: Duration::from_millis(10),
             iwant_timeout: Duration::from_millis(100),
             max_pending: 1024,
             max_tracked: 4096,
@@ -109,7 +125,8 @@ impl Default for ChokeConfig {
 }
 
 impl ChokeConfig {
-    /// Whether the bounds hold: `1 <= min_unchoked <= max_unchoked`, `decay` in (0, 1],
+    /// Whether the bounds hold: `1 <= min_unchoked <= max_unchoked`, `iwant_timeout_min <=
+    /// iwant_timeout`, `decay` in (0, 1],
     /// `late_ratio` in [0, 1], `min_samples` > 0, `max_pending` and `max_tracked` ≥ 1.
     pub fn is_valid(&self) -> bool {
         self.min_unchoked >= 1
@@ -118,6 +135,7 @@ impl ChokeConfig {
             && self.decay <= 1.0
             && (0.0..=1.0).contains(&self.late_ratio)
             && self.min_samples > 0.0
+            && self.iwant_timeout_min <= self.iwant_timeout
             && self.max_pending >= 1
             && self.max_tracked >= 1
     }
@@ -155,6 +173,8 @@ struct PeerChoke {
     iwants: u32,
     /// It sent IHAVE while unchoked (our UNCHOKE may be lost).
     ihave_while_unchoked: bool,
+    /// Copies (unchoked) or ids (choked) it sent this heartbeat.
+    heard: u32,
 }
 
 impl PeerChoke {
@@ -176,6 +196,8 @@ impl PeerChoke {
 struct Pending {
     id: Vec<u8>,
     topic: TopicHash,
+    /// When the first IHAVE of it came.
+    announced: Instant,
     deadline: Instant,
     peers: Vec<PeerId>,
 }
@@ -194,7 +216,32 @@ pub(super) struct ChokeState {
     /// Ids announced by choked peers only, by id hash.
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
+    /// First receipts this heartbeat, per topic (a peer that sent fewer copies or ids than
+    /// this is charged the difference as late: a silent peer must not look unjudged).
+    firsts: HashMap<TopicHash, u32>,
+    /// Running mean of the gaps between a choked peer's IHAVE and the first full copy, in
+    /// seconds (`None` until one is seen).
+    gap: Option<f64>,
     stats: ChokeStats,
+}
+
+impl ChokeState {
+    /// The fallback wait now (see the module docs).
+    pub(super) fn wait(&self, config: &ChokeConfig) -> Duration {
+        match self.gap {
+            None => config.iwant_timeout,
+            Some(gap) => Duration::from_secs_f64(gap * WAIT_FACTOR)
+                .clamp(config.iwant_timeout_min, config.iwant_timeout),
+        }
+    }
+
+    pub(super) fn note_gap(&mut self, gap: Duration) {
+        let g = gap.as_secs_f64();
+        self.gap = Some(match self.gap {
+            None => g,
+            Some(mean) => mean + GAP_WEIGHT * (g - mean),
+        });
+    }
 }
 
 impl GossipsubEngine {
@@ -332,6 +379,10 @@ impl GossipsubEngine {
             }
             if let Some(p) = c.pending.remove(&hash) {
                 c.deadlines.remove(&(p.deadline, hash));
+                c.note_gap(now.saturating_duration_since(p.announced));
+            }
+            if c.topics.contains_key(topic) {
+                *c.firsts.entry(topic.clone()).or_default() += 1;
             }
             true
         } else {
@@ -347,7 +398,10 @@ impl GossipsubEngine {
         };
         if st.choked {
             st.full_while_choked += 1;
-        } else if early {
+            return;
+        }
+        st.heard += 1;
+        if early {
             st.early += 1.0;
         } else {
             st.late += 1.0;
@@ -364,6 +418,7 @@ impl GossipsubEngine {
             return false;
         };
         let c = &mut self.choke;
+        let wait = c.wait(config);
         let Some(st) = c.topics.get_mut(&topic).and_then(|m| m.get_mut(&peer)) else {
             return false;
         };
@@ -375,6 +430,7 @@ impl GossipsubEngine {
             if id.len() > self.config.max_message_id_len {
                 continue;
             }
+            st.heard += 1;
             let hash = super::id_hash(id);
             if self.seen.contains(&MessageId(id.clone())) {
                 let early = c
@@ -394,13 +450,14 @@ impl GossipsubEngine {
                     p.peers.push(peer);
                 }
             } else if c.pending.len() < config.max_pending {
-                let deadline = now + config.iwant_timeout;
+                let deadline = now + wait;
                 c.deadlines.insert((deadline, hash));
                 c.pending.insert(
                     hash,
                     Pending {
                         id: id.clone(),
                         topic: topic.clone(),
+                        announced: now,
                         deadline,
                         peers: vec![peer],
                     },
@@ -437,6 +494,9 @@ impl GossipsubEngine {
             if self.seen.contains(&MessageId(p.id.clone())) {
                 continue;
             }
+            // Censored: the copy took at least this long.
+            self.choke
+                .note_gap(p.deadline.saturating_duration_since(p.announced));
             let Some(peer) = p.peers.into_iter().find(|q| self.peers.contains_key(q)) else {
                 continue;
             };
@@ -498,6 +558,7 @@ impl GossipsubEngine {
             .choked_by
             .retain(|(t, p)| mesh.get(t).is_some_and(|m| m.contains(p)));
         self.choke.topics.retain(|t, _| mesh.contains_key(t));
+        self.choke.firsts.retain(|t, _| mesh.contains_key(t));
         self.choke
             .first_seen
             .retain(|_, t| now.saturating_duration_since(*t) <= margin);
@@ -521,6 +582,12 @@ impl GossipsubEngine {
             }
         }
         let plain = mesh.len() - table.len();
+        // Messages this heartbeat that a peer neither sent nor announced count as late.
+        let firsts = self.choke.firsts.remove(topic).unwrap_or(0);
+        for st in table.values_mut() {
+            st.late += f64::from(firsts.saturating_sub(st.heard));
+            st.heard = 0;
+        }
         // (share or None, peer), for the unchoked and the choked supporting peers.
         let mut unchoked: Vec<(Option<f64>, PeerId)> = Vec::new();
         let mut choked: Vec<(Option<f64>, PeerId)> = Vec::new();

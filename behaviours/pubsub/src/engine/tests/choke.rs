@@ -262,6 +262,10 @@ fn choke_config_bounds_are_checked() {
             max_pending: 0,
             ..ChokeConfig::default()
         },
+        ChokeConfig {
+            iwant_timeout_min: Duration::from_millis(200),
+            ..ChokeConfig::default()
+        },
     ] {
         let config = GossipsubConfig {
             choke: bad,
@@ -270,4 +274,26 @@ fn choke_config_bounds_are_checked() {
         assert_eq!(config.validate(), Err(ConfigError::Choke));
     }
     assert!(GossipsubConfig::default().validate().is_ok());
+}
+
+#[test]
+fn fallback_wait_follows_the_gaps_within_its_bounds() {
+    use super::choke::ChokeState;
+    let config = ChokeConfig::default();
+    let mut state = ChokeState::default();
+    // No gap seen yet: the longest wait.
+    assert_eq!(state.wait(&config), Duration::from_millis(100));
+    // One 5 ms gap: three times it.
+    state.note_gap(Duration::from_millis(5));
+    assert_eq!(state.wait(&config), Duration::from_millis(15));
+    // Tiny gaps: never below the floor.
+    for _ in 0..100 {
+        state.note_gap(Duration::from_micros(100));
+    }
+    assert_eq!(state.wait(&config), config.iwant_timeout_min);
+    // Long gaps (or fallbacks at the longest wait): never above the ceiling.
+    for _ in 0..100 {
+        state.note_gap(Duration::from_secs(1));
+    }
+    assert_eq!(state.wait(&config), config.iwant_timeout);
 }

@@ -36,6 +36,10 @@
 //! - **IDONTWANT** (v1.2, module `idontwant`): large messages announced to v1.2 mesh peers on
 //!   first receipt, before forwarding; peers' IDONTWANT kept a few heartbeats (bounded) and
 //!   honoured when forwarding, answering IWANT and in the data queues.
+//! - **Choking** (a meshwire extension, off by default, module `choke`): between meshwire
+//!   peers that announced it, a node asks its mostly-late mesh peers (beyond
+//!   [`ChokeConfig::max_unchoked`]) to send message ids in an immediate IHAVE instead of
+//!   messages, and fetches with IWANT what no unchoked peer brought in time.
 //! - **Queues**: every peer has a bounded control queue and a bounded data queue
 //!   ([`GossipsubConfig::max_queued_control`], [`GossipsubConfig::max_queued_messages`]);
 //!   control goes first; a full queue drops what comes next ([`GossipsubEngine::queue_stats`]).

@@ -12,9 +12,9 @@
 //!   [`ChokeConfig::early_margin`] of the first ("early") against later ones ("late"),
 //!   decayed by [`ChokeConfig::decay`] each heartbeat; for a peer we choked, the same from
 //!   its immediate IHAVEs (an IHAVE of an id we have not seen yet is early: that peer would
-//!   have been first). Each message of the heartbeat that a peer neither sent nor announced
-//!   counts as late for it, so a silent peer (a link the other side dropped) is judged, not
-//!   kept as unknown.
+//!   have been first). A peer that sent or announced nothing during a heartbeat in which
+//!   messages arrived is charged all of them as late, so a silent peer (a link the other
+//!   side dropped) is judged, not kept as unknown.
 //! - **Decided** at each heartbeat, per topic: while more than [`ChokeConfig::max_unchoked`]
 //!   mesh peers are unchoked (peers without support included), the one with the lowest
 //!   early share among those with [`ChokeConfig::min_samples`] samples and an early share
@@ -216,8 +216,8 @@ pub(super) struct ChokeState {
     /// Ids announced by choked peers only, by id hash.
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
-    /// First receipts this heartbeat, per topic (a peer that sent fewer copies or ids than
-    /// this is charged the difference as late: a silent peer must not look unjudged).
+    /// First receipts this heartbeat, per topic (a peer that sent no copy nor id is charged
+    /// them as late: a silent peer must not look unjudged).
     firsts: HashMap<TopicHash, u32>,
     /// Running mean of the gaps between a choked peer's IHAVE and the first full copy, in
     /// seconds (`None` until one is seen).
@@ -582,10 +582,13 @@ impl GossipsubEngine {
             }
         }
         let plain = mesh.len() - table.len();
-        // Messages this heartbeat that a peer neither sent nor announced count as late.
+        // A peer that neither sent nor announced anything in a heartbeat with messages is
+        // charged them all as late (a silent link); others are judged by what they sent.
         let firsts = self.choke.firsts.remove(topic).unwrap_or(0);
         for st in table.values_mut() {
-            st.late += f64::from(firsts.saturating_sub(st.heard));
+            if st.heard == 0 {
+                st.late += f64::from(firsts);
+            }
             st.heard = 0;
         }
         // (share or None, peer), for the unchoked and the choked supporting peers.

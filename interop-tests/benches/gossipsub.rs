@@ -14,8 +14,11 @@
 //! Three configurations, each run for both implementations: messages of 256 bytes (under
 //! both implementations' IDONTWANT threshold of 1,000 bytes: no IDONTWANT), of 2,048 bytes
 //! (IDONTWANT on first receipt), and of 2,048 bytes with IDONTWANT off on both sides
-//! (threshold `usize::MAX`; what 2,048 bytes cost without it). `MESHWIRE_BENCH_ROWS` picks
-//! some (`small,large,large-off`, comma-separated; default all).
+//! (threshold `usize::MAX`; what 2,048 bytes cost without it). A fourth, `choke`, runs
+//! 256-byte messages three times: meshwire as in `small`, meshwire with choking on (a
+//! meshwire extension, `docs/pubsub.md`: each node takes full messages from at most 4 mesh
+//! peers, message ids from the others), and rust-libp2p. `MESHWIRE_BENCH_ROWS` picks
+//! some (`small,large,large-off,choke`, comma-separated; default all).
 //!
 //! - delivery: (message, receiver) pairs received over the `(nodes − 1) × messages` expected;
 //! - duplicates: copies received after the first, per delivered message — meshwire's
@@ -31,7 +34,10 @@
 //!
 //! Run with `cargo bench -p interop-tests --bench gossipsub`. Summary lines per configuration:
 //! `gossipsub <row> <implementation> delivery <%> duplicates <x> idontwant <x> p50 <ms> p99 <ms>
-//! memory/node <KiB>` and `gossipsub <row> meshwire / rust-libp2p: ...` with the ratios.
+//! memory/node <KiB>` and `gossipsub <row> meshwire / rust-libp2p: ...` with the ratios; the
+//! `choke` row adds `gossipsub choke meshwire+choke ...` (with the mean number of mesh peers
+//! each node chokes and the fallback IWANTs per delivered message) and the ratios of
+//! `meshwire+choke` to rust-libp2p and to meshwire without choking.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -135,6 +141,30 @@ fn idontwant_threshold() -> usize {
     }
 }
 
+/// Whether this meshwire child chokes (`MESHWIRE_BENCH_CHOKE=on`).
+fn choking() -> bool {
+    std::env::var("MESHWIRE_BENCH_CHOKE").as_deref() == Ok("on")
+}
+
+/// The choke settings of a meshwire child: the defaults, with `max_unchoked` and
+/// `iwant_timeout` (ms) overridable by `MESHWIRE_BENCH_CHOKE_MAX` and
+/// `MESHWIRE_BENCH_CHOKE_IWANT_MS` (for exploring the trade between duplicates and latency).
+fn choke_config() -> meshwire_pubsub::ChokeConfig {
+    let defaults = meshwire_pubsub::ChokeConfig::default();
+    let max_unchoked = env_usize("MESHWIRE_BENCH_CHOKE_MAX", defaults.max_unchoked);
+    let iwant_ms = env_usize(
+        "MESHWIRE_BENCH_CHOKE_IWANT_MS",
+        defaults.iwant_timeout.as_millis() as usize,
+    );
+    meshwire_pubsub::ChokeConfig {
+        enabled: choking(),
+        max_unchoked,
+        min_unchoked: defaults.min_unchoked.min(max_unchoked),
+        iwant_timeout: Duration::from_millis(iwant_ms as u64),
+        ..defaults
+    }
+}
+
 fn payload(number: u64) -> Vec<u8> {
     let mut data = number.to_le_bytes().to_vec();
     data.resize(message_size(), 0x5A);
@@ -164,7 +194,8 @@ async fn meshwire_node(index: usize, receipts: mpsc::UnboundedSender<Receipt>) -
         .with_mesh_n_high(D_HI)
         .with_heartbeat_interval(HEARTBEAT)
         .with_heartbeat_initial_delay(HEARTBEAT)
-        .with_idontwant_message_size_threshold(idontwant_threshold());
+        .with_idontwant_message_size_threshold(idontwant_threshold())
+        .with_choke(choke_config());
     let mut behaviour = Behaviour::new(&key, config).expect("config");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = GossipsubMetrics::register(&mut registry, 4);
@@ -246,15 +277,29 @@ async fn run_meshwire(n: usize, dials: usize, messages: usize) -> Outcome {
         .map(|n| n.metrics.idontwant_received_count())
         .sum();
     let mut mesh = 0usize;
+    let (mut choked, mut fallback) = (0usize, 0u64);
     for node in &nodes {
         let t = topic.clone();
-        mesh += node
+        let (m, c, f) = node
             .handle
-            .with_behaviour(move |b| b.engine().mesh_peers(&t).count())
+            .with_behaviour(move |b| {
+                let e = b.engine();
+                (
+                    e.mesh_peers(&t).count(),
+                    e.choked_peers(&t).len(),
+                    e.choke_stats().fallback_iwants,
+                )
+            })
             .await
             .expect("meshwire node running");
+        mesh += m;
+        choked += c;
+        fallback += f;
     }
-    Outcome::collect(n, published, rx, (duplicates, idontwant), mesh)
+    let mut outcome = Outcome::collect(n, published, rx, (duplicates, idontwant), mesh);
+    outcome.choked_avg = choked as f64 / n as f64;
+    outcome.fallback_iwants = fallback;
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,6 +467,10 @@ struct Outcome {
     idontwant: u64,
     latencies_us: Vec<u64>,
     mesh_avg: f64,
+    /// Mesh peers each node chokes at the end, on average (meshwire with choking).
+    choked_avg: f64,
+    /// IWANTs sent for ids only choked peers announced, summed over the nodes.
+    fallback_iwants: u64,
 }
 
 impl Outcome {
@@ -453,6 +502,8 @@ impl Outcome {
             idontwant,
             latencies_us,
             mesh_avg: mesh as f64 / n as f64,
+            choked_avg: 0.0,
+            fallback_iwants: 0,
         }
     }
 
@@ -485,7 +536,8 @@ fn child(implementation: &str) {
     let cpu = cpu_ms() - cpu_before;
     println!(
         "RESULT {implementation} expected={} delivered={} duplicates={} idontwant={} p50_us={} \
-         p99_us={} max_us={} memory_per_node={} cpu_ms={} mesh_avg={:.2}",
+         p99_us={} max_us={} memory_per_node={} cpu_ms={} mesh_avg={:.2} choked_avg={:.2} \
+         fallback_iwants={}",
         outcome.expected,
         outcome.delivered,
         outcome.duplicates,
@@ -496,6 +548,8 @@ fn child(implementation: &str) {
         after.saturating_sub(before) / n as u64,
         cpu,
         outcome.mesh_avg,
+        outcome.choked_avg,
+        outcome.fallback_iwants,
     );
     // The nodes are not shut down one by one: the process ends.
     std::process::exit(0);
@@ -532,37 +586,53 @@ impl Figures {
     }
 }
 
-/// One configuration: its name, message size and IDONTWANT setting (`MESHWIRE_BENCH_IDONTWANT`).
+/// One configuration: its name, message size, IDONTWANT setting (`MESHWIRE_BENCH_IDONTWANT`)
+/// and whether meshwire also runs with choking.
 struct Row {
     name: &'static str,
     size: usize,
     idontwant: &'static str,
+    choke: bool,
 }
 
-const ROWS: [Row; 3] = [
+const ROWS: [Row; 4] = [
     Row {
         name: "small",
         size: 256,
         idontwant: "on",
+        choke: false,
     },
     Row {
         name: "large",
         size: 2048,
         idontwant: "on",
+        choke: false,
     },
     Row {
         name: "large-off",
         size: 2048,
         idontwant: "off",
+        choke: false,
+    },
+    Row {
+        name: "choke",
+        size: 256,
+        idontwant: "on",
+        choke: true,
     },
 ];
 
 fn run_child(implementation: &str, row: &Row) -> Figures {
+    run_child_choking(implementation, row, false)
+}
+
+fn run_child_choking(implementation: &str, row: &Row, choke: bool) -> Figures {
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
         .args(["--child", implementation])
         .env("MESHWIRE_BENCH_SIZE", row.size.to_string())
         .env("MESHWIRE_BENCH_IDONTWANT", row.idontwant)
+        .env("MESHWIRE_BENCH_CHOKE", if choke { "on" } else { "off" })
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child");
@@ -648,4 +718,39 @@ fn run_row(n: usize, row: &Row) {
         ratio(mw.get("memory_per_node"), lp.get("memory_per_node")),
         ratio(mw.get("cpu_ms"), lp.get("cpu_ms")),
     );
+    if !row.choke {
+        return;
+    }
+    let ch = run_child_choking("meshwire", row, true);
+    println!(
+        "gossipsub {} meshwire+choke delivery {:.2} % duplicates {:.2} p50 {:.2} ms p99 {:.2} ms \
+         max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2} choked {:.2} fallback-iwants \
+         {:.3}",
+        row.name,
+        ch.delivery() * 100.0,
+        ch.per_delivery("duplicates"),
+        ch.get("p50_us") / 1000.0,
+        ch.get("p99_us") / 1000.0,
+        ch.get("max_us") / 1000.0,
+        ch.get("memory_per_node") / 1024.0,
+        ch.get("cpu_ms") / 1000.0,
+        ch.get("mesh_avg"),
+        ch.get("choked_avg"),
+        ch.per_delivery("fallback_iwants"),
+    );
+    for (name, base) in [("rust-libp2p", lp), ("meshwire", mw)] {
+        println!(
+            "gossipsub {} meshwire+choke / {name}: delivery {:.3}x duplicates {:.2}x p50 {:.2}x \
+             p99 {:.2}x cpu {:.2}x",
+            row.name,
+            ratio(ch.delivery(), base.delivery()),
+            ratio(
+                ch.per_delivery("duplicates"),
+                base.per_delivery("duplicates")
+            ),
+            ratio(ch.get("p50_us"), base.get("p50_us")),
+            ratio(ch.get("p99_us"), base.get("p99_us")),
+            ratio(ch.get("cpu_ms"), base.get("cpu_ms")),
+        );
+    }
 }

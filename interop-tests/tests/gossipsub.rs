@@ -16,6 +16,10 @@
 //!   meshwire publisher's copies to rust-libp2p: rust-libp2p delivers each message once and
 //!   keeps the stream, never acknowledges (it does not speak `/meshwire/pubsub/qos/1.0.0`),
 //!   and the publisher reports the failure after its bounded retransmissions.
+//! - `gossipsub_choking_*`: the mixed mesh with choking on in the meshwire nodes (a meshwire
+//!   extension: CHOKE/UNCHOKE in unknown `ControlMessage` fields, a support flag next to the
+//!   subscriptions): meshwire nodes choke only each other — rust-libp2p never announced
+//!   support — and six rounds of ten messages still reach every node once.
 //! - `gossipsub_line_*`: the ten nodes in a line alternating implementations, no flood
 //!   publishing: every message crosses the line hop by hop through the meshes, so each
 //!   implementation forwards the other's messages.
@@ -38,8 +42,8 @@ use libp2p::SwarmBuilder;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_pubsub::qos::QosConfig;
 use meshwire_pubsub::{
-    Acceptance, Behaviour, Config, Event, GossipsubMetrics, PeerKind, PeerScoreParams, Qos,
-    TopicHash, TopicScoreParams,
+    Acceptance, Behaviour, ChokeConfig, Config, Event, GossipsubMetrics, PeerKind, PeerScoreParams,
+    Qos, TopicHash, TopicScoreParams,
 };
 use meshwire_swarm::{DialOpts, Swarm, SwarmConfig, SwarmEvent, SwarmHandle};
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
@@ -323,20 +327,38 @@ async fn drive_lp(
 
 /// Subscribes all, publishes one message from each, and checks that every node received the
 /// nine others' messages with the publisher's author and id.
-async fn run(nodes: &[Node], mut receipts: mpsc::UnboundedReceiver<(PeerId, Receipt)>) {
+async fn run(nodes: &[Node], receipts: mpsc::UnboundedReceiver<(PeerId, Receipt)>) {
+    run_rounds(nodes, receipts, 1).await;
+}
+
+/// [`run`] with `rounds` messages from each node, two heartbeats apart.
+async fn run_rounds(
+    nodes: &[Node],
+    mut receipts: mpsc::UnboundedReceiver<(PeerId, Receipt)>,
+    rounds: usize,
+) {
     for n in nodes {
         n.subscribe().await;
     }
     // Subscriptions travel and meshes form over a few heartbeats.
     tokio::time::sleep(HEARTBEAT * 6).await;
     let mut published: HashMap<Vec<u8>, (PeerId, Vec<u8>)> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        let data = format!("message {i} from {}", n.peer()).into_bytes();
-        let id = n.publish(data.clone()).await;
-        published.insert(data, (n.peer(), id));
+    for round in 0..rounds {
+        if round > 0 {
+            tokio::time::sleep(HEARTBEAT * 2).await;
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let data = if round == 0 {
+                format!("message {i} from {}", n.peer()).into_bytes()
+            } else {
+                format!("message {i} of round {round} from {}", n.peer()).into_bytes()
+            };
+            let id = n.publish(data.clone()).await;
+            published.insert(data, (n.peer(), id));
+        }
     }
     let mut got: HashMap<PeerId, HashSet<Vec<u8>>> = HashMap::new();
-    let expected = nodes.len() - 1;
+    let expected = (nodes.len() - 1) * rounds;
     let deadline = tokio::time::Instant::now() + WAIT;
     while nodes
         .iter()
@@ -418,6 +440,67 @@ async fn gossipsub_mixed_mesh_five_meshwire_five_libp2p() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_choking_meshwire_nodes_keep_libp2p_peers_served() {
+    // 5 meshwire nodes with choking on (at most 2 unchoked mesh peers, any judged peer
+    // chokeable) and 5 rust-libp2p nodes, fully connected: meshwire nodes choke each other,
+    // never a libp2p peer (which never announced support), and every message still reaches
+    // every node once.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        let config = Config::default()
+            .with_heartbeat_interval(HEARTBEAT)
+            .with_heartbeat_initial_delay(HEARTBEAT)
+            .with_score_params(Some(score_params()))
+            .with_choke(ChokeConfig {
+                enabled: true,
+                min_unchoked: 1,
+                max_unchoked: 2,
+                min_samples: 2.0,
+                late_ratio: 1.0,
+                ..ChokeConfig::default()
+            });
+        nodes.push(meshwire_node_with(config, tx.clone()).await);
+        nodes.push(libp2p_node(true, tx.clone()).await);
+    }
+    for a in 0..nodes.len() {
+        for b in a + 1..nodes.len() {
+            nodes[a].dial(&nodes[b]).await;
+        }
+    }
+    run_rounds(&nodes, rx, 6).await;
+    let mw: HashSet<PeerId> = nodes
+        .iter()
+        .filter(|m| matches!(m, Node::Mw { .. }))
+        .map(Node::peer)
+        .collect();
+    let mut chokes = 0;
+    for n in &nodes {
+        if let Node::Mw { handle, peer, .. } = n {
+            let all: Vec<PeerId> = nodes.iter().map(Node::peer).filter(|p| p != peer).collect();
+            let (support, choked, stats) = handle
+                .with_behaviour(move |b| {
+                    let e = b.engine();
+                    let support: Vec<(PeerId, bool)> =
+                        all.iter().map(|p| (*p, e.peer_supports_choke(p))).collect();
+                    (support, e.choked_peers(&TOPIC.into()), e.choke_stats())
+                })
+                .await
+                .unwrap();
+            for (p, s) in support {
+                assert_eq!(s, mw.contains(&p), "support flag of {p}");
+            }
+            assert!(
+                choked.iter().all(|p| mw.contains(p)),
+                "a libp2p peer choked"
+            );
+            chokes += stats.chokes_sent;
+        }
+    }
+    assert!(chokes > 0, "no meshwire node choked another");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,9 +110,9 @@ pub use behaviour::{
     Behaviour, Config, Event, PROTOCOL_V1_0, PROTOCOL_V1_1, PROTOCOL_V1_2, QOS_PROTOCOL,
 };
 pub use engine::{
-    Acceptance, GossipMessage, GossipsubConfig, GossipsubEngine, GossipsubEvent, IDontWantStats,
-    InvalidReason, MessageId, MessageIdFn, PeerKind, PeerScoreParams, PeerScoreThresholds,
-    PublishError, TopicHash, TopicScoreParams,
+    Acceptance, ChokeConfig, ChokeStats, GossipMessage, GossipsubConfig, GossipsubEngine,
+    GossipsubEvent, IDontWantStats, InvalidReason, MessageId, MessageIdFn, PeerKind,
+    PeerScoreParams, PeerScoreThresholds, PublishError, TopicHash, TopicScoreParams,
 };
 pub use metrics::GossipsubMetrics;
 pub use qos::{Qos, QosConfig};

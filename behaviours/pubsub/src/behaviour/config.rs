@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::engine::{GossipsubConfig, MessageIdFn, PeerScoreParams, PeerScoreThresholds};
+use crate::engine::{
+    ChokeConfig, GossipsubConfig, MessageIdFn, PeerScoreParams, PeerScoreThresholds,
+};
 use crate::qos::QosConfig;
 
 /// Declares [`Config`]: the engine's fields (copied into [`GossipsubConfig`] by
@@ -145,6 +147,7 @@ config! {
         iwant_followup_time: Duration, with_iwant_followup_time;
         graft_flood_threshold: Duration, with_graft_flood_threshold;
         qos: QosConfig, with_qos;
+        choke: ChokeConfig, with_choke;
     }
     behaviour {
         /// RPCs handed to a peer's writer ahead of its stream (16).

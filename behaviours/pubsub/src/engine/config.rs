@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::choke::ChokeConfig;
 use super::event::{GossipMessage, MessageId};
 use super::score::params::{PeerScoreParams, PeerScoreThresholds, ScoreParamsError};
 use crate::qos::QosConfig;
@@ -134,6 +135,9 @@ pub struct GossipsubConfig {
     /// ([`QosConfig::window`], 30 s by default) must be shorter than `duplicate_cache_time`, so
     /// a late retransmission is still a duplicate for its receiver.
     pub qos: QosConfig,
+    /// Choking, a meshwire extension (module `choke`, `docs/pubsub.md`): off by default;
+    /// its thresholds and bounds are [`ChokeConfig`]'s fields.
+    pub choke: ChokeConfig,
     /// The seed of the engine's random choices.
     pub seed: u64,
 }
@@ -187,6 +191,7 @@ impl Default for GossipsubConfig {
             iwant_followup_time: Duration::from_secs(3),
             graft_flood_threshold: Duration::from_secs(10),
             qos: QosConfig::default(),
+            choke: ChokeConfig::default(),
             seed: 0,
         }
     }
@@ -242,6 +247,9 @@ pub enum ConfigError {
         /// `duplicate_cache_time`.
         seen: Duration,
     },
+    /// A choke bound is out of range ([`ChokeConfig::is_valid`]).
+    #[error("choke bounds: 1 <= min_unchoked <= max_unchoked, decay in (0, 1], late_ratio in [0, 1], min_samples > 0, max_pending and max_tracked >= 1")]
+    Choke,
     /// The score parameters or thresholds are inconsistent.
     #[error(transparent)]
     Score(#[from] ScoreParamsError),
@@ -288,6 +296,9 @@ impl GossipsubConfig {
         }
         if !self.qos.is_valid() {
             return Err(ConfigError::Qos);
+        }
+        if !self.choke.is_valid() {
+            return Err(ConfigError::Choke);
         }
         if self.qos.window() >= self.duplicate_cache_time {
             return Err(ConfigError::QosWindow {

@@ -32,6 +32,7 @@ impl GossipsubEngine {
         self.maintain_fanout(now);
         self.emit_gossip();
         self.emit_pattern_gossip();
+        self.choke_heartbeat(now);
         self.flush_control();
         self.mcache.shift();
         self.seen.expire(now);
@@ -46,6 +47,7 @@ impl GossipsubEngine {
             if let Some(mesh) = self.mesh.get_mut(topic) {
                 mesh.insert(peer);
             }
+            self.choke_reset(topic, &peer);
             if let Some(score) = &mut self.score {
                 score.graft(now, &peer, topic);
             }

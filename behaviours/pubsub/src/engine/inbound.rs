@@ -119,6 +119,7 @@ impl GossipsubEngine {
         if let Some(mesh) = self.mesh.get_mut(topic) {
             mesh.insert(peer);
         }
+        self.choke_reset(topic, &peer);
         if let Some(score) = &mut self.score {
             score.graft(now, &peer, topic);
         }
@@ -164,10 +165,12 @@ impl GossipsubEngine {
         }
         let id = self.message_id(&message, Some(verified.source), Some(verified.seqno));
         let ack = ack && verified.source == peer;
-        if !self
+        let first = self
             .seen
-            .insert(id.clone(), now + self.config.duplicate_cache_time)
-        {
+            .insert(id.clone(), now + self.config.duplicate_cache_time);
+        let hash = super::id_hash(&id.0);
+        self.choke_on_message(now, &peer, &topic, hash, verified.source == peer, first);
+        if !first {
             if ack {
                 // Taken before (by any path): acknowledged again, delivered once.
                 self.qos.queue_ack(peer, &id);
@@ -220,7 +223,7 @@ impl GossipsubEngine {
         });
     }
 
-    fn handle_control(&mut self, now: Instant, peer: PeerId, control: ControlMessage) {
+    fn handle_control(&mut self, now: Instant, peer: PeerId, mut control: ControlMessage) {
         // At most `max_messages_per_rpc` entries of each kind are taken.
         let limit = self.config.max_messages_per_rpc;
         let counts = [
@@ -229,9 +232,26 @@ impl GossipsubEngine {
             control.graft.len(),
             control.prune.len(),
             control.idontwant.len(),
+            control.choke.len(),
+            control.unchoke.len(),
         ];
         if counts.iter().any(|n| *n > limit) {
             self.penalize(peer, InvalidReason::OverLimit);
+        }
+        let mut choke_part = ControlMessage {
+            choke: std::mem::take(&mut control.choke),
+            unchoke: std::mem::take(&mut control.unchoke),
+            choke_supported: control.choke_supported.take(),
+            ..ControlMessage::default()
+        };
+        // GRAFT and PRUNE first reset choke state: CHOKE in the same RPC applies after them.
+        for graft in &control.graft {
+            if let Some(topic) = &graft.topic_id {
+                let topic = TopicHash::from(topic.clone());
+                if !self.mesh_peers(&topic).any(|p| *p == peer) {
+                    self.choke_reset(&topic, &peer);
+                }
+            }
         }
         if !control.idontwant.is_empty() {
             // Bounded per RPC and heartbeat in `handle_idontwant`, from any peer (v1.2).
@@ -242,7 +262,10 @@ impl GossipsubEngine {
         let gossip_ok = self.score_of(&peer) >= self.config.score_thresholds.gossip_threshold;
         if gossip_ok {
             for ihave in control.ihave.into_iter().take(limit) {
-                self.handle_ihave(now, peer, ihave);
+                // From a mesh peer we choked: its immediate IHAVE (module `choke`).
+                if !self.choke_ihave(now, peer, &ihave) {
+                    self.handle_ihave(now, peer, ihave);
+                }
             }
             for iwant in control.iwant.into_iter().take(limit) {
                 self.handle_iwant(peer, iwant);
@@ -256,6 +279,8 @@ impl GossipsubEngine {
         for prune in control.prune.into_iter().take(limit) {
             self.handle_prune(now, peer, prune);
         }
+        // CHOKE/UNCHOKE last: they need the peer in the mesh, as the GRAFTs above left it.
+        self.handle_choke_control(peer, &mut choke_part);
     }
 
     fn handle_ihave(&mut self, now: Instant, peer: PeerId, ihave: wire::ControlIHave) {
@@ -391,6 +416,7 @@ impl GossipsubEngine {
         if !self.subscriptions.contains(&topic) {
             return;
         }
+        self.choke_reset(&topic, &peer);
         if self.mesh.get_mut(&topic).is_some_and(|m| m.remove(&peer)) {
             if let Some(score) = &mut self.score {
                 score.prune(&peer, &topic);

@@ -36,6 +36,10 @@
 //! - **IDONTWANT** (v1.2, module `idontwant`): large messages announced to v1.2 mesh peers on
 //!   first receipt, before forwarding; peers' IDONTWANT kept a few heartbeats (bounded) and
 //!   honoured when forwarding, answering IWANT and in the data queues.
+//! - **Choking** (a meshwire extension, off by default, module `choke`): between meshwire
+//!   peers that announced it, a node asks its mostly-late mesh peers (beyond
+//!   [`ChokeConfig::max_unchoked`]) to send message ids in an immediate IHAVE instead of
+//!   messages, and fetches with IWANT what no unchoked peer brought in time.
 //! - **Queues**: every peer has a bounded control queue and a bounded data queue
 //!   ([`GossipsubConfig::max_queued_control`], [`GossipsubConfig::max_queued_messages`]);
 //!   control goes first; a full queue drops what comes next ([`GossipsubEngine::queue_stats`]).
@@ -58,6 +62,7 @@
 //! ([`GossipsubEngine::invalid_messages`]).
 
 mod cache;
+mod choke;
 mod config;
 mod event;
 mod heartbeat;
@@ -77,6 +82,7 @@ use std::time::Instant;
 
 use meshwire_core::{Keypair, PeerId};
 
+pub use choke::{ChokeConfig, ChokeStats};
 pub use config::{ConfigError, GossipsubConfig, MessageIdFn};
 pub use event::{
     Acceptance, GossipMessage, GossipsubEvent, InvalidReason, MessageId, PublishError, TopicHash,
@@ -91,6 +97,7 @@ use crate::rng::Rng;
 use crate::topic::{Pattern, Realm};
 use crate::wire::{self, sign, ControlMessage, Message, Rpc, SubOpts};
 use cache::{MessageCache, SeenCache};
+use choke::ChokeState;
 use idontwant::{id_hash, DontSend};
 use queue::PeerQueue;
 use score::{GossipPromises, PeerScore};
@@ -174,6 +181,8 @@ pub struct GossipsubEngine {
     qos: QosTracker,
     /// The QoS counters last given to the metrics.
     qos_reported: QosStats,
+    /// Choking (module `choke`, a meshwire extension).
+    choke: ChokeState,
 }
 
 impl GossipsubEngine {
@@ -223,6 +232,7 @@ impl GossipsubEngine {
             metrics: None,
             qos: QosTracker::new(config.qos.clone()),
             qos_reported: QosStats::default(),
+            choke: ChokeState::default(),
             config,
         })
     }
@@ -294,10 +304,11 @@ impl GossipsubEngine {
                     topic_id: Some(t.as_str().to_string()),
                 })
                 .collect();
-            let rpc = Rpc {
+            let mut rpc = Rpc {
                 subscriptions,
                 ..Rpc::default()
             };
+            self.choke_hello(&mut rpc);
             self.push_control_rpc(peer, rpc);
         }
     }
@@ -334,6 +345,7 @@ impl GossipsubEngine {
         self.pending_idontwant.remove(peer);
         self.ready.retain(|p| p != peer);
         self.qos.handle_peer_disconnected(peer);
+        self.choke_peer_gone(peer);
     }
 
     /// The protocol a peer speaks, as learned from its streams.
@@ -672,10 +684,14 @@ impl GossipsubEngine {
     /// When [`handle_timeout`](Self::handle_timeout) is next due (the heartbeat); `None`
     /// before the first input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_heartbeat, self.qos.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_heartbeat,
+            self.qos.poll_timeout(),
+            self.choke_poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the heartbeat if it is due, and QoS 1 retransmissions and verdicts.
@@ -687,6 +703,7 @@ impl GossipsubEngine {
             self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         }
         self.qos_timeout(now);
+        self.choke_timeout(now);
     }
 
     // ---- Internals shared by the submodules ----
@@ -736,13 +753,16 @@ impl GossipsubEngine {
     fn announce(&mut self, topic: &TopicHash, subscribe: bool) {
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
-            let rpc = Rpc {
+            let mut rpc = Rpc {
                 subscriptions: vec![SubOpts {
                     subscribe: Some(subscribe),
                     topic_id: Some(topic.as_str().to_string()),
                 }],
                 ..Rpc::default()
             };
+            if subscribe {
+                self.choke_hello(&mut rpc);
+            }
             self.push_control_rpc(peer, rpc);
         }
     }
@@ -797,6 +817,7 @@ impl GossipsubEngine {
         px: bool,
     ) {
         self.set_backoff(topic, peer, now + backoff);
+        self.choke_reset(topic, &peer);
         if let Some(score) = &mut self.score {
             score.prune(&peer, topic);
         }
@@ -834,7 +855,8 @@ impl GossipsubEngine {
     }
 
     /// Forwards a validated message to the topic's mesh, except `from`, its author and the
-    /// peers that have it (IDONTWANT).
+    /// peers that have it (IDONTWANT); mesh peers that choked us get its id in an IHAVE
+    /// instead (module `choke`).
     fn forward(&mut self, message: &Message, id: &MessageId, from: Option<PeerId>) {
         let topic = TopicHash::from(message.topic.clone());
         let author = message
@@ -856,6 +878,9 @@ impl GossipsubEngine {
         for peer in targets {
             if self.unwanted(&peer, hash) {
                 self.count_suppressed();
+                continue;
+            }
+            if self.forward_choked(&topic, peer, id) {
                 continue;
             }
             self.push_data(peer, hash, message.clone());

@@ -30,6 +30,21 @@ pub(super) fn split_control(control: ControlMessage, max: usize) -> Vec<ControlM
     for p in control.prune {
         place(p.encoded_len() + ENVELOPE, &mut |c| c.prune.push(p.clone()));
     }
+    for ch in control.choke {
+        place(ch.encoded_len() + ENVELOPE, &mut |c| {
+            c.choke.push(ch.clone())
+        });
+    }
+    for un in control.unchoke {
+        place(un.encoded_len() + ENVELOPE, &mut |c| {
+            c.unchoke.push(un.clone())
+        });
+    }
+    if control.choke_supported.is_some() {
+        place(ENVELOPE, &mut |c| {
+            c.choke_supported = control.choke_supported
+        });
+    }
     for ihave in control.ihave {
         for ids in chunk_ids(ihave.message_ids, budget / 2) {
             let entry = wire::ControlIHave {

@@ -100,7 +100,29 @@ pub struct ControlMessage {
     /// IDONTWANT (gossipsub v1.2): message ids the sender already has.
     #[prost(message, repeated, tag = "5")]
     pub idontwant: Vec<ControlIDontWant>,
+    /// CHOKE (meshwire extension, field [`CHOKE_FIELD`]): the sender takes no full messages of
+    /// these topics from us while we are in its mesh — ids in an IHAVE at once instead
+    /// ([`crate::engine`]'s choking). Only sent to peers that set `choke_supported`.
+    #[prost(message, repeated, tag = "5068630")]
+    pub choke: Vec<ControlChoke>,
+    /// UNCHOKE (meshwire extension, field [`UNCHOKE_FIELD`]): full messages of these topics
+    /// again.
+    #[prost(message, repeated, tag = "5068631")]
+    pub unchoke: Vec<ControlChoke>,
+    /// The sender takes CHOKE/UNCHOKE (meshwire extension, field [`CHOKE_SUPPORTED_FIELD`]):
+    /// set in the control message sent with its subscriptions.
+    #[prost(bool, optional, tag = "5068632")]
+    pub choke_supported: Option<bool>,
 }
+
+/// The `ControlMessage` field number of CHOKE: random, in gossipsub v1.3's experimental range
+/// (above 0x200000), next to the QoS mark's 5,068,625 and used by no libp2p spec (v1.0–v1.3
+/// use 1–6 in `ControlMessage`).
+pub const CHOKE_FIELD: u32 = 5_068_630;
+/// The `ControlMessage` field number of UNCHOKE.
+pub const UNCHOKE_FIELD: u32 = 5_068_631;
+/// The `ControlMessage` field number of the choke-support flag.
+pub const CHOKE_SUPPORTED_FIELD: u32 = 5_068_632;
 
 impl ControlMessage {
     /// No control message at all.
@@ -110,6 +132,9 @@ impl ControlMessage {
             && self.graft.is_empty()
             && self.prune.is_empty()
             && self.idontwant.is_empty()
+            && self.choke.is_empty()
+            && self.unchoke.is_empty()
+            && self.choke_supported.is_none()
     }
 }
 
@@ -138,6 +163,14 @@ pub struct ControlIDontWant {
     /// The ids (`messageIDs` in the spec's proto).
     #[prost(bytes = "vec", repeated, tag = "1")]
     pub message_ids: Vec<Vec<u8>>,
+}
+
+/// CHOKE or UNCHOKE of one topic (meshwire extension).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControlChoke {
+    /// The topic.
+    #[prost(string, optional, tag = "1")]
+    pub topic_id: Option<String>,
 }
 
 /// GRAFT.

@@ -197,6 +197,13 @@ fn control_messages_round_trip() {
             idontwant: vec![ControlIDontWant {
                 message_ids: vec![b"m4".to_vec(), b"m5".to_vec()],
             }],
+            choke: vec![ControlChoke {
+                topic_id: Some("a".into()),
+            }],
+            unchoke: vec![ControlChoke {
+                topic_id: Some("b".into()),
+            }],
+            choke_supported: Some(true),
         }),
     };
     let frame = encode_frame(&rpc);
@@ -259,6 +266,89 @@ fn hostile_idontwant_is_a_typed_error() {
     assert!(matches!(
         decode_rpc(&[0x1a, 5, 0x2a, 3, 0x0a, 50, 0], 100),
         Err(WireError::Protobuf(_))
+    ));
+}
+
+/// CHOKE and UNCHOKE of topic "t" and the support flag, encoded by hand: field 5,068,630
+/// (key varint `b2 f5 aa 13`), 5,068,631 (`ba f5 aa 13`), 5,068,632 as a varint (`c0 f5 aa 13`).
+const CHOKE_FRAME: &str = "171a15b2f5aa13030a0174baf5aa13030a0174c0f5aa1301";
+
+/// `ControlMessage` as a decoder that knows only the libp2p fields (1–5) sees it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PlainControl {
+    #[prost(message, repeated, tag = "1")]
+    ihave: Vec<ControlIHave>,
+    #[prost(message, repeated, tag = "5")]
+    idontwant: Vec<ControlIDontWant>,
+}
+
+#[test]
+fn choke_round_trips_with_its_field_numbers() {
+    let t = || ControlChoke {
+        topic_id: Some("t".into()),
+    };
+    let rpc = Rpc {
+        control: Some(ControlMessage {
+            choke: vec![t()],
+            unchoke: vec![t()],
+            choke_supported: Some(true),
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    assert_eq!(encode_frame(&rpc), hex(CHOKE_FRAME));
+    let (back, used) = decode_frame(&hex(CHOKE_FRAME), DEFAULT_MAX_TRANSMIT_SIZE)
+        .unwrap()
+        .unwrap();
+    assert_eq!((back.clone(), used), (rpc, 24));
+    assert!(!back.control.unwrap().is_empty());
+    // A decoder without the extension skips the fields (protobuf's unknown fields), as
+    // rust-libp2p's does: the control message reads as empty.
+    let body = &hex(CHOKE_FRAME)[3..];
+    use prost::Message as _;
+    assert_eq!(PlainControl::decode(body).unwrap(), PlainControl::default());
+}
+
+#[test]
+fn hostile_choke_is_a_typed_error() {
+    // CHOKE with the varint wire type instead of a message.
+    assert!(matches!(
+        decode_rpc(&hex("1a05b0f5aa1301"), 100),
+        Err(WireError::Protobuf(_))
+    ));
+    // A CHOKE announcing 40 bytes with 3 present.
+    assert!(matches!(
+        decode_rpc(&hex("1a08b2f5aa13280a0174"), 100),
+        Err(WireError::Protobuf(_))
+    ));
+    // A topic that is not UTF-8.
+    assert!(matches!(
+        decode_rpc(&hex("1a08b2f5aa13030a01ff"), 100),
+        Err(WireError::Protobuf(_))
+    ));
+    // The support flag as a length-delimited field.
+    assert!(matches!(
+        decode_rpc(&hex("1a07c2f5aa130201ff"), 100),
+        Err(WireError::Protobuf(_))
+    ));
+    // Thousands of CHOKEs: the frame is refused from its prefix past the limit.
+    let rpc = Rpc {
+        control: Some(ControlMessage {
+            choke: vec![
+                ControlChoke {
+                    topic_id: Some("topic".into())
+                };
+                2000
+            ],
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    let frame = encode_frame(&rpc);
+    assert!(frame.len() > 10_000);
+    assert!(matches!(
+        decode_frame(&frame, 10_000),
+        Err(WireError::TooLarge { max: 10_000, .. })
     ));
 }
 

@@ -9,6 +9,7 @@ use meshwire_core::{Keypair, PeerId};
 use super::*;
 use crate::wire::WireError;
 
+mod choke;
 mod idontwant;
 mod lossy;
 mod metrics;

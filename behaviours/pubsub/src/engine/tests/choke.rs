@@ -1,0 +1,299 @@
+//! Choking (module `choke`): a choked peer sends IHAVE instead of the message, the receiver
+//! asks for what no unchoked peer brought, an unchoke restores the data, hostile chokes are
+//! ignored.
+
+use super::*;
+use crate::wire::ControlChoke;
+
+fn choking() -> GossipsubConfig {
+    GossipsubConfig {
+        choke: ChokeConfig {
+            enabled: true,
+            ..ChokeConfig::default()
+        },
+        ..fast()
+    }
+}
+
+/// Node 0 with mesh {1, 2}, each of which is connected to the publisher 3 (not to 0):
+/// node 0 keeps one unchoked peer, judges after 2 samples.
+fn diamond() -> Net {
+    let mut net = Net::new(4, |i| {
+        let mut c = choking();
+        if i == 0 {
+            c.choke.min_unchoked = 1;
+            c.choke.max_unchoked = 1;
+            c.choke.min_samples = 2.0;
+        }
+        c
+    });
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    net.subscribe_all();
+    net.advance(Duration::from_millis(200));
+    let (p1, p2) = (net.ids[1], net.ids[2]);
+    assert_eq!(net.mesh(0), HashSet::from([p1, p2]));
+    assert!(net.nodes[0].peer_supports_choke(&p1));
+    assert!(net.nodes[0].peer_supports_choke(&p2));
+    net
+}
+
+/// Node 3 publishes; node 2's copy reaches node 0 `late` after node 1's.
+fn publish_with_late_2(net: &mut Net, late: Duration) -> MessageId {
+    net.held.insert(2);
+    let id = net.nodes[3]
+        .publish(net.now, topic(), b"m".to_vec())
+        .unwrap();
+    net.deliver();
+    net.now += late;
+    net.held.clear();
+    net.deliver();
+    id
+}
+
+fn data_sent(net: &Net, from: usize, to: usize, since: usize) -> usize {
+    net.log[since..]
+        .iter()
+        .filter(|(f, t, r)| *f == from && *t == to && !r.publish.is_empty())
+        .count()
+}
+
+fn ihaves_sent(net: &Net, from: usize, to: usize, since: usize) -> usize {
+    net.log[since..]
+        .iter()
+        .filter(|(f, t, _)| *f == from && *t == to)
+        .map(|(_, _, r)| control(r).ihave.len())
+        .sum()
+}
+
+#[test]
+fn choked_peer_sends_ihave_then_unchoke_restores_data() {
+    let mut net = diamond();
+    let (p1, p2) = (net.ids[1], net.ids[2]);
+    // Node 2 is always 50 ms behind node 1: late beyond the 5 ms margin.
+    for _ in 0..4 {
+        publish_with_late_2(&mut net, Duration::from_millis(50));
+    }
+    assert!(
+        net.nodes[0].choked_peers(&topic()).is_empty(),
+        "no heartbeat yet"
+    );
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.nodes[0].choked_peers(&topic()), vec![p2]);
+    assert!(net.nodes[2].is_choked_by(&net.ids[0], &topic()));
+    assert!(!net.nodes[1].is_choked_by(&net.ids[0], &topic()));
+    assert_eq!(net.nodes[0].choke_stats().chokes_sent, 1);
+
+    // Choked: node 2 forwards the id, not the message; node 1 still sends data.
+    let mark = net.log.len();
+    let id = net.nodes[3]
+        .publish(net.now, topic(), b"c".to_vec())
+        .unwrap();
+    net.deliver();
+    assert_eq!(data_sent(&net, 2, 0, mark), 0, "a choked peer sent data");
+    assert_eq!(ihaves_sent(&net, 2, 0, mark), 1);
+    assert_eq!(data_sent(&net, 1, 0, mark), 1);
+    assert_eq!(net.nodes[2].choke_stats().ihave_instead, 1);
+    let got: Vec<_> = net
+        .messages(0)
+        .into_iter()
+        .filter(|m| m.data == b"c")
+        .collect();
+    assert_eq!(got.len(), 1);
+    let _ = id;
+
+    // The unchoked link loses the data: node 0 asks node 2 once the timeout passed.
+    net.drop_data.insert((1, 0));
+    net.nodes[3]
+        .publish(net.now, topic(), b"f".to_vec())
+        .unwrap();
+    net.deliver();
+    assert!(
+        net.messages(0).iter().all(|m| m.data != b"f"),
+        "not before the timeout"
+    );
+    assert_eq!(net.nodes[0].choke_stats().fallback_iwants, 0);
+    net.advance(Duration::from_millis(200));
+    assert_eq!(net.nodes[0].choke_stats().fallback_iwants, 1);
+    let got: Vec<_> = net
+        .messages(0)
+        .into_iter()
+        .filter(|m| m.data == b"f")
+        .collect();
+    assert_eq!(got.len(), 1, "the fallback IWANT brought it once");
+    net.drop_data.clear();
+
+    // Node 1 leaves: node 0 is below min_unchoked and unchokes node 2 at its heartbeat.
+    net.nodes[0].handle_peer_disconnected(net.now, &p1);
+    net.nodes[1].handle_peer_disconnected(net.now, &net.ids[0].clone());
+    net.advance(Duration::from_secs(1));
+    assert!(net.nodes[0].choked_peers(&topic()).is_empty());
+    assert!(!net.nodes[2].is_choked_by(&net.ids[0], &topic()));
+    assert_eq!(net.nodes[0].choke_stats().unchokes_sent, 1);
+    let mark = net.log.len();
+    net.nodes[3]
+        .publish(net.now, topic(), b"u".to_vec())
+        .unwrap();
+    net.deliver();
+    assert_eq!(data_sent(&net, 2, 0, mark), 1, "unchoked: data again");
+    assert_eq!(ihaves_sent(&net, 2, 0, mark), 0);
+}
+
+#[test]
+fn peers_without_choking_are_never_choked() {
+    // The same diamond, node 2 with choking off: it never announces support, so node 0
+    // counts it as unchoked and cannot choke it, however late it is.
+    let mut net = Net::new(4, |i| {
+        let mut c = choking();
+        if i == 0 {
+            c.choke.min_unchoked = 1;
+            c.choke.max_unchoked = 1;
+            c.choke.min_samples = 2.0;
+        }
+        if i == 2 {
+            c.choke.enabled = false;
+        }
+        c
+    });
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    net.subscribe_all();
+    net.advance(Duration::from_millis(200));
+    assert!(!net.nodes[0].peer_supports_choke(&net.ids[2]));
+    for _ in 0..4 {
+        publish_with_late_2(&mut net, Duration::from_millis(50));
+    }
+    net.advance(Duration::from_secs(1));
+    // Node 2 cannot be choked; node 1 (early) is not mostly late: nobody is.
+    assert!(net.nodes[0].choked_peers(&topic()).is_empty());
+    assert_eq!(net.nodes[0].choke_stats().chokes_sent, 0);
+}
+
+#[test]
+fn hostile_chokes_are_ignored() {
+    let mut net = diamond();
+    let choke = |t: &str| Rpc {
+        control: Some(ControlMessage {
+            choke: vec![ControlChoke {
+                topic_id: Some(t.to_string()),
+            }],
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    // A topic we are not in; no topic at all; a peer outside the mesh (3 is not connected to
+    // 0: it is added as a new inbound peer by its RPC, outside every mesh).
+    net.inject(1, 0, choke("elsewhere"));
+    net.inject(
+        1,
+        0,
+        Rpc {
+            control: Some(ControlMessage {
+                choke: vec![ControlChoke { topic_id: None }],
+                ..ControlMessage::default()
+            }),
+            ..Rpc::default()
+        },
+    );
+    net.inject(3, 0, choke(TOPIC));
+    let stats = net.nodes[0].choke_stats();
+    assert_eq!((stats.ignored, stats.received), (3, 0));
+    assert!(!net.nodes[0].is_choked_by(&net.ids[1], &TopicHash::from("elsewhere")));
+    assert!(!net.nodes[0].is_choked_by(&net.ids[3], &topic()));
+    // Too many entries in one RPC: counted against the peer, the first limit taken.
+    let limit = net.nodes[0].config().max_messages_per_rpc;
+    let many = Rpc {
+        control: Some(ControlMessage {
+            unchoke: vec![
+                ControlChoke {
+                    topic_id: Some(TOPIC.to_string()),
+                };
+                limit + 1
+            ],
+            ..ControlMessage::default()
+        }),
+        ..Rpc::default()
+    };
+    net.inject(1, 0, many);
+    assert_eq!(net.nodes[0].invalid_messages(&net.ids[1]), 1);
+    assert_eq!(net.nodes[0].choke_stats().received, limit as u64);
+    // A real CHOKE from a mesh peer is taken, and a PRUNE forgets it.
+    net.inject(1, 0, choke(TOPIC));
+    assert!(net.nodes[0].is_choked_by(&net.ids[1], &topic()));
+    net.inject(
+        1,
+        0,
+        Rpc {
+            control: Some(ControlMessage {
+                prune: vec![ControlPrune {
+                    topic_id: Some(TOPIC.to_string()),
+                    peers: Vec::new(),
+                    backoff: Some(1),
+                }],
+                ..ControlMessage::default()
+            }),
+            ..Rpc::default()
+        },
+    );
+    assert!(!net.nodes[0].is_choked_by(&net.ids[1], &topic()));
+}
+
+#[test]
+fn choke_config_bounds_are_checked() {
+    for bad in [
+        ChokeConfig {
+            min_unchoked: 0,
+            ..ChokeConfig::default()
+        },
+        ChokeConfig {
+            min_unchoked: 5,
+            max_unchoked: 4,
+            ..ChokeConfig::default()
+        },
+        ChokeConfig {
+            decay: 0.0,
+            ..ChokeConfig::default()
+        },
+        ChokeConfig {
+            max_pending: 0,
+            ..ChokeConfig::default()
+        },
+        ChokeConfig {
+            iwant_timeout_min: Duration::from_millis(200),
+            ..ChokeConfig::default()
+        },
+    ] {
+        let config = GossipsubConfig {
+            choke: bad,
+            ..GossipsubConfig::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::Choke));
+    }
+    assert!(GossipsubConfig::default().validate().is_ok());
+}
+
+#[test]
+fn fallback_wait_follows_the_gaps_within_its_bounds() {
+    use super::choke::ChokeState;
+    let config = ChokeConfig::default();
+    let mut state = ChokeState::default();
+    // No gap seen yet: the longest wait.
+    assert_eq!(state.wait(&config), Duration::from_millis(100));
+    // One 5 ms gap: three times it.
+    state.note_gap(Duration::from_millis(5));
+    assert_eq!(state.wait(&config), Duration::from_millis(15));
+    // Tiny gaps: never below the floor.
+    for _ in 0..100 {
+        state.note_gap(Duration::from_micros(100));
+    }
+    assert_eq!(state.wait(&config), config.iwant_timeout_min);
+    // Long gaps (or fallbacks at the longest wait): never above the ceiling.
+    for _ in 0..100 {
+        state.note_gap(Duration::from_secs(1));
+    }
+    assert_eq!(state.wait(&config), config.iwant_timeout);
+}

@@ -88,8 +88,22 @@ pub(crate) struct StreamGuard {
     counters: Arc<StreamCounters>,
     keep_alive: bool,
     inbound: bool,
-    /// Boxed: a scope names its peer and protocol, and streams move often.
-    scope: Box<StreamScope>,
+    /// Our side was closed while a lazy confirmation was still expected (the close did not
+    /// wait for it): a later close is a no-op. (Here rather than in [`Stream`]: it fits in
+    /// the guard's padding.)
+    closed_early: bool,
+    /// Boxed: a scope names its peer and protocol, and streams move often. The read-ahead
+    /// shares the allocation, so a stream is no larger for it.
+    heap: Box<GuardHeap>,
+}
+
+/// The parts of a [`StreamGuard`] kept on the heap.
+#[derive(Debug)]
+struct GuardHeap {
+    scope: StreamScope,
+    /// Bytes the acceptor read to learn whether the dialer was optimistic, returned by the
+    /// stream's first reads.
+    ahead: Option<ReadAhead>,
 }
 
 impl StreamGuard {
@@ -103,13 +117,14 @@ impl StreamGuard {
             counters,
             keep_alive: true,
             inbound,
-            scope: Box::new(scope),
+            closed_early: false,
+            heap: Box::new(GuardHeap { scope, ahead: None }),
         }
     }
 
     /// Moves the stream's share into `protocol`'s scope.
     pub(crate) fn set_protocol(&mut self, protocol: &str) -> Result<(), ResourceError> {
-        self.scope.set_protocol(protocol)
+        self.heap.scope.set_protocol(protocol)
     }
 
     fn set_keep_alive(&mut self, keep: bool) {
@@ -150,12 +165,6 @@ impl Drop for StreamGuard {
 pub struct Stream {
     io: Negotiated<meshwire_transport::Stream>,
     guard: StreamGuard,
-    /// Bytes the acceptor read to learn whether the dialer was optimistic, returned by the
-    /// first reads (`None`, without an allocation, otherwise).
-    ahead: Option<Box<ReadAhead>>,
-    /// Our side was closed while a lazy confirmation was still expected (the close did not
-    /// wait for it): a later close is a no-op.
-    closed_early: bool,
 }
 
 /// The most an acceptor reads ahead of a behaviour's stream ([`Stream::confirm_unless_data`]):
@@ -197,12 +206,7 @@ impl Drop for Stream {
 
 impl Stream {
     pub(crate) fn new(io: Negotiated<meshwire_transport::Stream>, guard: StreamGuard) -> Self {
-        Stream {
-            io,
-            guard,
-            ahead: None,
-            closed_early: false,
-        }
+        Stream { io, guard }
     }
 
     /// For a behaviour's inbound stream whose confirmation was left to its first use
@@ -224,12 +228,12 @@ impl Stream {
         match Pin::new(self.io.get_mut()).poll_read(&mut cx, &mut buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
                 let data = buf.get(..n).unwrap_or_default().to_vec();
-                self.ahead = Some(Box::new(ReadAhead::Data { buf: data, pos: 0 }));
+                self.guard.heap.ahead = Some(ReadAhead::Data { buf: data, pos: 0 });
                 true
             }
             Poll::Ready(Err(error)) => {
                 // Kept for the first read (the transport reports it once).
-                self.ahead = Some(Box::new(ReadAhead::Failed(error)));
+                self.guard.heap.ahead = Some(ReadAhead::Failed(error));
                 self.send_unsent_now();
                 false
             }
@@ -262,7 +266,8 @@ impl Stream {
     /// Serves a read from what [`Stream::confirm_unless_data`] read, if anything is left;
     /// drops it once used up.
     fn read_ahead(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        let served = match self.ahead.as_deref_mut()? {
+        let ahead = &mut self.guard.heap.ahead;
+        let served = match ahead.as_mut()? {
             ReadAhead::Failed(_) => None,
             ReadAhead::Data { buf: data, pos } => {
                 let rest = data.get(*pos..).unwrap_or_default();
@@ -277,11 +282,11 @@ impl Stream {
         match served {
             Some((n, used_up)) => {
                 if used_up {
-                    self.ahead = None;
+                    *ahead = None;
                 }
                 Some(Ok(n))
             }
-            None => match self.ahead.take().map(|a| *a) {
+            None => match ahead.take() {
                 Some(ReadAhead::Failed(error)) => Some(Err(error)),
                 _ => None,
             },
@@ -303,7 +308,7 @@ impl Stream {
     ///
     /// The scope that has no room; drop the stream (or reset it) rather than buffer.
     pub fn reserve_memory(&self, bytes: u64) -> Result<Reservation, ResourceError> {
-        self.guard.scope.reserve_memory(bytes)
+        self.guard.heap.scope.reserve_memory(bytes)
     }
 
     /// Writes a confirmation left to the first use now, without waiting (see
@@ -360,7 +365,7 @@ impl AsyncRead for Stream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.ahead.is_some() && !buf.is_empty() {
+        if this.guard.heap.ahead.is_some() && !buf.is_empty() {
             if let Some(result) = this.read_ahead(buf) {
                 return Poll::Ready(result);
             }
@@ -375,7 +380,7 @@ impl AsyncRead for Stream {
         bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.ahead.is_some() {
+        if this.guard.heap.ahead.is_some() {
             if let Some(buf) = bufs.iter_mut().find(|b| !b.is_empty()) {
                 if let Some(result) = this.read_ahead(buf) {
                     return Poll::Ready(result);
@@ -409,7 +414,7 @@ impl AsyncWrite for Stream {
     /// request already there leaves its confirmation to the answer.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.closed_early {
+        if this.guard.closed_early {
             return Poll::Ready(Ok(()));
         }
         if this.io.is_complete() {
@@ -418,7 +423,7 @@ impl AsyncWrite for Stream {
         // The proposal (if still unwritten) first, then our end, straight to the transport.
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
         ready!(Pin::new(this.io.get_mut()).poll_close(cx))?;
-        this.closed_early = true;
+        this.guard.closed_early = true;
         Poll::Ready(Ok(()))
     }
 }

@@ -46,9 +46,6 @@ use crate::stream::{Stream, StreamCounters, StreamGuard, NEGOTIATION};
 pub(super) type SharedProtocols = Arc<RwLock<Arc<[StreamProtocol]>>>;
 
 /// What an acceptor hands to the swarm's task.
-// The stream is the common variant: boxing it would cost an allocation per inbound stream to
-// shrink the rare error report.
-#[allow(clippy::large_enum_variant)]
 pub(super) enum Inbound {
     /// A negotiated stream for a behaviour.
     Stream(InboundStream),

@@ -2,8 +2,9 @@
 //! through the swarm's task.
 //!
 //! A behaviour's [`OpenStream`](crate::OpenStream) travels to the swarm's task, is opened
-//! there and comes back through [`NetworkBehaviour::on_outbound_stream`]; an inbound stream
-//! reaches its behaviour through the swarm's task too. That suits protocols whose state lives
+//! there and comes back through
+//! [`NetworkBehaviour::on_outbound_stream`](crate::NetworkBehaviour::on_outbound_stream); an
+//! inbound stream reaches its behaviour through the swarm's task too. That suits protocols whose state lives
 //! in the behaviour. Protocols that drive their streams from tasks of their own (a
 //! request-response client, an RPC caller, a benchmark) pay two task hops per stream for it.
 //! [`StreamControl`] is the direct path, the equivalent of rust-libp2p's `libp2p-stream`

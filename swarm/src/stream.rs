@@ -184,7 +184,7 @@ enum ReadAhead {
     Failed(io::Error),
 }
 
-/// A confirmation left to the stream's first use ([`NEGOTIATION`]) is written when the stream
+/// A confirmation left to the stream's first use (`NEGOTIATION`) is written when the stream
 /// is dropped unused, so the remote gets it and then the end of the stream, as if it had been
 /// written before the stream was handed out.
 ///
@@ -210,7 +210,7 @@ impl Stream {
     }
 
     /// For a behaviour's inbound stream whose confirmation was left to its first use
-    /// ([`NEGOTIATION`]): if the dialer's first bytes already arrived with its proposal (an
+    /// (`NEGOTIATION`): if the dialer's first bytes already arrived with its proposal (an
     /// optimistic dialer, which reads the confirmation with the answer and does not wait for
     /// it), leaves the confirmation to the stream's first use, to travel with the answer;
     /// otherwise (the dialer may be waiting for it before it writes) writes it now, as
@@ -312,7 +312,7 @@ impl Stream {
     }
 
     /// Writes a confirmation left to the first use now, without waiting (see
-    /// [`NEGOTIATION`]); if the stream cannot take it at once, the first use or the drop
+    /// `NEGOTIATION`); if the stream cannot take it at once, the first use or the drop
     /// writes it.
     pub(crate) fn send_unsent_now(&mut self) {
         if self.io.has_unsent() && !self.io.try_send_unsent() {

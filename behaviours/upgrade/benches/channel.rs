@@ -10,7 +10,11 @@
 //! three alternating rounds (raw stream, session with `send`/`recv`, session with
 //! `send_batch`/`recv_many`) and their median ratios, how often the session's sender ran out
 //! of credit in those rounds, then the p50/p99 latency of three
-//! paced rounds and the median ratio of the p99s.
+//! paced rounds and the median ratio of the p99s. With the rates, the UDP datagrams sent per
+//! 1,000 messages of each kind (machine-wide, `/proc/net/snmp`) and the CPU time per message
+//! of all the process's threads (`/proc/self/task/*/schedstat`; Linux). `BENCH_PROFILE=raw`,
+//! `session` or `batched` runs 20 unpaced rounds of that kind only and prints nothing, for a
+//! profiler (`perf record`).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -162,6 +166,31 @@ async fn run_raw(
     (took, lat)
 }
 
+/// UDP datagrams the machine sent so far (`OutDatagrams` of `/proc/net/snmp`), `None` where
+/// the file is missing or unreadable.
+fn udp_out_datagrams() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// CPU time of every thread of the process so far, in ns (the first field of each
+/// `/proc/self/task/*/schedstat`); 0 where unreadable.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn pct(l: &mut [Duration], p: f64) -> Duration {
     l.sort();
     l[((l.len() as f64 - 1.0) * p) as usize]
@@ -219,10 +248,36 @@ async fn main() {
     let mut rates = Vec::new();
     let mut batched = Vec::new();
     let stalls_before = s_a.stats().credit_stalls;
+    let mut datagrams = [0u64; 3];
+    let mut cpu = [0u64; 3];
+    // `BENCH_PROFILE=raw|session|batched`: only that kind, 20 rounds, nothing printed (for
+    // a profiler attached to the whole run).
+    if let Ok(kind) = std::env::var("BENCH_PROFILE") {
+        for _ in 0..20 {
+            match kind.as_str() {
+                "raw" => drop(run_raw(&control, &mut incoming, b_id, count, size, 0).await),
+                "session" => drop(run_session(&s_a, &mut s_b, count, size, 0).await),
+                _ => drop(run_session_batched(&s_a, &mut s_b, count, size, batch).await),
+            }
+        }
+        return;
+    }
     for round in 0..3 {
+        let (d0, c0) = (udp_out_datagrams(), cpu_ns());
         let (raw_t, _) = run_raw(&control, &mut incoming, b_id, count, size, 0).await;
+        let (d1, c1) = (udp_out_datagrams(), cpu_ns());
         let (ses_t, _) = run_session(&s_a, &mut s_b, count, size, 0).await;
+        let (d2, c2) = (udp_out_datagrams(), cpu_ns());
         let bat_t = run_session_batched(&s_a, &mut s_b, count, size, batch).await;
+        let (d3, c3) = (udp_out_datagrams(), cpu_ns());
+        cpu[0] += c1 - c0;
+        cpu[1] += c2 - c1;
+        cpu[2] += c3 - c2;
+        if let (Some(d0), Some(d1), Some(d2), Some(d3)) = (d0, d1, d2, d3) {
+            datagrams[0] += d1 - d0;
+            datagrams[1] += d2 - d1;
+            datagrams[2] += d3 - d2;
+        }
         let raw_rate = count as f64 / raw_t.as_secs_f64();
         let ses_rate = count as f64 / ses_t.as_secs_f64();
         let bat_rate = count as f64 / bat_t.as_secs_f64();
@@ -243,6 +298,24 @@ async fn main() {
     println!(
         "rate: session with send_batch/recv_many of {batch} / raw stream, median of 3: {:.2}x",
         batched[1]
+    );
+    let per_k = |d: u64| d as f64 * 1000.0 / (3 * count) as f64;
+    println!(
+        "UDP datagrams per 1,000 messages, both ends (/proc/net/snmp, machine-wide): raw stream \
+         {:.1}, session {:.1}, session batched {:.1}",
+        per_k(datagrams[0]),
+        per_k(datagrams[1]),
+        per_k(datagrams[2])
+    );
+    let ns = |c: u64| c as f64 / (3 * count) as f64;
+    println!(
+        "CPU per message, all threads (/proc/self/task/*/schedstat): raw stream {:.0} ns, \
+         session {:.0} ns ({:.2}x), session batched {:.0} ns ({:.2}x)",
+        ns(cpu[0]),
+        ns(cpu[1]),
+        ns(cpu[1]) / ns(cpu[0]).max(1e-9),
+        ns(cpu[2]),
+        ns(cpu[2]) / ns(cpu[0]).max(1e-9)
     );
     let stalls = s_a.stats().credit_stalls - stalls_before;
     let sent = 6 * count;

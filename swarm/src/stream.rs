@@ -12,6 +12,10 @@ use futures::ready;
 use meshwire_rcmgr::{Reservation, ResourceError, StreamScope};
 use meshwire_transport::multistream::{Negotiated, NegotiationConfig, NegotiationError};
 
+mod drain;
+
+pub use drain::{DRAIN_MAX_BYTES, DRAIN_TIMEOUT, MAX_DRAINS, MAX_DRAINS_PER_CONNECTION};
+
 /// How the swarm's acceptors negotiate inbound streams: the listener's confirmation (with the
 /// header echo) is left to the stream's first use. A stream for a
 /// [`StreamControl`](crate::StreamControl) receiver writes it on its first read, write, flush
@@ -46,16 +50,21 @@ pub(crate) struct StreamCounters {
     keep_alive: AtomicUsize,
     /// Milliseconds since `epoch` at which the last keep-alive stream ended.
     last_end_ms: AtomicU64,
+    /// Drains of dropped streams running for this connection, and for the whole swarm.
+    drains: drain::DrainCounters,
 }
 
 impl StreamCounters {
-    pub(crate) fn new() -> Arc<Self> {
+    /// The counters of a new connection; `swarm_drains` counts the drains of every
+    /// connection of the swarm (the [`MAX_DRAINS`] bound).
+    pub(crate) fn new(swarm_drains: Arc<AtomicUsize>) -> Arc<Self> {
         Arc::new(StreamCounters {
             epoch: Instant::now(),
             open: AtomicUsize::new(0),
             inbound: AtomicUsize::new(0),
             keep_alive: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            drains: drain::DrainCounters::new(swarm_drains),
         })
     }
 
@@ -194,13 +203,28 @@ enum ReadAhead {
 /// is written at once, which the remote acknowledges with another (4 datagrams per exchange
 /// instead of 2 for a request/response whose next request is opened through the swarm's task:
 /// `cargo bench -p interop-tests --bench swarm`, line `exchange UDP datagrams`).
+///
+/// A lazily negotiated outbound stream whose remote has not answered its proposal yet, and
+/// whose end has not arrived, is not dropped at once: its transport stream goes to a bounded
+/// drain (module `drain`: at most [`DRAIN_MAX_BYTES`] read and discarded within
+/// [`DRAIN_TIMEOUT`], [`MAX_DRAINS_PER_CONNECTION`] and [`MAX_DRAINS`] at once), so a remote
+/// that writes its confirmation after our close and drop (rust-libp2p's listener) can still
+/// write it and read our message, instead of getting STOP_SENDING. Its write side is ended
+/// first as the drop would have ended it (not drained over Yamux, where the drop of an
+/// unclosed stream resets it).
 impl Drop for Stream {
     fn drop(&mut self) {
         if self.io.has_unsent() && !self.io.try_send_unsent() {
             // Reset, or its write side full or failed: the remote sees the end of the stream.
             tracing::trace!("stream dropped before its protocol confirmation could be written");
         }
-        self.take_arrived_end();
+        if self.take_arrived_end() || !self.io.is_expecting() {
+            return;
+        }
+        let closed = self.guard.closed_early;
+        if closed || self.io.get_ref().drop_finishes() {
+            drain::start(self.io.get_mut(), !closed, &self.guard.counters);
+        }
     }
 }
 
@@ -250,17 +274,21 @@ impl Stream {
     /// (at most [`DROP_DRAIN`] bytes, discarded: the stream is being dropped), so that the
     /// transport sees the end read and asks the remote to stop sending only when it has not
     /// finished. Reads the transport's stream directly: a lazy dialer's confirmation left
-    /// unread does not matter any more.
-    fn take_arrived_end(&mut self) {
+    /// unread does not matter any more. Returns whether the remote's side is over: its end
+    /// read, or the stream failed (reset, stopped); `false` when nothing more has arrived
+    /// yet or [`DROP_DRAIN`] bytes were read without the end.
+    fn take_arrived_end(&mut self) -> bool {
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut buf = [0u8; DROP_DRAIN / 4];
         for _ in 0..4 {
             match Pin::new(self.io.get_mut()).poll_read(&mut cx, &mut buf) {
                 Poll::Ready(Ok(n)) if n > 0 => continue,
-                // The end (now read), nothing yet, or a failed or stopped stream.
-                _ => return,
+                // The end (now read), or a failed or stopped stream.
+                Poll::Ready(_) => return true,
+                Poll::Pending => return false,
             }
         }
+        false
     }
 
     /// Serves a read from what [`Stream::confirm_unless_data`] read, if anything is left;
@@ -412,6 +440,8 @@ impl AsyncWrite for Stream {
     /// on the next read ([`Stream::is_protocol_refused`]). Waiting there would hold the close
     /// until the remote's behaviour first uses the stream, since a listener that finds the
     /// request already there leaves its confirmation to the answer.
+    /// Dropped after such a close, the stream is drained rather than stopped ([`Stream`]'s
+    /// drop rule), so a remote that confirms late still can.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.guard.closed_early {

@@ -23,8 +23,8 @@
 //! | drains at once per swarm | [`MAX_DRAINS`] (1,024) |
 //!
 //! Past a byte or time bound the drain drops the stream (quinn then asks the remote to stop
-//! sending, as without a drain); past a count bound the stream is dropped at once, as
-//! without a drain. A drain holds no resource-manager share and does not keep its connection
+//! sending, as without a drain); past a count bound, or dropped outside a Tokio runtime (no
+//! task to drain in), the stream is dropped at once, as without a drain. A drain holds no resource-manager share and does not keep its connection
 //! alive (the stream counts as ended for the idle rule); the connection's closing ends it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,9 @@
 //! * `raw-quinn`   — one quinn connection, `open_bi` per exchange: the ceiling.
 //! * `meshwire`    — two `Swarm`s; a behaviour asks for `OpenStream` and hands the negotiated
 //!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
+//! * `meshwire (optimistic)` — the same, with `OpenStream::optimistic`: the proposal is written
+//!   with the request (one packet), and the remote's acceptor, finding the request already
+//!   there, leaves its confirmation to the answer's packet.
 //! * `meshwire (control)` — the same two swarms, streams opened with `StreamControl::open_stream`
 //!   in the benchmark task and taken from `StreamControl::accept` by a server task: no hop
 //!   through either swarm's task.
@@ -17,7 +20,9 @@
 //!    Next to it, the UDP datagrams sent per exchange by both ends together (read from the
 //!    kernel's `/proc/net/snmp` counter around each stack's rounds, Linux only; the machine's
 //!    other UDP traffic counts too, so it is an upper bound): a stack that sends its
-//!    negotiation and its response in separate packets shows it here.
+//!    negotiation and its response in separate packets shows it here. For the optimistic
+//!    stack, quinn's own counters of each end's connection too (datagrams, and the ACK,
+//!    STREAM, MAX_STREAMS and STOP_SENDING frames in them), which no other traffic inflates.
 //! 2. throughput: `MESHWIRE_BENCH_BYTES` (default 512 MiB) over one such stream in 64 KiB
 //!    writes, best of 3 rounds.
 //!
@@ -32,8 +37,8 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures::StreamExt;
 use meshwire_core::{Keypair, PeerId};
 use meshwire_swarm::{
-    InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, StreamProtocol, Swarm,
-    SwarmConfig, SwarmEvent, ToSwarm,
+    FromSwarm, InboundStream, NetworkBehaviour, OpenStream, OutboundStreamResult, StreamProtocol,
+    Swarm, SwarmConfig, SwarmEvent, ToSwarm,
 };
 use meshwire_transport::quic::{QuicConfig, QuicTransport};
 use meshwire_transport::with_peer_id;
@@ -195,8 +200,8 @@ impl RawQuinn {
 // ---------------------------------------------------------------------------------------------
 // meshwire
 
-/// A request for a stream to a peer, answered on the oneshot.
-type StreamRequest = (PeerId, oneshot::Sender<meshwire_swarm::Stream>);
+/// A request for a stream to a peer (optimistic or not), answered on the oneshot.
+type StreamRequest = (PeerId, bool, oneshot::Sender<meshwire_swarm::Stream>);
 
 /// Hands inbound streams to a server task and outbound streams to whoever asked.
 struct Bench {
@@ -206,6 +211,8 @@ struct Bench {
         oneshot::Sender<meshwire_swarm::Stream>,
     )>,
     inbound: mpsc::UnboundedSender<meshwire_swarm::Stream>,
+    /// The QUIC connection, once established, for its packet counters.
+    quic: Arc<std::sync::Mutex<Option<quinn::Connection>>>,
 }
 
 impl NetworkBehaviour for Bench {
@@ -219,6 +226,12 @@ impl NetworkBehaviour for Bench {
         let _ = self.inbound.send(stream.stream);
     }
 
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::ConnectionEstablished { handle, .. } = event {
+            *self.quic.lock().expect("lock") = handle.as_quic().cloned();
+        }
+    }
+
     fn on_outbound_stream(&mut self, result: OutboundStreamResult) {
         if let Some(pos) = self.waiting.iter().position(|(id, _)| *id == result.id) {
             let (_, reply) = self.waiting.remove(pos).expect("position");
@@ -228,8 +241,11 @@ impl NetworkBehaviour for Bench {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<()>> {
         match self.requests.poll_recv(cx) {
-            Poll::Ready(Some((peer, reply))) => {
-                let req = OpenStream::new(peer, PROTO).no_dial();
+            Poll::Ready(Some((peer, optimistic, reply))) => {
+                let mut req = OpenStream::new(peer, PROTO).no_dial();
+                if optimistic {
+                    req = req.optimistic();
+                }
                 self.waiting.push_back((req.id, reply));
                 Poll::Ready(ToSwarm::OpenStream(req))
             }
@@ -242,13 +258,68 @@ struct Meshwire {
     control: meshwire_swarm::StreamControl,
     peer: PeerId,
     requests: mpsc::UnboundedSender<StreamRequest>,
+    /// Each end's QUIC connection (dialer, listener).
+    quic: [SharedQuic; 2],
+}
+
+type SharedQuic = Arc<std::sync::Mutex<Option<quinn::Connection>>>;
+
+/// Packets and frames one end of a QUIC connection sent so far.
+#[derive(Default, Clone, Copy)]
+struct Sent {
+    datagrams: u64,
+    acks: u64,
+    stream: u64,
+    max_streams: u64,
+    stop_sending: u64,
+}
+
+impl Sent {
+    fn of(quic: &SharedQuic) -> Sent {
+        match &*quic.lock().expect("lock") {
+            Some(c) => {
+                let s = c.stats();
+                let f = s.frame_tx;
+                Sent {
+                    datagrams: s.udp_tx.datagrams,
+                    acks: f.acks,
+                    stream: f.stream,
+                    max_streams: f.max_streams_bidi,
+                    stop_sending: f.stop_sending,
+                }
+            }
+            None => Sent::default(),
+        }
+    }
+
+    fn add(&mut self, before: Sent, after: Sent) {
+        self.datagrams += after.datagrams.saturating_sub(before.datagrams);
+        self.acks += after.acks.saturating_sub(before.acks);
+        self.stream += after.stream.saturating_sub(before.stream);
+        self.max_streams += after.max_streams.saturating_sub(before.max_streams);
+        self.stop_sending += after.stop_sending.saturating_sub(before.stop_sending);
+    }
+
+    fn per(&self, n: usize) -> String {
+        let n = n.max(1) as f64;
+        format!(
+            "{:.2} datagrams ({:.2} ACK, {:.2} STREAM, {:.2} MAX_STREAMS, {:.2} STOP_SENDING frames)",
+            self.datagrams as f64 / n,
+            self.acks as f64 / n,
+            self.stream as f64 / n,
+            self.max_streams as f64 / n,
+            self.stop_sending as f64 / n
+        )
+    }
 }
 
 fn meshwire_swarm() -> (
     Swarm<Bench>,
     mpsc::UnboundedSender<StreamRequest>,
     mpsc::UnboundedReceiver<meshwire_swarm::Stream>,
+    SharedQuic,
 ) {
+    let quic = SharedQuic::default();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
@@ -264,15 +335,16 @@ fn meshwire_swarm() -> (
             requests: req_rx,
             waiting: VecDeque::new(),
             inbound: in_tx,
+            quic: quic.clone(),
         },
         config,
     );
-    (swarm, req_tx, in_rx)
+    (swarm, req_tx, in_rx, quic)
 }
 
 impl Meshwire {
     async fn start() -> Self {
-        let (mut server, _, mut inbound) = meshwire_swarm();
+        let (mut server, _, mut inbound, server_quic) = meshwire_swarm();
         server
             .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
             .expect("listen");
@@ -301,7 +373,7 @@ impl Meshwire {
                 tokio::spawn(serve(s));
             }
         });
-        let (mut client, requests, _in) = meshwire_swarm();
+        let (mut client, requests, _in, client_quic) = meshwire_swarm();
         let control = client.stream_control();
         client.dial(with_peer_id(&addr, peer)).expect("dial");
         loop {
@@ -319,6 +391,7 @@ impl Meshwire {
             control,
             peer,
             requests,
+            quic: [client_quic, server_quic],
         }
     }
 
@@ -330,8 +403,18 @@ impl Meshwire {
     }
 
     async fn stream(&self) -> meshwire_swarm::Stream {
+        self.behaviour_stream(false).await
+    }
+
+    async fn optimistic_stream(&self) -> meshwire_swarm::Stream {
+        self.behaviour_stream(true).await
+    }
+
+    async fn behaviour_stream(&self, optimistic: bool) -> meshwire_swarm::Stream {
         let (tx, rx) = oneshot::channel();
-        self.requests.send((self.peer, tx)).expect("swarm alive");
+        self.requests
+            .send((self.peer, optimistic, tx))
+            .expect("swarm alive");
         rx.await.expect("stream")
     }
 }
@@ -479,15 +562,19 @@ async fn bench() {
         exchange(mesh.stream().await).await;
         exchange(p2p.stream().await).await;
         exchange(mesh.control_stream().await).await;
+        exchange(mesh.optimistic_stream().await).await;
     }
 
-    let (mut r, mut m, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut dr, mut dm, mut dp, mut dc) = (
+    let (mut r, mut m, mut p, mut c, mut o) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dr, mut dm, mut dp, mut dc, mut d_o) = (
+        Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
     );
+    let (mut q_dialer, mut q_listener) = (Sent::default(), Sent::default());
     for _ in 0..exchanges / 100 {
         let before = udp_out_datagrams();
         for _ in 0..100 {
@@ -519,7 +606,18 @@ async fn bench() {
             exchange(mesh.control_stream().await).await;
             c.push(t.elapsed());
         }
-        dc.add(before, udp_out_datagrams());
+        let after = udp_out_datagrams();
+        dc.add(before, after);
+        let before = after;
+        let sides = [Sent::of(&mesh.quic[0]), Sent::of(&mesh.quic[1])];
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(mesh.optimistic_stream().await).await;
+            o.push(t.elapsed());
+        }
+        d_o.add(before, udp_out_datagrams());
+        q_dialer.add(sides[0], Sent::of(&mesh.quic[0]));
+        q_listener.add(sides[1], Sent::of(&mesh.quic[1]));
     }
     let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
     let (r99, m99, p99) = (pct(&mut r, 0.99), pct(&mut m, 0.99), pct(&mut p, 0.99));
@@ -557,6 +655,15 @@ async fn bench() {
         us(c99) / us(r99),
         us(c50) / us(p50)
     );
+    let (o50, o99) = (pct(&mut o, 0.5), pct(&mut o, 0.99));
+    println!(
+        "exchange meshwire (optimistic) median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2} (p99 {:.2})  vs rust-libp2p {:.2}x",
+        us(o50),
+        us(o99),
+        us(o50) / us(r50),
+        us(o99) / us(r99),
+        us(o50) / us(p50)
+    );
     let n = r.len();
     println!(
         "exchange UDP datagrams sent per exchange, both ends (/proc/net/snmp): raw-quinn {}  meshwire {}  meshwire (control) {}  rust-libp2p {}",
@@ -564,6 +671,12 @@ async fn bench() {
         dm.per(n),
         dc.per(n),
         dp.per(n)
+    );
+    println!(
+        "exchange UDP datagrams per exchange, meshwire (optimistic): {}  (quinn's counters: dialer {}, listener {})",
+        d_o.per(n),
+        q_dialer.per(n),
+        q_listener.per(n)
     );
 
     let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();

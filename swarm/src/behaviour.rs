@@ -281,6 +281,12 @@ impl Route {
 /// [`std::io::Error`] that [`StreamError::from_io`] turns back into
 /// [`StreamError::UnsupportedProtocols`]). [`OpenStream::confirmed`] waits for the remote's
 /// answer first. With several protocols the remote's answer is always awaited.
+///
+/// By default the header and proposal are written and flushed before the stream is handed
+/// over, so a stream opened and not yet written already reaches the remote (its limits, its
+/// behaviours). [`OpenStream::optimistic`] leaves them to the stream's first use instead
+/// (rust-libp2p's lazy dialer), so they travel in one packet with the first write: the fast
+/// path for a behaviour whose first act is to write a request.
 #[derive(Debug)]
 pub struct OpenStream {
     /// The peer to open the stream to.
@@ -294,6 +300,9 @@ pub struct OpenStream {
     pub dial: bool,
     /// Wait for the remote to confirm the protocol before handing the stream over.
     pub confirm: bool,
+    /// Leave the header and proposal to the stream's first use (see
+    /// [`OpenStream::optimistic`]); ignored with several protocols or with `confirm`.
+    pub optimistic: bool,
     /// The request's id, echoed in the result.
     pub id: StreamRequestId,
     #[doc(hidden)]
@@ -309,6 +318,7 @@ impl OpenStream {
             connection: None,
             dial: true,
             confirm: false,
+            optimistic: false,
             id: StreamRequestId::next(),
             route: Route::default(),
         }
@@ -335,6 +345,25 @@ impl OpenStream {
     /// Waits for the remote's confirmation of the protocol.
     pub fn confirmed(mut self) -> Self {
         self.confirm = true;
+        self
+    }
+
+    /// Opens optimistically: the stream is handed over as soon as it is opened, with the
+    /// multistream-select header and proposal not yet written; its first write (or read,
+    /// flush or close, or its drop) writes them ahead of its own bytes, so the proposal and
+    /// the request leave in one packet, and the remote's acceptor, seeing the request already
+    /// there, leaves its confirmation to the answer's packet too (2 datagrams per exchange
+    /// instead of 6: `cargo bench -p interop-tests --bench swarm`, line
+    /// `exchange meshwire (optimistic)`).
+    ///
+    /// The price: until its first use the stream does not exist for the remote (its limits,
+    /// its behaviours), and a refusal of the protocol shows only on the stream's first read,
+    /// as an [`std::io::Error`] for which [`Stream::is_protocol_refused`] is true
+    /// ([`StreamError::from_io`] turns it into [`StreamError::UnsupportedProtocols`]). Meant
+    /// for request/response exchanges whose first act is to write. Ignored (the stream is
+    /// negotiated as without it) with several protocols or with [`OpenStream::confirmed`].
+    pub fn optimistic(mut self) -> Self {
+        self.optimistic = true;
         self
     }
 }

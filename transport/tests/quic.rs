@@ -325,3 +325,37 @@ async fn a_socket_handed_over_carries_the_next_dial_and_listeners_send_raw_datag
         .adopt_for_dial("[::1]:1".parse().unwrap(), s(2))
         .is_err());
 }
+
+#[tokio::test]
+async fn a_detached_stream_carries_on_and_leaves_an_inert_handle() {
+    let (mut a, a_addr) = listener().await;
+    let (mut b, _) = listener().await;
+    let (out, inc) = connect(&mut b, &mut a, &a_addr).await;
+    let mut handle = out.open_stream().await.unwrap();
+    assert!(handle.drop_finishes(), "quinn finishes a dropped stream");
+    let mut moved = handle.detach();
+    assert!(!handle.drop_finishes());
+    // The moved stream is the stream: its bytes and its end reach the remote.
+    moved.write_all(b"moved").await.unwrap();
+    moved.close().await.unwrap();
+    let mut remote = inc.accept_stream().await.unwrap();
+    let mut got = Vec::new();
+    remote.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"moved");
+    // The handle left behind reads an end at once and refuses writes.
+    let mut buf = [0u8; 4];
+    assert_eq!(handle.read(&mut buf).await.unwrap(), 0);
+    let err = handle.write_all(b"x").await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+    assert!(handle.close().await.is_err());
+    drop(handle);
+    // Dropping the inert handle did nothing to the stream.
+    remote.write_all(b"back").await.unwrap();
+    remote.close().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(T, moved.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"back");
+}

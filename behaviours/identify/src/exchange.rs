@@ -80,8 +80,8 @@ pub(crate) async fn send(
 /// bytes a frame).
 pub(crate) async fn request(mut stream: Stream, max: usize, limit: Duration) -> Output {
     let result = with_timeout(limit, async {
-        // Finishing our side first also waits for the remote's (lazy) protocol confirmation,
-        // so a refusal is reported as `StreamError::UnsupportedProtocols`.
+        // Finishing our side does not wait for the remote's (lazy) protocol confirmation; the
+        // read does, so a refusal is reported as `StreamError::UnsupportedProtocols` there.
         stream.close().await.map_err(StreamError::from)?;
         read_message(&mut stream, max).await
     })

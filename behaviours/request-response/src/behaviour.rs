@@ -214,7 +214,11 @@ impl<C: Codec, U> Behaviour<C, U> {
             None => Some(OutboundFailure::UnsupportedProtocols),
             Some(_) if self.pending.len() >= limit => Some(OutboundFailure::QueueFull { limit }),
             Some(first) => {
-                let open = OpenStream::new(peer, first.clone()).with_protocols(proposed.clone());
+                // Optimistic: with one protocol, the proposal leaves with the request (a refusal
+                // shows on the response's read); with several, the remote's answer is awaited.
+                let open = OpenStream::new(peer, first.clone())
+                    .with_protocols(proposed.clone())
+                    .optimistic();
                 let outgoing = Outgoing {
                     request_id,
                     request,

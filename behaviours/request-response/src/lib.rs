@@ -52,8 +52,10 @@
 //! # Wire format
 //!
 //! For each request the requester opens a stream, negotiated by multistream-select with one
-//! of its outbound protocols (several are proposed in order; one alone is proposed lazily,
-//! with the request in the same flight), writes the request and closes its write side; the
+//! of its outbound protocols (several are proposed in order; one alone is proposed
+//! optimistically, `OpenStream::optimistic`: the header and proposal are written with the
+//! request, in one packet, and a refusal surfaces as [`OutboundFailure::UnsupportedProtocols`]
+//! when the response is read), writes the request and closes its write side; the
 //! responder reads the request, writes the response and closes. What a request or a
 //! response looks like is the codec's: modules `json` and `cbor` (behind the features of
 //! those names) write one serde value each and read to the end of the stream, exactly as

@@ -216,8 +216,12 @@ impl Acceptor {
             Delivery::NotRegistered(mut stream) => {
                 // A behaviour may hold its stream without using it while the dialer waits
                 // for the confirmation (a confirmed `OpenStream`, a non-lazy dialer): it is
-                // written here, as it was before the handover.
-                stream.stream.send_unsent_now();
+                // written here, as it was before the handover — unless the dialer's request
+                // already arrived with its proposal (an optimistic dialer, which does not
+                // wait): then it goes with the answer.
+                if stream.stream.confirm_unless_data() {
+                    tracing::trace!(connection = %self.p.id, "confirmation left to the answer (optimistic dialer)");
+                }
                 let _ = self.p.tx.send(Inbound::Stream(stream));
             }
             Delivery::Refused(error) => self.report(error),

@@ -3,6 +3,7 @@
 //! the idle rule's scan. State only; the [`Swarm`](super::Swarm) tells behaviours.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,8 @@ pub(super) struct Pool {
     /// The live connections the swarm's [`StreamControl`](crate::StreamControl)s open on:
     /// kept here, where connections are added, closed and removed.
     control: Arc<control::Shared>,
+    /// Drains of dropped streams running on all connections (`stream::MAX_DRAINS`).
+    drains: Arc<AtomicUsize>,
 }
 
 impl Pool {
@@ -122,6 +125,7 @@ impl Pool {
             pending: HashMap::new(),
             pending_futs: FuturesUnordered::new(),
             control,
+            drains: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -515,7 +519,7 @@ impl Pool {
         now: Instant,
     ) -> Arc<StreamCounters> {
         let peer = conn.peer_id();
-        let counters = StreamCounters::new();
+        let counters = StreamCounters::new(self.drains.clone());
         self.control.add_connection(connection, &conn, &counters);
         self.peers.entry(peer).or_default().push(connection);
         self.connections.insert(

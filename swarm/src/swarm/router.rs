@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use meshwire_core::{ConnectionId, PeerId};
-use meshwire_transport::multistream::Negotiated;
+use meshwire_transport::multistream::{self, Negotiated};
 use meshwire_transport::{CloseReason, Connection};
 use tokio::sync::mpsc;
 
@@ -21,7 +21,7 @@ use crate::behaviour::OpenStream;
 use crate::config::SwarmConfig;
 use crate::error::StreamError;
 use crate::protocol::StreamProtocol;
-use crate::stream::StreamGuard;
+use crate::stream::{StreamGuard, OPTIMISTIC};
 
 use super::acceptor::{
     shared_bucket, Acceptor, AcceptorHandle, Inbound, SharedBucket, SharedProtocols,
@@ -191,13 +191,29 @@ impl Router {
             .map(|p| p.as_str().to_owned())
             .collect();
         let confirm = req.confirm;
+        let optimistic = req.optimistic && !confirm && names.len() == 1;
         self.tasks.push(
             async move {
                 let work = async {
-                    let (proto, mut neg) = conn
-                        .open_negotiated(&names, timeout)
+                    let (proto, mut neg) = if optimistic {
+                        // Nothing is written: the proposal goes with the stream's first use.
+                        let stream = conn
+                            .open_stream()
+                            .await
+                            .map_err(StreamError::from_connection)?;
+                        multistream::dialer_select_with_config(
+                            stream,
+                            &names,
+                            multistream::Version::V1Lazy,
+                            &OPTIMISTIC,
+                        )
                         .await
-                        .map_err(StreamError::from_connection)?;
+                        .map_err(StreamError::from_negotiation)?
+                    } else {
+                        conn.open_negotiated(&names, timeout)
+                            .await
+                            .map_err(StreamError::from_connection)?
+                    };
                     if confirm {
                         neg.complete()
                             .await

@@ -272,6 +272,8 @@ enum StreamInner {
     /// Boxed: a yamux stream is several times the size of quinn's halves, and `Stream` sits
     /// in every behaviour's futures.
     Yamux(Box<YamuxStream>),
+    /// Moved out by [`Stream::detach`]: reads end, writes fail with `NotConnected`.
+    Detached,
 }
 
 /// A bidirectional byte stream on a [`Connection`]: `futures::io::{AsyncRead, AsyncWrite}`.
@@ -298,6 +300,27 @@ impl Stream {
             }
             StreamInner::Memory(m) => m.reset(),
             StreamInner::Yamux(y) => y.reset(),
+            StreamInner::Detached => {}
+        }
+    }
+
+    /// Moves the stream out of this handle and returns it, leaving this handle detached:
+    /// its reads end at once, its writes, flushes and closes fail with
+    /// [`io::ErrorKind::NotConnected`], and dropping it does nothing. For a caller that must hand the stream to another task from
+    /// a `Drop` (the swarm's bounded drain of a stream dropped before its remote answered).
+    pub fn detach(&mut self) -> Stream {
+        Stream {
+            inner: std::mem::replace(&mut self.inner, StreamInner::Detached),
+        }
+    }
+
+    /// Whether dropping this stream ends its write side gracefully, as [`AsyncWrite::poll_close`]
+    /// does (QUIC: quinn finishes it; in-memory streams likewise), rather than resetting it
+    /// (Yamux). `false` for a [detached](Stream::detach) handle.
+    pub fn drop_finishes(&self) -> bool {
+        match self.inner {
+            StreamInner::Quic { .. } | StreamInner::Memory(_) => true,
+            StreamInner::Yamux(_) | StreamInner::Detached => false,
         }
     }
 
@@ -308,6 +331,14 @@ impl Stream {
             other => Err(Stream { inner: other }),
         }
     }
+}
+
+/// The error of a write to a [detached](Stream::detach) handle.
+fn detached() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the stream was moved out of this handle",
+    )
 }
 
 impl AsyncRead for Stream {
@@ -321,6 +352,7 @@ impl AsyncRead for Stream {
             StreamInner::Quic { recv, .. } => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_read(cx, buf),
             StreamInner::Yamux(y) => Pin::new(&mut **y).poll_read(cx, buf),
+            StreamInner::Detached => Poll::Ready(Ok(0)),
         }
     }
 }
@@ -336,6 +368,7 @@ impl AsyncWrite for Stream {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             StreamInner::Memory(m) => Pin::new(m).poll_write(cx, buf),
             StreamInner::Yamux(y) => Pin::new(&mut **y).poll_write(cx, buf),
+            StreamInner::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -345,6 +378,7 @@ impl AsyncWrite for Stream {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_flush(cx),
             StreamInner::Yamux(y) => Pin::new(&mut **y).poll_flush(cx),
+            StreamInner::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -353,6 +387,7 @@ impl AsyncWrite for Stream {
             StreamInner::Quic { send, .. } => AsyncWrite::poll_close(Pin::new(send), cx),
             StreamInner::Memory(m) => Pin::new(m).poll_close(cx),
             StreamInner::Yamux(y) => Pin::new(&mut **y).poll_close(cx),
+            StreamInner::Detached => Poll::Ready(Err(detached())),
         }
     }
 }

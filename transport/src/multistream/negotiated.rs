@@ -137,6 +137,12 @@ impl<S> Negotiated<S> {
         matches!(self.state, NegotiatedState::Completed)
     }
 
+    /// Whether a lazy dialer still expects the listener's answer: neither its confirmation
+    /// nor a refusal has been read yet.
+    pub fn is_expecting(&self) -> bool {
+        matches!(self.state, NegotiatedState::Expecting(_))
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io

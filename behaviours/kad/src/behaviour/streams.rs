@@ -336,7 +336,9 @@ async fn exchange(
 ) -> Result<Option<KadResponse>, Error> {
     stream.write_all(frame).await?;
     if !expects_response {
-        // Finishing also waits for the remote's (lazy) protocol confirmation.
+        // Finishing does not wait for the remote's (lazy) protocol confirmation: the dropped
+        // stream is drained until the remote's end (`meshwire_swarm::stream` drop rule), so a
+        // remote that confirms late still writes its confirmation and reads the request.
         stream.close().await?;
         return Ok(None);
     }

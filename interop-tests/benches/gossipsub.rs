@@ -20,6 +20,15 @@
 //! peers, message ids from the others), and rust-libp2p. `MESHWIRE_BENCH_ROWS` picks
 //! some (`small,large,large-off,choke`, comma-separated; default all).
 //!
+//! `MESHWIRE_BENCH_ROUNDS=N` (with the `choke` row) runs that row's three children `N` times,
+//! alternating them (round 1: meshwire+choke, rust-libp2p, meshwire; round 2 starts with
+//! rust-libp2p, and so on), so that on a shared machine each variant meets the same load
+//! over the run. Each round prints the usual lines for its children, then
+//! `gossipsub choke round <r>/<N> (load <start> -> <end>; order ...): ...` with its p50/p99
+//! and the ratios to that round's rust-libp2p child, and the run ends with
+//! `gossipsub choke rounds <N> median <variant> / rust-libp2p: p50 <x> p99 <x> (p99 <= 1.00x
+//! in <k> of <N> rounds; ...)`: the medians of the per-round ratios.
+//!
 //! - delivery: (message, receiver) pairs received over the `(nodes − 1) × messages` expected;
 //! - duplicates: copies received after the first, per delivered message — meshwire's
 //!   `pubsub_messages_duplicate_total` counter, rust-libp2p's
@@ -686,27 +695,55 @@ fn run_row(n: usize, row: &Row) {
         HEARTBEAT.as_millis(),
         row.idontwant,
     );
+    let rounds = env_usize("MESHWIRE_BENCH_ROUNDS", 0);
+    if row.choke && rounds > 0 {
+        run_rounds(row, rounds);
+        return;
+    }
     let mut all = Vec::new();
     for implementation in ["meshwire", "rust-libp2p"] {
         let f = run_child(implementation, row);
-        println!(
-            "gossipsub {} {implementation} delivery {:.2} % duplicates {:.2} idontwant {:.2} \
-             p50 {:.2} ms p99 {:.2} ms max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2}",
-            row.name,
-            f.delivery() * 100.0,
-            f.per_delivery("duplicates"),
-            f.per_delivery("idontwant"),
-            f.get("p50_us") / 1000.0,
-            f.get("p99_us") / 1000.0,
-            f.get("max_us") / 1000.0,
-            f.get("memory_per_node") / 1024.0,
-            f.get("cpu_ms") / 1000.0,
-            f.get("mesh_avg"),
-        );
+        print_child(row, implementation, &f);
         all.push(f);
     }
     let (mw, lp) = (&all[0], &all[1]);
-    let ratio = |a: f64, b: f64| if b == 0.0 { f64::NAN } else { a / b };
+    print_pair(row, mw, lp);
+    if !row.choke {
+        return;
+    }
+    let ch = run_child_choking("meshwire", row, true);
+    print_choke(row, &ch, lp, mw);
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        f64::NAN
+    } else {
+        a / b
+    }
+}
+
+/// `gossipsub <row> <implementation> delivery ...`: one child's summary line.
+fn print_child(row: &Row, implementation: &str, f: &Figures) {
+    println!(
+        "gossipsub {} {implementation} delivery {:.2} % duplicates {:.2} idontwant {:.2} \
+         p50 {:.2} ms p99 {:.2} ms max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2}",
+        row.name,
+        f.delivery() * 100.0,
+        f.per_delivery("duplicates"),
+        f.per_delivery("idontwant"),
+        f.get("p50_us") / 1000.0,
+        f.get("p99_us") / 1000.0,
+        f.get("max_us") / 1000.0,
+        f.get("memory_per_node") / 1024.0,
+        f.get("cpu_ms") / 1000.0,
+        f.get("mesh_avg"),
+    );
+}
+
+/// `gossipsub <row> meshwire / rust-libp2p: ...`: the ratios of a meshwire child to a
+/// rust-libp2p one.
+fn print_pair(row: &Row, mw: &Figures, lp: &Figures) {
     println!(
         "gossipsub {} meshwire / rust-libp2p: delivery {:.3}x duplicates {:.2}x p50 {:.2}x \
          p99 {:.2}x memory/node {:.2}x cpu {:.2}x",
@@ -718,10 +755,11 @@ fn run_row(n: usize, row: &Row) {
         ratio(mw.get("memory_per_node"), lp.get("memory_per_node")),
         ratio(mw.get("cpu_ms"), lp.get("cpu_ms")),
     );
-    if !row.choke {
-        return;
-    }
-    let ch = run_child_choking("meshwire", row, true);
+}
+
+/// `gossipsub <row> meshwire+choke ...` and its ratios to rust-libp2p (`lp`) and to meshwire
+/// without choking (`mw`).
+fn print_choke(row: &Row, ch: &Figures, lp: &Figures, mw: &Figures) {
     println!(
         "gossipsub {} meshwire+choke delivery {:.2} % duplicates {:.2} p50 {:.2} ms p99 {:.2} ms \
          max {:.2} ms memory/node {:.1} KiB cpu {:.1} s mesh {:.2} choked {:.2} fallback-iwants \
@@ -753,4 +791,110 @@ fn run_row(n: usize, row: &Row) {
             ratio(ch.get("cpu_ms"), base.get("cpu_ms")),
         );
     }
+}
+
+/// The children of a round, in the first round's order: meshwire with choking, rust-libp2p,
+/// meshwire without choking.
+const ROUND_CHILDREN: [(&str, &str, bool); 3] = [
+    ("meshwire+choke", "meshwire", true),
+    ("rust-libp2p", "rust-libp2p", false),
+    ("meshwire", "meshwire", false),
+];
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+/// The 1-minute load average, as `/proc/loadavg` says.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// `MESHWIRE_BENCH_ROUNDS=N` on the `choke` row: `N` rounds of the three children
+/// (meshwire+choke, rust-libp2p, meshwire), the order rotated by one each round so no
+/// variant always runs first or last, each child's lines as without rounds; then per round
+/// the ratios to rust-libp2p of the same round, and the medians over the rounds, so that one
+/// child meeting more load cannot decide the comparison.
+fn run_rounds(row: &Row, rounds: usize) {
+    // ratios[variant] = per round (p50 ratio, p99 ratio) against rust-libp2p.
+    let mut ratios: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut duplicates: Vec<f64> = Vec::new();
+    for round in 0..rounds {
+        let mut figures: Vec<Option<Figures>> = vec![None, None, None];
+        let load_start = load_average();
+        for k in 0..ROUND_CHILDREN.len() {
+            let slot = (k + round) % ROUND_CHILDREN.len();
+            let (_, implementation, choke) = ROUND_CHILDREN[slot];
+            figures[slot] = Some(run_child_choking(implementation, row, choke));
+        }
+        let [Some(ch), Some(lp), Some(mw)] = &figures[..] else {
+            unreachable!("every child of the round ran");
+        };
+        print_child(row, "meshwire", mw);
+        print_child(row, "rust-libp2p", lp);
+        print_pair(row, mw, lp);
+        print_choke(row, ch, lp, mw);
+        let r = |f: &Figures, key: &str| ratio(f.get(key), lp.get(key));
+        ratios[0].push((r(ch, "p50_us"), r(ch, "p99_us")));
+        ratios[1].push((r(mw, "p50_us"), r(mw, "p99_us")));
+        duplicates.push(ch.per_delivery("duplicates"));
+        println!(
+            "gossipsub {} round {}/{rounds} (load {load_start} -> {}; order {}): p50/p99 ms \
+             meshwire+choke {:.2}/{:.2} rust-libp2p {:.2}/{:.2} meshwire {:.2}/{:.2}; \
+             meshwire+choke / rust-libp2p p50 {:.2}x p99 {:.2}x; meshwire / rust-libp2p p50 \
+             {:.2}x p99 {:.2}x",
+            row.name,
+            round + 1,
+            load_average(),
+            (0..ROUND_CHILDREN.len())
+                .map(|k| ROUND_CHILDREN[(k + round) % ROUND_CHILDREN.len()].0)
+                .collect::<Vec<_>>()
+                .join(","),
+            ch.get("p50_us") / 1000.0,
+            ch.get("p99_us") / 1000.0,
+            lp.get("p50_us") / 1000.0,
+            lp.get("p99_us") / 1000.0,
+            mw.get("p50_us") / 1000.0,
+            mw.get("p99_us") / 1000.0,
+            ratios[0][round].0,
+            ratios[0][round].1,
+            ratios[1][round].0,
+            ratios[1][round].1,
+        );
+    }
+    for (i, name) in ["meshwire+choke", "meshwire"].iter().enumerate() {
+        let p50: Vec<f64> = ratios[i].iter().map(|r| r.0).collect();
+        let p99: Vec<f64> = ratios[i].iter().map(|r| r.1).collect();
+        let at_most = p99.iter().filter(|&&x| x <= 1.0).count();
+        println!(
+            "gossipsub {} rounds {rounds} median {name} / rust-libp2p: p50 {:.2}x p99 {:.2}x \
+             (p99 <= 1.00x in {at_most} of {rounds} rounds; p99 per round {})",
+            row.name,
+            median(&p50),
+            median(&p99),
+            p99.iter()
+                .map(|x| format!("{x:.2}x"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    println!(
+        "gossipsub {} rounds {rounds} meshwire+choke duplicates median {:.2}",
+        row.name,
+        median(&duplicates)
+    );
 }

@@ -42,6 +42,13 @@ type Labels = Vec<(String, String)>;
 /// | `pubsub_idontwant_received_total` | counter | message ids peers sent in IDONTWANT, kept |
 /// | `pubsub_idontwant_ignored_total` | counter | IDONTWANT ids beyond the bounds, ignored |
 /// | `pubsub_idontwant_suppressed_total` | counter | copies not sent (or dropped from a queue) because the peer had the message |
+/// | `pubsub_choke_chokes_sent_total` | counter | CHOKEs sent (choking, a meshwire extension; re-sent ones included) |
+/// | `pubsub_choke_unchokes_sent_total` | counter | UNCHOKEs sent (re-sent ones included) |
+/// | `pubsub_choke_chokes_received_total` | counter | CHOKEs taken from mesh peers |
+/// | `pubsub_choke_unchokes_received_total` | counter | UNCHOKEs taken from mesh peers |
+/// | `pubsub_choke_ignored_total` | counter | CHOKEs and UNCHOKEs ignored (topic not ours, peer not in the mesh, choking off) |
+/// | `pubsub_choke_ihave_instead_total` | counter | messages forwarded as an IHAVE because the peer choked us |
+/// | `pubsub_choke_fallback_iwants_total` | counter | IWANTs sent for ids only choked peers announced, after the wait |
 ///
 /// Clones share the same values and the same topic labels.
 #[derive(Clone, Debug)]
@@ -61,6 +68,13 @@ pub struct GossipsubMetrics {
     idontwant_received: Counter,
     idontwant_ignored: Counter,
     idontwant_suppressed: Counter,
+    choke_chokes_sent: Counter,
+    choke_unchokes_sent: Counter,
+    choke_chokes_received: Counter,
+    choke_unchokes_received: Counter,
+    choke_ignored: Counter,
+    choke_ihave_instead: Counter,
+    choke_fallback_iwants: Counter,
     labelled: Arc<Mutex<HashSet<String>>>,
     max_topics: usize,
 }
@@ -86,6 +100,13 @@ impl GossipsubMetrics {
             idontwant_received: Counter::default(),
             idontwant_ignored: Counter::default(),
             idontwant_suppressed: Counter::default(),
+            choke_chokes_sent: Counter::default(),
+            choke_unchokes_sent: Counter::default(),
+            choke_chokes_received: Counter::default(),
+            choke_unchokes_received: Counter::default(),
+            choke_ignored: Counter::default(),
+            choke_ihave_instead: Counter::default(),
+            choke_fallback_iwants: Counter::default(),
             labelled: Arc::new(Mutex::new(HashSet::new())),
             max_topics,
         };
@@ -161,7 +182,80 @@ impl GossipsubMetrics {
             "Copies not sent or dropped from a queue because the peer had the message",
             m.idontwant_suppressed.clone(),
         );
+        for (name, help, counter) in [
+            (
+                "choke_chokes_sent",
+                "CHOKEs sent to mesh peers (choking, a meshwire extension)",
+                &m.choke_chokes_sent,
+            ),
+            (
+                "choke_unchokes_sent",
+                "UNCHOKEs sent to mesh peers",
+                &m.choke_unchokes_sent,
+            ),
+            (
+                "choke_chokes_received",
+                "CHOKEs taken from mesh peers",
+                &m.choke_chokes_received,
+            ),
+            (
+                "choke_unchokes_received",
+                "UNCHOKEs taken from mesh peers",
+                &m.choke_unchokes_received,
+            ),
+            (
+                "choke_ignored",
+                "CHOKEs and UNCHOKEs ignored (topic not ours, peer not in the mesh, choking off)",
+                &m.choke_ignored,
+            ),
+            (
+                "choke_ihave_instead",
+                "Messages forwarded as an IHAVE because the peer choked us",
+                &m.choke_ihave_instead,
+            ),
+            (
+                "choke_fallback_iwants",
+                "IWANTs sent for ids only choked peers announced, after the wait",
+                &m.choke_fallback_iwants,
+            ),
+        ] {
+            sub.register(name, help, counter.clone());
+        }
         m
+    }
+
+    /// Adds the choking counters' increments since the last call (`before` → `now`).
+    pub(crate) fn choke(&self, before: &crate::ChokeStats, now: &crate::ChokeStats) {
+        let add = |c: &Counter, now: u64, before: u64| {
+            c.inc_by(now.saturating_sub(before));
+        };
+        add(&self.choke_chokes_sent, now.chokes_sent, before.chokes_sent);
+        add(
+            &self.choke_unchokes_sent,
+            now.unchokes_sent,
+            before.unchokes_sent,
+        );
+        add(
+            &self.choke_chokes_received,
+            now.chokes_received,
+            before.chokes_received,
+        );
+        add(
+            &self.choke_unchokes_received,
+            now.unchokes_received,
+            before.unchokes_received,
+        );
+        add(&self.choke_ignored, now.ignored, before.ignored);
+        add(
+            &self.choke_ihave_instead,
+            now.ihave_instead,
+            before.ihave_instead,
+        );
+        add(
+            &self.choke_fallback_iwants,
+            now.fallback_iwants,
+            before.fallback_iwants,
+        );
     }
 
     pub(crate) fn idontwant_sent(&self, ids: u64) {

@@ -151,6 +151,16 @@ fn sim_1000_nodes_sybils() {
 /// 120 nodes, the benchmark's degrees (D = 8, D_lo = 6, D_hi = 12), 60 messages at 5/s,
 /// choking on or off; `loss` and `churn` as given.
 fn choke_run(on: bool, loss: f64, churn: f64) -> Report {
+    choke_run_with(
+        on,
+        loss,
+        churn,
+        meshwire_pubsub::ChokeConfig::default().max_unchoked,
+    )
+}
+
+/// [`choke_run`] with `max_unchoked` unchoked mesh peers at most.
+fn choke_run_with(on: bool, loss: f64, churn: f64, max_unchoked: usize) -> Report {
     use meshwire_pubsub::{ChokeConfig, GossipsubConfig};
     let mut run = ChurnRun::new(120, 4, 60);
     run.churn = churn;
@@ -161,11 +171,33 @@ fn choke_run(on: bool, loss: f64, churn: f64) -> Report {
         mesh_n_high: 12,
         choke: ChokeConfig {
             enabled: on,
+            max_unchoked,
             ..ChokeConfig::default()
         },
         ..run.sim.gossipsub
     };
     timed(|| run.run())
+}
+
+#[test]
+#[ignore = "exploration of max_unchoked (3, 4, 5): run with --ignored --nocapture"]
+fn sim_choking_max_unchoked_sweep() {
+    // The trade `max_unchoked` sets between duplicates and latency, without loss and with
+    // 10 % loss and 20 % churn (printed; each run is seeded and replays exactly).
+    for (loss, churn) in [(0.0, 0.0), (0.10, 0.20)] {
+        for max_unchoked in [3, 4, 5] {
+            let on = choke_run_with(true, loss, churn, max_unchoked);
+            println!(
+                "max_unchoked {max_unchoked}, loss {loss}, churn {churn}: delivery {:.4} \
+                 duplicates {:.2} p50 {:.0} p99 {:.0} max {:.0} ms",
+                on.delivery_rate(),
+                on.duplicates_per_delivery,
+                on.latency_ms.p50,
+                on.latency_ms.p99,
+                on.latency_ms.max,
+            );
+        }
+    }
 }
 
 #[test]

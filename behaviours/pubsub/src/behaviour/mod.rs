@@ -334,8 +334,11 @@ impl Behaviour {
         }
     }
 
-    /// Moves RPCs from the engine into the writers with room, asking for streams as needed.
-    fn flush_transmits(&mut self, cx: &mut Context<'_>) {
+    /// Moves RPCs from the engine into the writers with room, asking for streams as needed;
+    /// `true` if it handed at least one RPC to a writer (whose future then has something to
+    /// write: [`Self::poll_writers`] writes it).
+    fn flush_transmits(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
         let now = Instant::now();
         let peers: Vec<PeerId> = self.engine.peers_with_transmits().copied().collect();
         for peer in peers {
@@ -376,6 +379,7 @@ impl Behaviour {
                             if tx.start_send(bytes).is_err() {
                                 break;
                             }
+                            moved = true;
                         }
                         None => break,
                     },
@@ -386,6 +390,34 @@ impl Behaviour {
                     Poll::Pending => break,
                 }
             }
+        }
+        moved
+    }
+
+    /// Drives the writers' futures (each writes what its channel holds into its stream) and
+    /// handles those that ended; `true` if one ended.
+    fn poll_writers(&mut self, cx: &mut Context<'_>) -> bool {
+        let Poll::Ready((peer, result)) = self.writers.poll_result(cx) else {
+            return false;
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "gossipsub: outbound stream ended");
+            self.reopen_after
+                .insert(peer, Instant::now() + self.config.reopen_delay);
+        }
+        if self.senders.get(&peer).is_some_and(|tx| tx.is_closed()) {
+            self.senders.remove(&peer);
+        }
+        true
+    }
+
+    /// Hands what the engine queued to the writers and writes it at once, in this poll: a
+    /// forwarded message is written before the next frame is read, and without a second
+    /// trip through the runtime's queue (the channel's wake-up would otherwise schedule the
+    /// swarm's task again only to poll the writer).
+    fn forward_now(&mut self, cx: &mut Context<'_>) {
+        if self.flush_transmits(cx) {
+            while self.poll_writers(cx) {}
         }
     }
 }
@@ -609,10 +641,12 @@ impl NetworkBehaviour for Behaviour {
                 .map(tokio::time::Instant::from_std);
             if self.timer.poll_at(due, cx).is_ready() {
                 self.engine.handle_timeout(Instant::now());
+                self.forward_now(cx);
                 continue;
             }
             if let Poll::Ready((peer, frame)) = self.readers.poll_next(cx) {
                 self.on_frame(peer, frame);
+                self.forward_now(cx);
                 continue;
             }
             if let Poll::Ready((peer, frame)) = self.qos_readers.poll_next(cx) {
@@ -622,21 +656,15 @@ impl NetworkBehaviour for Behaviour {
             if self.poll_qos_writers(cx) {
                 continue;
             }
-            if let Poll::Ready((peer, result)) = self.writers.poll_result(cx) {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "gossipsub: outbound stream ended");
-                    self.reopen_after
-                        .insert(peer, Instant::now() + self.config.reopen_delay);
-                }
-                if self.senders.get(&peer).is_some_and(|tx| tx.is_closed()) {
-                    self.senders.remove(&peer);
-                }
+            if self.poll_writers(cx) {
                 continue;
             }
             let queued = self.outbox.len();
-            self.flush_transmits(cx);
+            // RPCs handed to writers are written by the next turn's `poll_writers`, in this
+            // call (not after the channel's wake-up reschedules the task).
+            let moved = self.flush_transmits(cx);
             self.flush_qos();
-            if self.outbox.len() > queued {
+            if moved || self.outbox.len() > queued {
                 continue;
             }
             self.waker = Some(cx.waker().clone());

@@ -77,6 +77,11 @@ impl MessageCache {
         Some(&entry.message)
     }
 
+    /// The cached message with this id (validated or not).
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&Message> {
+        self.entries.get(id).map(|e| &e.message)
+    }
+
     /// Whether a message is held waiting for the application's verdict.
     pub(crate) fn is_pending(&self, id: &MessageId) -> bool {
         self.entries.get(id).is_some_and(|e| !e.validated)

@@ -148,8 +148,12 @@ pub struct ChokeStats {
     pub chokes_sent: u64,
     /// UNCHOKEs we sent (re-sent ones included).
     pub unchokes_sent: u64,
-    /// CHOKEs and UNCHOKEs we took.
+    /// CHOKEs and UNCHOKEs we took (`chokes_received + unchokes_received`).
     pub received: u64,
+    /// CHOKEs we took.
+    pub chokes_received: u64,
+    /// UNCHOKEs we took.
+    pub unchokes_received: u64,
     /// CHOKEs and UNCHOKEs ignored (topic not ours, peer not in the mesh, choking off).
     pub ignored: u64,
     /// Messages we forwarded as an IHAVE instead, because the peer choked us.
@@ -223,6 +227,8 @@ pub(super) struct ChokeState {
     /// seconds (`None` until one is seen).
     gap: Option<f64>,
     stats: ChokeStats,
+    /// The counters last given to the metrics.
+    reported: ChokeStats,
 }
 
 impl ChokeState {
@@ -248,6 +254,18 @@ impl GossipsubEngine {
     /// Choking counters ([`ChokeStats`]).
     pub fn choke_stats(&self) -> ChokeStats {
         self.choke.stats
+    }
+
+    /// Gives the metrics the choking counters' increments since the last call.
+    pub(super) fn sync_choke_metrics(&mut self) {
+        let now = self.choke.stats;
+        if now == self.choke.reported {
+            return;
+        }
+        if let Some(m) = &self.metrics {
+            m.choke(&self.choke.reported, &now);
+        }
+        self.choke.reported = now;
     }
 
     /// The mesh peers we choke on `topic`.
@@ -331,6 +349,11 @@ impl GossipsubEngine {
                 continue;
             }
             self.choke.stats.received += 1;
+            if choked {
+                self.choke.stats.chokes_received += 1;
+            } else {
+                self.choke.stats.unchokes_received += 1;
+            }
             if choked {
                 self.choke.choked_by.insert((topic, peer));
             } else {

@@ -50,6 +50,7 @@ impl GossipsubEngine {
             self.handle_control(now, peer, control);
         }
         self.flush_control();
+        self.sync_choke_metrics();
         if marked {
             self.sync_qos();
         }
@@ -130,6 +131,19 @@ impl GossipsubEngine {
 
     /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
     /// acknowledged to `peer` when `peer` is its author, once taken or if already seen.
+    /// The author and sequence number of `message` if it is a byte-for-byte copy of a
+    /// message in the message cache: its signature was verified when it was cached, so the
+    /// copy's need not be (a node receives about mesh size − 1 copies of each message, and a
+    /// signature check is most of what a copy costs). Anything that differs — another
+    /// signature, key, payload or topic under the same id — is verified as usual.
+    fn known_copy(&self, message: &Message) -> Option<sign::Verified> {
+        let source = PeerId::from_bytes(message.from.as_deref()?).ok()?;
+        let seqno = u64::from_be_bytes(message.seqno.as_deref()?.try_into().ok()?);
+        let id = self.message_id(message, Some(source), Some(seqno));
+        let cached = self.mcache.get(&id)?;
+        (cached == message).then_some(sign::Verified { source, seqno })
+    }
+
     pub(super) fn handle_message(
         &mut self,
         now: Instant,
@@ -143,7 +157,8 @@ impl GossipsubEngine {
         if !self.wants(&topic) {
             return;
         }
-        let verified = match sign::verify(&message) {
+        let known = self.known_copy(&message);
+        let verified = match known.map_or_else(|| sign::verify(&message), Ok) {
             Ok(v) => v,
             Err(e) => {
                 if let Some(score) = &mut self.score {

@@ -622,6 +622,7 @@ impl GossipsubEngine {
                     score.deliver_message(now, propagation_source, id, &topic);
                 }
                 self.forward(&message, id, Some(*propagation_source));
+                self.sync_choke_metrics();
             }
             Acceptance::Reject | Acceptance::Ignore => {
                 self.mcache.remove(id);
@@ -704,6 +705,7 @@ impl GossipsubEngine {
         }
         self.qos_timeout(now);
         self.choke_timeout(now);
+        self.sync_choke_metrics();
     }
 
     // ---- Internals shared by the submodules ----

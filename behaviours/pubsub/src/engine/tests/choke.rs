@@ -297,3 +297,88 @@ fn fallback_wait_follows_the_gaps_within_its_bounds() {
     }
     assert_eq!(state.wait(&config), config.iwant_timeout);
 }
+
+#[test]
+fn choke_counters_are_exported_as_metrics() {
+    use crate::metrics::GossipsubMetrics;
+    use prometheus_client::registry::Registry;
+    let mut net = diamond();
+    let mut registries: Vec<Registry> = (0..4).map(|_| Registry::default()).collect();
+    let metrics: Vec<GossipsubMetrics> = registries
+        .iter_mut()
+        .map(|r| GossipsubMetrics::register(r, 8))
+        .collect();
+    for (n, m) in net.nodes.iter_mut().zip(&metrics) {
+        n.set_metrics(m.clone());
+    }
+    let text = |registry: &Registry| {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
+        s
+    };
+    let value = |t: &str, name: &str| -> u64 {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(&format!("pubsub_choke_{name}_total ")))
+            .unwrap_or_else(|| panic!("pubsub_choke_{name}_total missing:\n{t}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Nothing yet: every counter is served at 0.
+    let t = text(&registries[0]);
+    for name in [
+        "chokes_sent",
+        "unchokes_sent",
+        "chokes_received",
+        "unchokes_received",
+        "ignored",
+        "ihave_instead",
+        "fallback_iwants",
+    ] {
+        assert_eq!(value(&t, name), 0, "{name}");
+    }
+    // Node 2 always late: node 0 chokes it at the heartbeat.
+    for _ in 0..4 {
+        publish_with_late_2(&mut net, Duration::from_millis(50));
+    }
+    net.advance(Duration::from_secs(1));
+    assert_eq!(value(&text(&registries[0]), "chokes_sent"), 1);
+    assert_eq!(value(&text(&registries[2]), "chokes_received"), 1);
+    // The unchoked link loses a message: node 2 announces it, node 0 falls back to IWANT.
+    net.drop_data.insert((1, 0));
+    net.nodes[3]
+        .publish(net.now, topic(), b"f".to_vec())
+        .unwrap();
+    net.deliver();
+    net.advance(Duration::from_millis(200));
+    net.drop_data.clear();
+    assert_eq!(value(&text(&registries[0]), "fallback_iwants"), 1);
+    assert_eq!(value(&text(&registries[2]), "ihave_instead"), 1);
+    // A CHOKE for a topic node 0 is not in: ignored.
+    net.inject(
+        1,
+        0,
+        Rpc {
+            control: Some(ControlMessage {
+                choke: vec![ControlChoke {
+                    topic_id: Some("elsewhere".to_string()),
+                }],
+                ..ControlMessage::default()
+            }),
+            ..Rpc::default()
+        },
+    );
+    assert_eq!(value(&text(&registries[0]), "ignored"), 1);
+    // Node 1 leaves: node 0 unchokes node 2.
+    let p1 = net.ids[1];
+    net.nodes[0].handle_peer_disconnected(net.now, &p1);
+    net.nodes[1].handle_peer_disconnected(net.now, &net.ids[0].clone());
+    net.advance(Duration::from_secs(1));
+    assert_eq!(value(&text(&registries[0]), "unchokes_sent"), 1);
+    assert_eq!(value(&text(&registries[2]), "unchokes_received"), 1);
+    // The metrics agree with the engine's own counters.
+    let stats = net.nodes[0].choke_stats();
+    let t = text(&registries[0]);
+    assert_eq!(value(&t, "chokes_sent"), stats.chokes_sent);
+    assert_eq!(value(&t, "fallback_iwants"), stats.fallback_iwants);
+    assert_eq!(value(&t, "ignored"), stats.ignored);
+}

@@ -758,6 +758,50 @@ fn invalid_signatures_are_counted_and_not_delivered() {
 }
 
 #[test]
+fn copies_of_a_cached_message_skip_verification_only_when_identical() {
+    let mut net = Net::new(2, |_| fast());
+    net.connect(0, 1);
+    net.subscribe_all();
+    let m = wire::sign::sign(
+        &Keypair::from_seed_for_tests(99),
+        5,
+        TOPIC.into(),
+        b"d".to_vec(),
+    );
+    let rpc = |m: Message| Rpc {
+        publish: vec![m],
+        ..Rpc::default()
+    };
+    net.inject(0, 1, rpc(m.clone()));
+    // An exact copy: a duplicate, not invalid.
+    net.inject(0, 1, rpc(m.clone()));
+    assert_eq!(net.messages(1).len(), 1);
+    assert_eq!(net.nodes[1].invalid_messages(&net.ids[0]), 0);
+    // Same author and seqno (so the same id) but another payload, another signature, or a
+    // key field: each is verified, fails, and counts against the sender.
+    let mut forged_data = m.clone();
+    forged_data.data = Some(b"forged".to_vec());
+    let mut forged_signature = m.clone();
+    if let Some(sig) = forged_signature.signature.as_mut() {
+        sig[0] ^= 1;
+    }
+    let mut wrong_key = m.clone();
+    wrong_key.key = Some(Keypair::from_seed_for_tests(7).public().encode_protobuf());
+    for (k, forged) in [forged_data, forged_signature, wrong_key]
+        .into_iter()
+        .enumerate()
+    {
+        net.inject(0, 1, rpc(forged));
+        assert_eq!(
+            net.nodes[1].invalid_messages(&net.ids[0]),
+            k as u64 + 1,
+            "forged copy {k} verified and refused"
+        );
+    }
+    assert!(net.messages(1).is_empty(), "no forged copy delivered");
+}
+
+#[test]
 fn a_slow_peer_drops_its_own_data_and_control_goes_first() {
     let mut net = Net::new(3, |_| GossipsubConfig {
         max_queued_messages: 4,

@@ -129,8 +129,6 @@ impl GossipsubEngine {
         });
     }
 
-    /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
-    /// acknowledged to `peer` when `peer` is its author, once taken or if already seen.
     /// The author and sequence number of `message` if it is a byte-for-byte copy of a
     /// message in the message cache: its signature was verified when it was cached, so the
     /// copy's need not be (a node receives about mesh size − 1 copies of each message, and a
@@ -144,6 +142,8 @@ impl GossipsubEngine {
         (cached == message).then_some(sign::Verified { source, seqno })
     }
 
+    /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
+    /// acknowledged to `peer` when `peer` is its author, once taken or if already seen.
     pub(super) fn handle_message(
         &mut self,
         now: Instant,

@@ -120,50 +120,44 @@ async fn confirm_late_and_read(conn: &Connection) -> Result<Vec<u8>, String> {
     Ok(got)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_confirmation_still_gets_through_after_an_optimistic_close_and_drop() {
+/// A stream opened as `open` makes, written with `message`, closed (or not) and dropped;
+/// the listener confirms [`LATE`] and must still read the whole message.
+async fn late_listener_reads(
+    open: impl FnOnce(meshwire_core::PeerId) -> OpenStream,
+    message: &[u8],
+    close: bool,
+) {
     let mut node = Node::start(&[], SwarmConfig::default()).await;
     let (conn, raw) = raw_peer(&mut node).await;
-    write_and_drop(
-        &mut node,
-        OpenStream::new(raw.local_peer_id(), proto()).optimistic(),
+    write_and_drop(&mut node, open(raw.local_peer_id()), message, close).await;
+    let got = confirm_late_and_read(&conn).await.expect("late listener");
+    assert_eq!(got, expected(message));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_confirmation_still_gets_through_after_an_optimistic_close_and_drop() {
+    late_listener_reads(
+        |peer| OpenStream::new(peer, proto()).optimistic(),
         b"one-way message",
         true,
     )
     .await;
-    let got = confirm_late_and_read(&conn).await.expect("late listener");
-    assert_eq!(got, expected(b"one-way message"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_confirmation_still_gets_through_after_a_default_open_closed_and_dropped() {
-    let mut node = Node::start(&[], SwarmConfig::default()).await;
-    let (conn, raw) = raw_peer(&mut node).await;
     // Not optimistic: the proposal was flushed at the open; the close still does not wait.
-    write_and_drop(
-        &mut node,
-        OpenStream::new(raw.local_peer_id(), proto()),
-        b"pushed",
-        true,
-    )
-    .await;
-    let got = confirm_late_and_read(&conn).await.expect("late listener");
-    assert_eq!(got, expected(b"pushed"));
+    late_listener_reads(|peer| OpenStream::new(peer, proto()), b"pushed", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_dropped_unclosed_before_the_confirmation_is_ended_and_drained() {
-    let mut node = Node::start(&[], SwarmConfig::default()).await;
-    let (conn, raw) = raw_peer(&mut node).await;
-    write_and_drop(
-        &mut node,
-        OpenStream::new(raw.local_peer_id(), proto()).optimistic(),
+    late_listener_reads(
+        |peer| OpenStream::new(peer, proto()).optimistic(),
         b"dropped without close",
         false,
     )
     .await;
-    let got = confirm_late_and_read(&conn).await.expect("late listener");
-    assert_eq!(got, expected(b"dropped without close"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

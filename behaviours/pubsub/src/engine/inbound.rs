@@ -129,17 +129,13 @@ impl GossipsubEngine {
         });
     }
 
-    /// The author and sequence number of `message` if it is a byte-for-byte copy of a
-    /// message in the message cache: its signature was verified when it was cached, so the
-    /// copy's need not be (a node receives about mesh size − 1 copies of each message, and a
-    /// signature check is most of what a copy costs). Anything that differs — another
-    /// signature, key, payload or topic under the same id — is verified as usual.
-    fn known_copy(&self, message: &Message) -> Option<sign::Verified> {
+    /// The author and sequence number `message` claims (not verified) and the message id
+    /// they give, when it names both; `None` otherwise (verification then fails anyway).
+    fn claimed_origin(&self, message: &Message) -> Option<(sign::Verified, MessageId)> {
         let source = PeerId::from_bytes(message.from.as_deref()?).ok()?;
         let seqno = u64::from_be_bytes(message.seqno.as_deref()?.try_into().ok()?);
         let id = self.message_id(message, Some(source), Some(seqno));
-        let cached = self.mcache.get(&id)?;
-        (cached == message).then_some(sign::Verified { source, seqno })
+        Some((sign::Verified { source, seqno }, id))
     }
 
     /// A message from `peer`; with `ack` (marked, or retransmitted on the QoS protocol) it is
@@ -157,8 +153,18 @@ impl GossipsubEngine {
         if !self.wants(&topic) {
             return;
         }
-        let known = self.known_copy(&message);
-        let verified = match known.map_or_else(|| sign::verify(&message), Ok) {
+        // A byte-for-byte copy of a message in the message cache had its signature verified
+        // when it was cached, so the copy's need not be (a node receives about mesh size − 1
+        // copies of each message, and a signature check is most of what a copy costs);
+        // anything that differs — another signature, key, payload or topic under the same
+        // id — is verified as usual. The id is computed once, from the claimed origin, which
+        // is what verification establishes when it succeeds.
+        let claimed = self.claimed_origin(&message);
+        let known = claimed
+            .as_ref()
+            .filter(|(_, id)| self.mcache.get(id) == Some(&message))
+            .map(|(origin, _)| Ok(*origin));
+        let verified = match known.unwrap_or_else(|| sign::verify(&message)) {
             Ok(v) => v,
             Err(e) => {
                 if let Some(score) = &mut self.score {
@@ -178,7 +184,10 @@ impl GossipsubEngine {
             }
             return;
         }
-        let id = self.message_id(&message, Some(verified.source), Some(verified.seqno));
+        let id = match claimed {
+            Some((origin, id)) if origin == verified => id,
+            _ => self.message_id(&message, Some(verified.source), Some(verified.seqno)),
+        };
         let ack = ack && verified.source == peer;
         let first = self
             .seen

@@ -35,8 +35,9 @@ pub(crate) const NEGOTIATION: NegotiationConfig = NegotiationConfig::new().with_
 
 /// How an [optimistic](crate::OpenStream::optimistic) outbound stream is negotiated: a
 /// [`V1Lazy`](meshwire_transport::multistream::Version::V1Lazy) dialer whose header and
-/// proposal are written by the stream's first use, in one packet with the request.
-pub(crate) const OPTIMISTIC: NegotiationConfig = NegotiationConfig::new().with_deferred_send(true);
+/// proposal are written by the stream's first use, in one packet with the request — the
+/// same deferral as the acceptors' [`NEGOTIATION`], on the other side.
+pub(crate) const OPTIMISTIC: NegotiationConfig = NEGOTIATION;
 
 /// Per-connection stream counters shared between the swarm and the streams it handed out.
 #[derive(Debug)]

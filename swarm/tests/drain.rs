@@ -160,8 +160,10 @@ async fn a_stream_dropped_unclosed_before_the_confirmation_is_ended_and_drained(
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_stops_a_remote_that_sends_past_its_byte_bound() {
+/// A node that opened an optimistic stream to a raw listener, wrote one byte, closed and
+/// dropped it; the listener's side of that stream, not yet confirmed (the node and the
+/// connection are returned to be kept alive).
+async fn stream_dropped_by_the_dialer() -> (Node, Connection, meshwire_transport::Stream) {
     let mut node = Node::start(&[], SwarmConfig::default()).await;
     let (conn, raw) = raw_peer(&mut node).await;
     write_and_drop(
@@ -171,7 +173,13 @@ async fn a_drain_stops_a_remote_that_sends_past_its_byte_bound() {
         true,
     )
     .await;
-    let mut s = conn.accept_stream().await.expect("stream");
+    let s = conn.accept_stream().await.expect("stream");
+    (node, conn, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_stops_a_remote_that_sends_past_its_byte_bound() {
+    let (_node, _conn, mut s) = stream_dropped_by_the_dialer().await;
     tokio::time::sleep(LATE).await;
     // A hostile listener: confirms, then sends without end. The drain reads its bound and
     // stops the stream: a write fails within a few windows' worth past the bound.
@@ -243,16 +251,7 @@ async fn drains_per_connection_are_bounded_past_it_a_stream_is_stopped_as_before
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_stops_a_remote_that_never_ends_its_side_after_its_time_bound() {
     use meshwire_swarm::stream::DRAIN_TIMEOUT;
-    let mut node = Node::start(&[], SwarmConfig::default()).await;
-    let (conn, raw) = raw_peer(&mut node).await;
-    write_and_drop(
-        &mut node,
-        OpenStream::new(raw.local_peer_id(), proto()).optimistic(),
-        b"m",
-        true,
-    )
-    .await;
-    let mut s = conn.accept_stream().await.expect("stream");
+    let (_node, _conn, mut s) = stream_dropped_by_the_dialer().await;
     // Confirms but never finishes: the drain still runs a while later...
     s.write_all(&confirmation()).await.expect("confirmation");
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -16,8 +16,9 @@ fn choking() -> GossipsubConfig {
 }
 
 /// Node 0 with mesh {1, 2}, each of which is connected to the publisher 3 (not to 0):
-/// node 0 keeps one unchoked peer, judges after 2 samples.
-fn diamond() -> Net {
+/// node 0 keeps one unchoked peer, judges after 2 samples; `adjust` changes node `i`'s
+/// configuration further.
+fn diamond_with(adjust: impl Fn(usize, &mut GossipsubConfig)) -> Net {
     let mut net = Net::new(4, |i| {
         let mut c = choking();
         if i == 0 {
@@ -25,6 +26,7 @@ fn diamond() -> Net {
             c.choke.max_unchoked = 1;
             c.choke.min_samples = 2.0;
         }
+        adjust(i, &mut c);
         c
     });
     net.connect(0, 1);
@@ -33,6 +35,12 @@ fn diamond() -> Net {
     net.connect(2, 3);
     net.subscribe_all();
     net.advance(Duration::from_millis(200));
+    net
+}
+
+/// [`diamond_with`] as is: both mesh peers of node 0 announced choking.
+fn diamond() -> Net {
+    let net = diamond_with(|_, _| {});
     let (p1, p2) = (net.ids[1], net.ids[2]);
     assert_eq!(net.mesh(0), HashSet::from([p1, p2]));
     assert!(net.nodes[0].peer_supports_choke(&p1));
@@ -145,24 +153,11 @@ fn choked_peer_sends_ihave_then_unchoke_restores_data() {
 fn peers_without_choking_are_never_choked() {
     // The same diamond, node 2 with choking off: it never announces support, so node 0
     // counts it as unchoked and cannot choke it, however late it is.
-    let mut net = Net::new(4, |i| {
-        let mut c = choking();
-        if i == 0 {
-            c.choke.min_unchoked = 1;
-            c.choke.max_unchoked = 1;
-            c.choke.min_samples = 2.0;
-        }
+    let mut net = diamond_with(|i, c| {
         if i == 2 {
             c.choke.enabled = false;
         }
-        c
     });
-    net.connect(0, 1);
-    net.connect(0, 2);
-    net.connect(1, 3);
-    net.connect(2, 3);
-    net.subscribe_all();
-    net.advance(Duration::from_millis(200));
     assert!(!net.nodes[0].peer_supports_choke(&net.ids[2]));
     for _ in 0..4 {
         publish_with_late_2(&mut net, Duration::from_millis(50));

@@ -194,15 +194,25 @@ async fn rpc_ten_swarms_strategies_failover_cache_and_no_providers() {
         .with_timeout(Duration::from_secs(2))
         .with_retries(2);
     let failovers = caller.metrics.failovers();
+    // The provider is shut down when a third of the calls have gone out, while the batch
+    // that follows is in flight (by progress, not by time: a fixed 300 ms was once longer
+    // than the whole run).
     let victim = nodes[1].handle.clone();
-    let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        victim.shutdown().await.ok();
-    });
+    let killer = std::sync::Mutex::new(None);
     let t = Instant::now();
     // Distinct payloads: no cache hits.
-    let results = calls(caller, &name(), CALLS, &opts, |i| i.to_be_bytes().to_vec()).await;
-    killer.await.unwrap();
+    let results = calls(caller, &name(), CALLS, &opts, |i| {
+        if i == CALLS / 3 {
+            let victim = victim.clone();
+            *killer.lock().unwrap() = Some(tokio::spawn(async move {
+                victim.shutdown().await.ok();
+            }));
+        }
+        i.to_be_bytes().to_vec()
+    })
+    .await;
+    let killer = killer.lock().unwrap().take();
+    killer.expect("the kill started").await.unwrap();
     let failed = results.iter().filter(|r| r.is_err()).count();
     let d = distribution(&results);
     let failovers = caller.metrics.failovers() - failovers;

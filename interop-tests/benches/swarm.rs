@@ -6,7 +6,10 @@
 //!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
 //! * `meshwire (optimistic)` — the same, with `OpenStream::optimistic`: the proposal is written
 //!   with the request (one packet), and the remote's acceptor, finding the request already
-//!   there, leaves its confirmation to the answer's packet.
+//!   there, leaves its confirmation to the answer's packet. Since this is `OpenStream`'s
+//!   default (with one protocol), the `meshwire` stack does the same.
+//! * `meshwire (eager)` — the same with `OpenStream::eager`: the proposal is written and flushed
+//!   in the swarm's task before the stream is handed over (the default until 2026-12-08).
 //! * `meshwire (control)` — the same two swarms, streams opened with `StreamControl::open_stream`
 //!   in the benchmark task and taken from `StreamControl::accept` by a server task: no hop
 //!   through either swarm's task.
@@ -26,7 +29,14 @@
 //! 2. throughput: `MESHWIRE_BENCH_BYTES` (default 512 MiB) over one such stream in 64 KiB
 //!    writes, best of 3 rounds.
 //!
-//! Run with `cargo bench -p interop-tests --bench swarm`.
+//! Both swarms run without the inbound stream rate limits (`inbound_stream_rate`,
+//! `inbound_stream_rate_total`: raw quinn and rust-libp2p have none, and the default total
+//! of 10,000 new streams a second made the acceptor wait a millisecond or more for a token in
+//! the later rounds, which set meshwire's p99).
+//!
+//! Run with `cargo bench -p interop-tests --bench swarm`. `BENCH_PROFILE=raw|meshwire|
+//! optimistic|eager|control` runs only that stack's `MESHWIRE_BENCH_EXCHANGES` exchanges (for
+//! `perf record`) and prints its median, p99, and CPU time and context switches per exchange.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -200,8 +210,19 @@ impl RawQuinn {
 // ---------------------------------------------------------------------------------------------
 // meshwire
 
-/// A request for a stream to a peer (optimistic or not), answered on the oneshot.
-type StreamRequest = (PeerId, bool, oneshot::Sender<meshwire_swarm::Stream>);
+/// How the bench's behaviour opens a stream.
+#[derive(Clone, Copy)]
+enum Open {
+    /// `OpenStream::new` as it is.
+    Default,
+    /// With `OpenStream::optimistic`.
+    Optimistic,
+    /// With `OpenStream::eager`.
+    Eager,
+}
+
+/// A request for a stream to a peer, answered on the oneshot.
+type StreamRequest = (PeerId, Open, oneshot::Sender<meshwire_swarm::Stream>);
 
 /// Hands inbound streams to a server task and outbound streams to whoever asked.
 struct Bench {
@@ -241,11 +262,13 @@ impl NetworkBehaviour for Bench {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<()>> {
         match self.requests.poll_recv(cx) {
-            Poll::Ready(Some((peer, optimistic, reply))) => {
-                let mut req = OpenStream::new(peer, PROTO).no_dial();
-                if optimistic {
-                    req = req.optimistic();
-                }
+            Poll::Ready(Some((peer, open, reply))) => {
+                let req = OpenStream::new(peer, PROTO).no_dial();
+                let req = match open {
+                    Open::Default => req,
+                    Open::Optimistic => req.optimistic(),
+                    Open::Eager => req.eager(),
+                };
                 self.waiting.push_back((req.id, reply));
                 Poll::Ready(ToSwarm::OpenStream(req))
             }
@@ -325,8 +348,11 @@ fn meshwire_swarm() -> (
     let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
     let config = SwarmConfig {
         idle_connection_timeout: None,
-        // A load generator: no per-connection limit on the rate of new streams.
+        // A load generator: no limit on the rate of new streams, per connection or in all
+        // (raw quinn and rust-libp2p have none; with the default total of 10,000 a second the
+        // acceptor waited for tokens, a millisecond or more, in the later rounds).
         inbound_stream_rate: None,
+        inbound_stream_rate_total: None,
         ..SwarmConfig::default()
     };
     let swarm = Swarm::new(
@@ -403,17 +429,21 @@ impl Meshwire {
     }
 
     async fn stream(&self) -> meshwire_swarm::Stream {
-        self.behaviour_stream(false).await
+        self.behaviour_stream(Open::Default).await
     }
 
     async fn optimistic_stream(&self) -> meshwire_swarm::Stream {
-        self.behaviour_stream(true).await
+        self.behaviour_stream(Open::Optimistic).await
     }
 
-    async fn behaviour_stream(&self, optimistic: bool) -> meshwire_swarm::Stream {
+    async fn eager_stream(&self) -> meshwire_swarm::Stream {
+        self.behaviour_stream(Open::Eager).await
+    }
+
+    async fn behaviour_stream(&self, open: Open) -> meshwire_swarm::Stream {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((self.peer, optimistic, tx))
+            .send((self.peer, open, tx))
             .expect("swarm alive");
         rx.await.expect("stream")
     }
@@ -554,6 +584,10 @@ async fn bench() {
 
     let raw = RawQuinn::start().await;
     let mesh = Meshwire::start().await;
+    if let Ok(only) = std::env::var("BENCH_PROFILE") {
+        profile(&only, &raw, &mesh, exchanges).await;
+        return;
+    }
     let mut p2p = RustLibp2p::start().await;
 
     // Warm-up.
@@ -563,11 +597,19 @@ async fn bench() {
         exchange(p2p.stream().await).await;
         exchange(mesh.control_stream().await).await;
         exchange(mesh.optimistic_stream().await).await;
+        exchange(mesh.eager_stream().await).await;
     }
 
-    let (mut r, mut m, mut p, mut c, mut o) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut dr, mut dm, mut dp, mut dc, mut d_o) = (
+    let (mut r, mut m, mut p, mut c, mut o, mut e) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut dr, mut dm, mut dp, mut dc, mut d_o, mut de) = (
+        Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
@@ -615,9 +657,17 @@ async fn bench() {
             exchange(mesh.optimistic_stream().await).await;
             o.push(t.elapsed());
         }
-        d_o.add(before, udp_out_datagrams());
+        let after = udp_out_datagrams();
+        d_o.add(before, after);
         q_dialer.add(sides[0], Sent::of(&mesh.quic[0]));
         q_listener.add(sides[1], Sent::of(&mesh.quic[1]));
+        let before = after;
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(mesh.eager_stream().await).await;
+            e.push(t.elapsed());
+        }
+        de.add(before, udp_out_datagrams());
     }
     let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
     let (r99, m99, p99) = (pct(&mut r, 0.99), pct(&mut m, 0.99), pct(&mut p, 0.99));
@@ -664,6 +714,19 @@ async fn bench() {
         us(o99) / us(r99),
         us(o50) / us(p50)
     );
+    let (e50, e99) = (pct(&mut e, 0.5), pct(&mut e, 0.99));
+    println!(
+        "exchange meshwire (eager) median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2} (p99 {:.2})  vs rust-libp2p {:.2}x",
+        us(e50),
+        us(e99),
+        us(e50) / us(r50),
+        us(e99) / us(r99),
+        us(e50) / us(p50)
+    );
+    println!(
+        "exchange meshwire p99 ratio vs raw quinn {:.2}",
+        us(m99) / us(r99)
+    );
     let n = r.len();
     println!(
         "exchange UDP datagrams sent per exchange, both ends (/proc/net/snmp): raw-quinn {}  meshwire {}  meshwire (control) {}  rust-libp2p {}",
@@ -677,6 +740,10 @@ async fn bench() {
         d_o.per(n),
         q_dialer.per(n),
         q_listener.per(n)
+    );
+    println!(
+        "exchange UDP datagrams per exchange, meshwire (eager): {}",
+        de.per(n)
     );
 
     let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();
@@ -709,6 +776,62 @@ async fn bench() {
         tm / tr,
         tm / tp
     );
+}
+
+/// `BENCH_PROFILE=raw|meshwire|optimistic|eager|control`: only that stack's exchanges, for a
+/// profiler (`perf record`), then its median.
+async fn profile(only: &str, raw: &RawQuinn, mesh: &Meshwire, exchanges: usize) {
+    let mut lat = Vec::with_capacity(exchanges);
+    let (cpu0, switches0) = threads_cpu_and_switches();
+    for _ in 0..exchanges {
+        let t = Instant::now();
+        match only {
+            "raw" => exchange(raw.stream().await).await,
+            "meshwire" => exchange(mesh.stream().await).await,
+            "optimistic" => exchange(mesh.optimistic_stream().await).await,
+            "eager" => exchange(mesh.eager_stream().await).await,
+            "control" => exchange(mesh.control_stream().await).await,
+            other => panic!(
+                "BENCH_PROFILE={other}: expected raw, meshwire, optimistic, eager or control"
+            ),
+        }
+        lat.push(t.elapsed());
+    }
+    let (cpu1, switches1) = threads_cpu_and_switches();
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    println!(
+        "profile {only}: {exchanges} exchanges, median {:.1} us, p99 {:.1} us, CPU {:.1} us and {:.1} context switches per exchange (all threads)",
+        us(p50),
+        us(p99),
+        (cpu1 - cpu0) as f64 / 1e3 / exchanges as f64,
+        (switches1 - switches0) as f64 / exchanges as f64,
+    );
+}
+
+/// CPU time (ns, `/proc/self/task/*/schedstat`) and context switches (voluntary and not,
+/// `/proc/self/task/*/status`) of every thread of the process so far; 0 where unreadable.
+fn threads_cpu_and_switches() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let (mut cpu, mut switches) = (0, 0);
+    for t in tasks.filter_map(Result::ok) {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            cpu += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Ok(s) = std::fs::read_to_string(t.path().join("status")) {
+            switches += s
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (cpu, switches)
 }
 
 fn main() {

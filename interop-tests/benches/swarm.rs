@@ -3,7 +3,9 @@
 //!
 //! * `raw-quinn`   — one quinn connection, `open_bi` per exchange: the ceiling.
 //! * `meshwire`    — two `Swarm`s; a behaviour asks for `OpenStream` and hands the negotiated
-//!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
+//!   stream to the benchmark task; the remote behaviour starts a server task for each inbound
+//!   stream (`tokio::spawn` in `on_inbound_stream`), as raw quinn's and the control stack's
+//!   accept loops do.
 //! * `meshwire (optimistic)` — the same, with `OpenStream::optimistic`: the proposal is written
 //!   with the request (one packet), and the remote's acceptor, finding the request already
 //!   there, leaves its confirmation to the answer's packet. Since this is `OpenStream`'s
@@ -34,9 +36,11 @@
 //! of 10,000 new streams a second made the acceptor wait a millisecond or more for a token in
 //! the later rounds, which set meshwire's p99).
 //!
-//! Run with `cargo bench -p interop-tests --bench swarm`. `BENCH_PROFILE=raw|meshwire|
-//! optimistic|eager|control` runs only that stack's `MESHWIRE_BENCH_EXCHANGES` exchanges (for
-//! `perf record`) and prints its median, p99, and CPU time and context switches per exchange.
+//! Run with `cargo bench -p interop-tests --bench swarm`. `BENCH_PROFILE=<stack>[,<stack>..]`
+//! (raw, meshwire, optimistic, eager, control) runs only those stacks'
+//! `MESHWIRE_BENCH_EXCHANGES` exchanges, alternating in rounds of 100 when there are several
+//! (for `perf record`), and prints each one's median, p99, and CPU time and context switches
+//! per exchange.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -224,14 +228,14 @@ enum Open {
 /// A request for a stream to a peer, answered on the oneshot.
 type StreamRequest = (PeerId, Open, oneshot::Sender<meshwire_swarm::Stream>);
 
-/// Hands inbound streams to a server task and outbound streams to whoever asked.
+/// Serves inbound streams, each in a task of its own, and hands outbound streams to whoever
+/// asked.
 struct Bench {
     requests: mpsc::UnboundedReceiver<StreamRequest>,
     waiting: VecDeque<(
         meshwire_swarm::StreamRequestId,
         oneshot::Sender<meshwire_swarm::Stream>,
     )>,
-    inbound: mpsc::UnboundedSender<meshwire_swarm::Stream>,
     /// The QUIC connection, once established, for its packet counters.
     quic: Arc<std::sync::Mutex<Option<quinn::Connection>>>,
 }
@@ -244,7 +248,7 @@ impl NetworkBehaviour for Bench {
     }
 
     fn on_inbound_stream(&mut self, stream: InboundStream) {
-        let _ = self.inbound.send(stream.stream);
+        tokio::spawn(serve(stream.stream));
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -339,12 +343,10 @@ impl Sent {
 fn meshwire_swarm() -> (
     Swarm<Bench>,
     mpsc::UnboundedSender<StreamRequest>,
-    mpsc::UnboundedReceiver<meshwire_swarm::Stream>,
     SharedQuic,
 ) {
     let quic = SharedQuic::default();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
     let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
     let config = SwarmConfig {
         idle_connection_timeout: None,
@@ -360,17 +362,16 @@ fn meshwire_swarm() -> (
         Bench {
             requests: req_rx,
             waiting: VecDeque::new(),
-            inbound: in_tx,
             quic: quic.clone(),
         },
         config,
     );
-    (swarm, req_tx, in_rx, quic)
+    (swarm, req_tx, quic)
 }
 
 impl Meshwire {
     async fn start() -> Self {
-        let (mut server, _, mut inbound, server_quic) = meshwire_swarm();
+        let (mut server, _, server_quic) = meshwire_swarm();
         server
             .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
             .expect("listen");
@@ -394,12 +395,7 @@ impl Meshwire {
                 server.next_event().await;
             }
         });
-        tokio::spawn(async move {
-            while let Some(s) = inbound.recv().await {
-                tokio::spawn(serve(s));
-            }
-        });
-        let (mut client, requests, _in, client_quic) = meshwire_swarm();
+        let (mut client, requests, client_quic) = meshwire_swarm();
         let control = client.stream_control();
         client.dial(with_peer_id(&addr, peer)).expect("dial");
         loop {
@@ -408,7 +404,6 @@ impl Meshwire {
             }
         }
         tokio::spawn(async move {
-            let _keep = _in;
             loop {
                 client.next_event().await;
             }
@@ -778,34 +773,49 @@ async fn bench() {
     );
 }
 
-/// `BENCH_PROFILE=raw|meshwire|optimistic|eager|control`: only that stack's exchanges, for a
-/// profiler (`perf record`), then its median.
+/// `BENCH_PROFILE=<stack>[,<stack>...]` (stacks: raw, meshwire, optimistic, eager, control):
+/// only those stacks' exchanges, `MESHWIRE_BENCH_EXCHANGES` each, alternating in rounds of 100
+/// when there are several (for a profiler, `perf record`, or to see what alternation costs);
+/// then each one's median, p99, and CPU time and context switches per exchange.
 async fn profile(only: &str, raw: &RawQuinn, mesh: &Meshwire, exchanges: usize) {
-    let mut lat = Vec::with_capacity(exchanges);
-    let (cpu0, switches0) = threads_cpu_and_switches();
-    for _ in 0..exchanges {
-        let t = Instant::now();
-        match only {
-            "raw" => exchange(raw.stream().await).await,
-            "meshwire" => exchange(mesh.stream().await).await,
-            "optimistic" => exchange(mesh.optimistic_stream().await).await,
-            "eager" => exchange(mesh.eager_stream().await).await,
-            "control" => exchange(mesh.control_stream().await).await,
-            other => panic!(
-                "BENCH_PROFILE={other}: expected raw, meshwire, optimistic, eager or control"
-            ),
+    let stacks: Vec<&str> = only.split(',').map(str::trim).collect();
+    let mut lat = vec![Vec::with_capacity(exchanges); stacks.len()];
+    let mut cpu = vec![0u64; stacks.len()];
+    let mut switches = vec![0u64; stacks.len()];
+    let round = if stacks.len() > 1 { 100 } else { exchanges };
+    for _ in 0..exchanges.div_ceil(round) {
+        for (i, stack) in stacks.iter().enumerate() {
+            let (cpu0, switches0) = threads_cpu_and_switches();
+            for _ in 0..round {
+                let t = Instant::now();
+                match *stack {
+                    "raw" => exchange(raw.stream().await).await,
+                    "meshwire" => exchange(mesh.stream().await).await,
+                    "optimistic" => exchange(mesh.optimistic_stream().await).await,
+                    "eager" => exchange(mesh.eager_stream().await).await,
+                    "control" => exchange(mesh.control_stream().await).await,
+                    other => panic!(
+                        "BENCH_PROFILE: {other}: expected raw, meshwire, optimistic, eager or control"
+                    ),
+                }
+                lat[i].push(t.elapsed());
+            }
+            let (cpu1, switches1) = threads_cpu_and_switches();
+            cpu[i] += cpu1 - cpu0;
+            switches[i] += switches1 - switches0;
         }
-        lat.push(t.elapsed());
     }
-    let (cpu1, switches1) = threads_cpu_and_switches();
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    println!(
-        "profile {only}: {exchanges} exchanges, median {:.1} us, p99 {:.1} us, CPU {:.1} us and {:.1} context switches per exchange (all threads)",
-        us(p50),
-        us(p99),
-        (cpu1 - cpu0) as f64 / 1e3 / exchanges as f64,
-        (switches1 - switches0) as f64 / exchanges as f64,
-    );
+    for (i, stack) in stacks.iter().enumerate() {
+        let n = lat[i].len();
+        let (p50, p99) = (pct(&mut lat[i], 0.5), pct(&mut lat[i], 0.99));
+        println!(
+            "profile {stack}: {n} exchanges, median {:.1} us, p99 {:.1} us, CPU {:.1} us and {:.2} context switches per exchange (all threads)",
+            us(p50),
+            us(p99),
+            cpu[i] as f64 / 1e3 / n as f64,
+            switches[i] as f64 / n as f64,
+        );
+    }
 }
 
 /// CPU time (ns, `/proc/self/task/*/schedstat`) and context switches (voluntary and not,

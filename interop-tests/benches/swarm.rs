@@ -3,10 +3,15 @@
 //!
 //! * `raw-quinn`   — one quinn connection, `open_bi` per exchange: the ceiling.
 //! * `meshwire`    — two `Swarm`s; a behaviour asks for `OpenStream` and hands the negotiated
-//!   stream to the benchmark task; the remote behaviour hands inbound streams to a server task.
+//!   stream to the benchmark task; the remote behaviour starts a server task for each inbound
+//!   stream (`tokio::spawn` in `on_inbound_stream`), as raw quinn's and the control stack's
+//!   accept loops do.
 //! * `meshwire (optimistic)` — the same, with `OpenStream::optimistic`: the proposal is written
 //!   with the request (one packet), and the remote's acceptor, finding the request already
-//!   there, leaves its confirmation to the answer's packet.
+//!   there, leaves its confirmation to the answer's packet. Since this is `OpenStream`'s
+//!   default (with one protocol), the `meshwire` stack does the same.
+//! * `meshwire (eager)` — the same with `OpenStream::eager`: the proposal is written and flushed
+//!   in the swarm's task before the stream is handed over (the default until 2026-12-08).
 //! * `meshwire (control)` — the same two swarms, streams opened with `StreamControl::open_stream`
 //!   in the benchmark task and taken from `StreamControl::accept` by a server task: no hop
 //!   through either swarm's task.
@@ -26,7 +31,16 @@
 //! 2. throughput: `MESHWIRE_BENCH_BYTES` (default 512 MiB) over one such stream in 64 KiB
 //!    writes, best of 3 rounds.
 //!
-//! Run with `cargo bench -p interop-tests --bench swarm`.
+//! Both swarms run without the inbound stream rate limits (`inbound_stream_rate`,
+//! `inbound_stream_rate_total`: raw quinn and rust-libp2p have none, and the default total
+//! of 10,000 new streams a second made the acceptor wait a millisecond or more for a token in
+//! the later rounds, which set meshwire's p99).
+//!
+//! Run with `cargo bench -p interop-tests --bench swarm`. `BENCH_PROFILE=<stack>[,<stack>..]`
+//! (raw, meshwire, optimistic, eager, control) runs only those stacks'
+//! `MESHWIRE_BENCH_EXCHANGES` exchanges, alternating in rounds of 100 when there are several
+//! (for `perf record`), and prints each one's median, p99, and CPU time and context switches
+//! per exchange.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -200,17 +214,28 @@ impl RawQuinn {
 // ---------------------------------------------------------------------------------------------
 // meshwire
 
-/// A request for a stream to a peer (optimistic or not), answered on the oneshot.
-type StreamRequest = (PeerId, bool, oneshot::Sender<meshwire_swarm::Stream>);
+/// How the bench's behaviour opens a stream.
+#[derive(Clone, Copy)]
+enum Open {
+    /// `OpenStream::new` as it is.
+    Default,
+    /// With `OpenStream::optimistic`.
+    Optimistic,
+    /// With `OpenStream::eager`.
+    Eager,
+}
 
-/// Hands inbound streams to a server task and outbound streams to whoever asked.
+/// A request for a stream to a peer, answered on the oneshot.
+type StreamRequest = (PeerId, Open, oneshot::Sender<meshwire_swarm::Stream>);
+
+/// Serves inbound streams, each in a task of its own, and hands outbound streams to whoever
+/// asked.
 struct Bench {
     requests: mpsc::UnboundedReceiver<StreamRequest>,
     waiting: VecDeque<(
         meshwire_swarm::StreamRequestId,
         oneshot::Sender<meshwire_swarm::Stream>,
     )>,
-    inbound: mpsc::UnboundedSender<meshwire_swarm::Stream>,
     /// The QUIC connection, once established, for its packet counters.
     quic: Arc<std::sync::Mutex<Option<quinn::Connection>>>,
 }
@@ -223,7 +248,7 @@ impl NetworkBehaviour for Bench {
     }
 
     fn on_inbound_stream(&mut self, stream: InboundStream) {
-        let _ = self.inbound.send(stream.stream);
+        tokio::spawn(serve(stream.stream));
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -241,11 +266,13 @@ impl NetworkBehaviour for Bench {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<()>> {
         match self.requests.poll_recv(cx) {
-            Poll::Ready(Some((peer, optimistic, reply))) => {
-                let mut req = OpenStream::new(peer, PROTO).no_dial();
-                if optimistic {
-                    req = req.optimistic();
-                }
+            Poll::Ready(Some((peer, open, reply))) => {
+                let req = OpenStream::new(peer, PROTO).no_dial();
+                let req = match open {
+                    Open::Default => req,
+                    Open::Optimistic => req.optimistic(),
+                    Open::Eager => req.eager(),
+                };
                 self.waiting.push_back((req.id, reply));
                 Poll::Ready(ToSwarm::OpenStream(req))
             }
@@ -316,17 +343,18 @@ impl Sent {
 fn meshwire_swarm() -> (
     Swarm<Bench>,
     mpsc::UnboundedSender<StreamRequest>,
-    mpsc::UnboundedReceiver<meshwire_swarm::Stream>,
     SharedQuic,
 ) {
     let quic = SharedQuic::default();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
     let transport = QuicTransport::new(Keypair::generate(), QuicConfig::default()).expect("quic");
     let config = SwarmConfig {
         idle_connection_timeout: None,
-        // A load generator: no per-connection limit on the rate of new streams.
+        // A load generator: no limit on the rate of new streams, per connection or in all
+        // (raw quinn and rust-libp2p have none; with the default total of 10,000 a second the
+        // acceptor waited for tokens, a millisecond or more, in the later rounds).
         inbound_stream_rate: None,
+        inbound_stream_rate_total: None,
         ..SwarmConfig::default()
     };
     let swarm = Swarm::new(
@@ -334,17 +362,16 @@ fn meshwire_swarm() -> (
         Bench {
             requests: req_rx,
             waiting: VecDeque::new(),
-            inbound: in_tx,
             quic: quic.clone(),
         },
         config,
     );
-    (swarm, req_tx, in_rx, quic)
+    (swarm, req_tx, quic)
 }
 
 impl Meshwire {
     async fn start() -> Self {
-        let (mut server, _, mut inbound, server_quic) = meshwire_swarm();
+        let (mut server, _, server_quic) = meshwire_swarm();
         server
             .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
             .expect("listen");
@@ -368,12 +395,7 @@ impl Meshwire {
                 server.next_event().await;
             }
         });
-        tokio::spawn(async move {
-            while let Some(s) = inbound.recv().await {
-                tokio::spawn(serve(s));
-            }
-        });
-        let (mut client, requests, _in, client_quic) = meshwire_swarm();
+        let (mut client, requests, client_quic) = meshwire_swarm();
         let control = client.stream_control();
         client.dial(with_peer_id(&addr, peer)).expect("dial");
         loop {
@@ -382,7 +404,6 @@ impl Meshwire {
             }
         }
         tokio::spawn(async move {
-            let _keep = _in;
             loop {
                 client.next_event().await;
             }
@@ -403,17 +424,21 @@ impl Meshwire {
     }
 
     async fn stream(&self) -> meshwire_swarm::Stream {
-        self.behaviour_stream(false).await
+        self.behaviour_stream(Open::Default).await
     }
 
     async fn optimistic_stream(&self) -> meshwire_swarm::Stream {
-        self.behaviour_stream(true).await
+        self.behaviour_stream(Open::Optimistic).await
     }
 
-    async fn behaviour_stream(&self, optimistic: bool) -> meshwire_swarm::Stream {
+    async fn eager_stream(&self) -> meshwire_swarm::Stream {
+        self.behaviour_stream(Open::Eager).await
+    }
+
+    async fn behaviour_stream(&self, open: Open) -> meshwire_swarm::Stream {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((self.peer, optimistic, tx))
+            .send((self.peer, open, tx))
             .expect("swarm alive");
         rx.await.expect("stream")
     }
@@ -554,6 +579,10 @@ async fn bench() {
 
     let raw = RawQuinn::start().await;
     let mesh = Meshwire::start().await;
+    if let Ok(only) = std::env::var("BENCH_PROFILE") {
+        profile(&only, &raw, &mesh, exchanges).await;
+        return;
+    }
     let mut p2p = RustLibp2p::start().await;
 
     // Warm-up.
@@ -563,11 +592,19 @@ async fn bench() {
         exchange(p2p.stream().await).await;
         exchange(mesh.control_stream().await).await;
         exchange(mesh.optimistic_stream().await).await;
+        exchange(mesh.eager_stream().await).await;
     }
 
-    let (mut r, mut m, mut p, mut c, mut o) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut dr, mut dm, mut dp, mut dc, mut d_o) = (
+    let (mut r, mut m, mut p, mut c, mut o, mut e) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut dr, mut dm, mut dp, mut dc, mut d_o, mut de) = (
+        Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
         Datagrams::default(),
@@ -615,9 +652,17 @@ async fn bench() {
             exchange(mesh.optimistic_stream().await).await;
             o.push(t.elapsed());
         }
-        d_o.add(before, udp_out_datagrams());
+        let after = udp_out_datagrams();
+        d_o.add(before, after);
         q_dialer.add(sides[0], Sent::of(&mesh.quic[0]));
         q_listener.add(sides[1], Sent::of(&mesh.quic[1]));
+        let before = after;
+        for _ in 0..100 {
+            let t = Instant::now();
+            exchange(mesh.eager_stream().await).await;
+            e.push(t.elapsed());
+        }
+        de.add(before, udp_out_datagrams());
     }
     let (r50, m50, p50) = (pct(&mut r, 0.5), pct(&mut m, 0.5), pct(&mut p, 0.5));
     let (r99, m99, p99) = (pct(&mut r, 0.99), pct(&mut m, 0.99), pct(&mut p, 0.99));
@@ -664,6 +709,19 @@ async fn bench() {
         us(o99) / us(r99),
         us(o50) / us(p50)
     );
+    let (e50, e99) = (pct(&mut e, 0.5), pct(&mut e, 0.99));
+    println!(
+        "exchange meshwire (eager) median {:7.1} us  p99 {:7.1} us  ratio vs raw quinn {:.2} (p99 {:.2})  vs rust-libp2p {:.2}x",
+        us(e50),
+        us(e99),
+        us(e50) / us(r50),
+        us(e99) / us(r99),
+        us(e50) / us(p50)
+    );
+    println!(
+        "exchange meshwire p99 ratio vs raw quinn {:.2}",
+        us(m99) / us(r99)
+    );
     let n = r.len();
     println!(
         "exchange UDP datagrams sent per exchange, both ends (/proc/net/snmp): raw-quinn {}  meshwire {}  meshwire (control) {}  rust-libp2p {}",
@@ -677,6 +735,10 @@ async fn bench() {
         d_o.per(n),
         q_dialer.per(n),
         q_listener.per(n)
+    );
+    println!(
+        "exchange UDP datagrams per exchange, meshwire (eager): {}",
+        de.per(n)
     );
 
     let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();
@@ -709,6 +771,77 @@ async fn bench() {
         tm / tr,
         tm / tp
     );
+}
+
+/// `BENCH_PROFILE=<stack>[,<stack>...]` (stacks: raw, meshwire, optimistic, eager, control):
+/// only those stacks' exchanges, `MESHWIRE_BENCH_EXCHANGES` each, alternating in rounds of 100
+/// when there are several (for a profiler, `perf record`, or to see what alternation costs);
+/// then each one's median, p99, and CPU time and context switches per exchange.
+async fn profile(only: &str, raw: &RawQuinn, mesh: &Meshwire, exchanges: usize) {
+    let stacks: Vec<&str> = only.split(',').map(str::trim).collect();
+    let mut lat = vec![Vec::with_capacity(exchanges); stacks.len()];
+    let mut cpu = vec![0u64; stacks.len()];
+    let mut switches = vec![0u64; stacks.len()];
+    let round = if stacks.len() > 1 { 100 } else { exchanges };
+    for _ in 0..exchanges.div_ceil(round) {
+        for (i, stack) in stacks.iter().enumerate() {
+            let (cpu0, switches0) = threads_cpu_and_switches();
+            for _ in 0..round {
+                let t = Instant::now();
+                match *stack {
+                    "raw" => exchange(raw.stream().await).await,
+                    "meshwire" => exchange(mesh.stream().await).await,
+                    "optimistic" => exchange(mesh.optimistic_stream().await).await,
+                    "eager" => exchange(mesh.eager_stream().await).await,
+                    "control" => exchange(mesh.control_stream().await).await,
+                    other => panic!(
+                        "BENCH_PROFILE: {other}: expected raw, meshwire, optimistic, eager or control"
+                    ),
+                }
+                lat[i].push(t.elapsed());
+            }
+            let (cpu1, switches1) = threads_cpu_and_switches();
+            cpu[i] += cpu1 - cpu0;
+            switches[i] += switches1 - switches0;
+        }
+    }
+    for (i, stack) in stacks.iter().enumerate() {
+        let n = lat[i].len();
+        let (p50, p99) = (pct(&mut lat[i], 0.5), pct(&mut lat[i], 0.99));
+        println!(
+            "profile {stack}: {n} exchanges, median {:.1} us, p99 {:.1} us, CPU {:.1} us and {:.2} context switches per exchange (all threads)",
+            us(p50),
+            us(p99),
+            cpu[i] as f64 / 1e3 / n as f64,
+            switches[i] as f64 / n as f64,
+        );
+    }
+}
+
+/// CPU time (ns, `/proc/self/task/*/schedstat`) and context switches (voluntary and not,
+/// `/proc/self/task/*/status`) of every thread of the process so far; 0 where unreadable.
+fn threads_cpu_and_switches() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let (mut cpu, mut switches) = (0, 0);
+    for t in tasks.filter_map(Result::ok) {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            cpu += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Ok(s) = std::fs::read_to_string(t.path().join("status")) {
+            switches += s
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (cpu, switches)
 }
 
 fn main() {

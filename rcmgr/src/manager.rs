@@ -45,8 +45,12 @@ struct State {
     metrics: Option<RcmgrMetrics>,
     system: Usage,
     transient: Usage,
-    /// Every other scope, while it holds something.
-    scopes: HashMap<Key, Usage>,
+    /// Every other scope, while it holds something. Hashed with foldhash, seeded at random
+    /// per manager: every stream's open, negotiation and drop looks up a few of these keys
+    /// (peer ids, protocol names) twice, and SipHash was 2.5 % of a request/response's CPU
+    /// through the swarm (`BENCH_PROFILE=meshwire cargo bench -p interop-tests --bench swarm`
+    /// under `perf record`); a random seed keeps colliding keys out of a remote's reach.
+    scopes: HashMap<Key, Usage, foldhash::fast::RandomState>,
     next_id: u64,
 }
 

@@ -282,11 +282,13 @@ impl Route {
 /// [`StreamError::UnsupportedProtocols`]). [`OpenStream::confirmed`] waits for the remote's
 /// answer first. With several protocols the remote's answer is always awaited.
 ///
-/// By default the header and proposal are written and flushed before the stream is handed
-/// over, so a stream opened and not yet written already reaches the remote (its limits, its
-/// behaviours). [`OpenStream::optimistic`] leaves them to the stream's first use instead
-/// (rust-libp2p's lazy dialer), so they travel in one packet with the first write: the fast
-/// path for a behaviour whose first act is to write a request.
+/// With one protocol the stream is also opened optimistically by default: the
+/// multistream-select header and proposal are not written when the stream is opened but by
+/// its first use (read, write, flush, close or drop), so they travel in one packet with the
+/// first write (rust-libp2p's lazy dialer). Until then the stream does not exist for the
+/// remote. [`OpenStream::eager`] writes and flushes them before the stream is handed over
+/// instead, so a stream opened and held unused already reaches the remote (its limits, its
+/// behaviours); it costs a packet of its own for the proposal.
 #[derive(Debug)]
 pub struct OpenStream {
     /// The peer to open the stream to.
@@ -300,8 +302,9 @@ pub struct OpenStream {
     pub dial: bool,
     /// Wait for the remote to confirm the protocol before handing the stream over.
     pub confirm: bool,
-    /// Leave the header and proposal to the stream's first use (see
-    /// [`OpenStream::optimistic`]); ignored with several protocols or with `confirm`.
+    /// Leave the header and proposal to the stream's first use (default `true`, see
+    /// [`OpenStream::optimistic`] and [`OpenStream::eager`]); ignored with several protocols
+    /// or with `confirm`.
     pub optimistic: bool,
     /// The request's id, echoed in the result.
     pub id: StreamRequestId,
@@ -318,7 +321,7 @@ impl OpenStream {
             connection: None,
             dial: true,
             confirm: false,
-            optimistic: false,
+            optimistic: true,
             id: StreamRequestId::next(),
             route: Route::default(),
         }
@@ -348,22 +351,33 @@ impl OpenStream {
         self
     }
 
-    /// Opens optimistically: the stream is handed over as soon as it is opened, with the
-    /// multistream-select header and proposal not yet written; its first write (or read,
-    /// flush or close, or its drop) writes them ahead of its own bytes, so the proposal and
-    /// the request leave in one packet, and the remote's acceptor, seeing the request already
-    /// there, leaves its confirmation to the answer's packet too (2 datagrams per exchange
-    /// instead of 6: `cargo bench -p interop-tests --bench swarm`, line
-    /// `exchange meshwire (optimistic)`).
+    /// Opens optimistically (the default; this undoes [`OpenStream::eager`]): the stream is
+    /// handed over as soon as it is opened, with the multistream-select header and proposal
+    /// not yet written; its first write (or read, flush or close, or its drop) writes them
+    /// ahead of its own bytes, so the proposal and the request leave in one packet, and the
+    /// remote's acceptor, seeing the request already there, leaves its confirmation to the
+    /// answer's packet too (2 datagrams per exchange instead of 4: `cargo bench -p
+    /// interop-tests --bench swarm`, lines `exchange meshwire` and `exchange meshwire
+    /// (eager)`).
     ///
     /// The price: until its first use the stream does not exist for the remote (its limits,
-    /// its behaviours), and a refusal of the protocol shows only on the stream's first read,
-    /// as an [`std::io::Error`] for which [`Stream::is_protocol_refused`] is true
-    /// ([`StreamError::from_io`] turns it into [`StreamError::UnsupportedProtocols`]). Meant
-    /// for request/response exchanges whose first act is to write. Ignored (the stream is
-    /// negotiated as without it) with several protocols or with [`OpenStream::confirmed`].
+    /// its behaviours). A refusal of the protocol shows on the stream's first read either
+    /// way, as an [`std::io::Error`] for which [`Stream::is_protocol_refused`] is true
+    /// ([`StreamError::from_io`] turns it into [`StreamError::UnsupportedProtocols`]).
+    /// Ignored (the stream is negotiated as with [`OpenStream::eager`]) with several
+    /// protocols or with [`OpenStream::confirmed`].
     pub fn optimistic(mut self) -> Self {
         self.optimistic = true;
+        self
+    }
+
+    /// Opens eagerly: the multistream-select header and proposal are written and flushed
+    /// before the stream is handed over, so the remote sees the stream (its limits count it,
+    /// a behaviour there gets it) even if this side holds it unused. For a protocol whose
+    /// dialer waits for the remote to act on the stream's mere existence; every other
+    /// behaviour is better served by the default, which saves the proposal's packet.
+    pub fn eager(mut self) -> Self {
+        self.optimistic = false;
         self
     }
 }

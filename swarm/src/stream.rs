@@ -27,10 +27,9 @@ pub use drain::{DRAIN_MAX_BYTES, DRAIN_TIMEOUT, MAX_DRAINS, MAX_DRAINS_PER_CONNE
 /// bytes arrived with its proposal (an optimistic dialer, which does not wait for it:
 /// [`Stream::confirm_unless_data`]). Same bytes, same order.
 ///
-/// Outbound streams are not deferred unless the behaviour asks for it
-/// ([`OpenStream::optimistic`](crate::OpenStream::optimistic), [`OPTIMISTIC`]): by default a
-/// stream opened and not yet written must reach the remote (its acceptor's limits, its
-/// behaviours and the swarm's rules see it at once).
+/// Outbound single-protocol streams are deferred too by default ([`OPTIMISTIC`]); a behaviour
+/// that needs a stream opened and not yet used to reach the remote at once (its acceptor's
+/// limits, its behaviours) asks for [`OpenStream::eager`](crate::OpenStream::eager).
 pub(crate) const NEGOTIATION: NegotiationConfig = NegotiationConfig::new().with_deferred_send(true);
 
 /// How an [optimistic](crate::OpenStream::optimistic) outbound stream is negotiated: a

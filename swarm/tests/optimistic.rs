@@ -1,5 +1,6 @@
-//! Optimistic opens (`OpenStream::optimistic`) and the acceptor's deferred confirmation, on
-//! real QUIC loopback: an optimistic stream reaches the remote only with its first write;
+//! Optimistic opens (`OpenStream`'s default with one protocol, `OpenStream::optimistic`) and
+//! the acceptor's deferred confirmation, on real QUIC loopback: an optimistic stream reaches
+//! the remote only with its first write, an eager one (`OpenStream::eager`) at once;
 //! accepted, data flows both ways; refused (protocol or limit), its first read fails promptly
 //! with a typed error. The acceptor leaves its confirmation to the answer only when the
 //! dialer's request came with the proposal; a dialer that waits for it gets it at once.
@@ -43,7 +44,8 @@ async fn inbound_within(b: &mut Node, wait: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optimistic_stream_reaches_the_remote_with_its_first_write_and_data_flows() {
     let (mut a, mut b) = pair(SwarmConfig::default()).await;
-    let mut s = open(&mut a, OpenStream::new(b.peer, proto()).optimistic()).await;
+    // `OpenStream`'s default with one protocol: optimistic.
+    let mut s = open(&mut a, OpenStream::new(b.peer, proto())).await;
     // Nothing was written: the remote knows of no stream yet.
     assert!(
         !inbound_within(&mut b, Duration::from_millis(300)).await,
@@ -201,8 +203,8 @@ async fn the_acceptor_leaves_its_confirmation_to_the_answer_of_an_optimistic_dia
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acceptor_confirms_at_once_to_a_dialer_that_sent_nothing_yet() {
     let (mut a, mut b) = pair(SwarmConfig::default()).await;
-    // Not optimistic: the proposal is flushed alone, and the dialer may wait for the answer.
-    let mut s = open(&mut a, OpenStream::new(b.peer, proto())).await;
+    // Eager: the proposal is flushed alone, and the dialer may wait for the answer.
+    let mut s = open(&mut a, OpenStream::new(b.peer, proto()).eager()).await;
     let _held = b.next_inbound().await;
     // The remote's behaviour holds the stream unused; the confirmation came anyway.
     tokio::time::timeout(Duration::from_secs(2), s.confirm_protocol())

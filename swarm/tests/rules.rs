@@ -200,7 +200,9 @@ async fn connected_pair(
 async fn local_protocols_come_first_and_established_before_streams() {
     let (pa, pb) = (Probe::with(&[P1]), Probe::with(&[P1]));
     let (mut a, mut b) = connected_pair(&pa, &pb, SwarmConfig::default()).await;
-    pa.command(ToSwarm::OpenStream(OpenStream::new(b.local_peer_id(), P1)));
+    pa.command(ToSwarm::OpenStream(
+        OpenStream::new(b.local_peer_id(), P1).eager(),
+    ));
     drive_for(&mut a, &mut b, Duration::from_millis(200)).await;
     assert_eq!(pb.s().inbound.len(), 1);
     let log = pb.s().log.clone();
@@ -325,8 +327,8 @@ async fn inbound_streams_over_the_limit_are_reset() {
     let (pa, pb) = (Probe::with(&[P1]), Probe::with(&[P1]));
     let (mut a, mut b) = connected_pair(&pa, &pb, config).await;
     let b_peer = b.local_peer_id();
-    pa.command(ToSwarm::OpenStream(OpenStream::new(b_peer, P1)));
-    pa.command(ToSwarm::OpenStream(OpenStream::new(b_peer, P1)));
+    pa.command(ToSwarm::OpenStream(OpenStream::new(b_peer, P1).eager()));
+    pa.command(ToSwarm::OpenStream(OpenStream::new(b_peer, P1).eager()));
     let err = drive(&mut b, &mut a, |e| match e {
         SwarmEvent::InboundStreamError { error, .. } => Some(error),
         _ => None,

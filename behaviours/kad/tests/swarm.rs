@@ -443,10 +443,11 @@ impl RawClient {
 
     async fn open(&mut self) -> Stream {
         self.commands
-            .send(ToSwarm::OpenStream(OpenStream::new(
-                self.target,
-                kad::PROTOCOL,
-            )))
+            // Eager: the test holds some streams unused (busy waiting for a first request) and
+            // the node must count them, so each reaches the node when opened.
+            .send(ToSwarm::OpenStream(
+                OpenStream::new(self.target, kad::PROTOCOL).eager(),
+            ))
             .unwrap();
         let result = tokio::time::timeout(T, self.outbound.recv())
             .await

@@ -18,7 +18,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
-use crate::wire::{Decoded, Frame, WireError};
+use crate::wire::{data_fast, varint_fast, Decoded, Frame, WireError};
 
 /// The smallest read chunk (a configuration with small messages still reads this much at
 /// once): 64 KiB, so one read takes what QUIC has buffered for the stream (about a write of
@@ -151,12 +151,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// consumed unless the frame decodes (a bad frame is reported again on the next call).
     fn parse_one(&mut self) -> Result<Option<Frame>, ReadEnd> {
         let data = &self.buf[..self.end];
-        let (len, rest) = match unsigned_varint::decode::u64(data) {
-            Ok(decoded) => decoded,
-            Err(unsigned_varint::decode::Error::Insufficient) if data.len() < 10 => {
-                return Ok(None)
-            }
-            Err(_) => return Err(ReadEnd::InvalidPrefix),
+        let (len, rest) = match varint_fast(data) {
+            Some((len, n)) => (len, &data[n..]),
+            None => match unsigned_varint::decode::u64(data) {
+                Ok(decoded) => decoded,
+                Err(unsigned_varint::decode::Error::Insufficient) if data.len() < 10 => {
+                    return Ok(None)
+                }
+                Err(_) => return Err(ReadEnd::InvalidPrefix),
+            },
         };
         let len = match usize::try_from(len) {
             Ok(len) if len <= self.max_frame => len,
@@ -172,7 +175,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.need = prefix + len;
             return Ok(None);
         }
-        let decoded = Frame::decode_lent(&rest[..len], self.max_payload)?;
+        let body = &rest[..len];
+        let decoded = match data_fast(body, self.max_payload) {
+            Some((seq, offset)) => Decoded::Data { seq, offset },
+            None => Frame::decode_lent(body, self.max_payload)?,
+        };
         self.need = 0;
         self.end -= prefix + len;
         Ok(Some(match decoded {

@@ -333,12 +333,7 @@ impl Core {
             s.recv_waiting = true;
             return Ok(false);
         }
-        for _ in 0..max {
-            match s.engine.recv() {
-                Some(message) => push(message),
-                None => break,
-            }
-        }
+        s.engine.recv_many(max, &mut push);
         // Reading grants credit: an acknowledgement may be due.
         s.pump();
         Ok(true)
@@ -496,9 +491,8 @@ pub(crate) fn handle_frames(
     let mut s = core.lock();
     let now = Instant::now();
     s.now = now;
-    for frame in frames.drain(..) {
-        let _ = s.engine.handle_frame(now, path, frame);
-    }
+    // A violation fails the session (reported by the engine's event).
+    let _ = s.engine.handle_frames(now, path, frames.drain(..));
     if end {
         s.path_ended(path);
     }

@@ -137,16 +137,19 @@ impl Net {
         }
     }
 
-    /// Delivers up to `n` frames written by `from` on `path`; an empty queue of a closed end
-    /// is an EOF for the reader, which then closes its end too.
+    /// Delivers up to `n` frames written by `from` on `path`, as the driver does: the frames
+    /// read together go into the engine in one [`SessionEngine::handle_frames`]; an empty
+    /// queue of a closed end is an EOF for the reader, which then closes its end too.
     pub(super) fn deliver(&mut self, path: PathId, from: usize, n: usize) {
         let to = 1 - from;
+        let mut batch = Vec::new();
         for _ in 0..n {
             let Some(link) = self.links.get_mut(&path) else {
-                return;
+                break;
             };
             let Some(frame) = link.queues[from].pop_front() else {
                 if link.closed[from] {
+                    self.handle_batch(to, path, &mut batch);
                     // EOF: the reader's stream ends; it stops reading and writing.
                     self.links.remove(&path);
                     for side in [A, B] {
@@ -154,25 +157,39 @@ impl Net {
                         self.drain_events(side);
                     }
                 }
-                return;
+                break;
             };
             let kind = link.kind;
             let first = to != link.opener && !link.hello_seen;
             link.hello_seen = true;
-            let result = match frame {
+            match frame {
                 Frame::Hello {
                     path: id,
                     recv_next,
                     recv_limit,
                     ..
-                } if first => self.engines[to]
-                    .handle_hello(self.now, kind, id, recv_next, recv_limit)
-                    .map(|_| ()),
-                frame => self.engines[to].handle_frame(self.now, path, frame),
-            };
-            assert_eq!(result, Ok(()), "side {to} refused a frame on {path}");
-            self.drain_events(to);
+                } if first => {
+                    self.handle_batch(to, path, &mut batch);
+                    let result = self.engines[to]
+                        .handle_hello(self.now, kind, id, recv_next, recv_limit)
+                        .map(|_| ());
+                    assert_eq!(result, Ok(()), "side {to} refused a Hello on {path}");
+                    self.drain_events(to);
+                }
+                frame => batch.push(frame),
+            }
         }
+        self.handle_batch(to, path, &mut batch);
+    }
+
+    /// The frames read together on `path` go into the engine of `to`.
+    fn handle_batch(&mut self, to: usize, path: PathId, batch: &mut Vec<Frame>) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = self.engines[to].handle_frames(self.now, path, batch.drain(..));
+        assert_eq!(result, Ok(()), "side {to} refused a frame on {path}");
+        self.drain_events(to);
     }
 
     /// The path's stream dies: frames in flight are lost, both sides see it closed.

@@ -33,6 +33,7 @@
 //! `fallback: true`). With no usable path the engine reports [`SessionEvent::NoPath`] (the
 //! driver opens one when it can) and fails after [`SessionConfig::path_timeout`].
 
+mod batch;
 mod config;
 #[cfg(test)]
 mod harness;
@@ -407,23 +408,6 @@ impl SessionEngine {
         Some(payload)
     }
 
-    /// As [`SessionEngine::recv`] for up to `max` messages, handed to `push` in order (the
-    /// acknowledgement they make due is decided once); how many.
-    pub fn recv_many(&mut self, max: usize, mut push: impl FnMut(Bytes)) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            let Some(payload) = self.recv.pop() else {
-                break;
-            };
-            push(payload);
-            taken += 1;
-        }
-        if taken > 0 {
-            self.schedule_ack(None);
-        }
-        taken
-    }
-
     /// Messages readable now.
     pub fn readable(&self) -> usize {
         self.recv.readable()
@@ -542,65 +526,6 @@ impl SessionEngine {
         });
         self.reselect(now, false);
         Ok(true)
-    }
-
-    /// Frames (other than `Hello`) read together on `path`, as [`SessionEngine::handle_frame`]
-    /// each (the acknowledgement the messages among them make due is decided once, after the
-    /// last); a violation fails the session and the frames after it are ignored.
-    pub fn handle_frames(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        frames: impl IntoIterator<Item = Frame>,
-    ) -> Result<(), SessionError> {
-        self.in_batch = true;
-        let mut result = Ok(());
-        // In-order messages on an active path take the short way while nothing changes the
-        // path's state (re-checked after every other frame).
-        let mut fast = self.in_order_data_allowed(path);
-        for frame in frames {
-            let frame = match frame {
-                Frame::Data { seq, payload }
-                    if fast && payload.len() <= self.config.max_message =>
-                {
-                    let was_readable = self.recv.readable() > 0;
-                    match self.recv.take_in_order(seq, payload) {
-                        Ok(()) => {
-                            if !was_readable {
-                                self.events.push_back(SessionEvent::Readable);
-                            }
-                            self.batch_delivered = true;
-                            continue;
-                        }
-                        Err(payload) => Frame::Data { seq, payload },
-                    }
-                }
-                frame => frame,
-            };
-            if let Err(error) = self.handle_frame(now, path, frame) {
-                result = Err(error);
-                break;
-            }
-            fast = self.in_order_data_allowed(path);
-        }
-        self.stats.messages_delivered = self.recv.next;
-        self.in_batch = false;
-        if std::mem::take(&mut self.batch_delivered) {
-            self.schedule_ack(Some(now));
-        }
-        result
-    }
-
-    /// Whether a `Data` frame on `path` passes every check of [`SessionEngine::handle_frame`]
-    /// but the receive buffer's (an active path the peer has not fenced, no `Fin` from the
-    /// peer, a session not failed).
-    fn in_order_data_allowed(&self, path: PathId) -> bool {
-        !self.failed
-            && self.peer_fin.is_none()
-            && self
-                .paths
-                .get(&path)
-                .is_some_and(|entry| entry.state == PathState::Active && !entry.peer_fenced)
     }
 
     /// A frame (other than `Hello`) arrived on `path`. A violation fails the session (the

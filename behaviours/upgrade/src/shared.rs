@@ -53,6 +53,7 @@ impl Outs {
     }
 
     /// The buffer of `path`.
+    #[cfg(test)]
     pub(crate) fn get(&self, path: &PathId) -> Option<&Out> {
         self.0.iter().find(|(p, _)| p == path).map(|(_, out)| out)
     }
@@ -348,10 +349,22 @@ impl State {
             if let Some(out) = self
                 .engine
                 .current_path()
-                .and_then(|path| self.outs.get(&path))
+                .and_then(|path| self.outs.get_mut(&path))
             {
                 if out.buf.len() >= WRITE_BATCH {
                     return;
+                }
+                // Messages in a run, while nothing else is due (one path lookup for all).
+                let was_empty = out.buf.is_empty();
+                if self
+                    .engine
+                    .poll_data_framed(self.now, &mut out.buf, WRITE_BATCH)
+                    > 0
+                {
+                    if was_empty {
+                        self.wakes.writers.push(out.wake.clone());
+                    }
+                    continue;
                 }
             }
             let outs = &mut self.outs;

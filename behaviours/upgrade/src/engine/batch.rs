@@ -4,12 +4,48 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{PathId, PathState, SessionEngine, SessionError, SessionEvent};
 use crate::wire::Frame;
 
 impl SessionEngine {
+    /// The frames of as many messages as can go now, appended to `out`, the buffer of the
+    /// current path, while it holds less than `limit` bytes; how many. Only when nothing
+    /// else is due first (a handshake, fence or close, an acknowledgement, a path to
+    /// choose): then it appends nothing and [`SessionEngine::poll_transmit_framed`], which
+    /// handles everything in order, is the way. What it appends is what that would append.
+    pub fn poll_data_framed(&mut self, now: Instant, out: &mut BytesMut, limit: usize) -> usize {
+        if self.failed
+            || self.current.is_none()
+            || !self.control.is_empty()
+            || self.ack_now
+            || self.ack_due.is_some_and(|due| due <= now)
+        {
+            return 0;
+        }
+        let mut sent = 0;
+        while out.len() < limit {
+            let Some((seq, payload, resent)) = self.send.next_transmit() else {
+                break;
+            };
+            if resent {
+                self.stats.bytes_resent += payload.len() as u64;
+            }
+            crate::wire::encode_data_framed(seq, payload, out);
+            sent += 1;
+        }
+        if sent > 0 {
+            self.credit_blocked = false;
+        }
+        if out.len() < limit && !self.send.all_transmitted() && !self.credit_blocked {
+            // Stopped by the peer's credit, not by the buffer.
+            self.credit_blocked = true;
+            self.stats.credit_stalls += 1;
+        }
+        sent
+    }
+
     /// As [`SessionEngine::recv`] for up to `max` messages, handed to `push` in order (the
     /// acknowledgement they make due is decided once); how many.
     pub fn recv_many(&mut self, max: usize, mut push: impl FnMut(Bytes)) -> usize {

@@ -39,6 +39,9 @@ pub(super) struct Net {
     pub(super) closed: [Vec<PathId>; 2],
     /// Messages carry [`padding`] bytes after their number (sizes vary, so do their costs).
     pub(super) padded: bool,
+    /// `pump` takes runs of messages with [`SessionEngine::poll_data_framed`] (into buffers of
+    /// at most about 200 bytes) whenever it gives some, as the driver does.
+    pub(super) data_runs: bool,
 }
 
 /// The filler after message `n`'s number when the messages are padded: 0 to 60 bytes.
@@ -62,6 +65,7 @@ impl Net {
             frames_written: 0,
             closed: [Vec::new(), Vec::new()],
             padded: false,
+            data_runs: false,
         }
     }
 
@@ -101,7 +105,13 @@ impl Net {
 
     /// Moves up to `n` frames of `side` into its links, then handles its events.
     pub(super) fn pump(&mut self, side: usize, n: usize) {
-        for _ in 0..n {
+        let mut written = 0;
+        while written < n {
+            if self.data_runs && self.pump_data_run(side) {
+                written += 1;
+                continue;
+            }
+            written += 1;
             let Some(transmit) = self.engines[side].poll_transmit(self.now) else {
                 break;
             };
@@ -125,6 +135,32 @@ impl Net {
             self.frames_written += 1;
         }
         self.drain_events(side);
+    }
+
+    /// A run of messages of `side` encoded by [`SessionEngine::poll_data_framed`], decoded
+    /// onto the current path's link; `false` if it gave none.
+    fn pump_data_run(&mut self, side: usize) -> bool {
+        let Some(path) = self.engines[side].current_path() else {
+            return false;
+        };
+        let mut buf = bytes::BytesMut::new();
+        if self.engines[side].poll_data_framed(self.now, &mut buf, 200) == 0 {
+            return false;
+        }
+        let mut at: &[u8] = &buf;
+        while let Ok((len, rest)) = unsigned_varint::decode::usize(at) {
+            let frame = Frame::decode(&rest[..len], usize::MAX).expect("a frame it encoded");
+            if let Some(link) = self.links.get_mut(&path) {
+                assert!(
+                    !link.closed[side],
+                    "{side} wrote {frame:?} on closed {path}"
+                );
+                link.queues[side].push_back(frame);
+            }
+            at = &rest[len..];
+            self.frames_written += 1;
+        }
+        true
     }
 
     pub(super) fn drain_events(&mut self, side: usize) {

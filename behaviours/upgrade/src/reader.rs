@@ -177,11 +177,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.scan = 0;
         for (index, range) in self.payloads.drain(..) {
             if let Some(Frame::Data { payload, .. }) = out.get_mut(index) {
-                *payload = if self.copying {
+                let taken = if self.copying {
                     Bytes::copy_from_slice(&parsed[range])
                 } else {
                     parsed.slice(range)
                 };
+                // The placeholder is `Bytes::new()` (static, owns nothing): forgotten rather
+                // than dropped through its vtable.
+                std::mem::forget(std::mem::replace(payload, taken));
             }
         }
     }

@@ -364,7 +364,13 @@ impl State {
                     if was_empty {
                         self.wakes.writers.push(out.wake.clone());
                     }
-                    continue;
+                    if out.buf.len() >= WRITE_BATCH {
+                        return;
+                    }
+                    // Stopped short of the buffer's end: no message or no credit left, so
+                    // another run would encode nothing; only what `poll_transmit_framed`
+                    // handles (a `Fin` after the last message) may be due. Straight there,
+                    // without a second lookup and run (once per `send`).
                 }
             }
             let outs = &mut self.outs;

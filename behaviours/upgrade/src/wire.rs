@@ -50,8 +50,12 @@ pub fn encode_data_framed(seq: u64, payload: &[u8], out: &mut BytesMut) {
     let mut at = put_varint(&mut header, 0, body as u64);
     header[at] = DATA;
     at = put_varint(&mut header, at + 1, seq);
-    out.reserve(at + payload.len());
-    out.extend_from_slice(&header[..at]);
+    // The whole array is appended (a copy of fixed size, no call) and the bytes past the
+    // header cut off again before the payload goes after it.
+    let start = out.len();
+    out.reserve(header.len() + payload.len());
+    out.extend_from_slice(&header);
+    out.truncate(start + at);
     out.extend_from_slice(payload);
 }
 
@@ -83,6 +87,12 @@ fn varint_len(value: u64) -> usize {
 /// reports why. The common case of the readers' loops, without the general decoder's cost.
 #[inline]
 pub(crate) fn varint_fast(data: &[u8]) -> Option<(u64, usize)> {
+    // One byte: the lengths of small frames.
+    if let Some(&byte) = data.first() {
+        if byte < 0x80 {
+            return Some((u64::from(byte), 1));
+        }
+    }
     let mut value = 0u64;
     for (i, &byte) in data.iter().take(9).enumerate() {
         value |= u64::from(byte & 0x7f) << (7 * i);

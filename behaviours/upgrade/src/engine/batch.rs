@@ -48,15 +48,8 @@ impl SessionEngine {
 
     /// As [`SessionEngine::recv`] for up to `max` messages, handed to `push` in order (the
     /// acknowledgement they make due is decided once); how many.
-    pub fn recv_many(&mut self, max: usize, mut push: impl FnMut(Bytes)) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            let Some(payload) = self.recv.pop() else {
-                break;
-            };
-            push(payload);
-            taken += 1;
-        }
+    pub fn recv_many(&mut self, max: usize, push: impl FnMut(Bytes)) -> usize {
+        let taken = self.recv.pop_many(max, push);
         if taken > 0 {
             self.schedule_ack(None);
         }

@@ -125,6 +125,20 @@ impl RecvBuffer {
         Some(payload)
     }
 
+    /// Up to `max` delivered messages handed to `push` in order, their cost released once
+    /// for all of them; how many.
+    pub(crate) fn pop_many(&mut self, max: usize, mut push: impl FnMut(Bytes)) -> usize {
+        let n = max.min(self.ready.len());
+        let mut released = 0;
+        for payload in self.ready.drain(..n) {
+            released += cost(payload.len());
+            push(payload);
+        }
+        self.consumed_bytes += released;
+        self.held -= released;
+        n
+    }
+
     pub(crate) fn readable(&self) -> usize {
         self.ready.len()
     }
@@ -193,5 +207,17 @@ mod tests {
         assert_eq!(recv.limit(), window + MESSAGE_COST + 8);
         assert_eq!(recv.handle_data(4, m.clone()), Received::Delivered);
         assert_eq!(recv.handle_data(5, Bytes::new()), Received::BeyondLimit);
+        // Taken in a batch: in order, at most `max`, the cost of each granted again.
+        let mut taken = Vec::new();
+        assert_eq!(recv.pop_many(2, |p| taken.push(p)), 2);
+        assert_eq!(taken, [m.clone(), m.clone()]);
+        assert_eq!(recv.limit(), window + 3 * (MESSAGE_COST + 8));
+        assert_eq!(recv.pop_many(8, |p| taken.push(p)), 2);
+        assert_eq!(recv.pop_many(8, |p| taken.push(p)), 0);
+        assert_eq!(recv.limit(), window + 5 * (MESSAGE_COST + 8));
+        for seq in 5..9 {
+            assert_eq!(recv.handle_data(seq, m.clone()), Received::Delivered);
+        }
+        assert_eq!(recv.handle_data(9, Bytes::new()), Received::BeyondLimit);
     }
 }

@@ -15,10 +15,12 @@
 //! `(max_pinned + 2) × chunk_size` bytes of chunks (the current one included) ([`max_pinned`]: twice the receive window
 //! in chunks, at least 4 — with the defaults ≈ 2 MiB).
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 
-use crate::wire::{Decoded, Frame, WireError};
+use crate::wire::{data_fast, varint_fast, Decoded, Frame, WireError};
 
 /// The smallest read chunk (a configuration with small messages still reads this much at
 /// once): 64 KiB, so one read takes what QUIC has buffered for the stream (about a write of
@@ -79,6 +81,11 @@ pub(crate) struct FrameReader<R> {
     max_payload: usize,
     /// Bytes the next frame needs (prefix and body), once its prefix is read.
     need: usize,
+    /// Bytes of whole frames parsed in the current batch, not yet split off the buffer.
+    scan: usize,
+    /// The `Data` frames of the current batch (their index in it) and where their payloads lie
+    /// in the first `scan` bytes.
+    payloads: Vec<(usize, Range<usize>)>,
     /// Chunks moved away from that payloads may still hold (emptied handles: a handle that
     /// is the allocation's only owner again can be reused).
     retired: Vec<BytesMut>,
@@ -108,6 +115,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_frame,
             max_payload,
             need: 0,
+            scan: 0,
+            payloads: Vec::new(),
             retired: Vec::new(),
             max_pinned: max_pinned.max(1),
             copying: false,
@@ -122,14 +131,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         max: usize,
     ) -> Result<(), ReadEnd> {
         loop {
+            let mut failed = None;
             while out.len() < max {
-                match self.parse_one() {
+                match self.parse_one(out.len()) {
                     Ok(Some(frame)) => out.push(frame),
                     Ok(None) => break,
-                    Err(end) if out.is_empty() => return Err(end),
-                    // The frames before it first; the error again on the next call.
-                    Err(_) => return Ok(()),
+                    Err(end) => {
+                        failed = Some(end);
+                        break;
+                    }
                 }
+            }
+            self.take_payloads(out);
+            match failed {
+                Some(end) if out.is_empty() => return Err(end),
+                // The frames before it first; the error again on the next call.
+                Some(_) => return Ok(()),
+                None => {}
             }
             if !out.is_empty() {
                 return Ok(());
@@ -147,16 +165,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next whole frame in the buffer, `None` when it is not all there yet. Nothing is
-    /// consumed unless the frame decodes (a bad frame is reported again on the next call).
-    fn parse_one(&mut self) -> Result<Option<Frame>, ReadEnd> {
-        let data = &self.buf[..self.end];
-        let (len, rest) = match unsigned_varint::decode::u64(data) {
-            Ok(decoded) => decoded,
-            Err(unsigned_varint::decode::Error::Insufficient) if data.len() < 10 => {
-                return Ok(None)
+    /// Splits the bytes of the frames parsed since the last call off the buffer at once and
+    /// gives the `Data` frames among them (in `out`) their payloads: slices of that part, or
+    /// copies while too many chunks are pinned.
+    fn take_payloads(&mut self, out: &mut [Frame]) {
+        if self.scan == 0 {
+            return;
+        }
+        let parsed = self.buf.split_to(self.scan).freeze();
+        self.end -= self.scan;
+        self.scan = 0;
+        for (index, range) in self.payloads.drain(..) {
+            if let Some(Frame::Data { payload, .. }) = out.get_mut(index) {
+                let taken = if self.copying {
+                    Bytes::copy_from_slice(&parsed[range])
+                } else {
+                    parsed.slice(range)
+                };
+                // The placeholder is `Bytes::new()` (static, owns nothing): forgotten rather
+                // than dropped through its vtable.
+                std::mem::forget(std::mem::replace(payload, taken));
             }
-            Err(_) => return Err(ReadEnd::InvalidPrefix),
+        }
+    }
+
+    /// The next whole frame after the ones parsed (`scan`), `None` when it is not all there
+    /// yet; a `Data` frame (the `index`th of the batch) gets its payload from
+    /// [`FrameReader::take_payloads`]. Nothing is consumed unless the frame decodes (a bad
+    /// frame is reported again on the next call).
+    fn parse_one(&mut self, index: usize) -> Result<Option<Frame>, ReadEnd> {
+        let data = &self.buf[self.scan..self.end];
+        let (len, rest) = match varint_fast(data) {
+            Some((len, n)) => (len, &data[n..]),
+            None => match unsigned_varint::decode::u64(data) {
+                Ok(decoded) => decoded,
+                Err(unsigned_varint::decode::Error::Insufficient) if data.len() < 10 => {
+                    return Ok(None)
+                }
+                Err(_) => return Err(ReadEnd::InvalidPrefix),
+            },
         };
         let len = match usize::try_from(len) {
             Ok(len) if len <= self.max_frame => len,
@@ -172,24 +219,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.need = prefix + len;
             return Ok(None);
         }
-        let decoded = Frame::decode_lent(&rest[..len], self.max_payload)?;
+        let body = &rest[..len];
+        let decoded = match data_fast(body, self.max_payload) {
+            Some((seq, offset)) => Decoded::Data { seq, offset },
+            None => Frame::decode_lent(body, self.max_payload)?,
+        };
         self.need = 0;
-        self.end -= prefix + len;
+        let start = self.scan;
+        self.scan += prefix + len;
         Ok(Some(match decoded {
-            Decoded::Frame(frame) => {
-                self.buf.advance(prefix + len);
-                frame
-            }
+            Decoded::Frame(frame) => frame,
             Decoded::Data { seq, offset } => {
-                self.buf.advance(prefix + offset);
-                let payload = if self.copying {
-                    let payload = Bytes::copy_from_slice(&self.buf[..len - offset]);
-                    self.buf.advance(len - offset);
-                    payload
-                } else {
-                    self.buf.split_to(len - offset).freeze()
-                };
-                Frame::Data { seq, payload }
+                self.payloads
+                    .push((index, start + prefix + offset..self.scan));
+                Frame::Data {
+                    seq,
+                    payload: Bytes::new(),
+                }
             }
         }))
     }

@@ -53,6 +53,7 @@ impl Outs {
     }
 
     /// The buffer of `path`.
+    #[cfg(test)]
     pub(crate) fn get(&self, path: &PathId) -> Option<&Out> {
         self.0.iter().find(|(p, _)| p == path).map(|(_, out)| out)
     }
@@ -333,12 +334,7 @@ impl Core {
             s.recv_waiting = true;
             return Ok(false);
         }
-        for _ in 0..max {
-            match s.engine.recv() {
-                Some(message) => push(message),
-                None => break,
-            }
-        }
+        s.engine.recv_many(max, &mut push);
         // Reading grants credit: an acknowledgement may be due.
         s.pump();
         Ok(true)
@@ -353,10 +349,28 @@ impl State {
             if let Some(out) = self
                 .engine
                 .current_path()
-                .and_then(|path| self.outs.get(&path))
+                .and_then(|path| self.outs.get_mut(&path))
             {
                 if out.buf.len() >= WRITE_BATCH {
                     return;
+                }
+                // Messages in a run, while nothing else is due (one path lookup for all).
+                let was_empty = out.buf.is_empty();
+                if self
+                    .engine
+                    .poll_data_framed(self.now, &mut out.buf, WRITE_BATCH)
+                    > 0
+                {
+                    if was_empty {
+                        self.wakes.writers.push(out.wake.clone());
+                    }
+                    if out.buf.len() >= WRITE_BATCH {
+                        return;
+                    }
+                    // Stopped short of the buffer's end: no message or no credit left, so
+                    // another run would encode nothing; only what `poll_transmit_framed`
+                    // handles (a `Fin` after the last message) may be due. Straight there,
+                    // without a second lookup and run (once per `send`).
                 }
             }
             let outs = &mut self.outs;
@@ -496,9 +510,8 @@ pub(crate) fn handle_frames(
     let mut s = core.lock();
     let now = Instant::now();
     s.now = now;
-    for frame in frames.drain(..) {
-        let _ = s.engine.handle_frame(now, path, frame);
-    }
+    // A violation fails the session (reported by the engine's event).
+    let _ = s.engine.handle_frames(now, path, frames.drain(..));
     if end {
         s.path_ended(path);
     }

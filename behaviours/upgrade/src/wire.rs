@@ -44,15 +44,81 @@ pub fn encode_data_into(seq: u64, payload: &[u8], out: &mut BytesMut) {
 /// buffer is needed).
 pub fn encode_data_framed(seq: u64, payload: &[u8], out: &mut BytesMut) {
     let body = 1 + varint_len(seq) + payload.len();
-    out.reserve(varint_len(body as u64) + body);
-    put_varints(out, &[body as u64]);
-    encode_data_into(seq, payload, out);
+    // The header (length prefix, type, sequence number: at most 21 bytes) assembled on the
+    // stack and appended at once, then the payload: two appends per message.
+    let mut header = [0u8; 24];
+    let mut at = put_varint(&mut header, 0, body as u64);
+    header[at] = DATA;
+    at = put_varint(&mut header, at + 1, seq);
+    // The whole array is appended (a copy of fixed size, no call) and the bytes past the
+    // header cut off again before the payload goes after it.
+    let start = out.len();
+    out.reserve(header.len() + payload.len());
+    out.extend_from_slice(&header);
+    out.truncate(start + at);
+    out.extend_from_slice(payload);
+}
+
+/// Writes `value` as an unsigned varint into `buf` from `at` (room for 10 bytes needed);
+/// the position after it.
+fn put_varint(buf: &mut [u8; 24], mut at: usize, mut value: u64) -> usize {
+    while value >= 0x80 {
+        if let Some(byte) = buf.get_mut(at) {
+            *byte = (value as u8) | 0x80;
+        }
+        value >>= 7;
+        at += 1;
+    }
+    if let Some(byte) = buf.get_mut(at) {
+        *byte = value as u8;
+    }
+    at + 1
 }
 
 /// The length of `value` as an unsigned varint (1 to 10 bytes).
 fn varint_len(value: u64) -> usize {
     // 7 bits per byte; 0 takes one byte.
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The unsigned varint at the front of `data` and the bytes it takes, for values of up to 9
+/// bytes, decoded as `unsigned_varint::decode::u64` decodes them; `None` for anything else
+/// (too short, 10 bytes, not minimal): the caller then asks `unsigned_varint`, which
+/// reports why. The common case of the readers' loops, without the general decoder's cost.
+#[inline]
+pub(crate) fn varint_fast(data: &[u8]) -> Option<(u64, usize)> {
+    // One byte: the lengths of small frames.
+    if let Some(&byte) = data.first() {
+        if byte < 0x80 {
+            return Some((u64::from(byte), 1));
+        }
+    }
+    let mut value = 0u64;
+    for (i, &byte) in data.iter().take(9).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            // A last byte of 0 after others is not minimal: refused by the general decoder.
+            if byte == 0 && i > 0 {
+                return None;
+            }
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A `Data` body's message number and where its payload starts, when `body` is a `Data`
+/// frame whose number [`varint_fast`] decodes and whose payload is within `max_payload`;
+/// `None` otherwise ([`Frame::decode_lent`] then decodes it, or says what is wrong).
+#[inline]
+pub(crate) fn data_fast(body: &[u8], max_payload: usize) -> Option<(u64, usize)> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != DATA {
+        return None;
+    }
+    let (seq, n) = varint_fast(rest)?;
+    let offset = 1 + n;
+    (body.len() - offset <= max_payload).then_some((seq, offset))
 }
 
 /// A frame body decoded without copying a `Data` payload ([`Frame::decode_lent`]).
@@ -436,6 +502,42 @@ mod tests {
         }
 
         #[test]
+        fn the_fast_varint_decoder_agrees_with_unsigned_varint(
+            bytes in proptest::collection::vec(any::<u8>(), 0..12),
+            value in any::<u64>(),
+        ) {
+            // Random bytes (often not minimal, too short or too long) and valid encodings.
+            let mut buf = unsigned_varint::encode::u64_buffer();
+            let encoded = unsigned_varint::encode::u64(value, &mut buf).to_vec();
+            for data in [&bytes[..], &encoded[..]] {
+                if let Some((v, n)) = varint_fast(data) {
+                    let (expected, rest) = unsigned_varint::decode::u64(data).unwrap();
+                    prop_assert_eq!((v, n), (expected, data.len() - rest.len()));
+                }
+            }
+            if encoded.len() < 10 {
+                prop_assert_eq!(varint_fast(&encoded), Some((value, encoded.len())));
+            }
+        }
+
+        #[test]
+        fn the_fast_data_decoder_agrees_with_decode_lent(
+            body in proptest::collection::vec(any::<u8>(), 0..24),
+            seq in any::<u64>(),
+            len in 0..20usize,
+        ) {
+            let data = Frame::Data { seq, payload: Bytes::from(vec![1u8; len]) }.encode();
+            for body in [&body[..], &data[..]] {
+                if let Some((seq, offset)) = data_fast(body, 16) {
+                    prop_assert_eq!(
+                        Frame::decode_lent(body, 16),
+                        Ok(Decoded::Data { seq, offset })
+                    );
+                }
+            }
+        }
+
+        #[test]
         fn random_bytes_never_panic_and_respect_the_bound(body in proptest::collection::vec(any::<u8>(), 0..128)) {
             if let Ok(Frame::Data { payload, .. }) = Frame::decode(&body, 16) {
                 prop_assert!(payload.len() <= 16);
@@ -509,10 +611,12 @@ mod tests {
             u64::MAX,
         ] {
             let mut buf = unsigned_varint::encode::u64_buffer();
-            assert_eq!(
-                varint_len(value),
-                unsigned_varint::encode::u64(value, &mut buf).len()
-            );
+            let expected = unsigned_varint::encode::u64(value, &mut buf);
+            assert_eq!(varint_len(value), expected.len());
+            // The stack encoder of `encode_data_framed` writes the same bytes, at any offset.
+            let mut header = [0u8; 24];
+            let end = put_varint(&mut header, 3, value);
+            assert_eq!(&header[3..end], expected);
         }
     }
 

@@ -39,6 +39,9 @@ pub(super) struct Net {
     pub(super) closed: [Vec<PathId>; 2],
     /// Messages carry [`padding`] bytes after their number (sizes vary, so do their costs).
     pub(super) padded: bool,
+    /// `pump` takes runs of messages with [`SessionEngine::poll_data_framed`] (into buffers of
+    /// at most about 200 bytes) whenever it gives some, as the driver does.
+    pub(super) data_runs: bool,
 }
 
 /// The filler after message `n`'s number when the messages are padded: 0 to 60 bytes.
@@ -62,6 +65,7 @@ impl Net {
             frames_written: 0,
             closed: [Vec::new(), Vec::new()],
             padded: false,
+            data_runs: false,
         }
     }
 
@@ -101,7 +105,13 @@ impl Net {
 
     /// Moves up to `n` frames of `side` into its links, then handles its events.
     pub(super) fn pump(&mut self, side: usize, n: usize) {
-        for _ in 0..n {
+        let mut written = 0;
+        while written < n {
+            if self.data_runs && self.pump_data_run(side) {
+                written += 1;
+                continue;
+            }
+            written += 1;
             let Some(transmit) = self.engines[side].poll_transmit(self.now) else {
                 break;
             };
@@ -127,6 +137,32 @@ impl Net {
         self.drain_events(side);
     }
 
+    /// A run of messages of `side` encoded by [`SessionEngine::poll_data_framed`], decoded
+    /// onto the current path's link; `false` if it gave none.
+    fn pump_data_run(&mut self, side: usize) -> bool {
+        let Some(path) = self.engines[side].current_path() else {
+            return false;
+        };
+        let mut buf = bytes::BytesMut::new();
+        if self.engines[side].poll_data_framed(self.now, &mut buf, 200) == 0 {
+            return false;
+        }
+        let mut at: &[u8] = &buf;
+        while let Ok((len, rest)) = unsigned_varint::decode::usize(at) {
+            let frame = Frame::decode(&rest[..len], usize::MAX).expect("a frame it encoded");
+            if let Some(link) = self.links.get_mut(&path) {
+                assert!(
+                    !link.closed[side],
+                    "{side} wrote {frame:?} on closed {path}"
+                );
+                link.queues[side].push_back(frame);
+            }
+            at = &rest[len..];
+            self.frames_written += 1;
+        }
+        true
+    }
+
     pub(super) fn drain_events(&mut self, side: usize) {
         while let Some(event) = self.engines[side].poll_event() {
             assert!(
@@ -137,16 +173,19 @@ impl Net {
         }
     }
 
-    /// Delivers up to `n` frames written by `from` on `path`; an empty queue of a closed end
-    /// is an EOF for the reader, which then closes its end too.
+    /// Delivers up to `n` frames written by `from` on `path`, as the driver does: the frames
+    /// read together go into the engine in one [`SessionEngine::handle_frames`]; an empty
+    /// queue of a closed end is an EOF for the reader, which then closes its end too.
     pub(super) fn deliver(&mut self, path: PathId, from: usize, n: usize) {
         let to = 1 - from;
+        let mut batch = Vec::new();
         for _ in 0..n {
             let Some(link) = self.links.get_mut(&path) else {
-                return;
+                break;
             };
             let Some(frame) = link.queues[from].pop_front() else {
                 if link.closed[from] {
+                    self.handle_batch(to, path, &mut batch);
                     // EOF: the reader's stream ends; it stops reading and writing.
                     self.links.remove(&path);
                     for side in [A, B] {
@@ -154,25 +193,39 @@ impl Net {
                         self.drain_events(side);
                     }
                 }
-                return;
+                break;
             };
             let kind = link.kind;
             let first = to != link.opener && !link.hello_seen;
             link.hello_seen = true;
-            let result = match frame {
+            match frame {
                 Frame::Hello {
                     path: id,
                     recv_next,
                     recv_limit,
                     ..
-                } if first => self.engines[to]
-                    .handle_hello(self.now, kind, id, recv_next, recv_limit)
-                    .map(|_| ()),
-                frame => self.engines[to].handle_frame(self.now, path, frame),
-            };
-            assert_eq!(result, Ok(()), "side {to} refused a frame on {path}");
-            self.drain_events(to);
+                } if first => {
+                    self.handle_batch(to, path, &mut batch);
+                    let result = self.engines[to]
+                        .handle_hello(self.now, kind, id, recv_next, recv_limit)
+                        .map(|_| ());
+                    assert_eq!(result, Ok(()), "side {to} refused a Hello on {path}");
+                    self.drain_events(to);
+                }
+                frame => batch.push(frame),
+            }
         }
+        self.handle_batch(to, path, &mut batch);
+    }
+
+    /// The frames read together on `path` go into the engine of `to`.
+    fn handle_batch(&mut self, to: usize, path: PathId, batch: &mut Vec<Frame>) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = self.engines[to].handle_frames(self.now, path, batch.drain(..));
+        assert_eq!(result, Ok(()), "side {to} refused a frame on {path}");
+        self.drain_events(to);
     }
 
     /// The path's stream dies: frames in flight are lost, both sides see it closed.

@@ -33,6 +33,7 @@
 //! `fallback: true`). With no usable path the engine reports [`SessionEvent::NoPath`] (the
 //! driver opens one when it can) and fails after [`SessionConfig::path_timeout`].
 
+mod batch;
 mod config;
 #[cfg(test)]
 mod harness;
@@ -266,6 +267,11 @@ pub struct SessionEngine {
     finished: bool,
     failed: bool,
     stats: SessionStats,
+    /// Inside [`SessionEngine::handle_frames`]: acknowledgements are scheduled once, after
+    /// the batch.
+    in_batch: bool,
+    /// A message was delivered in the current batch.
+    batch_delivered: bool,
 }
 
 impl SessionEngine {
@@ -312,6 +318,8 @@ impl SessionEngine {
             finished: false,
             failed: false,
             stats: SessionStats::default(),
+            in_batch: false,
+            batch_delivered: false,
             config,
         }
     }
@@ -602,7 +610,11 @@ impl SessionEngine {
                         if !was_readable {
                             self.events.push_back(SessionEvent::Readable);
                         }
-                        self.schedule_ack(Some(now));
+                        if self.in_batch {
+                            self.batch_delivered = true;
+                        } else {
+                            self.schedule_ack(Some(now));
+                        }
                         self.check_finished();
                     }
                     Received::Buffered => {}

@@ -45,6 +45,7 @@ proptest! {
     fn random_switches_losses_and_reorderings_never_lose_duplicate_or_reorder(
         steps in proptest::collection::vec(step(), 1..200),
         padded in any::<bool>(),
+        data_runs in any::<bool>(),
     ) {
         // Windows of 32 and 24 of the harness's 8-byte messages; padded, messages of 8 to
         // 68 bytes, so the credit's offsets depend on every size before.
@@ -58,6 +59,8 @@ proptest! {
             .with_path_timeout(Duration::from_secs(3600));
         let mut net = Net::new(config);
         net.padded = padded;
+        // Messages also in runs (`poll_data_framed`), as the driver's pump takes them.
+        net.data_runs = data_runs;
         net.open(A, PathKind::Relayed);
         for step in steps {
             match step {

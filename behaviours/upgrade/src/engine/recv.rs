@@ -102,12 +102,41 @@ impl RecvBuffer {
         Received::Delivered
     }
 
+    /// Takes message `seq` if it is the next one in order with nothing buffered after a gap
+    /// and it fits the window — what [`RecvBuffer::handle_data`] would deliver at once, in
+    /// fewer steps; otherwise gives it back for `handle_data` to decide.
+    pub(crate) fn take_in_order(&mut self, seq: u64, payload: Bytes) -> Result<(), Bytes> {
+        let c = cost(payload.len());
+        if seq != self.next || !self.pending.is_empty() || self.held + c > self.window {
+            return Err(payload);
+        }
+        self.held += c;
+        self.received_bytes += c;
+        self.next += 1;
+        self.ready.push_back(payload);
+        Ok(())
+    }
+
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         let payload = self.ready.pop_front()?;
         let c = cost(payload.len());
         self.consumed_bytes += c;
         self.held -= c;
         Some(payload)
+    }
+
+    /// Up to `max` delivered messages handed to `push` in order, their cost released once
+    /// for all of them; how many.
+    pub(crate) fn pop_many(&mut self, max: usize, mut push: impl FnMut(Bytes)) -> usize {
+        let n = max.min(self.ready.len());
+        let mut released = 0;
+        for payload in self.ready.drain(..n) {
+            released += cost(payload.len());
+            push(payload);
+        }
+        self.consumed_bytes += released;
+        self.held -= released;
+        n
     }
 
     pub(crate) fn readable(&self) -> usize {
@@ -140,6 +169,27 @@ mod tests {
     }
 
     #[test]
+    fn only_the_next_message_with_no_gap_behind_it_takes_the_short_way() {
+        let mut recv = RecvBuffer::new(4 * (MESSAGE_COST + 8));
+        let m = |i: u8| Bytes::from(vec![i; 8]);
+        assert_eq!(recv.take_in_order(0, m(0)), Ok(()));
+        // Ahead of a gap, or a duplicate: given back (`handle_data` buffers or drops it).
+        assert_eq!(recv.take_in_order(2, m(2)), Err(m(2)));
+        assert_eq!(recv.take_in_order(0, m(0)), Err(m(0)));
+        assert_eq!(recv.handle_data(2, m(2)), Received::Buffered);
+        // The next one while a later one is buffered: `handle_data` must deliver both.
+        assert_eq!(recv.take_in_order(1, m(1)), Err(m(1)));
+        assert_eq!(recv.handle_data(1, m(1)), Received::Delivered);
+        assert_eq!(recv.readable(), 3);
+        // Past the window: given back (`handle_data` refuses it).
+        assert_eq!(recv.take_in_order(3, m(3)), Ok(()));
+        assert_eq!(recv.take_in_order(4, m(4)), Err(m(4)));
+        assert_eq!(recv.handle_data(4, m(4)), Received::BeyondLimit);
+        let read: Vec<u8> = std::iter::from_fn(|| recv.pop()).map(|p| p[0]).collect();
+        assert_eq!(read, [0, 1, 2, 3]);
+    }
+
+    #[test]
     fn the_receiver_holds_at_most_its_window_in_bytes() {
         let window = 4 * (MESSAGE_COST + 8);
         let mut recv = RecvBuffer::new(window);
@@ -157,5 +207,17 @@ mod tests {
         assert_eq!(recv.limit(), window + MESSAGE_COST + 8);
         assert_eq!(recv.handle_data(4, m.clone()), Received::Delivered);
         assert_eq!(recv.handle_data(5, Bytes::new()), Received::BeyondLimit);
+        // Taken in a batch: in order, at most `max`, the cost of each granted again.
+        let mut taken = Vec::new();
+        assert_eq!(recv.pop_many(2, |p| taken.push(p)), 2);
+        assert_eq!(taken, [m.clone(), m.clone()]);
+        assert_eq!(recv.limit(), window + 3 * (MESSAGE_COST + 8));
+        assert_eq!(recv.pop_many(8, |p| taken.push(p)), 2);
+        assert_eq!(recv.pop_many(8, |p| taken.push(p)), 0);
+        assert_eq!(recv.limit(), window + 5 * (MESSAGE_COST + 8));
+        for seq in 5..9 {
+            assert_eq!(recv.handle_data(seq, m.clone()), Received::Delivered);
+        }
+        assert_eq!(recv.handle_data(9, Bytes::new()), Received::BeyondLimit);
     }
 }

@@ -194,7 +194,7 @@ struct PeerChoke {
     ids_while_choked: u32,
     /// It sent IHAVE while unchoked (our UNCHOKE may be lost).
     ihave_while_unchoked: bool,
-    /// Copies (unchoked) or ids (choked) it sent this heartbeat.
+    /// Copies or ids (IHAVE, while choked) it sent this heartbeat.
     heard: u32,
 }
 

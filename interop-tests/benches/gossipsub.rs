@@ -155,9 +155,10 @@ fn choking() -> bool {
     std::env::var("MESHWIRE_BENCH_CHOKE").as_deref() == Ok("on")
 }
 
-/// The choke settings of a meshwire child: the defaults, with `max_unchoked` and
-/// `iwant_timeout` (ms) overridable by `MESHWIRE_BENCH_CHOKE_MAX` and
-/// `MESHWIRE_BENCH_CHOKE_IWANT_MS` (for exploring the trade between duplicates and latency).
+/// The choke settings of a meshwire child: the defaults, with `max_unchoked`,
+/// `iwant_timeout` (ms) and `eager_from_author` overridable by `MESHWIRE_BENCH_CHOKE_MAX`,
+/// `MESHWIRE_BENCH_CHOKE_IWANT_MS` and `MESHWIRE_BENCH_CHOKE_EAGER` (`on`/`off`), for
+/// exploring the trade between duplicates and latency.
 fn choke_config() -> meshwire_pubsub::ChokeConfig {
     let defaults = meshwire_pubsub::ChokeConfig::default();
     let max_unchoked = env_usize("MESHWIRE_BENCH_CHOKE_MAX", defaults.max_unchoked);
@@ -170,6 +171,11 @@ fn choke_config() -> meshwire_pubsub::ChokeConfig {
         max_unchoked,
         min_unchoked: defaults.min_unchoked.min(max_unchoked),
         iwant_timeout: Duration::from_millis(iwant_ms as u64),
+        eager_from_author: match std::env::var("MESHWIRE_BENCH_CHOKE_EAGER").as_deref() {
+            Ok("on") => true,
+            Ok("off") => false,
+            _ => defaults.eager_from_author,
+        },
         ..defaults
     }
 }

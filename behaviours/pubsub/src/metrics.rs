@@ -49,6 +49,7 @@ type Labels = Vec<(String, String)>;
 /// | `pubsub_choke_ignored_total` | counter | CHOKEs and UNCHOKEs ignored (topic not ours, peer not in the mesh, choking off) |
 /// | `pubsub_choke_ihave_instead_total` | counter | messages forwarded as an IHAVE because the peer choked us |
 /// | `pubsub_choke_fallback_iwants_total` | counter | IWANTs sent for ids only choked peers announced, after the wait |
+/// | `pubsub_choke_eager_total` | counter | messages forwarded in full to a peer that choked us, because we took them from their author |
 ///
 /// Clones share the same values and the same topic labels.
 #[derive(Clone, Debug)]
@@ -75,6 +76,7 @@ pub struct GossipsubMetrics {
     choke_ignored: Counter,
     choke_ihave_instead: Counter,
     choke_fallback_iwants: Counter,
+    choke_eager: Counter,
     labelled: Arc<Mutex<HashSet<String>>>,
     max_topics: usize,
 }
@@ -107,6 +109,7 @@ impl GossipsubMetrics {
             choke_ignored: Counter::default(),
             choke_ihave_instead: Counter::default(),
             choke_fallback_iwants: Counter::default(),
+            choke_eager: Counter::default(),
             labelled: Arc::new(Mutex::new(HashSet::new())),
             max_topics,
         };
@@ -218,6 +221,11 @@ impl GossipsubMetrics {
                 "IWANTs sent for ids only choked peers announced, after the wait",
                 &m.choke_fallback_iwants,
             ),
+            (
+                "choke_eager",
+                "Messages forwarded in full to a peer that choked us, taken from their author",
+                &m.choke_eager,
+            ),
         ] {
             sub.register(name, help, counter.clone());
         }
@@ -255,6 +263,11 @@ impl GossipsubMetrics {
             &self.choke_fallback_iwants,
             now.fallback_iwants,
             before.fallback_iwants,
+        );
+        add(
+            &self.choke_eager,
+            now.eager_to_choking,
+            before.eager_to_choking,
         );
     }
 

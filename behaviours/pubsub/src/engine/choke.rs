@@ -27,7 +27,9 @@
 //!   penalised).
 //! - **Honoured** (sender side): a message we forward (not one we publish) to a mesh peer
 //!   that choked us on its topic goes as an IHAVE of its id at once, in the same input,
-//!   instead of the message. IWANT is answered as always. A CHOKE or UNCHOKE for a topic we
+//!   instead of the message — unless we took it straight from its author and
+//!   [`ChokeConfig::eager_from_author`] is on: then it goes in full (eager near the source).
+//!   IWANT is answered as always. A CHOKE or UNCHOKE for a topic we
 //!   are not in, or from a peer not in that topic's mesh, is ignored (counted): a peer can
 //!   only lower what we send to it.
 //! - **Implicit IDONTWANT**: a choked peer's IHAVE says it has the message: the ids are
@@ -42,9 +44,11 @@
 //!   [`ChokeConfig::max_pending`] ids wait; beyond, the id is left to the heartbeat's gossip.
 //! - **Reset**: GRAFT or PRUNE between two peers on a topic (either way), leaving the mesh,
 //!   or disconnecting forgets both directions' choke state for that pair.
-//! - **Lossy links**: a CHOKE is sent again when a choked peer keeps sending full messages
-//!   we did not ask for two heartbeats after it; an UNCHOKE when an unchoked mesh peer sends
-//!   IHAVE. At most once per heartbeat each.
+//! - **Lossy links**: a CHOKE is sent again when, two heartbeats after it, a choked peer
+//!   sent us more full messages we did not ask for than ids (IHAVE) during a heartbeat (the
+//!   receiver cannot tell an eager copy from the author's neighbour from a lost CHOKE, but a
+//!   peer that honours the CHOKE announces most messages by id); an UNCHOKE when an unchoked
+//!   mesh peer sends IHAVE. At most once per heartbeat each.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -78,7 +82,8 @@ pub struct ChokeConfig {
     /// below, the best choked peers are unchoked at the heartbeat. Default 3.
     pub min_unchoked: usize,
     /// The most unchoked mesh peers per topic: above, mostly-late peers are choked. Each
-    /// unchoked peer costs about one duplicate per message. Default 4.
+    /// unchoked peer costs about one duplicate per message. Default 3 (with
+    /// `eager_from_author`, which adds about half a duplicate per message; 4 without it).
     pub max_unchoked: usize,
     /// A copy (or a choked peer's IHAVE) arriving within this of the first copy counts as
     /// early. Default 5 ms.
@@ -103,6 +108,12 @@ pub struct ChokeConfig {
     /// First-arrival times kept to judge the margin (forgotten at each heartbeat once older
     /// than the margin), at most. Default 4,096.
     pub max_tracked: usize,
+    /// Eager near the source: a message we took straight from its author (the peer that sent
+    /// it wrote it) is forwarded in full to every mesh peer, those that choked us included,
+    /// so a message's second hop fans out as without choking and only later hops are lazy
+    /// (the latency's tail is set by how wide the first hops fan out; most duplicates arise
+    /// late in a message's spread). Default `true`.
+    pub eager_from_author: bool,
 }
 
 impl Default for ChokeConfig {
@@ -110,7 +121,7 @@ impl Default for ChokeConfig {
         ChokeConfig {
             enabled: false,
             min_unchoked: 3,
-            max_unchoked: 4,
+            max_unchoked: 3,
             early_margin: Duration::from_millis(5),
             late_ratio: 0.5,
             min_samples: 5.0,
@@ -120,6 +131,7 @@ impl Default for ChokeConfig {
             iwant_timeout: Duration::from_millis(100),
             max_pending: 1024,
             max_tracked: 4096,
+            eager_from_author: true,
         }
     }
 }
@@ -162,6 +174,9 @@ pub struct ChokeStats {
     pub fallback_iwants: u64,
     /// Ids announced by choked peers not tracked (`max_pending` reached).
     pub pending_dropped: u64,
+    /// Messages forwarded in full to a peer that choked us, because we took them straight
+    /// from their author ([`ChokeConfig::eager_from_author`]).
+    pub eager_to_choking: u64,
 }
 
 /// What we measured of one mesh peer on one topic.
@@ -172,12 +187,14 @@ struct PeerChoke {
     choked: bool,
     /// The heartbeat at which we choked it.
     choked_tick: u64,
-    /// Full messages from it while choked (this heartbeat), and IWANTs we sent it.
+    /// Full messages from it while choked (this heartbeat), IWANTs we sent it, and ids it
+    /// announced (IHAVE) while choked.
     full_while_choked: u32,
     iwants: u32,
+    ids_while_choked: u32,
     /// It sent IHAVE while unchoked (our UNCHOKE may be lost).
     ihave_while_unchoked: bool,
-    /// Copies (unchoked) or ids (choked) it sent this heartbeat.
+    /// Copies or ids (IHAVE, while choked) it sent this heartbeat.
     heard: u32,
 }
 
@@ -362,14 +379,21 @@ impl GossipsubEngine {
         }
     }
 
-    /// Forwarding `id` to `peer`: if it choked us on `topic`, an IHAVE goes instead (`true`).
+    /// Forwarding `id` to `peer`: if it choked us on `topic`, an IHAVE goes instead (`true`),
+    /// unless `eager` (we took the message from its author and
+    /// [`ChokeConfig::eager_from_author`] is on: the full message goes, counted).
     pub(super) fn forward_choked(
         &mut self,
         topic: &TopicHash,
         peer: PeerId,
         id: &MessageId,
+        eager: bool,
     ) -> bool {
         if !self.choke.choked_by.contains(&(topic.clone(), peer)) {
+            return false;
+        }
+        if eager && self.config.choke.eager_from_author {
+            self.choke.stats.eager_to_choking += 1;
             return false;
         }
         self.choke.stats.ihave_instead += 1;
@@ -419,11 +443,14 @@ impl GossipsubEngine {
         let Some(st) = c.topics.get_mut(topic).and_then(|m| m.get_mut(peer)) else {
             return;
         };
+        st.heard += 1;
         if st.choked {
+            // An answer to our IWANT, a copy it took from the author and forwards eagerly
+            // (`eager_from_author`), or our CHOKE was lost; not measured (an answer to a
+            // fallback IWANT would look early).
             st.full_while_choked += 1;
             return;
         }
-        st.heard += 1;
         if early {
             st.early += 1.0;
         } else {
@@ -454,6 +481,7 @@ impl GossipsubEngine {
                 continue;
             }
             st.heard += 1;
+            st.ids_while_choked += 1;
             let hash = super::id_hash(id);
             if self.seen.contains(&MessageId(id.clone())) {
                 let early = c
@@ -622,7 +650,11 @@ impl GossipsubEngine {
             let share = st.share(config.min_samples);
             if st.choked {
                 choked.push((share, *p));
-                if st.full_while_choked > st.iwants && tick >= st.choked_tick + 2 {
+                // Our CHOKE looks lost when most of what it sent were full messages we did
+                // not ask for (a peer forwarding eagerly what it took from the author also
+                // announces the rest by IHAVE).
+                let unrequested = st.full_while_choked.saturating_sub(st.iwants);
+                if unrequested > st.ids_while_choked && tick >= st.choked_tick + 2 {
                     resend.push((*p, true));
                 }
             } else {
@@ -633,6 +665,7 @@ impl GossipsubEngine {
             }
             st.full_while_choked = 0;
             st.iwants = 0;
+            st.ids_while_choked = 0;
             st.ihave_while_unchoked = false;
             st.early *= config.decay;
             st.late *= config.decay;

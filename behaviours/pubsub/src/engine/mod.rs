@@ -877,12 +877,14 @@ impl GossipsubEngine {
             }
         }
         let hash = id_hash(&id.0);
+        // Taken straight from its author: the first hop (choking's eager-near-the-source rule).
+        let eager = from.is_some() && from == author;
         for peer in targets {
             if self.unwanted(&peer, hash) {
                 self.count_suppressed();
                 continue;
             }
-            if self.forward_choked(&topic, peer, id) {
+            if self.forward_choked(&topic, peer, id, eager) {
                 continue;
             }
             self.push_data(peer, hash, message.clone());

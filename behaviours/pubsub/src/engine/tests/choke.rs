@@ -5,10 +5,14 @@
 use super::*;
 use crate::wire::ControlChoke;
 
+/// Choking on, without the eager first hop (in the diamond below every message reaches
+/// nodes 1 and 2 straight from its author, so `eager_from_author` would forward everything
+/// in full; `choked_peer_forwards_in_full_what_it_took_from_the_author` tests it).
 fn choking() -> GossipsubConfig {
     GossipsubConfig {
         choke: ChokeConfig {
             enabled: true,
+            eager_from_author: false,
             ..ChokeConfig::default()
         },
         ..fast()
@@ -147,6 +151,99 @@ fn choked_peer_sends_ihave_then_unchoke_restores_data() {
     net.deliver();
     assert_eq!(data_sent(&net, 2, 0, mark), 1, "unchoked: data again");
     assert_eq!(ihaves_sent(&net, 2, 0, mark), 0);
+}
+
+#[test]
+fn choked_peer_forwards_in_full_what_it_took_from_the_author() {
+    // The diamond with a node 4 behind the publisher 3 (4 — 3 — {1, 2} — 0), every node
+    // with `eager_from_author` on.
+    let mut net = Net::new(5, |i| {
+        let mut c = choking();
+        c.choke.eager_from_author = true;
+        if i == 0 {
+            c.choke.min_unchoked = 1;
+            c.choke.max_unchoked = 1;
+            c.choke.min_samples = 2.0;
+        }
+        c
+    });
+    for (a, b) in [(0, 1), (0, 2), (1, 3), (2, 3), (3, 4)] {
+        net.connect(a, b);
+    }
+    net.subscribe_all();
+    net.advance(Duration::from_millis(200));
+    let p2 = net.ids[2];
+    for _ in 0..4 {
+        publish_with_late_2(&mut net, Duration::from_millis(50));
+    }
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.nodes[0].choked_peers(&topic()), vec![p2]);
+    assert!(net.nodes[2].is_choked_by(&net.ids[0], &topic()));
+    let chokes = net.nodes[0].choke_stats().chokes_sent;
+
+    // Node 3 publishes: node 2 took it from its author and forwards it in full to node 0,
+    // which chokes it (the first hop fans out as without choking).
+    let mark = net.log.len();
+    net.nodes[3]
+        .publish(net.now, topic(), b"first hop".to_vec())
+        .unwrap();
+    net.deliver();
+    assert_eq!(
+        data_sent(&net, 2, 0, mark),
+        1,
+        "eager copy from the first hop"
+    );
+    assert_eq!(ihaves_sent(&net, 2, 0, mark), 0);
+    assert_eq!(net.nodes[2].choke_stats().eager_to_choking, 1);
+
+    // Node 4 publishes: node 2 took it from node 3, not from its author: an IHAVE only.
+    let mark = net.log.len();
+    net.nodes[4]
+        .publish(net.now, topic(), b"second hop".to_vec())
+        .unwrap();
+    net.deliver();
+    assert_eq!(data_sent(&net, 2, 0, mark), 0, "lazy beyond the first hop");
+    assert_eq!(ihaves_sent(&net, 2, 0, mark), 1);
+    assert_eq!(net.nodes[2].choke_stats().eager_to_choking, 1);
+    assert_eq!(net.nodes[2].choke_stats().ihave_instead, 1);
+    // Node 0 has each message once, and does not take the eager copy for a lost CHOKE: as
+    // many ids announced as full copies, two heartbeats on, no CHOKE re-sent.
+    let got = net.messages(0);
+    for data in [&b"first hop"[..], &b"second hop"[..]] {
+        let n = got.iter().filter(|m| m.data == data).count();
+        assert_eq!(n, 1);
+    }
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.nodes[0].choke_stats().chokes_sent, chokes);
+
+    // Node 2 forgets the CHOKE (as if lost: an UNCHOKE injected) and sends only full
+    // messages: node 0 sends its CHOKE again at a heartbeat.
+    net.inject(
+        0,
+        2,
+        Rpc {
+            control: Some(ControlMessage {
+                unchoke: vec![ControlChoke {
+                    topic_id: Some(TOPIC.to_string()),
+                }],
+                ..ControlMessage::default()
+            }),
+            ..Rpc::default()
+        },
+    );
+    assert!(!net.nodes[2].is_choked_by(&net.ids[0], &topic()));
+    for _ in 0..3 {
+        net.nodes[4]
+            .publish(net.now, topic(), b"lost choke".to_vec())
+            .unwrap();
+        net.deliver();
+        net.advance(Duration::from_millis(300));
+    }
+    assert!(
+        net.nodes[0].choke_stats().chokes_sent > chokes,
+        "CHOKE re-sent"
+    );
+    assert!(net.nodes[2].is_choked_by(&net.ids[0], &topic()));
 }
 
 #[test]
@@ -328,6 +425,7 @@ fn choke_counters_are_exported_as_metrics() {
         "ignored",
         "ihave_instead",
         "fallback_iwants",
+        "eager",
     ] {
         assert_eq!(value(&t, name), 0, "{name}");
     }

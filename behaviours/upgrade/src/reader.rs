@@ -182,9 +182,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 } else {
                     parsed.slice(range)
                 };
-                // The placeholder is `Bytes::new()` (static, owns nothing): forgotten rather
-                // than dropped through its vtable.
-                std::mem::forget(std::mem::replace(payload, taken));
+                *payload = taken;
             }
         }
     }

@@ -26,22 +26,18 @@ impl SessionEngine {
         }
         let mut sent = 0;
         while out.len() < limit {
-            let Some((seq, payload, resent)) = self.send.next_transmit() else {
+            let Some((seq, payload)) = self.next_data() else {
                 break;
             };
-            if resent {
-                self.stats.bytes_resent += payload.len() as u64;
-            }
             crate::wire::encode_data_framed(seq, payload, out);
             sent += 1;
         }
         if sent > 0 {
             self.credit_blocked = false;
         }
-        if out.len() < limit && !self.send.all_transmitted() && !self.credit_blocked {
-            // Stopped by the peer's credit, not by the buffer.
-            self.credit_blocked = true;
-            self.stats.credit_stalls += 1;
+        if out.len() < limit {
+            // Stopped by the peer's credit (or out of messages), not by the buffer.
+            self.note_credit_stall();
         }
         sent
     }

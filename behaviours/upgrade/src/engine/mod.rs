@@ -740,20 +740,14 @@ impl SessionEngine {
         }
         if self.send.can_transmit() {
             self.credit_blocked = false;
-            let (seq, payload, resent) = self.send.next_transmit()?;
-            if resent {
-                self.stats.bytes_resent += payload.len() as u64;
-            }
+            let (seq, payload) = self.next_data()?;
             return Some(Output::Data {
                 path: current,
                 seq,
                 payload,
             });
         }
-        if !self.send.all_transmitted() && !self.credit_blocked {
-            self.credit_blocked = true;
-            self.stats.credit_stalls += 1;
-        }
+        self.note_credit_stall();
         if self.closing && !self.fin_sent && self.send.all_transmitted() {
             self.fin_sent = true;
             return Some(Output::Owned(Transmit::Frame {
@@ -764,6 +758,24 @@ impl SessionEngine {
             }));
         }
         None
+    }
+
+    /// The next message to send, if the peer's credit lets it go, its bytes counted as
+    /// re-sent when it goes again.
+    fn next_data(&mut self) -> Option<(u64, &Bytes)> {
+        let (seq, payload, resent) = self.send.next_transmit()?;
+        if resent {
+            self.stats.bytes_resent += payload.len() as u64;
+        }
+        Some((seq, payload))
+    }
+
+    /// Messages wait for the peer's credit: counted once per stall.
+    fn note_credit_stall(&mut self) {
+        if !self.send.all_transmitted() && !self.credit_blocked {
+            self.credit_blocked = true;
+            self.stats.credit_stalls += 1;
+        }
     }
 
     /// The next event for the driver.
